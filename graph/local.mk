@@ -1,0 +1,2 @@
+# graph/: tensors as named StarPU handles, the one task-insertion path, DAG export, dtypes.
+libstarmoe_la_SOURCES += graph/dtype.c graph/dtype.h

@@ -1,0 +1,40 @@
+/* A Hugging Face model folder: config.json plus model.safetensors or the shards listed in
+ * model.safetensors.index.json. Knows formats, not models: callers ask for tensors by name and
+ * expected shape. FP8 (F8_E4M3) weights are dequantised with their `<name>_scale_inv` sibling
+ * (`weight_scale_inv`, F32, blocks of config fp8_block, ceil division at the edges). */
+#ifndef STARMOE_HF_MODEL_H
+#define STARMOE_HF_MODEL_H
+
+#include <stdint.h>
+#include <starmoe/config.h>
+#include "io/safetensors.h"
+
+typedef struct sm_hf_model {
+    char *dir;
+    sm_config config;
+    int nfiles;
+    sm_st_file *files;
+    int nnames;                  /* tensor name -> file index, sorted by name */
+    char **names;
+    int *file_of;
+} sm_hf_model;
+
+/* Opens DIR: reads and validates config.json, then the index (if any) and every shard it names
+ * (a name listed in the index but missing from its shard is an error). */
+int sm_hf_open(sm_hf_model *m, const char *dir, sm_error *err);
+void sm_hf_close(sm_hf_model *m);
+
+/* 1 when the folder holds a tensor of that name. */
+int sm_hf_has(const sm_hf_model *m, const char *name);
+
+/* Loads tensor `name` as float32 into dst after checking the shape; F8_E4M3 weights are
+ * dequantised with `name` + "_scale_inv" (an FP8 weight without it is an error, as is a scale of
+ * the wrong shape). Errors name the file and the tensor. */
+int sm_hf_load_f32(const sm_hf_model *m, const char *name, int ndim, const int64_t *shape,
+                   float *dst, sm_error *err);
+
+/* Dequantises a [rows, cols] FP8 E4M3 weight with its [ceil(rows/br), ceil(cols/bc)] scale grid. */
+void sm_fp8_dequant_blocks(float *dst, const uint8_t *q, const float *scale_inv, int64_t rows,
+                           int64_t cols, int br, int bc);
+
+#endif

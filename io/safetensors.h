@@ -1,0 +1,63 @@
+/* safetensors files: a validating reader (mmap, every header field checked against the file)
+ * and an atomic writer. Format: u64 little-endian header length N, N bytes of JSON
+ * {name: {dtype, shape, data_offsets:[begin,end]}, "__metadata__": {str: str}}, then the data. */
+#ifndef STARMOE_SAFETENSORS_H
+#define STARMOE_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <starmoe/error.h>
+#include "graph/dtype.h"
+
+#define SM_ST_MAX_DIMS 8
+
+typedef struct sm_st_tensor {
+    char *name;
+    sm_dtype dtype;
+    int ndim;
+    int64_t shape[SM_ST_MAX_DIMS];
+    uint64_t begin, end;         /* byte offsets inside the data section */
+} sm_st_tensor;
+
+typedef struct sm_st_file {
+    char *path;
+    const uint8_t *map;          /* whole file, read-only */
+    size_t size;
+    size_t data_start;           /* 8 + header length */
+    int ntensors;
+    sm_st_tensor *tensors;       /* sorted by name */
+} sm_st_file;
+
+/* Opens and validates: header length within the file, JSON well formed, known dtypes, shapes
+ * non-negative with a product that matches end-begin, offsets inside the data section, no
+ * overlapping tensors, no duplicate names. Errors name the file and the tensor. */
+int sm_st_open(sm_st_file *f, const char *path, sm_error *err);
+void sm_st_close(sm_st_file *f);
+
+/* Finds a tensor by name, NULL when absent. */
+const sm_st_tensor *sm_st_find(const sm_st_file *f, const char *name);
+/* Pointer to a tensor's raw bytes. */
+const void *sm_st_data(const sm_st_file *f, const sm_st_tensor *t);
+/* Element count of a tensor. */
+int64_t sm_st_numel(const sm_st_tensor *t);
+
+/* Reads a tensor as float32 after checking its shape equals (ndim, shape): F32, F16, BF16, FP8
+ * and integer types are converted. Errors name file, tensor, expected and found shapes. */
+int sm_st_read_f32(const sm_st_file *f, const char *name, int ndim, const int64_t *shape,
+                   float *dst, sm_error *err);
+/* Reads an integer tensor (I32 or I64, values must fit int32) of the given shape. */
+int sm_st_read_i32(const sm_st_file *f, const char *name, int ndim, const int64_t *shape,
+                   int32_t *dst, sm_error *err);
+
+/* Writer: collects tensors (data is copied), then writes the file atomically (temporary file in
+ * the same folder, fsync, rename, fsync of the folder). */
+typedef struct sm_st_writer sm_st_writer;
+sm_st_writer *sm_st_writer_new(void);
+int sm_st_writer_add(sm_st_writer *w, const char *name, sm_dtype dtype, int ndim,
+                     const int64_t *shape, const void *data, sm_error *err);
+/* Optional "__metadata__" string pair. */
+int sm_st_writer_meta(sm_st_writer *w, const char *key, const char *value, sm_error *err);
+int sm_st_writer_write(sm_st_writer *w, const char *path, sm_error *err);
+void sm_st_writer_free(sm_st_writer *w);
+
+#endif

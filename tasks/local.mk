@@ -1,0 +1,10 @@
+# tasks/: pure kernels (callable without StarPU) and their codelets, one family a file.
+libstarmoe_la_SOURCES += tasks/dense_kernels.c tasks/dense_kernels.h \
+	tasks/attention_kernels.c tasks/attention_kernels.h \
+	tasks/moe_kernels.c tasks/moe_kernels.h
+
+check_PROGRAMS += tests/test_dense_kernels tests/test_attention_kernels tests/test_moe_kernels
+TESTS += tests/test_dense_kernels tests/test_attention_kernels tests/test_moe_kernels
+tests_test_dense_kernels_LDADD = $(TEST_LIBS)
+tests_test_attention_kernels_LDADD = $(TEST_LIBS)
+tests_test_moe_kernels_LDADD = $(TEST_LIBS)

@@ -1,0 +1,58 @@
+/* Pure float32 kernels of the MoE family (no StarPU): router scoring (sigmoid affinity, bias used
+ * only for selection, group-limited top-k with the top-2-in-group group score, normalisation of
+ * the unbiased scores, routed scaling), the dispatch plan, gather, combine and their backward.
+ *
+ * The plan of one (layer, micro-batch) is an int32 array of sm_moe_plan_len(T, K, E) entries:
+ *   idx    [T*K]  chosen experts per token, in descending biased score (ties: lower index)
+ *   count  [E]    tokens routed to each expert
+ *   offset [E+1]  prefix sums of count
+ *   rows   [T*K]  for each expert in turn, its tokens in increasing token order
+ *   pos    [T*K]  pos[t*K+k] = row of (t, k) inside its expert's list (0 .. count-1)
+ * Expert e's gathered input is [count[e], d], row r = token rows[offset[e] + r]. */
+#ifndef STARMOE_MOE_KERNELS_H
+#define STARMOE_MOE_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct sm_router_dims {
+    int T, d, E, K, G, Gk;       /* tokens, hidden, experts, per token, groups, kept groups */
+    float route_scale;           /* routed_scaling_factor */
+    int norm_topk;               /* norm_topk_prob */
+} sm_router_dims;
+
+static inline int sm_moe_plan_len(int T, int K, int E) { return 3 * T * K + 2 * E + 1; }
+static inline int32_t *sm_plan_idx(int32_t *p, int T, int K, int E) { (void)T; (void)K; (void)E; return p; }
+static inline int32_t *sm_plan_count(int32_t *p, int T, int K, int E) { (void)E; return p + T * K; }
+static inline int32_t *sm_plan_offset(int32_t *p, int T, int K, int E) { return p + T * K + E; }
+static inline int32_t *sm_plan_rows(int32_t *p, int T, int K, int E) { return p + T * K + 2 * E + 1; }
+static inline int32_t *sm_plan_pos(int32_t *p, int T, int K, int E) { return p + 2 * T * K + 2 * E + 1; }
+
+/* Router forward on u [T, d] with gate weight Wg [E, d] and selection bias [E] (may be NULL):
+ * s [T, E] = sigmoid(u Wg^T) (saved), w [T, K] = final mixing weights of the chosen experts,
+ * and the whole plan (idx, count, offset, rows, pos). */
+void sm_router_fwd(int32_t *plan, float *w, float *s, const float *u, const float *Wg,
+                   const float *bias, const sm_router_dims *r);
+/* Router backward from dw [T, K] (gradient w.r.t. the mixing weights): du (=|+=) dlogits Wg,
+ * dWg += dlogits^T u. Gradients flow only through the chosen experts' unbiased scores. */
+void sm_router_bwd(float *du, float *dWg, const float *dw, const float *s, const int32_t *plan,
+                   const float *u, const float *Wg, const sm_router_dims *r, int accumulate);
+
+/* Dispatch of expert e: xe [count[e], d] = u[rows of e]. */
+void sm_moe_gather(float *xe, const float *u, const int32_t *plan, int e, int T, int K, int E,
+                   int d);
+/* Backward of all dispatches: du (=|+=) sum over experts e = 0..E-1 (in that order) of the
+ * rows of dxe[e] scattered back to their tokens. */
+void sm_moe_gather_bwd(float *du, const float *const *dxe, const int32_t *plan, int T, int K,
+                       int E, int d, int accumulate);
+/* Combine: y[t] = (shared ? shared[t] : 0) + sum_k w[t,k] * ye[idx[t,k]][pos[t,k]], k in order. */
+void sm_moe_combine(float *y, const float *const *ye, const float *shared, const float *w,
+                    const int32_t *plan, int T, int K, int E, int d);
+/* Combine backward for expert e: dye [count[e], d] = w * dy[token] and dge [count[e]], the
+ * gradient of the mixing weight of each of e's rows, dge[r] = dy[token] . ye[r]. */
+void sm_moe_combine_bwd(float *dye, float *dge, const float *dy, const float *ye, const float *w,
+                        const int32_t *plan, int e, int T, int K, int E, int d);
+/* Collects the per-expert dge into dw [T, K]: dw[t*K+k] = dge[idx[t,k]][pos[t,k]]. */
+void sm_moe_collect_dw(float *dw, const float *const *dge, const int32_t *plan, int T, int K,
+                       int E);
+
+#endif
