@@ -1,2 +1,3 @@
 # graph/: tensors as named StarPU handles, the one task-insertion path, DAG export, dtypes.
 libstarmoe_la_SOURCES += graph/dtype.c graph/dtype.h
+libstarmoe_la_SOURCES += graph/graph.c graph/graph.h

@@ -26,6 +26,8 @@ typedef struct sm_st_file {
     size_t data_start;           /* 8 + header length */
     int ntensors;
     sm_st_tensor *tensors;       /* sorted by name */
+    int nmeta;
+    char **meta;                 /* "__metadata__" pairs: meta[2i] = key, meta[2i+1] = value */
 } sm_st_file;
 
 /* Opens and validates: header length within the file, JSON well formed, known dtypes, shapes
@@ -40,6 +42,14 @@ const sm_st_tensor *sm_st_find(const sm_st_file *f, const char *name);
 const void *sm_st_data(const sm_st_file *f, const sm_st_tensor *t);
 /* Element count of a tensor. */
 int64_t sm_st_numel(const sm_st_tensor *t);
+/* A "__metadata__" value, NULL when the key is absent. */
+const char *sm_st_meta(const sm_st_file *f, const char *key);
+
+/* Formats a shape as "[4, 8]" into buf (truncated to cap). */
+void sm_st_format_shape(char *buf, size_t cap, int ndim, const int64_t *shape);
+/* 0 when t has exactly shape (ndim, shape), else an error naming file, tensor and both shapes. */
+int sm_st_check_shape(const sm_st_file *f, const sm_st_tensor *t, int ndim, const int64_t *shape,
+                      sm_error *err);
 
 /* Reads a tensor as float32 after checking its shape equals (ndim, shape): F32, F16, BF16, FP8
  * and integer types are converted. Errors name file, tensor, expected and found shapes. */
@@ -59,5 +69,21 @@ int sm_st_writer_add(sm_st_writer *w, const char *name, sm_dtype dtype, int ndim
 int sm_st_writer_meta(sm_st_writer *w, const char *key, const char *value, sm_error *err);
 int sm_st_writer_write(sm_st_writer *w, const char *path, sm_error *err);
 void sm_st_writer_free(sm_st_writer *w);
+
+/* Atomic file replacement, shared by every writer of the library: the bytes go to
+ * "PATH.tmp.<pid>" in the same folder, which is fsynced, renamed over PATH, and the folder is
+ * fsynced. I/O errors name the path and give strerror. */
+typedef struct sm_atomic_file {
+    int fd;
+    char *path, *tmp;
+} sm_atomic_file;
+int sm_atomic_begin(sm_atomic_file *a, const char *path, sm_error *err);
+int sm_atomic_write(sm_atomic_file *a, const void *buf, size_t n, sm_error *err);
+/* Finishes (fsync, rename, folder fsync); on failure the temporary file is removed. */
+int sm_atomic_commit(sm_atomic_file *a, sm_error *err);
+/* Gives up: closes and removes the temporary file. */
+void sm_atomic_abort(sm_atomic_file *a);
+/* The whole sequence for one buffer. */
+int sm_atomic_write_file(const char *path, const void *buf, size_t n, sm_error *err);
 
 #endif

@@ -8,3 +8,5 @@ TESTS += tests/test_dense_kernels tests/test_attention_kernels tests/test_moe_ke
 tests_test_dense_kernels_LDADD = $(TEST_LIBS)
 tests_test_attention_kernels_LDADD = $(TEST_LIBS)
 tests_test_moe_kernels_LDADD = $(TEST_LIBS)
+libstarmoe_la_SOURCES += tasks/codelet.c tasks/codelet.h tasks/dense.c tasks/dense.h \
+	tasks/attention.c tasks/attention.h tasks/moe.c tasks/moe.h

@@ -1,0 +1,25 @@
+/* The starmoe command-line tool: a thin layer over the C API. Shared option parsing. */
+#ifndef STARMOE_CLI_H
+#define STARMOE_CLI_H
+
+#include <getopt.h>
+#include <starmoe/model.h>
+
+/* Engine options every running command accepts. */
+#define SM_CLI_ENGINE_OPTS {"workers", required_argument, 0, 'w'}, {"sched", required_argument, 0, 'x'}
+
+/* Strict integer parsing: the whole string, within [lo, hi]; prints an error naming the
+ * flag and returns -1 otherwise. */
+int sm_cli_int(const char *flag, const char *s, long lo, long hi, long *out);
+/* Handles the engine options (returns 1 when opt was one of them, -1 on a bad value). */
+int sm_cli_engine_opt(int opt, const char *arg, sm_engine_opts *e);
+/* Starts the engine, printing the error on failure. */
+int sm_cli_engine_start(const sm_engine_opts *e);
+/* Prints "starmoe CMD: unknown option" help hints. */
+int sm_cli_usage_error(const char *cmd, const char *usage);
+
+int sm_cmd_eval(int argc, char **argv);
+int sm_cmd_bench(int argc, char **argv);
+int sm_cmd_graph(int argc, char **argv);
+
+#endif

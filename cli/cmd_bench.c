@@ -1,0 +1,97 @@
+/* starmoe bench: forward and forward+backward step times, tokens/s and GFLOP/s. */
+#include "cli/cli.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *sm_bench_usage =
+    "(--config FILE.json | --model DIR) --batch B --seq T [--micro M] [--reps N] [--warmup N]\n"
+    "       [--seed S] [--format text|json] [--workers N] [--sched NAME]";
+
+static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
+{
+    json_t *j = json_pack(
+        "{s:i,s:i,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:s}",
+        "batch", o->B, "seq", o->S, "micro_batches", o->micro, "workers", r->workers,
+        "params", (json_int_t)r->params, "tokens_per_s", r->tokens_per_s,
+        "step_s_median", r->step.median, "step_s_min", r->step.min, "step_s_max", r->step.max,
+        "fwd_s_median", r->fwd.median, "fwd_s_min", r->fwd.min, "fwd_s_max", r->fwd.max,
+        "gflops_per_s", r->gflops_per_s, "gflop_step", r->flops_step * 1e-9,
+        "tasks_step", (json_int_t)r->tasks_step, "tasks_fwd", (json_int_t)r->tasks_fwd,
+        "submit_s_median", r->submit_s, "worker_busy_share", r->busy_share,
+        "task_overhead_us", r->task_overhead_us, "overhead_share", r->overhead_share,
+        "fwd_tokens_per_s", o->B * o->S / r->fwd.median, "scheduler", sm_engine_sched_name());
+    char *s = json_dumps(j, JSON_COMPACT);
+    puts(s);
+    free(s);
+    json_decref(j);
+}
+
+static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
+{
+    printf("model %.2f M params, batch %d x seq %d, %d micro-batches, %d workers, sched %s\n",
+           r->params * 1e-6, o->B, o->S, o->micro, r->workers, sm_engine_sched_name());
+    printf("forward        median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks)\n",
+           r->fwd.median * 1e3, r->fwd.min * 1e3, r->fwd.max * 1e3, r->tasks_fwd);
+    printf("forward+back   median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks, %.2f GFLOP)\n",
+           r->step.median * 1e3, r->step.min * 1e3, r->step.max * 1e3, r->tasks_step,
+           r->flops_step * 1e-9);
+    printf("throughput     %.0f tokens/s  %.2f GFLOP/s\n", r->tokens_per_s, r->gflops_per_s);
+    printf("runtime        submit %.2f ms/step, workers busy %.1f%%, empty task %.2f us -> "
+           "overhead %.2f%% of a step\n",
+           r->submit_s * 1e3, 100 * r->busy_share, r->task_overhead_us, 100 * r->overhead_share);
+}
+
+int sm_cmd_bench(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"model", required_argument, 0, 'm'},
+        {"batch", required_argument, 0, 'b'},  {"seq", required_argument, 0, 's'},
+        {"micro", required_argument, 0, 'u'},  {"reps", required_argument, 0, 'r'},
+        {"warmup", required_argument, 0, 'W'}, {"seed", required_argument, 0, 'S'},
+        {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
+        SM_CLI_ENGINE_OPTS, {0, 0, 0, 0}};
+    sm_bench_opts o = {.B = 0, .S = 0, .micro = 1, .reps = 5, .warmup = 1, .seed = 1234};
+    sm_engine_opts e = {0};
+    const char *config_path = NULL, *format = "text";
+    long v;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int r = sm_cli_engine_opt(opt, optarg, &e);
+        if (r < 0) return 2;
+        if (r) continue;
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'm': o.model_dir = optarg; break;
+        case 'f': format = optarg; break;
+        case 'b': if (sm_cli_int("batch", optarg, 1, 1 << 20, &v)) return 2; o.B = (int)v; break;
+        case 's': if (sm_cli_int("seq", optarg, 1, 1 << 20, &v)) return 2; o.S = (int)v; break;
+        case 'u': if (sm_cli_int("micro", optarg, 1, 4096, &v)) return 2; o.micro = (int)v; break;
+        case 'r': if (sm_cli_int("reps", optarg, 1, 100000, &v)) return 2; o.reps = (int)v; break;
+        case 'W': if (sm_cli_int("warmup", optarg, 0, 100000, &v)) return 2; o.warmup = (int)v; break;
+        case 'S': if (sm_cli_int("seed", optarg, 0, 1L << 62, &v)) return 2; o.seed = (uint64_t)v; break;
+        case 'h': printf("usage: starmoe bench %s\n", sm_bench_usage); return 0;
+        default: return sm_cli_usage_error("bench", sm_bench_usage);
+        }
+    }
+    if ((!config_path == !o.model_dir) || !o.B || !o.S || optind < argc ||
+        (strcmp(format, "text") && strcmp(format, "json")))
+        return sm_cli_usage_error("bench", sm_bench_usage);
+    sm_error err = {{0}};
+    sm_config cfg;
+    if (config_path) {
+        if (sm_config_load_json(&cfg, config_path, &err)) {
+            fprintf(stderr, "starmoe bench: %s\n", err.msg);
+            return 1;
+        }
+        o.config = &cfg;
+    }
+    if (sm_cli_engine_start(&e)) return 1;
+    sm_bench_result res;
+    int rc = sm_bench(&o, &res, &err);
+    if (rc == 0) (strcmp(format, "json") ? sm_print_text : sm_print_json)(&o, &res);
+    sm_engine_shutdown();
+    if (rc) fprintf(stderr, "starmoe bench: %s\n", err.msg);
+    return rc ? 1 : 0;
+}

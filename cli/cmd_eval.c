@@ -1,0 +1,54 @@
+/* starmoe eval: forward (and backward) of a Hugging Face model on given tokens, dumped. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+
+static const char *sm_eval_usage =
+    "--model DIR --inputs FILE [--dump OUT.safetensors] [--forward-only] [--micro M]\n"
+    "       [--dot FILE] [--workers N] [--sched NAME]";
+
+int sm_cmd_eval(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"inputs", required_argument, 0, 'i'},
+        {"dump", required_argument, 0, 'd'},  {"forward-only", no_argument, 0, 'f'},
+        {"micro", required_argument, 0, 'u'}, {"dot", required_argument, 0, 'g'},
+        {"help", no_argument, 0, 'h'},        SM_CLI_ENGINE_OPTS, {0, 0, 0, 0}};
+    sm_eval_opts o = {.micro = 1};
+    sm_engine_opts e = {0};
+    long v;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int r = sm_cli_engine_opt(opt, optarg, &e);
+        if (r < 0) return 2;
+        if (r) continue;
+        switch (opt) {
+        case 'm': o.model_dir = optarg; break;
+        case 'i': o.inputs = optarg; break;
+        case 'd': o.dump = optarg; break;
+        case 'f': o.forward_only = 1; break;
+        case 'g': o.dot = optarg; break;
+        case 'u':
+            if (sm_cli_int("micro", optarg, 1, 4096, &v)) return 2;
+            o.micro = (int)v;
+            break;
+        case 'h': printf("usage: starmoe eval %s\n", sm_eval_usage); return 0;
+        default: return sm_cli_usage_error("eval", sm_eval_usage);
+        }
+    }
+    if (!o.model_dir || !o.inputs || optind < argc)
+        return sm_cli_usage_error("eval", sm_eval_usage);
+    if (sm_cli_engine_start(&e)) return 1;
+    sm_error err = {{0}};
+    double loss = 0;
+    size_t ntasks = 0;
+    int rc = sm_eval(&o, &loss, &ntasks, &err);
+    sm_engine_shutdown();
+    if (rc) {
+        fprintf(stderr, "starmoe eval: %s\n", err.msg);
+        return 1;
+    }
+    printf("loss %.8f  tasks %zu%s%s\n", loss, ntasks, o.dump ? "  dump " : "",
+           o.dump ? o.dump : "");
+    return 0;
+}

@@ -1,0 +1,267 @@
+/* The task graph: named tensors registered as StarPU vector handles, the one insertion path
+ * for every task, per-step task records (stable in memory, so task->sched_data can point at
+ * them), host access helpers and the DOT export. */
+#include "graph/graph.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define SM_RECORD_CHUNK 4096
+
+struct sm_graph {
+    int execute;
+    sm_tensor **tensors;
+    int ntensors, cap_tensors;
+    sm_task_record **chunks;     /* records in fixed-size chunks: addresses never move */
+    size_t nchunks, nrecords;
+    int32_t *access_log;         /* per access: tensor id << 8 | mode */
+    size_t naccess, cap_access;
+};
+
+static void *sm_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q) {
+        fprintf(stderr, "starmoe: out of memory (%zu bytes)\n", n);
+        abort();
+    }
+    return q;
+}
+
+sm_graph *sm_graph_new(int execute)
+{
+    sm_graph *g = calloc(1, sizeof *g);
+    if (g) g->execute = execute;
+    return g;
+}
+
+int sm_graph_executes(const sm_graph *g) { return g->execute; }
+
+size_t sm_tensor_bytes(const sm_tensor *t) { return t->numel * sm_dtype_size(t->dtype); }
+
+/* Host memory comes from an anonymous mapping: zeroed, committed page by page on first
+ * touch, so capacity-sized buffers (an expert's worst-case token count) cost only what is
+ * used. */
+static void *sm_map_zeroed(size_t bytes)
+{
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role role, int ndim,
+                         const int64_t *shape, sm_error *err)
+{
+    if (ndim < 1 || ndim > SM_MAX_DIMS) {
+        sm_fail(err, "tensor '%s': %d dimensions (1..%d supported)", name, ndim, SM_MAX_DIMS);
+        return NULL;
+    }
+    sm_tensor *t = calloc(1, sizeof *t);
+    if (!t || !(t->name = strdup(name))) {
+        free(t);
+        sm_fail(err, "tensor '%s': out of memory", name);
+        return NULL;
+    }
+    t->dtype = dtype;
+    t->role = role;
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->numel *= (size_t)shape[i];
+    }
+    t->data = sm_map_zeroed(sm_tensor_bytes(t));
+    if (!t->data) {
+        sm_fail(err, "tensor '%s': cannot map %zu bytes", name, sm_tensor_bytes(t));
+        free(t->name);
+        free(t);
+        return NULL;
+    }
+    if (g->execute)
+        starpu_vector_data_register(&t->handle, STARPU_MAIN_RAM, (uintptr_t)t->data,
+                                    (uint32_t)(t->numel ? t->numel : 1), sm_dtype_size(dtype));
+    if (g->ntensors == g->cap_tensors) {
+        g->cap_tensors = g->cap_tensors ? 2 * g->cap_tensors : 256;
+        g->tensors = sm_xrealloc(g->tensors, g->cap_tensors * sizeof *g->tensors);
+    }
+    t->id = g->ntensors;
+    g->tensors[g->ntensors++] = t;
+    return t;
+}
+
+static void sm_tensor_free(sm_tensor *t)
+{
+    if (t->handle) starpu_data_unregister(t->handle);
+    munmap(t->data, sm_tensor_bytes(t) ? sm_tensor_bytes(t) : 1);
+    free(t->name);
+    free(t);
+}
+
+void sm_graph_free(sm_graph *g)
+{
+    if (!g) return;
+    if (g->execute) starpu_task_wait_for_all();
+    for (int i = 0; i < g->ntensors; i++) sm_tensor_free(g->tensors[i]);
+    for (size_t i = 0; i < g->nchunks; i++) free(g->chunks[i]);
+    free(g->chunks);
+    free(g->tensors);
+    free(g->access_log);
+    free(g);
+}
+
+static sm_task_record *sm_record_slot(sm_graph *g)
+{
+    size_t chunk = g->nrecords / SM_RECORD_CHUNK;
+    if (chunk == g->nchunks) {
+        g->chunks = sm_xrealloc(g->chunks, (g->nchunks + 1) * sizeof *g->chunks);
+        g->chunks[g->nchunks++] = sm_xrealloc(NULL, SM_RECORD_CHUNK * sizeof(sm_task_record));
+    }
+    return &g->chunks[chunk][g->nrecords++ % SM_RECORD_CHUNK];
+}
+
+static void sm_log_access(sm_graph *g, const sm_access *a)
+{
+    if (g->naccess == g->cap_access) {
+        g->cap_access = g->cap_access ? 2 * g->cap_access : 4096;
+        g->access_log = sm_xrealloc(g->access_log, g->cap_access * sizeof *g->access_log);
+    }
+    g->access_log[g->naccess++] = (int32_t)(a->t->id << 8 | (a->mode & 0xff));
+}
+
+static sm_task_record *sm_record_task(sm_graph *g, const sm_task_meta *meta, const sm_access *acc,
+                                      int nacc, double flops)
+{
+    sm_task_record *r = sm_record_slot(g);
+    r->meta = *meta;
+    r->seq = g->nrecords - 1;
+    r->flops = flops;
+    r->naccess = nacc;
+    r->access_at = (int)g->naccess;
+    int n = snprintf(r->name, sizeof r->name, "%s", meta->op);
+    if (meta->layer >= 0) n += snprintf(r->name + n, sizeof r->name - n, " L%d", meta->layer);
+    if (meta->expert >= 0) n += snprintf(r->name + n, sizeof r->name - n, " e%d", meta->expert);
+    if (meta->micro >= 0) snprintf(r->name + n, sizeof r->name - n, " mb%d", meta->micro);
+    for (int i = 0; i < nacc; i++) sm_log_access(g, &acc[i]);
+    return r;
+}
+
+int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *meta,
+                    const sm_access *acc, int nacc, const void *args, size_t args_size,
+                    double flops)
+{
+    sm_task_record *r = sm_record_task(g, meta, acc, nacc, flops);
+    if (!g->execute) return 0;
+    struct starpu_data_descr descr[nacc];
+    for (int i = 0; i < nacc; i++) {
+        descr[i].handle = acc[i].t->handle;
+        descr[i].mode = acc[i].mode;
+    }
+    void *arg_copy = NULL;
+    if (args_size) {
+        arg_copy = sm_xrealloc(NULL, args_size);
+        memcpy(arg_copy, args, args_size);
+    }
+    int rc = starpu_task_insert(cl, STARPU_DATA_MODE_ARRAY, descr, nacc,
+                                STARPU_CL_ARGS, arg_copy, args_size,
+                                STARPU_NAME, r->name,
+                                STARPU_FLOPS, flops > 0 ? flops : 1.0,
+                                STARPU_TASK_SCHED_DATA, (void *)r,
+                                0);
+    if (rc != 0) {
+        fprintf(stderr, "starmoe: starpu_task_insert(%s) failed: %d\n", r->name, rc);
+        return -1;
+    }
+    return 0;
+}
+
+void sm_graph_step_begin(sm_graph *g)
+{
+    if (g->execute) starpu_task_wait_for_all();
+    g->nrecords = 0;
+    g->naccess = 0;
+}
+
+void sm_graph_wait(sm_graph *g)
+{
+    if (g->execute) starpu_task_wait_for_all();
+}
+
+void *sm_tensor_acquire(sm_tensor *t, enum starpu_data_access_mode mode)
+{
+    if (t->handle) starpu_data_acquire(t->handle, mode);
+    return t->data;
+}
+
+void sm_tensor_release(sm_tensor *t)
+{
+    if (t->handle) starpu_data_release(t->handle);
+}
+
+size_t sm_graph_ntasks(const sm_graph *g) { return g->nrecords; }
+
+const sm_task_record *sm_graph_task(const sm_graph *g, size_t i)
+{
+    return &g->chunks[i / SM_RECORD_CHUNK][i % SM_RECORD_CHUNK];
+}
+
+const char *sm_phase_name(sm_phase p)
+{
+    static const char *names[] = {"forward", "backward-input", "backward-weight", "optimizer",
+                                  "communication", "io"};
+    return p <= SM_IO ? names[p] : "?";
+}
+
+/* Per tensor during the DOT walk: last writer and the readers since. */
+typedef struct sm_dep_state {
+    long writer;
+    long *readers;
+    int nreaders, cap;
+} sm_dep_state;
+
+static void sm_dot_edge(FILE *f, long from, long to)
+{
+    if (from >= 0 && from != to) fprintf(f, "  t%ld -> t%ld;\n", from, to);
+}
+
+static void sm_dot_access(FILE *f, sm_dep_state *st, long task, int mode)
+{
+    if (mode & STARPU_W) {
+        sm_dot_edge(f, st->writer, task);
+        for (int i = 0; i < st->nreaders; i++) sm_dot_edge(f, st->readers[i], task);
+        st->writer = task;
+        st->nreaders = 0;
+        return;
+    }
+    sm_dot_edge(f, st->writer, task);
+    if (st->nreaders == st->cap) {
+        st->cap = st->cap ? 2 * st->cap : 8;
+        st->readers = sm_xrealloc(st->readers, st->cap * sizeof *st->readers);
+    }
+    st->readers[st->nreaders++] = task;
+}
+
+int sm_graph_write_dot(const sm_graph *g, const char *path, sm_error *err)
+{
+    static const char *colors[] = {"lightblue", "salmon", "orange", "palegreen", "plum", "grey"};
+    FILE *f = fopen(path, "w");
+    if (!f) return sm_fail(err, "%s: cannot open for writing", path);
+    sm_dep_state *st = calloc(g->ntensors ? g->ntensors : 1, sizeof *st);
+    for (int i = 0; i < g->ntensors; i++) st[i].writer = -1;
+    fprintf(f, "digraph starmoe_step {\n  node [shape=box, style=filled, fontsize=9];\n");
+    for (size_t i = 0; i < g->nrecords; i++) {
+        const sm_task_record *r = sm_graph_task(g, i);
+        fprintf(f, "  t%zu [label=\"%s\", fillcolor=%s];\n", i, r->name,
+                colors[r->meta.phase <= SM_IO ? r->meta.phase : 5]);
+        for (int a = 0; a < r->naccess; a++) {
+            int32_t log = g->access_log[r->access_at + a];
+            sm_dot_access(f, &st[log >> 8], (long)i, log & 0xff);
+        }
+    }
+    fprintf(f, "}\n");
+    for (int i = 0; i < g->ntensors; i++) free(st[i].readers);
+    free(st);
+    if (fclose(f) != 0) return sm_fail(err, "%s: write failed", path);
+    return 0;
+}

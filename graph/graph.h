@@ -1,0 +1,98 @@
+/* The task graph: tensors are named StarPU handles with a shape, dtype, role and owner rank;
+ * every task goes in through sm_graph_insert(), which records what schedulers, traces and the
+ * DOT export read (op, layer, micro-batch, phase, expert, stage, accesses, flops). Knows
+ * nothing of DeepSeek-V3. */
+#ifndef STARMOE_GRAPH_H
+#define STARMOE_GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <starpu.h>
+#include <starmoe/error.h>
+#include "graph/dtype.h"
+
+#define SM_MAX_DIMS 4
+
+typedef enum sm_role { SM_PARAM, SM_GRAD, SM_ACT, SM_OPT_STATE, SM_INPUT } sm_role;
+
+typedef enum sm_phase {
+    SM_FORWARD, SM_BACKWARD_INPUT, SM_BACKWARD_WEIGHT, SM_OPTIMIZER, SM_COMM, SM_IO
+} sm_phase;
+
+typedef struct sm_tensor {
+    char *name;
+    int id;                      /* index in its graph */
+    sm_dtype dtype;
+    sm_role role;
+    int owner;                   /* MPI rank holding the data */
+    int ndim;
+    int64_t shape[SM_MAX_DIMS];
+    size_t numel;
+    void *data;                  /* host memory (lazily committed mapping) */
+    starpu_data_handle_t handle;
+} sm_tensor;
+
+/* What a task is, as schedulers and traces see it (task->sched_data points to it). */
+typedef struct sm_task_meta {
+    const char *op;              /* op family and direction, e.g. "linear_fwd" */
+    int layer;                   /* -1 outside layers (embedding, head, loss) */
+    int micro;                   /* micro-batch, -1 for step-wide tasks */
+    int expert;                  /* routed expert, -1 otherwise */
+    int stage;                   /* pipeline stage, 0 without pipelining */
+    sm_phase phase;
+} sm_task_meta;
+
+typedef struct sm_access {
+    sm_tensor *t;
+    enum starpu_data_access_mode mode;
+} sm_access;
+
+/* One inserted task as recorded by the graph. */
+typedef struct sm_task_record {
+    sm_task_meta meta;
+    uint64_t seq;                /* submission index within the step */
+    char name[64];
+    double flops;
+    int naccess;
+    int access_at;               /* first entry in the graph's access log */
+} sm_task_record;
+
+typedef struct sm_graph sm_graph;
+
+/* A graph either executes tasks through StarPU (execute = 1; StarPU must be initialised) or
+ * only records them (execute = 0), e.g. to export the DAG without running it. */
+sm_graph *sm_graph_new(int execute);
+void sm_graph_free(sm_graph *g);
+int sm_graph_executes(const sm_graph *g);
+
+/* Creates a tensor with zeroed host memory and (when executing) its StarPU handle. NULL on
+ * allocation failure (err says which tensor). */
+sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role role, int ndim,
+                         const int64_t *shape, sm_error *err);
+size_t sm_tensor_bytes(const sm_tensor *t);
+
+/* Submits (and records) one task. `args` (args_size bytes) is copied and handed to the kernel
+ * as cl_arg. The codelet must use STARPU_VARIABLE_NBUFFERS; buffers arrive in `acc` order. */
+int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *meta,
+                    const sm_access *acc, int nacc, const void *args, size_t args_size,
+                    double flops);
+
+/* Starts a new step: forgets the previous step's task records. */
+void sm_graph_step_begin(sm_graph *g);
+/* Waits for every submitted task. */
+void sm_graph_wait(sm_graph *g);
+
+/* Host access for the main thread between steps (waits for pending tasks on the tensor). */
+void *sm_tensor_acquire(sm_tensor *t, enum starpu_data_access_mode mode);
+void sm_tensor_release(sm_tensor *t);
+
+/* Records of the current step. */
+size_t sm_graph_ntasks(const sm_graph *g);
+const sm_task_record *sm_graph_task(const sm_graph *g, size_t i);
+const char *sm_phase_name(sm_phase p);
+
+/* Writes the current step's DAG as Graphviz DOT: one node per task, an edge per true
+ * dependency (read after write, write after read, write after write on a tensor). */
+int sm_graph_write_dot(const sm_graph *g, const char *path, sm_error *err);
+
+#endif

@@ -1,0 +1,115 @@
+/* The public C API of starmoe: start the engine, build a DeepSeek-V3 model (from a Hugging
+ * Face folder or a config with random weights), run steps as StarPU task graphs, and read
+ * logits, routing and gradients. The CLI and the examples use only this. */
+#ifndef STARMOE_MODEL_H
+#define STARMOE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <starmoe/config.h>
+#include <starmoe/error.h>
+
+/* ---- engine ---- */
+typedef struct sm_engine_opts {
+    int ncpus;                   /* CPU workers (0: StarPU's default) */
+    const char *sched;           /* StarPU policy name (NULL: StarPU's default, lws) */
+} sm_engine_opts;
+
+int sm_engine_init(const sm_engine_opts *o, sm_error *err);
+void sm_engine_shutdown(void);
+/* Name of the scheduling policy actually in force. */
+const char *sm_engine_sched_name(void);
+
+/* ---- model ---- */
+typedef struct sm_model sm_model;
+
+/* A model with zero weights; execute = 0 builds graphs without running them (DAG export). */
+sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err);
+/* Loads every parameter from a Hugging Face folder (config already given to sm_model_new). */
+int sm_model_load_hf(sm_model *m, const char *dir, sm_error *err);
+/* Opens a Hugging Face folder: reads its config, builds the model and loads the weights. */
+sm_model *sm_model_open_hf(const char *dir, sm_error *err);
+/* Seeded normal(0, std) matrices, unit norms, zero router bias. */
+void sm_model_init_random(sm_model *m, uint64_t seed, double std);
+void sm_model_free(sm_model *m);
+const sm_config *sm_model_config(const sm_model *m);
+
+/* Parameters in checkpoint order, by Hugging Face name. */
+int sm_model_nparams(const sm_model *m);
+const char *sm_model_param_name(const sm_model *m, int i);
+int sm_model_param_shape(const sm_model *m, int i, int64_t *shape);     /* returns ndim */
+float *sm_model_param_data(sm_model *m, int i);
+/* Gradient of parameter i after a backward step, NULL when it has none. */
+const float *sm_model_param_grad(sm_model *m, int i);
+size_t sm_model_numel(const sm_model *m);
+
+/* ---- runs: one step's task graph over B sequences of S tokens ---- */
+typedef struct sm_run sm_run;
+
+/* `micro` micro-batches (must divide B) go into one graph, so they overlap; their gradients
+ * are summed in micro-batch order. backward = 0 builds the forward (and loss) only. */
+sm_run *sm_run_new(sm_model *m, int B, int S, int micro, int backward, sm_error *err);
+void sm_run_free(sm_run *r);
+
+/* Runs one step: ids and targets are [B, S] (targets may be NULL without backward; token ids
+ * are checked against the vocabulary). Writes the mean cross-entropy to *loss. */
+int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *loss,
+                sm_error *err);
+
+/* Builds one step's graph without executing it (for a model made with execute = 0). */
+int sm_run_build(sm_run *r, sm_error *err);
+size_t sm_run_ntasks(const sm_run *r);
+int sm_run_write_dot(const sm_run *r, const char *path, sm_error *err);
+/* Flops of one step as counted by its tasks. */
+double sm_run_flops(const sm_run *r);
+
+/* Results of the last step: logits [B, S, V]; routing of MoE layer l: indices and weights
+ * [B*S, K]; residual stream after layer l [B, S, d]. */
+void sm_run_logits(sm_run *r, float *dst);
+int sm_run_routing(sm_run *r, int layer, int32_t *idx, float *w);
+void sm_run_hidden(sm_run *r, int layer, float *dst);
+
+
+
+/* ---- drivers behind the CLI commands ---- */
+typedef struct sm_eval_opts {
+    const char *model_dir;       /* Hugging Face folder */
+    const char *inputs;          /* safetensors with input_ids and targets, I32 [B, S] */
+    const char *dump;            /* output safetensors, NULL for none */
+    int forward_only;
+    int micro;                   /* micro-batches (default 1) */
+    const char *dot;             /* write the step's DAG here when not NULL */
+} sm_eval_opts;
+
+/* Loads the model and inputs, runs forward (and backward), and dumps logits, loss,
+ * routing.layers.N.{indices,weights}, hidden.layers.N.output and grad.<HF name>. */
+int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err);
+typedef struct sm_bench_opts {
+    const sm_config *config;     /* random weights from this config, or */
+    const char *model_dir;       /* a Hugging Face folder */
+    int B, S, micro;
+    int reps, warmup;
+    uint64_t seed;
+} sm_bench_opts;
+
+typedef struct sm_bench_stats {
+    double median, min, max;     /* seconds */
+} sm_bench_stats;
+
+typedef struct sm_bench_result {
+    sm_bench_stats fwd, step;    /* forward only; forward + backward */
+    double tokens_per_s;         /* B*S / step median */
+    double gflops_per_s;         /* step flops / step median */
+    double flops_fwd, flops_step;
+    size_t tasks_fwd, tasks_step;
+    double submit_s;             /* median time spent submitting a step's tasks */
+    double busy_share;           /* median share of worker time spent in kernels */
+    double task_overhead_us;     /* runtime cost of one empty task, measured in-process */
+    double overhead_share;       /* tasks_step * task_overhead_us / step median */
+    int workers;
+    size_t params;
+} sm_bench_result;
+
+/* Times `warmup` + `reps` forward and forward+backward steps on seeded random tokens. */
+int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err);
+#endif

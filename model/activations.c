@@ -1,0 +1,155 @@
+/* Allocation of a run's activations: for every micro-batch the inputs, the residual stream,
+ * each layer's saved forward tensors and backward temporaries, the head and the loss.
+ * Routed experts get capacity-sized buffers (T rows, the most one expert can receive); their
+ * memory is committed only as rows are touched. */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct sm_alloc_ctx {
+    sm_run *r;
+    int l, mb;
+    sm_error *err;
+    int failed;
+} sm_alloc_ctx;
+
+static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t n0, int64_t n1)
+{
+    if (a->failed) return NULL;
+    char name[128];
+    int64_t shape[2] = {n0, n1};
+    if (a->l >= 0) snprintf(name, sizeof name, "mb%d.L%d.%s", a->mb, a->l, what);
+    else snprintf(name, sizeof name, "mb%d.%s", a->mb, what);
+    sm_tensor *t = sm_tensor_new(a->r->m->g, name, dt, SM_ACT, n1 ? 2 : 1, shape, a->err);
+    if (!t) a->failed = 1;
+    return t;
+}
+
+#define ACT(what, n0, n1) sm_act(a, what, SM_F32, n0, n1)
+
+static sm_tensor **sm_expert_acts(sm_alloc_ctx *a, const char *what, int E, int64_t T, int64_t w)
+{
+    sm_tensor **v = calloc(E, sizeof *v);
+    char name[64];
+    if (!v) a->failed = 1;
+    for (int e = 0; v && e < E; e++) {
+        snprintf(name, sizeof name, "%s.e%d", what, e);
+        v[e] = ACT(name, T, w);
+    }
+    return v;
+}
+
+static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
+{
+    const sm_config *c = &a->r->m->cfg;
+    int T = a->r->T, d = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
+    int mi = c->moe_intermediate_size;
+    x->plan = sm_act(a, "plan", SM_I32, sm_moe_plan_len(T, K, E), 0);
+    x->w = ACT("route_w", T, K);
+    x->s = ACT("route_s", T, E);
+    x->xe = sm_expert_acts(a, "xe", E, T, d);
+    x->ye = sm_expert_acts(a, "ye", E, T, d);
+    x->eh1 = sm_expert_acts(a, "h1", E, T, mi);
+    x->eh3 = sm_expert_acts(a, "h3", E, T, mi);
+    if (c->n_shared_experts > 0) x->ys = ACT("shared_y", T, d);
+    if (!backward) return;
+    x->dye = sm_expert_acts(a, "dye", E, T, d);
+    x->dge = sm_expert_acts(a, "dge", E, T, 0);
+    x->dxe = sm_expert_acts(a, "dxe", E, T, d);
+    x->deh1 = sm_expert_acts(a, "dh1", E, T, mi);
+    x->deh3 = sm_expert_acts(a, "dh3", E, T, mi);
+}
+
+static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int moe, int backward)
+{
+    const sm_config *c = &a->r->m->cfg;
+    int T = a->r->T, d = c->hidden_size, H = c->num_attention_heads;
+    int dq = c->q_lora_rank, dc = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    int dqk = c->qk_nope_head_dim + dr, dkv = c->qk_nope_head_dim + c->v_head_dim;
+    int ffn_I = moe ? c->n_shared_experts * c->moe_intermediate_size : c->intermediate_size;
+    x->xn = ACT("xn", T, d);
+    x->rstd_in = ACT("rstd_in", T, 0);
+    if (dq > 0) {
+        x->cq = ACT("cq", T, dq);
+        x->cqn = ACT("cqn", T, dq);
+        x->rstd_q = ACT("rstd_q", T, 0);
+    }
+    x->q = ACT("q", T, (int64_t)H * dqk);
+    x->kv = ACT("kv", T, dc + dr);
+    x->kvn = ACT("kvn", T, dc);
+    x->rstd_kv = ACT("rstd_kv", T, 0);
+    x->kvu = ACT("kvu", T, (int64_t)H * dkv);
+    x->o = ACT("attn_o", T, (int64_t)H * c->v_head_dim);
+    x->P = ACT("attn_p", (int64_t)a->r->Bm * H * a->r->S * a->r->S, 0);
+    x->x1 = ACT("x1", T, d);
+    x->xn2 = ACT("xn2", T, d);
+    x->rstd_post = ACT("rstd_post", T, 0);
+    if (ffn_I > 0) {
+        x->h1 = ACT("ffn_h1", T, ffn_I);
+        x->h3 = ACT("ffn_h3", T, ffn_I);
+    }
+    if (moe) sm_moe_acts(a, x, backward);
+    if (!backward) return;
+    x->dxn = ACT("dxn", T, d);
+    if (dq > 0) {
+        x->dcqn = ACT("dcqn", T, dq);
+        x->dcq = ACT("dcq", T, dq);
+    }
+    x->dq = ACT("dq", T, (int64_t)H * dqk);
+    x->dkpe = ACT("dkpe", T, dr);
+    x->dkvu = ACT("dkvu", T, (int64_t)H * dkv);
+    x->dkvn = ACT("dkvn", T, dc);
+    x->dkv = ACT("dkv", T, dc + dr);
+    x->dout = ACT("dattn_o", T, (int64_t)H * c->v_head_dim);
+    x->dxn2 = ACT("dxn2", T, d);
+    if (ffn_I > 0) {
+        x->dh1 = ACT("dffn_h1", T, ffn_I);
+        x->dh3 = ACT("dffn_h3", T, ffn_I);
+    }
+}
+
+static void sm_micro_alloc(sm_alloc_ctx *a, sm_micro_acts *mb)
+{
+    const sm_config *c = &a->r->m->cfg;
+    int T = a->r->T, d = c->hidden_size, V = c->vocab_size, L = c->num_hidden_layers;
+    a->l = -1;
+    mb->ids = sm_act(a, "input_ids", SM_I32, T, 0);
+    mb->targets = sm_act(a, "targets", SM_I32, T, 0);
+    mb->x = calloc(L + 1, sizeof *mb->x);
+    mb->layers = calloc(L, sizeof *mb->layers);
+    if (!mb->x || !mb->layers) {
+        a->failed = 1;
+        sm_fail(a->err, "out of memory for the activations");
+        return;
+    }
+    for (int l = 0; l <= L; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "x%d", l);
+        mb->x[l] = ACT(name, T, d);
+    }
+    for (int l = 0; l < L; l++) {
+        a->l = l;
+        sm_layer_alloc(a, &mb->layers[l], sm_config_layer_is_moe(c, l), a->r->backward);
+    }
+    a->l = -1;
+    mb->xf = ACT("xf", T, d);
+    mb->rstd_f = ACT("rstd_f", T, 0);
+    mb->logits = ACT("logits", T, V);
+    mb->loss_part = ACT("loss_part", 1, 0);
+    if (!a->r->backward) return;
+    mb->dlogits = ACT("dlogits", T, V);
+    mb->dxf = ACT("dxf", T, d);
+    mb->dres = ACT("dres", T, d);
+}
+
+int sm_run_alloc(sm_run *r, sm_error *err)
+{
+    sm_alloc_ctx a = {.r = r, .l = -1, .err = err};
+    if (!(r->mb = calloc(r->micro, sizeof *r->mb))) return sm_fail(err, "out of memory");
+    for (int mb = 0; mb < r->micro && !a.failed; mb++) {
+        a.mb = mb;
+        sm_micro_alloc(&a, &r->mb[mb]);
+    }
+    return a.failed ? -1 : 0;
+}

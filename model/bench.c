@@ -1,0 +1,141 @@
+/* `starmoe bench`: median/min/max time of forward and forward+backward steps, tokens/s,
+ * GFLOP/s, and the runtime's share of a step (submission time, worker busy share, and the
+ * cost of an empty task times the task count). */
+#include "model/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tasks/dense.h"
+
+static int sm_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static sm_bench_stats sm_stats(double *v, int n)
+{
+    qsort(v, n, sizeof *v, sm_cmp_double);
+    double med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return (sm_bench_stats){.median = med, .min = v[0], .max = v[n - 1]};
+}
+
+static double sm_median(double *v, int n) { return sm_stats(v, n).median; }
+
+/* Share of the workers' time spent executing tasks since the last call (resets counters). */
+static double sm_worker_busy(double wall_s)
+{
+    int nw = (int)starpu_worker_get_count();
+    double exec_us = 0;
+    for (int w = 0; w < nw; w++) {
+        struct starpu_profiling_worker_info info;
+        if (starpu_profiling_worker_get_info(w, &info) == 0)
+            exec_us += starpu_timing_timespec_to_us(&info.executing_time);
+    }
+    return nw && wall_s > 0 ? exec_us * 1e-6 / (nw * wall_s) : 0;
+}
+
+/* Runtime cost of one task: a chain of empty tasks on one handle, timed end to end. */
+static double sm_empty_task_us(sm_model *m)
+{
+    enum { N = 20000 };
+    sm_error err;
+    sm_tensor *t = sm_tensor_new(m->g, "bench.nop", SM_F32, SM_ACT, 1, (int64_t[]){1}, &err);
+    if (!t) return NAN;
+    sm_op_ctx c = {.g = m->g, .layer = -1, .micro = -1};
+    sm_graph_step_begin(m->g);
+    double t0 = sm_now();
+    for (int i = 0; i < N; i++) sm_insert_nop(&c, t);
+    sm_graph_wait(m->g);
+    double us = (sm_now() - t0) * 1e6 / N;
+    sm_graph_step_begin(m->g);
+    return us;
+}
+
+static void sm_random_tokens(int32_t *v, size_t n, int V, uint64_t *s)
+{
+    for (size_t i = 0; i < n; i++) {
+        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+        v[i] = (int32_t)((*s >> 33) % (uint64_t)V);
+    }
+}
+
+typedef struct sm_timing {
+    double *wall, *submit, *busy;
+} sm_timing;
+
+/* Runs warmup + reps steps of r; records wall time, submission time and busy share. */
+static int sm_time_steps(sm_run *r, const sm_bench_opts *o, const int32_t *ids,
+                         const int32_t *tg, sm_timing *tm, sm_error *err)
+{
+    for (int i = 0; i < o->warmup + o->reps; i++) {
+        double loss, t0 = sm_now();
+        sm_worker_busy(1);
+        if (sm_run_step(r, ids, tg, &loss, err)) return -1;
+        double wall = sm_now() - t0;
+        if (!isfinite(loss)) return sm_fail(err, "bench: loss is %g", loss);
+        if (i < o->warmup) continue;
+        tm->wall[i - o->warmup] = wall;
+        tm->busy[i - o->warmup] = sm_worker_busy(wall);
+        tm->submit[i - o->warmup] = r->submit_s;
+    }
+    return 0;
+}
+
+static sm_model *sm_bench_model(const sm_bench_opts *o, sm_error *err)
+{
+    if (o->model_dir) return sm_model_open_hf(o->model_dir, err);
+    sm_model *m = sm_model_new(o->config, 1, err);
+    if (m) sm_model_init_random(m, o->seed, o->config->initializer_range);
+    return m;
+}
+
+int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
+{
+    if (o->reps < 1 || o->warmup < 0) return sm_fail(err, "bench: --reps must be >= 1");
+    sm_model *m = sm_bench_model(o, err);
+    if (!m) return -1;
+    size_t n = (size_t)o->B * o->S;
+    int32_t *ids = malloc(n * sizeof *ids), *tg = malloc(n * sizeof *tg);
+    double *buf = calloc(3 * (size_t)o->reps, sizeof *buf);
+    sm_timing tm = {buf, buf + o->reps, buf + 2 * o->reps};
+    uint64_t s = o->seed;
+    int rc = -1;
+    sm_run *fwd = NULL, *step = NULL;
+    memset(res, 0, sizeof *res);
+    if (!ids || !tg || !buf) {
+        sm_fail(err, "out of memory");
+        goto out;
+    }
+    sm_random_tokens(ids, n, m->cfg.vocab_size, &s);
+    sm_random_tokens(tg, n, m->cfg.vocab_size, &s);
+    if (!(fwd = sm_run_new(m, o->B, o->S, o->micro, 0, err)) ||
+        !(step = sm_run_new(m, o->B, o->S, o->micro, 1, err)))
+        goto out;
+    if (sm_time_steps(fwd, o, ids, tg, &tm, err)) goto out;
+    res->fwd = sm_stats(tm.wall, o->reps);
+    res->tasks_fwd = sm_run_ntasks(fwd);
+    res->flops_fwd = sm_run_flops(fwd);
+    if (sm_time_steps(step, o, ids, tg, &tm, err)) goto out;
+    res->step = sm_stats(tm.wall, o->reps);
+    res->tasks_step = sm_run_ntasks(step);
+    res->flops_step = sm_run_flops(step);
+    res->submit_s = sm_median(tm.submit, o->reps);
+    res->busy_share = sm_median(tm.busy, o->reps);
+    res->tokens_per_s = n / res->step.median;
+    res->gflops_per_s = res->flops_step / res->step.median * 1e-9;
+    res->workers = (int)starpu_worker_get_count();
+    res->params = sm_model_numel(m);
+    res->task_overhead_us = sm_empty_task_us(m);
+    res->overhead_share = res->tasks_step * res->task_overhead_us * 1e-6 / res->step.median;
+    rc = 0;
+out:
+    sm_run_free(fwd);
+    sm_run_free(step);
+    sm_model_free(m);
+    free(ids);
+    free(tg);
+    free(buf);
+    return rc;
+}

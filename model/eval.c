@@ -1,0 +1,132 @@
+/* `starmoe eval`: one forward (and backward) step of a Hugging Face model on given tokens,
+ * dumped with the names and shapes of the reference fixtures. */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include "io/safetensors.h"
+
+typedef struct sm_tokens {
+    int B, S;
+    int32_t *ids, *targets;
+} sm_tokens;
+
+static int sm_tokens_load(sm_tokens *tk, const char *path, int need_targets, sm_error *err)
+{
+    sm_st_file f;
+    if (sm_st_open(&f, path, err)) return -1;
+    const sm_st_tensor *t = sm_st_find(&f, "input_ids");
+    int rc = -1;
+    if (!t || t->ndim != 2 || t->shape[0] < 1 || t->shape[1] < 1) {
+        sm_fail(err, "%s: needs a tensor 'input_ids' of shape [B, S]", path);
+        goto out;
+    }
+    tk->B = (int)t->shape[0];
+    tk->S = (int)t->shape[1];
+    tk->ids = malloc((size_t)tk->B * tk->S * sizeof *tk->ids);
+    tk->targets = malloc((size_t)tk->B * tk->S * sizeof *tk->targets);
+    if (!tk->ids || !tk->targets) {
+        sm_fail(err, "%s: out of memory", path);
+        goto out;
+    }
+    if (sm_st_read_i32(&f, "input_ids", 2, t->shape, tk->ids, err)) goto out;
+    if (sm_st_find(&f, "targets")) {
+        if (sm_st_read_i32(&f, "targets", 2, t->shape, tk->targets, err)) goto out;
+    } else if (need_targets) {
+        sm_fail(err, "%s: needs a tensor 'targets' [%d, %d] for the loss and the backward", path,
+                tk->B, tk->S);
+        goto out;
+    } else {
+        free(tk->targets);
+        tk->targets = NULL;
+    }
+    rc = 0;
+out:
+    sm_st_close(&f);
+    return rc;
+}
+
+static int sm_dump_f32(sm_st_writer *w, const char *name, int ndim, const int64_t *shape,
+                       const float *data, sm_error *err)
+{
+    return sm_st_writer_add(w, name, SM_F32, ndim, shape, data, err);
+}
+
+static int sm_dump_routing(sm_st_writer *w, sm_run *r, int l, sm_error *err)
+{
+    const sm_config *c = sm_model_config(r->m);
+    int64_t shape[2] = {(int64_t)r->B * r->S, c->num_experts_per_tok};
+    int32_t *idx = malloc(shape[0] * shape[1] * sizeof *idx);
+    float *wt = malloc(shape[0] * shape[1] * sizeof *wt);
+    char name[96];
+    int rc = -1;
+    if (idx && wt && sm_run_routing(r, l, idx, wt) == 0) {
+        snprintf(name, sizeof name, "routing.layers.%d.indices", l);
+        rc = sm_st_writer_add(w, name, SM_I32, 2, shape, idx, err);
+        snprintf(name, sizeof name, "routing.layers.%d.weights", l);
+        rc = rc ? rc : sm_dump_f32(w, name, 2, shape, wt, err);
+    } else {
+        sm_fail(err, "out of memory for the routing dump");
+    }
+    free(idx);
+    free(wt);
+    return rc;
+}
+
+static int sm_dump(const sm_eval_opts *o, sm_run *r, double loss, sm_error *err)
+{
+    const sm_config *c = sm_model_config(r->m);
+    int64_t lshape[3] = {r->B, r->S, c->vocab_size}, hshape[3] = {r->B, r->S, c->hidden_size};
+    sm_st_writer *w = sm_st_writer_new();
+    float *buf = malloc((size_t)r->B * r->S * (c->vocab_size > c->hidden_size ? c->vocab_size
+                                                                               : c->hidden_size) *
+                        sizeof *buf);
+    float lossf = (float)loss;
+    char name[320];
+    int rc = (!w || !buf) ? sm_fail(err, "out of memory for the dump") : 0;
+    if (!rc) {
+        sm_run_logits(r, buf);
+        rc = sm_dump_f32(w, "logits", 3, lshape, buf, err);
+    }
+    if (!rc) rc = sm_dump_f32(w, "loss", 1, (int64_t[]){1}, &lossf, err);
+    for (int l = 0; !rc && l < c->num_hidden_layers; l++) {
+        sm_run_hidden(r, l, buf);
+        snprintf(name, sizeof name, "hidden.layers.%d.output", l);
+        rc = sm_dump_f32(w, name, 3, hshape, buf, err);
+        if (!rc && sm_config_layer_is_moe(c, l)) rc = sm_dump_routing(w, r, l, err);
+    }
+    for (int i = 0; !rc && !o->forward_only && i < sm_model_nparams(r->m); i++) {
+        const float *g = sm_model_param_grad(r->m, i);
+        int64_t shape[4];
+        int ndim = sm_model_param_shape(r->m, i, shape);
+        if (!g) continue;
+        snprintf(name, sizeof name, "grad.%s", sm_model_param_name(r->m, i));
+        rc = sm_dump_f32(w, name, ndim, shape, g, err);
+    }
+    if (!rc) rc = sm_st_writer_write(w, o->dump, err);
+    sm_st_writer_free(w);
+    free(buf);
+    return rc;
+}
+
+int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
+{
+    sm_tokens tk = {0};
+    sm_model *m = NULL;
+    sm_run *r = NULL;
+    int rc = -1;
+    if (sm_tokens_load(&tk, o->inputs, !o->forward_only, err)) goto out;
+    if (!(m = sm_model_open_hf(o->model_dir, err))) goto out;
+    if (!(r = sm_run_new(m, tk.B, tk.S, o->micro > 0 ? o->micro : 1, !o->forward_only, err)))
+        goto out;
+    if (sm_run_step(r, tk.ids, tk.targets, loss, err)) goto out;
+    if (ntasks) *ntasks = sm_run_ntasks(r);
+    if (o->dot && sm_run_write_dot(r, o->dot, err)) goto out;
+    rc = o->dump ? sm_dump(o, r, *loss, err) : 0;
+out:
+    sm_run_free(r);
+    sm_model_free(m);
+    free(tk.ids);
+    free(tk.targets);
+    return rc;
+}

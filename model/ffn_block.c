@@ -1,0 +1,117 @@
+/* The FFN half of a block as tasks, forward and backward side by side:
+ *   x2 = x1 + FFN(post_attention_layernorm(x1))
+ * FFN is the dense SwiGLU, or the MoE: router -> dispatch per expert -> expert FFN per
+ * expert (in parallel) -> combine with the shared expert and the residual. */
+#include "model/model.h"
+
+#include "tasks/dense.h"
+#include "tasks/moe.h"
+
+static sm_ffn_shape sm_dense_shape(const sm_run *r, int I)
+{
+    return (sm_ffn_shape){.n = r->T, .d = r->m->cfg.hidden_size, .I = I, .expert = -1};
+}
+
+static sm_ffn_shape sm_expert_shape(const sm_run *r, sm_tensor *plan, int e)
+{
+    const sm_router_dims *d = &r->router;
+    return (sm_ffn_shape){.n = r->T, .d = d->d, .I = r->m->cfg.moe_intermediate_size,
+                          .plan = plan, .expert = e, .T = d->T, .K = d->K, .E = d->E};
+}
+
+static int sm_moe_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
+{
+    const sm_layer_params *p = &r->m->layers[l];
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    const sm_router_dims *rd = &r->router;
+    int rc = sm_insert_router_fwd(c, rd, a->plan, a->w, a->s, a->xn2, p->router.w, p->bias.w);
+    for (int e = 0; e < rd->E; e++) {
+        sm_ffn_shape s = sm_expert_shape(r, a->plan, e);
+        const sm_ffn_params *f = &p->experts[e];
+        rc |= sm_insert_moe_dispatch(c, rd, e, a->xe[e], a->xn2, a->plan);
+        rc |= sm_insert_swiglu_fwd(c, &s, a->ye[e], a->eh1[e], a->eh3[e], a->xe[e], f->gate.w,
+                                   f->up.w, f->down.w, NULL);
+    }
+    if (p->shared.I > 0) {
+        sm_ffn_shape s = sm_dense_shape(r, p->shared.I);
+        rc |= sm_insert_swiglu_fwd(c, &s, a->ys, a->h1, a->h3, a->xn2, p->shared.gate.w,
+                                   p->shared.up.w, p->shared.down.w, NULL);
+    }
+    rc |= sm_insert_moe_combine(c, rd, r->mb[mb].x[l + 1], a->ye, a->ys, a->w, a->plan, a->x1);
+    return rc;
+}
+
+int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
+{
+    const sm_config *cf = &r->m->cfg;
+    const sm_layer_params *p = &r->m->layers[l];
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    int d = cf->hidden_size;
+    int rc = sm_insert_rmsnorm_fwd(c, a->xn2, a->rstd_post, a->x1, d, p->post_norm.w, r->T, d,
+                                   (float)cf->rms_norm_eps);
+    if (p->moe) {
+        rc |= sm_moe_fwd(r, c, l, mb);
+    } else {
+        sm_ffn_shape s = sm_dense_shape(r, p->dense.I);
+        rc |= sm_insert_swiglu_fwd(c, &s, r->mb[mb].x[l + 1], a->h1, a->h3, a->xn2,
+                                   p->dense.gate.w, p->dense.up.w, p->dense.down.w, a->x1);
+    }
+    return rc ? -1 : 0;
+}
+
+/* dxn2 = shared expert's input grad, then += the experts' (via dispatch backward), then +=
+ * the router's: a fixed order, whatever the schedule. */
+static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
+{
+    const sm_layer_params *p = &r->m->layers[l];
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    const sm_router_dims *rd = &r->router;
+    sm_tensor *dy = r->mb[mb].dres;
+    int rc = 0, have_dxn2 = 0;
+    for (int e = 0; e < rd->E; e++) {
+        sm_ffn_shape s = sm_expert_shape(r, a->plan, e);
+        const sm_ffn_params *f = &p->experts[e];
+        rc |= sm_insert_moe_combine_bwd(c, rd, e, a->dye[e], a->dge[e], dy, a->ye[e], a->w,
+                                        a->plan);
+        rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxe[e], a->deh1[e], a->deh3[e], a->dye[e],
+                                         a->eh1[e], a->eh3[e], f->gate.w, f->up.w, f->down.w, 0);
+        rc |= sm_insert_swiglu_bwd_weight(c, &s, f->gate.g, f->up.g, f->down.g, a->dye[e],
+                                          a->xe[e], a->eh1[e], a->eh3[e], a->deh1[e], a->deh3[e]);
+    }
+    if (p->shared.I > 0) {
+        sm_ffn_shape s = sm_dense_shape(r, p->shared.I);
+        const sm_ffn_params *f = &p->shared;
+        rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxn2, a->dh1, a->dh3, dy, a->h1, a->h3,
+                                         f->gate.w, f->up.w, f->down.w, 0);
+        rc |= sm_insert_swiglu_bwd_weight(c, &s, f->gate.g, f->up.g, f->down.g, dy, a->xn2,
+                                          a->h1, a->h3, a->dh1, a->dh3);
+        have_dxn2 = 1;
+    }
+    rc |= sm_insert_moe_dispatch_bwd(c, rd, a->dxn2, a->dxe, a->plan, have_dxn2);
+    rc |= sm_insert_router_bwd(c, rd, a->dxn2, p->router.g, a->dge, a->s, a->plan, a->xn2,
+                               p->router.w, 1);
+    return rc;
+}
+
+/* On entry dres holds dL/dx2; on exit dL/dx1. */
+int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
+{
+    const sm_config *cf = &r->m->cfg;
+    const sm_layer_params *p = &r->m->layers[l];
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    sm_tensor *dres = r->mb[mb].dres;
+    int d = cf->hidden_size, rc = 0;
+    if (p->moe) {
+        rc |= sm_moe_bwd(r, c, l, mb);
+    } else {
+        sm_ffn_shape s = sm_dense_shape(r, p->dense.I);
+        const sm_ffn_params *f = &p->dense;
+        rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxn2, a->dh1, a->dh3, dres, a->h1, a->h3,
+                                         f->gate.w, f->up.w, f->down.w, 0);
+        rc |= sm_insert_swiglu_bwd_weight(c, &s, f->gate.g, f->up.g, f->down.g, dres, a->xn2,
+                                          a->h1, a->h3, a->dh1, a->dh3);
+    }
+    rc |= sm_insert_rmsnorm_bwd(c, dres, d, p->post_norm.g, a->dxn2, a->x1, d, p->post_norm.w,
+                                a->rstd_post, r->T, d, 1);
+    return rc ? -1 : 0;
+}

@@ -1,0 +1,76 @@
+/* Model lifetime and parameter accessors of the public API. */
+#include "model/model.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include "io/hf_model.h"
+
+sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err)
+{
+    if (sm_config_validate(cfg, "model config", err)) return NULL;
+    sm_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        sm_fail(err, "out of memory");
+        return NULL;
+    }
+    m->cfg = *cfg;
+    if (!(m->g = sm_graph_new(execute)) || sm_params_create(m, err)) {
+        sm_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+sm_model *sm_model_open_hf(const char *dir, sm_error *err)
+{
+    char path[4096];
+    sm_config cfg;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (sm_config_load_json(&cfg, path, err)) return NULL;
+    sm_model *m = sm_model_new(&cfg, 1, err);
+    if (m && sm_model_load_hf(m, dir, err)) {
+        sm_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void sm_model_free(sm_model *m)
+{
+    if (!m) return;
+    sm_graph_free(m->g);
+    if (m->layers)
+        for (int l = 0; l < m->cfg.num_hidden_layers; l++) free(m->layers[l].experts);
+    free(m->layers);
+    free(m->all);
+    free(m);
+}
+
+const sm_config *sm_model_config(const sm_model *m) { return &m->cfg; }
+int sm_model_nparams(const sm_model *m) { return m->nall; }
+const char *sm_model_param_name(const sm_model *m, int i) { return m->all[i].w->name; }
+
+int sm_model_param_shape(const sm_model *m, int i, int64_t *shape)
+{
+    const sm_tensor *t = m->all[i].w;
+    memcpy(shape, t->shape, t->ndim * sizeof *shape);
+    return t->ndim;
+}
+
+float *sm_model_param_data(sm_model *m, int i) { return m->all[i].w->data; }
+
+const float *sm_model_param_grad(sm_model *m, int i)
+{
+    sm_tensor *g = m->all[i].g;
+    if (!g) return NULL;
+    const float *p = sm_tensor_acquire(g, STARPU_R);
+    sm_tensor_release(g);
+    return p;
+}
+
+size_t sm_model_numel(const sm_model *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->nall; i++) n += m->all[i].w->numel;
+    return n;
+}

@@ -1,0 +1,164 @@
+/* The model's parameters: one tensor (and one gradient tensor) per Hugging Face weight,
+ * shapes from the config, created in checkpoint order; loading from a Hugging Face folder and
+ * seeded random initialisation. */
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "io/hf_model.h"
+
+/* Adds parameter `name` of the given shape; with_grad = 0 for non-trainable buffers. */
+static int sm_param_add(sm_model *m, sm_param *p, const char *name, int ndim, int64_t d0,
+                        int64_t d1, int with_grad, sm_error *err)
+{
+    int64_t shape[2] = {d0, d1};
+    char gname[256];
+    p->w = sm_tensor_new(m->g, name, SM_F32, SM_PARAM, ndim, shape, err);
+    if (!p->w) return -1;
+    p->g = NULL;
+    if (with_grad) {
+        snprintf(gname, sizeof gname, "grad.%s", name);
+        if (!(p->g = sm_tensor_new(m->g, gname, SM_F32, SM_GRAD, ndim, shape, err))) return -1;
+    }
+    if (m->nall == m->capall) {
+        m->capall = m->capall ? 2 * m->capall : 64;
+        sm_param *all = realloc(m->all, m->capall * sizeof *all);
+        if (!all) return sm_fail(err, "out of memory for the parameter list");
+        m->all = all;
+    }
+    m->all[m->nall++] = *p;
+    return 0;
+}
+
+#define SM_NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
+
+static int sm_ffn_add(sm_model *m, sm_ffn_params *f, const char *prefix, int I, sm_error *err)
+{
+    char n[256];
+    int d = m->cfg.hidden_size;
+    f->I = I;
+    if (sm_param_add(m, &f->down, SM_NAME(n, "%s.down_proj.weight", prefix), 2, d, I, 1, err) ||
+        sm_param_add(m, &f->gate, SM_NAME(n, "%s.gate_proj.weight", prefix), 2, I, d, 1, err) ||
+        sm_param_add(m, &f->up, SM_NAME(n, "%s.up_proj.weight", prefix), 2, I, d, 1, err))
+        return -1;
+    return 0;
+}
+
+static int sm_attn_add(sm_model *m, sm_layer_params *p, int l, sm_error *err)
+{
+    const sm_config *c = &m->cfg;
+    char n[256];
+    int d = c->hidden_size, H = c->num_attention_heads, dqk = c->qk_nope_head_dim + c->qk_rope_head_dim;
+    int dc = c->kv_lora_rank, dr = c->qk_rope_head_dim, dq = c->q_lora_rank;
+#define ATT(field, suffix, ndim, d0, d1) \
+    sm_param_add(m, &p->field, SM_NAME(n, "model.layers.%d.self_attn.%s", l, suffix), ndim, d0, d1, 1, err)
+    if (ATT(kv_a_norm, "kv_a_layernorm.weight", 1, dc, 0) ||
+        ATT(kv_a, "kv_a_proj_with_mqa.weight", 2, dc + dr, d) ||
+        ATT(kv_b, "kv_b_proj.weight", 2, (int64_t)H * (c->qk_nope_head_dim + c->v_head_dim), dc) ||
+        ATT(o, "o_proj.weight", 2, d, (int64_t)H * c->v_head_dim))
+        return -1;
+    if (dq > 0)
+        return ATT(q_a_norm, "q_a_layernorm.weight", 1, dq, 0) ||
+               ATT(q_a, "q_a_proj.weight", 2, dq, d) ||
+               ATT(q_b, "q_b_proj.weight", 2, (int64_t)H * dqk, dq) ? -1 : 0;
+    return ATT(q, "q_proj.weight", 2, (int64_t)H * dqk, d);
+#undef ATT
+}
+
+static int sm_moe_add(sm_model *m, sm_layer_params *p, int l, sm_error *err)
+{
+    const sm_config *c = &m->cfg;
+    char n[256];
+    int E = c->n_routed_experts;
+    p->experts = calloc(E, sizeof *p->experts);
+    if (!p->experts) return sm_fail(err, "out of memory for %d experts", E);
+    for (int e = 0; e < E; e++)
+        if (sm_ffn_add(m, &p->experts[e], SM_NAME(n, "model.layers.%d.mlp.experts.%d", l, e),
+                       c->moe_intermediate_size, err))
+            return -1;
+    if (sm_param_add(m, &p->bias, SM_NAME(n, "model.layers.%d.mlp.gate.e_score_correction_bias", l),
+                     1, E, 0, 0, err) ||
+        sm_param_add(m, &p->router, SM_NAME(n, "model.layers.%d.mlp.gate.weight", l), 2, E,
+                     c->hidden_size, 1, err))
+        return -1;
+    if (c->n_shared_experts > 0)
+        return sm_ffn_add(m, &p->shared, SM_NAME(n, "model.layers.%d.mlp.shared_experts", l),
+                          c->n_shared_experts * c->moe_intermediate_size, err);
+    return 0;
+}
+
+static int sm_layer_add(sm_model *m, int l, sm_error *err)
+{
+    sm_layer_params *p = &m->layers[l];
+    char n[256];
+    int d = m->cfg.hidden_size;
+    p->moe = sm_config_layer_is_moe(&m->cfg, l);
+    if (sm_param_add(m, &p->in_norm, SM_NAME(n, "model.layers.%d.input_layernorm.weight", l), 1,
+                     d, 0, 1, err))
+        return -1;
+    if (p->moe ? sm_moe_add(m, p, l, err)
+               : sm_ffn_add(m, &p->dense, SM_NAME(n, "model.layers.%d.mlp", l),
+                            m->cfg.intermediate_size, err))
+        return -1;
+    if (sm_param_add(m, &p->post_norm,
+                     SM_NAME(n, "model.layers.%d.post_attention_layernorm.weight", l), 1, d, 0, 1,
+                     err))
+        return -1;
+    return sm_attn_add(m, p, l, err);
+}
+
+int sm_params_create(sm_model *m, sm_error *err)
+{
+    const sm_config *c = &m->cfg;
+    int L = c->num_hidden_layers;
+    if (!(m->layers = calloc(L, sizeof *m->layers))) return sm_fail(err, "out of memory");
+    if (sm_param_add(m, &m->embed, "model.embed_tokens.weight", 2, c->vocab_size,
+                     c->hidden_size, 1, err))
+        return -1;
+    for (int l = 0; l < L; l++)
+        if (sm_layer_add(m, l, err)) return -1;
+    if (sm_param_add(m, &m->final_norm, "model.norm.weight", 1, c->hidden_size, 0, 1, err) ||
+        sm_param_add(m, &m->head, "lm_head.weight", 2, c->vocab_size, c->hidden_size, 1, err))
+        return -1;
+    return 0;
+}
+
+int sm_model_load_hf(sm_model *m, const char *dir, sm_error *err)
+{
+    sm_hf_model hf;
+    if (sm_hf_open(&hf, dir, err)) return -1;
+    int rc = 0;
+    for (int i = 0; i < m->nall && rc == 0; i++) {
+        sm_tensor *t = m->all[i].w;
+        rc = sm_hf_load_f32(&hf, t->name, t->ndim, t->shape, t->data, err);
+    }
+    sm_hf_close(&hf);
+    return rc;
+}
+
+/* splitmix64 + Box-Muller: the same weights for the same seed on every machine. */
+static double sm_init_normal(uint64_t *s)
+{
+    double u[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        u[i] = ((double)((z ^ (z >> 31)) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    }
+    return sqrt(-2.0 * log(u[0])) * cos(6.283185307179586 * u[1]);
+}
+
+void sm_model_init_random(sm_model *m, uint64_t seed, double std)
+{
+    uint64_t s = seed;
+    for (int i = 0; i < m->nall; i++) {
+        sm_tensor *t = m->all[i].w;
+        float *w = t->data;
+        int is_bias = m->all[i].g == NULL;
+        for (size_t k = 0; k < t->numel; k++)
+            w[k] = is_bias ? 0.0f : t->ndim == 1 ? 1.0f : (float)(std * sm_init_normal(&s));
+    }
+}

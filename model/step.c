@@ -1,0 +1,245 @@
+/* A run: one step of B sequences of S tokens, cut into micro-batches, submitted as one task
+ * graph — embedding, blocks, final norm, head and loss per micro-batch, then the backward
+ * pass in reverse; results read back for the caller. */
+#include "model/model.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "tasks/dense.h"
+
+double sm_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static sm_yarn sm_run_yarn(const sm_config *c)
+{
+    const sm_rope_scaling *s = &c->rope_scaling;
+    return (sm_yarn){.factor = s->factor,
+                     .original_max_position_embeddings = s->original_max_position_embeddings,
+                     .beta_fast = s->beta_fast, .beta_slow = s->beta_slow,
+                     .mscale_all_dim = s->mscale_all_dim};
+}
+
+/* RoPE tables and attention/router dimensions, derived once from the config. */
+static int sm_run_setup(sm_run *r, sm_error *err)
+{
+    const sm_config *c = &r->m->cfg;
+    sm_yarn yarn = sm_run_yarn(c);
+    const sm_yarn *y = sm_config_yarn_active(c) ? &yarn : NULL;
+    int dr = c->qk_rope_head_dim, dqk = c->qk_nope_head_dim + dr;
+    int64_t shape[2] = {r->S, dr / 2};
+    r->mla = (sm_mla_dims){.B = r->Bm, .S = r->S, .H = c->num_attention_heads,
+                           .dn = c->qk_nope_head_dim, .dr = dr, .dv = c->v_head_dim,
+                           .dc = c->kv_lora_rank, .scale = (float)sm_mla_softmax_scale(dqk, y)};
+    r->router = (sm_router_dims){.T = r->T, .d = c->hidden_size, .E = c->n_routed_experts,
+                                 .K = c->num_experts_per_tok, .G = c->n_group,
+                                 .Gk = c->topk_group,
+                                 .route_scale = (float)c->routed_scaling_factor,
+                                 .norm_topk = c->norm_topk_prob};
+    r->cos_t = sm_tensor_new(r->m->g, "rope.cos", SM_F32, SM_INPUT, 2, shape, err);
+    r->sin_t = sm_tensor_new(r->m->g, "rope.sin", SM_F32, SM_INPUT, 2, shape, err);
+    r->loss = sm_tensor_new(r->m->g, "loss", SM_F32, SM_ACT, 1, (int64_t[]){1}, err);
+    if (!r->cos_t || !r->sin_t || !r->loss) return -1;
+    double *theta = malloc((dr / 2) * sizeof *theta);
+    if (!theta) return sm_fail(err, "out of memory");
+    sm_rope_freqs(theta, dr, c->rope_theta, y);
+    sm_rope_table(r->cos_t->data, r->sin_t->data, theta, r->S, dr);
+    free(theta);
+    return 0;
+}
+
+sm_run *sm_run_new(sm_model *m, int B, int S, int micro, int backward, sm_error *err)
+{
+    const sm_config *c = &m->cfg;
+    if (B < 1 || S < 1 || micro < 1 || B % micro != 0) {
+        sm_fail(err, "batch %d, sequence %d, micro-batches %d: need B, S >= 1 and "
+                     "micro-batches dividing the batch", B, S, micro);
+        return NULL;
+    }
+    if (S > c->max_position_embeddings) {
+        sm_fail(err, "sequence length %d exceeds max_position_embeddings %d", S,
+                c->max_position_embeddings);
+        return NULL;
+    }
+    sm_run *r = calloc(1, sizeof *r);
+    if (!r) {
+        sm_fail(err, "out of memory");
+        return NULL;
+    }
+    *r = (sm_run){.m = m, .B = B, .S = S, .micro = micro, .Bm = B / micro, .T = B / micro * S,
+                  .backward = backward};
+    if (sm_run_setup(r, err) || sm_run_alloc(r, err)) {
+        sm_run_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void sm_run_free(sm_run *r)
+{
+    if (!r) return;
+    for (int mb = 0; r->mb && mb < r->micro; mb++) {
+        sm_micro_acts *a = &r->mb[mb];
+        for (int l = 0; a->layers && l < r->m->cfg.num_hidden_layers; l++) {
+            sm_layer_acts *x = &a->layers[l];
+            sm_tensor ***lists[] = {&x->xe, &x->ye, &x->eh1, &x->eh3, &x->dye, &x->dge,
+                                    &x->dxe, &x->deh1, &x->deh3};
+            for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) free(*lists[i]);
+        }
+        free(a->layers);
+        free(a->x);
+    }
+    free(r->mb);
+    free(r);
+}
+
+static int sm_forward_micro(sm_run *r, int mb)
+{
+    const sm_config *c = &r->m->cfg;
+    sm_micro_acts *a = &r->mb[mb];
+    sm_op_ctx ctx = {.g = r->m->g, .layer = -1, .micro = mb};
+    int L = c->num_hidden_layers, d = c->hidden_size, V = c->vocab_size;
+    int rc = sm_insert_embedding_fwd(&ctx, a->x[0], a->ids, r->m->embed.w, r->T, d);
+    for (int l = 0; l < L; l++) {
+        ctx.layer = l;
+        rc |= sm_attention_block_fwd(r, &ctx, l, mb);
+        rc |= sm_ffn_block_fwd(r, &ctx, l, mb);
+    }
+    ctx.layer = -1;
+    rc |= sm_insert_rmsnorm_fwd(&ctx, a->xf, a->rstd_f, a->x[L], d, r->m->final_norm.w, r->T, d,
+                                (float)c->rms_norm_eps);
+    rc |= sm_insert_linear_fwd(&ctx, a->logits, a->xf, r->m->head.w, NULL, r->T, d, V);
+    rc |= sm_insert_cross_entropy(&ctx, a->loss_part, r->backward ? a->dlogits : NULL, a->logits,
+                                  a->targets, r->T, V, 1.0f / ((float)r->B * r->S));
+    return rc;
+}
+
+static int sm_backward_micro(sm_run *r, int mb)
+{
+    const sm_config *c = &r->m->cfg;
+    sm_micro_acts *a = &r->mb[mb];
+    sm_op_ctx ctx = {.g = r->m->g, .layer = -1, .micro = mb};
+    int L = c->num_hidden_layers, d = c->hidden_size, V = c->vocab_size;
+    sm_model *m = r->m;
+    int rc = sm_insert_linear_bwd_input(&ctx, a->dxf, a->dlogits, m->head.w, r->T, d, V, 0);
+    rc |= sm_insert_linear_bwd_weight(&ctx, m->head.g, a->dlogits, a->xf, r->T, d, V);
+    rc |= sm_insert_rmsnorm_bwd(&ctx, a->dres, d, m->final_norm.g, a->dxf, a->x[L], d,
+                                m->final_norm.w, a->rstd_f, r->T, d, 0);
+    for (int l = L - 1; l >= 0; l--) {
+        ctx.layer = l;
+        rc |= sm_ffn_block_bwd(r, &ctx, l, mb);
+        rc |= sm_attention_block_bwd(r, &ctx, l, mb);
+    }
+    ctx.layer = -1;
+    rc |= sm_insert_embedding_bwd(&ctx, m->embed.g, a->ids, a->dres, r->T, d);
+    return rc;
+}
+
+int sm_run_build(sm_run *r, sm_error *err)
+{
+    sm_model *m = r->m;
+    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1};
+    sm_tensor *parts[r->micro];
+    int rc = 0;
+    sm_graph_step_begin(m->g);
+    for (int i = 0; r->backward && i < m->nall; i++)
+        if (m->all[i].g) rc |= sm_insert_zero(&step, m->all[i].g);
+    for (int mb = 0; mb < r->micro; mb++) {
+        rc |= sm_forward_micro(r, mb);
+        parts[mb] = r->mb[mb].loss_part;
+    }
+    rc |= sm_insert_sum_scalars(&step, r->loss, parts, r->micro, 1.0f / ((float)r->B * r->S));
+    for (int mb = 0; r->backward && mb < r->micro; mb++) rc |= sm_backward_micro(r, mb);
+    return rc ? sm_fail(err, "task submission failed") : 0;
+}
+
+/* Copies one micro-batch's slice of a [B*S] token array after checking every id. */
+static int sm_upload_tokens(sm_tensor *t, const int32_t *src, int V, const char *what,
+                            int first_row, sm_error *err)
+{
+    for (size_t i = 0; i < t->numel; i++)
+        if (src[i] < 0 || src[i] >= V)
+            return sm_fail(err, "%s: token id %d at position %zu is outside the vocabulary "
+                                "[0, %d)", what, src[i], first_row * t->numel + i, V);
+    int32_t *dst = sm_tensor_acquire(t, STARPU_W);
+    memcpy(dst, src, t->numel * sizeof *dst);
+    sm_tensor_release(t);
+    return 0;
+}
+
+int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *loss,
+                sm_error *err)
+{
+    int V = r->m->cfg.vocab_size;
+    if (r->backward && !targets) return sm_fail(err, "a backward step needs targets");
+    for (int mb = 0; mb < r->micro; mb++) {
+        size_t off = (size_t)mb * r->T;
+        if (sm_upload_tokens(r->mb[mb].ids, ids + off, V, "input_ids", mb, err)) return -1;
+        if (targets && sm_upload_tokens(r->mb[mb].targets, targets + off, V, "targets", mb, err))
+            return -1;
+    }
+    double t0 = sm_now();
+    if (sm_run_build(r, err)) return -1;
+    r->submit_s = sm_now() - t0;
+    sm_graph_wait(r->m->g);
+    if (loss) {
+        float *l = sm_tensor_acquire(r->loss, STARPU_R);
+        *loss = targets ? *l : 0.0;
+        sm_tensor_release(r->loss);
+    }
+    return 0;
+}
+
+size_t sm_run_ntasks(const sm_run *r) { return sm_graph_ntasks(r->m->g); }
+
+int sm_run_write_dot(const sm_run *r, const char *path, sm_error *err)
+{
+    return sm_graph_write_dot(r->m->g, path, err);
+}
+
+double sm_run_flops(const sm_run *r)
+{
+    double f = 0;
+    for (size_t i = 0, n = sm_graph_ntasks(r->m->g); i < n; i++)
+        f += sm_graph_task(r->m->g, i)->flops;
+    return f;
+}
+
+/* Concatenates a per-micro-batch tensor (picked by `pick`) into dst, row-major. */
+static void sm_gather_micro(sm_run *r, sm_tensor *(*pick)(sm_run *, int, int), int arg,
+                            void *dst)
+{
+    char *out = dst;
+    for (int mb = 0; mb < r->micro; mb++) {
+        sm_tensor *t = pick(r, mb, arg);
+        const void *p = sm_tensor_acquire(t, STARPU_R);
+        memcpy(out, p, sm_tensor_bytes(t));
+        out += sm_tensor_bytes(t);
+        sm_tensor_release(t);
+    }
+}
+
+static sm_tensor *sm_pick_logits(sm_run *r, int mb, int l) { (void)l; return r->mb[mb].logits; }
+static sm_tensor *sm_pick_hidden(sm_run *r, int mb, int l) { return r->mb[mb].x[l + 1]; }
+static sm_tensor *sm_pick_w(sm_run *r, int mb, int l) { return r->mb[mb].layers[l].w; }
+
+void sm_run_logits(sm_run *r, float *dst) { sm_gather_micro(r, sm_pick_logits, 0, dst); }
+void sm_run_hidden(sm_run *r, int layer, float *dst) { sm_gather_micro(r, sm_pick_hidden, layer, dst); }
+
+int sm_run_routing(sm_run *r, int layer, int32_t *idx, float *w)
+{
+    if (layer < 0 || layer >= r->m->cfg.num_hidden_layers || !r->m->layers[layer].moe) return -1;
+    int TK = r->T * r->router.K;
+    for (int mb = 0; mb < r->micro; mb++) {
+        sm_tensor *plan = r->mb[mb].layers[layer].plan;
+        const int32_t *p = sm_tensor_acquire(plan, STARPU_R);
+        memcpy(idx + (size_t)mb * TK, p, TK * sizeof *idx);
+        sm_tensor_release(plan);
+    }
+    sm_gather_micro(r, sm_pick_w, layer, w);
+    return 0;
+}

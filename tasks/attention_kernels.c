@@ -1,0 +1,236 @@
+/* Pure float32 kernels of MLA's core (see attention_kernels.h): RoPE frequencies with the YaRN
+ * correction of the official precompute_freqs_cis, the cos/sin table, the softmax scale, and
+ * causal attention forward and backward.
+ *
+ * Per sequence, the rope slices of q (every head) and the shared k_rope are rotated once into
+ * contiguous buffers; per head, the scores are two sgemms, nope part plus rope part, reading
+ * q and kvu in place through their leading dimensions. Backward recomputes the rotations,
+ * rotates the rope gradients back by the opposite angle, and sums the k_rope gradient over
+ * heads in increasing head order. No threading of our own: results are bitwise reproducible
+ * for a given BLAS thread count. */
+#include "tasks/attention_kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* C[M, N] = alpha * op(A) . op(B) + beta * C, row-major, op = transpose when the flag is set. */
+static void gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                 int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static float *alloc_floats(size_t n, const char *what)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    if (!p) {
+        fprintf(stderr, "starmoe: out of memory allocating %zu floats for %s\n", n, what);
+        abort();
+    }
+    return p;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* RoPE frequencies, table and softmax scale */
+
+static int yarn_active(const sm_yarn *yarn) { return yarn && yarn->factor > 1.0; }
+
+/* Pair index whose wavelength completes r rotations within the original context. */
+static double yarn_corr(double r, int dim, double base, int orig)
+{
+    return dim * log(orig / (2.0 * 3.14159265358979323846 * r)) / (2.0 * log(base));
+}
+
+void sm_rope_freqs(double *theta, int dr, double base, const sm_yarn *yarn)
+{
+    int half = dr / 2;
+    for (int j = 0; j < half; j++) theta[j] = pow(base, -2.0 * j / dr);
+    if (!yarn_active(yarn)) return;
+    int orig = yarn->original_max_position_embeddings;
+    double low = fmax(floor(yarn_corr(yarn->beta_fast, dr, base, orig)), 0.0);
+    double high = fmin(ceil(yarn_corr(yarn->beta_slow, dr, base, orig)), dr - 1.0);
+    if (low == high) high += 0.001;
+    for (int j = 0; j < half; j++) {
+        double ramp = fmin(fmax((j - low) / (high - low), 0.0), 1.0);
+        theta[j] = theta[j] / yarn->factor * ramp + theta[j] * (1.0 - ramp);
+    }
+}
+
+void sm_rope_table(float *cos_t, float *sin_t, const double *theta, int S, int dr)
+{
+    int half = dr / 2;
+    for (int s = 0; s < S; s++)
+        for (int j = 0; j < half; j++) {
+            double phi = s * theta[j];
+            cos_t[s * half + j] = (float)cos(phi);
+            sin_t[s * half + j] = (float)sin(phi);
+        }
+}
+
+double sm_mla_softmax_scale(int dqk, const sm_yarn *yarn)
+{
+    double scale = 1.0 / sqrt((double)dqk);
+    if (yarn_active(yarn)) {
+        double mscale = 0.1 * yarn->mscale_all_dim * log(yarn->factor) + 1.0;
+        scale *= mscale * mscale;
+    }
+    return scale;
+}
+
+/* y = x rotated by +angle (sign 1) or -angle (sign -1) on interleaved pairs (x[2j], x[2j+1]);
+ * c, s are the cos/sin row of the position. The backward of a rotation is the opposite one. */
+static void rope_rotate(float *y, const float *x, const float *c, const float *s, int dr,
+                        float sign)
+{
+    for (int j = 0; j < dr / 2; j++) {
+        float x0 = x[2 * j], x1 = x[2 * j + 1], sn = sign * s[j];
+        y[2 * j] = x0 * c[j] - x1 * sn;
+        y[2 * j + 1] = x0 * sn + x1 * c[j];
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Causal attention */
+
+/* Per-call view of the layouts: leading dimensions and the rotated-rope buffers of one
+ * sequence, qr [S, H*dr] (head h at column h*dr) and kr [S, dr]. */
+typedef struct attn_ctx {
+    const sm_mla_dims *m;
+    int dqk, ldq, ldkv, ldkvu, ldo;
+    float *qr, *kr;
+} attn_ctx;
+
+static attn_ctx attn_ctx_make(const sm_mla_dims *m)
+{
+    attn_ctx a = {.m = m, .dqk = m->dn + m->dr, .ldkv = m->dc + m->dr, .ldo = m->H * m->dv};
+    a.ldq = m->H * a.dqk;
+    a.ldkvu = m->H * (m->dn + m->dv);
+    a.qr = alloc_floats((size_t)m->S * m->H * m->dr, "attention rotated q");
+    a.kr = alloc_floats((size_t)m->S * m->dr, "attention rotated k");
+    return a;
+}
+
+static void attn_ctx_free(attn_ctx *a)
+{
+    free(a->qr);
+    free(a->kr);
+}
+
+/* Rotates the rope slices of q (all heads) and k_rope of sequence b into a->qr, a->kr. */
+static void rotate_sequence(attn_ctx *a, int b, const float *q, const float *kv,
+                            const float *cos_t, const float *sin_t)
+{
+    const sm_mla_dims *m = a->m;
+    int half = m->dr / 2;
+    for (int s = 0; s < m->S; s++) {
+        size_t t = (size_t)b * m->S + s;
+        const float *c = cos_t + s * half, *sn = sin_t + s * half;
+        for (int h = 0; h < m->H; h++)
+            rope_rotate(a->qr + ((size_t)s * m->H + h) * m->dr,
+                        q + t * a->ldq + (size_t)h * a->dqk + m->dn, c, sn, m->dr, 1.0f);
+        rope_rotate(a->kr + (size_t)s * m->dr, kv + t * a->ldkv + m->dc, c, sn, m->dr, 1.0f);
+    }
+}
+
+/* Rotates the rope gradients of sequence b back by the opposite angle: dqr [S, H*dr] into the
+ * rope columns of dq, dkr [S, dr] into dkpe. */
+static void unrotate_sequence(const attn_ctx *a, int b, float *dq, float *dkpe, const float *dqr,
+                              const float *dkr, const float *cos_t, const float *sin_t)
+{
+    const sm_mla_dims *m = a->m;
+    int half = m->dr / 2;
+    for (int s = 0; s < m->S; s++) {
+        size_t t = (size_t)b * m->S + s;
+        const float *c = cos_t + s * half, *sn = sin_t + s * half;
+        for (int h = 0; h < m->H; h++)
+            rope_rotate(dq + t * a->ldq + (size_t)h * a->dqk + m->dn,
+                        dqr + ((size_t)s * m->H + h) * m->dr, c, sn, m->dr, -1.0f);
+        rope_rotate(dkpe + t * m->dr, dkr + (size_t)s * m->dr, c, sn, m->dr, -1.0f);
+    }
+}
+
+/* Row-wise causal softmax in place on scores [S, S]: entries t > s become 0. */
+static void causal_softmax(float *p, int S)
+{
+    for (int s = 0; s < S; s++) {
+        float *row = p + (size_t)s * S;
+        float mx = row[0], sum = 0.0f;
+        for (int t = 1; t <= s; t++) mx = fmaxf(mx, row[t]);
+        for (int t = 0; t <= s; t++) sum += (row[t] = expf(row[t] - mx));
+        for (int t = 0; t <= s; t++) row[t] /= sum;
+        for (int t = s + 1; t < S; t++) row[t] = 0.0f;
+    }
+}
+
+/* In place on dP [S, S]: dscores = scale * P * (dP - sum_t P dP), row by row. */
+static void softmax_bwd(float *dp, const float *p, int S, float scale)
+{
+    for (int s = 0; s < S; s++) {
+        float *g = dp + (size_t)s * S;
+        const float *pr = p + (size_t)s * S;
+        float dot = 0.0f;
+        for (int t = 0; t <= s; t++) dot += pr[t] * g[t];
+        for (int t = 0; t < S; t++) g[t] = scale * pr[t] * (g[t] - dot);
+    }
+}
+
+void sm_mla_attn_fwd(float *o, float *P, const float *q, const float *kv, const float *kvu,
+                     const float *cos_t, const float *sin_t, const sm_mla_dims *m)
+{
+    attn_ctx a = attn_ctx_make(m);
+    int S = m->S, ldqr = m->H * m->dr;
+    for (int b = 0; b < m->B; b++) {
+        rotate_sequence(&a, b, q, kv, cos_t, sin_t);
+        size_t t0 = (size_t)b * S;
+        for (int h = 0; h < m->H; h++) {
+            float *p = P + ((size_t)b * m->H + h) * S * S;
+            const float *kn = kvu + t0 * a.ldkvu + (size_t)h * (m->dn + m->dv);
+            gemm(0, 1, S, S, m->dn, m->scale, q + t0 * a.ldq + (size_t)h * a.dqk, a.ldq, kn,
+                 a.ldkvu, 0.0f, p, S);
+            gemm(0, 1, S, S, m->dr, m->scale, a.qr + (size_t)h * m->dr, ldqr, a.kr, m->dr, 1.0f,
+                 p, S);
+            causal_softmax(p, S);
+            gemm(0, 0, S, m->dv, S, 1.0f, p, S, kn + m->dn, a.ldkvu, 0.0f,
+                 o + t0 * a.ldo + (size_t)h * m->dv, a.ldo);
+        }
+    }
+    attn_ctx_free(&a);
+}
+
+void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, const float *P,
+                     const float *q, const float *kv, const float *kvu, const float *cos_t,
+                     const float *sin_t, const sm_mla_dims *m)
+{
+    attn_ctx a = attn_ctx_make(m);
+    int S = m->S, ldqr = m->H * m->dr;
+    float *ds = alloc_floats((size_t)S * S, "attention dscores");
+    float *dqr = alloc_floats((size_t)S * ldqr, "attention rotated dq");
+    float *dkr = alloc_floats((size_t)S * m->dr, "attention rotated dk");
+    for (int b = 0; b < m->B; b++) {
+        rotate_sequence(&a, b, q, kv, cos_t, sin_t);
+        size_t t0 = (size_t)b * S;
+        for (int h = 0; h < m->H; h++) {
+            const float *p = P + ((size_t)b * m->H + h) * S * S;
+            const float *go = dout + t0 * a.ldo + (size_t)h * m->dv;
+            size_t kcol = t0 * a.ldkvu + (size_t)h * (m->dn + m->dv);
+            const float *qn = q + t0 * a.ldq + (size_t)h * a.dqk, *qr = a.qr + (size_t)h * m->dr;
+            float *dqn = dq + t0 * a.ldq + (size_t)h * a.dqk;
+            gemm(1, 0, S, m->dv, S, 1.0f, p, S, go, a.ldo, 0.0f, dkvu + kcol + m->dn, a.ldkvu);
+            gemm(0, 1, S, S, m->dv, 1.0f, go, a.ldo, kvu + kcol + m->dn, a.ldkvu, 0.0f, ds, S);
+            softmax_bwd(ds, p, S, m->scale);
+            gemm(0, 0, S, m->dn, S, 1.0f, ds, S, kvu + kcol, a.ldkvu, 0.0f, dqn, a.ldq);
+            gemm(0, 0, S, m->dr, S, 1.0f, ds, S, a.kr, m->dr, 0.0f, dqr + (size_t)h * m->dr, ldqr);
+            gemm(1, 0, S, m->dn, S, 1.0f, ds, S, qn, a.ldq, 0.0f, dkvu + kcol, a.ldkvu);
+            gemm(1, 0, S, m->dr, S, 1.0f, ds, S, qr, ldqr, h ? 1.0f : 0.0f, dkr, m->dr);
+        }
+        unrotate_sequence(&a, b, dq, dkpe, dqr, dkr, cos_t, sin_t);
+    }
+    free(ds);
+    free(dqr);
+    free(dkr);
+    attn_ctx_free(&a);
+}

@@ -1,0 +1,11 @@
+/* The op-context wrapper around the graph's single insertion function. */
+#include "tasks/codelet.h"
+
+int sm_op_insert(const sm_op_ctx *ctx, struct starpu_codelet *cl, const char *op, sm_phase phase,
+                 int expert, const sm_access *acc, int nacc, const void *args, size_t args_size,
+                 double flops)
+{
+    sm_task_meta meta = {.op = op, .layer = ctx->layer, .micro = ctx->micro, .expert = expert,
+                         .stage = ctx->stage, .phase = phase};
+    return sm_graph_insert(ctx->g, cl, &meta, acc, nacc, args, args_size, flops);
+}

@@ -1,0 +1,308 @@
+/* Codelets and insert helpers of the dense op families over the pure kernels of
+ * dense_kernels.c: embedding, RMSNorm, linear, SwiGLU FFN (dense, shared and routed experts),
+ * cross-entropy and the small utilities a step needs (scalar sums, zeroing). */
+#include "tasks/dense.h"
+
+#include <string.h>
+#include "tasks/dense_kernels.h"
+#include "tasks/moe_kernels.h"
+
+/* ---- embedding ---- */
+typedef struct { int T, d; } sm_embed_args;
+
+static void sm_embedding_fwd_cpu(void *b[], void *arg)
+{
+    const sm_embed_args *a = arg;
+    sm_embedding_fwd(SM_BUF(b, 0, float), SM_BUF(b, 1, int32_t), SM_BUF(b, 2, float), a->T, a->d);
+}
+SM_CODELET(embedding_fwd, sm_embedding_fwd_cpu);
+
+static void sm_embedding_bwd_cpu(void *b[], void *arg)
+{
+    const sm_embed_args *a = arg;
+    sm_embedding_bwd(SM_BUF(b, 0, float), SM_BUF(b, 1, int32_t), SM_BUF(b, 2, float), a->T, a->d);
+}
+SM_CODELET(embedding_bwd, sm_embedding_bwd_cpu);
+
+int sm_insert_embedding_fwd(const sm_op_ctx *c, sm_tensor *x, sm_tensor *ids, sm_tensor *E,
+                            int T, int d)
+{
+    sm_embed_args a = {T, d};
+    sm_access acc[] = {SM_W(x), SM_R(ids), SM_R(E)};
+    return sm_op_insert(c, &sm_cl_embedding_fwd, "embedding_fwd", SM_FORWARD, -1, acc, 3, &a,
+                        sizeof a, (double)T * d);
+}
+
+int sm_insert_embedding_bwd(const sm_op_ctx *c, sm_tensor *dE, sm_tensor *ids, sm_tensor *dx,
+                            int T, int d)
+{
+    sm_embed_args a = {T, d};
+    sm_access acc[] = {SM_RW(dE), SM_R(ids), SM_R(dx)};
+    return sm_op_insert(c, &sm_cl_embedding_bwd, "embedding_bwd", SM_BACKWARD_WEIGHT, -1, acc, 3,
+                        &a, sizeof a, (double)T * d);
+}
+
+/* ---- RMSNorm ---- */
+typedef struct { int T, n, ldx, lddx, accumulate; float eps; } sm_norm_args;
+
+static void sm_rmsnorm_fwd_cpu(void *b[], void *arg)
+{
+    const sm_norm_args *a = arg;
+    sm_rmsnorm_fwd(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float), a->ldx,
+                   SM_BUF(b, 3, float), a->T, a->n, a->eps);
+}
+SM_CODELET(rmsnorm_fwd, sm_rmsnorm_fwd_cpu);
+
+static void sm_rmsnorm_bwd_cpu(void *b[], void *arg)
+{
+    const sm_norm_args *a = arg;
+    sm_rmsnorm_bwd(SM_BUF(b, 0, float), a->lddx, SM_BUF(b, 1, float), SM_BUF(b, 2, float),
+                   SM_BUF(b, 3, float), a->ldx, SM_BUF(b, 4, float), SM_BUF(b, 5, float), a->T,
+                   a->n, a->accumulate);
+}
+SM_CODELET(rmsnorm_bwd, sm_rmsnorm_bwd_cpu);
+
+int sm_insert_rmsnorm_fwd(const sm_op_ctx *c, sm_tensor *y, sm_tensor *rstd, sm_tensor *x,
+                          int ldx, sm_tensor *g, int T, int n, float eps)
+{
+    sm_norm_args a = {.T = T, .n = n, .ldx = ldx, .eps = eps};
+    sm_access acc[] = {SM_W(y), SM_W(rstd), SM_R(x), SM_R(g)};
+    return sm_op_insert(c, &sm_cl_rmsnorm_fwd, "rmsnorm_fwd", SM_FORWARD, -1, acc, 4, &a,
+                        sizeof a, 4.0 * T * n);
+}
+
+int sm_insert_rmsnorm_bwd(const sm_op_ctx *c, sm_tensor *dx, int lddx, sm_tensor *dg,
+                          sm_tensor *dy, sm_tensor *x, int ldx, sm_tensor *g, sm_tensor *rstd,
+                          int T, int n, int accumulate)
+{
+    sm_norm_args a = {.T = T, .n = n, .ldx = ldx, .lddx = lddx, .accumulate = accumulate};
+    sm_access acc[] = {SM_ACC(dx, accumulate), SM_RW(dg), SM_R(dy), SM_R(x), SM_R(g), SM_R(rstd)};
+    return sm_op_insert(c, &sm_cl_rmsnorm_bwd, "rmsnorm_bwd", SM_BACKWARD_INPUT, -1, acc, 6, &a,
+                        sizeof a, 8.0 * T * n);
+}
+
+/* ---- linear ---- */
+typedef struct { int T, in, out, accumulate, residual; } sm_linear_args;
+
+static void sm_linear_fwd_cpu(void *b[], void *arg)
+{
+    const sm_linear_args *a = arg;
+    float *y = SM_BUF(b, 0, float);
+    sm_linear_fwd(y, SM_BUF(b, 1, float), SM_BUF(b, 2, float), a->T, a->in, a->out);
+    if (a->residual) {
+        const float *res = SM_BUF(b, 3, float);
+        for (size_t i = 0, n = (size_t)a->T * a->out; i < n; i++) y[i] += res[i];
+    }
+}
+SM_CODELET(linear_fwd, sm_linear_fwd_cpu);
+
+static void sm_linear_bwd_input_cpu(void *b[], void *arg)
+{
+    const sm_linear_args *a = arg;
+    sm_linear_bwd_input(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float), a->T,
+                        a->in, a->out, a->accumulate);
+}
+SM_CODELET(linear_bwd_input, sm_linear_bwd_input_cpu);
+
+static void sm_linear_bwd_weight_cpu(void *b[], void *arg)
+{
+    const sm_linear_args *a = arg;
+    sm_linear_bwd_weight(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float), a->T,
+                         a->in, a->out);
+}
+SM_CODELET(linear_bwd_weight, sm_linear_bwd_weight_cpu);
+
+int sm_insert_linear_fwd(const sm_op_ctx *c, sm_tensor *y, sm_tensor *x, sm_tensor *W,
+                         sm_tensor *res, int T, int in, int out)
+{
+    sm_linear_args a = {.T = T, .in = in, .out = out, .residual = res != NULL};
+    sm_access acc[] = {SM_W(y), SM_R(x), SM_R(W), SM_R(res)};
+    return sm_op_insert(c, &sm_cl_linear_fwd, "linear_fwd", SM_FORWARD, -1, acc, res ? 4 : 3, &a,
+                        sizeof a, 2.0 * T * in * out);
+}
+
+int sm_insert_linear_bwd_input(const sm_op_ctx *c, sm_tensor *dx, sm_tensor *dy, sm_tensor *W,
+                               int T, int in, int out, int accumulate)
+{
+    sm_linear_args a = {.T = T, .in = in, .out = out, .accumulate = accumulate};
+    sm_access acc[] = {SM_ACC(dx, accumulate), SM_R(dy), SM_R(W)};
+    return sm_op_insert(c, &sm_cl_linear_bwd_input, "linear_bwd_input", SM_BACKWARD_INPUT, -1,
+                        acc, 3, &a, sizeof a, 2.0 * T * in * out);
+}
+
+int sm_insert_linear_bwd_weight(const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy, sm_tensor *x,
+                                int T, int in, int out)
+{
+    sm_linear_args a = {.T = T, .in = in, .out = out};
+    sm_access acc[] = {SM_RW(dW), SM_R(dy), SM_R(x)};
+    return sm_op_insert(c, &sm_cl_linear_bwd_weight, "linear_bwd_weight", SM_BACKWARD_WEIGHT, -1,
+                        acc, 3, &a, sizeof a, 2.0 * T * in * out);
+}
+
+/* ---- SwiGLU FFN (dense, shared, or one routed expert) ---- */
+typedef struct { sm_ffn_shape s; int accumulate, residual, plan_buf; } sm_ffn_args;
+
+/* Rows the task works on: the expert's routed count, read from the plan, or all n. */
+static int sm_ffn_rows(void *b[], const sm_ffn_args *a)
+{
+    if (!a->s.plan) return a->s.n;
+    int32_t *plan = SM_BUF(b, a->plan_buf, int32_t);
+    return sm_plan_count(plan, a->s.T, a->s.K, a->s.E)[a->s.expert];
+}
+
+static void sm_swiglu_fwd_cpu(void *b[], void *arg)
+{
+    const sm_ffn_args *a = arg;
+    int n = sm_ffn_rows(b, a);
+    float *y = SM_BUF(b, 0, float);
+    sm_swiglu_fwd(y, SM_BUF(b, 1, float), SM_BUF(b, 2, float), SM_BUF(b, 3, float),
+                  SM_BUF(b, 4, float), SM_BUF(b, 5, float), SM_BUF(b, 6, float), n, a->s.d,
+                  a->s.I);
+    if (a->residual) {
+        const float *res = SM_BUF(b, 7, float);
+        for (size_t i = 0, m = (size_t)n * a->s.d; i < m; i++) y[i] += res[i];
+    }
+}
+SM_CODELET(swiglu_fwd, sm_swiglu_fwd_cpu);
+
+static void sm_swiglu_bwd_input_cpu(void *b[], void *arg)
+{
+    const sm_ffn_args *a = arg;
+    sm_swiglu_bwd_input(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float),
+                        SM_BUF(b, 3, float), SM_BUF(b, 4, float), SM_BUF(b, 5, float),
+                        SM_BUF(b, 6, float), SM_BUF(b, 7, float), SM_BUF(b, 8, float),
+                        sm_ffn_rows(b, a), a->s.d, a->s.I, a->accumulate);
+}
+SM_CODELET(swiglu_bwd_input, sm_swiglu_bwd_input_cpu);
+
+static void sm_swiglu_bwd_weight_cpu(void *b[], void *arg)
+{
+    const sm_ffn_args *a = arg;
+    sm_swiglu_bwd_weight(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float),
+                         SM_BUF(b, 3, float), SM_BUF(b, 4, float), SM_BUF(b, 5, float),
+                         SM_BUF(b, 6, float), SM_BUF(b, 7, float), SM_BUF(b, 8, float),
+                         sm_ffn_rows(b, a), a->s.d, a->s.I);
+}
+SM_CODELET(swiglu_bwd_weight, sm_swiglu_bwd_weight_cpu);
+
+/* Appends the plan (read) after the fixed buffers and fills the args. */
+static int sm_ffn_finish(const sm_ffn_shape *s, sm_ffn_args *a, sm_access *acc, int n)
+{
+    a->s = *s;
+    a->plan_buf = n;
+    if (s->plan) acc[n++] = SM_R(s->plan);
+    return n;
+}
+
+static double sm_ffn_flops(const sm_ffn_shape *s, double gemms)
+{
+    /* routed experts: the mean load T*K/E stands in for the count known only at run time */
+    double rows = s->plan ? (double)s->T * s->K / s->E : s->n;
+    return gemms * 2.0 * rows * s->d * s->I;
+}
+
+int sm_insert_swiglu_fwd(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *y, sm_tensor *h1,
+                         sm_tensor *h3, sm_tensor *x, sm_tensor *W1, sm_tensor *W3, sm_tensor *W2,
+                         sm_tensor *res)
+{
+    sm_ffn_args a = {.residual = res != NULL};
+    sm_access acc[9] = {SM_W(y), SM_W(h1), SM_W(h3), SM_R(x), SM_R(W1), SM_R(W3), SM_R(W2)};
+    int n = 7;
+    if (res) acc[n++] = SM_R(res);
+    n = sm_ffn_finish(s, &a, acc, n);
+    return sm_op_insert(c, &sm_cl_swiglu_fwd, s->plan ? "expert_fwd" : "ffn_fwd", SM_FORWARD,
+                        s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
+}
+
+int sm_insert_swiglu_bwd_input(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *dx,
+                               sm_tensor *dh1, sm_tensor *dh3, sm_tensor *dy, sm_tensor *h1,
+                               sm_tensor *h3, sm_tensor *W1, sm_tensor *W3, sm_tensor *W2,
+                               int accumulate)
+{
+    sm_ffn_args a = {.accumulate = accumulate};
+    sm_access acc[10] = {SM_ACC(dx, accumulate), SM_W(dh1), SM_W(dh3), SM_R(dy), SM_R(h1),
+                         SM_R(h3), SM_R(W1), SM_R(W3), SM_R(W2)};
+    int n = sm_ffn_finish(s, &a, acc, 9);
+    return sm_op_insert(c, &sm_cl_swiglu_bwd_input,
+                        s->plan ? "expert_bwd_input" : "ffn_bwd_input", SM_BACKWARD_INPUT,
+                        s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
+}
+
+int sm_insert_swiglu_bwd_weight(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *dW1,
+                                sm_tensor *dW3, sm_tensor *dW2, sm_tensor *dy, sm_tensor *x,
+                                sm_tensor *h1, sm_tensor *h3, sm_tensor *dh1, sm_tensor *dh3)
+{
+    sm_ffn_args a = {0};
+    sm_access acc[10] = {SM_RW(dW1), SM_RW(dW3), SM_RW(dW2), SM_R(dy), SM_R(x),
+                         SM_R(h1), SM_R(h3), SM_R(dh1), SM_R(dh3)};
+    int n = sm_ffn_finish(s, &a, acc, 9);
+    return sm_op_insert(c, &sm_cl_swiglu_bwd_weight,
+                        s->plan ? "expert_bwd_weight" : "ffn_bwd_weight", SM_BACKWARD_WEIGHT,
+                        s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
+}
+
+/* ---- loss and utilities ---- */
+typedef struct { int T, V, with_grad; float scale; } sm_ce_args;
+
+static void sm_cross_entropy_cpu(void *b[], void *arg)
+{
+    const sm_ce_args *a = arg;
+    float *dlogits = a->with_grad ? SM_BUF(b, 3, float) : NULL;
+    SM_BUF(b, 0, float)[0] = (float)sm_cross_entropy(dlogits, SM_BUF(b, 1, float),
+                                                     SM_BUF(b, 2, int32_t), a->T, a->V,
+                                                     a->scale);
+}
+SM_CODELET(cross_entropy, sm_cross_entropy_cpu);
+
+int sm_insert_cross_entropy(const sm_op_ctx *c, sm_tensor *loss_part, sm_tensor *dlogits,
+                            sm_tensor *logits, sm_tensor *targets, int T, int V, float scale)
+{
+    sm_ce_args a = {T, V, dlogits != NULL, scale};
+    sm_access acc[] = {SM_W(loss_part), SM_R(logits), SM_R(targets), SM_W(dlogits)};
+    return sm_op_insert(c, &sm_cl_cross_entropy, "cross_entropy", SM_FORWARD, -1, acc,
+                        dlogits ? 4 : 3, &a, sizeof a, 5.0 * T * V);
+}
+
+typedef struct { int n; float scale; } sm_sum_args;
+
+static void sm_sum_scalars_cpu(void *b[], void *arg)
+{
+    const sm_sum_args *a = arg;
+    double s = 0;
+    for (int i = 0; i < a->n; i++) s += SM_BUF(b, 1 + i, float)[0];
+    SM_BUF(b, 0, float)[0] = (float)(s * a->scale);
+}
+SM_CODELET(sum_scalars, sm_sum_scalars_cpu);
+
+int sm_insert_sum_scalars(const sm_op_ctx *c, sm_tensor *out, sm_tensor **parts, int n,
+                          float scale)
+{
+    sm_sum_args a = {n, scale};
+    sm_access acc[n + 1];
+    acc[0] = SM_W(out);
+    for (int i = 0; i < n; i++) acc[1 + i] = SM_R(parts[i]);
+    return sm_op_insert(c, &sm_cl_sum_scalars, "sum_scalars", SM_FORWARD, -1, acc, n + 1, &a,
+                        sizeof a, n);
+}
+
+static void sm_zero_cpu(void *b[], void *arg)
+{
+    memset((void *)STARPU_VECTOR_GET_PTR(b[0]), 0,
+           (size_t)STARPU_VECTOR_GET_NX(b[0]) * STARPU_VECTOR_GET_ELEMSIZE(b[0]));
+}
+SM_CODELET(zero, sm_zero_cpu);
+
+int sm_insert_zero(const sm_op_ctx *c, sm_tensor *t)
+{
+    sm_access acc[] = {SM_W(t)};
+    return sm_op_insert(c, &sm_cl_zero, "zero", SM_OPTIMIZER, -1, acc, 1, NULL, 0, 0);
+}
+
+static void sm_nop_cpu(void *b[], void *arg) { (void)b; (void)arg; }
+SM_CODELET(nop, sm_nop_cpu);
+
+int sm_insert_nop(const sm_op_ctx *c, sm_tensor *t)
+{
+    sm_access acc[] = {SM_RW(t)};
+    return sm_op_insert(c, &sm_cl_nop, "nop", SM_FORWARD, -1, acc, 1, NULL, 0, 0);
+}

@@ -1,0 +1,61 @@
+/* Insert helpers of the dense op families (embedding, RMSNorm, linear, SwiGLU FFN, loss and
+ * small utilities). Each picks the weakest correct access modes, names the task and gives
+ * its flop count; the kernels are in dense_kernels.c. */
+#ifndef STARMOE_DENSE_H
+#define STARMOE_DENSE_H
+
+#include "tasks/codelet.h"
+
+int sm_insert_embedding_fwd(const sm_op_ctx *c, sm_tensor *x, sm_tensor *ids, sm_tensor *E,
+                            int T, int d);
+int sm_insert_embedding_bwd(const sm_op_ctx *c, sm_tensor *dE, sm_tensor *ids, sm_tensor *dx,
+                            int T, int d);
+
+int sm_insert_rmsnorm_fwd(const sm_op_ctx *c, sm_tensor *y, sm_tensor *rstd, sm_tensor *x,
+                          int ldx, sm_tensor *g, int T, int n, float eps);
+/* dx (row stride lddx) = or += the input gradient; dg += the gain gradient. */
+int sm_insert_rmsnorm_bwd(const sm_op_ctx *c, sm_tensor *dx, int lddx, sm_tensor *dg,
+                          sm_tensor *dy, sm_tensor *x, int ldx, sm_tensor *g, sm_tensor *rstd,
+                          int T, int n, int accumulate);
+
+/* y = x W^T, plus res when res is not NULL (a residual connection fused into the GEMM task). */
+int sm_insert_linear_fwd(const sm_op_ctx *c, sm_tensor *y, sm_tensor *x, sm_tensor *W,
+                         sm_tensor *res, int T, int in, int out);
+int sm_insert_linear_bwd_input(const sm_op_ctx *c, sm_tensor *dx, sm_tensor *dy, sm_tensor *W,
+                               int T, int in, int out, int accumulate);
+int sm_insert_linear_bwd_weight(const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy, sm_tensor *x,
+                                int T, int in, int out);
+
+/* A SwiGLU FFN over n rows, or, when `plan` is not NULL, over routed expert `expert`'s rows
+ * (their count is read from the routing plan when the task runs; n is then the capacity). */
+typedef struct sm_ffn_shape {
+    int n, d, I;
+    sm_tensor *plan;             /* routing plan, or NULL for a dense/shared FFN */
+    int expert, T, K, E;         /* plan geometry when plan is set */
+} sm_ffn_shape;
+
+/* y = swiglu(x) (+ res) ; saves h1, h3. */
+int sm_insert_swiglu_fwd(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *y, sm_tensor *h1,
+                         sm_tensor *h3, sm_tensor *x, sm_tensor *W1, sm_tensor *W3, sm_tensor *W2,
+                         sm_tensor *res);
+int sm_insert_swiglu_bwd_input(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *dx,
+                               sm_tensor *dh1, sm_tensor *dh3, sm_tensor *dy, sm_tensor *h1,
+                               sm_tensor *h3, sm_tensor *W1, sm_tensor *W3, sm_tensor *W2,
+                               int accumulate);
+int sm_insert_swiglu_bwd_weight(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *dW1,
+                                sm_tensor *dW3, sm_tensor *dW2, sm_tensor *dy, sm_tensor *x,
+                                sm_tensor *h1, sm_tensor *h3, sm_tensor *dh1, sm_tensor *dh3);
+
+/* loss_part[0] = sum of the rows' cross-entropy; dlogits (may be NULL: forward only) =
+ * scale * (softmax - onehot). */
+int sm_insert_cross_entropy(const sm_op_ctx *c, sm_tensor *loss_part, sm_tensor *dlogits,
+                            sm_tensor *logits, sm_tensor *targets, int T, int V, float scale);
+/* out[0] = scale * sum of parts[i][0], i in order (a fixed reduction order). */
+int sm_insert_sum_scalars(const sm_op_ctx *c, sm_tensor *out, sm_tensor **parts, int n,
+                          float scale);
+/* t = 0 (e.g. gradients at the start of a step). */
+int sm_insert_zero(const sm_op_ctx *c, sm_tensor *t);
+/* An empty task reading and writing t: measures the runtime's own cost per task. */
+int sm_insert_nop(const sm_op_ctx *c, sm_tensor *t);
+
+#endif

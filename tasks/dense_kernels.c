@@ -1,0 +1,193 @@
+/* Pure float32 kernels of the dense op families (see dense_kernels.h): embedding, RMSNorm,
+ * linear, SwiGLU FFN and cross-entropy. Every matrix product goes through one cblas_sgemm
+ * wrapper; the other loops run over rows then columns in a fixed order, with row statistics
+ * (RMS, log-sum-exp) accumulated in double, so results are bitwise reproducible for a given
+ * BLAS thread count. */
+#include "tasks/dense_kernels.h"
+
+#include <cblas.h>
+#undef I /* OpenBLAS's cblas.h pulls in <complex.h>; I is the FFN width here */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* C[M, N] = op(A) . op(B) + beta * C, row-major, op = transpose when the flag is set. */
+static void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Scratch buffer of n floats; running out of memory is the one failure, and it aborts. */
+static float *alloc_floats(size_t n, const char *what)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    if (!p) {
+        fprintf(stderr, "starmoe: out of memory allocating %zu floats for %s\n", n, what);
+        abort();
+    }
+    return p;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Embedding */
+
+void sm_embedding_fwd(float *x, const int32_t *ids, const float *E, int T, int d)
+{
+    for (int t = 0; t < T; t++)
+        memcpy(x + (size_t)t * d, E + (size_t)ids[t] * d, (size_t)d * sizeof *x);
+}
+
+void sm_embedding_bwd(float *dE, const int32_t *ids, const float *dx, int T, int d)
+{
+    for (int t = 0; t < T; t++) {
+        float *row = dE + (size_t)ids[t] * d;
+        const float *g = dx + (size_t)t * d;
+        for (int i = 0; i < d; i++) row[i] += g[i];
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* RMSNorm */
+
+void sm_rmsnorm_fwd(float *y, float *rstd, const float *x, int ldx, const float *g, int T, int n,
+                    float eps)
+{
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        float *yt = y + (size_t)t * n;
+        double ss = 0;
+        for (int i = 0; i < n; i++) ss += (double)xt[i] * xt[i];
+        float r = (float)(1.0 / sqrt(ss / n + (double)eps));
+        for (int i = 0; i < n; i++) yt[i] = g[i] * (xt[i] * r);
+        rstd[t] = r;
+    }
+}
+
+/* With y_i = g_i x_i r and r = (mean(x^2) + eps)^(-1/2):
+ * dx_j = r g_j dy_j - x_j r^3 / n * sum_i dy_i g_i x_i,  dg_i += dy_i x_i r. */
+void sm_rmsnorm_bwd(float *dx, int lddx, float *dg, const float *dy, const float *x, int ldx,
+                    const float *g, const float *rstd, int T, int n, int accumulate)
+{
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * ldx, *dyt = dy + (size_t)t * n;
+        float *dxt = dx + (size_t)t * lddx;
+        double r = rstd[t], dot = 0;
+        for (int i = 0; i < n; i++) dot += (double)dyt[i] * g[i] * xt[i];
+        float a = (float)r, b = (float)(dot * r * r * r / n);
+        for (int i = 0; i < n; i++) {
+            float v = a * g[i] * dyt[i] - b * xt[i];
+            dxt[i] = accumulate ? dxt[i] + v : v;
+        }
+        for (int i = 0; i < n; i++) dg[i] += dyt[i] * xt[i] * a;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Linear */
+
+void sm_linear_fwd(float *y, const float *x, const float *W, int T, int in, int out)
+{
+    gemm(0, 1, T, out, in, x, in, W, in, 0.0f, y, out);
+}
+
+void sm_linear_bwd_input(float *dx, const float *dy, const float *W, int T, int in, int out,
+                         int accumulate)
+{
+    gemm(0, 0, T, in, out, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
+}
+
+void sm_linear_bwd_weight(float *dW, const float *dy, const float *x, int T, int in, int out)
+{
+    gemm(1, 0, out, in, T, dy, out, x, in, 1.0f, dW, in);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* SwiGLU FFN */
+
+static inline float sigmoid(float z)
+{
+    if (z >= 0) return 1.0f / (1.0f + expf(-z));
+    float e = expf(z);
+    return e / (1.0f + e);
+}
+
+/* act = silu(h1) * h3, elementwise over count entries. */
+static void swiglu_act(float *act, const float *h1, const float *h3, size_t count)
+{
+    for (size_t i = 0; i < count; i++) act[i] = h1[i] * sigmoid(h1[i]) * h3[i];
+}
+
+void sm_swiglu_fwd(float *y, float *h1, float *h3, const float *x, const float *W1,
+                   const float *W3, const float *W2, int n, int d, int I)
+{
+    size_t count = (size_t)n * I;
+    float *act = alloc_floats(count, "swiglu activation");
+    sm_linear_fwd(h1, x, W1, n, d, I);
+    sm_linear_fwd(h3, x, W3, n, d, I);
+    swiglu_act(act, h1, h3, count);
+    sm_linear_fwd(y, act, W2, n, I, d);
+    free(act);
+}
+
+/* dact = dy W2 is computed into dh1, then split in place:
+ * dh3 = dact * silu(h1),  dh1 = dact * h3 * s (1 + h1 (1 - s)) with s = sigmoid(h1). */
+void sm_swiglu_bwd_input(float *dx, float *dh1, float *dh3, const float *dy, const float *h1,
+                         const float *h3, const float *W1, const float *W3, const float *W2,
+                         int n, int d, int I, int accumulate)
+{
+    size_t count = (size_t)n * I;
+    sm_linear_bwd_input(dh1, dy, W2, n, I, d, 0);
+    for (size_t i = 0; i < count; i++) {
+        float s = sigmoid(h1[i]), dact = dh1[i];
+        dh3[i] = dact * h1[i] * s;
+        dh1[i] = dact * h3[i] * s * (1.0f + h1[i] * (1.0f - s));
+    }
+    sm_linear_bwd_input(dx, dh1, W1, n, d, I, accumulate);
+    sm_linear_bwd_input(dx, dh3, W3, n, d, I, 1);
+}
+
+void sm_swiglu_bwd_weight(float *dW1, float *dW3, float *dW2, const float *dy, const float *x,
+                          const float *h1, const float *h3, const float *dh1, const float *dh3,
+                          int n, int d, int I)
+{
+    size_t count = (size_t)n * I;
+    float *act = alloc_floats(count, "swiglu activation");
+    swiglu_act(act, h1, h3, count);
+    sm_linear_bwd_weight(dW1, dh1, x, n, d, I);
+    sm_linear_bwd_weight(dW3, dh3, x, n, d, I);
+    sm_linear_bwd_weight(dW2, dy, act, n, I, d);
+    free(act);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Cross-entropy */
+
+/* log(sum_i exp(l_i)), max-subtracted, summed in double. */
+static double logsumexp(const float *l, int V)
+{
+    float m = l[0];
+    for (int i = 1; i < V; i++) m = l[i] > m ? l[i] : m;
+    double s = 0;
+    for (int i = 0; i < V; i++) s += exp((double)l[i] - m);
+    return m + log(s);
+}
+
+double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int T, int V,
+                        float scale)
+{
+    double loss = 0;
+    for (int t = 0; t < T; t++) {
+        const float *l = logits + (size_t)t * V;
+        double lse = logsumexp(l, V);
+        loss += lse - l[targets[t]];
+        if (!dlogits) continue;
+        float *dl = dlogits + (size_t)t * V;
+        for (int i = 0; i < V; i++) dl[i] = (float)(scale * exp((double)l[i] - lse));
+        dl[targets[t]] = (float)(scale * (exp((double)l[targets[t]] - lse) - 1.0));
+    }
+    return loss;
+}

@@ -1,0 +1,29 @@
+/* Insert helpers of the MoE family: router scoring and selection, dispatch (gather each
+ * expert's tokens), combine (weighted scatter-add, plus the shared expert and the residual),
+ * and their backward passes. Kernels in moe_kernels.c; the experts' FFNs use dense.h. */
+#ifndef STARMOE_MOE_H
+#define STARMOE_MOE_H
+
+#include "tasks/codelet.h"
+#include "tasks/moe_kernels.h"
+
+int sm_insert_router_fwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *plan,
+                         sm_tensor *w, sm_tensor *s, sm_tensor *u, sm_tensor *Wg,
+                         sm_tensor *bias);
+/* du (=|+=) and dWg += from the per-expert mixing-weight gradients dge[0..E-1]. */
+int sm_insert_router_bwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *du,
+                         sm_tensor *dWg, sm_tensor **dge, sm_tensor *s, sm_tensor *plan,
+                         sm_tensor *u, sm_tensor *Wg, int accumulate);
+int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, sm_tensor *xe,
+                           sm_tensor *u, sm_tensor *plan);
+int sm_insert_moe_dispatch_bwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *du,
+                               sm_tensor **dxe, sm_tensor *plan, int accumulate);
+/* y = res + shared + sum_k w * ye (res and shared may be NULL). */
+int sm_insert_moe_combine(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *y,
+                          sm_tensor **ye, sm_tensor *shared, sm_tensor *w, sm_tensor *plan,
+                          sm_tensor *res);
+int sm_insert_moe_combine_bwd(const sm_op_ctx *c, const sm_router_dims *r, int e, sm_tensor *dye,
+                              sm_tensor *dge, sm_tensor *dy, sm_tensor *ye, sm_tensor *w,
+                              sm_tensor *plan);
+
+#endif

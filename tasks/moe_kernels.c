@@ -1,0 +1,246 @@
+/* Pure float32 kernels of the MoE family (see moe_kernels.h): the router of the official Gate
+ * (sigmoid affinities, selection-only bias, group limiting on the top-2 group score with -inf
+ * for dropped groups, top-k, normalisation of the unbiased scores, routed scaling) and its
+ * backward, the dispatch plan, gather, combine and their backward.
+ *
+ * Every top-k is one helper that orders by (value descending, index ascending), so ties go to
+ * the lower index. The router's two products are cblas_sgemm calls; every other loop runs in
+ * a fixed order, so results are bitwise reproducible for a given BLAS thread count. */
+#include "tasks/moe_kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* C[M, N] = op(A) . op(B) + beta * C, row-major, op = transpose when the flag is set. */
+static void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void *alloc_or_die(size_t n, size_t size, const char *what)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fprintf(stderr, "starmoe: out of memory allocating %zu x %zu bytes for %s\n", n, size,
+                what);
+        abort();
+    }
+    return p;
+}
+
+/* Read-only view of a plan (the header's accessors take non-const pointers). */
+typedef struct plan_view {
+    const int32_t *idx, *count, *offset, *rows, *pos;
+} plan_view;
+
+static plan_view plan_view_of(const int32_t *plan, int T, int K, int E)
+{
+    int32_t *p = (int32_t *)plan;
+    plan_view v = {sm_plan_idx(p, T, K, E), sm_plan_count(p, T, K, E),
+                   sm_plan_offset(p, T, K, E), sm_plan_rows(p, T, K, E),
+                   sm_plan_pos(p, T, K, E)};
+    return v;
+}
+
+/* Slot k of token t that routes to expert e (a token picks each expert at most once). */
+static int slot_of(const int32_t *idx, int t, int K, int e)
+{
+    int k = 0;
+    while (idx[t * K + k] != e) k++;
+    return k;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Router */
+
+/* Whether index a comes before index b in the order (x descending, index ascending). */
+static int ranks_before(const float *x, int a, int b)
+{
+    return x[a] > x[b] || (x[a] == x[b] && a < b);
+}
+
+/* idx[0..k) = the k first indices of x[0..n) in that order. */
+static void topk(int32_t *idx, const float *x, int n, int k)
+{
+    int prev = -1;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n; e++) {
+            if (prev >= 0 && !ranks_before(x, prev, e)) continue;
+            if (best < 0 || ranks_before(x, e, best)) best = e;
+        }
+        idx[j] = prev = best;
+    }
+}
+
+/* Number of indices of x[0..n) that come before a in that order. */
+static int rank_of(const float *x, int n, int a)
+{
+    int rank = 0;
+    for (int b = 0; b < n; b++) rank += ranks_before(x, b, a);
+    return rank;
+}
+
+/* Biased scores c [E] of one token with the experts of all but the Gk best groups (group score =
+ * sum of its two largest c) set to -inf. gscore [G] is scratch. */
+static void group_limited_scores(float *c, float *gscore, const float *s, const float *bias,
+                                 const sm_router_dims *r)
+{
+    int per = r->E / r->G;
+    int32_t top[2];
+    for (int e = 0; e < r->E; e++) c[e] = s[e] + (bias ? bias[e] : 0.0f);
+    for (int g = 0; g < r->G; g++) {
+        topk(top, c + g * per, per, 2);
+        gscore[g] = c[g * per + top[0]] + c[g * per + top[1]];
+    }
+    for (int g = 0; g < r->G; g++)
+        if (rank_of(gscore, r->G, g) >= r->Gk)
+            for (int e = g * per; e < (g + 1) * per; e++) c[e] = -INFINITY;
+}
+
+/* Mixing weights of one token: the unbiased scores at idx, normalised, times route_scale. */
+static void mixing_weights(float *w, const float *s, const int32_t *idx, const sm_router_dims *r)
+{
+    float sum = 0.0f;
+    for (int k = 0; k < r->K; k++) sum += (w[k] = s[idx[k]]);
+    for (int k = 0; k < r->K; k++) {
+        if (r->norm_topk) w[k] /= sum;
+        w[k] *= r->route_scale;
+    }
+}
+
+/* count, offset, rows and pos of the plan from its idx. */
+static void build_plan(int32_t *plan, int T, int K, int E)
+{
+    const int32_t *idx = sm_plan_idx(plan, T, K, E);
+    int32_t *count = sm_plan_count(plan, T, K, E), *offset = sm_plan_offset(plan, T, K, E);
+    int32_t *rows = sm_plan_rows(plan, T, K, E), *pos = sm_plan_pos(plan, T, K, E);
+    memset(count, 0, (size_t)E * sizeof *count);
+    for (int i = 0; i < T * K; i++) count[idx[i]]++;
+    offset[0] = 0;
+    for (int e = 0; e < E; e++) offset[e + 1] = offset[e] + count[e];
+    memset(count, 0, (size_t)E * sizeof *count);
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < K; k++) {
+            int e = idx[t * K + k];
+            pos[t * K + k] = count[e];
+            rows[offset[e] + count[e]++] = t;
+        }
+}
+
+void sm_router_fwd(int32_t *plan, float *w, float *s, const float *u, const float *Wg,
+                   const float *bias, const sm_router_dims *r)
+{
+    int32_t *idx = sm_plan_idx(plan, r->T, r->K, r->E);
+    float *c = alloc_or_die((size_t)r->E + r->G, sizeof *c, "router scores");
+    gemm(0, 1, r->T, r->E, r->d, u, r->d, Wg, r->d, 0.0f, s, r->E);
+    for (size_t i = 0; i < (size_t)r->T * r->E; i++) s[i] = 1.0f / (1.0f + expf(-s[i]));
+    for (int t = 0; t < r->T; t++) {
+        const float *st = s + (size_t)t * r->E;
+        group_limited_scores(c, c + r->E, st, bias, r);
+        topk(idx + t * r->K, c, r->E, r->K);
+        mixing_weights(w + t * r->K, st, idx + t * r->K, r);
+    }
+    build_plan(plan, r->T, r->K, r->E);
+    free(c);
+}
+
+/* Gradient of one token's logits at its chosen experts from dw (dense row dlogit [E], zero
+ * elsewhere): back through route_scale, the normalisation and the sigmoid. */
+static void router_token_bwd(float *dlogit, const float *dw, const float *s, const int32_t *idx,
+                             const sm_router_dims *r)
+{
+    float sum = 0.0f, dot = 0.0f;
+    for (int k = 0; k < r->K; k++) {
+        sum += s[idx[k]];
+        dot += dw[k] * s[idx[k]];
+    }
+    for (int k = 0; k < r->K; k++) {
+        float sk = s[idx[k]];
+        float ds = r->norm_topk ? r->route_scale * (dw[k] / sum - dot / (sum * sum))
+                                : r->route_scale * dw[k];
+        dlogit[idx[k]] = ds * sk * (1.0f - sk);
+    }
+}
+
+void sm_router_bwd(float *du, float *dWg, const float *dw, const float *s, const int32_t *plan,
+                   const float *u, const float *Wg, const sm_router_dims *r, int accumulate)
+{
+    const int32_t *idx = plan_view_of(plan, r->T, r->K, r->E).idx;
+    float *dlogits = alloc_or_die((size_t)r->T * r->E, sizeof *dlogits, "router dlogits");
+    for (int t = 0; t < r->T; t++)
+        router_token_bwd(dlogits + (size_t)t * r->E, dw + t * r->K, s + (size_t)t * r->E,
+                         idx + t * r->K, r);
+    gemm(0, 0, r->T, r->d, r->E, dlogits, r->E, Wg, r->d, accumulate ? 1.0f : 0.0f, du, r->d);
+    gemm(1, 0, r->E, r->d, r->T, dlogits, r->E, u, r->d, 1.0f, dWg, r->d);
+    free(dlogits);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dispatch (gather) and combine */
+
+void sm_moe_gather(float *xe, const float *u, const int32_t *plan, int e, int T, int K, int E,
+                   int d)
+{
+    plan_view p = plan_view_of(plan, T, K, E);
+    for (int r = 0; r < p.count[e]; r++)
+        memcpy(xe + (size_t)r * d, u + (size_t)p.rows[p.offset[e] + r] * d, (size_t)d * sizeof *xe);
+}
+
+void sm_moe_gather_bwd(float *du, const float *const *dxe, const int32_t *plan, int T, int K,
+                       int E, int d, int accumulate)
+{
+    plan_view p = plan_view_of(plan, T, K, E);
+    if (!accumulate) memset(du, 0, (size_t)T * d * sizeof *du);
+    for (int e = 0; e < E; e++)
+        for (int r = 0; r < p.count[e]; r++) {
+            float *dst = du + (size_t)p.rows[p.offset[e] + r] * d;
+            const float *src = dxe[e] + (size_t)r * d;
+            for (int i = 0; i < d; i++) dst[i] += src[i];
+        }
+}
+
+void sm_moe_combine(float *y, const float *const *ye, const float *shared, const float *w,
+                    const int32_t *plan, int T, int K, int E, int d)
+{
+    plan_view p = plan_view_of(plan, T, K, E);
+    for (int t = 0; t < T; t++) {
+        float *yt = y + (size_t)t * d;
+        if (shared) memcpy(yt, shared + (size_t)t * d, (size_t)d * sizeof *yt);
+        else memset(yt, 0, (size_t)d * sizeof *yt);
+        for (int k = 0; k < K; k++) {
+            const float *src = ye[p.idx[t * K + k]] + (size_t)p.pos[t * K + k] * d;
+            float wk = w[t * K + k];
+            for (int i = 0; i < d; i++) yt[i] += wk * src[i];
+        }
+    }
+}
+
+void sm_moe_combine_bwd(float *dye, float *dge, const float *dy, const float *ye, const float *w,
+                        const int32_t *plan, int e, int T, int K, int E, int d)
+{
+    plan_view p = plan_view_of(plan, T, K, E);
+    for (int r = 0; r < p.count[e]; r++) {
+        int t = p.rows[p.offset[e] + r];
+        float wk = w[t * K + slot_of(p.idx, t, K, e)], dot = 0.0f;
+        const float *g = dy + (size_t)t * d, *y = ye + (size_t)r * d;
+        for (int i = 0; i < d; i++) {
+            dye[(size_t)r * d + i] = wk * g[i];
+            dot += g[i] * y[i];
+        }
+        dge[r] = dot;
+    }
+}
+
+void sm_moe_collect_dw(float *dw, const float *const *dge, const int32_t *plan, int T, int K,
+                       int E)
+{
+    plan_view p = plan_view_of(plan, T, K, E);
+    for (int i = 0; i < T * K; i++) dw[i] = dge[p.idx[i]][p.pos[i]];
+}
