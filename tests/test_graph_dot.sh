@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# starmoe graph --dot writes one step's DAG: one node per task, the task count printed, edges
+# present, and (when Graphviz is installed) a file dot accepts.
+. "$(dirname "$0")/tap.sh"
+out=$("$STARMOE" graph --config "$FIXTURE/config.json" --dot "$TMP/step.dot" --batch 2 --seq 32 --micro 2)
+ok $? "graph command runs ($out)"
+n=$(echo "$out" | sed -n 's/^\([0-9]*\) tasks.*/\1/p')
+nodes=$(grep -c '^  t[0-9]* \[label' "$TMP/step.dot")
+[ -n "$n" ] && [ "$n" -eq "$nodes" ]; ok $? "one node per task ($nodes nodes, $n tasks)"
+edges=$(grep -c -- '->' "$TMP/step.dot")
+[ "$edges" -ge "$nodes" ]; ok $? "dependencies drawn ($edges edges)"
+grep -q 'expert_fwd L1 e7 mb1' "$TMP/step.dot"; ok $? "tasks are named with op, layer, expert and micro-batch"
+if command -v dot > /dev/null; then dot -Tsvg "$TMP/step.dot" -o "$TMP/step.svg"; ok $? "Graphviz renders the DAG"; fi
+tap_done
