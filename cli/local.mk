@@ -3,5 +3,5 @@ bin_PROGRAMS += starmoe
 starmoe_SOURCES = cli/cli.h cli/main.c cli/cmd_eval.c cli/cmd_bench.c cli/cmd_graph.c
 starmoe_LDADD = libstarmoe.la $(DEPS_LIBS)
 
-TESTS += tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh
-EXTRA_DIST += tests/tap.sh tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh
+TESTS += tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh
+EXTRA_DIST += tests/tap.sh tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh

@@ -3,6 +3,7 @@
  * thread per worker. */
 #include <starmoe/model.h>
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <starpu.h>
@@ -18,6 +19,10 @@ int sm_engine_init(const sm_engine_opts *o, sm_error *err)
     if (o && o->sched && env && *env && strcmp(env, o->sched) != 0)
         return sm_fail(err, "STARPU_SCHED=%s is set and would silently replace --sched %s: "
                             "unset it", env, o->sched);
+    /* kernels allocate sizeable temporaries per task: keep them on the heap instead of fresh
+     * mappings, whose pages the kernel would zero again on every task */
+    mallopt(M_MMAP_THRESHOLD, 512 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1024 << 20);
     starpu_conf_init(&conf);
     if (o && o->ncpus > 0) conf.ncpus = o->ncpus;
     if (o && o->sched) conf.sched_policy_name = o->sched;
