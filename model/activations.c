@@ -48,6 +48,7 @@ static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
     x->plan = sm_act(a, "plan", SM_I32, sm_moe_plan_len(T, K, E), 0);
     x->w = ACT("route_w", T, K);
     x->s = ACT("route_s", T, E);
+    x->bal_loss = ACT("balance_loss", 1, 0);
     x->xe = sm_expert_acts(a, "xe", E, T, d);
     x->ye = sm_expert_acts(a, "ye", E, T, d);
     x->eh1 = sm_expert_acts(a, "h1", E, T, mi);

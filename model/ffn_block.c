@@ -24,7 +24,8 @@ static int sm_moe_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
     const sm_router_dims *rd = &r->router;
-    int rc = sm_insert_router_fwd(c, rd, a->plan, a->w, a->s, a->xn2, p->router.w, p->bias.w);
+    int rc = sm_insert_router_fwd(c, rd, &r->bal, a->plan, a->w, a->s, a->bal_loss, a->xn2,
+                                  p->router.w, p->bias.w);
     for (int e = 0; e < rd->E; e++) {
         sm_ffn_shape s = sm_expert_shape(r, a->plan, e);
         const sm_ffn_params *f = &p->experts[e];
@@ -88,8 +89,8 @@ static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
         have_dxn2 = 1;
     }
     rc |= sm_insert_moe_dispatch_bwd(c, rd, a->dxn2, a->dxe, a->plan, have_dxn2);
-    rc |= sm_insert_router_bwd(c, rd, a->dxn2, p->router.g, a->dge, a->s, a->plan, a->xn2,
-                               p->router.w, 1);
+    rc |= sm_insert_router_bwd(c, rd, &r->bal, a->dxn2, p->router.g, a->dge, a->s, a->plan,
+                               a->xn2, p->router.w, 1);
     return rc;
 }
 

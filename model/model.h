@@ -8,7 +8,7 @@
 #include "graph/graph.h"
 #include "tasks/attention_kernels.h"
 #include "tasks/codelet.h"
-#include "tasks/moe_kernels.h"
+#include "tasks/moe.h"
 
 /* A parameter and its gradient (g is NULL for buffers without gradient, e.g. the router's
  * selection bias). */
@@ -52,7 +52,7 @@ typedef struct sm_layer_acts {
     sm_tensor *x1;                           /* residual after attention */
     sm_tensor *xn2, *rstd_post;              /* FFN input norm */
     sm_tensor *h1, *h3;                      /* dense FFN (or shared expert) hidden */
-    sm_tensor *plan, *w, *s;                 /* router */
+    sm_tensor *plan, *w, *s, *bal_loss;      /* router */
     sm_tensor **xe, **ye, **eh1, **eh3;      /* routed experts [E] */
     sm_tensor *ys;                           /* shared expert output */
     /* backward */
@@ -75,7 +75,8 @@ struct sm_run {
     int backward;
     sm_mla_dims mla;
     sm_router_dims router;
-    sm_tensor *cos_t, *sin_t, *loss;
+    sm_balance bal;                          /* sequence-wise balance loss (coef 0 = off) */
+    sm_tensor *cos_t, *sin_t, *loss, *bal_total;
     sm_micro_acts *mb;                       /* [micro] */
     double submit_s;                         /* time the last step spent submitting tasks */
 };

@@ -43,7 +43,9 @@ static int sm_run_setup(sm_run *r, sm_error *err)
     r->cos_t = sm_tensor_new(r->m->g, "rope.cos", SM_F32, SM_INPUT, 2, shape, err);
     r->sin_t = sm_tensor_new(r->m->g, "rope.sin", SM_F32, SM_INPUT, 2, shape, err);
     r->loss = sm_tensor_new(r->m->g, "loss", SM_F32, SM_ACT, 1, (int64_t[]){1}, err);
-    if (!r->cos_t || !r->sin_t || !r->loss) return -1;
+    r->bal_total = sm_tensor_new(r->m->g, "balance_loss", SM_F32, SM_ACT, 1, (int64_t[]){1}, err);
+    r->bal = (sm_balance){.S = r->S, .coef = 0.0f};
+    if (!r->cos_t || !r->sin_t || !r->loss || !r->bal_total) return -1;
     double *theta = malloc((dr / 2) * sizeof *theta);
     if (!theta) return sm_fail(err, "out of memory");
     sm_rope_freqs(theta, dr, c->rope_theta, y);
@@ -143,7 +145,8 @@ int sm_run_build(sm_run *r, sm_error *err)
 {
     sm_model *m = r->m;
     sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1};
-    sm_tensor *parts[r->micro];
+    int L = m->cfg.num_hidden_layers, nbal = 0;
+    sm_tensor *parts[r->micro], *bal_parts[r->micro * L + 1];
     int rc = 0;
     sm_graph_step_begin(m->g);
     for (int i = 0; r->backward && i < m->nall; i++)
@@ -153,6 +156,10 @@ int sm_run_build(sm_run *r, sm_error *err)
         parts[mb] = r->mb[mb].loss_part;
     }
     rc |= sm_insert_sum_scalars(&step, r->loss, parts, r->micro, 1.0f / ((float)r->B * r->S));
+    for (int mb = 0; mb < r->micro; mb++)
+        for (int l = 0; l < L; l++)
+            if (m->layers[l].moe) bal_parts[nbal++] = r->mb[mb].layers[l].bal_loss;
+    if (nbal) rc |= sm_insert_sum_scalars(&step, r->bal_total, bal_parts, nbal, 1.0f);
     for (int mb = 0; r->backward && mb < r->micro; mb++) rc |= sm_backward_micro(r, mb);
     return rc ? sm_fail(err, "task submission failed") : 0;
 }
@@ -192,6 +199,19 @@ int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *l
         sm_tensor_release(r->loss);
     }
     return 0;
+}
+
+void sm_run_set_balance(sm_run *r, double alpha)
+{
+    r->bal.coef = (float)(alpha / r->B);
+}
+
+double sm_run_balance_loss(sm_run *r)
+{
+    const float *v = sm_tensor_acquire(r->bal_total, STARPU_R);
+    double x = *v;
+    sm_tensor_release(r->bal_total);
+    return x;
 }
 
 size_t sm_run_ntasks(const sm_run *r) { return sm_graph_ntasks(r->m->g); }

@@ -6,7 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-typedef struct { sm_router_dims r; int e, accumulate, residual, shared, bias; } sm_moe_args;
+typedef struct {
+    sm_router_dims r;
+    int e, accumulate, residual, shared, bias;
+    sm_balance bal;
+} sm_moe_args;
 
 static void *sm_scratch(size_t bytes)
 {
@@ -27,22 +31,30 @@ static const float **sm_expert_ptrs(void *b[], int first, int E)
 }
 
 /* ---- router ---- */
+/* buffers: plan, w, s, balance loss, u, Wg, [bias] */
 static void sm_router_fwd_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
-    sm_router_fwd(SM_BUF(b, 0, int32_t), SM_BUF(b, 1, float), SM_BUF(b, 2, float),
-                  SM_BUF(b, 3, float), SM_BUF(b, 4, float), a->bias ? SM_BUF(b, 5, float) : NULL,
-                  &a->r);
+    const sm_router_dims *r = &a->r;
+    int32_t *plan = SM_BUF(b, 0, int32_t);
+    float *s = SM_BUF(b, 2, float);
+    sm_router_fwd(plan, SM_BUF(b, 1, float), s, SM_BUF(b, 4, float), SM_BUF(b, 5, float),
+                  a->bias ? SM_BUF(b, 6, float) : NULL, r);
+    SM_BUF(b, 3, float)[0] = a->bal.coef > 0 ? (float)sm_balance_loss(NULL, s, plan, r->T,
+                                                                      a->bal.S, r->K, r->E,
+                                                                      a->bal.coef)
+                                             : 0.0f;
 }
 SM_CODELET(router_fwd, sm_router_fwd_cpu);
 
-int sm_insert_router_fwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *plan,
-                         sm_tensor *w, sm_tensor *s, sm_tensor *u, sm_tensor *Wg,
-                         sm_tensor *bias)
+int sm_insert_router_fwd(const sm_op_ctx *c, const sm_router_dims *r, const sm_balance *bal,
+                         sm_tensor *plan, sm_tensor *w, sm_tensor *s, sm_tensor *bal_loss,
+                         sm_tensor *u, sm_tensor *Wg, sm_tensor *bias)
 {
-    sm_moe_args a = {.r = *r, .e = -1, .bias = bias != NULL};
-    sm_access acc[] = {SM_W(plan), SM_W(w), SM_W(s), SM_R(u), SM_R(Wg), SM_R(bias)};
-    return sm_op_insert(c, &sm_cl_router_fwd, "router_fwd", SM_FORWARD, -1, acc, bias ? 6 : 5,
+    sm_moe_args a = {.r = *r, .e = -1, .bias = bias != NULL, .bal = *bal};
+    sm_access acc[] = {SM_W(plan), SM_W(w), SM_W(s), SM_W(bal_loss), SM_R(u), SM_R(Wg),
+                       SM_R(bias)};
+    return sm_op_insert(c, &sm_cl_router_fwd, "router_fwd", SM_FORWARD, -1, acc, bias ? 7 : 6,
                         &a, sizeof a, 2.0 * r->T * r->d * r->E);
 }
 
@@ -53,20 +65,24 @@ static void sm_router_bwd_cpu(void *b[], void *arg)
     const sm_router_dims *r = &a->r;
     const float **dge = sm_expert_ptrs(b, 6, r->E);
     float *dw = sm_scratch((size_t)r->T * r->K * sizeof *dw);
+    float *ds = a->bal.coef > 0 ? sm_scratch((size_t)r->T * r->E * sizeof *ds) : NULL;
     const int32_t *plan = SM_BUF(b, 3, int32_t);
+    const float *s = SM_BUF(b, 2, float);
     sm_moe_collect_dw(dw, dge, plan, r->T, r->K, r->E);
-    sm_router_bwd(SM_BUF(b, 0, float), SM_BUF(b, 1, float), dw, SM_BUF(b, 2, float), plan,
-                  SM_BUF(b, 4, float), SM_BUF(b, 5, float), r, a->accumulate);
+    if (ds) sm_balance_loss(ds, s, plan, r->T, a->bal.S, r->K, r->E, a->bal.coef);
+    sm_router_bwd(SM_BUF(b, 0, float), SM_BUF(b, 1, float), dw, ds, s, plan, SM_BUF(b, 4, float),
+                  SM_BUF(b, 5, float), r, a->accumulate);
+    free(ds);
     free(dw);
     free(dge);
 }
 SM_CODELET(router_bwd, sm_router_bwd_cpu);
 
-int sm_insert_router_bwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *du,
-                         sm_tensor *dWg, sm_tensor **dge, sm_tensor *s, sm_tensor *plan,
-                         sm_tensor *u, sm_tensor *Wg, int accumulate)
+int sm_insert_router_bwd(const sm_op_ctx *c, const sm_router_dims *r, const sm_balance *bal,
+                         sm_tensor *du, sm_tensor *dWg, sm_tensor **dge, sm_tensor *s,
+                         sm_tensor *plan, sm_tensor *u, sm_tensor *Wg, int accumulate)
 {
-    sm_moe_args a = {.r = *r, .e = -1, .accumulate = accumulate};
+    sm_moe_args a = {.r = *r, .e = -1, .accumulate = accumulate, .bal = *bal};
     sm_access acc[6 + r->E];
     acc[0] = SM_ACC(du, accumulate);
     acc[1] = SM_RW(dWg);

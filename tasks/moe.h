@@ -7,13 +7,22 @@
 #include "tasks/codelet.h"
 #include "tasks/moe_kernels.h"
 
-int sm_insert_router_fwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *plan,
-                         sm_tensor *w, sm_tensor *s, sm_tensor *u, sm_tensor *Wg,
-                         sm_tensor *bias);
-/* du (=|+=) and dWg += from the per-expert mixing-weight gradients dge[0..E-1]. */
-int sm_insert_router_bwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *du,
-                         sm_tensor *dWg, sm_tensor **dge, sm_tensor *s, sm_tensor *plan,
-                         sm_tensor *u, sm_tensor *Wg, int accumulate);
+/* The sequence-wise balance loss of a router: coef = alpha / sequences in the whole batch
+ * (0 = off), over sequences of S tokens. */
+typedef struct sm_balance {
+    int S;
+    float coef;
+} sm_balance;
+
+/* Routing plan, mixing weights w, sigmoid scores s, and bal_loss[0] = the balance loss. */
+int sm_insert_router_fwd(const sm_op_ctx *c, const sm_router_dims *r, const sm_balance *bal,
+                         sm_tensor *plan, sm_tensor *w, sm_tensor *s, sm_tensor *bal_loss,
+                         sm_tensor *u, sm_tensor *Wg, sm_tensor *bias);
+/* du (=|+=) and dWg += from the per-expert mixing-weight gradients dge[0..E-1] and the
+ * balance loss. */
+int sm_insert_router_bwd(const sm_op_ctx *c, const sm_router_dims *r, const sm_balance *bal,
+                         sm_tensor *du, sm_tensor *dWg, sm_tensor **dge, sm_tensor *s,
+                         sm_tensor *plan, sm_tensor *u, sm_tensor *Wg, int accumulate);
 int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, sm_tensor *xe,
                            sm_tensor *u, sm_tensor *plan);
 int sm_insert_moe_dispatch_bwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *du,

@@ -169,17 +169,55 @@ static void router_token_bwd(float *dlogit, const float *dw, const float *s, con
     }
 }
 
-void sm_router_bwd(float *du, float *dWg, const float *dw, const float *s, const int32_t *plan,
-                   const float *u, const float *Wg, const sm_router_dims *r, int accumulate)
+void sm_router_bwd(float *du, float *dWg, const float *dw, const float *ds_extra,
+                   const float *s, const int32_t *plan, const float *u, const float *Wg,
+                   const sm_router_dims *r, int accumulate)
 {
     const int32_t *idx = plan_view_of(plan, r->T, r->K, r->E).idx;
     float *dlogits = alloc_or_die((size_t)r->T * r->E, sizeof *dlogits, "router dlogits");
     for (int t = 0; t < r->T; t++)
         router_token_bwd(dlogits + (size_t)t * r->E, dw + t * r->K, s + (size_t)t * r->E,
                          idx + t * r->K, r);
+    for (size_t i = 0, n = (size_t)r->T * r->E; ds_extra && i < n; i++)
+        dlogits[i] += ds_extra[i] * s[i] * (1.0f - s[i]);
     gemm(0, 0, r->T, r->d, r->E, dlogits, r->E, Wg, r->d, accumulate ? 1.0f : 0.0f, du, r->d);
     gemm(1, 0, r->E, r->d, r->T, dlogits, r->E, u, r->d, 1.0f, dWg, r->d);
     free(dlogits);
+}
+
+/* One sequence of S tokens: f_i = E/(K*S) * (tokens routed to i), P_i = mean over tokens of
+ * s_t[i] / sum_j s_t[j]; returns coef * sum_i f_i P_i and, when ds is set, its gradient
+ * w.r.t. s: coef / (S * sum_t) * (f_j - sum_i f_i s'_t[i]). */
+static double balance_sequence(float *ds, const float *s, const int32_t *idx, int S, int K, int E,
+                               float coef, double *f)
+{
+    memset(f, 0, (size_t)E * sizeof *f);
+    for (int t = 0; t < S; t++)
+        for (int k = 0; k < K; k++) f[idx[t * K + k]] += (double)E / ((double)K * S);
+    double loss = 0;
+    for (int t = 0; t < S; t++) {
+        const float *st = s + (size_t)t * E;
+        double sum = 0, fs = 0;
+        for (int e = 0; e < E; e++) sum += st[e];
+        for (int e = 0; e < E; e++) fs += f[e] * st[e];
+        loss += fs / sum / S;
+        for (int e = 0; ds && e < E; e++)
+            ds[(size_t)t * E + e] = (float)(coef / (S * sum) * (f[e] - fs / sum));
+    }
+    return coef * loss;
+}
+
+double sm_balance_loss(float *ds, const float *s, const int32_t *plan, int T, int S, int K, int E,
+                       float coef)
+{
+    const int32_t *idx = plan_view_of(plan, T, K, E).idx;
+    double *f = alloc_or_die((size_t)E, sizeof *f, "balance loss counts");
+    double loss = 0;
+    for (int t0 = 0; t0 + S <= T; t0 += S)
+        loss += balance_sequence(ds ? ds + (size_t)t0 * E : NULL, s + (size_t)t0 * E,
+                                 idx + (size_t)t0 * K, S, K, E, coef, f);
+    free(f);
+    return loss;
 }
 
 /* ------------------------------------------------------------------------------------------ */

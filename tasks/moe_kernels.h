@@ -32,10 +32,21 @@ static inline int32_t *sm_plan_pos(int32_t *p, int T, int K, int E) { return p +
  * and the whole plan (idx, count, offset, rows, pos). */
 void sm_router_fwd(int32_t *plan, float *w, float *s, const float *u, const float *Wg,
                    const float *bias, const sm_router_dims *r);
-/* Router backward from dw [T, K] (gradient w.r.t. the mixing weights): du (=|+=) dlogits Wg,
- * dWg += dlogits^T u. Gradients flow only through the chosen experts' unbiased scores. */
-void sm_router_bwd(float *du, float *dWg, const float *dw, const float *s, const int32_t *plan,
-                   const float *u, const float *Wg, const sm_router_dims *r, int accumulate);
+/* Router backward from dw [T, K] (gradient w.r.t. the mixing weights) and, when ds_extra is
+ * not NULL, a gradient w.r.t. the sigmoid scores s [T, E] from another loss (the balance
+ * loss): du (=|+=) dlogits Wg, dWg += dlogits^T u. The mixing weights pass gradient only through
+ * the chosen experts' unbiased scores. */
+void sm_router_bwd(float *du, float *dWg, const float *dw, const float *ds_extra,
+                   const float *s, const int32_t *plan, const float *u, const float *Wg,
+                   const sm_router_dims *r, int accumulate);
+
+/* Sequence-wise balance loss (spec 6.2) over the T/S sequences of S tokens of a plan:
+ * returns coef * sum over sequences of sum_i f_i P_i, with f_i = E/(K S) * (tokens of the
+ * sequence routed to i, by the actual biased, group-limited choice; a constant) and
+ * P_i = mean over the sequence of s_t[i] / sum_j s_t[j]. When ds is not NULL it receives the
+ * gradient w.r.t. s [T, E] (overwritten). coef = alpha / (sequences in the whole batch). */
+double sm_balance_loss(float *ds, const float *s, const int32_t *plan, int T, int S, int K, int E,
+                       float coef);
 
 /* Dispatch of expert e: xe [count[e], d] = u[rows of e]. */
 void sm_moe_gather(float *xe, const float *u, const int32_t *plan, int e, int T, int K, int E,

@@ -1,6 +1,6 @@
-/* The engine against the official DeepSeek-V3 code: for a fixture folder (default
- * ../shared/fixtures/dsv3-tiny-a, or argv[1]) runs forward and backward through StarPU and
- * compares logits (max abs <= 1e-4), loss (<= 1e-5), routing sets per token (identical),
+/* The engine against the official DeepSeek-V3 code and our float64 reference: for each
+ * fixture folder (../shared/fixtures/dsv3-tiny-a and tests/fixtures/*, or the arguments) runs
+ * forward and backward through StarPU and compares logits (max abs <= 1e-4), loss (<= 1e-5), routing sets per token (identical),
  * hidden states, and every gradient (relative Frobenius <= 1e-4), with 1 and 2 micro-batches. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,27 +149,45 @@ static int load_inputs(fixture *fx, sm_error *err)
     return 0;
 }
 
-int main(int argc, char **argv)
+static void check_fixture(const char *dir)
 {
     fixture fx;
-    memset(&fx, 0, sizeof fx);
     sm_error err = {{0}};
-    if (argc > 1) snprintf(fx.dir, sizeof fx.dir, "%s", argv[1]);
-    else snprintf(fx.dir, sizeof fx.dir, "%s/fixtures/dsv3-tiny-a", tu_shared_dir());
-    sm_engine_opts e = {.ncpus = 2};
-    if (!tap_ok(load_inputs(&fx, &err) == 0, "fixture %s loads %s", fx.dir, err.msg) ||
-        !tap_ok(sm_engine_init(&e, &err) == 0, "engine starts %s", err.msg))
-        return tap_done();
-    sm_model *m = sm_model_open_hf(fx.dir, &err);
-    if (tap_ok(m != NULL, "model folder opens %s", err.msg)) {
-        check_run(&fx, m, 1);
-        if (fx.B % 2 == 0) check_run(&fx, m, 2);
+    memset(&fx, 0, sizeof fx);
+    snprintf(fx.dir, sizeof fx.dir, "%s", dir);
+    if (tap_ok(load_inputs(&fx, &err) == 0, "fixture %s loads %s", fx.dir, err.msg)) {
+        sm_model *m = sm_model_open_hf(fx.dir, &err);
+        if (tap_ok(m != NULL, "model folder opens %s", err.msg)) {
+            check_run(&fx, m, 1);
+            if (fx.B % 2 == 0) check_run(&fx, m, 2);
+        }
+        sm_model_free(m);
     }
-    sm_model_free(m);
-    sm_engine_shutdown();
     sm_st_close(&fx.inputs);
     sm_st_close(&fx.expected);
     free(fx.ids);
     free(fx.targets);
+}
+
+/* Fixture folders: the arguments, or the official-code fixture in shared/ and every folder of
+ * the project's tests/fixtures (made by tests/ref/dsv3_reference.py). */
+int main(int argc, char **argv)
+{
+    static const char *own[] = {"yarn-g4", "noq-lora", "mscale"};
+    char dir[1100];
+    sm_error err = {{0}};
+    sm_engine_opts e = {.ncpus = 2};
+    if (!tap_ok(sm_engine_init(&e, &err) == 0, "engine starts %s", err.msg)) return tap_done();
+    for (int i = 1; i < argc; i++) check_fixture(argv[i]);
+    if (argc == 1) {
+        const char *src = getenv("STARMOE_SRCDIR");
+        snprintf(dir, sizeof dir, "%s/fixtures/dsv3-tiny-a", tu_shared_dir());
+        check_fixture(dir);
+        for (size_t i = 0; i < sizeof own / sizeof *own; i++) {
+            snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", src ? src : "..", own[i]);
+            check_fixture(dir);
+        }
+    }
+    sm_engine_shutdown();
     return tap_done();
 }

@@ -399,7 +399,7 @@ static void router_grads(router_fd *f, float *du, float *dWg)
     const sm_router_dims *r = &f->c.r;
     case_fwd(&f->c, 1);
     memset(dWg, 0, (size_t)r->E * r->d * sizeof *dWg);
-    sm_router_bwd(du, dWg, f->Rw, f->c.s, f->c.plan, f->c.u, f->c.Wg, r, 0);
+    sm_router_bwd(du, dWg, f->Rw, NULL, f->c.s, f->c.plan, f->c.u, f->c.Wg, r, 0);
 }
 
 /* Perturbations of 1e-3 move the logits by ~5e-4 and the sigmoid scores by ~1e-4, below the
@@ -429,7 +429,7 @@ static void test_router_bwd(tu_rng *rng)
         router_grads(&f, du2, dWg2);
         tap_ok(memcmp(du, du2, nu * sizeof *du) == 0 && memcmp(dWg, dWg2, nW * sizeof *dWg) == 0,
                "router_bwd is bitwise reproducible (%s)", tag);
-        sm_router_bwd(du2, dWg2, f.Rw, f.c.s, f.c.plan, f.c.u, f.c.Wg, &f.c.r, 1);
+        sm_router_bwd(du2, dWg2, f.Rw, NULL, f.c.s, f.c.plan, f.c.u, f.c.Wg, &f.c.r, 1);
         double acc = 0;
         for (size_t i = 0; i < nu; i++) acc = fmax(acc, fabs(du2[i] - 2 * du[i]));
         for (size_t i = 0; i < nW; i++) acc = fmax(acc, fabs(dWg2[i] - 2 * dWg[i]));
@@ -443,6 +443,76 @@ static void test_router_bwd(tu_rng *rng)
         free(f.idx0);
         case_free(&f.c);
     }
+}
+
+/* Balance loss of the seeded case: a plain double loop over the spec 6.2 formula. */
+static double balance_reference(const router_case *c, int S, double coef)
+{
+    const sm_router_dims *r = &c->r;
+    double total = 0;
+    for (int t0 = 0; t0 < r->T; t0 += S) {
+        for (int i = 0; i < r->E; i++) {
+            double f = 0, P = 0;
+            for (int t = t0; t < t0 + S; t++) {
+                double sum = 0;
+                for (int k = 0; k < r->K; k++) f += c->plan[t * r->K + k] == i;
+                for (int j = 0; j < r->E; j++) sum += c->s[(size_t)t * r->E + j];
+                P += c->s[(size_t)t * r->E + i] / sum / S;
+            }
+            total += f * r->E / ((double)r->K * S) * P;
+        }
+    }
+    return coef * total;
+}
+
+typedef struct balance_fd {
+    router_fd f;
+    int S;
+    float coef;
+} balance_fd;
+
+static double loss_router_balance(void *ctx)
+{
+    balance_fd *b = ctx;
+    const sm_router_dims *r = &b->f.c.r;
+    double l = loss_router(&b->f);
+    return l + sm_balance_loss(NULL, b->f.c.s, b->f.c.plan, r->T, b->S, r->K, r->E, b->coef);
+}
+
+/* The balance loss against its formula, and the router backward with its score gradient
+ * (ds_extra) against finite differences of sum(w * Rw) + balance (same step and tolerance
+ * reasoning as test_router_bwd; coef 0.5 makes the balance term comparable). */
+static void test_balance_loss(tu_rng *rng)
+{
+    sm_router_dims dims = {.T = 6, .d = 5, .E = 8, .K = 2, .G = 4, .Gk = 2, .route_scale = 2.5f,
+                           .norm_topk = 1};
+    balance_fd b = {.f = {.c = case_random(rng, dims)}, .S = 3, .coef = 0.5f};
+    size_t nu = (size_t)dims.T * dims.d, nW = (size_t)dims.E * dims.d;
+    b.f.Rw = tu_alloc_randn(rng, (size_t)dims.T * dims.K, 1);
+    b.f.idx0 = calloc((size_t)dims.T * dims.K, sizeof *b.f.idx0);
+    float *ds = tu_alloc_zero((size_t)dims.T * dims.E);
+    float *du = tu_alloc_zero(nu), *dWg = tu_alloc_zero(nW);
+    case_fwd(&b.f.c, 1);
+    memcpy(b.f.idx0, b.f.c.plan, (size_t)dims.T * dims.K * sizeof *b.f.idx0);
+    double l = sm_balance_loss(ds, b.f.c.s, b.f.c.plan, dims.T, b.S, dims.K, dims.E, b.coef);
+    tap_close(l, balance_reference(&b.f.c, b.S, b.coef), 1e-6, "balance loss matches spec 6.2");
+    double uniform = 0;
+    for (int e = 0; e < dims.E; e++) uniform += 1.0 / dims.E;
+    tap_ok(l > 0 && uniform > 0, "balance loss is positive (%.4g)", l);
+    sm_router_bwd(du, dWg, b.f.Rw, ds, b.f.c.s, b.f.c.plan, b.f.c.u, b.f.c.Wg, &dims, 0);
+    double eu = tu_fd_check(b.f.c.u, du, nu, nu, 1e-3, 1e-2, loss_router_balance, &b);
+    double eW = tu_fd_check(b.f.c.Wg, dWg, nW, nW, 1e-3, 1e-2, loss_router_balance, &b);
+    tap_ok(!b.f.changed, "balance FD perturbations keep the selection");
+    tap_ok(eu < 1e-2, "router_bwd with balance gradient: du matches finite differences (rel %.2g)",
+           eu);
+    tap_ok(eW < 1e-2, "router_bwd with balance gradient: dWg matches finite differences (rel %.2g)",
+           eW);
+    free(ds);
+    free(du);
+    free(dWg);
+    free(b.f.Rw);
+    free(b.f.idx0);
+    case_free(&b.f.c);
 }
 
 static void test_determinism(tu_rng *rng)
@@ -472,6 +542,7 @@ int main(void)
     test_gather_combine(&rng);
     test_combine_bwd(&rng);
     test_router_bwd(&rng);
+    test_balance_loss(&rng);
     test_determinism(&rng);
     return tap_done();
 }

@@ -56,6 +56,12 @@ void sm_run_free(sm_run *r);
 int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *loss,
                 sm_error *err);
 
+/* Turns on the sequence-wise balance loss (spec 6.2) with weight alpha for the next steps: it
+ * joins the gradient, and sm_run_balance_loss() reports it (summed over MoE layers, mean over
+ * the batch's sequences). The loss sm_run_step() writes stays the cross-entropy alone. */
+void sm_run_set_balance(sm_run *r, double alpha);
+double sm_run_balance_loss(sm_run *r);
+
 /* Builds one step's graph without executing it (for a model made with execute = 0). */
 int sm_run_build(sm_run *r, sm_error *err);
 size_t sm_run_ntasks(const sm_run *r);
