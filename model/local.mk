@@ -1,8 +1,12 @@
 # model/: config-derived parameters, activations, block graph builders, runs, eval and bench.
 libstarmoe_la_SOURCES += model/model.h model/engine.c model/model.c model/params.c \
-	model/activations.c model/attention_block.c model/ffn_block.c model/step.c model/eval.c model/bench.c
+	model/activations.c model/attention_block.c model/ffn_block.c model/step.c model/eval.c model/bench.c model/optimizer.c
 starmoeinclude_HEADERS += include/starmoe/model.h
 
 check_PROGRAMS += tests/test_fixture
 TESTS += tests/test_fixture
 tests_test_fixture_LDADD = $(TEST_LIBS)
+
+check_PROGRAMS += tests/test_train_step
+TESTS += tests/test_train_step
+tests_test_train_step_LDADD = $(TEST_LIBS)

@@ -79,6 +79,7 @@ struct sm_run {
     sm_tensor *cos_t, *sin_t, *loss, *bal_total;
     sm_micro_acts *mb;                       /* [micro] */
     double submit_s;                         /* time the last step spent submitting tasks */
+    int has_targets;                         /* the last step had targets (a loss) */
 };
 
 /* Monotonic seconds. */

@@ -178,11 +178,11 @@ static int sm_upload_tokens(sm_tensor *t, const int32_t *src, int V, const char 
     return 0;
 }
 
-int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *loss,
-                sm_error *err)
+int sm_run_submit(sm_run *r, const int32_t *ids, const int32_t *targets, sm_error *err)
 {
     int V = r->m->cfg.vocab_size;
     if (r->backward && !targets) return sm_fail(err, "a backward step needs targets");
+    r->has_targets = targets != NULL;
     for (int mb = 0; mb < r->micro; mb++) {
         size_t off = (size_t)mb * r->T;
         if (sm_upload_tokens(r->mb[mb].ids, ids + off, V, "input_ids", mb, err)) return -1;
@@ -192,12 +192,24 @@ int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *l
     double t0 = sm_now();
     if (sm_run_build(r, err)) return -1;
     r->submit_s = sm_now() - t0;
+    return 0;
+}
+
+void sm_run_wait(sm_run *r, double *loss)
+{
     sm_graph_wait(r->m->g);
     if (loss) {
         float *l = sm_tensor_acquire(r->loss, STARPU_R);
-        *loss = targets ? *l : 0.0;
+        *loss = r->has_targets ? *l : 0.0;
         sm_tensor_release(r->loss);
     }
+}
+
+int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *loss,
+                sm_error *err)
+{
+    if (sm_run_submit(r, ids, targets, err)) return -1;
+    sm_run_wait(r, loss);
     return 0;
 }
 

@@ -10,3 +10,8 @@ tests_test_attention_kernels_LDADD = $(TEST_LIBS)
 tests_test_moe_kernels_LDADD = $(TEST_LIBS)
 libstarmoe_la_SOURCES += tasks/codelet.c tasks/codelet.h tasks/dense.c tasks/dense.h \
 	tasks/attention.c tasks/attention.h tasks/moe.c tasks/moe.h
+libstarmoe_la_SOURCES += tasks/optim_kernels.c tasks/optim_kernels.h tasks/optim.c tasks/optim.h
+
+check_PROGRAMS += tests/test_optim_kernels
+TESTS += tests/test_optim_kernels
+tests_test_optim_kernels_LDADD = $(TEST_LIBS)

@@ -59,10 +59,15 @@ static int slot_of(const int32_t *idx, int t, int K, int e)
 /* ------------------------------------------------------------------------------------------ */
 /* Router */
 
+/* A NaN score ranks like -inf, so the order stays total and a poisoned step still routes to
+ * valid experts (its non-finite loss then skips it). */
+static float rank_key(float v) { return isnan(v) ? -INFINITY : v; }
+
 /* Whether index a comes before index b in the order (x descending, index ascending). */
 static int ranks_before(const float *x, int a, int b)
 {
-    return x[a] > x[b] || (x[a] == x[b] && a < b);
+    float xa = rank_key(x[a]), xb = rank_key(x[b]);
+    return xa > xb || (xa == xb && a < b);
 }
 
 /* idx[0..k) = the k first indices of x[0..n) in that order. */

@@ -515,6 +515,22 @@ static void test_balance_loss(tu_rng *rng)
     case_free(&b.f.c);
 }
 
+/* A poisoned input (NaN) must still give a valid plan: experts in range, counts adding up. */
+static void test_router_nan(tu_rng *rng)
+{
+    router_case c = case_random(rng, random_dims);
+    const sm_router_dims *r = &c.r;
+    c.u[0] = NAN;
+    c.u[(size_t)(r->T - 1) * r->d] = INFINITY;
+    case_fwd(&c, 1);
+    int valid = 1;
+    long total = 0;
+    for (int i = 0; i < r->T * r->K; i++) valid &= c.plan[i] >= 0 && c.plan[i] < r->E;
+    for (int e = 0; e < r->E; e++) total += sm_plan_count(c.plan, r->T, r->K, r->E)[e];
+    tap_ok(valid && total == (long)r->T * r->K, "NaN/Inf scores still route to valid experts");
+    case_free(&c);
+}
+
 static void test_determinism(tu_rng *rng)
 {
     router_case a = case_random(rng, random_dims), b = case_alloc(random_dims);
@@ -543,6 +559,7 @@ int main(void)
     test_combine_bwd(&rng);
     test_router_bwd(&rng);
     test_balance_loss(&rng);
+    test_router_nan(&rng);
     test_determinism(&rng);
     return tap_done();
 }

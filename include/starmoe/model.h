@@ -62,6 +62,12 @@ int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *l
 void sm_run_set_balance(sm_run *r, double alpha);
 double sm_run_balance_loss(sm_run *r);
 
+/* The same in two halves, so more tasks (the optimizer's) can join the step's graph before
+ * waiting: submit checks and uploads the tokens and submits the step's tasks; wait waits for
+ * every task and reads the loss. */
+int sm_run_submit(sm_run *r, const int32_t *ids, const int32_t *targets, sm_error *err);
+void sm_run_wait(sm_run *r, double *loss);
+
 /* Builds one step's graph without executing it (for a model made with execute = 0). */
 int sm_run_build(sm_run *r, sm_error *err);
 size_t sm_run_ntasks(const sm_run *r);
@@ -76,6 +82,36 @@ int sm_run_routing(sm_run *r, int layer, int32_t *idx, float *w);
 void sm_run_hidden(sm_run *r, int layer, float *dst);
 
 
+
+/* ---- optimizer: AdamW with global-norm clipping, and the router bias update, as tasks ---- */
+typedef struct sm_optimizer sm_optimizer;
+
+typedef struct sm_optim_hp {
+    double lr, beta1, beta2, eps, weight_decay;
+    double grad_clip;            /* max global gradient norm, 0 = no clipping */
+    double bias_update_speed;    /* gamma of the auxiliary-loss-free balancing */
+} sm_optim_hp;
+
+/* Moments for every trainable parameter (zero), grouped one task per layer. */
+sm_optimizer *sm_optimizer_new(sm_model *m, sm_error *err);
+void sm_optimizer_free(sm_optimizer *o);
+/* Adds the optimizer tasks to the step r has submitted: gradient norm, clip factor and skip
+ * decision (a non-finite loss or norm skips the step: nothing changes), AdamW, bias update
+ * from the loads counted by the routers. */
+int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_error *err);
+/* After sm_run_wait: the global gradient norm and whether the step was applied. */
+void sm_optimizer_result(sm_optimizer *o, double *grad_norm, int *applied);
+/* Tokens routed to each expert of MoE layer l in the last applied step ([E]), -1 when l is not
+ * an MoE layer. */
+int sm_optimizer_loads(sm_optimizer *o, int l, float *load);
+/* Applied steps so far (AdamW's bias-correction count); settable when resuming. */
+int64_t sm_optimizer_steps(const sm_optimizer *o);
+void sm_optimizer_set_steps(sm_optimizer *o, int64_t steps);
+/* Moment tensors for checkpoints: 2 per trainable parameter, named "<param>.exp_avg" and
+ * "<param>.exp_avg_sq", shape of the parameter. */
+int sm_optimizer_nstates(const sm_optimizer *o);
+const char *sm_optimizer_state_name(const sm_optimizer *o, int i);
+float *sm_optimizer_state_data(sm_optimizer *o, int i, int64_t *shape, int *ndim);
 
 /* ---- drivers behind the CLI commands ---- */
 typedef struct sm_eval_opts {

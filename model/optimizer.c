@@ -1,0 +1,204 @@
+/* The optimizer as tasks: AdamW moments for every trainable parameter, grouped one task per
+ * layer (plus the embedding and the head), the global-norm clip decision (which also skips a
+ * step whose loss or gradient is not finite), and the router bias update per MoE layer. */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tasks/optim.h"
+
+struct sm_optimizer {
+    sm_model *m;
+    int ngroups;
+    sm_param_group *groups;
+    sm_tensor **sumsq;           /* per group */
+    sm_tensor *clip;
+    sm_tensor **load;            /* per layer, NULL for dense layers */
+    sm_tensor **states;          /* m, v interleaved per trainable parameter */
+    int nstates;
+    int64_t steps;
+};
+
+/* Group of parameter i: 0 the embedding, 1 + l for layer l, L + 1 the final norm and head. */
+static int sm_group_of(const sm_model *m, int i)
+{
+    int l;
+    const char *name = m->all[i].w->name;
+    if (sscanf(name, "model.layers.%d.", &l) == 1) return 1 + l;
+    return strcmp(name, "model.embed_tokens.weight") == 0 ? 0 : m->cfg.num_hidden_layers + 1;
+}
+
+static int sm_group_alloc(sm_param_group *g, int n)
+{
+    g->w = calloc(n, sizeof *g->w);
+    g->g = calloc(n, sizeof *g->g);
+    g->m = calloc(n, sizeof *g->m);
+    g->v = calloc(n, sizeof *g->v);
+    g->decay = calloc(n, sizeof *g->decay);
+    return g->w && g->g && g->m && g->v && g->decay ? 0 : -1;
+}
+
+static sm_tensor *sm_state_new(sm_optimizer *o, const sm_tensor *w, const char *suffix,
+                               sm_error *err)
+{
+    char name[300];
+    snprintf(name, sizeof name, "%s.%s", w->name, suffix);
+    sm_tensor *t = sm_tensor_new(o->m->g, name, SM_F32, SM_OPT_STATE, w->ndim, w->shape, err);
+    if (t) o->states[o->nstates++] = t;
+    return t;
+}
+
+static int sm_optimizer_groups(sm_optimizer *o, sm_error *err)
+{
+    sm_model *m = o->m;
+    int G = m->cfg.num_hidden_layers + 2, *count = calloc(G, sizeof *count);
+    o->ngroups = G;
+    o->groups = calloc(G, sizeof *o->groups);
+    o->states = calloc(2 * (size_t)m->nall, sizeof *o->states);
+    if (!count || !o->groups || !o->states) {
+        free(count);
+        return sm_fail(err, "out of memory for the optimizer");
+    }
+    for (int i = 0; i < m->nall; i++)
+        if (m->all[i].g) count[sm_group_of(m, i)]++;
+    for (int k = 0; k < G; k++)
+        if (sm_group_alloc(&o->groups[k], count[k])) {
+            free(count);
+            return sm_fail(err, "out of memory for the optimizer");
+        }
+    free(count);
+    for (int i = 0; i < m->nall; i++) {
+        if (!m->all[i].g) continue;
+        sm_param_group *g = &o->groups[sm_group_of(m, i)];
+        sm_tensor *w = m->all[i].w;
+        g->w[g->n] = w;
+        g->g[g->n] = m->all[i].g;
+        g->decay[g->n] = w->ndim == 2 ? 1.0f : 0.0f;
+        if (!(g->m[g->n] = sm_state_new(o, w, "exp_avg", err)) ||
+            !(g->v[g->n] = sm_state_new(o, w, "exp_avg_sq", err)))
+            return -1;
+        g->n++;
+    }
+    return 0;
+}
+
+static int sm_optimizer_scalars(sm_optimizer *o, sm_error *err)
+{
+    sm_model *m = o->m;
+    int L = m->cfg.num_hidden_layers;
+    char name[64];
+    o->sumsq = calloc(o->ngroups, sizeof *o->sumsq);
+    o->load = calloc(L, sizeof *o->load);
+    if (!o->sumsq || !o->load) return sm_fail(err, "out of memory for the optimizer");
+    for (int k = 0; k < o->ngroups; k++) {
+        snprintf(name, sizeof name, "optim.sumsq.%d", k);
+        if (!(o->sumsq[k] = sm_tensor_new(m->g, name, SM_F64, SM_OPT_STATE, 1, (int64_t[]){1}, err)))
+            return -1;
+    }
+    for (int l = 0; l < L; l++) {
+        if (!m->layers[l].moe) continue;
+        snprintf(name, sizeof name, "optim.load.%d", l);
+        int64_t E = m->cfg.n_routed_experts;
+        if (!(o->load[l] = sm_tensor_new(m->g, name, SM_F32, SM_OPT_STATE, 1, &E, err))) return -1;
+    }
+    o->clip = sm_tensor_new(m->g, "optim.clip", SM_F32, SM_OPT_STATE, 1,
+                            (int64_t[]){SM_CLIP_LEN}, err);
+    return o->clip ? 0 : -1;
+}
+
+sm_optimizer *sm_optimizer_new(sm_model *m, sm_error *err)
+{
+    sm_optimizer *o = calloc(1, sizeof *o);
+    if (!o) {
+        sm_fail(err, "out of memory for the optimizer");
+        return NULL;
+    }
+    o->m = m;
+    if (sm_optimizer_groups(o, err) || sm_optimizer_scalars(o, err)) {
+        sm_optimizer_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+void sm_optimizer_free(sm_optimizer *o)
+{
+    if (!o) return;
+    for (int k = 0; o->groups && k < o->ngroups; k++) {
+        sm_param_group *g = &o->groups[k];
+        free(g->w);
+        free(g->g);
+        free(g->m);
+        free(g->v);
+        free(g->decay);
+    }
+    free(o->groups);
+    free(o->sumsq);
+    free(o->load);
+    free(o->states);
+    free(o);
+}
+
+int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_error *err)
+{
+    sm_model *m = o->m;
+    sm_op_ctx c = {.g = m->g, .layer = -1, .micro = -1};
+    sm_adamw_hp ahp = {.lr = (float)hp->lr, .beta1 = (float)hp->beta1, .beta2 = (float)hp->beta2,
+                       .eps = (float)hp->eps, .weight_decay = (float)hp->weight_decay,
+                       .step = o->steps + 1};
+    int rc = 0;
+    if (!r->backward) return sm_fail(err, "the optimizer needs a run with a backward pass");
+    for (int k = 0; k < o->ngroups; k++) {
+        c.layer = k >= 1 && k <= m->cfg.num_hidden_layers ? k - 1 : -1;
+        rc |= sm_insert_grad_sumsq(&c, &o->groups[k], o->sumsq[k]);
+    }
+    c.layer = -1;
+    rc |= sm_insert_clip_decide(&c, o->clip, o->sumsq, o->ngroups, r->loss, (float)hp->grad_clip);
+    for (int k = 0; k < o->ngroups; k++) {
+        c.layer = k >= 1 && k <= m->cfg.num_hidden_layers ? k - 1 : -1;
+        rc |= sm_insert_adamw(&c, &o->groups[k], o->clip, &ahp);
+    }
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        if (!o->load[l]) continue;
+        sm_tensor *plans[r->micro];
+        for (int mb = 0; mb < r->micro; mb++) plans[mb] = r->mb[mb].layers[l].plan;
+        c.layer = l;
+        rc |= sm_insert_bias_update(&c, m->layers[l].bias.w, o->load[l], plans, r->micro,
+                                    r->router.T, r->router.K, r->router.E,
+                                    (float)hp->bias_update_speed, o->clip);
+    }
+    return rc ? sm_fail(err, "optimizer task submission failed") : 0;
+}
+
+void sm_optimizer_result(sm_optimizer *o, double *grad_norm, int *applied)
+{
+    const float *clip = sm_tensor_acquire(o->clip, STARPU_R);
+    int ok = clip[SM_CLIP_APPLY] != 0.0f;
+    if (grad_norm) *grad_norm = clip[SM_CLIP_NORM];
+    sm_tensor_release(o->clip);
+    if (applied) *applied = ok;
+    if (ok) o->steps++;
+}
+
+int sm_optimizer_loads(sm_optimizer *o, int l, float *load)
+{
+    if (l < 0 || l >= o->m->cfg.num_hidden_layers || !o->load[l]) return -1;
+    const float *p = sm_tensor_acquire(o->load[l], STARPU_R);
+    memcpy(load, p, o->load[l]->numel * sizeof *load);
+    sm_tensor_release(o->load[l]);
+    return 0;
+}
+
+int64_t sm_optimizer_steps(const sm_optimizer *o) { return o->steps; }
+void sm_optimizer_set_steps(sm_optimizer *o, int64_t steps) { o->steps = steps; }
+int sm_optimizer_nstates(const sm_optimizer *o) { return o->nstates; }
+const char *sm_optimizer_state_name(const sm_optimizer *o, int i) { return o->states[i]->name; }
+
+float *sm_optimizer_state_data(sm_optimizer *o, int i, int64_t *shape, int *ndim)
+{
+    sm_tensor *t = o->states[i];
+    memcpy(shape, t->shape, t->ndim * sizeof *shape);
+    *ndim = t->ndim;
+    return t->data;
+}
