@@ -9,3 +9,19 @@ tests_test_dtype_LDADD = $(TEST_LIBS)
 tests_test_safetensors_LDADD = $(TEST_LIBS)
 tests_test_config_LDADD = $(TEST_LIBS)
 tests_test_hf_model_LDADD = $(TEST_LIBS)
+
+# Byte-level BPE tokenizer and the dataset pipeline (corpus, split, packing, batch reader).
+libstarmoe_la_SOURCES += io/tokenizer.c io/tokenizer.h io/dataset.c io/dataset.h
+check_PROGRAMS += tests/test_tokenizer tests/test_dataset
+TESTS += tests/test_tokenizer tests/test_dataset
+tests_test_tokenizer_LDADD = $(TEST_LIBS)
+tests_test_dataset_LDADD = $(TEST_LIBS)
+
+# Training runs: the run config, checkpoints, metrics and the loss curve.
+libstarmoe_la_SOURCES += io/config_json.h io/run_config.c io/run_config.h io/checkpoint.c \
+	io/checkpoint.h io/metrics.c io/metrics.h
+check_PROGRAMS += tests/test_run_config tests/test_checkpoint tests/test_metrics
+TESTS += tests/test_run_config tests/test_checkpoint tests/test_metrics
+tests_test_run_config_LDADD = $(TEST_LIBS)
+tests_test_checkpoint_LDADD = $(TEST_LIBS)
+tests_test_metrics_LDADD = $(TEST_LIBS)

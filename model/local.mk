@@ -1,6 +1,6 @@
 # model/: config-derived parameters, activations, block graph builders, runs, eval and bench.
 libstarmoe_la_SOURCES += model/model.h model/engine.c model/model.c model/params.c \
-	model/activations.c model/attention_block.c model/ffn_block.c model/step.c model/eval.c model/bench.c model/optimizer.c
+	model/activations.c model/attention_block.c model/ffn_block.c model/step.c model/eval.c model/bench.c model/optimizer.c model/generate.c
 starmoeinclude_HEADERS += include/starmoe/model.h
 
 check_PROGRAMS += tests/test_fixture

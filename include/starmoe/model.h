@@ -113,6 +113,24 @@ int sm_optimizer_nstates(const sm_optimizer *o);
 const char *sm_optimizer_state_name(const sm_optimizer *o, int i);
 float *sm_optimizer_state_data(sm_optimizer *o, int i, int64_t *shape, int *ndim);
 
+/* ---- generation ---- */
+typedef struct sm_sample_opts {
+    double temperature;          /* 0 = greedy */
+    double top_p;                /* nucleus mass, 1 = all */
+    uint64_t seed;
+    int32_t stop_token;          /* generation ends after it (e.g. end of document), -1 none */
+    int32_t start_token;         /* fed when the prompt is empty */
+    int min_new;                 /* the stop token is not drawn before this many new tokens */
+} sm_sample_opts;
+
+/* Samples up to max_new tokens after the prompt with a causal window of `context` positions;
+ * *out (malloc'd) holds the prompt followed by the new tokens, *nout in all. */
+int sm_generate_ids(sm_model *m, const int32_t *prompt, int nprompt, int max_new, int context,
+                    const sm_sample_opts *so, int32_t **out, int *nout, sm_error *err);
+/* One draw from logits [V] (exposed for tests): banned (or -1) is never drawn. */
+int sm_sample_token(const float *logits, int V, double temperature, double top_p, int banned,
+                    uint64_t *rng);
+
 /* ---- drivers behind the CLI commands ---- */
 typedef struct sm_eval_opts {
     const char *model_dir;       /* Hugging Face folder */

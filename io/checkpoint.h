@@ -1,0 +1,81 @@
+/* Checkpoints of a training run. RUN_DIR/step-NNNNNN/ holds
+ *   model.safetensors      the weights under their Hugging Face names, F32, and
+ *   config.json            the Hugging Face model config: `starmoe eval --model` reads the folder;
+ *   optimizer.safetensors  the AdamW moments, by the caller's names, F32;
+ *   state.json             step, RNG words, data reader epoch/cursor, counters, the tokenizer
+ *                          file name and the run config (u64 values as decimal strings);
+ *   <tokenizer file>       a copy of the run's tokenizer, when it has one;
+ *   manifest.json          written last: every other file with its size and CRC-32C.
+ * A folder is complete exactly when its manifest verifies. Saving is crash-safe: everything is
+ * written (and fsynced) into RUN_DIR/.tmp-step-NNNNNN-<pid>, which is then renamed into place;
+ * a kill at any moment leaves the earlier checkpoints intact and loadable. */
+#ifndef STARMOE_CHECKPOINT_H
+#define STARMOE_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <starmoe/config.h>
+#include <starmoe/error.h>
+
+#define SM_CKPT_MAX_DIMS 4
+
+/* One F32 tensor. Saving reads data; sm_ckpt_load_tensors writes the values through data (cast
+ * from const), so the buffers given to it must be writable. */
+typedef struct sm_ckpt_tensor {
+    const char *name;
+    int ndim;
+    int64_t shape[SM_CKPT_MAX_DIMS];
+    const float *data;
+} sm_ckpt_tensor;
+
+/* The training state besides tensors. */
+typedef struct sm_ckpt_state {
+    int64_t step;                /* filled by load; save records its `step` argument */
+    uint64_t rng[4];             /* RNG state words */
+    uint64_t epoch, cursor;      /* data reader position */
+    int64_t tokens;              /* training tokens seen */
+    double loss_ema;             /* smoothed training loss; must be finite */
+    int bad_steps;               /* consecutive non-finite steps so far */
+    char tokenizer[256];         /* filled by load: the tokenizer copy's file name, "" = none */
+} sm_ckpt_state;
+
+/* Writes RUN_DIR/step-NNNNNN (NNNNNN = step, at least 6 digits) as described above, creating
+ * RUN_DIR if needed. First removes stale .tmp-* folders that earlier saves (killed, or of dead
+ * processes) left in RUN_DIR. A folder of the same step is replaced (it is moved aside first: a
+ * kill at that moment loses it, never another step's folder). Once the new folder is in
+ * place, folders of later steps (an abandoned run after a resume) are removed, then all but the
+ * `keep` newest. run_config_json: the run config as JSON text (sm_run_config_to_text), or NULL.
+ * tokenizer_path: NULL or "" when the run has none. optim may be empty (noptim 0). The path of
+ * the new folder goes to saved_path (when not NULL). Tensors are copied while a file is written:
+ * peak extra memory is the larger of the two tensor sets. */
+int sm_ckpt_save(const char *run_dir, int64_t step, const sm_config *model_cfg,
+                 const char *run_config_json, const sm_ckpt_tensor *weights, int nweights,
+                 const sm_ckpt_tensor *optim, int noptim, const sm_ckpt_state *st,
+                 const char *tokenizer_path, int keep, char *saved_path, size_t cap,
+                 sm_error *err);
+
+/* The newest complete checkpoint of RUN_DIR: step-* folders from the highest step down, the first
+ * whose manifest verifies. Returns 0 and its path (err->msg then lists the folders skipped and
+ * why, empty when none was); 1 when RUN_DIR (missing or not) holds no complete checkpoint, with
+ * the reasons in err; -1 when RUN_DIR cannot be read. .tmp-* folders are never considered. */
+int sm_ckpt_latest(const char *run_dir, char *path, size_t cap, sm_error *err);
+
+/* Checks the manifest against the files: every listed file present with its size and CRC-32C
+ * (a flipped byte or a truncated file is an error naming the file), and the four core files
+ * listed. */
+int sm_ckpt_verify(const char *ckpt_dir, sm_error *err);
+
+/* Reads state.json (call sm_ckpt_verify first; sm_ckpt_latest did). */
+int sm_ckpt_load_state(const char *ckpt_dir, sm_ckpt_state *st, sm_error *err);
+/* The run config stored in state.json as indented JSON text (for sm_run_config_load_text);
+ * malloc'd, free() it; NULL with err set when absent or unreadable. */
+char *sm_ckpt_load_run_config(const char *ckpt_dir, sm_error *err);
+/* Loads each dst tensor by name from `file` ("model.safetensors" or "optimizer.safetensors")
+ * after checking its shape; errors name the file and the tensor. */
+int sm_ckpt_load_tensors(const char *ckpt_dir, const char *file, const sm_ckpt_tensor *dst,
+                         int n, sm_error *err);
+
+/* CRC-32C (Castagnoli), chainable: sm_crc32c(sm_crc32c(0, a, na), b, nb) = CRC of a then b. */
+uint32_t sm_crc32c(uint32_t crc, const void *buf, size_t n);
+
+#endif
