@@ -21,5 +21,8 @@ int sm_cli_usage_error(const char *cmd, const char *usage);
 int sm_cmd_eval(int argc, char **argv);
 int sm_cmd_bench(int argc, char **argv);
 int sm_cmd_graph(int argc, char **argv);
+int sm_cmd_train(int argc, char **argv);
+int sm_cmd_generate(int argc, char **argv);
+int sm_cmd_tokenizer(int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 # cli/: the starmoe command-line tool, a thin layer over include/starmoe.
 bin_PROGRAMS += starmoe
-starmoe_SOURCES = cli/cli.h cli/main.c cli/cmd_eval.c cli/cmd_bench.c cli/cmd_graph.c
+starmoe_SOURCES = cli/cli.h cli/main.c cli/cmd_eval.c cli/cmd_bench.c cli/cmd_graph.c \
+	cli/cmd_train.c cli/cmd_generate.c cli/cmd_tokenizer.c
 starmoe_LDADD = libstarmoe.la $(DEPS_LIBS)
 
 TESTS += tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh

@@ -50,6 +50,9 @@ int sm_cli_usage_error(const char *cmd, const char *usage)
 static void sm_usage(FILE *f)
 {
     fprintf(f, "usage: starmoe COMMAND [options]\n"
+               "  train  --config RUN.json [--data PATH] [--out DIR] [--steps N] [--resume]\n"
+               "  generate --ckpt DIR [--prompt TEXT] [--temperature T] [--top-p P] [--seed S]\n"
+               "  tokenizer train|encode|decode ...\n"
                "  eval   --model DIR --inputs FILE [--dump OUT.safetensors] [--forward-only]\n"
                "  bench  (--config FILE.json | --model DIR) --batch B --seq T [--format json]\n"
                "  graph  (--config FILE.json | --model DIR) --dot FILE [--batch B --seq T]\n"
@@ -66,6 +69,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "eval")) return sm_cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return sm_cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "graph")) return sm_cmd_graph(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train")) return sm_cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) return sm_cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenizer")) return sm_cmd_tokenizer(argc - 1, argv + 1);
     fprintf(stderr, "starmoe: unknown command '%s'\n", cmd);
     sm_usage(stderr);
     return 2;

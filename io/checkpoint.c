@@ -32,7 +32,7 @@ static const char *const core_files[] = {"model.safetensors", "optimizer.safeten
 static const sm_field state_fields[] = {
     SF(step, SM_F_I64),      SF(rng, SM_F_U64),       SF(epoch, SM_F_U64),
     SF(cursor, SM_F_U64),    SF(tokens, SM_F_I64),    SF(loss_ema, SM_F_NUM),
-    SF(bad_steps, SM_F_INT), SF(tokenizer, SM_F_STR_OR_NULL),
+    SF(bad_steps, SM_F_INT), SF(optim_steps, SM_F_I64), SF(tokenizer, SM_F_STR_OR_NULL),
     {"run_config", SM_F_KNOWN, SM_REQUIRED, 0, 0, NULL, NULL},
 };
 static const sm_field_table state_table = {state_fields, SM_COUNT(state_fields), NULL};

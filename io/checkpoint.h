@@ -36,6 +36,7 @@ typedef struct sm_ckpt_state {
     int64_t tokens;              /* training tokens seen */
     double loss_ema;             /* smoothed training loss; must be finite */
     int bad_steps;               /* consecutive non-finite steps so far */
+    int64_t optim_steps;         /* optimizer steps applied (AdamW's bias-correction count) */
     char tokenizer[256];         /* filled by load: the tokenizer copy's file name, "" = none */
 } sm_ckpt_state;
 

@@ -244,11 +244,12 @@ static int collect_point(void *ctx, const json_t *obj, const char *line, size_t 
 {
     curves *c = ctx;
     const char *kind = json_string_value(json_object_get(obj, "kind"));
-    json_t *loss = json_object_get(obj, "loss");
     double step = (double)json_integer_value(json_object_get(obj, "step"));
-    if (!kind || !json_is_number(loss)) return 0;
-    if (strcmp(kind, "train") == 0) add_point(c, &c->train, step, json_number_value(loss));
-    if (strcmp(kind, "eval") == 0) add_point(c, &c->eval, step, json_number_value(loss));
+    if (!kind) return 0;
+    int eval = strcmp(kind, "eval") == 0;
+    json_t *loss = json_object_get(obj, eval ? "val_loss" : "loss");
+    if (!json_is_number(loss) || (!eval && strcmp(kind, "train") != 0)) return 0;
+    add_point(c, eval ? &c->eval : &c->train, step, json_number_value(loss));
     return 0;
 }
 

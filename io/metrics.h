@@ -1,7 +1,7 @@
 /* Training metrics: a metrics.jsonl appender (one compact JSON object per line,
  *   {"step":100,"kind":"train","loss":3.21,"lr":0.003,...}
  * flushed line by line) and an SVG loss curve drawn from that file: the "loss" of "train" lines
- * as a thin line, the "loss" of "eval" lines as markers joined by a line. */
+ * as a thin line, the "val_loss" of "eval" lines as markers joined by a line. */
 #ifndef STARMOE_METRICS_H
 #define STARMOE_METRICS_H
 

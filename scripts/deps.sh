@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages starmoe builds and tests with (run as root).
 set -euo pipefail
 pkgs="build-essential autoconf automake libtool pkg-config libstarpu-dev libopenmpi-dev
-      openmpi-bin libhwloc-dev libopenblas-dev libjansson-dev graphviz"
+      openmpi-bin libhwloc-dev libopenblas-dev libjansson-dev graphviz fortunes fortunes-zh"
 missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
 if [ -n "$missing" ]; then
   export DEBIAN_FRONTEND=noninteractive

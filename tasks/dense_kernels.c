@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* C[M, N] = op(A) . op(B) + beta * C, row-major, op = transpose when the flag is set. */
 static void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
@@ -190,4 +191,29 @@ double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targ
         dl[targets[t]] = (float)(scale * (exp((double)l[targets[t]] - lse) - 1.0));
     }
     return loss;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Machine peak */
+
+double sm_sgemm_gflops(int n, double seconds)
+{
+    float *a = alloc_floats((size_t)n * n, "peak A"), *b = alloc_floats((size_t)n * n, "peak B");
+    float *c = alloc_floats((size_t)n * n, "peak C");
+    struct timespec t0, t1;
+    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = c[i] = 1.0f / (float)(1 + i % 7);
+    gemm(0, 0, n, n, n, a, n, b, n, 0.0f, c, n); /* warm caches and OpenBLAS's buffers */
+    long reps = 0;
+    double elapsed = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        gemm(0, 0, n, n, n, a, n, b, n, 0.0f, c, n);
+        reps++;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        elapsed = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    } while (elapsed < seconds);
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * n * (double)n * n * reps / elapsed * 1e-9;
 }

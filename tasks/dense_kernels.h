@@ -49,4 +49,8 @@ void sm_swiglu_bwd_weight(float *dW1, float *dW3, float *dW2, const float *dy, c
 double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int T, int V,
                         float scale);
 
+/* Single-thread SGEMM speed on n x n matrices, timed for about `seconds`: the per-core peak the
+ * trainer's MFU is measured against. */
+double sm_sgemm_gflops(int n, double seconds);
+
 #endif

@@ -179,7 +179,7 @@ static void test_svg(void)
         double loss = 2.1 + 4.1 * exp(-s / 90.0) + 0.08 * tu_normal(&rng);
         r = write_train(&m, s, loss, &err);
         if (r == 0 && s % 50 == 0) {
-            sm_metric kv[] = {{"loss", 2.25 + 4.0 * exp(-s / 90.0)}, {"ppl", 10}};
+            sm_metric kv[] = {{"val_loss", 2.25 + 4.0 * exp(-s / 90.0)}, {"ppl", 10}};
             r = sm_metrics_write(&m, "eval", s, kv, 2, &err);
         }
     }
@@ -209,7 +209,7 @@ static void test_svg(void)
            "an empty file gives an empty chart %s", err.msg);
     free(text);
     f = fopen(jsonl, "w");
-    fputs("{\"step\":3,\"kind\":\"eval\",\"loss\":2.5}\n", f);
+    fputs("{\"step\":3,\"kind\":\"eval\",\"val_loss\":2.5}\n", f);
     fclose(f);
     r = sm_metrics_plot_svg(jsonl, svg, NULL, &err);
     text = slurp(svg);

@@ -1,0 +1,32 @@
+/* Training from the public API: one call runs a whole training job described by a run config
+ * (model, optimizer, data, evaluation, checkpoints, engine), resumable exactly. */
+#ifndef STARMOE_TRAIN_H
+#define STARMOE_TRAIN_H
+
+#include <stdint.h>
+#include <starmoe/error.h>
+
+/* Used when neither --data nor data.path names a corpus: the text of Debian's fortunes and
+ * fortunes-zh packages (documents separated by "%" lines). */
+#define SM_DEFAULT_CORPUS "/usr/share/games/fortunes"
+
+typedef struct sm_train_opts {
+    const char *config;          /* run config JSON (ignored on resume: the checkpoint's is used) */
+    const char *data;            /* corpus file or folder, NULL: data.path or the default corpus */
+    const char *out;             /* run folder: metrics.jsonl, loss.svg, tokenizer, checkpoints */
+    int64_t steps;               /* stop after this step, -1: train.steps (the schedule's length
+                                    is always train.steps) */
+    int64_t seed;                /* -1: train.seed */
+    int resume;                  /* continue from the newest complete checkpoint in out */
+    const char *const *overrides; /* "section.key=value" */
+    int noverrides;
+} sm_train_opts;
+
+/* Runs the job; prints one line per logged step and per evaluation to stdout. */
+int sm_train(const sm_train_opts *o, sm_error *err);
+
+/* Learning rate at step s (1-based) of a schedule of `steps` steps: linear warm-up from 0 over
+ * `warmup` steps, then cosine decay from lr to min_lr at the last step. */
+double sm_lr_schedule(int64_t s, int64_t steps, int64_t warmup, double lr, double min_lr);
+
+#endif

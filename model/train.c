@@ -1,0 +1,150 @@
+/* The training loop: per step one task graph (micro-batches, backward, AdamW with clipping,
+ * router bias update), a console line and a metrics.jsonl line; evaluation (loss and bits per
+ * byte) at step 0 and every eval.every steps; checkpoints every checkpoint.every steps and at
+ * the end; non-finite steps skipped, too many in a row stop the run; loss.svg at the end. */
+#include "model/trainer.h"
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Validation loss over the first eval.batches batches of the validation split. */
+static int sm_evaluate(sm_trainer *t, sm_error *err)
+{
+    const sm_train_config *tr = &t->rc.train;
+    double sum = 0, loss;
+    int n = t->rc.eval.batches;
+    sm_reader_seek(&t->val_rd, 0, 0);
+    for (int i = 0; i < n; i++) {
+        sm_reader_next(&t->val_rd, tr->batch_size, t->ids, t->targets);
+        if (sm_run_step(t->eval_run, t->ids, t->targets, &loss, err)) return -1;
+        sum += loss;
+    }
+    double val = sum / n;
+    double bpb = val * ((double)t->ds.nval / (double)t->ds.val_bytes) / log(2.0);
+    sm_metric kv[] = {{"val_loss", val}, {"val_bpb", bpb}, {"tokens", (double)t->tokens}};
+    printf("eval  %6lld | val_loss %.4f | val_bpb %.4f\n", (long long)t->step, val, bpb);
+    fflush(stdout);
+    return sm_metrics_write(&t->metrics, "eval", t->step, kv, 3, err);
+}
+
+/* Largest max/mean expert load over the MoE layers of the last step. */
+static double sm_worst_load(sm_trainer *t)
+{
+    int E = t->rc.model.n_routed_experts;
+    float load[E > 0 ? E : 1];
+    double worst = 0;
+    for (int l = 0; l < t->rc.model.num_hidden_layers; l++) {
+        if (sm_optimizer_loads(t->opt, l, load)) continue;
+        double mx = 0, sum = 0;
+        for (int e = 0; e < E; e++) {
+            mx = fmax(mx, load[e]);
+            sum += load[e];
+        }
+        if (sum > 0) worst = fmax(worst, mx / (sum / E));
+    }
+    return worst;
+}
+
+typedef struct sm_step_report {
+    double loss, balance, lr, grad_norm, seconds;
+    int applied;
+} sm_step_report;
+
+static int sm_train_step(sm_trainer *t, sm_step_report *s, sm_error *err)
+{
+    const sm_train_config *tr = &t->rc.train;
+    sm_optim_hp hp = {.lr = s->lr, .beta1 = tr->beta1, .beta2 = tr->beta2, .eps = tr->eps,
+                      .weight_decay = tr->weight_decay, .grad_clip = tr->grad_clip,
+                      .bias_update_speed = tr->bias_update_speed};
+    double t0 = sm_now();
+    sm_reader_next(&t->train_rd, tr->batch_size, t->ids, t->targets);
+    if (sm_run_submit(t->run, t->ids, t->targets, err) ||
+        sm_optimizer_submit(t->opt, t->run, &hp, err))
+        return -1;
+    sm_run_wait(t->run, &s->loss);
+    sm_optimizer_result(t->opt, &s->grad_norm, &s->applied);
+    s->balance = sm_run_balance_loss(t->run);
+    s->seconds = sm_now() - t0;
+    return 0;
+}
+
+static int sm_report(sm_trainer *t, const sm_step_report *s, double step_flops, sm_error *err)
+{
+    const sm_train_config *tr = &t->rc.train;
+    double tps = (double)tr->batch_size * tr->seq_len / s->seconds;
+    double mfu = step_flops / s->seconds / t->peak_flops, load = sm_worst_load(t);
+    if (t->step % t->rc.log.every != 0 && t->step != t->last_step) return 0;
+    printf("step %6lld/%d | loss %.4f | lr %.2e | gnorm %7.3f | %7.1f ms | %7.0f tok/s | "
+           "MFU %4.1f%% | load max/mean %.2f\n", (long long)t->step, tr->steps, s->loss, s->lr,
+           s->grad_norm, s->seconds * 1e3, tps, 100 * mfu, load);
+    fflush(stdout);
+    sm_metric kv[] = {{"loss", s->loss}, {"balance_loss", s->balance}, {"lr", s->lr},
+                      {"grad_norm", s->grad_norm}, {"tokens_per_s", tps},
+                      {"step_ms", s->seconds * 1e3}, {"mfu", mfu}, {"load_max_over_mean", load},
+                      {"tokens", (double)t->tokens}};
+    return sm_metrics_write(&t->metrics, "train", t->step, kv, 9, err);
+}
+
+/* A skipped step: counts toward max_bad_steps, which stops the run. */
+static int sm_bad_step(sm_trainer *t, const sm_step_report *s, sm_error *err)
+{
+    t->bad_steps++;
+    printf("step %6lld: non-finite loss %g or gradient norm %g: step skipped (%d in a row)\n",
+           (long long)t->step, s->loss, s->grad_norm, t->bad_steps);
+    if (t->bad_steps >= t->rc.train.max_bad_steps)
+        return sm_fail(err, "%d non-finite steps in a row (last at step %lld, loss %g): "
+                            "stopping; lower train.lr or check the data", t->bad_steps,
+                       (long long)t->step, s->loss);
+    return 0;
+}
+
+static int sm_train_loop(sm_trainer *t, sm_error *err)
+{
+    const sm_train_config *tr = &t->rc.train;
+    const sm_checkpoint_config *ck = &t->rc.checkpoint;
+    int every_eval = t->rc.eval.every;
+    double step_flops = 0;
+    if (t->step == 0 && t->has_val && sm_evaluate(t, err)) return -1;
+    while (t->step < t->last_step) {
+        sm_step_report s = {.lr = sm_lr_schedule(t->step + 1, tr->steps, tr->warmup_steps, tr->lr,
+                                                 tr->min_lr)};
+        if (sm_train_step(t, &s, err)) return -1;
+        t->step++;
+        if (step_flops == 0) step_flops = sm_run_flops(t->run);
+        if (!s.applied) {
+            if (sm_bad_step(t, &s, err)) return -1;
+            continue;
+        }
+        t->bad_steps = 0;
+        t->tokens += (int64_t)tr->batch_size * tr->seq_len;
+        t->loss_ema = t->step == 1 ? s.loss : 0.95 * t->loss_ema + 0.05 * s.loss;
+        if (sm_report(t, &s, step_flops, err)) return -1;
+        int last = t->step == t->last_step;
+        if (t->has_val && ((every_eval > 0 && t->step % every_eval == 0) || last) &&
+            sm_evaluate(t, err))
+            return -1;
+        if (((ck->every > 0 && t->step % ck->every == 0) || last) && sm_trainer_save(t, err))
+            return -1;
+    }
+    return 0;
+}
+
+int sm_train(const sm_train_opts *o, sm_error *err)
+{
+    sm_trainer t;
+    char jsonl[1200], svg[1200];
+    int rc = sm_trainer_open(&t, o, err);
+    if (rc == 0) rc = sm_train_loop(&t, err);
+    sm_error plot_err;
+    snprintf(jsonl, sizeof jsonl, "%s/metrics.jsonl", t.out);
+    snprintf(svg, sizeof svg, "%s/loss.svg", t.out);
+    if (t.metrics.f) {
+        sm_metrics_close(&t.metrics, NULL);
+        if (sm_metrics_plot_svg(jsonl, svg, "starmoe training loss", &plot_err) == 0)
+            printf("loss curve: %s\n", svg);
+    }
+    sm_trainer_close(&t);
+    return rc;
+}

@@ -1,0 +1,171 @@
+/* Setting up a training job: the effective run config (fresh, or the one stored in the
+ * checkpoint being resumed), the tokenizer (trained on the corpus, loaded, or the checkpoint's
+ * copy), the packed dataset and its readers, the engine, model, optimizer and runs. */
+#include "model/trainer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "io/checkpoint.h"
+#include "tasks/dense_kernels.h"
+
+static int sm_setup_config(sm_trainer *t, const sm_train_opts *o, char *ckpt, size_t cap,
+                           sm_error *err)
+{
+    if (o->resume) {
+        int found = sm_ckpt_latest(o->out, ckpt, cap, err);
+        if (found < 0) return -1;
+        if (found > 0) return sm_fail(err, "%s: no complete checkpoint to resume from", o->out);
+        if (err->msg[0]) printf("resume: %s\n", err->msg);
+        char *text = sm_ckpt_load_run_config(ckpt, err);
+        if (!text) return -1;
+        int rc = sm_run_config_load_text(&t->rc, text, ckpt, o->overrides, o->noverrides, err);
+        free(text);
+        if (rc) return -1;
+    } else {
+        char probe[1200];
+        sm_error ignore;
+        if (!o->config) return sm_fail(err, "train: --config FILE is required");
+        if (sm_ckpt_latest(o->out, probe, sizeof probe, &ignore) == 0)
+            return sm_fail(err, "%s already holds checkpoints (%s): pass --resume, or another "
+                                "--out", o->out, probe);
+        if (sm_run_config_load(&t->rc, o->config, o->overrides, o->noverrides, err)) return -1;
+        ckpt[0] = '\0';
+    }
+    if (o->data) snprintf(t->rc.data.path, sizeof t->rc.data.path, "%s", o->data);
+    if (o->seed >= 0) t->rc.train.seed = o->seed;
+    t->last_step = o->steps >= 0 ? o->steps : t->rc.train.steps;
+    if (t->last_step > t->rc.train.steps)
+        return sm_fail(err, "--steps %lld is beyond the schedule's train.steps %d",
+                       (long long)t->last_step, t->rc.train.steps);
+    snprintf(t->out, sizeof t->out, "%s", o->out);
+    if (mkdir(t->out, 0755) != 0 && access(t->out, W_OK) != 0)
+        return sm_fail(err, "%s: cannot create the run folder", t->out);
+    return 0;
+}
+
+/* The tokenizer: the checkpoint's copy, the configured file, or one trained on the corpus. */
+static int sm_setup_tokenizer(sm_trainer *t, const char *corpus, const char *ckpt, sm_error *err)
+{
+    const sm_data_config *d = &t->rc.data;
+    if (ckpt[0]) {
+        sm_ckpt_state st;
+        if (sm_ckpt_load_state(ckpt, &st, err)) return -1;
+        snprintf(t->tok_path, sizeof t->tok_path, "%s/%s", ckpt, st.tokenizer);
+    } else if (d->tokenizer[0]) {
+        snprintf(t->tok_path, sizeof t->tok_path, "%s", d->tokenizer);
+    } else {
+        char **docs;
+        size_t *lens, ndocs;
+        if (sm_corpus_read(corpus, d->doc_separator, &docs, &lens, &ndocs, NULL, err)) return -1;
+        t->tok = sm_tokenizer_train((const char *const *)docs, lens, ndocs, d->vocab_size, err);
+        sm_corpus_free(docs, lens, ndocs);
+        snprintf(t->tok_path, sizeof t->tok_path, "%s/tokenizer.bpe", t->out);
+        return t->tok ? sm_tokenizer_save(t->tok, t->tok_path, err) : -1;
+    }
+    return (t->tok = sm_tokenizer_load(t->tok_path, err)) ? 0 : -1;
+}
+
+static int sm_setup_data(sm_trainer *t, const char *ckpt, sm_error *err)
+{
+    const sm_data_config *d = &t->rc.data;
+    const sm_train_config *tr = &t->rc.train;
+    const char *corpus = d->path[0] ? d->path : SM_DEFAULT_CORPUS;
+    size_t skipped = 0;
+    if (access(corpus, R_OK) != 0)
+        return sm_fail(err, "corpus %s not found%s", corpus,
+                       d->path[0] ? "" : " (the default corpus: install Debian's fortunes and "
+                                         "fortunes-zh packages, or pass --data PATH)");
+    if (sm_setup_tokenizer(t, corpus, ckpt, err)) return -1;
+    if (sm_tokenizer_vocab_size(t->tok) > t->rc.model.vocab_size)
+        return sm_fail(err, "%s: %d tokens, more than model.vocab_size %d", t->tok_path,
+                       sm_tokenizer_vocab_size(t->tok), t->rc.model.vocab_size);
+    if (sm_dataset_build(&t->ds, t->tok, corpus, d->doc_separator[0] ? d->doc_separator : NULL,
+                         d->val_fraction, (uint64_t)tr->seed, &skipped, err))
+        return -1;
+    if (sm_reader_init(&t->train_rd, t->ds.train, t->ds.ntrain, tr->seq_len, (uint64_t)tr->seed,
+                       err))
+        return -1;
+    if (t->train_rd.nwin < (size_t)tr->batch_size)
+        return sm_fail(err, "%s: corpus too small for one batch: %zu sequences of %d tokens, a "
+                            "batch needs %d", corpus, t->train_rd.nwin, tr->seq_len,
+                       tr->batch_size);
+    sm_error none;
+    t->has_val = t->ds.nval > (size_t)tr->seq_len &&
+                 sm_reader_init(&t->val_rd, t->ds.val, t->ds.nval, tr->seq_len, 0, &none) == 0;
+    printf("data: %s, %zu documents (%zu files skipped), %zu train + %zu validation tokens, "
+           "vocabulary %d (%s)\n", corpus, t->ds.ndocs, skipped, t->ds.ntrain, t->ds.nval,
+           sm_tokenizer_vocab_size(t->tok), t->tok_path);
+    if (!t->has_val) printf("data: validation split too small for one sequence: no evaluation\n");
+    return 0;
+}
+
+static int sm_setup_model(sm_trainer *t, sm_error *err)
+{
+    const sm_train_config *tr = &t->rc.train;
+    sm_engine_opts e = {.ncpus = t->rc.engine.workers, .sched = t->rc.engine.sched};
+    if (sm_engine_init(&e, err)) return -1;
+    t->engine_up = 1;
+    if (!(t->m = sm_model_new(&t->rc.model, 1, err)) || !(t->opt = sm_optimizer_new(t->m, err)))
+        return -1;
+    sm_model_init_random(t->m, (uint64_t)tr->seed, t->rc.model.initializer_range);
+    t->run = sm_run_new(t->m, tr->batch_size, tr->seq_len, tr->micro_batches, 1, err);
+    if (!t->run) return -1;
+    sm_run_set_balance(t->run, tr->balance_alpha);
+    if (t->has_val &&
+        !(t->eval_run = sm_run_new(t->m, tr->batch_size, tr->seq_len, tr->micro_batches, 0, err)))
+        return -1;
+    t->ids = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->ids);
+    t->targets = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->targets);
+    if (!t->ids || !t->targets) return sm_fail(err, "out of memory");
+    t->peak_flops = sm_sgemm_gflops(256, 0.3) * 1e9 * t->rc.engine.workers;
+    printf("model: %.2f M parameters, %d layers, %d experts top-%d; engine: %d workers, %s; "
+           "peak %.1f GFLOP/s (SGEMM x %d)\n", sm_model_numel(t->m) * 1e-6,
+           t->rc.model.num_hidden_layers, t->rc.model.n_routed_experts,
+           t->rc.model.num_experts_per_tok, t->rc.engine.workers, sm_engine_sched_name(),
+           t->peak_flops * 1e-9, t->rc.engine.workers);
+    return 0;
+}
+
+static int sm_setup_metrics(sm_trainer *t, int resumed, sm_error *err)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", t->out);
+    if (!resumed) unlink(path);
+    snprintf(path, sizeof path, "%s/run.json", t->out);
+    if (sm_run_config_save(&t->rc, path, err)) return -1;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", t->out);
+    return sm_metrics_open(&t->metrics, path, resumed ? t->step : -1, err);
+}
+
+int sm_trainer_open(sm_trainer *t, const sm_train_opts *o, sm_error *err)
+{
+    char ckpt[1200];
+    memset(t, 0, sizeof *t);
+    if (sm_setup_config(t, o, ckpt, sizeof ckpt, err) || sm_setup_data(t, ckpt, err) ||
+        sm_setup_model(t, err))
+        return -1;
+    if (ckpt[0]) {
+        if (sm_trainer_restore(t, ckpt, err)) return -1;
+        printf("resumed from %s at step %lld\n", ckpt, (long long)t->step);
+    }
+    return sm_setup_metrics(t, ckpt[0] != '\0', err);
+}
+
+void sm_trainer_close(sm_trainer *t)
+{
+    sm_metrics_close(&t->metrics, NULL);
+    sm_run_free(t->run);
+    sm_run_free(t->eval_run);
+    sm_optimizer_free(t->opt);
+    sm_model_free(t->m);
+    if (t->engine_up) sm_engine_shutdown();
+    sm_reader_free(&t->train_rd);
+    if (t->has_val) sm_reader_free(&t->val_rd);
+    sm_dataset_free(&t->ds);
+    sm_tokenizer_free(t->tok);
+    free(t->ids);
+    free(t->targets);
+}

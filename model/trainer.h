@@ -1,0 +1,43 @@
+/* Internal state of a training job (model/train*.c): the effective run config, data, model,
+ * optimizer, the training and evaluation runs, and the counters a checkpoint carries. */
+#ifndef STARMOE_TRAINER_H
+#define STARMOE_TRAINER_H
+
+#include <starmoe/model.h>
+#include <starmoe/train.h>
+#include "io/dataset.h"
+#include "io/metrics.h"
+#include "io/run_config.h"
+#include "io/tokenizer.h"
+
+typedef struct sm_trainer {
+    sm_run_config rc;
+    char out[1024];
+    char tok_path[1200];         /* the run's tokenizer file */
+    sm_tokenizer *tok;
+    sm_dataset ds;
+    sm_batch_reader train_rd, val_rd;
+    int has_val;
+    int engine_up;
+    sm_model *m;
+    sm_optimizer *opt;
+    sm_run *run, *eval_run;
+    sm_metrics metrics;
+    int32_t *ids, *targets;      /* one batch */
+    int64_t step;                /* last completed step */
+    int64_t last_step;           /* stop after this one */
+    int64_t tokens;
+    int bad_steps;
+    double peak_flops;           /* measured at start-up, all workers */
+    double loss_ema;
+} sm_trainer;
+
+/* train_setup.c: fresh or resumed job up to the first step; sm_trainer_close frees all. */
+int sm_trainer_open(sm_trainer *t, const sm_train_opts *o, sm_error *err);
+void sm_trainer_close(sm_trainer *t);
+
+/* train_ckpt.c */
+int sm_trainer_save(sm_trainer *t, sm_error *err);
+int sm_trainer_restore(sm_trainer *t, const char *ckpt_dir, sm_error *err);
+
+#endif
