@@ -59,7 +59,9 @@ static int sm_setup_tokenizer(sm_trainer *t, const char *corpus, const char *ckp
     } else {
         char **docs;
         size_t *lens, ndocs;
-        if (sm_corpus_read(corpus, d->doc_separator, &docs, &lens, &ndocs, NULL, err)) return -1;
+        if (sm_corpus_read(corpus, d->doc_separator[0] ? d->doc_separator : NULL, &docs, &lens,
+                           &ndocs, NULL, err))
+            return -1;
         t->tok = sm_tokenizer_train((const char *const *)docs, lens, ndocs, d->vocab_size, err);
         sm_corpus_free(docs, lens, ndocs);
         snprintf(t->tok_path, sizeof t->tok_path, "%s/tokenizer.bpe", t->out);
