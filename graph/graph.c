@@ -3,6 +3,7 @@
  * them), host access helpers and the DOT export. */
 #include "graph/graph.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,12 +140,36 @@ static sm_task_record *sm_record_task(sm_graph *g, const sm_task_meta *meta, con
     r->flops = flops;
     r->naccess = nacc;
     r->access_at = (int)g->naccess;
+    r->done = 0;
+    r->worker = -1;
+    r->submit_us = r->ready_us = r->start_us = r->end_us = 0;
+    r->predicted_us = NAN;
     int n = snprintf(r->name, sizeof r->name, "%s", meta->op);
     if (meta->layer >= 0) n += snprintf(r->name + n, sizeof r->name - n, " L%d", meta->layer);
     if (meta->expert >= 0) n += snprintf(r->name + n, sizeof r->name - n, " e%d", meta->expert);
     if (meta->micro >= 0) snprintf(r->name + n, sizeof r->name - n, " mb%d", meta->micro);
     for (int i = 0; i < nacc; i++) sm_log_access(g, &acc[i]);
     return r;
+}
+
+/* Task-end callback: copies what StarPU's profiling measured into the task's record. */
+static void sm_task_done(void *arg)
+{
+    sm_task_record *r = arg;
+    struct starpu_task *task = starpu_task_get_current();
+    struct starpu_profiling_task_info *info = task ? task->profiling_info : NULL;
+    if (!info) return;
+    r->worker = info->workerid;
+    r->submit_us = starpu_timing_timespec_to_us(&info->submit_time);
+    r->ready_us = starpu_timing_timespec_to_us(&info->push_start_time);
+    r->start_us = starpu_timing_timespec_to_us(&info->start_time);
+    r->end_us = starpu_timing_timespec_to_us(&info->end_time);
+    r->predicted_us = r->worker >= 0 ? starpu_task_expected_length(
+                                           task, starpu_worker_get_perf_archtype(r->worker,
+                                                                                 task->sched_ctx),
+                                           0)
+                                     : NAN;
+    r->done = 1;
 }
 
 int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *meta,
@@ -168,6 +193,7 @@ int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *
                                 STARPU_NAME, r->name,
                                 STARPU_FLOPS, flops > 0 ? flops : 1.0,
                                 STARPU_TASK_SCHED_DATA, (void *)r,
+                                STARPU_CALLBACK_WITH_ARG_NFREE, sm_task_done, (void *)r,
                                 0);
     if (rc != 0) {
         fprintf(stderr, "starmoe: starpu_task_insert(%s) failed: %d\n", r->name, rc);
@@ -200,6 +226,16 @@ void sm_tensor_release(sm_tensor *t)
 }
 
 size_t sm_graph_ntasks(const sm_graph *g) { return g->nrecords; }
+int sm_graph_ntensors(const sm_graph *g) { return g->ntensors; }
+const sm_tensor *sm_graph_tensor(const sm_graph *g, int id) { return g->tensors[id]; }
+
+const sm_tensor *sm_graph_access(const sm_graph *g, const sm_task_record *r, int i,
+                                 enum starpu_data_access_mode *mode)
+{
+    int32_t log = g->access_log[r->access_at + i];
+    if (mode) *mode = (enum starpu_data_access_mode)(log & 0xff);
+    return g->tensors[log >> 8];
+}
 
 const sm_task_record *sm_graph_task(const sm_graph *g, size_t i)
 {

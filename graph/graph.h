@@ -55,6 +55,11 @@ typedef struct sm_task_record {
     double flops;
     int naccess;
     int access_at;               /* first entry in the graph's access log */
+    /* filled from StarPU's profiling data when the task has run (done = 1); times in us on
+     * starpu_timing_now()'s clock */
+    int done, worker;
+    double submit_us, ready_us, start_us, end_us;
+    double predicted_us;         /* the perf model's expectation, NAN when not calibrated */
 } sm_task_record;
 
 typedef struct sm_graph sm_graph;
@@ -85,6 +90,12 @@ void sm_graph_wait(sm_graph *g);
 /* Host access for the main thread between steps (waits for pending tasks on the tensor). */
 void *sm_tensor_acquire(sm_tensor *t, enum starpu_data_access_mode mode);
 void sm_tensor_release(sm_tensor *t);
+
+/* Accesses of a record: tensor and mode of access i < r->naccess. */
+const sm_tensor *sm_graph_access(const sm_graph *g, const sm_task_record *r, int i,
+                                 enum starpu_data_access_mode *mode);
+int sm_graph_ntensors(const sm_graph *g);
+const sm_tensor *sm_graph_tensor(const sm_graph *g, int id);
 
 /* Records of the current step. */
 size_t sm_graph_ntasks(const sm_graph *g);
