@@ -7,13 +7,13 @@
 
 static const char *sm_bench_usage =
     "(--config FILE.json | --model DIR) --batch B --seq T [--micro M] [--reps N] [--warmup N]\n"
-    "       [--seed S] [--format text|json] [--workers N] [--sched NAME]";
+    "       [--seed S] [--train] [--format text|json] [--workers N] [--sched NAME]";
 
 static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
 {
     json_t *j = json_pack(
-        "{s:i,s:i,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:s}",
-        "batch", o->B, "seq", o->S, "micro_batches", o->micro, "workers", r->workers,
+        "{s:b,s:i,s:i,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:s}",
+        "train", o->train, "batch", o->B, "seq", o->S, "micro_batches", o->micro, "workers", r->workers,
         "params", (json_int_t)r->params, "tokens_per_s", r->tokens_per_s,
         "step_s_median", r->step.median, "step_s_min", r->step.min, "step_s_max", r->step.max,
         "fwd_s_median", r->fwd.median, "fwd_s_min", r->fwd.min, "fwd_s_max", r->fwd.max,
@@ -34,9 +34,9 @@ static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
            r->params * 1e-6, o->B, o->S, o->micro, r->workers, sm_engine_sched_name());
     printf("forward        median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks)\n",
            r->fwd.median * 1e3, r->fwd.min * 1e3, r->fwd.max * 1e3, r->tasks_fwd);
-    printf("forward+back   median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks, %.2f GFLOP)\n",
-           r->step.median * 1e3, r->step.min * 1e3, r->step.max * 1e3, r->tasks_step,
-           r->flops_step * 1e-9);
+    printf("%-14s median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks, %.2f GFLOP)\n",
+           o->train ? "train step" : "forward+back", r->step.median * 1e3, r->step.min * 1e3,
+           r->step.max * 1e3, r->tasks_step, r->flops_step * 1e-9);
     printf("throughput     %.0f tokens/s  %.2f GFLOP/s\n", r->tokens_per_s, r->gflops_per_s);
     printf("runtime        submit %.2f ms/step, workers busy %.1f%%, empty task %.2f us -> "
            "overhead %.2f%% of a step\n",
@@ -51,6 +51,7 @@ int sm_cmd_bench(int argc, char **argv)
         {"micro", required_argument, 0, 'u'},  {"reps", required_argument, 0, 'r'},
         {"warmup", required_argument, 0, 'W'}, {"seed", required_argument, 0, 'S'},
         {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
+        {"train", no_argument, 0, 't'},
         SM_CLI_ENGINE_OPTS, {0, 0, 0, 0}};
     sm_bench_opts o = {.B = 0, .S = 0, .micro = 1, .reps = 5, .warmup = 1, .seed = 1234};
     sm_engine_opts e = {0};
@@ -65,6 +66,7 @@ int sm_cmd_bench(int argc, char **argv)
         case 'c': config_path = optarg; break;
         case 'm': o.model_dir = optarg; break;
         case 'f': format = optarg; break;
+        case 't': o.train = 1; break;
         case 'b': if (sm_cli_int("batch", optarg, 1, 1 << 20, &v)) return 2; o.B = (int)v; break;
         case 's': if (sm_cli_int("seq", optarg, 1, 1 << 20, &v)) return 2; o.S = (int)v; break;
         case 'u': if (sm_cli_int("micro", optarg, 1, 4096, &v)) return 2; o.micro = (int)v; break;

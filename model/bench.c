@@ -65,14 +65,24 @@ typedef struct sm_timing {
     double *wall, *submit, *busy;
 } sm_timing;
 
-/* Runs warmup + reps steps of r; records wall time, submission time and busy share. */
-static int sm_time_steps(sm_run *r, const sm_bench_opts *o, const int32_t *ids,
-                         const int32_t *tg, sm_timing *tm, sm_error *err)
+/* The AdamW settings of a training step in the benchmark (typical values; they do not change
+ * the cost). */
+static const sm_optim_hp sm_bench_hp = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
+                                        .weight_decay = 0.1, .grad_clip = 1.0,
+                                        .bias_update_speed = 1e-3};
+
+/* Runs warmup + reps steps of r (with the optimizer when opt is set); records wall time,
+ * submission time and busy share. */
+static int sm_time_steps(sm_run *r, sm_optimizer *opt, const sm_bench_opts *o,
+                         const int32_t *ids, const int32_t *tg, sm_timing *tm, sm_error *err)
 {
     for (int i = 0; i < o->warmup + o->reps; i++) {
         double loss, t0 = sm_now();
         sm_worker_busy(1);
-        if (sm_run_step(r, ids, tg, &loss, err)) return -1;
+        if (sm_run_submit(r, ids, tg, err) || (opt && sm_optimizer_submit(opt, r, &sm_bench_hp, err)))
+            return -1;
+        sm_run_wait(r, &loss);
+        if (opt) sm_optimizer_result(opt, NULL, NULL);
         double wall = sm_now() - t0;
         if (!isfinite(loss)) return sm_fail(err, "bench: loss is %g", loss);
         if (i < o->warmup) continue;
@@ -103,6 +113,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     uint64_t s = o->seed;
     int rc = -1;
     sm_run *fwd = NULL, *step = NULL;
+    sm_optimizer *opt = NULL;
     memset(res, 0, sizeof *res);
     if (!ids || !tg || !buf) {
         sm_fail(err, "out of memory");
@@ -111,13 +122,15 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     sm_random_tokens(ids, n, m->cfg.vocab_size, &s);
     sm_random_tokens(tg, n, m->cfg.vocab_size, &s);
     if (!(fwd = sm_run_new(m, o->B, o->S, o->micro, 0, err)) ||
-        !(step = sm_run_new(m, o->B, o->S, o->micro, 1, err)))
+        !(step = sm_run_new(m, o->B, o->S, o->micro, 1, err)) ||
+        (o->train && !(opt = sm_optimizer_new(m, err))))
         goto out;
-    if (sm_time_steps(fwd, o, ids, tg, &tm, err)) goto out;
+    sm_run_set_balance(step, o->train ? 1e-4 : 0.0);
+    if (sm_time_steps(fwd, NULL, o, ids, tg, &tm, err)) goto out;
     res->fwd = sm_stats(tm.wall, o->reps);
     res->tasks_fwd = sm_run_ntasks(fwd);
     res->flops_fwd = sm_run_flops(fwd);
-    if (sm_time_steps(step, o, ids, tg, &tm, err)) goto out;
+    if (sm_time_steps(step, opt, o, ids, tg, &tm, err)) goto out;
     res->step = sm_stats(tm.wall, o->reps);
     res->tasks_step = sm_run_ntasks(step);
     res->flops_step = sm_run_flops(step);
@@ -133,6 +146,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
 out:
     sm_run_free(fwd);
     sm_run_free(step);
+    sm_optimizer_free(opt);
     sm_model_free(m);
     free(ids);
     free(tg);

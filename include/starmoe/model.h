@@ -150,6 +150,7 @@ typedef struct sm_bench_opts {
     int B, S, micro;
     int reps, warmup;
     uint64_t seed;
+    int train;                   /* the step includes the optimizer (AdamW, clipping, bias) */
 } sm_bench_opts;
 
 typedef struct sm_bench_stats {
@@ -157,7 +158,7 @@ typedef struct sm_bench_stats {
 } sm_bench_stats;
 
 typedef struct sm_bench_result {
-    sm_bench_stats fwd, step;    /* forward only; forward + backward */
+    sm_bench_stats fwd, step;    /* forward only; forward + backward (+ optimizer with train) */
     double tokens_per_s;         /* B*S / step median */
     double gflops_per_s;         /* step flops / step median */
     double flops_fwd, flops_step;
