@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Fresh Debian 12 to a first result: install the packages, build, run forward + backward of the
-# official-code fixture through StarPU (checked against it), then benchmark the bench model.
+# Fresh Debian 12 to a trained model: install the packages, build, train the TINY DeepSeek-V3
+# model on the default corpus (Debian's fortunes and fortunes-zh) for a few minutes, then print
+# generated samples. The run folder is runs/tiny (metrics.jsonl, loss.svg, checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh
-shared=${STARMOE_SHARED:-../shared}
-fixture=$shared/fixtures/dsv3-tiny-a
 export STARPU_SILENT=1
-echo "== forward + backward of $fixture as a task graph"
-build/starmoe eval --model "$fixture" --inputs "$fixture/inputs.safetensors" --dump build/eval.safetensors
-STARMOE_SHARED=$shared build/tests/test_fixture | grep -E "loss|logits|gradients|routing"
-echo "== benchmark: configs/bench-6m.json, batch 8 x 128 tokens"
-build/starmoe bench --config configs/bench-6m.json --batch 8 --seq 128 --micro 2 --reps 5
+out=${STARMOE_OUT:-runs/tiny}
+rm -rf "$out"
+build/starmoe train --config examples/tiny.json --out "$out"
+echo "== samples from $out"
+build/starmoe generate --ckpt "$out" --prompt "The " --tokens 60 --seed 1
+build/starmoe generate --ckpt "$out" --prompt "人生" --tokens 40 --seed 2
+echo "== loss curve: $out/loss.svg, metrics: $out/metrics.jsonl"

@@ -9,30 +9,12 @@
  * heads in increasing head order. No threading of our own: results are bitwise reproducible
  * for a given BLAS thread count. */
 #include "tasks/attention_kernels.h"
+#include "tasks/kernel_util.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* C[M, N] = alpha * op(A) . op(B) + beta * C, row-major, op = transpose when the flag is set. */
-static void gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                 int lda, const float *B, int ldb, float beta, float *C, int ldc)
-{
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-static float *alloc_floats(size_t n, const char *what)
-{
-    float *p = malloc((n ? n : 1) * sizeof *p);
-    if (!p) {
-        fprintf(stderr, "starmoe: out of memory allocating %zu floats for %s\n", n, what);
-        abort();
-    }
-    return p;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* RoPE frequencies, table and softmax scale */
@@ -109,8 +91,8 @@ static attn_ctx attn_ctx_make(const sm_mla_dims *m)
     attn_ctx a = {.m = m, .dqk = m->dn + m->dr, .ldkv = m->dc + m->dr, .ldo = m->H * m->dv};
     a.ldq = m->H * a.dqk;
     a.ldkvu = m->H * (m->dn + m->dv);
-    a.qr = alloc_floats((size_t)m->S * m->H * m->dr, "attention rotated q");
-    a.kr = alloc_floats((size_t)m->S * m->dr, "attention rotated k");
+    a.qr = sm_kfloats((size_t)m->S * m->H * m->dr, "attention rotated q");
+    a.kr = sm_kfloats((size_t)m->S * m->dr, "attention rotated k");
     return a;
 }
 
@@ -189,12 +171,12 @@ void sm_mla_attn_fwd(float *o, float *P, const float *q, const float *kv, const 
         for (int h = 0; h < m->H; h++) {
             float *p = P + ((size_t)b * m->H + h) * S * S;
             const float *kn = kvu + t0 * a.ldkvu + (size_t)h * (m->dn + m->dv);
-            gemm(0, 1, S, S, m->dn, m->scale, q + t0 * a.ldq + (size_t)h * a.dqk, a.ldq, kn,
+            sm_gemm(0, 1, S, S, m->dn, m->scale, q + t0 * a.ldq + (size_t)h * a.dqk, a.ldq, kn,
                  a.ldkvu, 0.0f, p, S);
-            gemm(0, 1, S, S, m->dr, m->scale, a.qr + (size_t)h * m->dr, ldqr, a.kr, m->dr, 1.0f,
+            sm_gemm(0, 1, S, S, m->dr, m->scale, a.qr + (size_t)h * m->dr, ldqr, a.kr, m->dr, 1.0f,
                  p, S);
             causal_softmax(p, S);
-            gemm(0, 0, S, m->dv, S, 1.0f, p, S, kn + m->dn, a.ldkvu, 0.0f,
+            sm_gemm(0, 0, S, m->dv, S, 1.0f, p, S, kn + m->dn, a.ldkvu, 0.0f,
                  o + t0 * a.ldo + (size_t)h * m->dv, a.ldo);
         }
     }
@@ -207,9 +189,9 @@ void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, con
 {
     attn_ctx a = attn_ctx_make(m);
     int S = m->S, ldqr = m->H * m->dr;
-    float *ds = alloc_floats((size_t)S * S, "attention dscores");
-    float *dqr = alloc_floats((size_t)S * ldqr, "attention rotated dq");
-    float *dkr = alloc_floats((size_t)S * m->dr, "attention rotated dk");
+    float *ds = sm_kfloats((size_t)S * S, "attention dscores");
+    float *dqr = sm_kfloats((size_t)S * ldqr, "attention rotated dq");
+    float *dkr = sm_kfloats((size_t)S * m->dr, "attention rotated dk");
     for (int b = 0; b < m->B; b++) {
         rotate_sequence(&a, b, q, kv, cos_t, sin_t);
         size_t t0 = (size_t)b * S;
@@ -219,13 +201,13 @@ void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, con
             size_t kcol = t0 * a.ldkvu + (size_t)h * (m->dn + m->dv);
             const float *qn = q + t0 * a.ldq + (size_t)h * a.dqk, *qr = a.qr + (size_t)h * m->dr;
             float *dqn = dq + t0 * a.ldq + (size_t)h * a.dqk;
-            gemm(1, 0, S, m->dv, S, 1.0f, p, S, go, a.ldo, 0.0f, dkvu + kcol + m->dn, a.ldkvu);
-            gemm(0, 1, S, S, m->dv, 1.0f, go, a.ldo, kvu + kcol + m->dn, a.ldkvu, 0.0f, ds, S);
+            sm_gemm(1, 0, S, m->dv, S, 1.0f, p, S, go, a.ldo, 0.0f, dkvu + kcol + m->dn, a.ldkvu);
+            sm_gemm(0, 1, S, S, m->dv, 1.0f, go, a.ldo, kvu + kcol + m->dn, a.ldkvu, 0.0f, ds, S);
             softmax_bwd(ds, p, S, m->scale);
-            gemm(0, 0, S, m->dn, S, 1.0f, ds, S, kvu + kcol, a.ldkvu, 0.0f, dqn, a.ldq);
-            gemm(0, 0, S, m->dr, S, 1.0f, ds, S, a.kr, m->dr, 0.0f, dqr + (size_t)h * m->dr, ldqr);
-            gemm(1, 0, S, m->dn, S, 1.0f, ds, S, qn, a.ldq, 0.0f, dkvu + kcol, a.ldkvu);
-            gemm(1, 0, S, m->dr, S, 1.0f, ds, S, qr, ldqr, h ? 1.0f : 0.0f, dkr, m->dr);
+            sm_gemm(0, 0, S, m->dn, S, 1.0f, ds, S, kvu + kcol, a.ldkvu, 0.0f, dqn, a.ldq);
+            sm_gemm(0, 0, S, m->dr, S, 1.0f, ds, S, a.kr, m->dr, 0.0f, dqr + (size_t)h * m->dr, ldqr);
+            sm_gemm(1, 0, S, m->dn, S, 1.0f, ds, S, qn, a.ldq, 0.0f, dkvu + kcol, a.ldkvu);
+            sm_gemm(1, 0, S, m->dr, S, 1.0f, ds, S, qr, ldqr, h ? 1.0f : 0.0f, dkr, m->dr);
         }
         unrotate_sequence(&a, b, dq, dkpe, dqr, dkr, cos_t, sin_t);
     }

@@ -1,37 +1,16 @@
 /* Pure float32 kernels of the dense op families (see dense_kernels.h): embedding, RMSNorm,
- * linear, SwiGLU FFN and cross-entropy. Every matrix product goes through one cblas_sgemm
- * wrapper; the other loops run over rows then columns in a fixed order, with row statistics
+ * linear, SwiGLU FFN and cross-entropy. Every matrix product goes through sm_gemm
+ * (kernel_util.c); the other loops run over rows then columns in a fixed order, with row statistics
  * (RMS, log-sum-exp) accumulated in double, so results are bitwise reproducible for a given
  * BLAS thread count. */
 #include "tasks/dense_kernels.h"
+#include "tasks/kernel_util.h"
 
-#include <cblas.h>
-#undef I /* OpenBLAS's cblas.h pulls in <complex.h>; I is the FFN width here */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* C[M, N] = op(A) . op(B) + beta * C, row-major, op = transpose when the flag is set. */
-static void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
-                 const float *B, int ldb, float beta, float *C, int ldc)
-{
-    if (M == 0 || N == 0) return;
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-}
-
-/* Scratch buffer of n floats; running out of memory is the one failure, and it aborts. */
-static float *alloc_floats(size_t n, const char *what)
-{
-    float *p = malloc((n ? n : 1) * sizeof *p);
-    if (!p) {
-        fprintf(stderr, "starmoe: out of memory allocating %zu floats for %s\n", n, what);
-        abort();
-    }
-    return p;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Embedding */
@@ -92,18 +71,18 @@ void sm_rmsnorm_bwd(float *dx, int lddx, float *dg, const float *dy, const float
 
 void sm_linear_fwd(float *y, const float *x, const float *W, int T, int in, int out)
 {
-    gemm(0, 1, T, out, in, x, in, W, in, 0.0f, y, out);
+    sm_gemm(0, 1, T, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
 }
 
 void sm_linear_bwd_input(float *dx, const float *dy, const float *W, int T, int in, int out,
                          int accumulate)
 {
-    gemm(0, 0, T, in, out, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
+    sm_gemm(0, 0, T, in, out, 1.0f, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
 }
 
 void sm_linear_bwd_weight(float *dW, const float *dy, const float *x, int T, int in, int out)
 {
-    gemm(1, 0, out, in, T, dy, out, x, in, 1.0f, dW, in);
+    sm_gemm(1, 0, out, in, T, 1.0f, dy, out, x, in, 1.0f, dW, in);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -146,7 +125,7 @@ void sm_swiglu_fwd(float *y, float *h1, float *h3, const float *x, const float *
                    const float *W3, const float *W2, int n, int d, int I)
 {
     size_t count = (size_t)n * I;
-    float *act = alloc_floats(count, "swiglu activation");
+    float *act = sm_kfloats(count, "swiglu activation");
     sm_linear_fwd(h1, x, W1, n, d, I);
     sm_linear_fwd(h3, x, W3, n, d, I);
     swiglu_act(act, h1, h3, count);
@@ -183,7 +162,7 @@ void sm_swiglu_bwd_weight(float *dW1, float *dW3, float *dW2, const float *dy, c
                           int n, int d, int I)
 {
     size_t count = (size_t)n * I;
-    float *act = alloc_floats(count, "swiglu activation");
+    float *act = sm_kfloats(count, "swiglu activation");
     swiglu_act(act, h1, h3, count);
     sm_linear_bwd_weight(dW1, dh1, x, n, d, I);
     sm_linear_bwd_weight(dW3, dh3, x, n, d, I);
@@ -225,16 +204,16 @@ double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targ
 
 double sm_sgemm_gflops(int n, double seconds)
 {
-    float *a = alloc_floats((size_t)n * n, "peak A"), *b = alloc_floats((size_t)n * n, "peak B");
-    float *c = alloc_floats((size_t)n * n, "peak C");
+    float *a = sm_kfloats((size_t)n * n, "peak A"), *b = sm_kfloats((size_t)n * n, "peak B");
+    float *c = sm_kfloats((size_t)n * n, "peak C");
     struct timespec t0, t1;
     for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = c[i] = 1.0f / (float)(1 + i % 7);
-    gemm(0, 0, n, n, n, a, n, b, n, 0.0f, c, n); /* warm caches and OpenBLAS's buffers */
+    sm_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n); /* warm caches and OpenBLAS's buffers */
     long reps = 0;
     double elapsed = 0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
-        gemm(0, 0, n, n, n, a, n, b, n, 0.0f, c, n);
+        sm_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         reps++;
         clock_gettime(CLOCK_MONOTONIC, &t1);
         elapsed = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);

@@ -1,5 +1,5 @@
 # tasks/: pure kernels (callable without StarPU) and their codelets, one family a file.
-libstarmoe_la_SOURCES += tasks/dense_kernels.c tasks/dense_kernels.h \
+libstarmoe_la_SOURCES += tasks/kernel_util.c tasks/kernel_util.h tasks/dense_kernels.c tasks/dense_kernels.h \
 	tasks/attention_kernels.c tasks/attention_kernels.h \
 	tasks/moe_kernels.c tasks/moe_kernels.h
 

@@ -4,35 +4,15 @@
  * backward, the dispatch plan, gather, combine and their backward.
  *
  * Every top-k is one helper that orders by (value descending, index ascending), so ties go to
- * the lower index. The router's two products are cblas_sgemm calls; every other loop runs in
+ * the lower index. The router's two products go through sm_gemm; every other loop runs in
  * a fixed order, so results are bitwise reproducible for a given BLAS thread count. */
 #include "tasks/moe_kernels.h"
+#include "tasks/kernel_util.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* C[M, N] = op(A) . op(B) + beta * C, row-major, op = transpose when the flag is set. */
-static void gemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
-                 const float *B, int ldb, float beta, float *C, int ldc)
-{
-    if (M == 0 || N == 0) return;
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-}
-
-static void *alloc_or_die(size_t n, size_t size, const char *what)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (!p) {
-        fprintf(stderr, "starmoe: out of memory allocating %zu x %zu bytes for %s\n", n, size,
-                what);
-        abort();
-    }
-    return p;
-}
 
 /* Read-only view of a plan (the header's accessors take non-const pointers). */
 typedef struct plan_view {
@@ -143,8 +123,8 @@ void sm_router_fwd(int32_t *plan, float *w, float *s, const float *u, const floa
                    const float *bias, const sm_router_dims *r)
 {
     int32_t *idx = sm_plan_idx(plan, r->T, r->K, r->E);
-    float *c = alloc_or_die((size_t)r->E + r->G, sizeof *c, "router scores");
-    gemm(0, 1, r->T, r->E, r->d, u, r->d, Wg, r->d, 0.0f, s, r->E);
+    float *c = sm_kcalloc((size_t)r->E + r->G, sizeof *c, "router scores");
+    sm_gemm(0, 1, r->T, r->E, r->d, 1.0f, u, r->d, Wg, r->d, 0.0f, s, r->E);
     for (size_t i = 0; i < (size_t)r->T * r->E; i++) s[i] = 1.0f / (1.0f + expf(-s[i]));
     for (int t = 0; t < r->T; t++) {
         const float *st = s + (size_t)t * r->E;
@@ -179,14 +159,14 @@ void sm_router_bwd(float *du, float *dWg, const float *dw, const float *ds_extra
                    const sm_router_dims *r, int accumulate)
 {
     const int32_t *idx = plan_view_of(plan, r->T, r->K, r->E).idx;
-    float *dlogits = alloc_or_die((size_t)r->T * r->E, sizeof *dlogits, "router dlogits");
+    float *dlogits = sm_kcalloc((size_t)r->T * r->E, sizeof *dlogits, "router dlogits");
     for (int t = 0; t < r->T; t++)
         router_token_bwd(dlogits + (size_t)t * r->E, dw + t * r->K, s + (size_t)t * r->E,
                          idx + t * r->K, r);
     for (size_t i = 0, n = (size_t)r->T * r->E; ds_extra && i < n; i++)
         dlogits[i] += ds_extra[i] * s[i] * (1.0f - s[i]);
-    gemm(0, 0, r->T, r->d, r->E, dlogits, r->E, Wg, r->d, accumulate ? 1.0f : 0.0f, du, r->d);
-    gemm(1, 0, r->E, r->d, r->T, dlogits, r->E, u, r->d, 1.0f, dWg, r->d);
+    sm_gemm(0, 0, r->T, r->d, r->E, 1.0f, dlogits, r->E, Wg, r->d, accumulate ? 1.0f : 0.0f, du, r->d);
+    sm_gemm(1, 0, r->E, r->d, r->T, 1.0f, dlogits, r->E, u, r->d, 1.0f, dWg, r->d);
     free(dlogits);
 }
 
@@ -216,7 +196,7 @@ double sm_balance_loss(float *ds, const float *s, const int32_t *plan, int T, in
                        float coef)
 {
     const int32_t *idx = plan_view_of(plan, T, K, E).idx;
-    double *f = alloc_or_die((size_t)E, sizeof *f, "balance loss counts");
+    double *f = sm_kcalloc((size_t)E, sizeof *f, "balance loss counts");
     double loss = 0;
     for (int t0 = 0; t0 + S <= T; t0 += S)
         loss += balance_sequence(ds ? ds + (size_t)t0 * E : NULL, s + (size_t)t0 * E,

@@ -56,6 +56,30 @@ static int train(double *losses, int *applied_all)
     return 0;
 }
 
+/* All parameters, concatenated (malloc'd); *n receives the count. */
+static float *snapshot(sm_model *m, size_t *n)
+{
+    size_t total = 0, at = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        float *dst = pass ? malloc(total * sizeof *dst) : NULL;
+        for (int i = 0; i < sm_model_nparams(m); i++) {
+            int64_t shape[4];
+            int nd = sm_model_param_shape(m, i, shape);
+            size_t k = 1;
+            for (int d = 0; d < nd; d++) k *= (size_t)shape[d];
+            if (dst) memcpy(dst + at, sm_model_param_data(m, i), k * sizeof *dst);
+            at += k;
+        }
+        if (dst) {
+            *n = total;
+            return dst;
+        }
+        total = at;
+        at = 0;
+    }
+    return NULL;
+}
+
 static void test_nan_skips(void)
 {
     sm_config c = tiny_config();
@@ -64,42 +88,18 @@ static void test_nan_skips(void)
     sm_optimizer *o = sm_optimizer_new(m, &err);
     sm_run *r = sm_run_new(m, 2, 8, 1, 1, &err);
     int32_t ids[16], tg[16];
+    size_t n;
     for (int i = 0; i < 16; i++) ids[i] = tg[i] = i;
     sm_model_init_random(m, 3, 0.02);
     sm_model_param_data(m, 0)[5] = NAN; /* an embedding row the batch reads */
-    size_t n = 0;
-    for (int i = 0; i < sm_model_nparams(m); i++) {
-        int64_t shape[4];
-        int nd = sm_model_param_shape(m, i, shape);
-        size_t k = 1;
-        for (int d = 0; d < nd; d++) k *= (size_t)shape[d];
-        n += k;
-    }
-    float *before = malloc(n * sizeof *before), *after = malloc(n * sizeof *after);
-    size_t at = 0;
-    for (int i = 0; i < sm_model_nparams(m); i++) {
-        int64_t shape[4];
-        int nd = sm_model_param_shape(m, i, shape);
-        size_t k = 1;
-        for (int d = 0; d < nd; d++) k *= (size_t)shape[d];
-        memcpy(before + at, sm_model_param_data(m, i), k * sizeof *before);
-        at += k;
-    }
+    float *before = snapshot(m, &n);
     double loss, norm;
     int applied = 1;
     sm_run_submit(r, ids, tg, &err);
     sm_optimizer_submit(o, r, &hp, &err);
     sm_run_wait(r, &loss);
     sm_optimizer_result(o, &norm, &applied);
-    at = 0;
-    for (int i = 0; i < sm_model_nparams(m); i++) {
-        int64_t shape[4];
-        int nd = sm_model_param_shape(m, i, shape);
-        size_t k = 1;
-        for (int d = 0; d < nd; d++) k *= (size_t)shape[d];
-        memcpy(after + at, sm_model_param_data(m, i), k * sizeof *after);
-        at += k;
-    }
+    float *after = snapshot(m, &n);
     tap_ok(!isfinite(loss) && !applied, "a NaN weight gives a non-finite loss and the step is "
            "skipped (loss %g, applied %d)", loss, applied);
     tap_ok(memcmp(before, after, n * sizeof *before) == 0, "a skipped step changes no weight");
