@@ -141,9 +141,11 @@ static void causal_softmax(float *p, int S)
     for (int s = 0; s < S; s++) {
         float *row = p + (size_t)s * S;
         float mx = row[0], sum = 0.0f;
-        for (int t = 1; t <= s; t++) mx = fmaxf(mx, row[t]);
-        for (int t = 0; t <= s; t++) sum += (row[t] = expf(row[t] - mx));
-        for (int t = 0; t <= s; t++) row[t] /= sum;
+        for (int t = 1; t <= s; t++) mx = row[t] > mx ? row[t] : mx;
+        for (int t = 0; t <= s; t++) row[t] = sm_fast_expf(row[t] - mx);
+        for (int t = 0; t <= s; t++) sum += row[t];
+        float inv = 1.0f / sum;
+        for (int t = 0; t <= s; t++) row[t] *= inv;
         for (int t = s + 1; t < S; t++) row[t] = 0.0f;
     }
 }

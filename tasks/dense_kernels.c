@@ -88,31 +88,8 @@ void sm_linear_bwd_weight(float *dW, const float *dy, const float *x, int T, int
 /* ------------------------------------------------------------------------------------------ */
 /* SwiGLU FFN */
 
-/* exp(x) without branches or calls, so loops over it vectorize: x clamped to [-87.3, 88.3]
- * (NaN passes through), n = round(x / ln 2) by the 1.5 * 2^23 trick, Cody-Waite reduction
- * and Cephes' degree-6 polynomial for e^r, |r| <= ln(2)/2; relative error below 2e-7. */
-static inline float fast_expf(float x)
-{
-    x = x < -87.3f ? -87.3f : x;
-    x = x > 88.3f ? 88.3f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-/* 1 / (1 + e^-z): saturates cleanly to 0 and 1 thanks to the clamp in fast_expf. */
-static inline float sigmoid(float z) { return 1.0f / (1.0f + fast_expf(-z)); }
+/* 1 / (1 + e^-z): saturates cleanly to 0 and 1 thanks to the clamp in sm_fast_expf. */
+static inline float sigmoid(float z) { return 1.0f / (1.0f + sm_fast_expf(-z)); }
 
 /* act = silu(h1) * h3, elementwise over count entries. */
 static void swiglu_act(float *restrict act, const float *restrict h1, const float *restrict h3,
@@ -173,29 +150,34 @@ void sm_swiglu_bwd_weight(float *dW1, float *dW3, float *dW2, const float *dy, c
 /* ------------------------------------------------------------------------------------------ */
 /* Cross-entropy */
 
-/* log(sum_i exp(l_i)), max-subtracted, summed in double. */
-static double logsumexp(const float *l, int V)
+/* e = exp(l - max l) (vectorised); returns the row's sum of e, added up in double. */
+static double exp_row(float *restrict e, const float *restrict l, int V, float *mx)
 {
     float m = l[0];
     for (int i = 1; i < V; i++) m = l[i] > m ? l[i] : m;
+    for (int i = 0; i < V; i++) e[i] = sm_fast_expf(l[i] - m);
     double s = 0;
-    for (int i = 0; i < V; i++) s += exp((double)l[i] - m);
-    return m + log(s);
+    for (int i = 0; i < V; i++) s += e[i];
+    *mx = m;
+    return s;
 }
 
 double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int T, int V,
                         float scale)
 {
     double loss = 0;
+    float *row = dlogits ? NULL : sm_kfloats((size_t)V, "cross-entropy row");
     for (int t = 0; t < T; t++) {
         const float *l = logits + (size_t)t * V;
-        double lse = logsumexp(l, V);
-        loss += lse - l[targets[t]];
+        float *e = dlogits ? dlogits + (size_t)t * V : row, mx;
+        double sum = exp_row(e, l, V, &mx);
+        loss += mx + log(sum) - l[targets[t]];
         if (!dlogits) continue;
-        float *dl = dlogits + (size_t)t * V;
-        for (int i = 0; i < V; i++) dl[i] = (float)(scale * exp((double)l[i] - lse));
-        dl[targets[t]] = (float)(scale * (exp((double)l[targets[t]] - lse) - 1.0));
+        float k = (float)(scale / sum);
+        for (int i = 0; i < V; i++) e[i] *= k;
+        e[targets[t]] -= scale;
     }
+    free(row);
     return loss;
 }
 

@@ -1,10 +1,12 @@
 /* What every kernel file shares: the one CBLAS GEMM call (row-major, C = alpha op(A) op(B) +
- * beta C, nothing done for an empty output) and scratch allocation that aborts with a message
- * when memory runs out (the one failure a kernel cannot report). */
+ * beta C, nothing done for an empty output), scratch allocation that aborts with a message
+ * when memory runs out (the one failure a kernel cannot report), and a vectorisable exp. */
 #ifndef STARMOE_KERNEL_UTIL_H
 #define STARMOE_KERNEL_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 void sm_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc);
@@ -12,5 +14,28 @@ void sm_gemm(int transA, int transB, int M, int N, int K, float alpha, const flo
 void *sm_kcalloc(size_t n, size_t size, const char *what);
 /* n uninitialised floats */
 float *sm_kfloats(size_t n, const char *what);
+
+/* exp(x) without branches or calls, so loops over it vectorize: x clamped to [-87.3, 88.3]
+ * (NaN passes through), n = round(x / ln 2) by the 1.5 * 2^23 trick, Cody-Waite reduction
+ * and Cephes' degree-6 polynomial for e^r, |r| <= ln(2)/2; relative error below 2e-7. */
+static inline float sm_fast_expf(float x)
+{
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.3f ? 88.3f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
 
 #endif
