@@ -4,15 +4,31 @@
 
 #include <getopt.h>
 #include <starmoe/model.h>
+#include <starmoe/trace.h>
 
-/* Engine options every running command accepts. */
-#define SM_CLI_ENGINE_OPTS {"workers", required_argument, 0, 'w'}, {"sched", required_argument, 0, 'x'}
+/* Engine options every running command accepts ('--sched help' lists the policies). */
+enum { SM_OPT_SCHED_LIB = 0x200 };
+#define SM_CLI_ENGINE_OPTS                                                                   \
+    {"workers", required_argument, 0, 'w'}, {"sched", required_argument, 0, 'x'},           \
+        {"sched-lib", required_argument, 0, SM_OPT_SCHED_LIB}
+
+/* Trace options of the running commands (train, eval, bench); codes above any character. */
+enum { SM_OPT_TRACE = 0x100, SM_OPT_TRACE_STEPS, SM_OPT_TRACE_FORMAT, SM_OPT_TRACE_DEPS };
+#define SM_CLI_TRACE_OPTS                                                                    \
+    {"trace", required_argument, 0, SM_OPT_TRACE},                                          \
+        {"trace-steps", required_argument, 0, SM_OPT_TRACE_STEPS},                          \
+        {"trace-format", required_argument, 0, SM_OPT_TRACE_FORMAT},                        \
+        {"trace-deps", no_argument, 0, SM_OPT_TRACE_DEPS}
+#define SM_CLI_TRACE_USAGE \
+    "[--trace FILE [--trace-steps A:B] [--trace-format chrome|paje] [--trace-deps]]"
 
 /* Strict integer parsing: the whole string, within [lo, hi]; prints an error naming the
  * flag and returns -1 otherwise. */
 int sm_cli_int(const char *flag, const char *s, long lo, long hi, long *out);
 /* Handles the engine options (returns 1 when opt was one of them, -1 on a bad value). */
 int sm_cli_engine_opt(int opt, const char *arg, sm_engine_opts *e);
+/* Handles the trace options (returns 1 when opt was one of them, -1 on a bad value). */
+int sm_cli_trace_opt(int opt, const char *arg, sm_trace_opts *o);
 /* Starts the engine, printing the error on failure. */
 int sm_cli_engine_start(const sm_engine_opts *e);
 /* Prints "starmoe CMD: unknown option" help hints. */
@@ -24,5 +40,7 @@ int sm_cmd_graph(int argc, char **argv);
 int sm_cmd_train(int argc, char **argv);
 int sm_cmd_generate(int argc, char **argv);
 int sm_cmd_tokenizer(int argc, char **argv);
+int sm_cmd_schedule(int argc, char **argv);
+int sm_cmd_trace(int argc, char **argv);
 
 #endif

@@ -7,12 +7,14 @@
 
 static const char *sm_bench_usage =
     "(--config FILE.json | --model DIR) --batch B --seq T [--micro M] [--reps N] [--warmup N]\n"
-    "       [--seed S] [--train] [--format text|json] [--workers N] [--sched NAME]";
+    "       [--seed S] [--train] [--format text|json] [--workers N] [--sched NAME]\n"
+    "       " SM_CLI_TRACE_USAGE;
 
 static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
 {
     json_t *j = json_pack(
-        "{s:b,s:i,s:i,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:s}",
+        "{s:b,s:i,s:i,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:f,s:f,s:f,"
+        "s:f,s:s,s:f}",
         "train", o->train, "batch", o->B, "seq", o->S, "micro_batches", o->micro, "workers", r->workers,
         "params", (json_int_t)r->params, "tokens_per_s", r->tokens_per_s,
         "step_s_median", r->step.median, "step_s_min", r->step.min, "step_s_max", r->step.max,
@@ -21,7 +23,8 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
         "tasks_step", (json_int_t)r->tasks_step, "tasks_fwd", (json_int_t)r->tasks_fwd,
         "submit_s_median", r->submit_s, "worker_busy_share", r->busy_share,
         "task_overhead_us", r->task_overhead_us, "overhead_share", r->overhead_share,
-        "fwd_tokens_per_s", o->B * o->S / r->fwd.median, "scheduler", sm_engine_sched_name());
+        "fwd_tokens_per_s", o->B * o->S / r->fwd.median, "scheduler", sm_engine_sched_name(),
+        "trace_s_median", r->trace_s);
     char *s = json_dumps(j, JSON_COMPACT);
     puts(s);
     free(s);
@@ -41,6 +44,9 @@ static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
     printf("runtime        submit %.2f ms/step, workers busy %.1f%%, empty task %.2f us -> "
            "overhead %.2f%% of a step\n",
            r->submit_s * 1e3, 100 * r->busy_share, r->task_overhead_us, 100 * r->overhead_share);
+    if (o->trace.path)
+        printf("trace          %.3f ms/step writing %s (%.2f%% of a step)\n", r->trace_s * 1e3,
+               o->trace.path, 100 * r->trace_s / r->step.median);
 }
 
 int sm_cmd_bench(int argc, char **argv)
@@ -52,14 +58,16 @@ int sm_cmd_bench(int argc, char **argv)
         {"warmup", required_argument, 0, 'W'}, {"seed", required_argument, 0, 'S'},
         {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
         {"train", no_argument, 0, 't'},
-        SM_CLI_ENGINE_OPTS, {0, 0, 0, 0}};
-    sm_bench_opts o = {.B = 0, .S = 0, .micro = 1, .reps = 5, .warmup = 1, .seed = 1234};
+        SM_CLI_ENGINE_OPTS, SM_CLI_TRACE_OPTS, {0, 0, 0, 0}};
+    sm_bench_opts o = {.B = 0, .S = 0, .micro = 1, .reps = 5, .warmup = 1, .seed = 1234,
+                       .trace = SM_TRACE_OPTS_DEFAULT};
     sm_engine_opts e = {0};
     const char *config_path = NULL, *format = "text";
     long v;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int r = sm_cli_engine_opt(opt, optarg, &e);
+        if (!r) r = sm_cli_trace_opt(opt, optarg, &o.trace);
         if (r < 0) return 2;
         if (r) continue;
         switch (opt) {

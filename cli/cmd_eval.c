@@ -5,7 +5,8 @@
 
 static const char *sm_eval_usage =
     "--model DIR --inputs FILE [--dump OUT.safetensors] [--forward-only] [--micro M]\n"
-    "       [--dot FILE] [--workers N] [--sched NAME]";
+    "       [--dot FILE] [--workers N] [--sched NAME]\n"
+    "       " SM_CLI_TRACE_USAGE;
 
 int sm_cmd_eval(int argc, char **argv)
 {
@@ -13,13 +14,15 @@ int sm_cmd_eval(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"inputs", required_argument, 0, 'i'},
         {"dump", required_argument, 0, 'd'},  {"forward-only", no_argument, 0, 'f'},
         {"micro", required_argument, 0, 'u'}, {"dot", required_argument, 0, 'g'},
-        {"help", no_argument, 0, 'h'},        SM_CLI_ENGINE_OPTS, {0, 0, 0, 0}};
-    sm_eval_opts o = {.micro = 1};
+        {"help", no_argument, 0, 'h'},        SM_CLI_ENGINE_OPTS,
+        SM_CLI_TRACE_OPTS,                    {0, 0, 0, 0}};
+    sm_eval_opts o = {.micro = 1, .trace = SM_TRACE_OPTS_DEFAULT};
     sm_engine_opts e = {0};
     long v;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int r = sm_cli_engine_opt(opt, optarg, &e);
+        if (!r) r = sm_cli_trace_opt(opt, optarg, &o.trace);
         if (r < 0) return 2;
         if (r) continue;
         switch (opt) {
@@ -48,7 +51,7 @@ int sm_cmd_eval(int argc, char **argv)
         fprintf(stderr, "starmoe eval: %s\n", err.msg);
         return 1;
     }
-    printf("loss %.8f  tasks %zu%s%s\n", loss, ntasks, o.dump ? "  dump " : "",
-           o.dump ? o.dump : "");
+    printf("loss %.8f  tasks %zu%s%s%s%s\n", loss, ntasks, o.dump ? "  dump " : "",
+           o.dump ? o.dump : "", o.trace.path ? "  trace " : "", o.trace.path ? o.trace.path : "");
     return 0;
 }

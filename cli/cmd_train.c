@@ -7,7 +7,8 @@
 
 static const char *sm_train_usage =
     "--config RUN.json [--data PATH] [--out DIR] [--steps N] [--seed S] [--resume]\n"
-    "       [--set section.key=value ...]";
+    "       [--set section.key=value ...]\n"
+    "       " SM_CLI_TRACE_USAGE;
 
 int sm_cmd_train(int argc, char **argv)
 {
@@ -15,14 +16,19 @@ int sm_cmd_train(int argc, char **argv)
         {"config", required_argument, 0, 'c'}, {"data", required_argument, 0, 'd'},
         {"out", required_argument, 0, 'o'},    {"steps", required_argument, 0, 'n'},
         {"seed", required_argument, 0, 's'},   {"resume", no_argument, 0, 'r'},
-        {"set", required_argument, 0, 'S'},    {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    sm_train_opts o = {.out = "runs/latest", .steps = -1, .seed = -1};
+        {"set", required_argument, 0, 'S'},    {"help", no_argument, 0, 'h'},
+        SM_CLI_TRACE_OPTS,                     {0, 0, 0, 0}};
+    sm_train_opts o = {.out = "runs/latest", .steps = -1, .seed = -1,
+                       .trace = SM_TRACE_OPTS_DEFAULT};
     const char **sets = calloc(argc, sizeof *sets);
     long v;
     int opt, rc = 2;
     if (!sets) return 1;
     o.overrides = sets;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int t = sm_cli_trace_opt(opt, optarg, &o.trace);
+        if (t < 0) goto out;
+        if (t) continue;
         switch (opt) {
         case 'c': o.config = optarg; break;
         case 'd': o.data = optarg; break;

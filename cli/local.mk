@@ -1,8 +1,15 @@
 # cli/: the starmoe command-line tool, a thin layer over include/starmoe.
 bin_PROGRAMS += starmoe
 starmoe_SOURCES = cli/cli.h cli/main.c cli/cmd_eval.c cli/cmd_bench.c cli/cmd_graph.c \
-	cli/cmd_train.c cli/cmd_generate.c cli/cmd_tokenizer.c
+	cli/cmd_train.c cli/cmd_generate.c cli/cmd_tokenizer.c cli/cmd_trace.c \
+	cli/cmd_schedule.c
 starmoe_LDADD = libstarmoe.la $(DEPS_LIBS)
 
 TESTS += tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh tests/test_train.sh
 EXTRA_DIST += tests/tap.sh tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh tests/test_train.sh
+
+# Execution traces end to end, with a checker of trace files that test_trace.sh runs.
+check_PROGRAMS += tests/trace_check
+tests_trace_check_LDADD = $(JANSSON_LIBS) -lm
+TESTS += tests/test_trace.sh
+EXTRA_DIST += tests/test_trace.sh

@@ -20,17 +20,46 @@ int sm_cli_int(const char *flag, const char *s, long lo, long hi, long *out)
     return 0;
 }
 
+/* '--sched help': lists the policies (with those of a --sched-lib given before) and exits. */
+static void sm_cli_sched_help(const sm_engine_opts *e)
+{
+    sm_error err = {{0}};
+    if (sm_engine_sched_help(e, &err) == 0) exit(0);
+    fprintf(stderr, "starmoe: %s\n", err.msg);
+    exit(1);
+}
+
 int sm_cli_engine_opt(int opt, const char *arg, sm_engine_opts *e)
 {
     long v;
+    if (opt == 'x' && !strcmp(arg, "help")) sm_cli_sched_help(e);
     if (opt == 'x') {
         e->sched = arg;
+        return 1;
+    }
+    if (opt == SM_OPT_SCHED_LIB) {
+        e->sched_lib = arg;
         return 1;
     }
     if (opt != 'w') return 0;
     if (sm_cli_int("workers", arg, 1, 64, &v)) return -1;
     e->ncpus = (int)v;
     return 1;
+}
+
+int sm_cli_trace_opt(int opt, const char *arg, sm_trace_opts *o)
+{
+    sm_error err = {{0}};
+    int rc = 0;
+    switch (opt) {
+    case SM_OPT_TRACE: o->path = arg; return 1;
+    case SM_OPT_TRACE_DEPS: o->deps = 1; return 1;
+    case SM_OPT_TRACE_STEPS: rc = sm_trace_parse_steps(arg, o, &err); break;
+    case SM_OPT_TRACE_FORMAT: rc = sm_trace_parse_format(arg, o, &err); break;
+    default: return 0;
+    }
+    if (rc) fprintf(stderr, "starmoe: %s\n", err.msg);
+    return rc ? -1 : 1;
 }
 
 int sm_cli_engine_start(const sm_engine_opts *e)
@@ -56,6 +85,12 @@ static void sm_usage(FILE *f)
                "  eval   --model DIR --inputs FILE [--dump OUT.safetensors] [--forward-only]\n"
                "  bench  (--config FILE.json | --model DIR) --batch B --seq T [--format json]\n"
                "  graph  (--config FILE.json | --model DIR) --dot FILE [--batch B --seq T]\n"
+               "  schedule --policy gpipe|1f1b|zbh1|dualpipe|dualpipev --pp P --micro M\n"
+               "         [--cost F,B,W,FB] [--format text|json] [-o TIMELINE.svg]\n"
+               "  trace  summary|html|merge FILE... (a trace written with --trace FILE)\n"
+               "train, eval and bench take --trace FILE [--trace-steps A:B] [--trace-format "
+               "chrome|paje] [--trace-deps].\n"
+               "eval, bench and generate take --workers N --sched NAME|help --sched-lib FILE.so.\n"
                "Run 'starmoe COMMAND --help' for a command's options.\n");
 }
 
@@ -72,6 +107,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "train")) return sm_cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return sm_cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenizer")) return sm_cmd_tokenizer(argc - 1, argv + 1);
+    if (!strcmp(cmd, "schedule")) return sm_cmd_schedule(argc - 1, argv + 1);
+    if (!strcmp(cmd, "trace")) return sm_cmd_trace(argc - 1, argv + 1);
     fprintf(stderr, "starmoe: unknown command '%s'\n", cmd);
     sm_usage(stderr);
     return 2;

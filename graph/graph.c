@@ -1,6 +1,6 @@
 /* The task graph: named tensors registered as StarPU vector handles, the one insertion path
  * for every task, per-step task records (stable in memory, so task->sched_data can point at
- * them), host access helpers and the DOT export. */
+ * them) and host access helpers. The dependency walk and the DOT export are in deps.c. */
 #include "graph/graph.h"
 
 #include <math.h>
@@ -144,6 +144,8 @@ static sm_task_record *sm_record_task(sm_graph *g, const sm_task_meta *meta, con
     r->worker = -1;
     r->submit_us = r->ready_us = r->start_us = r->end_us = 0;
     r->predicted_us = NAN;
+    r->order = -1;
+    r->order_worker = -1;
     int n = snprintf(r->name, sizeof r->name, "%s", meta->op);
     if (meta->layer >= 0) n += snprintf(r->name + n, sizeof r->name - n, " L%d", meta->layer);
     if (meta->expert >= 0) n += snprintf(r->name + n, sizeof r->name - n, " e%d", meta->expert);
@@ -247,57 +249,4 @@ const char *sm_phase_name(sm_phase p)
     static const char *names[] = {"forward", "backward-input", "backward-weight", "optimizer",
                                   "communication", "io"};
     return p <= SM_IO ? names[p] : "?";
-}
-
-/* Per tensor during the DOT walk: last writer and the readers since. */
-typedef struct sm_dep_state {
-    long writer;
-    long *readers;
-    int nreaders, cap;
-} sm_dep_state;
-
-static void sm_dot_edge(FILE *f, long from, long to)
-{
-    if (from >= 0 && from != to) fprintf(f, "  t%ld -> t%ld;\n", from, to);
-}
-
-static void sm_dot_access(FILE *f, sm_dep_state *st, long task, int mode)
-{
-    if (mode & STARPU_W) {
-        sm_dot_edge(f, st->writer, task);
-        for (int i = 0; i < st->nreaders; i++) sm_dot_edge(f, st->readers[i], task);
-        st->writer = task;
-        st->nreaders = 0;
-        return;
-    }
-    sm_dot_edge(f, st->writer, task);
-    if (st->nreaders == st->cap) {
-        st->cap = st->cap ? 2 * st->cap : 8;
-        st->readers = sm_xrealloc(st->readers, st->cap * sizeof *st->readers);
-    }
-    st->readers[st->nreaders++] = task;
-}
-
-int sm_graph_write_dot(const sm_graph *g, const char *path, sm_error *err)
-{
-    static const char *colors[] = {"lightblue", "salmon", "orange", "palegreen", "plum", "grey"};
-    FILE *f = fopen(path, "w");
-    if (!f) return sm_fail(err, "%s: cannot open for writing", path);
-    sm_dep_state *st = calloc(g->ntensors ? g->ntensors : 1, sizeof *st);
-    for (int i = 0; i < g->ntensors; i++) st[i].writer = -1;
-    fprintf(f, "digraph starmoe_step {\n  node [shape=box, style=filled, fontsize=9];\n");
-    for (size_t i = 0; i < g->nrecords; i++) {
-        const sm_task_record *r = sm_graph_task(g, i);
-        fprintf(f, "  t%zu [label=\"%s\", fillcolor=%s];\n", i, r->name,
-                colors[r->meta.phase <= SM_IO ? r->meta.phase : 5]);
-        for (int a = 0; a < r->naccess; a++) {
-            int32_t log = g->access_log[r->access_at + a];
-            sm_dot_access(f, &st[log >> 8], (long)i, log & 0xff);
-        }
-    }
-    fprintf(f, "}\n");
-    for (int i = 0; i < g->ntensors; i++) free(st[i].readers);
-    free(st);
-    if (fclose(f) != 0) return sm_fail(err, "%s: write failed", path);
-    return 0;
 }

@@ -1,7 +1,7 @@
 /* The task graph: tensors are named StarPU handles with a shape, dtype, role and owner rank;
  * every task goes in through sm_graph_insert(), which records what schedulers, traces and the
- * DOT export read (op, layer, micro-batch, phase, expert, stage, accesses, flops). Knows
- * nothing of DeepSeek-V3. */
+ * DOT export read (op, layer, micro-batch, phase, expert, stage, accesses, flops) and, once a
+ * task has run, what StarPU measured. Knows nothing of DeepSeek-V3. */
 #ifndef STARMOE_GRAPH_H
 #define STARMOE_GRAPH_H
 
@@ -60,6 +60,10 @@ typedef struct sm_task_record {
     int done, worker;
     double submit_us, ready_us, start_us, end_us;
     double predicted_us;         /* the perf model's expectation, NAN when not calibrated */
+    /* for the "ordered" policy (schedulers/ordered.h): the task runs on StarPU worker
+     * order_worker as number `order` of that worker's sequence; -1: unordered */
+    int64_t order;
+    int order_worker;
 } sm_task_record;
 
 typedef struct sm_graph sm_graph;
@@ -102,8 +106,26 @@ size_t sm_graph_ntasks(const sm_graph *g);
 const sm_task_record *sm_graph_task(const sm_graph *g, size_t i);
 const char *sm_phase_name(sm_phase p);
 
-/* Writes the current step's DAG as Graphviz DOT: one node per task, an edge per true
- * dependency (read after write, write after read, write after write on a tensor). */
+/* ---- dependencies (graph/deps.c) ---- */
+
+/* Scratch memory of dependency walks, kept from one step to the next so that a warm walk
+ * allocates nothing. */
+typedef struct sm_dep_walk sm_dep_walk;
+sm_dep_walk *sm_dep_walk_new(void);
+void sm_dep_walk_free(sm_dep_walk *w);
+
+/* Called once per task of the current step, in submission order, with the distinct earlier
+ * tasks it truly depends on. Returns 0 to go on; anything else stops the walk. */
+typedef int (*sm_dep_fn)(void *ctx, size_t task, const size_t *deps, int ndeps);
+
+/* Walks the current step's true dependencies: read after write (the last writer before a
+ * reader), write after read and write after write on a tensor. Returns 0, or -1 when fn stopped
+ * the walk (fn reports why) or memory ran out (err says so). */
+int sm_graph_walk_deps(const sm_graph *g, sm_dep_walk *w, sm_dep_fn fn, void *ctx,
+                       sm_error *err);
+
+/* Writes the current step's DAG as Graphviz DOT: one node per task, an edge per dependency of
+ * sm_graph_walk_deps. */
 int sm_graph_write_dot(const sm_graph *g, const char *path, sm_error *err);
 
 #endif

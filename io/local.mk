@@ -25,3 +25,12 @@ TESTS += tests/test_run_config tests/test_checkpoint tests/test_metrics
 tests_test_run_config_LDADD = $(TEST_LIBS)
 tests_test_checkpoint_LDADD = $(TEST_LIBS)
 tests_test_metrics_LDADD = $(TEST_LIBS)
+
+# Execution traces: the Chrome and Paje writers, the reader and summary, the HTML report and
+# the merge of ranks' traces.
+libstarmoe_la_SOURCES += io/trace.h io/trace_writer.c io/trace_paje.c io/trace_read.h \
+	io/trace_read.c io/trace_summary.c io/trace_html.c io/trace_html_page.c io/trace_merge.c
+starmoeinclude_HEADERS += include/starmoe/trace.h
+check_PROGRAMS += tests/test_trace_io
+TESTS += tests/test_trace_io
+tests_test_trace_io_LDADD = $(TEST_LIBS)

@@ -1,11 +1,12 @@
 /* `starmoe bench`: median/min/max time of forward and forward+backward steps, tokens/s,
  * GFLOP/s, and the runtime's share of a step (submission time, worker busy share, and the
- * cost of an empty task times the task count). */
+ * cost of an empty task times the task count); with a trace, its writing time per step. */
 #include "model/model.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "model/trace.h"
 #include "tasks/dense.h"
 
 static int sm_cmp_double(const void *a, const void *b)
@@ -62,7 +63,9 @@ static void sm_random_tokens(int32_t *v, size_t n, int V, uint64_t *s)
 }
 
 typedef struct sm_timing {
-    double *wall, *submit, *busy;
+    double *wall, *submit, *busy, *trace;
+    sm_tracer *tracer;           /* NULL without a trace */
+    int64_t step;                /* steps run so far (the trace's step numbers) */
 } sm_timing;
 
 /* The AdamW settings of a training step in the benchmark (typical values; they do not change
@@ -71,26 +74,51 @@ static const sm_optim_hp sm_bench_hp = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95,
                                         .weight_decay = 0.1, .grad_clip = 1.0,
                                         .bias_update_speed = 1e-3};
 
-/* Runs warmup + reps steps of r (with the optimizer when opt is set); records wall time,
- * submission time and busy share. */
+static const char *sm_step_kind(const sm_run *r, const sm_optimizer *opt)
+{
+    return opt ? "train" : r->backward ? "forward+backward" : "forward";
+}
+
+/* Runs warmup + reps steps of r (with the optimizer when opt is set); records wall time (the
+ * trace's writing included), submission time, busy share and the trace's writing time. */
 static int sm_time_steps(sm_run *r, sm_optimizer *opt, const sm_bench_opts *o,
                          const int32_t *ids, const int32_t *tg, sm_timing *tm, sm_error *err)
 {
     for (int i = 0; i < o->warmup + o->reps; i++) {
         double loss, t0 = sm_now();
         sm_worker_busy(1);
+        sm_tracer_begin(tm->tracer);
         if (sm_run_submit(r, ids, tg, err) || (opt && sm_optimizer_submit(opt, r, &sm_bench_hp, err)))
             return -1;
         sm_run_wait(r, &loss);
         if (opt) sm_optimizer_result(opt, NULL, NULL);
+        double t1 = sm_now();
+        if (sm_tracer_step(tm->tracer, r, ++tm->step, sm_step_kind(r, opt), err)) return -1;
         double wall = sm_now() - t0;
         if (!isfinite(loss)) return sm_fail(err, "bench: loss is %g", loss);
         if (i < o->warmup) continue;
+        tm->trace[i - o->warmup] = tm->tracer ? t0 + wall - t1 : 0;
         tm->wall[i - o->warmup] = wall;
         tm->busy[i - o->warmup] = sm_worker_busy(wall);
         tm->submit[i - o->warmup] = r->submit_s;
     }
     return 0;
+}
+
+/* The trace's metadata: the benchmark's settings and the model config. */
+static int sm_bench_trace(const sm_bench_opts *o, const sm_model *m, sm_tracer **t,
+                          sm_error *err)
+{
+    char settings[160];
+    if (!o->trace.path) return 0;
+    char *text = sm_tracer_model_config(m);
+    if (!text) return sm_fail(err, "%s: out of memory for the trace", o->trace.path);
+    snprintf(settings, sizeof settings, "batch %d, seq %d, micro-batches %d, warmup %d, reps %d%s",
+             o->B, o->S, o->micro, o->warmup, o->reps, o->train ? ", train" : "");
+    sm_trace_meta meta[] = {{"command", "bench"}, {"settings", settings}, {"config", text}};
+    int rc = sm_tracer_open(t, &o->trace, meta, 3, err);
+    free(text);
+    return rc;
 }
 
 static sm_model *sm_bench_model(const sm_bench_opts *o, sm_error *err)
@@ -108,8 +136,8 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     if (!m) return -1;
     size_t n = (size_t)o->B * o->S;
     int32_t *ids = malloc(n * sizeof *ids), *tg = malloc(n * sizeof *tg);
-    double *buf = calloc(3 * (size_t)o->reps, sizeof *buf);
-    sm_timing tm = {buf, buf + o->reps, buf + 2 * o->reps};
+    double *buf = calloc(4 * (size_t)o->reps, sizeof *buf);
+    sm_timing tm = {buf, buf + o->reps, buf + 2 * o->reps, buf + 3 * o->reps, NULL, 0};
     uint64_t s = o->seed;
     int rc = -1;
     sm_run *fwd = NULL, *step = NULL;
@@ -126,7 +154,8 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
         (o->train && !(opt = sm_optimizer_new(m, err))))
         goto out;
     sm_run_set_balance(step, o->train ? 1e-4 : 0.0);
-    if (sm_time_steps(fwd, NULL, o, ids, tg, &tm, err)) goto out;
+    if (sm_bench_trace(o, m, &tm.tracer, err) || sm_time_steps(fwd, NULL, o, ids, tg, &tm, err))
+        goto out;
     res->fwd = sm_stats(tm.wall, o->reps);
     res->tasks_fwd = sm_run_ntasks(fwd);
     res->flops_fwd = sm_run_flops(fwd);
@@ -136,6 +165,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     res->flops_step = sm_run_flops(step);
     res->submit_s = sm_median(tm.submit, o->reps);
     res->busy_share = sm_median(tm.busy, o->reps);
+    res->trace_s = sm_median(tm.trace, o->reps);
     res->tokens_per_s = n / res->step.median;
     res->gflops_per_s = res->flops_step / res->step.median * 1e-9;
     res->workers = (int)starpu_worker_get_count();
@@ -144,6 +174,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     res->overhead_share = res->tasks_step * res->task_overhead_us * 1e-6 / res->step.median;
     rc = 0;
 out:
+    if (sm_tracer_close(tm.tracer, rc ? NULL : err)) rc = -1;
     sm_run_free(fwd);
     sm_run_free(step);
     sm_optimizer_free(opt);

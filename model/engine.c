@@ -1,6 +1,6 @@
 /* Starting and stopping the StarPU runtime for the engine: worker count, scheduling policy
- * (a set STARPU_SCHED would silently replace the requested one, so it is refused), one BLAS
- * thread per worker. */
+ * by name through schedulers/registry.h (a set STARPU_SCHED would silently replace the
+ * requested one, so it is refused), one BLAS thread per worker. */
 #include <starmoe/model.h>
 
 #include <malloc.h>
@@ -8,24 +8,45 @@
 #include <string.h>
 #include <starpu.h>
 #include "config.h"
+#include "schedulers/registry.h"
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
 #include <cblas.h>
 #endif
 
+/* The policy to start with: --sched, else STARPU_SCHED, looked up after loading --sched-lib;
+ * e->name NULL leaves StarPU's default. */
+static int sm_engine_pick_sched(const sm_engine_opts *o, sm_sched_entry *e, sm_error *err)
+{
+    const char *env = getenv("STARPU_SCHED"), *want = o ? o->sched : NULL;
+    const char *lib = o ? o->sched_lib : NULL;
+    if (env && !*env) env = NULL;
+    if (want && env && strcmp(env, want) != 0)
+        return sm_fail(err, "STARPU_SCHED=%s is set and would silently replace --sched %s: "
+                            "unset it", env, want);
+    if (lib && sm_sched_load_lib(lib, err)) return -1;
+    if (!want) want = env;
+    if (!want && lib)
+        return sm_fail(err, "--sched-lib %s: name the policy to use with --sched ('--sched "
+                            "help' lists them)", lib);
+    *e = (sm_sched_entry){0};
+    return want ? sm_sched_find(want, e, err) : 0;
+}
+
 int sm_engine_init(const sm_engine_opts *o, sm_error *err)
 {
     struct starpu_conf conf;
-    const char *env = getenv("STARPU_SCHED");
-    if (o && o->sched && env && *env && strcmp(env, o->sched) != 0)
-        return sm_fail(err, "STARPU_SCHED=%s is set and would silently replace --sched %s: "
-                            "unset it", env, o->sched);
+    sm_sched_entry e;
+    if (sm_engine_pick_sched(o, &e, err)) return -1;
     /* kernels allocate sizeable temporaries per task: keep them on the heap instead of fresh
      * mappings, whose pages the kernel would zero again on every task */
     mallopt(M_MMAP_THRESHOLD, 512 << 20);
     mallopt(M_TRIM_THRESHOLD, 1024 << 20);
     starpu_conf_init(&conf);
     if (o && o->ncpus > 0) conf.ncpus = o->ncpus;
-    if (o && o->sched) conf.sched_policy_name = o->sched;
+    conf.sched_policy_name = e.policy ? NULL : e.name;
+    conf.sched_policy = e.policy;
+    /* StarPU looks a set STARPU_SCHED up by name first; ours it would not find */
+    if (e.policy) unsetenv("STARPU_SCHED");
     conf.ncuda = 0;
     conf.nopencl = 0;
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
@@ -34,12 +55,13 @@ int sm_engine_init(const sm_engine_opts *o, sm_error *err)
     int rc = starpu_init(&conf);
     if (rc == -ENODEV) return sm_fail(err, "StarPU found no worker to run on");
     if (rc != 0) return sm_fail(err, "starpu_init failed (%d)", rc);
-    if (o && o->sched && strcmp(sm_engine_sched_name(), o->sched) != 0) {
+    const char *want = e.policy ? e.policy->policy_name : e.name;
+    if (want && strcmp(sm_engine_sched_name(), want) != 0) {
         char got[64];
         snprintf(got, sizeof got, "%s", sm_engine_sched_name());
         starpu_shutdown();
-        return sm_fail(err, "scheduling policy '%s' is unknown (StarPU chose '%s'); "
-                            "STARPU_SCHED=help lists them", o->sched, got);
+        return sm_fail(err, "scheduling policy '%s' did not start (StarPU chose '%s')", want,
+                       got);
     }
     starpu_profiling_status_set(STARPU_PROFILING_ENABLE);
     return 0;
@@ -51,4 +73,11 @@ const char *sm_engine_sched_name(void)
 {
     struct starpu_sched_policy *p = starpu_sched_ctx_get_sched_policy(0);
     return p && p->policy_name ? p->policy_name : "?";
+}
+
+int sm_engine_sched_help(const sm_engine_opts *o, sm_error *err)
+{
+    if (o && o->sched_lib && sm_sched_load_lib(o->sched_lib, err)) return -1;
+    sm_sched_print(stdout);
+    return 0;
 }

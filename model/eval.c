@@ -1,10 +1,11 @@
 /* `starmoe eval`: one forward (and backward) step of a Hugging Face model on given tokens,
- * dumped with the names and shapes of the reference fixtures. */
+ * dumped with the names and shapes of the reference fixtures, and traced when asked. */
 #include "model/model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include "io/safetensors.h"
+#include "model/trace.h"
 
 typedef struct sm_tokens {
     int B, S;
@@ -109,6 +110,26 @@ static int sm_dump(const sm_eval_opts *o, sm_run *r, double loss, sm_error *err)
     return rc;
 }
 
+/* The step, traced when asked. */
+static int sm_eval_step(const sm_eval_opts *o, sm_run *r, const sm_tokens *tk, double *loss,
+                        sm_error *err)
+{
+    sm_tracer *tr = NULL;
+    char *cfg = o->trace.path ? sm_tracer_model_config(r->m) : NULL;
+    if (o->trace.path && !cfg) return sm_fail(err, "%s: out of memory", o->trace.path);
+    sm_trace_meta meta[] = {{"command", "eval"}, {"model", o->model_dir},
+                            {"inputs", o->inputs}, {"config", cfg}};
+    int rc = sm_tracer_open(&tr, &o->trace, meta, 4, err);
+    free(cfg);
+    if (rc) return -1;
+    sm_tracer_begin(tr);
+    rc = sm_run_step(r, tk->ids, tk->targets, loss, err);
+    if (rc == 0)
+        rc = sm_tracer_step(tr, r, 1, o->forward_only ? "forward" : "forward+backward", err);
+    if (sm_tracer_close(tr, rc ? NULL : err)) rc = -1;
+    return rc;
+}
+
 int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
 {
     sm_tokens tk = {0};
@@ -119,7 +140,7 @@ int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
     if (!(m = sm_model_open_hf(o->model_dir, err))) goto out;
     if (!(r = sm_run_new(m, tk.B, tk.S, o->micro > 0 ? o->micro : 1, !o->forward_only, err)))
         goto out;
-    if (sm_run_step(r, tk.ids, tk.targets, loss, err)) goto out;
+    if (sm_eval_step(o, r, &tk, loss, err)) goto out;
     if (ntasks) *ntasks = sm_run_ntasks(r);
     if (o->dot && sm_run_write_dot(r, o->dot, err)) goto out;
     rc = o->dump ? sm_dump(o, r, *loss, err) : 0;

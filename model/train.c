@@ -1,7 +1,9 @@
 /* The training loop: per step one task graph (micro-batches, backward, AdamW with clipping,
  * router bias update), a console line and a metrics.jsonl line; evaluation (loss and bits per
  * byte) at step 0 and every eval.every steps; checkpoints every checkpoint.every steps and at
- * the end; non-finite steps skipped, too many in a row stop the run; loss.svg at the end. */
+ * the end; non-finite steps skipped, too many in a row stop the run; loss.svg at the end. With
+ * a trace, every step graph (training and evaluation) is written as it completes, with marks
+ * for evaluations and checkpoints. */
 #include "model/trainer.h"
 #include "model/model.h"
 
@@ -16,9 +18,13 @@ static int sm_evaluate(sm_trainer *t, sm_error *err)
     double sum = 0, loss;
     int n = t->rc.eval.batches;
     sm_reader_seek(&t->val_rd, 0, 0);
+    if (sm_tracer_mark(t->tracer, "evaluation", t->step, err)) return -1;
     for (int i = 0; i < n; i++) {
         sm_reader_next(&t->val_rd, tr->batch_size, t->ids, t->targets);
-        if (sm_run_step(t->eval_run, t->ids, t->targets, &loss, err)) return -1;
+        sm_tracer_begin(t->tracer);
+        if (sm_run_step(t->eval_run, t->ids, t->targets, &loss, err) ||
+            sm_tracer_step(t->tracer, t->eval_run, t->step, "eval", err))
+            return -1;
         sum += loss;
     }
     double val = sum / n;
@@ -60,12 +66,14 @@ static int sm_train_step(sm_trainer *t, sm_step_report *s, sm_error *err)
                       .bias_update_speed = tr->bias_update_speed};
     double t0 = sm_now();
     sm_reader_next(&t->train_rd, tr->batch_size, t->ids, t->targets);
+    sm_tracer_begin(t->tracer);
     if (sm_run_submit(t->run, t->ids, t->targets, err) ||
         sm_optimizer_submit(t->opt, t->run, &hp, err))
         return -1;
     sm_run_wait(t->run, &s->loss);
     sm_optimizer_result(t->opt, &s->grad_norm, &s->applied);
     s->balance = sm_run_balance_loss(t->run);
+    if (sm_tracer_step(t->tracer, t->run, t->step + 1, "train", err)) return -1;
     s->seconds = sm_now() - t0;
     return 0;
 }
@@ -125,7 +133,8 @@ static int sm_train_loop(sm_trainer *t, sm_error *err)
         if (t->has_val && ((every_eval > 0 && t->step % every_eval == 0) || last) &&
             sm_evaluate(t, err))
             return -1;
-        if (((ck->every > 0 && t->step % ck->every == 0) || last) && sm_trainer_save(t, err))
+        if (((ck->every > 0 && t->step % ck->every == 0) || last) &&
+            (sm_tracer_mark(t->tracer, "checkpoint", t->step, err) || sm_trainer_save(t, err)))
             return -1;
     }
     return 0;
@@ -137,6 +146,9 @@ int sm_train(const sm_train_opts *o, sm_error *err)
     char jsonl[1200], svg[1200];
     int rc = sm_trainer_open(&t, o, err);
     if (rc == 0) rc = sm_train_loop(&t, err);
+    if (sm_tracer_close(t.tracer, rc ? NULL : err)) rc = -1;
+    t.tracer = NULL;
+    if (rc == 0 && o->trace.path) printf("trace: %s\n", o->trace.path);
     sm_error plot_err;
     snprintf(jsonl, sizeof jsonl, "%s/metrics.jsonl", t.out);
     snprintf(svg, sizeof svg, "%s/loss.svg", t.out);

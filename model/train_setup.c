@@ -1,6 +1,7 @@
 /* Setting up a training job: the effective run config (fresh, or the one stored in the
  * checkpoint being resumed), the tokenizer (trained on the corpus, loaded, or the checkpoint's
- * copy), the packed dataset and its readers, the engine, model, optimizer and runs. */
+ * copy), the packed dataset and its readers, the engine, model, optimizer and runs, and the
+ * tracer. */
 #include "model/trainer.h"
 
 #include <stdio.h>
@@ -142,6 +143,18 @@ static int sm_setup_metrics(sm_trainer *t, int resumed, sm_error *err)
     return sm_metrics_open(&t->metrics, path, resumed ? t->step : -1, err);
 }
 
+/* The trace's metadata: the command, the run folder and the effective run config. */
+static int sm_setup_trace(sm_trainer *t, const sm_train_opts *o, sm_error *err)
+{
+    if (!o->trace.path) return 0;
+    char *cfg = sm_run_config_to_text(&t->rc, err);
+    if (!cfg) return -1;
+    sm_trace_meta meta[] = {{"command", "train"}, {"run_folder", t->out}, {"config", cfg}};
+    int rc = sm_tracer_open(&t->tracer, &o->trace, meta, 3, err);
+    free(cfg);
+    return rc;
+}
+
 int sm_trainer_open(sm_trainer *t, const sm_train_opts *o, sm_error *err)
 {
     char ckpt[1200];
@@ -153,11 +166,12 @@ int sm_trainer_open(sm_trainer *t, const sm_train_opts *o, sm_error *err)
         if (sm_trainer_restore(t, ckpt, err)) return -1;
         printf("resumed from %s at step %lld\n", ckpt, (long long)t->step);
     }
-    return sm_setup_metrics(t, ckpt[0] != '\0', err);
+    return sm_setup_metrics(t, ckpt[0] != '\0', err) || sm_setup_trace(t, o, err) ? -1 : 0;
 }
 
 void sm_trainer_close(sm_trainer *t)
 {
+    sm_tracer_close(t->tracer, NULL);
     sm_metrics_close(&t->metrics, NULL);
     sm_run_free(t->run);
     sm_run_free(t->eval_run);

@@ -1,5 +1,6 @@
 /* Internal state of a training job (model/train*.c): the effective run config, data, model,
- * optimizer, the training and evaluation runs, and the counters a checkpoint carries. */
+ * optimizer, the training and evaluation runs, the tracer, and the counters a checkpoint
+ * carries. */
 #ifndef STARMOE_TRAINER_H
 #define STARMOE_TRAINER_H
 
@@ -9,6 +10,7 @@
 #include "io/metrics.h"
 #include "io/run_config.h"
 #include "io/tokenizer.h"
+#include "model/trace.h"
 
 typedef struct sm_trainer {
     sm_run_config rc;
@@ -23,6 +25,7 @@ typedef struct sm_trainer {
     sm_optimizer *opt;
     sm_run *run, *eval_run;
     sm_metrics metrics;
+    sm_tracer *tracer;           /* NULL without --trace */
     int32_t *ids, *targets;      /* one batch */
     int64_t step;                /* last completed step */
     int64_t last_step;           /* stop after this one */

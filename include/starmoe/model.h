@@ -8,17 +8,25 @@
 #include <stdint.h>
 #include <starmoe/config.h>
 #include <starmoe/error.h>
+#include <starmoe/trace.h>
 
 /* ---- engine ---- */
 typedef struct sm_engine_opts {
     int ncpus;                   /* CPU workers (0: StarPU's default) */
-    const char *sched;           /* StarPU policy name (NULL: StarPU's default, lws) */
+    const char *sched;           /* policy name: starmoe's (ordered), a plugin's or a StarPU
+                                    built-in (NULL: STARPU_SCHED, else StarPU's default, lws) */
+    const char *sched_lib;       /* plugin library of policies to load first (NULL: none);
+                                    docs/writing-a-policy.md */
 } sm_engine_opts;
 
+/* Starts StarPU with the policy named by o->sched (a set STARPU_SCHED naming another one is
+ * refused: it would silently win). */
 int sm_engine_init(const sm_engine_opts *o, sm_error *err);
 void sm_engine_shutdown(void);
 /* Name of the scheduling policy actually in force. */
 const char *sm_engine_sched_name(void);
+/* Prints every policy o->sched accepts, one line each (loads o->sched_lib first). */
+int sm_engine_sched_help(const sm_engine_opts *o, sm_error *err);
 
 /* ---- model ---- */
 typedef struct sm_model sm_model;
@@ -139,6 +147,7 @@ typedef struct sm_eval_opts {
     int forward_only;
     int micro;                   /* micro-batches (default 1) */
     const char *dot;             /* write the step's DAG here when not NULL */
+    sm_trace_opts trace;         /* execution trace of the step (step 1), trace.path NULL: none */
 } sm_eval_opts;
 
 /* Loads the model and inputs, runs forward (and backward), and dumps logits, loss,
@@ -151,6 +160,8 @@ typedef struct sm_bench_opts {
     int reps, warmup;
     uint64_t seed;
     int train;                   /* the step includes the optimizer (AdamW, clipping, bias) */
+    sm_trace_opts trace;         /* trace of every timed step (warm-up included), numbered from
+                                    1: the forward steps, then the others; path NULL: none */
 } sm_bench_opts;
 
 typedef struct sm_bench_stats {
@@ -167,6 +178,7 @@ typedef struct sm_bench_result {
     double busy_share;           /* median share of worker time spent in kernels */
     double task_overhead_us;     /* runtime cost of one empty task, measured in-process */
     double overhead_share;       /* tasks_step * task_overhead_us / step median */
+    double trace_s;              /* median time a step spent writing its trace (0 without) */
     int workers;
     size_t params;
 } sm_bench_result;

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <starmoe/error.h>
+#include <starmoe/trace.h>
 
 /* Used when neither --data nor data.path names a corpus: the text of Debian's fortunes and
  * fortunes-zh packages (documents separated by "%" lines). */
@@ -20,6 +21,8 @@ typedef struct sm_train_opts {
     int resume;                  /* continue from the newest complete checkpoint in out */
     const char *const *overrides; /* "section.key=value" */
     int noverrides;
+    sm_trace_opts trace;         /* execution trace (trace.path NULL: none); steps are training
+                                    steps, evaluations are traced with the step they follow */
 } sm_train_opts;
 
 /* Runs the job; prints one line per logged step and per evaluation to stdout. */

@@ -1,0 +1,46 @@
+/* Execution traces: what the running commands record with --trace (every executed task with
+ * its op, category, step, micro-batch, layer, expert, stage, worker, times, flops, bytes and the
+ * perf model's prediction), and the tools that read a trace file back: a summary, a
+ * self-contained HTML report and a merge of several ranks' files. */
+#ifndef STARMOE_TRACE_H
+#define STARMOE_TRACE_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <starmoe/error.h>
+
+typedef enum sm_trace_format {
+    SM_TRACE_CHROME,             /* Chrome trace-event JSON (Perfetto, chrome://tracing) */
+    SM_TRACE_PAJE                /* Paje (ViTE, pajeng) */
+} sm_trace_format;
+
+typedef struct sm_trace_opts {
+    const char *path;            /* NULL: no trace */
+    sm_trace_format format;
+    int64_t first_step;          /* steps traced: first_step..last_step (-1: to the end) */
+    int64_t last_step;
+    int deps;                    /* also draw the dependencies as flow arrows */
+} sm_trace_opts;
+
+/* Every step of every run, Chrome format, no arrows. */
+#define SM_TRACE_OPTS_DEFAULT ((sm_trace_opts){.format = SM_TRACE_CHROME, .last_step = -1})
+
+/* Parses --trace-steps: "A:B", "A:" (to the end), ":B" (from 0) or "A" (that step alone). */
+int sm_trace_parse_steps(const char *text, sm_trace_opts *o, sm_error *err);
+/* Parses --trace-format: "chrome" or "paje". */
+int sm_trace_parse_format(const char *text, sm_trace_opts *o, sm_error *err);
+
+/* Reads a Chrome trace and prints per op family the count, total, mean and share of time; per
+ * worker busy and idle time; per pipeline stage the bubble; the critical path against the
+ * makespan; the compute/communication overlap. json = 1 prints one JSON object instead. */
+int sm_trace_summary(const char *path, FILE *out, int json, sm_error *err);
+
+/* Writes a self-contained HTML report of a Chrome trace: a zoomable Gantt chart with hover
+ * details, the per-op breakdown and the summary. */
+int sm_trace_html(const char *path, const char *out_path, sm_error *err);
+
+/* Concatenates the events of n Chrome traces (one per rank) into one, giving each input's
+ * processes their own pid and keeping task and flow ids distinct. */
+int sm_trace_merge(const char *const *paths, int n, const char *out_path, sm_error *err);
+
+#endif

@@ -1,0 +1,287 @@
+/* The HTML trace report (sm_trace_html): one self-contained page — inline style and script
+ * from io/trace_html_page.c, the trace's slices, marks and counters as JSON in a
+ * <script type="application/json"> element, and the per-op bar chart and summary tables as
+ * plain HTML written here. */
+#include "io/trace_read.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <starmoe/trace.h>
+
+/* Text for HTML content and attributes. */
+static void sm_html_text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default: putc(*s, f);
+        }
+    }
+}
+
+/* A JSON string safe inside <script>: '<', '>' and '&' escaped too. */
+static void sm_html_json_str(FILE *f, const char *s)
+{
+    putc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') putc('\\', f), putc(*p, f);
+        else if (*p < 0x20 || *p == '<' || *p == '>' || *p == '&') fprintf(f, "\\u%04x", *p);
+        else putc(*p, f);
+    }
+    putc('"', f);
+}
+
+/* Op i's colour: hues a golden angle apart. */
+static void sm_op_color(int i, char out[8])
+{
+    double h = fmod(i * 137.508, 360.0) / 60.0, s = 0.62, l = i % 2 ? 0.52 : 0.64;
+    double c = (1 - fabs(2 * l - 1)) * s, x = c * (1 - fabs(fmod(h, 2.0) - 1)), m = l - c / 2;
+    double rgb[6][3] = {{c, x, 0}, {x, c, 0}, {0, c, x}, {0, x, c}, {x, 0, c}, {c, 0, x}};
+    const double *v = rgb[(int)h % 6];
+    snprintf(out, 8, "#%02x%02x%02x", (int)lround((v[0] + m) * 255),
+             (int)lround((v[1] + m) * 255), (int)lround((v[2] + m) * 255));
+}
+
+static void sm_html_header(FILE *f, const sm_trace_data *d, const sm_trace_stats *s,
+                           const char *path)
+{
+    static const char *keys[] = {"command", "scheduler", "starpu_version", "git_revision"};
+    static const char *labels[] = {"command", "scheduler", "StarPU", "git"};
+    fputs("<header><h1>starmoe trace: ", f);
+    sm_html_text(f, path);
+    fputs("</h1><p>", f);
+    for (int i = 0; i < 4; i++) {
+        if (!*sm_trace_meta_str(d, keys[i])) continue;
+        fprintf(f, "%s ", labels[i]);
+        sm_html_text(f, sm_trace_meta_str(d, keys[i]));
+        fputs(" &middot; ", f);
+    }
+    fprintf(f, "%zu tasks in %lld step graphs on %d workers &middot; makespan %.3f ms</p>"
+               "</header>\n", s->tasks, (long long)s->graphs, s->nworkers, s->makespan * 1e-3);
+}
+
+static void sm_html_timeline(FILE *f)
+{
+    fputs("<section><h2>Timeline</h2><p class=\"hint\">Wheel: zoom around the pointer &middot; "
+          "drag: pan &middot; double-click: whole run &middot; hover a task for its details. "
+          "Grey lines mark steps, red lines evaluations and checkpoints.</p>\n"
+          "<div id=\"timeline\"><canvas id=\"gantt\"></canvas><div id=\"tip\" hidden></div>"
+          "</div></section>\n", f);
+}
+
+static void sm_html_bars(FILE *f, const sm_trace_data *d, const sm_trace_stats *s)
+{
+    char color[8];
+    double top = s->nops ? s->ops[0].total : 0;
+    fputs("<section><h2>Time per op family</h2><div class=\"bars\">\n", f);
+    for (int i = 0; i < s->nops; i++) {
+        const sm_op_stat *o = &s->ops[i];
+        sm_op_color(o->op, color);
+        fputs("<span class=\"label\">", f);
+        sm_html_text(f, d->ops.v[o->op]);
+        fprintf(f, "</span><div class=\"track\"><div class=\"bar\" style=\"width:%.2f%%;"
+                   "background:%s\"></div></div><span class=\"value\">%.3f ms &middot; %.1f%% "
+                   "&middot; %zu tasks</span>\n",
+                top > 0 ? 100 * o->total / top : 0, color, o->total * 1e-3, 100 * o->share,
+                o->count);
+    }
+    fputs("</div></section>\n", f);
+}
+
+static void sm_html_ops_table(FILE *f, const sm_trace_data *d, const sm_trace_stats *s)
+{
+    fputs("<h3>Op families</h3><table><tr><th>op</th><th>count</th><th>total ms</th>"
+          "<th>mean us</th><th>share</th><th>predicted / measured</th></tr>\n", f);
+    for (int i = 0; i < s->nops; i++) {
+        const sm_op_stat *o = &s->ops[i];
+        fputs("<tr><td>", f);
+        sm_html_text(f, d->ops.v[o->op]);
+        fprintf(f, "</td><td>%zu</td><td>%.3f</td><td>%.1f</td><td>%.1f%%</td><td>", o->count,
+                o->total * 1e-3, o->mean, 100 * o->share);
+        if (o->npredicted && o->measured > 0) fprintf(f, "%.2f", o->predicted / o->measured);
+        else fputs("&ndash;", f);
+        fputs("</td></tr>\n", f);
+    }
+    fputs("</table>\n", f);
+}
+
+static void sm_html_workers_table(FILE *f, const sm_trace_data *d, const sm_trace_stats *s)
+{
+    char buf[96];
+    fputs("<h3>Workers</h3><table><tr><th>worker</th><th>tasks</th><th>busy ms</th>"
+          "<th>idle ms</th><th>busy</th></tr>\n", f);
+    for (int i = 0; i < s->nworkers; i++) {
+        const sm_worker_stat *w = &s->workers[i];
+        fputs("<tr><td>", f);
+        sm_html_text(f, sm_trace_lane_name(d, w->lane, buf, sizeof buf));
+        fprintf(f, "</td><td>%zu</td><td>%.3f</td><td>%.3f</td><td>%.1f%%</td></tr>\n",
+                w->tasks, w->busy * 1e-3, w->idle * 1e-3,
+                s->makespan > 0 ? 100 * w->busy / s->makespan : 0);
+    }
+    fputs("</table>\n", f);
+}
+
+static void sm_html_stages_table(FILE *f, const sm_trace_stats *s)
+{
+    fputs("<h3>Pipeline stages</h3><table><tr><th>stage</th><th>workers</th><th>span ms</th>"
+          "<th>busy ms</th><th>bubble ms</th><th>bubble</th></tr>\n", f);
+    for (int i = 0; i < s->nstages; i++) {
+        const sm_stage_stat *st = &s->stages[i];
+        if (!st->workers) continue;
+        fprintf(f, "<tr><td>%d</td><td>%d</td><td>%.3f</td><td>%.3f</td><td>%.3f</td>"
+                   "<td>%.1f%%</td></tr>\n", st->stage, st->workers, st->span * 1e-3,
+                st->busy * 1e-3, st->bubble * 1e-3,
+                st->bubble + st->busy > 0 ? 100 * st->bubble / (st->bubble + st->busy) : 0);
+    }
+    fputs("</table>\n", f);
+}
+
+static void sm_html_summary(FILE *f, const sm_trace_data *d, const sm_trace_stats *s)
+{
+    fputs("<section><h2>Summary</h2>\n", f);
+    fprintf(f, "<p class=\"fact\"><b>Critical path</b> %.3f ms over %zu tasks (the longest "
+               "dependency chain of each step graph, summed) = %.1f%% of the graphs' span "
+               "%.3f ms; makespan %.3f ms.</p>\n", s->critical_path * 1e-3, s->critical_tasks,
+            s->graphs_span > 0 ? 100 * s->critical_path / s->graphs_span : 0,
+            s->graphs_span * 1e-3, s->makespan * 1e-3);
+    fprintf(f, "<p class=\"fact\"><b>Compute/communication overlap</b> %.3f ms of %.3f ms "
+               "communication (%.1f%%) ran while another worker computed.</p>\n",
+            s->comm_overlapped * 1e-3, s->comm * 1e-3,
+            s->comm > 0 ? 100 * s->comm_overlapped / s->comm : 0);
+    sm_html_ops_table(f, d, s);
+    sm_html_workers_table(f, d, s);
+    sm_html_stages_table(f, s);
+    fputs("</section>\n", f);
+}
+
+static void sm_html_strings(FILE *f, const char *key, char *const *v, int n)
+{
+    fprintf(f, "\"%s\":[", key);
+    for (int i = 0; i < n; i++) {
+        if (i) putc(',', f);
+        sm_html_json_str(f, v[i]);
+    }
+    fputs("],\n", f);
+}
+
+static void sm_html_lanes(FILE *f, const sm_trace_data *d)
+{
+    char buf[96];
+    fputs("\"lanes\":[", f);
+    for (int i = 0; i < d->nlanes; i++) {
+        if (i) putc(',', f);
+        sm_html_json_str(f, sm_trace_lane_name(d, i, buf, sizeof buf));
+    }
+    fputs("],\n", f);
+}
+
+/* Slices as flat rows: lane, op, cat, ts, dur, layer, mb, expert, step, predicted (-1: none),
+ * submit, ready (the script's field order). */
+static void sm_html_slices(FILE *f, const sm_trace_data *d)
+{
+    fputs("\"fields\":12,\"slices\":[", f);
+    for (size_t i = 0; i < d->nslices; i++) {
+        const sm_trace_slice *s = &d->slices[i];
+        fprintf(f, "%s%d,%d,%d,%.3f,%.3f,%d,%d,%d,%lld,%.3f,%.3f,%.3f", i ? ",\n" : "", s->lane,
+                s->op, s->cat, s->ts, s->dur, s->layer, s->micro, s->expert,
+                (long long)s->step, isnan(s->predicted) ? -1.0 : s->predicted, s->submit,
+                s->ready);
+    }
+    fputs("],\n", f);
+}
+
+static void sm_html_marks(FILE *f, const sm_trace_data *d)
+{
+    fputs("\"marks\":[", f);
+    for (size_t i = 0; i < d->nmarks; i++) {
+        fprintf(f, "%s[%.3f,", i ? "," : "", d->marks[i].ts);
+        sm_html_json_str(f, d->marks[i].name);
+        putc(',', f);
+        sm_html_json_str(f, d->marks[i].cat);
+        putc(']', f);
+    }
+    fputs("],\n", f);
+}
+
+static int sm_cmp_point(const void *a, const void *b)
+{
+    const sm_trace_point *x = a, *y = b;
+    if (x->counter != y->counter) return x->counter - y->counter;
+    return (x->ts > y->ts) - (x->ts < y->ts);
+}
+
+/* Counters: per counter its points, in time order (points are sorted in place). */
+static void sm_html_counters(FILE *f, sm_trace_data *d)
+{
+    qsort(d->points, d->npoints, sizeof *d->points, sm_cmp_point);
+    fputs("\"counters\":[", f);
+    for (int c = 0, k = 0; c < d->counters.n; c++) {
+        fprintf(f, "%s{\"name\":", c ? ",\n" : "");
+        sm_html_json_str(f, d->counters.v[c]);
+        fputs(",\"points\":[", f);
+        for (int first = 1; (size_t)k < d->npoints && d->points[k].counter == c; k++, first = 0)
+            fprintf(f, "%s%.3f,%.17g", first ? "" : ",", d->points[k].ts, d->points[k].v);
+        fputs("]}", f);
+    }
+    fputs("]", f);
+}
+
+static void sm_html_data(FILE *f, sm_trace_data *d)
+{
+    char color[8];
+    fputs("<script id=\"trace-data\" type=\"application/json\">{\n", f);
+    sm_html_lanes(f, d);
+    sm_html_strings(f, "ops", d->ops.v, d->ops.n);
+    sm_html_strings(f, "cats", d->cats.v, d->cats.n);
+    fputs("\"colors\":[", f);
+    for (int i = 0; i < d->ops.n; i++) {
+        sm_op_color(i, color);
+        fprintf(f, "%s\"%s\"", i ? "," : "", color);
+    }
+    fprintf(f, "],\n\"begin\":%.3f,\"end\":%.3f,\n", d->begin, d->end);
+    sm_html_slices(f, d);
+    sm_html_marks(f, d);
+    sm_html_counters(f, d);
+    fputs("}</script>\n", f);
+}
+
+static void sm_html_page(FILE *f, sm_trace_data *d, const sm_trace_stats *s, const char *path)
+{
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>"
+          "starmoe trace: ", f);
+    sm_html_text(f, path);
+    fprintf(f, "</title>\n<style>\n%s</style></head>\n<body>\n", sm_trace_html_style);
+    sm_html_header(f, d, s, path);
+    sm_html_timeline(f);
+    sm_html_bars(f, d, s);
+    sm_html_summary(f, d, s);
+    sm_html_data(f, d);
+    fprintf(f, "<script>\n%s</script>\n</body></html>\n", sm_trace_html_script);
+}
+
+int sm_trace_html(const char *path, const char *out_path, sm_error *err)
+{
+    sm_trace_data d;
+    sm_trace_stats s;
+    int rc = sm_trace_load(&d, path, err);
+    if (rc == 0) rc = sm_trace_summarise(&d, &s, err);
+    if (rc == 0) {
+        FILE *f = fopen(out_path, "w");
+        if (!f) {
+            rc = sm_fail(err, "%s: cannot create the report: %s", out_path, strerror(errno));
+        } else {
+            sm_html_page(f, &d, &s, path);
+            if (ferror(f) | fclose(f))
+                rc = sm_fail(err, "%s: cannot write the report: %s", out_path, strerror(errno));
+        }
+        sm_trace_stats_free(&s);
+    }
+    sm_trace_data_free(&d);
+    return rc;
+}

@@ -1,0 +1,443 @@
+/* The summary of a loaded trace (io/trace_read.h): per op family count, total, mean, share
+ * and the perf model's prediction against the measurement; per worker busy and idle time (they
+ * add up to the makespan, first start to last end); per pipeline stage the bubble; the critical
+ * path — per step graph the longest chain through the recorded dependencies ("deps" of each
+ * slice's args) weighted by durations, summed over graphs — against the graphs' spans; and the
+ * share of communication time (category "communication") during which another worker ran a
+ * compute task (forward, backward or optimizer). */
+#include "io/trace_read.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <starmoe/trace.h>
+
+static int sm_is_compute(const char *cat)
+{
+    return !strcmp(cat, "forward") || !strcmp(cat, "backward-input") ||
+           !strcmp(cat, "backward-weight") || !strcmp(cat, "optimizer");
+}
+
+static int sm_is_comm(const char *cat) { return !strcmp(cat, "communication"); }
+
+static int sm_cmp_op(const void *a, const void *b)
+{
+    const sm_op_stat *x = a, *y = b;
+    return (x->total < y->total) - (x->total > y->total);
+}
+
+static int sm_sum_ops(const sm_trace_data *d, sm_trace_stats *s)
+{
+    int n = d->ops.n;
+    if (!(s->ops = calloc(n ? (size_t)n : 1, sizeof *s->ops))) return -1;
+    s->nops = n;
+    for (int i = 0; i < n; i++) s->ops[i].op = i;
+    for (size_t i = 0; i < d->nslices; i++) {
+        const sm_trace_slice *sl = &d->slices[i];
+        sm_op_stat *o = &s->ops[sl->op];
+        o->count++;
+        o->total += sl->dur;
+        s->busy += sl->dur;
+        if (!isnan(sl->predicted)) {
+            o->npredicted++;
+            o->predicted += sl->predicted;
+            o->measured += sl->dur;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        s->ops[i].mean = s->ops[i].count ? s->ops[i].total / s->ops[i].count : 0;
+        s->ops[i].share = s->busy > 0 ? s->ops[i].total / s->busy : 0;
+    }
+    qsort(s->ops, (size_t)n, sizeof *s->ops, sm_cmp_op);
+    return 0;
+}
+
+static int sm_sum_workers(const sm_trace_data *d, sm_trace_stats *s)
+{
+    if (!(s->workers = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *s->workers))) return -1;
+    s->nworkers = d->nlanes;
+    for (int i = 0; i < d->nlanes; i++) s->workers[i].lane = i;
+    for (size_t i = 0; i < d->nslices; i++) {
+        s->workers[d->slices[i].lane].tasks++;
+        s->workers[d->slices[i].lane].busy += d->slices[i].dur;
+    }
+    for (int i = 0; i < d->nlanes; i++) s->workers[i].idle = s->makespan - s->workers[i].busy;
+    return 0;
+}
+
+/* Slice indexes sorted by a key and a second one. */
+typedef struct sm_keyed {
+    double k1, k2;
+    size_t i;
+} sm_keyed;
+
+static int sm_cmp_keyed(const void *a, const void *b)
+{
+    const sm_keyed *x = a, *y = b;
+    if (x->k1 != y->k1) return x->k1 < y->k1 ? -1 : 1;
+    if (x->k2 != y->k2) return x->k2 < y->k2 ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* k2 may be NULL (no second key). */
+static sm_keyed *sm_sorted(const sm_trace_data *d, double (*k1)(const sm_trace_slice *),
+                           double (*k2)(const sm_trace_slice *))
+{
+    sm_keyed *v = malloc((d->nslices ? d->nslices : 1) * sizeof *v);
+    if (!v) return NULL;
+    for (size_t i = 0; i < d->nslices; i++)
+        v[i] = (sm_keyed){k1(&d->slices[i]), k2 ? k2(&d->slices[i]) : 0, i};
+    qsort(v, d->nslices, sizeof *v, sm_cmp_keyed);
+    return v;
+}
+
+static double sm_key_graph(const sm_trace_slice *s) { return (double)s->graph; }
+static double sm_key_stage(const sm_trace_slice *s) { return s->stage; }
+static double sm_key_id(const sm_trace_slice *s) { return (double)s->id; }
+
+static sm_stage_stat *sm_stage_slot(sm_trace_stats *s, int stage)
+{
+    if (stage >= s->nstages) {
+        sm_stage_stat *v = realloc(s->stages, (size_t)(stage + 1) * sizeof *v);
+        if (!v) return NULL;
+        for (int i = s->nstages; i <= stage; i++) v[i] = (sm_stage_stat){.stage = i};
+        s->stages = v;
+        s->nstages = stage + 1;
+    }
+    return &s->stages[stage];
+}
+
+/* One group of slices of a stage in a graph (by[a..b)): its span, busy and idle time. busy
+ * (per lane) is zero on entry and on return; touched holds the group's lanes. */
+static void sm_stage_group(const sm_trace_data *d, const sm_keyed *by, size_t a, size_t b,
+                           double *busy, int *touched, sm_stage_stat *st)
+{
+    double lo = INFINITY, hi = -INFINITY, sum = 0;
+    int nt = 0;
+    for (size_t j = a; j < b; j++) {
+        const sm_trace_slice *sl = &d->slices[by[j].i];
+        int k = 0;
+        while (k < nt && touched[k] != sl->lane) k++;
+        if (k == nt) touched[nt++] = sl->lane;
+        lo = fmin(lo, sl->ts);
+        hi = fmax(hi, sl->ts + sl->dur);
+        busy[sl->lane] += sl->dur;
+        sum += sl->dur;
+    }
+    st->span += hi - lo;
+    st->busy += sum;
+    for (int k = 0; k < nt; k++) {
+        st->bubble += (hi - lo) - busy[touched[k]];
+        busy[touched[k]] = 0;
+    }
+    if (nt > st->workers) st->workers = nt;
+}
+
+static int sm_sum_stages(const sm_trace_data *d, sm_trace_stats *s)
+{
+    sm_keyed *by = sm_sorted(d, sm_key_stage, sm_key_graph);
+    double *busy = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *busy);
+    int *touched = malloc((d->nlanes ? (size_t)d->nlanes : 1) * sizeof *touched);
+    int rc = by && busy && touched ? 0 : -1;
+    for (size_t a = 0, b; rc == 0 && a < d->nslices; a = b) {
+        for (b = a + 1; b < d->nslices && by[b].k1 == by[a].k1 && by[b].k2 == by[a].k2; b++) {}
+        sm_stage_stat *st = sm_stage_slot(s, (int)by[a].k1);
+        if (!st) rc = -1;
+        else sm_stage_group(d, by, a, b, busy, touched, st);
+    }
+    free(by);
+    free(busy);
+    free(touched);
+    return rc;
+}
+
+/* Position (in by, sorted by id) of the slice with this id, -1 when none. */
+static long sm_find_id(const sm_keyed *by, size_t n, int64_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (by[mid].k1 < (double)id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && by[lo].k1 == (double)id ? (long)lo : -1;
+}
+
+/* Per graph: the longest chain (cp, len per slice) and the span, summed over graphs. */
+static int sm_sum_graphs(const sm_trace_data *d, const double *cp, const size_t *len,
+                         sm_trace_stats *s)
+{
+    sm_keyed *by = sm_sorted(d, sm_key_graph, NULL);
+    if (!by) return -1;
+    for (size_t a = 0, b; a < d->nslices; a = b) {
+        double lo = INFINITY, hi = -INFINITY, best = 0;
+        size_t blen = 0;
+        for (b = a; b < d->nslices && by[b].k1 == by[a].k1; b++) {
+            const sm_trace_slice *sl = &d->slices[by[b].i];
+            lo = fmin(lo, sl->ts);
+            hi = fmax(hi, sl->ts + sl->dur);
+            if (cp[by[b].i] > best) best = cp[by[b].i], blen = len[by[b].i];
+        }
+        s->graphs++;
+        s->graphs_span += hi - lo;
+        s->critical_path += best;
+        s->critical_tasks += blen;
+    }
+    free(by);
+    return 0;
+}
+
+/* Longest chains: in id order (a task's dependencies come before it), a slice's chain is its
+ * duration plus the longest chain among its dependencies. */
+static int sm_sum_critical(const sm_trace_data *d, sm_trace_stats *s)
+{
+    size_t n = d->nslices ? d->nslices : 1;
+    sm_keyed *by = sm_sorted(d, sm_key_id, NULL);
+    double *cp = malloc(n * sizeof *cp);
+    size_t *len = malloc(n * sizeof *len);
+    int rc = by && cp && len ? 0 : -1;
+    for (size_t j = 0; rc == 0 && j < d->nslices; j++) {
+        const sm_trace_slice *sl = &d->slices[by[j].i];
+        double best = 0;
+        size_t blen = 0;
+        for (int k = 0; sl->id >= 0 && k < sl->ndeps; k++) {
+            long p = sm_find_id(by, d->nslices, d->deps[sl->deps_at + k]);
+            if (p >= 0 && (size_t)p < j && cp[by[p].i] > best)
+                best = cp[by[p].i], blen = len[by[p].i];
+        }
+        cp[by[j].i] = best + sl->dur;
+        len[by[j].i] = blen + 1;
+    }
+    if (rc == 0) rc = sm_sum_graphs(d, cp, len, s);
+    free(by);
+    free(cp);
+    free(len);
+    return rc;
+}
+
+/* A slice's start (+1) or end (-1) for the overlap sweep; ends first at equal times. */
+typedef struct sm_edge {
+    double t;
+    int delta;
+    size_t i;
+} sm_edge;
+
+static int sm_cmp_edge(const void *a, const void *b)
+{
+    const sm_edge *x = a, *y = b;
+    if (x->t != y->t) return x->t < y->t ? -1 : 1;
+    return x->delta - y->delta;
+}
+
+/* Sweep over starts and ends: between two events, each running communication task counts as
+ * overlapped when a compute task runs on another lane. */
+static void sm_sweep(const sm_trace_data *d, const sm_edge *e, size_t ne, int *comp, int *comm,
+                     sm_trace_stats *s)
+{
+    int total_comp = 0, total_comm = 0;
+    for (size_t k = 0; k < ne; k++) {
+        if (k > 0 && total_comm > 0 && e[k].t > e[k - 1].t)
+            for (int l = 0; l < d->nlanes; l++)
+                if (comm[l] && total_comp - comp[l] > 0)
+                    s->comm_overlapped += (e[k].t - e[k - 1].t) * comm[l];
+        const sm_trace_slice *sl = &d->slices[e[k].i];
+        const char *cat = d->cats.v[sl->cat];
+        if (sm_is_comm(cat)) comm[sl->lane] += e[k].delta, total_comm += e[k].delta;
+        else if (sm_is_compute(cat)) comp[sl->lane] += e[k].delta, total_comp += e[k].delta;
+    }
+}
+
+static int sm_sum_overlap(const sm_trace_data *d, sm_trace_stats *s)
+{
+    size_t ne = 2 * d->nslices;
+    sm_edge *e = malloc((ne ? ne : 1) * sizeof *e);
+    int *comp = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *comp);
+    int *comm = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *comm);
+    int rc = e && comp && comm ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < d->nslices; i++) {
+        const sm_trace_slice *sl = &d->slices[i];
+        e[2 * i] = (sm_edge){sl->ts, 1, i};
+        e[2 * i + 1] = (sm_edge){sl->ts + sl->dur, -1, i};
+        if (sm_is_comm(d->cats.v[sl->cat])) s->comm += sl->dur;
+    }
+    if (rc == 0) {
+        qsort(e, ne, sizeof *e, sm_cmp_edge);
+        sm_sweep(d, e, ne, comp, comm, s);
+    }
+    free(e);
+    free(comp);
+    free(comm);
+    return rc;
+}
+
+int sm_trace_summarise(const sm_trace_data *d, sm_trace_stats *s, sm_error *err)
+{
+    memset(s, 0, sizeof *s);
+    s->tasks = d->nslices;
+    s->begin = d->begin;
+    s->end = d->end;
+    s->makespan = d->nslices ? d->end - d->begin : 0;
+    if (sm_sum_ops(d, s) || sm_sum_workers(d, s) || sm_sum_stages(d, s) ||
+        sm_sum_critical(d, s) || sm_sum_overlap(d, s)) {
+        sm_trace_stats_free(s);
+        return sm_fail(err, "out of memory for the trace summary");
+    }
+    return 0;
+}
+
+void sm_trace_stats_free(sm_trace_stats *s)
+{
+    free(s->ops);
+    free(s->workers);
+    free(s->stages);
+    memset(s, 0, sizeof *s);
+}
+
+static double sm_pct(double a, double b) { return b > 0 ? 100 * a / b : 0; }
+
+static void sm_print_ops(const sm_trace_data *d, const sm_trace_stats *s, FILE *f)
+{
+    fprintf(f, "\n%-24s %8s %12s %11s %7s %10s\n", "op family", "count", "total ms", "mean us",
+            "share", "pred/meas");
+    for (int i = 0; i < s->nops; i++) {
+        const sm_op_stat *o = &s->ops[i];
+        fprintf(f, "%-24s %8zu %12.3f %11.1f %6.1f%%", d->ops.v[o->op], o->count,
+                o->total * 1e-3, o->mean, 100 * o->share);
+        if (o->npredicted && o->measured > 0) fprintf(f, " %10.2f\n", o->predicted / o->measured);
+        else fprintf(f, " %10s\n", "-");
+    }
+}
+
+static void sm_print_workers(const sm_trace_data *d, const sm_trace_stats *s, FILE *f)
+{
+    char buf[96];
+    fprintf(f, "\n%-24s %8s %12s %12s %7s\n", "worker", "tasks", "busy ms", "idle ms", "busy");
+    for (int i = 0; i < s->nworkers; i++) {
+        const sm_worker_stat *w = &s->workers[i];
+        fprintf(f, "%-24s %8zu %12.3f %12.3f %6.1f%%\n",
+                sm_trace_lane_name(d, w->lane, buf, sizeof buf), w->tasks, w->busy * 1e-3,
+                w->idle * 1e-3, sm_pct(w->busy, s->makespan));
+    }
+}
+
+static void sm_print_stages(const sm_trace_stats *s, FILE *f)
+{
+    fprintf(f, "\n%-8s %8s %12s %12s %12s %7s\n", "stage", "workers", "span ms", "busy ms",
+            "bubble ms", "bubble");
+    for (int i = 0; i < s->nstages; i++) {
+        const sm_stage_stat *st = &s->stages[i];
+        if (st->workers == 0) continue;
+        fprintf(f, "%-8d %8d %12.3f %12.3f %12.3f %6.1f%%\n", st->stage, st->workers,
+                st->span * 1e-3, st->busy * 1e-3, st->bubble * 1e-3,
+                sm_pct(st->bubble, st->bubble + st->busy));
+    }
+}
+
+void sm_trace_stats_print(const sm_trace_data *d, const sm_trace_stats *s, const char *path,
+                            FILE *f)
+{
+    fprintf(f, "%s: %zu tasks in %lld step graphs on %d workers, makespan %.3f ms "
+               "(%.3f .. %.3f ms)\n", path, s->tasks, (long long)s->graphs, s->nworkers,
+            s->makespan * 1e-3, s->begin * 1e-3, s->end * 1e-3);
+    const char *cmd = sm_trace_meta_str(d, "command"), *sched = sm_trace_meta_str(d, "scheduler");
+    if (*cmd || *sched)
+        fprintf(f, "command %s, scheduler %s, StarPU %s, git %s\n", cmd, sched,
+                sm_trace_meta_str(d, "starpu_version"), sm_trace_meta_str(d, "git_revision"));
+    sm_print_ops(d, s, f);
+    sm_print_workers(d, s, f);
+    sm_print_stages(s, f);
+    fprintf(f, "\ncritical path  %.3f ms (%zu tasks; longest dependency chain of each step graph, "
+               "summed) = %.1f%% of the graphs' span %.3f ms (makespan %.3f ms)\n",
+            s->critical_path * 1e-3, s->critical_tasks, sm_pct(s->critical_path, s->graphs_span),
+            s->graphs_span * 1e-3, s->makespan * 1e-3);
+    fprintf(f, "overlap        %.3f ms of %.3f ms communication (%.1f%%) ran while another worker "
+               "computed\n", s->comm_overlapped * 1e-3, s->comm * 1e-3,
+            sm_pct(s->comm_overlapped, s->comm));
+}
+
+static json_t *sm_ops_json(const sm_trace_data *d, const sm_trace_stats *s)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < s->nops; i++) {
+        const sm_op_stat *o = &s->ops[i];
+        if (json_array_append_new(a, json_pack("{s:s,s:I,s:f,s:f,s:f,s:I,s:f,s:f}", "op",
+                                               d->ops.v[o->op], "count", (json_int_t)o->count,
+                                               "total_us", o->total, "mean_us", o->mean,
+                                               "share", o->share, "predicted_count",
+                                               (json_int_t)o->npredicted, "predicted_us",
+                                               o->predicted, "predicted_measured_us",
+                                               o->measured))) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static json_t *sm_workers_json(const sm_trace_data *d, const sm_trace_stats *s)
+{
+    char buf[96];
+    json_t *a = json_array();
+    for (int i = 0; a && i < s->nworkers; i++) {
+        const sm_worker_stat *w = &s->workers[i];
+        const sm_trace_lane *l = &d->lanes[w->lane];
+        if (json_array_append_new(a, json_pack("{s:s,s:i,s:i,s:I,s:f,s:f}", "name",
+                                               sm_trace_lane_name(d, w->lane, buf, sizeof buf),
+                                               "pid", l->pid, "tid", l->tid, "tasks",
+                                               (json_int_t)w->tasks, "busy_us", w->busy,
+                                               "idle_us", w->idle))) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static json_t *sm_stages_json(const sm_trace_stats *s)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < s->nstages; i++) {
+        const sm_stage_stat *st = &s->stages[i];
+        if (st->workers && json_array_append_new(
+                               a, json_pack("{s:i,s:i,s:f,s:f,s:f}", "stage", st->stage,
+                                            "workers", st->workers, "span_us", st->span,
+                                            "busy_us", st->busy, "bubble_us", st->bubble))) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+json_t *sm_trace_stats_json(const sm_trace_data *d, const sm_trace_stats *s)
+{
+    return json_pack("{s:I,s:I,s:f,s:f,s:f,s:f,s:o,s:o,s:o,s:{s:f,s:I,s:f},s:{s:f,s:f,s:f}}",
+                     "tasks", (json_int_t)s->tasks, "graphs", (json_int_t)s->graphs,
+                     "begin_us", s->begin, "end_us", s->end, "makespan_us", s->makespan,
+                     "busy_us", s->busy, "ops", sm_ops_json(d, s), "workers",
+                     sm_workers_json(d, s), "stages", sm_stages_json(s), "critical_path",
+                     "us", s->critical_path, "tasks", (json_int_t)s->critical_tasks,
+                     "graphs_span_us", s->graphs_span, "overlap", "communication_us", s->comm,
+                     "overlapped_us", s->comm_overlapped, "share",
+                     s->comm > 0 ? s->comm_overlapped / s->comm : 0.0);
+}
+
+int sm_trace_summary(const char *path, FILE *out, int json, sm_error *err)
+{
+    sm_trace_data d;
+    sm_trace_stats s;
+    int rc = sm_trace_load(&d, path, err);
+    if (rc == 0) rc = sm_trace_summarise(&d, &s, err);
+    if (rc == 0 && json) {
+        json_t *j = sm_trace_stats_json(&d, &s);
+        if (!j || json_dumpf(j, out, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) != 0)
+            rc = sm_fail(err, "%s: out of memory for the summary", path);
+        else fputc('\n', out);
+        json_decref(j);
+    } else if (rc == 0) {
+        sm_trace_stats_print(&d, &s, path, out);
+    }
+    if (rc == 0) sm_trace_stats_free(&s);
+    sm_trace_data_free(&d);
+    return rc;
+}

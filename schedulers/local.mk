@@ -1,0 +1,20 @@
+# schedulers/: scheduling policies by name (starmoe's ordered policy, plugin libraries, StarPU's
+# built-ins), the pipeline schedule generators, their timing simulator and its reports.
+libstarmoe_la_SOURCES += schedulers/registry.c schedulers/registry.h \
+	schedulers/ordered.c schedulers/ordered.h \
+	schedulers/schedule.c schedulers/schedule.h \
+	schedulers/simulate.c schedulers/simulate.h \
+	schedulers/render.c schedulers/render.h
+
+check_PROGRAMS += tests/test_schedule tests/test_ordered
+TESTS += tests/test_schedule tests/test_ordered tests/test_sched_cli.sh
+EXTRA_DIST += tests/test_sched_cli.sh docs/writing-a-policy.md docs/pipeline-schedules.md
+tests_test_schedule_LDADD = $(TEST_LIBS)
+tests_test_ordered_LDADD = $(TEST_LIBS)
+
+# The example policy plugin, a shared library (-rpath makes libtool build one) that
+# tests/test_sched_cli.sh loads with --sched-lib.
+check_LTLIBRARIES = examples/plugin_fifo.la
+examples_plugin_fifo_la_SOURCES = examples/plugin_fifo.c
+examples_plugin_fifo_la_LDFLAGS = -module -avoid-version -shared -rpath /nowhere $(AM_LDFLAGS)
+examples_plugin_fifo_la_LIBADD = $(STARPU_LIBS)

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Execution traces end to end: a TINY training run (the small settings of test_train.sh) traced
+# with --trace is checked by tests/trace_check (one slice per task, no lane overlapping itself,
+# every time inside the run, dependencies in time order, summary totals that add up); step
+# ranges, the Paje format (read back by pj_dump when pajeng is installed), eval and bench
+# traces, merging two ranks; the HTML report loaded in headless Chromium (lanes and task boxes
+# drawn, no script error; a screenshot is kept in tests/test_trace.out/); malformed trace files
+# and bad flags get errors naming the file.
+. "$(dirname "$0")/tap.sh"
+src=${STARMOE_SRCDIR:-..}
+check_tool=${TRACE_CHECK:-./tests/trace_check}
+out_dir=tests/test_trace.out
+mkdir -p "$TMP/corpus" "$out_dir"
+cp "$src"/model/*.c "$src"/tasks/*.c "$src"/io/*.c "$TMP/corpus/"
+small=(--set train.batch_size=4 --set train.seq_len=32 --set train.micro_batches=2
+       --set train.steps=3 --set train.warmup_steps=1 --set eval.every=2 --set eval.batches=2
+       --set checkpoint.every=2 --set log.every=1 --set data.val_fraction=0.1
+       --set data.doc_separator=\"\")
+train() { "$STARMOE" train --config "$src/examples/tiny.json" --data "$TMP/corpus" "${small[@]}" "$@"; }
+skip() { tap_n=$((tap_n + 1)); echo "ok $tap_n # SKIP $1"; }
+# each PASS/FAIL line of the checker becomes a TAP line
+checks() { # label, checker arguments...
+  local label=$1 line; shift
+  while IFS= read -r line; do
+    case $line in PASS\ *) ok 0 "$label: ${line#PASS }" ;; FAIL\ *) ok 1 "$label: ${line#FAIL }" ;; esac
+  done < <("$check_tool" "$@")
+}
+count() { grep -c "$1" "$2"; }
+
+# ---- a traced training run
+train --out "$TMP/run" --trace "$TMP/train.json" --trace-deps > "$TMP/train.log" 2>&1
+ok $? "train --trace --trace-deps runs ($(tail -1 "$TMP/train.log"))"
+"$STARMOE" trace summary "$TMP/train.json" --format json > "$TMP/summary.json"
+ok $? "trace summary --format json"
+checks "train" "$TMP/train.json" "$TMP/summary.json"
+[ "$(count '"kind":"train","tasks"' "$TMP/train.json")" -eq 3 ]; ok $? "one training step graph per step"
+[ "$(count '"kind":"eval","tasks"' "$TMP/train.json")" -eq 6 ]; ok $? "evaluation batches traced (2 at steps 0, 2 and 3)"
+grep -q '"cat":"evaluation"' "$TMP/train.json" && grep -q '"cat":"checkpoint"' "$TMP/train.json"
+ok $? "evaluation and checkpoint marks"
+grep -q '"cat":"communication"' "$TMP/train.json"; ok $? "dispatch/combine tasks in the communication category"
+grep -q '"name":"ready","ph":"C"' "$TMP/train.json" && grep -q '"name":"activation memory","ph":"C"' "$TMP/train.json"
+ok $? "ready-tasks and activation-memory counters"
+"$STARMOE" trace summary "$TMP/train.json" > "$TMP/summary.txt"
+ok $? "trace summary (text)"
+for k in "op family" "worker" "bubble" "critical path" "overlap"; do
+  grep -q "$k" "$TMP/summary.txt"; ok $? "the summary reports $k"
+done
+
+# ---- a step range: only step 2 (its training graph and the evaluation after it)
+train --out "$TMP/range" --trace "$TMP/range.json" --trace-steps 2:2 > /dev/null 2>&1
+ok $? "train --trace-steps 2:2 runs"
+checks "steps 2:2" "$TMP/range.json"
+[ "$(count '"kind":"train","tasks"' "$TMP/range.json")" -eq 1 ] && ! grep -q '"step":[013],' "$TMP/range.json"
+ok $? "only step 2 is traced"
+
+# ---- Paje
+train --out "$TMP/paje" --trace "$TMP/run.paje" --trace-format paje --trace-deps --trace-steps 1:1 > /dev/null 2>&1
+ok $? "train --trace-format paje runs"
+tasks=$(grep -o '"kind":"train","tasks":[0-9]*' "$TMP/train.json" | head -1 | sed 's/.*://')
+[ "$(count '^8 .* ST_Task W[0-9]* v[0-9]*$' "$TMP/run.paje")" -eq "$tasks" ]
+ok $? "a Paje state per task of the step ($tasks)"
+if command -v pj_dump > /dev/null; then
+  pj_dump "$TMP/run.paje" > "$TMP/paje.dump" 2> "$TMP/paje.err"
+  ok $? "pj_dump reads the Paje trace ($(head -c 200 "$TMP/paje.err"))"
+  [ "$(grep -c '^State' "$TMP/paje.dump")" -eq $((2 * tasks)) ]; ok $? "pj_dump sees every task (and the idle gaps)"
+else
+  skip "pajeng (pj_dump) not installed"
+  skip "pajeng (pj_dump) not installed"
+fi
+
+# ---- eval and bench traces
+"$STARMOE" eval --model "$FIXTURE" --inputs "$FIXTURE/inputs.safetensors" --trace "$TMP/eval.json" > "$TMP/eval.log" 2>&1
+ok $? "eval --trace runs"
+n=$(sed -n 's/.*tasks \([0-9]*\).*/\1/p' "$TMP/eval.log")
+[ -n "$n" ] && [ "$(count '"ph":"X"' "$TMP/eval.json")" -eq "$n" ]; ok $? "eval trace: one slice per task ($n)"
+"$STARMOE" bench --model "$FIXTURE" --batch 2 --seq 16 --reps 2 --warmup 1 --train --format json \
+  --trace "$TMP/bench.json" > "$TMP/bench.log" 2>&1
+ok $? "bench --trace runs"
+fwd=$(sed -n 's/.*"tasks_fwd":\([0-9]*\).*/\1/p' "$TMP/bench.log")
+step=$(sed -n 's/.*"tasks_step":\([0-9]*\).*/\1/p' "$TMP/bench.log")
+[ -n "$fwd" ] && [ "$(count '"ph":"X"' "$TMP/bench.json")" -eq $((3 * (fwd + step))) ]
+ok $? "bench trace: every timed step's tasks (3 x ($fwd + $step))"
+grep -q '"trace_s_median":' "$TMP/bench.log"; ok $? "bench reports the trace's writing time"
+checks "bench" "$TMP/bench.json"
+
+# ---- merging two ranks
+"$STARMOE" trace merge "$TMP/eval.json" "$TMP/eval.json" -o "$TMP/merged.json" > /dev/null
+ok $? "trace merge"
+"$STARMOE" trace summary "$TMP/merged.json" --format json > "$TMP/merged.sum"
+ok $? "a merged trace summarises"
+grep -q "\"tasks\": $((2 * n))," "$TMP/merged.sum" && [ "$(grep -c '"pid": 1' "$TMP/merged.sum")" -ge 1 ]
+ok $? "the merged trace holds both ranks' tasks under two pids"
+
+# ---- the HTML report in a real browser
+"$STARMOE" trace html "$TMP/train.json" -o "$out_dir/report.html" > /dev/null
+ok $? "trace html writes a report"
+! grep -qiE '<(script|link)[^>]* src=|https?://' "$out_dir/report.html"; ok $? "the report is self-contained (no external script, style or URL)"
+chromium_cmd() { # output flags..., page
+  local profile; profile=$(mktemp -d "$TMP/chromium.XXXXXX")
+  timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$profile" --window-size=1400,900 "$@" 2> /dev/null
+}
+# a page passes when its script drew lanes and boxes and reported no error
+page_ok() { # page
+  local body; body=$(chromium_cmd --dump-dom "file://$(realpath "$1")" | grep -o '<body[^>]*>')
+  echo "$body" > "$TMP/body"
+  echo "$body" | grep -qE 'data-lanes="[1-9]' && echo "$body" | grep -qE 'data-boxes="[1-9]' &&
+    ! echo "$body" | grep -q 'data-error='
+}
+if command -v chromium > /dev/null; then
+  page_ok "$out_dir/report.html"; ok $? "Chromium draws the lanes and task boxes, no script error ($(cat "$TMP/body"))"
+  grep -q "data-slices=\"$(count '"ph":"X"' "$TMP/train.json")\"" "$TMP/body"; ok $? "the page holds every task"
+  sed 's|</body>|<script>null.boom();</script></body>|' "$out_dir/report.html" > "$TMP/broken.html"
+  ! page_ok "$TMP/broken.html" && grep -q 'data-error=' "$TMP/body"; ok $? "a script error is caught (data-error)"
+  sed '/^<script>$/,/^<\/script>$/d' "$out_dir/report.html" > "$TMP/blank.html"
+  ! page_ok "$TMP/blank.html"; ok $? "a page that draws nothing fails the check"
+  chromium_cmd --dump-dom "file://$(realpath "$out_dir/report.html")#selftest" | grep -o '<body[^>]*>' > "$TMP/body"
+  grep -qE 'data-zoom="[1-9]' "$TMP/body" && grep -qE 'data-tip="[a-z_]+' "$TMP/body" && ! grep -q 'data-error=' "$TMP/body"
+  ok $? "the wheel zooms in and hovering a task shows its details ($(cat "$TMP/body"))"
+  rm -f "$out_dir/report.png"
+  chromium_cmd --screenshot="$(realpath "$out_dir")/report.png" "file://$(realpath "$out_dir/report.html")#selftest" > /dev/null
+  [ -s "$out_dir/report.png" ]; ok $? "screenshot (zoomed, a tooltip shown) saved in $out_dir/report.png"
+else
+  for i in 1 2 3 4 5 6; do skip "chromium not installed"; done
+fi
+
+# ---- malformed trace files and bad flags
+expect_error() { # name, pattern, command...
+  local name=$1 pattern=$2; shift 2
+  "$@" > "$TMP/out" 2>&1; local rc=$?
+  if [ $rc -ge 1 ] && [ $rc -le 2 ] && grep -qiE "$pattern" "$TMP/out"; then ok 0 "$name"
+  else ok 1 "$name (exit $rc: $(head -c 300 "$TMP/out"))"; fi
+}
+head -c 20000 "$TMP/eval.json" > "$TMP/truncated.json"
+printf '[{"ph":"X"}]\n' > "$TMP/array.json"
+printf '{"otherData":{"command":"train"}}\n' > "$TMP/noevents.json"
+printf '{"traceEvents":[\n{"ph":"M","name":"thread_name","pid":0,"tid":0,"args":{"name":"CPU 0"}},\n{"name":"a","ph":"X","ts":"soon","dur":1,"pid":0,"tid":0}]}\n' > "$TMP/wrongtype.json"
+printf '{"traceEvents":[1]}\n' > "$TMP/notevent.json"
+: > "$TMP/empty.json"
+for cmd in summary html; do
+  args=(); [ $cmd = html ] && args=(-o "$TMP/x.html")
+  expect_error "$cmd: missing file" "none.json.*cannot open" "$STARMOE" trace $cmd "$TMP/none.json" "${args[@]}"
+  expect_error "$cmd: truncated JSON" "truncated.json:[0-9]+: truncated" "$STARMOE" trace $cmd "$TMP/truncated.json" "${args[@]}"
+  expect_error "$cmd: not an object" "array.json:1: the top level is not a JSON object" "$STARMOE" trace $cmd "$TMP/array.json" "${args[@]}"
+  expect_error "$cmd: traceEvents missing" "noevents.json: no \"traceEvents\"" "$STARMOE" trace $cmd "$TMP/noevents.json" "${args[@]}"
+  expect_error "$cmd: event with a wrong type" "wrongtype.json:3: event 1 \(\"a\"\): \"ts\" must be a number" "$STARMOE" trace $cmd "$TMP/wrongtype.json" "${args[@]}"
+  expect_error "$cmd: event not an object" "notevent.json:1: event 0: an event must be a JSON object" "$STARMOE" trace $cmd "$TMP/notevent.json" "${args[@]}"
+  expect_error "$cmd: empty file" "empty.json: empty file" "$STARMOE" trace $cmd "$TMP/empty.json" "${args[@]}"
+done
+expect_error "--trace-steps backwards" "trace-steps '5:2'" train --out "$TMP/x" --trace "$TMP/x.json" --trace-steps 5:2
+expect_error "--trace-format unknown" "trace-format 'xml'" train --out "$TMP/x" --trace "$TMP/x.json" --trace-format xml
+expect_error "trace file in a missing folder" "nodir/t.json: cannot create" train --out "$TMP/x" --trace "$TMP/nodir/t.json"
+expect_error "trace without a subcommand" "usage" "$STARMOE" trace
+expect_error "trace html without -o" "usage" "$STARMOE" trace html "$TMP/train.json"
+tap_done
