@@ -102,20 +102,28 @@ static void attn_ctx_free(attn_ctx *a)
     free(a->kr);
 }
 
+/* Rotates S rows of H rope slices by +angle (sign 1) or -angle (sign -1) from src to dst; each
+ * side has its own row stride and head stride (the MLA layouts or the compact [S, H*dr]). */
+static void rope_rows(float *dst, size_t dld, size_t dhs, const float *src, size_t sld, size_t shs,
+                      const sm_mla_dims *m, int H, const float *cos_t, const float *sin_t,
+                      float sign)
+{
+    int half = m->dr / 2;
+    for (int s = 0; s < m->S; s++)
+        for (int h = 0; h < H; h++)
+            rope_rotate(dst + s * dld + h * dhs, src + s * sld + h * shs, cos_t + s * half,
+                        sin_t + s * half, m->dr, sign);
+}
+
 /* Rotates the rope slices of q (all heads) and k_rope of sequence b into a->qr, a->kr. */
 static void rotate_sequence(attn_ctx *a, int b, const float *q, const float *kv,
                             const float *cos_t, const float *sin_t)
 {
     const sm_mla_dims *m = a->m;
-    int half = m->dr / 2;
-    for (int s = 0; s < m->S; s++) {
-        size_t t = (size_t)b * m->S + s;
-        const float *c = cos_t + s * half, *sn = sin_t + s * half;
-        for (int h = 0; h < m->H; h++)
-            rope_rotate(a->qr + ((size_t)s * m->H + h) * m->dr,
-                        q + t * a->ldq + (size_t)h * a->dqk + m->dn, c, sn, m->dr, 1.0f);
-        rope_rotate(a->kr + (size_t)s * m->dr, kv + t * a->ldkv + m->dc, c, sn, m->dr, 1.0f);
-    }
+    size_t t0 = (size_t)b * m->S;
+    rope_rows(a->qr, (size_t)m->H * m->dr, m->dr, q + t0 * a->ldq + m->dn, a->ldq, a->dqk, m,
+              m->H, cos_t, sin_t, 1.0f);
+    rope_rows(a->kr, m->dr, 0, kv + t0 * a->ldkv + m->dc, a->ldkv, 0, m, 1, cos_t, sin_t, 1.0f);
 }
 
 /* Rotates the rope gradients of sequence b back by the opposite angle: dqr [S, H*dr] into the
@@ -124,15 +132,10 @@ static void unrotate_sequence(const attn_ctx *a, int b, float *dq, float *dkpe, 
                               const float *dkr, const float *cos_t, const float *sin_t)
 {
     const sm_mla_dims *m = a->m;
-    int half = m->dr / 2;
-    for (int s = 0; s < m->S; s++) {
-        size_t t = (size_t)b * m->S + s;
-        const float *c = cos_t + s * half, *sn = sin_t + s * half;
-        for (int h = 0; h < m->H; h++)
-            rope_rotate(dq + t * a->ldq + (size_t)h * a->dqk + m->dn,
-                        dqr + ((size_t)s * m->H + h) * m->dr, c, sn, m->dr, -1.0f);
-        rope_rotate(dkpe + t * m->dr, dkr + (size_t)s * m->dr, c, sn, m->dr, -1.0f);
-    }
+    size_t t0 = (size_t)b * m->S;
+    rope_rows(dq + t0 * a->ldq + m->dn, a->ldq, a->dqk, dqr, (size_t)m->H * m->dr, m->dr, m,
+              m->H, cos_t, sin_t, -1.0f);
+    rope_rows(dkpe + t0 * m->dr, m->dr, 0, dkr, m->dr, 0, m, 1, cos_t, sin_t, -1.0f);
 }
 
 /* Row-wise causal softmax in place on scores [S, S]: entries t > s become 0. */
