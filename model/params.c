@@ -14,7 +14,7 @@ static int sm_param_add(sm_model *m, sm_param *p, const char *name, int ndim, in
                         int64_t d1, int with_grad, sm_error *err)
 {
     int64_t shape[2] = {d0, d1};
-    char gname[256];
+    char gname[272];
     p->w = sm_tensor_new(m->g, name, SM_F32, SM_PARAM, ndim, shape, err);
     if (!p->w) return -1;
     p->g = NULL;
