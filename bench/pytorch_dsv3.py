@@ -82,6 +82,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "ref"))
+sys.dont_write_bytecode = True  # leave no __pycache__ in tests/ref
 import dsv3_reference as ref  # noqa: E402  (sets the default dtype to float64 on import)
 
 torch.set_default_dtype(torch.float32)
