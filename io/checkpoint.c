@@ -231,13 +231,6 @@ static int clean_stale(const char *run_dir, sm_error *err)
     return rc;
 }
 
-static int ensure_dir(const char *dir, sm_error *err)
-{
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return sm_fail(err, "%s: cannot create folder: %s", dir, strerror(errno));
-    return 0;
-}
-
 /* Renames run_dir/<name> to a .tmp-old-* folder (atomic), then deletes it. */
 static int retire(const char *run_dir, const char *name, sm_error *err)
 {
@@ -474,7 +467,7 @@ int sm_ckpt_save(const char *run_dir, int64_t step, const sm_config *model_cfg,
         return sm_fail(err, "checkpoint: needs a run folder, a model config, a state, a step "
                        ">= 0 and keep >= 1");
     if (check_tensors(weights, nweights, "weights", err) ||
-        check_tensors(optim, noptim, "optimizer", err) || ensure_dir(run_dir, err) ||
+        check_tensors(optim, noptim, "optimizer", err) || sm_mkdir_p(run_dir, err) ||
         clean_stale(run_dir, err))
         return -1;
     snprintf(name, sizeof name, STEP_FMT, (long long)step);

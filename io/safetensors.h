@@ -85,5 +85,7 @@ int sm_atomic_commit(sm_atomic_file *a, sm_error *err);
 void sm_atomic_abort(sm_atomic_file *a);
 /* The whole sequence for one buffer. */
 int sm_atomic_write_file(const char *path, const void *buf, size_t n, sm_error *err);
+/* Creates the folder and any missing parents (like mkdir -p); an existing folder is fine. */
+int sm_mkdir_p(const char *dir, sm_error *err);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- atomic file replacement ---- */
@@ -268,4 +269,21 @@ int sm_st_writer_write(sm_st_writer *w, const char *path, sm_error *err)
         rc = sm_atomic_commit(&a, err);
     free(header);
     return rc;
+}
+
+int sm_mkdir_p(const char *dir, sm_error *err)
+{
+    char path[4096];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof path) return sm_fail(err, "%s: folder name empty or too long", dir);
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0') continue;
+        char keep = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return sm_fail(err, "%s: cannot create folder %s: %s", dir, path, strerror(errno));
+        path[i] = keep;
+    }
+    return 0;
 }

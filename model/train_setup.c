@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "io/checkpoint.h"
+#include "io/safetensors.h"
 #include "tasks/dense_kernels.h"
 
 static int sm_setup_config(sm_trainer *t, const sm_train_opts *o, char *ckpt, size_t cap,
@@ -42,9 +43,7 @@ static int sm_setup_config(sm_trainer *t, const sm_train_opts *o, char *ckpt, si
         return sm_fail(err, "--steps %lld is beyond the schedule's train.steps %d",
                        (long long)t->last_step, t->rc.train.steps);
     snprintf(t->out, sizeof t->out, "%s", o->out);
-    if (mkdir(t->out, 0755) != 0 && access(t->out, W_OK) != 0)
-        return sm_fail(err, "%s: cannot create the run folder", t->out);
-    return 0;
+    return sm_mkdir_p(t->out, err);
 }
 
 /* The tokenizer: the checkpoint's copy, the configured file, or one trained on the corpus. */

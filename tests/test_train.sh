@@ -26,8 +26,9 @@ done
 [ -s "$TMP/a/loss.svg" ] && grep -q '<svg' "$TMP/a/loss.svg"; ok $? "loss.svg written"
 ls "$TMP/a" | grep -c '^step-' | grep -q '^3$'; ok $? "only the newest 3 checkpoints are kept"
 
-train --out "$TMP/b" > "$TMP/b.log" 2>&1
-diff <(losses "$TMP/a") <(losses "$TMP/b") > /dev/null; ok $? "same seed, same losses"
+train --out "$TMP/nest/ed/b" > "$TMP/b.log" 2>&1
+ok $? "a run folder whose parents do not exist yet is created"
+diff <(losses "$TMP/a") <(losses "$TMP/nest/ed/b") > /dev/null; ok $? "same seed, same losses"
 train --out "$TMP/s" --seed 99 > /dev/null 2>&1
 ! diff <(losses "$TMP/a") <(losses "$TMP/s") > /dev/null; ok $? "another seed, other losses"
 
