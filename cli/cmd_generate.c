@@ -59,6 +59,8 @@ static int sm_generate_text(const char *ckpt, const char *prompt, int ntokens,
     if (sm_generate_ids(m, ids, (int)nids, ntokens, rc.train.seq_len, so, &out, &nout, err) ||
         !(text = sm_tokenizer_decode(tok, out, nout, &len, err)))
         goto out;
+    /* a sample can stop inside a multi-byte character: print whole characters only */
+    for (int cut = 0; cut < 3 && len > 0 && !sm_utf8_valid(text, len); cut++) len--;
     fwrite(text, 1, len, stdout);
     printf("\n");
     ret = 0;
