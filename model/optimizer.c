@@ -1,5 +1,5 @@
-/* The optimizer as tasks: AdamW moments for every trainable parameter, grouped one task per
- * layer (plus the embedding and the head), the global-norm clip decision (which also skips a
+/* The optimizer as tasks: AdamW moments for every trainable parameter, grouped into tasks of
+ * about SM_GROUP_VALUES values, the global-norm clip decision (which also skips a
  * step whose loss or gradient is not finite), and the router bias update per MoE layer. */
 #include "model/model.h"
 
@@ -20,13 +20,35 @@ struct sm_optimizer {
     int64_t steps;
 };
 
-/* Group of parameter i: 0 the embedding, 1 + l for layer l, L + 1 the final norm and head. */
-static int sm_group_of(const sm_model *m, int i)
+/* Parameters per optimizer task: consecutive trainable parameters (checkpoint order) up to
+ * this many values, so the tasks are even enough to keep every worker busy at the end of the
+ * step, whatever the layer sizes. A fixed size: the grouping never depends on the machine. */
+#define SM_GROUP_VALUES (256 * 1024)
+
+/* group_of[i] for every parameter (-1 without gradient); returns the number of groups. */
+static int sm_assign_groups(const sm_model *m, int *group_of)
+{
+    int G = 0;
+    size_t filled = 0;
+    for (int i = 0; i < m->nall; i++) {
+        group_of[i] = -1;
+        if (!m->all[i].g) continue;
+        size_t n = m->all[i].w->numel;
+        if (G == 0 || (filled > 0 && filled + n > SM_GROUP_VALUES)) {
+            G++;
+            filled = 0;
+        }
+        group_of[i] = G - 1;
+        filled += n;
+    }
+    return G;
+}
+
+/* The layer a group's tasks are traced under: that of its first parameter, -1 outside. */
+static int sm_group_layer(const sm_param_group *g)
 {
     int l;
-    const char *name = m->all[i].w->name;
-    if (sscanf(name, "model.layers.%d.", &l) == 1) return 1 + l;
-    return strcmp(name, "model.embed_tokens.weight") == 0 ? 0 : m->cfg.num_hidden_layers + 1;
+    return g->n && sscanf(g->w[0]->name, "model.layers.%d.", &l) == 1 ? l : -1;
 }
 
 static int sm_group_alloc(sm_param_group *g, int n)
@@ -52,34 +74,40 @@ static sm_tensor *sm_state_new(sm_optimizer *o, const sm_tensor *w, const char *
 static int sm_optimizer_groups(sm_optimizer *o, sm_error *err)
 {
     sm_model *m = o->m;
-    int G = m->cfg.num_hidden_layers + 2, *count = calloc(G, sizeof *count);
+    int *group_of = calloc(m->nall ? m->nall : 1, sizeof *group_of);
+    int G = group_of ? sm_assign_groups(m, group_of) : 0, *count = calloc(G ? G : 1, sizeof *count);
     o->ngroups = G;
-    o->groups = calloc(G, sizeof *o->groups);
+    o->groups = calloc(G ? G : 1, sizeof *o->groups);
     o->states = calloc(2 * (size_t)m->nall, sizeof *o->states);
-    if (!count || !o->groups || !o->states) {
+    if (!group_of || !count || !o->groups || !o->states) {
         free(count);
+        free(group_of);
         return sm_fail(err, "out of memory for the optimizer");
     }
     for (int i = 0; i < m->nall; i++)
-        if (m->all[i].g) count[sm_group_of(m, i)]++;
+        if (group_of[i] >= 0) count[group_of[i]]++;
     for (int k = 0; k < G; k++)
         if (sm_group_alloc(&o->groups[k], count[k])) {
             free(count);
+            free(group_of);
             return sm_fail(err, "out of memory for the optimizer");
         }
     free(count);
     for (int i = 0; i < m->nall; i++) {
         if (!m->all[i].g) continue;
-        sm_param_group *g = &o->groups[sm_group_of(m, i)];
+        sm_param_group *g = &o->groups[group_of[i]];
         sm_tensor *w = m->all[i].w;
         g->w[g->n] = w;
         g->g[g->n] = m->all[i].g;
         g->decay[g->n] = w->ndim == 2 ? 1.0f : 0.0f;
         if (!(g->m[g->n] = sm_state_new(o, w, "exp_avg", err)) ||
-            !(g->v[g->n] = sm_state_new(o, w, "exp_avg_sq", err)))
+            !(g->v[g->n] = sm_state_new(o, w, "exp_avg_sq", err))) {
+            free(group_of);
             return -1;
+        }
         g->n++;
     }
+    free(group_of);
     return 0;
 }
 
@@ -150,13 +178,13 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
     int rc = 0;
     if (!r->backward) return sm_fail(err, "the optimizer needs a run with a backward pass");
     for (int k = 0; k < o->ngroups; k++) {
-        c.layer = k >= 1 && k <= m->cfg.num_hidden_layers ? k - 1 : -1;
+        c.layer = sm_group_layer(&o->groups[k]);
         rc |= sm_insert_grad_sumsq(&c, &o->groups[k], o->sumsq[k]);
     }
     c.layer = -1;
     rc |= sm_insert_clip_decide(&c, o->clip, o->sumsq, o->ngroups, r->loss, (float)hp->grad_clip);
     for (int k = 0; k < o->ngroups; k++) {
-        c.layer = k >= 1 && k <= m->cfg.num_hidden_layers ? k - 1 : -1;
+        c.layer = sm_group_layer(&o->groups[k]);
         rc |= sm_insert_adamw(&c, &o->groups[k], o->clip, &ahp);
     }
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
