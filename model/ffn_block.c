@@ -60,6 +60,19 @@ int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
     return rc ? -1 : 0;
 }
 
+/* Backward of a SwiGLU over all T tokens (the dense FFN, or the shared expert): dxn2 = its
+ * input gradient (overwritten), weight gradients accumulated. */
+static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f,
+                           sm_layer_acts *a, sm_tensor *dy)
+{
+    sm_ffn_shape s = sm_dense_shape(r, f->I);
+    int rc = sm_insert_swiglu_bwd_input(c, &s, a->dxn2, a->dh1, a->dh3, dy, a->h1, a->h3,
+                                        f->gate.w, f->up.w, f->down.w, 0);
+    rc |= sm_insert_swiglu_bwd_weight(c, &s, f->gate.g, f->up.g, f->down.g, dy, a->xn2, a->h1,
+                                      a->h3, a->dh1, a->dh3);
+    return rc;
+}
+
 /* dxn2 = shared expert's input grad, then += the experts' (via dispatch backward), then +=
  * the router's: a fixed order, whatever the schedule. */
 static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
@@ -80,12 +93,7 @@ static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
                                           a->xe[e], a->eh1[e], a->eh3[e], a->deh1[e], a->deh3[e]);
     }
     if (p->shared.I > 0) {
-        sm_ffn_shape s = sm_dense_shape(r, p->shared.I);
-        const sm_ffn_params *f = &p->shared;
-        rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxn2, a->dh1, a->dh3, dy, a->h1, a->h3,
-                                         f->gate.w, f->up.w, f->down.w, 0);
-        rc |= sm_insert_swiglu_bwd_weight(c, &s, f->gate.g, f->up.g, f->down.g, dy, a->xn2,
-                                          a->h1, a->h3, a->dh1, a->dh3);
+        rc |= sm_full_ffn_bwd(r, c, &p->shared, a, dy);
         have_dxn2 = 1;
     }
     rc |= sm_insert_moe_dispatch_bwd(c, rd, a->dxn2, a->dxe, a->plan, have_dxn2);
@@ -102,16 +110,7 @@ int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
     sm_layer_acts *a = &r->mb[mb].layers[l];
     sm_tensor *dres = r->mb[mb].dres;
     int d = cf->hidden_size, rc = 0;
-    if (p->moe) {
-        rc |= sm_moe_bwd(r, c, l, mb);
-    } else {
-        sm_ffn_shape s = sm_dense_shape(r, p->dense.I);
-        const sm_ffn_params *f = &p->dense;
-        rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxn2, a->dh1, a->dh3, dres, a->h1, a->h3,
-                                         f->gate.w, f->up.w, f->down.w, 0);
-        rc |= sm_insert_swiglu_bwd_weight(c, &s, f->gate.g, f->up.g, f->down.g, dres, a->xn2,
-                                          a->h1, a->h3, a->dh1, a->dh3);
-    }
+    rc |= p->moe ? sm_moe_bwd(r, c, l, mb) : sm_full_ffn_bwd(r, c, &p->dense, a, dres);
     rc |= sm_insert_rmsnorm_bwd(c, dres, d, p->post_norm.g, a->dxn2, a->x1, d, p->post_norm.w,
                                 a->rstd_post, r->T, d, 1);
     return rc ? -1 : 0;
