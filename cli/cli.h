@@ -7,10 +7,17 @@
 #include <starmoe/trace.h>
 
 /* Engine options every running command accepts ('--sched help' lists the policies). */
-enum { SM_OPT_SCHED_LIB = 0x200 };
+enum { SM_OPT_SCHED_LIB = 0x200, SM_OPT_PP, SM_OPT_DETERMINISTIC };
 #define SM_CLI_ENGINE_OPTS                                                                   \
     {"workers", required_argument, 0, 'w'}, {"sched", required_argument, 0, 'x'},           \
         {"sched-lib", required_argument, 0, SM_OPT_SCHED_LIB}
+
+/* Run options of bench: --pp N (pipeline ranks, with --sched naming a pipeline schedule) and
+ * --deterministic. */
+#define SM_CLI_RUN_OPTS                                                                      \
+    {"pp", required_argument, 0, SM_OPT_PP},                                                \
+        {"deterministic", no_argument, 0, SM_OPT_DETERMINISTIC}
+#define SM_CLI_RUN_USAGE "[--pp N] [--deterministic]"
 
 /* Trace options of the running commands (train, eval, bench); codes above any character. */
 enum { SM_OPT_TRACE = 0x100, SM_OPT_TRACE_STEPS, SM_OPT_TRACE_FORMAT, SM_OPT_TRACE_DEPS };
@@ -27,6 +34,10 @@ enum { SM_OPT_TRACE = 0x100, SM_OPT_TRACE_STEPS, SM_OPT_TRACE_FORMAT, SM_OPT_TRA
 int sm_cli_int(const char *flag, const char *s, long lo, long hi, long *out);
 /* Handles the engine options (returns 1 when opt was one of them, -1 on a bad value). */
 int sm_cli_engine_opt(int opt, const char *arg, sm_engine_opts *e);
+/* Handles the run options (returns 1 when opt was one of them, -1 on a bad value); call
+ * sm_cli_run_finish after parsing to take the pipeline schedule from --sched. */
+int sm_cli_run_opt(int opt, const char *arg, sm_run_opts *r);
+int sm_cli_run_finish(sm_run_opts *r, const sm_engine_opts *e);
 /* Handles the trace options (returns 1 when opt was one of them, -1 on a bad value). */
 int sm_cli_trace_opt(int opt, const char *arg, sm_trace_opts *o);
 /* Starts the engine, printing the error on failure. */

@@ -8,13 +8,13 @@
 static const char *sm_bench_usage =
     "(--config FILE.json | --model DIR) --batch B --seq T [--micro M] [--reps N] [--warmup N]\n"
     "       [--seed S] [--train] [--format text|json] [--workers N] [--sched NAME]\n"
-    "       " SM_CLI_TRACE_USAGE;
+    "       " SM_CLI_RUN_USAGE " " SM_CLI_TRACE_USAGE;
 
 static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
 {
     json_t *j = json_pack(
         "{s:b,s:i,s:i,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:f,s:f,s:f,"
-        "s:f,s:s,s:f}",
+        "s:f,s:s,s:f,s:i,s:s?,s:b}",
         "train", o->train, "batch", o->B, "seq", o->S, "micro_batches", o->micro, "workers", r->workers,
         "params", (json_int_t)r->params, "tokens_per_s", r->tokens_per_s,
         "step_s_median", r->step.median, "step_s_min", r->step.min, "step_s_max", r->step.max,
@@ -24,7 +24,8 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
         "submit_s_median", r->submit_s, "worker_busy_share", r->busy_share,
         "task_overhead_us", r->task_overhead_us, "overhead_share", r->overhead_share,
         "fwd_tokens_per_s", o->B * o->S / r->fwd.median, "scheduler", sm_engine_sched_name(),
-        "trace_s_median", r->trace_s);
+        "trace_s_median", r->trace_s, "pp", o->run.pp > 0 ? o->run.pp : 1, "pipeline",
+        o->run.pipeline, "deterministic", o->run.deterministic);
     char *s = json_dumps(j, JSON_COMPACT);
     puts(s);
     free(s);
@@ -33,8 +34,10 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
 
 static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
 {
-    printf("model %.2f M params, batch %d x seq %d, %d micro-batches, %d workers, sched %s\n",
-           r->params * 1e-6, o->B, o->S, o->micro, r->workers, sm_engine_sched_name());
+    printf("model %.2f M params, batch %d x seq %d, %d micro-batches, %d workers, sched %s, "
+           "pp %d%s\n", r->params * 1e-6, o->B, o->S, o->micro, r->workers,
+           sm_engine_sched_name(), o->run.pp > 0 ? o->run.pp : 1,
+           o->run.deterministic ? ", deterministic" : "");
     printf("forward        median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks)\n",
            r->fwd.median * 1e3, r->fwd.min * 1e3, r->fwd.max * 1e3, r->tasks_fwd);
     printf("%-14s median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks, %.2f GFLOP)\n",
@@ -58,7 +61,7 @@ int sm_cmd_bench(int argc, char **argv)
         {"warmup", required_argument, 0, 'W'}, {"seed", required_argument, 0, 'S'},
         {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
         {"train", no_argument, 0, 't'},
-        SM_CLI_ENGINE_OPTS, SM_CLI_TRACE_OPTS, {0, 0, 0, 0}};
+        SM_CLI_ENGINE_OPTS, SM_CLI_RUN_OPTS, SM_CLI_TRACE_OPTS, {0, 0, 0, 0}};
     sm_bench_opts o = {.B = 0, .S = 0, .micro = 1, .reps = 5, .warmup = 1, .seed = 1234,
                        .trace = SM_TRACE_OPTS_DEFAULT};
     sm_engine_opts e = {0};
@@ -67,6 +70,7 @@ int sm_cmd_bench(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int r = sm_cli_engine_opt(opt, optarg, &e);
+        if (!r) r = sm_cli_run_opt(opt, optarg, &o.run);
         if (!r) r = sm_cli_trace_opt(opt, optarg, &o.trace);
         if (r < 0) return 2;
         if (r) continue;
@@ -88,6 +92,7 @@ int sm_cmd_bench(int argc, char **argv)
     if ((!config_path == !o.model_dir) || !o.B || !o.S || optind < argc ||
         (strcmp(format, "text") && strcmp(format, "json")))
         return sm_cli_usage_error("bench", sm_bench_usage);
+    if (sm_cli_run_finish(&o.run, &e)) return 2;
     sm_error err = {{0}};
     sm_config cfg;
     if (config_path) {

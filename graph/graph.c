@@ -144,8 +144,6 @@ static sm_task_record *sm_record_task(sm_graph *g, const sm_task_meta *meta, con
     r->worker = -1;
     r->submit_us = r->ready_us = r->start_us = r->end_us = 0;
     r->predicted_us = NAN;
-    r->order = -1;
-    r->order_worker = -1;
     int n = snprintf(r->name, sizeof r->name, "%s", meta->op);
     if (meta->layer >= 0) n += snprintf(r->name + n, sizeof r->name - n, " L%d", meta->layer);
     if (meta->expert >= 0) n += snprintf(r->name + n, sizeof r->name - n, " e%d", meta->expert);

@@ -38,8 +38,13 @@ typedef struct sm_task_meta {
     int layer;                   /* -1 outside layers (embedding, head, loss) */
     int micro;                   /* micro-batch, -1 for step-wide tasks */
     int expert;                  /* routed expert, -1 otherwise */
-    int stage;                   /* pipeline stage, 0 without pipelining */
+    int stage;                   /* pipeline rank (stage) running it, 0 without pipelining */
     sm_phase phase;
+    /* for the "ordered" policies (schedulers/ordered.h): the task starts as number `order` of
+     * lane `lane`'s sequence (a lane is a set of workers, e.g. a pipeline rank's); order -1:
+     * unordered */
+    int64_t order;
+    int lane;
 } sm_task_meta;
 
 typedef struct sm_access {
@@ -60,10 +65,6 @@ typedef struct sm_task_record {
     int done, worker;
     double submit_us, ready_us, start_us, end_us;
     double predicted_us;         /* the perf model's expectation, NAN when not calibrated */
-    /* for the "ordered" policy (schedulers/ordered.h): the task runs on StarPU worker
-     * order_worker as number `order` of that worker's sequence; -1: unordered */
-    int64_t order;
-    int order_worker;
 } sm_task_record;
 
 typedef struct sm_graph sm_graph;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <starmoe/model.h>
 #include "io/config_json.h"
 
 #define TF(m, kind) SM_FIELD(sm_train_config, m, kind, SM_OPTIONAL)
@@ -42,6 +43,9 @@ static const sm_field log_fields[] = {
 static const sm_field engine_fields[] = {
     SM_FIELD(sm_engine_config, workers, SM_F_INT, SM_OPTIONAL),
     SM_FIELD(sm_engine_config, sched, SM_F_STR, SM_OPTIONAL),
+    SM_FIELD(sm_engine_config, sched_lib, SM_F_STR_OR_NULL, SM_OPTIONAL),
+    SM_FIELD(sm_engine_config, pp, SM_F_INT, SM_OPTIONAL),
+    SM_FIELD(sm_engine_config, deterministic, SM_F_BOOL, SM_OPTIONAL),
 };
 
 #define TABLE(fields) {fields, SM_COUNT(fields), NULL}
@@ -99,6 +103,7 @@ void sm_run_config_defaults(sm_run_config *rc)
     rc->checkpoint.keep = 3;
     rc->log.every = 1;
     rc->engine.workers = 2;
+    rc->engine.pp = 1;
     snprintf(rc->engine.sched, sizeof rc->engine.sched, "lws");
 }
 
@@ -129,7 +134,7 @@ static const range_rule range_rules[] = {
     RI(data.vocab_size, 1, 1 << 22),   RI(eval.every, 0, ANY),
     RI(eval.batches, 1, ANY),          RI(checkpoint.every, 0, ANY),
     RI(checkpoint.keep, 1, ANY),       RI(log.every, 1, ANY),
-    RI(engine.workers, 1, 64),
+    RI(engine.workers, 1, 64),         RI(engine.pp, 1, 64),
 };
 
 static int in_range(const range_rule *r, double v)
@@ -284,6 +289,13 @@ static int check_across(const sm_run_config *rc, const char *where, sm_error *er
     if (!rc->engine.sched[0])
         return sm_fail(err, "%s: field 'engine.sched': empty (name a StarPU policy such as "
                        "lws or eager)", where);
+    if (rc->engine.pp > 1 && !sm_run_pipeline_of(rc->engine.sched))
+        return sm_fail(err, "%s: field 'engine.pp': %d pipeline ranks need engine.sched naming a "
+                       "pipeline schedule (gpipe, 1f1b, zbh1, dualpipe or dualpipev), not '%s'",
+                       where, rc->engine.pp, rc->engine.sched);
+    if (rc->engine.pp > rc->engine.workers)
+        return sm_fail(err, "%s: field 'engine.pp': %d pipeline ranks need at least as many "
+                       "engine.workers (%d)", where, rc->engine.pp, rc->engine.workers);
     return 0;
 }
 

@@ -22,6 +22,7 @@ typedef struct sm_trace_task {
     int64_t step;
     const char *name, *op, *cat; /* "linear_fwd L1 mb0", "linear_fwd", "forward" */
     int micro, layer, expert, stage, worker;
+    int64_t order;               /* its number in its pipeline rank's program order, -1: none */
     int64_t submit_ns, ready_ns, start_ns, end_ns;
     double predicted_us;         /* NAN when the perf model had no prediction */
     double flops;

@@ -228,6 +228,8 @@ static void sm_task_args(sm_line *l, const sm_trace_task *t)
     ln_i64(l, t->expert);
     ln_lit(l, ",\"stage\":");
     ln_i64(l, t->stage);
+    ln_lit(l, ",\"order\":");
+    ln_i64(l, t->order);
     ln_lit(l, ",\"submit_us\":");
     ln_us(l, t->submit_ns);
     ln_lit(l, ",\"ready_us\":");

@@ -141,7 +141,17 @@ static void sm_micro_alloc(sm_alloc_ctx *a, sm_micro_acts *mb)
     if (!a->r->backward) return;
     mb->dlogits = ACT("dlogits", T, V);
     mb->dxf = ACT("dxf", T, d);
-    mb->dres = ACT("dres", T, d);
+    if (!(mb->dx = calloc(2 * L + 1, sizeof *mb->dx))) {
+        a->failed = 1;
+        sm_fail(a->err, "out of memory for the activations");
+        return;
+    }
+    for (int i = 0; i <= 2 * L; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "dx%d", i);
+        mb->dx[i] = a->r->split_dx || i == 0 ? ACT(a->r->split_dx ? name : "dres", T, d)
+                                             : mb->dx[0];
+    }
 }
 
 int sm_run_alloc(sm_run *r, sm_error *err)

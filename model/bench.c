@@ -113,8 +113,10 @@ static int sm_bench_trace(const sm_bench_opts *o, const sm_model *m, sm_tracer *
     if (!o->trace.path) return 0;
     char *text = sm_tracer_model_config(m);
     if (!text) return sm_fail(err, "%s: out of memory for the trace", o->trace.path);
-    snprintf(settings, sizeof settings, "batch %d, seq %d, micro-batches %d, warmup %d, reps %d%s",
-             o->B, o->S, o->micro, o->warmup, o->reps, o->train ? ", train" : "");
+    snprintf(settings, sizeof settings, "batch %d, seq %d, micro-batches %d, warmup %d, reps %d%s, "
+             "pipeline %s x %d%s", o->B, o->S, o->micro, o->warmup, o->reps,
+             o->train ? ", train" : "", o->run.pipeline ? o->run.pipeline : "none",
+             o->run.pp > 0 ? o->run.pp : 1, o->run.deterministic ? ", deterministic" : "");
     sm_trace_meta meta[] = {{"command", "bench"}, {"settings", settings}, {"config", text}};
     int rc = sm_tracer_open(t, &o->trace, meta, 3, err);
     free(text);
@@ -150,7 +152,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     sm_random_tokens(ids, n, m->cfg.vocab_size, &s);
     sm_random_tokens(tg, n, m->cfg.vocab_size, &s);
     if (!(fwd = sm_run_new(m, o->B, o->S, o->micro, 0, err)) ||
-        !(step = sm_run_new(m, o->B, o->S, o->micro, 1, err)) ||
+        !(step = sm_run_new_with(m, o->B, o->S, o->micro, 1, &o->run, err)) ||
         (o->train && !(opt = sm_optimizer_new(m, err))))
         goto out;
     sm_run_set_balance(step, o->train ? 1e-4 : 0.0);

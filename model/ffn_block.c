@@ -60,58 +60,71 @@ int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
     return rc ? -1 : 0;
 }
 
-/* Backward of a SwiGLU over all T tokens (the dense FFN, or the shared expert): dxn2 = its
- * input gradient (overwritten), weight gradients accumulated. */
+/* Backward of a SwiGLU over all T tokens (the dense FFN, or the shared expert): B writes
+ * dxn2 (its input gradient, overwritten), W accumulates the weight gradients. */
 static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f,
-                           sm_layer_acts *a, sm_tensor *dy)
+                           sm_layer_acts *a, sm_tensor *dy, int mb, int parts)
 {
     sm_ffn_shape s = sm_dense_shape(r, f->I);
-    int rc = sm_insert_swiglu_bwd_input(c, &s, a->dxn2, a->dh1, a->dh3, dy, a->h1, a->h3,
-                                        f->gate.w, f->up.w, f->down.w, 0);
-    rc |= sm_insert_swiglu_bwd_weight(c, &s, f->gate.g, f->up.g, f->down.g, dy, a->xn2, a->h1,
-                                      a->h3, a->dh1, a->dh3);
+    int rc = 0;
+    if (parts & SM_BWD_INPUT)
+        rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxn2, a->dh1, a->dh3, dy, a->h1, a->h3,
+                                         f->gate.w, f->up.w, f->down.w, 0);
+    if (parts & SM_BWD_WEIGHT)
+        rc |= sm_insert_swiglu_bwd_weight(c, &s, sm_grad(r, &f->gate, mb), sm_grad(r, &f->up, mb),
+                                          sm_grad(r, &f->down, mb), dy, a->xn2, a->h1, a->h3,
+                                          a->dh1, a->dh3);
     return rc;
 }
 
-/* dxn2 = shared expert's input grad, then += the experts' (via dispatch backward), then +=
- * the router's: a fixed order, whatever the schedule. */
-static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
+/* B: dxn2 = shared expert's input grad, then += the experts' (via dispatch backward), then +=
+ * the router's: a fixed order, whatever the schedule. W: every expert's weight gradients. */
+static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
 {
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
     const sm_router_dims *rd = &r->router;
-    sm_tensor *dy = r->mb[mb].dres;
-    int rc = 0, have_dxn2 = 0;
+    sm_tensor *dy = r->mb[mb].dx[2 * l + 2];
+    int rc = 0;
     for (int e = 0; e < rd->E; e++) {
         sm_ffn_shape s = sm_expert_shape(r, a->plan, e);
         const sm_ffn_params *f = &p->experts[e];
-        rc |= sm_insert_moe_combine_bwd(c, rd, e, a->dye[e], a->dge[e], dy, a->ye[e], a->w,
-                                        a->plan);
-        rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxe[e], a->deh1[e], a->deh3[e], a->dye[e],
-                                         a->eh1[e], a->eh3[e], f->gate.w, f->up.w, f->down.w, 0);
-        rc |= sm_insert_swiglu_bwd_weight(c, &s, f->gate.g, f->up.g, f->down.g, a->dye[e],
-                                          a->xe[e], a->eh1[e], a->eh3[e], a->deh1[e], a->deh3[e]);
+        if (parts & SM_BWD_INPUT) {
+            rc |= sm_insert_moe_combine_bwd(c, rd, e, a->dye[e], a->dge[e], dy, a->ye[e], a->w,
+                                            a->plan);
+            rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxe[e], a->deh1[e], a->deh3[e],
+                                             a->dye[e], a->eh1[e], a->eh3[e], f->gate.w, f->up.w,
+                                             f->down.w, 0);
+        }
+        if (parts & SM_BWD_WEIGHT)
+            rc |= sm_insert_swiglu_bwd_weight(c, &s, sm_grad(r, &f->gate, mb),
+                                              sm_grad(r, &f->up, mb), sm_grad(r, &f->down, mb),
+                                              a->dye[e], a->xe[e], a->eh1[e], a->eh3[e],
+                                              a->deh1[e], a->deh3[e]);
     }
-    if (p->shared.I > 0) {
-        rc |= sm_full_ffn_bwd(r, c, &p->shared, a, dy);
-        have_dxn2 = 1;
+    if (p->shared.I > 0) rc |= sm_full_ffn_bwd(r, c, &p->shared, a, dy, mb, parts);
+    if (parts & SM_BWD_INPUT) {
+        rc |= sm_insert_moe_dispatch_bwd(c, rd, a->dxn2, a->dxe, a->plan, p->shared.I > 0);
+        rc |= sm_insert_router_bwd(c, rd, &r->bal, a->dxn2, sm_grad(r, &p->router, mb), a->dge,
+                                   a->s, a->plan, a->xn2, p->router.w, 1);
     }
-    rc |= sm_insert_moe_dispatch_bwd(c, rd, a->dxn2, a->dxe, a->plan, have_dxn2);
-    rc |= sm_insert_router_bwd(c, rd, &r->bal, a->dxn2, p->router.g, a->dge, a->s, a->plan,
-                               a->xn2, p->router.w, 1);
     return rc;
 }
 
-/* On entry dres holds dL/dx2; on exit dL/dx1. */
-int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
+/* B turns dx[2l+2] (dL/dx2) into dx[2l+1] (dL/dx1); W adds the FFN's weight gradients. */
+int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
 {
     const sm_config *cf = &r->m->cfg;
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    sm_tensor *dres = r->mb[mb].dres;
+    sm_tensor *dy = r->mb[mb].dx[2 * l + 2], *dxo = r->mb[mb].dx[2 * l + 1];
     int d = cf->hidden_size, rc = 0;
-    rc |= p->moe ? sm_moe_bwd(r, c, l, mb) : sm_full_ffn_bwd(r, c, &p->dense, a, dres);
-    rc |= sm_insert_rmsnorm_bwd(c, dres, d, p->post_norm.g, a->dxn2, a->x1, d, p->post_norm.w,
-                                a->rstd_post, r->T, d, 1);
+    rc |= p->moe ? sm_moe_bwd(r, c, l, mb, parts)
+                 : sm_full_ffn_bwd(r, c, &p->dense, a, dy, mb, parts);
+    if (parts & SM_BWD_INPUT) {
+        rc |= sm_residual_grad_pass(c, dxo, dy);
+        rc |= sm_insert_rmsnorm_bwd(c, dxo, d, sm_grad(r, &p->post_norm, mb), a->dxn2, a->x1, d,
+                                    p->post_norm.w, a->rstd_post, r->T, d, 1);
+    }
     return rc ? -1 : 0;
 }

@@ -14,6 +14,7 @@
  * selection bias). */
 typedef struct sm_param {
     sm_tensor *w, *g;
+    int index;                   /* position in the model's checkpoint-order list */
 } sm_param;
 
 typedef struct sm_ffn_params {
@@ -61,26 +62,75 @@ typedef struct sm_layer_acts {
     sm_tensor **dye, **dge, **dxe, **deh1, **deh3;
 } sm_layer_acts;
 
+typedef struct sm_pipeline sm_pipeline;
+
 typedef struct sm_micro_acts {
     sm_tensor *ids, *targets;                /* [T] */
     sm_tensor **x;                           /* residual stream: x[0] embeddings .. x[L] */
     sm_layer_acts *layers;                   /* [L] */
     sm_tensor *xf, *rstd_f, *logits, *dlogits, *loss_part;
-    sm_tensor *dres, *dxf;                   /* residual-stream gradient, head input grad */
+    sm_tensor *dxf;                          /* head input gradient */
+    /* residual-stream gradients [2L+1]: dx[2l] at block l's input x[l], dx[2l+1] at its x1,
+     * dx[2L] at the final norm's input. One shared tensor updated in place, unless the run
+     * defers weight gradients (a pipeline): then each boundary has its own, so a late W task
+     * still reads the gradient it needs. */
+    sm_tensor **dx;
 } sm_micro_acts;
 
 struct sm_run {
     sm_model *m;
     int B, S, micro, Bm, T;                  /* T = Bm*S tokens per micro-batch */
     int backward;
+    int split_dx;                            /* one residual gradient per block boundary */
     sm_mla_dims mla;
     sm_router_dims router;
     sm_balance bal;                          /* sequence-wise balance loss (coef 0 = off) */
     sm_tensor *cos_t, *sin_t, *loss, *bal_total;
     sm_micro_acts *mb;                       /* [micro] */
+    sm_pipeline *pl;                         /* pipeline cut and order; NULL: none */
+    /* gradient copies: micro-batch mb accumulates its weight gradients into copy
+     * copy_of_micro[mb] (gcopy[c][param index], which may be the parameter's own g); the
+     * copies are summed into g in copy order at the end of the step. NULL: into g directly. */
+    int ncopies;
+    int *copy_of_micro;
+    sm_tensor ***gcopy;
     double submit_s;                         /* time the last step spent submitting tasks */
     int has_targets;                         /* the last step had targets (a loss) */
 };
+
+/* Where a parameter's gradient goes for micro-batch mb: its copy, or its own g. */
+sm_tensor *sm_grad(const sm_run *r, const sm_param *p, int mb);
+
+/* Layers [first, end) of one pipeline stage, with the embedding on the first stage and the
+ * final norm, head and loss on the last. */
+typedef struct sm_stage_span {
+    int first, end;
+    int embed, head;
+} sm_stage_span;
+
+/* Parts of a backward pass: input gradients (B), weight gradients (W), or both. */
+enum { SM_BWD_INPUT = 1, SM_BWD_WEIGHT = 2, SM_BWD_FULL = 3 };
+
+/* step.c: one stage's forward, and its backward parts, for micro-batch mb. */
+int sm_stage_fwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb);
+int sm_stage_bwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb, int parts);
+
+/* pipeline.c: cuts the run into the stages of a schedule, binds each rank to a lane of
+ * workers and sets up gradient copies (DualPipe's two directions, or one per micro-batch in
+ * deterministic mode); sm_pipeline_build submits a step's slots in a dependency-valid order
+ * with each rank's tasks numbered in its program order. */
+int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err);
+/* At the start of a step, before any of its tasks: every lane's sequence starts at 0. */
+int sm_pipeline_begin(sm_run *r, sm_error *err);
+int sm_pipeline_build(sm_run *r, sm_error *err);
+/* The run's schedule (NULL without a pipeline). */
+struct sm_pipe;
+const struct sm_pipe *sm_pipeline_pipe(const sm_run *r);
+/* Sums each gradient's copies into it (a no-op without copies). */
+int sm_pipeline_reduce(sm_run *r);
+void sm_pipeline_free(sm_run *r);
+/* Whether weight gradients may run late (per-boundary residual gradients needed). */
+int sm_pipeline_defers_weights(const sm_run_opts *o);
 
 /* Monotonic seconds. */
 double sm_now(void);
@@ -91,12 +141,18 @@ int sm_params_create(sm_model *m, sm_error *err);
 /* activations.c */
 int sm_run_alloc(sm_run *r, sm_error *err);
 
-/* attention_block.c: x1 = x + MLA(norm(x)); backward adds into r->mb[mb].dres. */
+/* attention_block.c: x1 = x + MLA(norm(x)); backward (parts: SM_BWD_*) turns dx[2l+1] into
+ * dx[2l]. */
 int sm_attention_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb);
-int sm_attention_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb);
+int sm_attention_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts);
 
-/* ffn_block.c: x2 = x1 + FFN(norm(x1)) (dense or MoE); backward adds into dres. */
+/* ffn_block.c: x2 = x1 + FFN(norm(x1)) (dense or MoE); backward turns dx[2l+2] into
+ * dx[2l+1]. */
 int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb);
-int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb);
+int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts);
+
+/* The residual gradient leaving a block backward: `out` starts as a copy of `in` when they
+ * are distinct tensors (then the block's norm backward adds into it). */
+int sm_residual_grad_pass(const sm_op_ctx *c, sm_tensor *out, sm_tensor *in);
 
 #endif

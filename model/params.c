@@ -18,6 +18,7 @@ static int sm_param_add(sm_model *m, sm_param *p, const char *name, int ndim, in
     p->w = sm_tensor_new(m->g, name, SM_F32, SM_PARAM, ndim, shape, err);
     if (!p->w) return -1;
     p->g = NULL;
+    p->index = m->nall;
     if (with_grad) {
         snprintf(gname, sizeof gname, "grad.%s", name);
         if (!(p->g = sm_tensor_new(m->g, gname, SM_F32, SM_GRAD, ndim, shape, err))) return -1;

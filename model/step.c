@@ -54,7 +54,8 @@ static int sm_run_setup(sm_run *r, sm_error *err)
     return 0;
 }
 
-sm_run *sm_run_new(sm_model *m, int B, int S, int micro, int backward, sm_error *err)
+sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
+                        const sm_run_opts *o, sm_error *err)
 {
     const sm_config *c = &m->cfg;
     if (B < 1 || S < 1 || micro < 1 || B % micro != 0) {
@@ -73,17 +74,23 @@ sm_run *sm_run_new(sm_model *m, int B, int S, int micro, int backward, sm_error 
         return NULL;
     }
     *r = (sm_run){.m = m, .B = B, .S = S, .micro = micro, .Bm = B / micro, .T = B / micro * S,
-                  .backward = backward};
-    if (sm_run_setup(r, err) || sm_run_alloc(r, err)) {
+                  .backward = backward, .split_dx = sm_pipeline_defers_weights(o)};
+    if (sm_run_setup(r, err) || sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
         sm_run_free(r);
         return NULL;
     }
     return r;
 }
 
+sm_run *sm_run_new(sm_model *m, int B, int S, int micro, int backward, sm_error *err)
+{
+    return sm_run_new_with(m, B, S, micro, backward, NULL, err);
+}
+
 void sm_run_free(sm_run *r)
 {
     if (!r) return;
+    sm_pipeline_free(r);
     for (int mb = 0; r->mb && mb < r->micro; mb++) {
         sm_micro_acts *a = &r->mb[mb];
         for (int l = 0; a->layers && l < r->m->cfg.num_hidden_layers; l++) {
@@ -94,73 +101,128 @@ void sm_run_free(sm_run *r)
         }
         free(a->layers);
         free(a->x);
+        free(a->dx);
     }
     free(r->mb);
     free(r);
 }
 
-static int sm_forward_micro(sm_run *r, int mb)
+sm_tensor *sm_grad(const sm_run *r, const sm_param *p, int mb)
 {
-    const sm_config *c = &r->m->cfg;
+    int c = r->copy_of_micro ? r->copy_of_micro[mb] : -1;
+    return c < 0 ? p->g : r->gcopy[c][p->index];
+}
+
+int sm_residual_grad_pass(const sm_op_ctx *c, sm_tensor *out, sm_tensor *in)
+{
+    return out == in ? 0 : sm_insert_copy(c, SM_BACKWARD_INPUT, out, in);
+}
+
+int sm_stage_fwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb)
+{
+    const sm_config *cf = &r->m->cfg;
     sm_micro_acts *a = &r->mb[mb];
-    sm_op_ctx ctx = {.g = r->m->g, .layer = -1, .micro = mb};
-    int L = c->num_hidden_layers, d = c->hidden_size, V = c->vocab_size;
-    int rc = sm_insert_embedding_fwd(&ctx, a->x[0], a->ids, r->m->embed.w, r->T, d);
-    for (int l = 0; l < L; l++) {
+    sm_op_ctx ctx = *c;
+    int L = cf->num_hidden_layers, d = cf->hidden_size, V = cf->vocab_size, rc = 0;
+    ctx.layer = -1;
+    if (sp->embed) rc |= sm_insert_embedding_fwd(&ctx, a->x[0], a->ids, r->m->embed.w, r->T, d);
+    for (int l = sp->first; l < sp->end; l++) {
         ctx.layer = l;
         rc |= sm_attention_block_fwd(r, &ctx, l, mb);
         rc |= sm_ffn_block_fwd(r, &ctx, l, mb);
     }
     ctx.layer = -1;
+    if (!sp->head) return rc;
     rc |= sm_insert_rmsnorm_fwd(&ctx, a->xf, a->rstd_f, a->x[L], d, r->m->final_norm.w, r->T, d,
-                                (float)c->rms_norm_eps);
+                                (float)cf->rms_norm_eps);
     rc |= sm_insert_linear_fwd(&ctx, a->logits, a->xf, r->m->head.w, NULL, r->T, d, V);
     rc |= sm_insert_cross_entropy(&ctx, a->loss_part, r->backward ? a->dlogits : NULL, a->logits,
                                   a->targets, r->T, V, 1.0f / ((float)r->B * r->S));
     return rc;
 }
 
-static int sm_backward_micro(sm_run *r, int mb)
+int sm_stage_bwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb, int parts)
 {
-    const sm_config *c = &r->m->cfg;
+    const sm_config *cf = &r->m->cfg;
     sm_micro_acts *a = &r->mb[mb];
-    sm_op_ctx ctx = {.g = r->m->g, .layer = -1, .micro = mb};
-    int L = c->num_hidden_layers, d = c->hidden_size, V = c->vocab_size;
     sm_model *m = r->m;
-    int rc = sm_insert_linear_bwd_input(&ctx, a->dxf, a->dlogits, m->head.w, r->T, d, V, 0);
-    rc |= sm_insert_linear_bwd_weight(&ctx, m->head.g, a->dlogits, a->xf, r->T, d, V);
-    rc |= sm_insert_rmsnorm_bwd(&ctx, a->dres, d, m->final_norm.g, a->dxf, a->x[L], d,
-                                m->final_norm.w, a->rstd_f, r->T, d, 0);
-    for (int l = L - 1; l >= 0; l--) {
+    sm_op_ctx ctx = *c;
+    int L = cf->num_hidden_layers, d = cf->hidden_size, V = cf->vocab_size, rc = 0;
+    ctx.layer = -1;
+    if (sp->head && (parts & SM_BWD_INPUT)) {
+        rc |= sm_insert_linear_bwd_input(&ctx, a->dxf, a->dlogits, m->head.w, r->T, d, V, 0);
+        rc |= sm_insert_rmsnorm_bwd(&ctx, a->dx[2 * L], d, sm_grad(r, &m->final_norm, mb),
+                                    a->dxf, a->x[L], d, m->final_norm.w, a->rstd_f, r->T, d, 0);
+    }
+    if (sp->head && (parts & SM_BWD_WEIGHT))
+        rc |= sm_insert_linear_bwd_weight(&ctx, sm_grad(r, &m->head, mb), a->dlogits, a->xf,
+                                          r->T, d, V);
+    for (int l = sp->end - 1; l >= sp->first; l--) {
         ctx.layer = l;
-        rc |= sm_ffn_block_bwd(r, &ctx, l, mb);
-        rc |= sm_attention_block_bwd(r, &ctx, l, mb);
+        rc |= sm_ffn_block_bwd(r, &ctx, l, mb, parts);
+        rc |= sm_attention_block_bwd(r, &ctx, l, mb, parts);
     }
     ctx.layer = -1;
-    rc |= sm_insert_embedding_bwd(&ctx, m->embed.g, a->ids, a->dres, r->T, d);
+    if (sp->embed && (parts & SM_BWD_WEIGHT))
+        rc |= sm_insert_embedding_bwd(&ctx, sm_grad(r, &m->embed, mb), a->ids, a->dx[0], r->T, d);
+    return rc;
+}
+
+/* Zeroes every gradient and gradient copy (step-wide, unordered tasks). */
+static int sm_zero_grads(sm_run *r)
+{
+    sm_model *m = r->m;
+    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1};
+    int rc = 0;
+    for (int i = 0; i < m->nall; i++) {
+        if (!m->all[i].g) continue;
+        rc |= sm_insert_zero(&step, m->all[i].g);
+        for (int c = 0; c < r->ncopies; c++)
+            if (r->gcopy[c][i] != m->all[i].g) rc |= sm_insert_zero(&step, r->gcopy[c][i]);
+    }
+    return rc;
+}
+
+/* The step's loss and balance loss: fixed-order sums of the micro-batches' parts. */
+static int sm_loss_sums(sm_run *r)
+{
+    sm_model *m = r->m;
+    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1};
+    int L = m->cfg.num_hidden_layers, nbal = 0, rc = 0;
+    sm_tensor *parts[r->micro], *bal_parts[r->micro * L + 1];
+    for (int mb = 0; mb < r->micro; mb++) parts[mb] = r->mb[mb].loss_part;
+    rc |= sm_insert_sum_scalars(&step, r->loss, parts, r->micro, 1.0f / ((float)r->B * r->S));
+    for (int mb = 0; mb < r->micro; mb++)
+        for (int l = 0; l < L; l++)
+            if (m->layers[l].moe) bal_parts[nbal++] = r->mb[mb].layers[l].bal_loss;
+    if (nbal) rc |= sm_insert_sum_scalars(&step, r->bal_total, bal_parts, nbal, 1.0f);
     return rc;
 }
 
 int sm_run_build(sm_run *r, sm_error *err)
 {
     sm_model *m = r->m;
-    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1};
-    int L = m->cfg.num_hidden_layers, nbal = 0;
-    sm_tensor *parts[r->micro], *bal_parts[r->micro * L + 1];
+    sm_op_ctx c = {.g = m->g, .layer = -1, .micro = -1};
+    sm_stage_span all = {0, m->cfg.num_hidden_layers, 1, 1};
     int rc = 0;
     sm_graph_step_begin(m->g);
-    for (int i = 0; r->backward && i < m->nall; i++)
-        if (m->all[i].g) rc |= sm_insert_zero(&step, m->all[i].g);
-    for (int mb = 0; mb < r->micro; mb++) {
-        rc |= sm_forward_micro(r, mb);
-        parts[mb] = r->mb[mb].loss_part;
+    if (r->pl && sm_pipeline_begin(r, err)) return -1;
+    if (r->backward) rc |= sm_zero_grads(r);
+    if (r->pl) {
+        if (sm_pipeline_build(r, err)) return -1;
+        rc |= sm_loss_sums(r);
+    } else {
+        for (int mb = 0; mb < r->micro; mb++) {
+            c.micro = mb;
+            rc |= sm_stage_fwd(r, &c, &all, mb);
+        }
+        rc |= sm_loss_sums(r);
+        for (int mb = 0; r->backward && mb < r->micro; mb++) {
+            c.micro = mb;
+            rc |= sm_stage_bwd(r, &c, &all, mb, SM_BWD_FULL);
+        }
     }
-    rc |= sm_insert_sum_scalars(&step, r->loss, parts, r->micro, 1.0f / ((float)r->B * r->S));
-    for (int mb = 0; mb < r->micro; mb++)
-        for (int l = 0; l < L; l++)
-            if (m->layers[l].moe) bal_parts[nbal++] = r->mb[mb].layers[l].bal_loss;
-    if (nbal) rc |= sm_insert_sum_scalars(&step, r->bal_total, bal_parts, nbal, 1.0f);
-    for (int mb = 0; r->backward && mb < r->micro; mb++) rc |= sm_backward_micro(r, mb);
+    if (r->backward) rc |= sm_pipeline_reduce(r);
     return rc ? sm_fail(err, "task submission failed") : 0;
 }
 

@@ -156,6 +156,7 @@ static int sm_trace_one(void *ctx, size_t i, const size_t *deps, int ndeps)
         .op = r->meta.op, .cat = sm_phase_name(r->meta.phase), .micro = r->meta.micro,
         .layer = r->meta.layer,
         .expert = r->meta.expert, .stage = r->meta.stage, .worker = r->worker,
+        .order = r->meta.order,
         .submit_ns = sm_trace_ns(t, r->submit_us), .ready_ns = sm_trace_ns(t, r->ready_us),
         .start_ns = sm_trace_ns(t, r->start_us), .end_ns = sm_trace_ns(t, r->end_us),
         .predicted_us = r->predicted_us, .flops = r->flops, .bytes = sm_task_bytes(t->g, r),

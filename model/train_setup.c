@@ -107,13 +107,17 @@ static int sm_setup_data(sm_trainer *t, const char *ckpt, sm_error *err)
 static int sm_setup_model(sm_trainer *t, sm_error *err)
 {
     const sm_train_config *tr = &t->rc.train;
-    sm_engine_opts e = {.ncpus = t->rc.engine.workers, .sched = t->rc.engine.sched};
+    const sm_engine_config *ec = &t->rc.engine;
+    sm_engine_opts e = {.ncpus = ec->workers, .sched = ec->sched,
+                        .sched_lib = ec->sched_lib[0] ? ec->sched_lib : NULL};
+    sm_run_opts ro = {.pipeline = sm_run_pipeline_of(ec->sched), .pp = ec->pp,
+                      .deterministic = ec->deterministic};
     if (sm_engine_init(&e, err)) return -1;
     t->engine_up = 1;
     if (!(t->m = sm_model_new(&t->rc.model, 1, err)) || !(t->opt = sm_optimizer_new(t->m, err)))
         return -1;
     sm_model_init_random(t->m, (uint64_t)tr->seed, t->rc.model.initializer_range);
-    t->run = sm_run_new(t->m, tr->batch_size, tr->seq_len, tr->micro_batches, 1, err);
+    t->run = sm_run_new_with(t->m, tr->batch_size, tr->seq_len, tr->micro_batches, 1, &ro, err);
     if (!t->run) return -1;
     sm_run_set_balance(t->run, tr->balance_alpha);
     if (t->has_val &&
@@ -127,11 +131,11 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
         double g = sm_sgemm_gflops(384, 0.1) * 1e9 * t->rc.engine.workers;
         if (g > t->peak_flops) t->peak_flops = g;
     }
-    printf("model: %.2f M parameters, %d layers, %d experts top-%d; engine: %d workers, %s; "
-           "peak %.1f GFLOP/s (SGEMM x %d)\n", sm_model_numel(t->m) * 1e-6,
+    printf("model: %.2f M parameters, %d layers, %d experts top-%d; engine: %d workers, %s, "
+           "pp %d%s; peak %.1f GFLOP/s (SGEMM x %d)\n", sm_model_numel(t->m) * 1e-6,
            t->rc.model.num_hidden_layers, t->rc.model.n_routed_experts,
-           t->rc.model.num_experts_per_tok, t->rc.engine.workers, sm_engine_sched_name(),
-           t->peak_flops * 1e-9, t->rc.engine.workers);
+           t->rc.model.num_experts_per_tok, ec->workers, sm_engine_sched_name(), ec->pp,
+           ec->deterministic ? ", deterministic" : "", t->peak_flops * 1e-9, ec->workers);
     return 0;
 }
 

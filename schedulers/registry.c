@@ -21,7 +21,8 @@ typedef struct sm_sched_lib {
     int lists;                   /* defines starpu_get_sched_lib_policies */
 } sm_sched_lib;
 
-static struct starpu_sched_policy *const sm_own[] = {&sm_ordered_policy};
+/* starmoe's own: the ordered family (ordered, gpipe, 1f1b, zbh1, dualpipe, dualpipev) */
+static struct starpu_sched_policy *const *const sm_own = sm_ordered_policies;
 static sm_sched_lib sm_libs[SM_MAX_LIBS];
 static int sm_nlibs;
 static sm_sched_entry sm_plugins[SM_MAX_PLUGIN_POLICIES];
@@ -38,7 +39,7 @@ static sm_sched_entry sm_entry(struct starpu_sched_policy *p, sm_sched_origin or
 
 static int sm_find_own(const char *name, sm_sched_entry *out)
 {
-    for (size_t i = 0; i < sizeof sm_own / sizeof *sm_own; i++)
+    for (int i = 0; i < sm_ordered_npolicies; i++)
         if (!strcmp(sm_own[i]->policy_name, name)) {
             *out = sm_entry(sm_own[i], SM_SCHED_STARMOE, NULL);
             return 1;
@@ -182,7 +183,7 @@ void sm_sched_print(FILE *f)
 {
     int major, minor, release;
     fprintf(f, "scheduling policies (--sched NAME)\nstarmoe:\n");
-    for (size_t i = 0; i < sizeof sm_own / sizeof *sm_own; i++)
+    for (int i = 0; i < sm_ordered_npolicies; i++)
         sm_print_policy(f, sm_own[i]->policy_name, sm_own[i]->policy_description);
     for (int l = 0; l < sm_nlibs; l++) {
         fprintf(f, "plugin %s:\n", sm_libs[l].path);

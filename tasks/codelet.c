@@ -6,6 +6,10 @@ int sm_op_insert(const sm_op_ctx *ctx, struct starpu_codelet *cl, const char *op
                  double flops)
 {
     sm_task_meta meta = {.op = op, .layer = ctx->layer, .micro = ctx->micro, .expert = expert,
-                         .stage = ctx->stage, .phase = phase};
+                         .stage = ctx->stage, .phase = phase, .order = -1, .lane = -1};
+    if (ctx->order_next) {
+        meta.lane = ctx->lane;
+        meta.order = ctx->order_next[ctx->lane]++;
+    }
     return sm_graph_insert(ctx->g, cl, &meta, acc, nacc, args, args_size, flops);
 }

@@ -26,6 +26,10 @@ typedef struct sm_op_ctx {
     int layer;                   /* -1 outside layers */
     int micro;                   /* -1 for step-wide tasks */
     int stage;
+    /* ordered tasks: each insert takes the next number of lane `lane`, order_next[lane]++;
+     * NULL: unordered */
+    int64_t *order_next;
+    int lane;
 } sm_op_ctx;
 
 /* Inserts through the graph with meta built from ctx. */

@@ -285,6 +285,43 @@ int sm_insert_sum_scalars(const sm_op_ctx *c, sm_tensor *out, sm_tensor **parts,
                         sizeof a, n);
 }
 
+static void sm_copy_cpu(void *b[], void *arg)
+{
+    (void)arg;
+    memcpy((void *)STARPU_VECTOR_GET_PTR(b[0]), (const void *)STARPU_VECTOR_GET_PTR(b[1]),
+           (size_t)STARPU_VECTOR_GET_NX(b[0]) * STARPU_VECTOR_GET_ELEMSIZE(b[0]));
+}
+SM_CODELET(copy, sm_copy_cpu);
+
+int sm_insert_copy(const sm_op_ctx *c, sm_phase phase, sm_tensor *dst, sm_tensor *src)
+{
+    sm_access acc[] = {SM_W(dst), SM_R(src)};
+    if (sm_tensor_bytes(dst) != sm_tensor_bytes(src)) return -1;
+    return sm_op_insert(c, &sm_cl_copy, "copy", phase, -1, acc, 2, NULL, 0, 0);
+}
+
+typedef struct { int n, accumulate; } sm_sum_tensors_args;
+
+static void sm_sum_tensors_cpu(void *b[], void *arg)
+{
+    const sm_sum_tensors_args *a = arg;
+    const float *src[a->n > 0 ? a->n : 1];
+    for (int i = 0; i < a->n; i++) src[i] = SM_BUF(b, 1 + i, float);
+    sm_sum_into(SM_BUF(b, 0, float), src, a->n, STARPU_VECTOR_GET_NX(b[0]), a->accumulate);
+}
+SM_CODELET(sum_tensors, sm_sum_tensors_cpu);
+
+int sm_insert_sum_tensors(const sm_op_ctx *c, sm_tensor *out, sm_tensor **srcs, int n,
+                          int accumulate)
+{
+    sm_sum_tensors_args a = {n, accumulate};
+    sm_access acc[n + 1];
+    acc[0] = SM_ACC(out, accumulate);
+    for (int i = 0; i < n; i++) acc[1 + i] = SM_R(srcs[i]);
+    return sm_op_insert(c, &sm_cl_sum_tensors, "grad_reduce", SM_COMM, -1, acc, n + 1, &a,
+                        sizeof a, (double)n * out->numel);
+}
+
 static void sm_zero_cpu(void *b[], void *arg)
 {
     memset((void *)STARPU_VECTOR_GET_PTR(b[0]), 0,

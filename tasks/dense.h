@@ -53,6 +53,12 @@ int sm_insert_cross_entropy(const sm_op_ctx *c, sm_tensor *loss_part, sm_tensor 
 /* out[0] = scale * sum of parts[i][0], i in order (a fixed reduction order). */
 int sm_insert_sum_scalars(const sm_op_ctx *c, sm_tensor *out, sm_tensor **parts, int n,
                           float scale);
+/* dst = src (whole tensors of one size). */
+int sm_insert_copy(const sm_op_ctx *c, sm_phase phase, sm_tensor *dst, sm_tensor *src);
+/* out = (or, with accumulate, +=) srcs[0] + srcs[1] + ... in that order: the reduction of a
+ * gradient's copies (DualPipe's two directions, deterministic per-micro-batch copies). */
+int sm_insert_sum_tensors(const sm_op_ctx *c, sm_tensor *out, sm_tensor **srcs, int n,
+                          int accumulate);
 /* t = 0 (e.g. gradients at the start of a step). */
 int sm_insert_zero(const sm_op_ctx *c, sm_tensor *t);
 /* An empty task reading and writing t: measures the runtime's own cost per task. */

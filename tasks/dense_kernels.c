@@ -184,6 +184,23 @@ double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targ
 /* ------------------------------------------------------------------------------------------ */
 /* Machine peak */
 
+void sm_sum_into(float *out, const float *const *src, int n, size_t numel, int accumulate)
+{
+    int k = 0;
+    if (!accumulate) {
+        if (n == 0) {
+            memset(out, 0, numel * sizeof *out);
+            return;
+        }
+        memcpy(out, src[0], numel * sizeof *out);
+        k = 1;
+    }
+    for (; k < n; k++) {
+        const float *s = src[k];
+        for (size_t i = 0; i < numel; i++) out[i] += s[i];
+    }
+}
+
 double sm_sgemm_gflops(int n, double seconds)
 {
     float *a = sm_kfloats((size_t)n * n, "peak A"), *b = sm_kfloats((size_t)n * n, "peak B");

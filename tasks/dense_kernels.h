@@ -6,6 +6,7 @@
 #ifndef STARMOE_DENSE_KERNELS_H
 #define STARMOE_DENSE_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* x[t] = E[ids[t]] ; E is [V, d]. ids are checked by the caller. */
@@ -48,6 +49,10 @@ void sm_swiglu_bwd_weight(float *dW1, float *dW3, float *dW2, const float *dy, c
  * scale * (softmax(logits[t]) - onehot(targets[t])). */
 double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int T, int V,
                         float scale);
+
+/* out = src[0] + src[1] + ... + src[n-1], added left to right (a fixed order); with accumulate
+ * out starts from its own value instead (out += src[0] + ...). src[i] must not alias out. */
+void sm_sum_into(float *out, const float *const *src, int n, size_t numel, int accumulate);
 
 /* Single-thread SGEMM speed on n x n matrices, timed for about `seconds`: the per-core peak the
  * trainer's MFU is measured against. */

@@ -57,6 +57,28 @@ typedef struct sm_run sm_run;
 /* `micro` micro-batches (must divide B) go into one graph, so they overlap; their gradients
  * are summed in micro-batch order. backward = 0 builds the forward (and loss) only. */
 sm_run *sm_run_new(sm_model *m, int B, int S, int micro, int backward, sm_error *err);
+
+/* Pipeline parallelism in one process and gradient determinism. */
+typedef struct sm_run_opts {
+    /* pipeline schedule "gpipe", "1f1b", "zbh1", "dualpipe" or "dualpipev" (NULL: none). The
+     * layers are cut into its stages, each pipeline rank gets a lane of the engine's workers,
+     * and every rank's tasks start in its program order; the policy in force must be one of
+     * the ordered ones (--sched with the same name). Needs a backward run. */
+    const char *pipeline;
+    int pp;                      /* pipeline ranks (1 with pipeline NULL) */
+    /* each micro-batch's weight gradients go to their own copy, summed in micro-batch order at
+     * the end of the step: results are bitwise the same whatever the schedule (with or without
+     * a pipeline), at the memory cost of one gradient copy per micro-batch */
+    int deterministic;
+} sm_run_opts;
+
+/* `sched` when it names a pipeline schedule (the ordered policy of that name runs it), else
+ * NULL: what the CLI puts in sm_run_opts.pipeline for --sched NAME. */
+const char *sm_run_pipeline_of(const char *sched);
+
+/* sm_run_new with options (NULL: the defaults of sm_run_new). */
+sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
+                        const sm_run_opts *o, sm_error *err);
 void sm_run_free(sm_run *r);
 
 /* Runs one step: ids and targets are [B, S] (targets may be NULL without backward; token ids
@@ -160,6 +182,7 @@ typedef struct sm_bench_opts {
     int reps, warmup;
     uint64_t seed;
     int train;                   /* the step includes the optimizer (AdamW, clipping, bias) */
+    sm_run_opts run;             /* pipeline and determinism of the timed training step */
     sm_trace_opts trace;         /* trace of every timed step (warm-up included), numbered from
                                     1: the forward steps, then the others; path NULL: none */
 } sm_bench_opts;

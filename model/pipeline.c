@@ -1,0 +1,234 @@
+/* Pipeline parallelism inside one process (docs/pipeline-schedules.md): a schedule from
+ * schedulers/schedule.h cuts the layers into stages; pipeline rank r is a lane of the engine's
+ * workers (schedulers/ordered.h) and runs its chunks' F, B, W and BW slots in its program
+ * order. A step's slots are submitted in the order of the schedule's simulated timeline, which
+ * respects every cross-rank dependency, so StarPU's data dependencies are those of the
+ * schedule. Gradient copies: DualPipe's two directions accumulate into two copies summed at
+ * the end of the step; in deterministic mode every micro-batch has its own copy, summed in
+ * micro-batch order. */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "schedulers/ordered.h"
+#include "schedulers/schedule.h"
+#include "schedulers/simulate.h"
+#include "tasks/dense.h"
+
+typedef struct sm_slot_ref {
+    double start;
+    int rank, slot;
+} sm_slot_ref;
+
+struct sm_pipeline {
+    sm_pipe *pipe;
+    sm_stage_span *span;         /* [pipe->nstages] */
+    int64_t *order_next;         /* [pp]: next order number of each rank's lane */
+    sm_slot_ref *order;          /* every slot, in submission order */
+    int nslots;
+};
+
+int sm_pipeline_defers_weights(const sm_run_opts *o)
+{
+    sm_pipe_policy p;
+    return o && o->pipeline && sm_pipe_policy_parse(o->pipeline, &p, NULL) == 0 &&
+           (p == SM_PIPE_ZBH1 || p == SM_PIPE_DUALPIPE || p == SM_PIPE_DUALPIPEV);
+}
+
+const char *sm_run_pipeline_of(const char *sched)
+{
+    sm_pipe_policy p;
+    return sched && sm_pipe_policy_parse(sched, &p, NULL) == 0 ? sched : NULL;
+}
+
+/* Copy c of every gradient; `own` makes copy c the gradient itself. */
+static int sm_copies_add(sm_run *r, int c, int own, const char *tag, sm_error *err)
+{
+    sm_model *m = r->m;
+    if (!(r->gcopy[c] = calloc(m->nall, sizeof *r->gcopy[c])))
+        return sm_fail(err, "out of memory for gradient copies");
+    for (int i = 0; i < m->nall; i++) {
+        sm_tensor *g = m->all[i].g;
+        char name[300];
+        if (!g) continue;
+        if (own) {
+            r->gcopy[c][i] = g;
+            continue;
+        }
+        snprintf(name, sizeof name, "%s.%s", tag, g->name);
+        if (!(r->gcopy[c][i] = sm_tensor_new(m->g, name, SM_F32, SM_GRAD, g->ndim, g->shape, err)))
+            return -1;
+    }
+    return 0;
+}
+
+/* ncopies copies, micro-batch mb going to copy mb * ncopies / micro; with own_first, copy 0 is
+ * the gradient itself. */
+static int sm_copies_setup(sm_run *r, int ncopies, int own_first, sm_error *err)
+{
+    r->ncopies = ncopies;
+    r->gcopy = calloc(ncopies, sizeof *r->gcopy);
+    r->copy_of_micro = calloc(r->micro, sizeof *r->copy_of_micro);
+    if (!r->gcopy || !r->copy_of_micro) return sm_fail(err, "out of memory for gradient copies");
+    for (int mb = 0; mb < r->micro; mb++) r->copy_of_micro[mb] = mb * ncopies / r->micro;
+    for (int c = 0; c < ncopies; c++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, ncopies == r->micro ? "mb%d" : "copy%d", c);
+        if (sm_copies_add(r, c, own_first && c == 0, tag, err)) return -1;
+    }
+    return 0;
+}
+
+static int sm_cmp_slot_ref(const void *a, const void *b)
+{
+    const sm_slot_ref *x = a, *y = b;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    if (x->rank != y->rank) return x->rank - y->rank;
+    return x->slot - y->slot;
+}
+
+/* Submission order: every slot by its start in the simulated timeline (unit costs). A slot
+ * starts only after the slots producing its inputs have ended, so this order is a topological
+ * order of the schedule; ties are between independent slots. */
+static int sm_order_slots(sm_pipeline *pl, sm_error *err)
+{
+    const sm_pipe *p = pl->pipe;
+    sm_pipe_costs unit = {1, 1, 1, 2};
+    sm_pipe_sim sim;
+    if (sm_pipe_simulate(p, &unit, &sim, err)) return -1;
+    pl->nslots = 0;
+    for (int r = 0; r < p->pp; r++) pl->nslots += p->nslots[r];
+    if (!(pl->order = malloc(pl->nslots * sizeof *pl->order))) {
+        sm_pipe_sim_free(&sim);
+        return sm_fail(err, "out of memory for the pipeline order");
+    }
+    int n = 0;
+    for (int r = 0; r < p->pp; r++)
+        for (int k = 0; k < p->nslots[r]; k++)
+            pl->order[n++] = (sm_slot_ref){sim.start[r][k], r, k};
+    sm_pipe_sim_free(&sim);
+    qsort(pl->order, pl->nslots, sizeof *pl->order, sm_cmp_slot_ref);
+    return 0;
+}
+
+/* Layers split as evenly as possible; embedding on the first stage, head on the last. */
+static int sm_cut_stages(sm_pipeline *pl, int L, sm_error *err)
+{
+    int S = pl->pipe->nstages;
+    if (!(pl->span = calloc(S, sizeof *pl->span)))
+        return sm_fail(err, "out of memory for the pipeline stages");
+    for (int s = 0; s < S; s++)
+        pl->span[s] = (sm_stage_span){s * L / S, (s + 1) * L / S, s == 0, s == S - 1};
+    return 0;
+}
+
+/* The engine side: the policy in force must order lanes, one lane per rank. */
+static int sm_bind_lanes(const sm_run *r, const sm_run_opts *o, sm_error *err)
+{
+    if (!sm_graph_executes(r->m->g)) return 0;
+    if (!sm_ordered_active())
+        return sm_fail(err, "pipeline '%s' needs an ordered scheduling policy: run with --sched "
+                            "%s (the policy in force is '%s')", o->pipeline, o->pipeline,
+                       sm_engine_sched_name());
+    if (o->pp > (int)starpu_worker_get_count())
+        return sm_fail(err, "pipeline '%s': %d ranks need at least %d workers (the engine has "
+                            "%u)", o->pipeline, o->pp, o->pp, starpu_worker_get_count());
+    return sm_ordered_set_lanes(o->pp, err);
+}
+
+int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
+{
+    sm_pipe_policy policy;
+    int pp = o && o->pp > 0 ? o->pp : 1;
+    if (o && o->deterministic && r->backward && sm_copies_setup(r, r->micro, 0, err)) return -1;
+    if (!o || !o->pipeline) {
+        if (pp > 1)
+            return sm_fail(err, "pp %d: pipeline parallelism needs a pipeline schedule "
+                                "(gpipe, 1f1b, zbh1, dualpipe or dualpipev)", pp);
+        return 0;
+    }
+    if (!r->backward)
+        return sm_fail(err, "pipeline '%s': a pipeline schedule needs a training (backward) "
+                            "step", o->pipeline);
+    if (sm_pipe_policy_parse(o->pipeline, &policy, err)) return -1;
+    if (!(r->pl = calloc(1, sizeof *r->pl))) return sm_fail(err, "out of memory");
+    sm_pipeline *pl = r->pl;
+    if (!(pl->pipe = sm_pipe_new(policy, pp, r->micro, err))) return -1;
+    if (!(pl->order_next = calloc(pp, sizeof *pl->order_next)))
+        return sm_fail(err, "out of memory");
+    if (sm_cut_stages(pl, r->m->cfg.num_hidden_layers, err) || sm_order_slots(pl, err))
+        return -1;
+    if (pl->pipe->ndirs == 2 && !r->ncopies && sm_copies_setup(r, 2, 1, err)) return -1;
+    return sm_bind_lanes(r, o, err);
+}
+
+/* One op of rank `rank`'s program: its chunk's stage, for its micro-batch. */
+static int sm_emit_op(sm_run *r, int rank, const sm_op *op)
+{
+    sm_pipeline *pl = r->pl;
+    int dir, stage;
+    sm_pipe_locate(pl->pipe, rank, op->chunk, &dir, &stage);
+    int mb = dir * sm_pipe_micro_per_dir(pl->pipe) + op->micro;
+    sm_op_ctx c = {.g = r->m->g, .layer = -1, .micro = mb, .stage = rank,
+                   .order_next = pl->order_next, .lane = rank};
+    const sm_stage_span *sp = &pl->span[stage];
+    switch (op->kind) {
+    case SM_OP_F: return sm_stage_fwd(r, &c, sp, mb);
+    case SM_OP_B: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_INPUT);
+    case SM_OP_W: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_WEIGHT);
+    case SM_OP_BW: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_FULL);
+    }
+    return -1;
+}
+
+const sm_pipe *sm_pipeline_pipe(const sm_run *r) { return r->pl ? r->pl->pipe : NULL; }
+
+int sm_pipeline_begin(sm_run *r, sm_error *err)
+{
+    memset(r->pl->order_next, 0, r->pl->pipe->pp * sizeof *r->pl->order_next);
+    return sm_graph_executes(r->m->g) ? sm_ordered_restart(err) : 0;
+}
+
+int sm_pipeline_build(sm_run *r, sm_error *err)
+{
+    sm_pipeline *pl = r->pl;
+    for (int i = 0; i < pl->nslots; i++) {
+        const sm_slot *s = &pl->pipe->slots[pl->order[i].rank][pl->order[i].slot];
+        for (int k = 0; k < s->nops; k++)
+            if (sm_emit_op(r, pl->order[i].rank, &s->op[k]))
+                return sm_fail(err, "task submission failed");
+    }
+    return 0;
+}
+
+int sm_pipeline_reduce(sm_run *r)
+{
+    sm_model *m = r->m;
+    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1};
+    int rc = 0;
+    for (int i = 0; r->ncopies && i < m->nall; i++) {
+        sm_tensor *g = m->all[i].g, *srcs[r->ncopies];
+        int n = 0, own = 0;
+        if (!g) continue;
+        for (int c = 0; c < r->ncopies; c++) {
+            if (r->gcopy[c][i] == g) own = 1;
+            else srcs[n++] = r->gcopy[c][i];
+        }
+        rc |= sm_insert_sum_tensors(&step, g, srcs, n, own);
+    }
+    return rc;
+}
+
+void sm_pipeline_free(sm_run *r)
+{
+    for (int c = 0; r->gcopy && c < r->ncopies; c++) free(r->gcopy[c]);
+    free(r->gcopy);
+    free(r->copy_of_micro);
+    if (!r->pl) return;
+    sm_pipe_free(r->pl->pipe);
+    free(r->pl->span);
+    free(r->pl->order_next);
+    free(r->pl->order);
+    free(r->pl);
+}

@@ -1,0 +1,263 @@
+/* Pipeline parallelism inside one process, on the official tiny config with PP = 2 over two
+ * workers: every pipeline schedule gives the loss and the gradients of the unpipelined step
+ * (bitwise where each stage has one gradient copy; DualPipe's two copies sum in another order,
+ * so it is bitwise in deterministic mode); each rank's lane starts its tasks in its program
+ * order, on its own worker; bad settings get errors. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <starmoe/model.h>
+#include "model/model.h"
+#include "schedulers/ordered.h"
+#include "schedulers/schedule.h"
+#include "tests/tap.h"
+#include "tests/testutil.h"
+
+enum { B = 8, S = 16, MICRO = 4, PP = 2 };
+
+static const char *const policies[] = {"gpipe", "1f1b", "zbh1", "dualpipe", "dualpipev"};
+
+typedef struct step_out {
+    double loss;
+    float *grads;                /* every gradient, concatenated */
+    size_t n;
+} step_out;
+
+static sm_config tiny_config(void)
+{
+    sm_config c;
+    sm_error err;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/fixtures/dsv3-tiny-a/config.json", tu_shared_dir());
+    if (sm_config_load_json(&c, path, &err)) tap_diag("%s", err.msg);
+    return c;
+}
+
+static void fill_tokens(int32_t *ids, int32_t *tg, int V)
+{
+    for (int i = 0; i < B * S; i++) {
+        ids[i] = (i * 37 + 11) % V;
+        tg[i] = (i * 53 + 5) % V;
+    }
+}
+
+static float *gather_grads(sm_model *m, size_t *n)
+{
+    size_t total = 0;
+    for (int i = 0; i < sm_model_nparams(m); i++)
+        if (sm_model_param_grad(m, i)) {
+            int64_t shape[4];
+            int nd = sm_model_param_shape(m, i, shape);
+            size_t k = 1;
+            for (int d = 0; d < nd; d++) k *= (size_t)shape[d];
+            total += k;
+        }
+    float *all = malloc(total * sizeof *all);
+    size_t at = 0;
+    for (int i = 0; i < sm_model_nparams(m); i++) {
+        const float *g = sm_model_param_grad(m, i);
+        int64_t shape[4];
+        int nd = sm_model_param_shape(m, i, shape);
+        size_t k = 1;
+        if (!g) continue;
+        for (int d = 0; d < nd; d++) k *= (size_t)shape[d];
+        memcpy(all + at, g, k * sizeof *all);
+        at += k;
+    }
+    *n = total;
+    return all;
+}
+
+/* (micro-batch, forward?) of each op of rank `rank`'s program, consecutive repeats dropped:
+ * what its lane must show when its tasks are sorted by start time. */
+static int expected_runs(const sm_pipe *p, int rank, int *micro, int *fwd)
+{
+    int n = 0;
+    for (int k = 0; k < p->nslots[rank]; k++)
+        for (int o = 0; o < p->slots[rank][k].nops; o++) {
+            const sm_op *op = &p->slots[rank][k].op[o];
+            int dir, stage;
+            sm_pipe_locate(p, rank, op->chunk, &dir, &stage);
+            int mb = dir * sm_pipe_micro_per_dir(p) + op->micro, f = op->kind == SM_OP_F;
+            if (n && micro[n - 1] == mb && fwd[n - 1] == f) continue;
+            micro[n] = mb;
+            fwd[n++] = f;
+        }
+    return n;
+}
+
+/* Backward tasks: their phase says so, or (routing communication) their op name. */
+static int is_backward(const sm_task_meta *m)
+{
+    return m->phase == SM_BACKWARD_INPUT || m->phase == SM_BACKWARD_WEIGHT ||
+           strstr(m->op, "_bwd") != NULL;
+}
+
+static const sm_task_record **by_start;
+
+static int cmp_start(const void *a, const void *b)
+{
+    const sm_task_record *x = *(const sm_task_record *const *)a;
+    const sm_task_record *y = *(const sm_task_record *const *)b;
+    if (x->start_us != y->start_us) return x->start_us < y->start_us ? -1 : 1;
+    return x->meta.order < y->meta.order ? -1 : x->meta.order > y->meta.order;
+}
+
+/* Each lane: its tasks ran on its worker, started in order 0, 1, 2, ..., and follow the
+ * rank's program. */
+static void check_lane_order(sm_run *r, const char *name)
+{
+    const sm_graph *g = r->m->g;
+    const sm_pipe *p = sm_pipeline_pipe(r);
+    size_t n = sm_graph_ntasks(g);
+    by_start = malloc(n * sizeof *by_start);
+    int *micro = malloc(n * sizeof *micro), *fwd = malloc(n * sizeof *fwd);
+    int *emicro = malloc(n * sizeof *emicro), *efwd = malloc(n * sizeof *efwd);
+    for (int lane = 0; lane < PP; lane++) {
+        size_t k = 0;
+        int in_order = 1, on_lane = 1, nrun = 0;
+        for (size_t i = 0; i < n; i++) {
+            const sm_task_record *t = sm_graph_task(g, i);
+            if (t->meta.lane == lane) by_start[k++] = t;
+        }
+        qsort(by_start, k, sizeof *by_start, cmp_start);
+        for (size_t i = 0; i < k; i++) {
+            const sm_task_record *t = by_start[i];
+            int f = !is_backward(&t->meta);
+            in_order &= t->meta.order == (int64_t)i;
+            on_lane &= t->done && sm_ordered_lane_of_worker(t->worker) == lane;
+            if (nrun && micro[nrun - 1] == t->meta.micro && fwd[nrun - 1] == f) continue;
+            micro[nrun] = t->meta.micro;
+            fwd[nrun++] = f;
+        }
+        int ne = expected_runs(p, lane, emicro, efwd);
+        int same = ne == nrun && !memcmp(micro, emicro, ne * sizeof *micro) &&
+                   !memcmp(fwd, efwd, ne * sizeof *fwd);
+        tap_ok(k > 0 && in_order, "%s: rank %d's %zu tasks started in order 0, 1, 2, ...", name,
+               lane, k);
+        tap_ok(on_lane, "%s: rank %d's tasks ran on its own worker", name, lane);
+        tap_ok(same, "%s: rank %d ran its program's F/B/W micro-batches in order (%d runs, %d "
+                     "expected)", name, lane, nrun, ne);
+    }
+    free(by_start);
+    free(micro);
+    free(fwd);
+    free(emicro);
+    free(efwd);
+}
+
+/* One forward + backward step; with check_order, the lanes' order is checked too. */
+static int step(sm_model *m, const sm_run_opts *o, const char *name, int check_order,
+                step_out *out)
+{
+    sm_error err = {{0}};
+    int32_t ids[B * S], tg[B * S];
+    sm_run *r = sm_run_new_with(m, B, S, MICRO, 1, o, &err);
+    if (!r) {
+        tap_diag("%s: %s", name, err.msg);
+        return -1;
+    }
+    fill_tokens(ids, tg, sm_model_config(m)->vocab_size);
+    sm_run_set_balance(r, 1e-3);
+    if (sm_run_step(r, ids, tg, &out->loss, &err)) {
+        tap_diag("%s: %s", name, err.msg);
+        sm_run_free(r);
+        return -1;
+    }
+    out->grads = gather_grads(m, &out->n);
+    if (check_order) check_lane_order(r, name);
+    sm_run_free(r);
+    return 0;
+}
+
+static int bitwise(const step_out *a, const step_out *b)
+{
+    return a->loss == b->loss && a->n == b->n && !memcmp(a->grads, b->grads, a->n * sizeof *a->grads);
+}
+
+static void test_schedules(sm_model *m)
+{
+    step_out ref, det;
+    sm_run_opts det_opts = {.deterministic = 1};
+    if (step(m, NULL, "no pipeline", 0, &ref) || step(m, &det_opts, "deterministic", 0, &det)) {
+        tap_ok(0, "reference steps");
+        return;
+    }
+    tap_ok(det.loss == ref.loss && tu_rel_frob(det.grads, ref.grads, ref.n) < 1e-6,
+           "deterministic mode without a pipeline: same loss, gradients within 1e-6 (%.2g)",
+           tu_rel_frob(det.grads, ref.grads, ref.n));
+    for (size_t i = 0; i < sizeof policies / sizeof *policies; i++) {
+        sm_run_opts o = {.pipeline = policies[i], .pp = PP};
+        step_out s, sd;
+        char name[64];
+        if (step(m, &o, policies[i], 1, &s)) {
+            tap_ok(0, "%s: pipelined step", policies[i]);
+            continue;
+        }
+        if (strcmp(policies[i], "dualpipe") != 0) {
+            tap_ok(bitwise(&s, &ref), "%s, pp %d: loss and every gradient bitwise equal to the "
+                                      "unpipelined step", policies[i], PP);
+        } else {
+            double e = tu_rel_frob(s.grads, ref.grads, ref.n);
+            tap_ok(s.loss == ref.loss && e < 1e-6, "dualpipe, pp %d: same loss, gradients of the "
+                   "two summed copies within 1e-6 (%.2g)", PP, e);
+        }
+        o.deterministic = 1;
+        snprintf(name, sizeof name, "%s deterministic", policies[i]);
+        if (step(m, &o, name, 0, &sd) == 0)
+            tap_ok(bitwise(&sd, &det), "%s: bitwise equal to the unpipelined deterministic step",
+                   name);
+        else
+            tap_ok(0, "%s: pipelined step", name);
+        free(s.grads);
+        free(sd.grads);
+    }
+    free(ref.grads);
+    free(det.grads);
+}
+
+static void expect_error(sm_model *m, int micro, int backward, const sm_run_opts *o,
+                         const char *needle, const char *what)
+{
+    sm_error err = {{0}};
+    sm_run *r = sm_run_new_with(m, B, S, micro, backward, o, &err);
+    tap_ok(!r && strstr(err.msg, needle), "%s: refused (%s)", what, err.msg);
+    sm_run_free(r);
+}
+
+static void test_errors(sm_model *m)
+{
+    expect_error(m, MICRO, 1, &(sm_run_opts){.pipeline = "1f1b", .pp = 3}, "workers",
+                 "3 ranks on 2 workers");
+    expect_error(m, 2, 1, &(sm_run_opts){.pipeline = "dualpipe", .pp = 2}, "micro",
+                 "dualpipe with 2 micro-batches");
+    expect_error(m, MICRO, 0, &(sm_run_opts){.pipeline = "gpipe", .pp = 2}, "backward",
+                 "a forward-only pipelined run");
+    expect_error(m, MICRO, 1, &(sm_run_opts){.pp = 2}, "pipeline schedule",
+                 "pp 2 without a schedule");
+    expect_error(m, MICRO, 1, &(sm_run_opts){.pipeline = "zb", .pp = 2}, "unknown",
+                 "an unknown schedule");
+}
+
+int main(void)
+{
+    sm_config c = tiny_config();
+    sm_error err = {{0}};
+    sm_engine_opts e = {.ncpus = 2, .sched = "dualpipe"};
+    if (sm_engine_init(&e, &err)) {
+        tap_ok(0, "engine: %s", err.msg);
+        return tap_done();
+    }
+    sm_model *m = sm_model_new(&c, 1, &err);
+    if (!m) {
+        tap_ok(0, "model: %s", err.msg);
+        sm_engine_shutdown();
+        return tap_done();
+    }
+    sm_model_init_random(m, 11, 0.02);
+    test_schedules(m);
+    test_errors(m);
+    sm_model_free(m);
+    sm_engine_shutdown();
+    return tap_done();
+}
