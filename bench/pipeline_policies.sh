@@ -4,7 +4,8 @@
 # (default 2), run in interleaved rounds (ROUNDS, default 2) so that machine noise hits every
 # policy alike. Prints per policy the median step time, tokens/s, the workers' idle share
 # (1 - busy share, measured in-process) and the ratio to lws; one traced step per pipeline
-# policy gives each stage's bubble (`starmoe trace summary`). Writes the table as JSON to
+# policy gives each stage's bubble: the share of the span of the stage's scheduled tasks (first
+# start to last end) that its lane did not spend on them. Writes the table as JSON to
 # bench/results/pipeline-DATE.json.
 #   STARMOE=build/starmoe CONFIG=configs/small.json BATCH=8 SEQ=256 MICRO=4 PP=2 \
 #     bash bench/pipeline_policies.sh
@@ -30,8 +31,7 @@ done
 for p in "${policies[@]}"; do
   [ "$p" = lws ] && continue
   "$starmoe" "${args[@]}" --reps 1 --sched "$p" --pp "$pp" --trace "$tmp/$p.trace.json" \
-    --trace-steps 3:3 > /dev/null
-  "$starmoe" trace summary "$tmp/$p.trace.json" --format json > "$tmp/$p.summary.json"
+    --trace-steps 4:4 > /dev/null
 done
 python3 - "$tmp" "$config" "$batch" "$seq" "$micro" "$pp" "$rounds" "${policies[@]}" <<'PY'
 import json, os, statistics, sys, time
@@ -44,11 +44,16 @@ for p in policies:
     row = {"policy": p, "pp": 1 if p == "lws" else int(pp), "step_s_median": step,
            "tokens_per_s": int(batch) * int(seq) / step, "idle_share": 1 - busy,
            "tasks_step": runs[0]["tasks_step"], "runs": len(runs)}
-    summ = os.path.join(tmp, p + ".summary.json")
-    if os.path.exists(summ):
-        stages = json.load(open(summ)).get("stages", [])
-        row["stage_bubble_share"] = {str(s["stage"]): s["bubble"] / s["span"] if s["span"] else 0
-                                     for s in stages}
+    trace = os.path.join(tmp, p + ".trace.json")
+    if os.path.exists(trace):
+        ev = [e for e in json.load(open(trace))["traceEvents"]
+              if e.get("ph") == "X" and e.get("args", {}).get("order", -1) >= 0]
+        share = {}
+        for st in sorted({e["args"]["stage"] for e in ev}):
+            mine = [e for e in ev if e["args"]["stage"] == st]
+            span = max(e["ts"] + e["dur"] for e in mine) - min(e["ts"] for e in mine)
+            share[str(st)] = 1 - sum(e["dur"] for e in mine) / span if span else 0
+        row["stage_bubble_share"] = share
     rows.append(row)
 base = rows[0]["step_s_median"]
 print("config %s, batch %s x seq %s, %s micro-batches, PP %s, %s rounds" % (config, batch, seq, micro, pp, rounds))

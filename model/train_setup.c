@@ -118,7 +118,18 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
         return -1;
     sm_model_init_random(t->m, (uint64_t)tr->seed, t->rc.model.initializer_range);
     t->run = sm_run_new_with(t->m, tr->batch_size, tr->seq_len, tr->micro_batches, 1, &ro, err);
+    if (!t->run && ro.pipeline) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        return sm_fail(err, "engine.sched '%s' with engine.pp %d and train.micro_batches %d: %s",
+                       ro.pipeline, ec->pp, tr->micro_batches, why);
+    }
     if (!t->run) return -1;
+    if (ro.pipeline) {
+        char cut[512];
+        sm_run_pipeline_summary(t->run, cut, sizeof cut);
+        printf("pipeline: %s\n", cut);
+    }
     sm_run_set_balance(t->run, tr->balance_alpha);
     if (t->has_val &&
         !(t->eval_run = sm_run_new(t->m, tr->batch_size, tr->seq_len, tr->micro_batches, 0, err)))

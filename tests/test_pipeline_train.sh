@@ -35,6 +35,11 @@ for p in gpipe 1f1b zbh1 dualpipe dualpipev; do
   ok $? "$p, pp 2, deterministic: losses bitwise those of the unpipelined deterministic run"
 done
 
+train --out "$TMP/flags" --sched 1f1b --pp 2 > /dev/null 2>&1
+ok $? "train --sched 1f1b --pp 2 (flags for engine.sched and engine.pp)"
+diff <(losses "$TMP/1f1b") <(losses "$TMP/flags") > /dev/null
+ok $? "the flags give the losses of --set engine.sched=1f1b --set engine.pp=2"
+
 # the trace: per stage (rank), ordered tasks start in order on that rank's own worker
 train --out "$TMP/tr" --set engine.sched=zbh1 --set engine.pp=2 --set train.steps=2 \
   --trace "$TMP/zbh1.json" --trace-steps 2:2 > /dev/null 2>&1
@@ -61,6 +66,11 @@ ok $? "the example plugin policy trains ($(grep -o 'engine: [^;]*' "$TMP/plugin.
 diff <(losses "$TMP/base") <(losses "$TMP/plugin") > /dev/null
 ok $? "plugin-fifo: losses bitwise those under lws"
 
+train --out "$TMP/plugin2" --sched-lib "$PLUGIN" --sched plugin-fifo > /dev/null 2>&1
+ok $? "train --sched-lib $PLUGIN --sched plugin-fifo"
+diff <(losses "$TMP/base") <(losses "$TMP/plugin2") > /dev/null
+ok $? "plugin-fifo through --sched-lib: losses bitwise those under lws"
+
 expect_fail() { # expect_fail NAME REGEX ARGS...
   local name=$1 re=$2; shift 2
   train --out "$TMP/bad" "$@" > "$TMP/bad.log" 2>&1
@@ -71,4 +81,5 @@ expect_fail "pp 2 under lws" "engine\.pp.*pipeline schedule" --set engine.pp=2
 expect_fail "pp 3 on 2 workers" "engine\.pp.*engine\.workers" --set engine.sched=1f1b --set engine.pp=3
 expect_fail "dualpipe with 2 micro-batches" "micro" --set engine.sched=dualpipe --set engine.pp=2 --set train.micro_batches=2
 expect_fail "missing plugin file" "nope\.so" --set engine.sched_lib=\"$TMP/nope.so\" --set engine.sched=plugin-fifo
+expect_fail "--pp 0" "pp" --pp 0
 tap_done

@@ -76,6 +76,10 @@ typedef struct sm_run_opts {
  * NULL: what the CLI puts in sm_run_opts.pipeline for --sched NAME. */
 const char *sm_run_pipeline_of(const char *sched);
 
+/* Writes how the run is cut into pipeline stages, e.g. "1f1b, 2 ranks: stage 0 = embedding +
+ * layers 0-1; stage 1 = layers 2-3 + head" (or "no pipeline"); returns snprintf's length. */
+int sm_run_pipeline_summary(const sm_run *r, char *buf, size_t n);
+
 /* sm_run_new with options (NULL: the defaults of sm_run_new). */
 sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                         const sm_run_opts *o, sm_error *err);
