@@ -14,7 +14,7 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
 {
     json_t *j = json_pack(
         "{s:b,s:i,s:i,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:f,s:f,s:f,"
-        "s:f,s:s,s:f,s:i,s:s?,s:b}",
+        "s:f,s:s,s:f,s:i,s:s?,s:b,s:s}",
         "train", o->train, "batch", o->B, "seq", o->S, "micro_batches", o->micro, "workers", r->workers,
         "params", (json_int_t)r->params, "tokens_per_s", r->tokens_per_s,
         "step_s_median", r->step.median, "step_s_min", r->step.min, "step_s_max", r->step.max,
@@ -25,7 +25,7 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
         "task_overhead_us", r->task_overhead_us, "overhead_share", r->overhead_share,
         "fwd_tokens_per_s", o->B * o->S / r->fwd.median, "scheduler", sm_engine_sched_name(),
         "trace_s_median", r->trace_s, "pp", o->run.pp > 0 ? o->run.pp : 1, "pipeline",
-        o->run.pipeline, "deterministic", o->run.deterministic);
+        o->run.pipeline, "deterministic", o->run.deterministic, "stages", r->pipeline);
     char *s = json_dumps(j, JSON_COMPACT);
     puts(s);
     free(s);
@@ -38,6 +38,7 @@ static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
            "pp %d%s\n", r->params * 1e-6, o->B, o->S, o->micro, r->workers,
            sm_engine_sched_name(), o->run.pp > 0 ? o->run.pp : 1,
            o->run.deterministic ? ", deterministic" : "");
+    if (o->run.pipeline) printf("pipeline       %s\n", r->pipeline);
     printf("forward        median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks)\n",
            r->fwd.median * 1e3, r->fwd.min * 1e3, r->fwd.max * 1e3, r->tasks_fwd);
     printf("%-14s median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks, %.2f GFLOP)\n",

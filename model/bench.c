@@ -172,6 +172,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     res->gflops_per_s = res->flops_step / res->step.median * 1e-9;
     res->workers = (int)starpu_worker_get_count();
     res->params = sm_model_numel(m);
+    sm_run_pipeline_summary(step, res->pipeline, sizeof res->pipeline);
     res->task_overhead_us = sm_empty_task_us(m);
     res->overhead_share = res->tasks_step * res->task_overhead_us * 1e-6 / res->step.median;
     rc = 0;

@@ -8,7 +8,6 @@
  * micro-batch order. */
 #include "model/model.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,66 +112,6 @@ static int sm_order_slots(sm_pipeline *pl, sm_error *err)
     return 0;
 }
 
-/* Forward flops per token of layer l (sequence length S): the MLA projections and causal
- * attention, then the dense FFN or the routed (top-K) and shared experts with the router. The
- * backward costs about twice as much everywhere, so the ratios are what matter. */
-static double sm_layer_cost(const sm_config *c, int l, int S)
-{
-    double d = c->hidden_size, H = c->num_attention_heads, dq = c->q_lora_rank;
-    double dc = c->kv_lora_rank, dr = c->qk_rope_head_dim, dn = c->qk_nope_head_dim;
-    double dv = c->v_head_dim, dqk = dn + dr, mi = c->moe_intermediate_size;
-    double q = dq > 0 ? 2 * (d * dq + dq * H * dqk) : 2 * d * H * dqk;
-    double att = q + 2 * (d * (dc + dr) + dc * H * (dn + dv) + H * dv * d) +
-                 H * S * (dqk + dv);
-    double ffn = sm_config_layer_is_moe(c, l)
-                     ? 6 * d * mi * (c->num_experts_per_tok + c->n_shared_experts) +
-                           2 * d * c->n_routed_experts
-                     : 6 * d * c->intermediate_size;
-    return att + ffn;
-}
-
-/* Cuts the layers into nstages contiguous spans (possibly empty) so that the costliest stage,
- * counting the head on the last one, is as cheap as possible (dynamic programming over the
- * cut points); the embedding goes with the first stage. */
-static int sm_cut_stages(sm_pipeline *pl, const sm_config *c, int S, sm_error *err)
-{
-    int NS = pl->pipe->nstages, L = c->num_hidden_layers;
-    double *pre = calloc(L + 1, sizeof *pre), *best = malloc((size_t)(NS + 1) * (L + 1) * sizeof *best);
-    int *cut = malloc((size_t)(NS + 1) * (L + 1) * sizeof *cut);
-    pl->span = calloc(NS, sizeof *pl->span);
-    if (!pre || !best || !cut || !pl->span) {
-        free(pre);
-        free(best);
-        free(cut);
-        return sm_fail(err, "out of memory for the pipeline stages");
-    }
-    for (int l = 0; l < L; l++) pre[l + 1] = pre[l] + sm_layer_cost(c, l, S);
-    double head = 2.0 * c->hidden_size * c->vocab_size;
-    /* best[s][e]: the least possible max cost of stages 0..s-1 holding layers [0, e) */
-    for (int e = 0; e <= L; e++) best[e] = e ? HUGE_VAL : 0;
-    for (int s = 1; s <= NS; s++)
-        for (int e = 0; e <= L; e++) {
-            double b = HUGE_VAL;
-            int at = 0;
-            for (int f = 0; f <= e; f++) {
-                double own = pre[e] - pre[f] + (s == NS ? head : 0);
-                double v = fmax(best[(s - 1) * (L + 1) + f], own);
-                if (v < b) b = v, at = f;
-            }
-            best[s * (L + 1) + e] = b;
-            cut[s * (L + 1) + e] = at;
-        }
-    for (int s = NS, e = L; s >= 1; s--) {
-        int f = cut[s * (L + 1) + e];
-        pl->span[s - 1] = (sm_stage_span){f, e, s == 1, s == NS};
-        e = f;
-    }
-    free(pre);
-    free(best);
-    free(cut);
-    return 0;
-}
-
 /* The engine side: the policy in force must order lanes, one lane per rank. */
 static int sm_bind_lanes(const sm_run *r, const sm_run_opts *o, sm_error *err)
 {
@@ -207,7 +146,9 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
     if (!(pl->pipe = sm_pipe_new(policy, pp, r->micro, err))) return -1;
     if (!(pl->order_next = calloc(pp, sizeof *pl->order_next)))
         return sm_fail(err, "out of memory");
-    if (sm_cut_stages(pl, &r->m->cfg, r->S, err) || sm_order_slots(pl, err))
+    if (!(pl->span = calloc(pl->pipe->nstages, sizeof *pl->span)))
+        return sm_fail(err, "out of memory for the pipeline stages");
+    if (sm_stage_cut(pl->pipe, &r->m->cfg, r->S, pl->span, err) || sm_order_slots(pl, err))
         return -1;
     if (pl->pipe->ndirs == 2 && !r->ncopies && sm_copies_setup(r, 2, 1, err)) return -1;
     return sm_bind_lanes(r, o, err);

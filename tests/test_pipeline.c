@@ -216,6 +216,37 @@ static void test_schedules(sm_model *m)
     free(det.grads);
 }
 
+/* Stage cuts of the SMALL config for every schedule at PP 2 and 4: contiguous spans covering
+ * every layer once, the embedding on the first stage only, the head on the last only. */
+static void test_stage_cuts(void)
+{
+    const char *src = getenv("STARMOE_SRCDIR");
+    char path[1100];
+    sm_config c;
+    sm_error err = {{0}};
+    snprintf(path, sizeof path, "%s/configs/small.json", src ? src : "..");
+    if (sm_config_load_json(&c, path, &err)) {
+        tap_ok(0, "%s", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < sizeof policies / sizeof *policies; i++)
+        for (int pp = 2; pp <= 4; pp += 2) {
+            sm_pipe_policy pol;
+            sm_pipe_policy_parse(policies[i], &pol, NULL);
+            sm_pipe *p = sm_pipe_new(pol, pp, 4 * pp, &err);
+            sm_stage_span span[16];
+            int ok = p && sm_stage_cut(p, &c, 256, span, &err) == 0, at = 0;
+            for (int s = 0; ok && s < p->nstages; s++) {
+                ok &= span[s].first == at && span[s].end >= at;
+                ok &= span[s].embed == (s == 0) && span[s].head == (s == p->nstages - 1);
+                at = span[s].end;
+            }
+            tap_ok(ok && at == c.num_hidden_layers, "%s, pp %d: %d stages cover the %d layers in "
+                   "order", policies[i], pp, p ? p->nstages : 0, c.num_hidden_layers);
+            sm_pipe_free(p);
+        }
+}
+
 static void expect_error(sm_model *m, int micro, int backward, const sm_run_opts *o,
                          const char *needle, const char *what)
 {
@@ -257,6 +288,7 @@ int main(void)
     sm_model_init_random(m, 11, 0.02);
     test_schedules(m);
     test_errors(m);
+    test_stage_cuts();
     sm_model_free(m);
     sm_engine_shutdown();
     return tap_done();

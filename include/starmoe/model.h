@@ -208,6 +208,7 @@ typedef struct sm_bench_result {
     double trace_s;              /* median time a step spent writing its trace (0 without) */
     int workers;
     size_t params;
+    char pipeline[512];          /* the stage cut (sm_run_pipeline_summary) */
 } sm_bench_result;
 
 /* Times `warmup` + `reps` forward and forward+backward steps on seeded random tokens. */
