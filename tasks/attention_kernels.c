@@ -65,6 +65,7 @@ double sm_mla_softmax_scale(int dqk, const sm_yarn *yarn)
 
 /* y = x rotated by +angle (sign 1) or -angle (sign -1) on interleaved pairs (x[2j], x[2j+1]);
  * c, s are the cos/sin row of the position. The backward of a rotation is the opposite one. */
+SM_SIMD_KERNEL
 static void rope_rotate(float *y, const float *x, const float *c, const float *s, int dr,
                         float sign)
 {
@@ -139,6 +140,7 @@ static void unrotate_sequence(const attn_ctx *a, int b, float *dq, float *dkpe, 
 }
 
 /* Row-wise causal softmax in place on scores [S, S]: entries t > s become 0. */
+SM_SIMD_KERNEL
 static void causal_softmax(float *p, int S)
 {
     for (int s = 0; s < S; s++) {
@@ -154,6 +156,7 @@ static void causal_softmax(float *p, int S)
 }
 
 /* In place on dP [S, S]: dscores = scale * P * (dP - sum_t P dP), row by row. */
+SM_SIMD_KERNEL
 static void softmax_bwd(float *dp, const float *p, int S, float scale)
 {
     for (int s = 0; s < S; s++) {

@@ -21,6 +21,7 @@ void sm_embedding_fwd(float *x, const int32_t *ids, const float *E, int T, int d
         memcpy(x + (size_t)t * d, E + (size_t)ids[t] * d, (size_t)d * sizeof *x);
 }
 
+SM_SIMD_KERNEL
 void sm_embedding_bwd(float *dE, const int32_t *ids, const float *dx, int T, int d)
 {
     for (int t = 0; t < T; t++) {
@@ -33,6 +34,7 @@ void sm_embedding_bwd(float *dE, const int32_t *ids, const float *dx, int T, int
 /* ------------------------------------------------------------------------------------------ */
 /* RMSNorm */
 
+SM_SIMD_KERNEL
 void sm_rmsnorm_fwd(float *y, float *rstd, const float *x, int ldx, const float *g, int T, int n,
                     float eps)
 {
@@ -49,6 +51,7 @@ void sm_rmsnorm_fwd(float *y, float *rstd, const float *x, int ldx, const float 
 
 /* With y_i = g_i x_i r and r = (mean(x^2) + eps)^(-1/2):
  * dx_j = r g_j dy_j - x_j r^3 / n * sum_i dy_i g_i x_i,  dg_i += dy_i x_i r. */
+SM_SIMD_KERNEL
 void sm_rmsnorm_bwd(float *dx, int lddx, float *dg, const float *dy, const float *x, int ldx,
                     const float *g, const float *rstd, int T, int n, int accumulate)
 {
@@ -92,6 +95,7 @@ void sm_linear_bwd_weight(float *dW, const float *dy, const float *x, int T, int
 static inline float sigmoid(float z) { return 1.0f / (1.0f + sm_fast_expf(-z)); }
 
 /* act = silu(h1) * h3, elementwise over count entries. */
+SM_SIMD_KERNEL
 static void swiglu_act(float *restrict act, const float *restrict h1, const float *restrict h3,
                        size_t count)
 {
@@ -112,6 +116,7 @@ void sm_swiglu_fwd(float *y, float *h1, float *h3, const float *x, const float *
 
 /* Splits dact (held in dh1) in place: dh3 = dact * silu(h1),
  * dh1 = dact * h3 * s (1 + h1 (1 - s)) with s = sigmoid(h1). */
+SM_SIMD_KERNEL
 static void swiglu_grad(float *restrict dh1, float *restrict dh3, const float *restrict h1,
                         const float *restrict h3, size_t count)
 {
@@ -151,6 +156,7 @@ void sm_swiglu_bwd_weight(float *dW1, float *dW3, float *dW2, const float *dy, c
 /* Cross-entropy */
 
 /* e = exp(l - max l) (vectorised); returns the row's sum of e, added up in double. */
+SM_SIMD_KERNEL
 static double exp_row(float *restrict e, const float *restrict l, int V, float *mx)
 {
     float m = l[0];
@@ -184,6 +190,7 @@ double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targ
 /* ------------------------------------------------------------------------------------------ */
 /* Machine peak */
 
+SM_SIMD_KERNEL
 void sm_sum_into(float *out, const float *const *src, int n, size_t numel, int accumulate)
 {
     int k = 0;

@@ -1,12 +1,24 @@
 /* What every kernel file shares: the one CBLAS GEMM call (row-major, C = alpha op(A) op(B) +
  * beta C, nothing done for an empty output), scratch allocation that aborts with a message
- * when memory runs out (the one failure a kernel cannot report), and a vectorisable exp. */
+ * when memory runs out (the one failure a kernel cannot report), a vectorisable exp, and the
+ * mark of element-wise kernels compiled for AVX2/FMA too. */
 #ifndef STARMOE_KERNEL_UTIL_H
 #define STARMOE_KERNEL_UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include "config.h"
+
+/* Marks an element-wise kernel: in a portable build GCC compiles it twice, for x86-64-v3
+ * (AVX2, FMA) and the baseline, and the dynamic loader picks the clone the processor runs
+ * (GNU ifunc). BLAS does the same for the GEMMs. Results are reproducible on one machine;
+ * the two clones may differ in the last bit (FMA contraction). */
+#ifdef SM_HAVE_TARGET_CLONES
+#define SM_SIMD_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SM_SIMD_KERNEL
+#endif
 
 void sm_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc);

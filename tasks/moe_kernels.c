@@ -208,6 +208,7 @@ double sm_balance_loss(float *ds, const float *s, const int32_t *plan, int T, in
 /* ------------------------------------------------------------------------------------------ */
 /* Dispatch (gather) and combine */
 
+SM_SIMD_KERNEL
 void sm_moe_gather(float *xe, const float *u, const int32_t *plan, int e, int T, int K, int E,
                    int d)
 {
@@ -229,6 +230,7 @@ void sm_moe_gather_bwd(float *du, const float *const *dxe, const int32_t *plan, 
         }
 }
 
+SM_SIMD_KERNEL
 void sm_moe_combine(float *y, const float *const *ye, const float *shared, const float *w,
                     const int32_t *plan, int T, int K, int E, int d)
 {
@@ -245,6 +247,7 @@ void sm_moe_combine(float *y, const float *const *ye, const float *shared, const
     }
 }
 
+SM_SIMD_KERNEL
 void sm_moe_combine_bwd(float *dye, float *dge, const float *dy, const float *ye, const float *w,
                         const int32_t *plan, int e, int T, int K, int E, int d)
 {

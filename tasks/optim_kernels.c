@@ -1,5 +1,6 @@
 /* Pure kernels of the optimizer step: sum of squares, clip decision, AdamW, bias update. */
 #include "tasks/optim_kernels.h"
+#include "tasks/kernel_util.h"
 
 #include <math.h>
 
@@ -22,6 +23,7 @@ void sm_clip_decide(float *clip, const double *sumsq, int n, float max_norm, flo
     clip[SM_CLIP_LOSS] = loss;
 }
 
+SM_SIMD_KERNEL
 void sm_adamw(float *w, float *m, float *v, const float *g, size_t n, float gscale,
               const sm_adamw_hp *hp)
 {
