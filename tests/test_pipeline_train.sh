@@ -61,6 +61,23 @@ for s, v in by.items():
 PY
 ok $? "trace: each stage's worker starts its tasks in schedule order ($(tr '\n' ';' < "$TMP/trace-check.txt" | head -c 300))"
 
+# two workers per rank (4 workers): same losses; each rank's tasks on its own two workers
+train --out "$TMP/w4" --workers 4 --sched zbh1 --pp 2 --trace "$TMP/w4.json" --trace-steps 2:2 > /dev/null 2>&1
+ok $? "zbh1, pp 2 on 4 workers"
+diff <(losses "$TMP/base") <(losses "$TMP/w4") > /dev/null
+ok $? "4 workers, two per rank: losses bitwise those of the unpipelined run"
+python3 - "$TMP/w4.json" > "$TMP/w4-check.txt" 2>&1 <<'PY'
+import json, sys, collections
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("ph") == "X" and e.get("args", {}).get("order", -1) >= 0]
+workers = collections.defaultdict(set)
+for e in ev:
+    workers[e["args"]["stage"]].add(e["tid"])
+assert sorted(workers) == [0, 1] and not (workers[0] & workers[1]), workers
+assert all(len(w) <= 2 for w in workers.values()), workers
+print({s: sorted(w) for s, w in workers.items()})
+PY
+ok $? "trace: each rank's tasks ran on its own lane of workers ($(cat "$TMP/w4-check.txt" | head -c 200))"
+
 train --out "$TMP/plugin" --set engine.sched_lib=\"$PLUGIN\" --set engine.sched=plugin-fifo > "$TMP/plugin.log" 2>&1
 ok $? "the example plugin policy trains ($(grep -o 'engine: [^;]*' "$TMP/plugin.log"))"
 diff <(losses "$TMP/base") <(losses "$TMP/plugin") > /dev/null
