@@ -9,13 +9,17 @@
 # bench/results/pipeline-DATE.json.
 #   STARMOE=build/starmoe CONFIG=configs/small.json BATCH=8 SEQ=256 MICRO=4 PP=2 \
 #     bash bench/pipeline_policies.sh
+# POLICIES (default "lws gpipe 1f1b zbh1 dualpipe dualpipev") may name any policy `--sched help`
+# lists, e.g. POLICIES="lws eager dmda 1f1b"; the first is the reference of the ratio column, and
+# only the pipeline schedules get --pp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 starmoe=${STARMOE:-build/starmoe}
 config=${CONFIG:-configs/small.json}
 batch=${BATCH:-8} seq=${SEQ:-256} micro=${MICRO:-4} pp=${PP:-2} rounds=${ROUNDS:-2}
 reps=${REPS:-3}
-policies=(lws gpipe 1f1b zbh1 dualpipe dualpipev)
+read -r -a policies <<< "${POLICIES:-lws gpipe 1f1b zbh1 dualpipe dualpipev}"
+is_pipeline() { case $1 in gpipe|1f1b|zbh1|dualpipe|dualpipev) return 0;; esac; return 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export STARPU_SILENT=1
@@ -24,12 +28,12 @@ args=(bench --config "$config" --batch "$batch" --seq "$seq" --micro "$micro" --
 for _ in $(seq 1 "$rounds"); do
   for p in "${policies[@]}"; do
     extra=()
-    [ "$p" != lws ] && extra=(--pp "$pp")
+    if is_pipeline "$p"; then extra=(--pp "$pp"); fi
     "$starmoe" "${args[@]}" --sched "$p" "${extra[@]}" | grep '^{' >> "$tmp/$p.jsonl"
   done
 done
 for p in "${policies[@]}"; do
-  [ "$p" = lws ] && continue
+  is_pipeline "$p" || continue
   "$starmoe" "${args[@]}" --reps 1 --sched "$p" --pp "$pp" --trace "$tmp/$p.trace.json" \
     --trace-steps 4:4 > /dev/null
 done
@@ -41,7 +45,7 @@ for p in policies:
     runs = [json.loads(l) for l in open(os.path.join(tmp, p + ".jsonl"))]
     step = statistics.median(r["step_s_median"] for r in runs)
     busy = statistics.median(r["worker_busy_share"] for r in runs)
-    row = {"policy": p, "pp": 1 if p == "lws" else int(pp), "step_s_median": step,
+    row = {"policy": p, "pp": runs[0].get("pp", 1), "step_s_median": step,
            "tokens_per_s": int(batch) * int(seq) / step, "idle_share": 1 - busy,
            "tasks_step": runs[0]["tasks_step"], "runs": len(runs)}
     trace = os.path.join(tmp, p + ".trace.json")
@@ -57,7 +61,7 @@ for p in policies:
     rows.append(row)
 base = rows[0]["step_s_median"]
 print("config %s, batch %s x seq %s, %s micro-batches, PP %s, %s rounds" % (config, batch, seq, micro, pp, rounds))
-print("%-10s %4s %12s %10s %8s %8s  %s" % ("policy", "pp", "step ms", "tok/s", "idle", "vs lws", "bubble per stage (traced step)"))
+print("%-10s %4s %12s %10s %8s %8s  %s" % ("policy", "pp", "step ms", "tok/s", "idle", "vs " + rows[0]["policy"], "bubble per stage (traced step)"))
 for r in rows:
     bub = " ".join("s%s %.0f%%" % (k, 100 * v) for k, v in sorted(r.get("stage_bubble_share", {}).items()))
     print("%-10s %4d %12.1f %10.0f %7.1f%% %8.3f  %s" % (r["policy"], r["pp"], r["step_s_median"] * 1e3,
