@@ -342,6 +342,7 @@ static int sm_slice_args(sm_loader *L, const json_t *a, sm_trace_slice *sl, cons
     sl->layer = (int)sm_int(L, a, "layer", 0, -1, &bad);
     sl->expert = (int)sm_int(L, a, "expert", 0, -1, &bad);
     sl->stage = (int)sm_int(L, a, "stage", 0, 0, &bad);
+    sl->order = sm_int(L, a, "order", 0, -1, &bad);
     sl->submit = sm_num(L, a, "submit_us", 0, sl->ts, &bad);
     sl->ready = sm_num(L, a, "ready_us", 0, sl->ts, &bad);
     sl->flops = sm_num(L, a, "flops", 0, 0, &bad);

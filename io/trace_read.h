@@ -56,6 +56,7 @@ typedef struct sm_trace_slice {
     int64_t graph, step;
     int lane, op, cat;           /* indexes: lanes, ops (args.op, else the name), cats */
     int layer, micro, expert, stage;
+    int64_t order;               /* number in its pipeline rank's program order, -1: none */
     size_t deps_at;              /* ids in deps[deps_at ..] */
     int ndeps;
 } sm_trace_slice;
@@ -134,6 +135,8 @@ typedef struct sm_trace_stats {
     int nworkers;
     sm_stage_stat *stages;
     int nstages;
+    int stages_scheduled;        /* pipelined trace: only the ranks' scheduled (ordered) tasks
+                                    count in the stage statistics */
     double critical_path;        /* sum over graphs of the longest dependency chain (us) */
     size_t critical_tasks;       /* tasks on those chains */
     double graphs_span;          /* sum over graphs of first start to last end */

@@ -107,16 +107,19 @@ static sm_stage_stat *sm_stage_slot(sm_trace_stats *s, int stage)
     return &s->stages[stage];
 }
 
-/* One group of slices of a stage in a graph (by[a..b)): its span, busy and idle time. busy
- * (per lane) is zero on entry and on return; touched holds the group's lanes. */
+/* One group of slices of a stage in a graph (by[a..b)): its span, busy and idle time; with
+ * scheduled_only, from the slices with an order number only (a pipeline rank's program, not the
+ * step-wide tasks that fill its gaps). busy (per lane) is zero on entry and on return; touched
+ * holds the group's lanes. */
 static void sm_stage_group(const sm_trace_data *d, const sm_keyed *by, size_t a, size_t b,
-                           double *busy, int *touched, sm_stage_stat *st)
+                           int scheduled_only, double *busy, int *touched, sm_stage_stat *st)
 {
     double lo = INFINITY, hi = -INFINITY, sum = 0;
     int nt = 0;
     for (size_t j = a; j < b; j++) {
         const sm_trace_slice *sl = &d->slices[by[j].i];
         int k = 0;
+        if (scheduled_only && sl->order < 0) continue;
         while (k < nt && touched[k] != sl->lane) k++;
         if (k == nt) touched[nt++] = sl->lane;
         lo = fmin(lo, sl->ts);
@@ -124,6 +127,7 @@ static void sm_stage_group(const sm_trace_data *d, const sm_keyed *by, size_t a,
         busy[sl->lane] += sl->dur;
         sum += sl->dur;
     }
+    if (!nt) return;
     st->span += hi - lo;
     st->busy += sum;
     for (int k = 0; k < nt; k++) {
@@ -138,12 +142,14 @@ static int sm_sum_stages(const sm_trace_data *d, sm_trace_stats *s)
     sm_keyed *by = sm_sorted(d, sm_key_stage, sm_key_graph);
     double *busy = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *busy);
     int *touched = malloc((d->nlanes ? (size_t)d->nlanes : 1) * sizeof *touched);
-    int rc = by && busy && touched ? 0 : -1;
+    int rc = by && busy && touched ? 0 : -1, scheduled_only = 0;
+    for (size_t i = 0; i < d->nslices; i++) scheduled_only |= d->slices[i].order >= 0;
+    s->stages_scheduled = scheduled_only;
     for (size_t a = 0, b; rc == 0 && a < d->nslices; a = b) {
         for (b = a + 1; b < d->nslices && by[b].k1 == by[a].k1 && by[b].k2 == by[a].k2; b++) {}
         sm_stage_stat *st = sm_stage_slot(s, (int)by[a].k1);
         if (!st) rc = -1;
-        else sm_stage_group(d, by, a, b, busy, touched, st);
+        else sm_stage_group(d, by, a, b, scheduled_only, busy, touched, st);
     }
     free(by);
     free(busy);
@@ -322,6 +328,8 @@ static void sm_print_workers(const sm_trace_data *d, const sm_trace_stats *s, FI
 
 static void sm_print_stages(const sm_trace_stats *s, FILE *f)
 {
+    if (s->stages_scheduled)
+        fprintf(f, "\npipeline ranks: their scheduled tasks only (step-wide tasks fill the gaps)");
     fprintf(f, "\n%-8s %8s %12s %12s %12s %7s\n", "stage", "workers", "span ms", "busy ms",
             "bubble ms", "bubble");
     for (int i = 0; i < s->nstages; i++) {

@@ -61,6 +61,11 @@ for s, v in by.items():
 PY
 ok $? "trace: each stage's worker starts its tasks in schedule order ($(tr '\n' ';' < "$TMP/trace-check.txt" | head -c 300))"
 
+"$STARMOE" trace summary "$TMP/zbh1.json" > "$TMP/zbh1-summary.txt" 2>&1
+grep -q "pipeline ranks: their scheduled tasks only" "$TMP/zbh1-summary.txt" &&
+  [ "$(awk '/^stage +workers/ { on = 1; next } on && /^[01] +1 / { n++ } END { print n + 0 }' "$TMP/zbh1-summary.txt")" -eq 2 ]
+ok $? "trace summary: one bubble row per pipeline rank, one worker each, from the scheduled tasks"
+
 # two workers per rank (4 workers): same losses; each rank's tasks on its own two workers
 train --out "$TMP/w4" --workers 4 --sched zbh1 --pp 2 --trace "$TMP/w4.json" --trace-steps 2:2 > /dev/null 2>&1
 ok $? "zbh1, pp 2 on 4 workers"
