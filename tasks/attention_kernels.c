@@ -205,7 +205,8 @@ static void causal_softmax(float *p, int S)
     }
 }
 
-/* In place on dP [S, S]: dscores = scale * P * (dP - sum_t P dP), row by row. */
+/* In place on dP [S, S], whose entries t > s are not read (they may be unset): dscores =
+ * scale * P * (dP - sum_t P dP) for t <= s, 0 beyond, row by row. */
 SM_SIMD_KERNEL
 static void softmax_bwd(float *dp, const float *p, int S, float scale)
 {
@@ -213,39 +214,62 @@ static void softmax_bwd(float *dp, const float *p, int S, float scale)
         float *g = dp + (size_t)s * S;
         const float *pr = p + (size_t)s * S;
         float dot = row_dot(pr, g, s + 1);
-        for (int t = 0; t < S; t++) g[t] = scale * pr[t] * (g[t] - dot);
+        for (int t = 0; t <= s; t++) g[t] = scale * pr[t] * (g[t] - dot);
+        for (int t = s + 1; t < S; t++) g[t] = 0.0f;
     }
 }
+
+/* Causal blocks: query rows [i*SM_ATTN_BLOCK, causal_end(i, S)) see only the keys below
+ * causal_end(i, S), so every product with the scores skips the blocks above the diagonal. */
+enum { SM_ATTN_BLOCK = 64 };
+
+static int causal_end(int i, int S)
+{
+    int e = (i + 1) * SM_ATTN_BLOCK;
+    return e < S ? e : S;
+}
+
+static int causal_blocks(int S) { return (S + SM_ATTN_BLOCK - 1) / SM_ATTN_BLOCK; }
 
 void sm_mla_attn_fwd(float *o, float *P, const float *q, const float *kv, const float *kvu,
                      const float *cos_t, const float *sin_t, const sm_mla_dims *m)
 {
     attn_ctx a = attn_ctx_make(m);
-    int S = m->S, ldqr = m->H * m->dr;
+    int S = m->S, ldqr = m->H * m->dr, nb = causal_blocks(S);
     for (int b = 0; b < m->B; b++) {
         rotate_sequence(&a, b, q, kv, cos_t, sin_t);
         size_t t0 = (size_t)b * S;
         for (int h = 0; h < m->H; h++) {
             float *p = P + ((size_t)b * m->H + h) * S * S;
             const float *kn = kvu + t0 * a.ldkvu + (size_t)h * (m->dn + m->dv);
-            sm_gemm(0, 1, S, S, m->dn, m->scale, q + t0 * a.ldq + (size_t)h * a.dqk, a.ldq, kn,
-                 a.ldkvu, 0.0f, p, S);
-            sm_gemm(0, 1, S, S, m->dr, m->scale, a.qr + (size_t)h * m->dr, ldqr, a.kr, m->dr, 1.0f,
-                 p, S);
+            const float *qn = q + t0 * a.ldq + (size_t)h * a.dqk, *qr = a.qr + (size_t)h * m->dr;
+            float *out = o + t0 * a.ldo + (size_t)h * m->dv;
+            for (int i = 0; i < nb; i++) {
+                int r0 = i * SM_ATTN_BLOCK, c = causal_end(i, S), nr = c - r0;
+                sm_gemm(0, 1, nr, c, m->dn, m->scale, qn + (size_t)r0 * a.ldq, a.ldq, kn, a.ldkvu,
+                        0.0f, p + (size_t)r0 * S, S);
+                sm_gemm(0, 1, nr, c, m->dr, m->scale, qr + (size_t)r0 * ldqr, ldqr, a.kr, m->dr,
+                        1.0f, p + (size_t)r0 * S, S);
+            }
             causal_softmax(p, S);
-            sm_gemm(0, 0, S, m->dv, S, 1.0f, p, S, kn + m->dn, a.ldkvu, 0.0f,
-                 o + t0 * a.ldo + (size_t)h * m->dv, a.ldo);
+            for (int i = 0; i < nb; i++) {
+                int r0 = i * SM_ATTN_BLOCK, c = causal_end(i, S);
+                sm_gemm(0, 0, c - r0, m->dv, c, 1.0f, p + (size_t)r0 * S, S, kn + m->dn, a.ldkvu,
+                        0.0f, out + (size_t)r0 * a.ldo, a.ldo);
+            }
         }
     }
     attn_ctx_free(&a);
 }
 
+/* Per head, block by block below the diagonal: dV = P^T dO, dP = dO V^T, dscores by the
+ * softmax backward, dq = dscores K (nope and rotated rope parts), dK = dscores^T q. */
 void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, const float *P,
                      const float *q, const float *kv, const float *kvu, const float *cos_t,
                      const float *sin_t, const sm_mla_dims *m)
 {
     attn_ctx a = attn_ctx_make(m);
-    int S = m->S, ldqr = m->H * m->dr;
+    int S = m->S, ldqr = m->H * m->dr, nb = causal_blocks(S);
     float *ds = sm_kfloats((size_t)S * S, "attention dscores");
     float *dqr = sm_kfloats((size_t)S * ldqr, "attention rotated dq");
     float *dkr = sm_kfloats((size_t)S * m->dr, "attention rotated dk");
@@ -256,15 +280,30 @@ void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, con
             const float *p = P + ((size_t)b * m->H + h) * S * S;
             const float *go = dout + t0 * a.ldo + (size_t)h * m->dv;
             size_t kcol = t0 * a.ldkvu + (size_t)h * (m->dn + m->dv);
+            const float *kn = kvu + kcol, *v = kn + m->dn;
             const float *qn = q + t0 * a.ldq + (size_t)h * a.dqk, *qr = a.qr + (size_t)h * m->dr;
-            float *dqn = dq + t0 * a.ldq + (size_t)h * a.dqk;
-            sm_gemm(1, 0, S, m->dv, S, 1.0f, p, S, go, a.ldo, 0.0f, dkvu + kcol + m->dn, a.ldkvu);
-            sm_gemm(0, 1, S, S, m->dv, 1.0f, go, a.ldo, kvu + kcol + m->dn, a.ldkvu, 0.0f, ds, S);
+            float *dqn = dq + t0 * a.ldq + (size_t)h * a.dqk, *dqrh = dqr + (size_t)h * m->dr;
+            float *dkn = dkvu + kcol, *dv = dkn + m->dn;
+            for (int i = 0; i < nb; i++) {
+                int r0 = i * SM_ATTN_BLOCK, c = causal_end(i, S), nr = c - r0;
+                sm_gemm(1, 0, nr, m->dv, S - r0, 1.0f, p + (size_t)r0 * S + r0, S,
+                        go + (size_t)r0 * a.ldo, a.ldo, 0.0f, dv + (size_t)r0 * a.ldkvu, a.ldkvu);
+                sm_gemm(0, 1, nr, c, m->dv, 1.0f, go + (size_t)r0 * a.ldo, a.ldo, v, a.ldkvu, 0.0f,
+                        ds + (size_t)r0 * S, S);
+            }
             softmax_bwd(ds, p, S, m->scale);
-            sm_gemm(0, 0, S, m->dn, S, 1.0f, ds, S, kvu + kcol, a.ldkvu, 0.0f, dqn, a.ldq);
-            sm_gemm(0, 0, S, m->dr, S, 1.0f, ds, S, a.kr, m->dr, 0.0f, dqr + (size_t)h * m->dr, ldqr);
-            sm_gemm(1, 0, S, m->dn, S, 1.0f, ds, S, qn, a.ldq, 0.0f, dkvu + kcol, a.ldkvu);
-            sm_gemm(1, 0, S, m->dr, S, 1.0f, ds, S, qr, ldqr, h ? 1.0f : 0.0f, dkr, m->dr);
+            for (int i = 0; i < nb; i++) {
+                int r0 = i * SM_ATTN_BLOCK, c = causal_end(i, S), nr = c - r0;
+                const float *dsr = ds + (size_t)r0 * S, *dsc = ds + (size_t)r0 * S + r0;
+                sm_gemm(0, 0, nr, m->dn, c, 1.0f, dsr, S, kn, a.ldkvu, 0.0f,
+                        dqn + (size_t)r0 * a.ldq, a.ldq);
+                sm_gemm(0, 0, nr, m->dr, c, 1.0f, dsr, S, a.kr, m->dr, 0.0f,
+                        dqrh + (size_t)r0 * ldqr, ldqr);
+                sm_gemm(1, 0, nr, m->dn, S - r0, 1.0f, dsc, S, qn + (size_t)r0 * a.ldq, a.ldq,
+                        0.0f, dkn + (size_t)r0 * a.ldkvu, a.ldkvu);
+                sm_gemm(1, 0, nr, m->dr, S - r0, 1.0f, dsc, S, qr + (size_t)r0 * ldqr, ldqr,
+                        h ? 1.0f : 0.0f, dkr + (size_t)r0 * m->dr, m->dr);
+            }
         }
         unrotate_sequence(&a, b, dq, dkpe, dqr, dkr, cos_t, sin_t);
     }

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAXW = 64 }; /* widest head or sequence the reference loop handles */
+enum { MAXW = 256 }; /* widest head or sequence the reference loop handles */
 
 /* max over j in [j0, j1) of |theta[j] / plain[j] - want| */
 static double ratio_err(const double *theta, const double *plain, int j0, int j1, double want)
@@ -279,18 +279,18 @@ static void problem_bwd(problem *p, grads *g)
  * (scores of order 1), the rounding error of a loss of ~100 float terms is ~1e-6 absolute, so
  * ~1e-4 after dividing by 2h; 1e-2 relative leaves a wide margin while a wrong term (a missing
  * head sum, a sign, a transposed rotation) gives errors of order 1. */
-static void test_bwd_fd(tu_rng *rng)
+static void test_bwd_fd(tu_rng *rng, int S, size_t nprobe)
 {
-    problem p = problem_make(rng, 7);
+    problem p = problem_make(rng, S);
     grads g = grads_alloc(&p);
     problem_bwd(&p, &g);
     double h = 1e-2, tol = 1e-2;
-    double eq = tu_fd_check(p.q, g.dq, p.nq, p.nq, h, 1e-3, loss_oR, &p);
-    double ek = tu_fd_check(p.kv, g.dkv, p.nkv, p.nkv, h, 1e-3, loss_oR, &p);
-    double eu = tu_fd_check(p.kvu, g.dkvu, p.nkvu, p.nkvu, h, 1e-3, loss_oR, &p);
-    tap_ok(eq < tol, "dq matches finite differences (rel %.2g)", eq);
-    tap_ok(ek < tol, "dkpe (kv rope columns) matches finite differences (rel %.2g)", ek);
-    tap_ok(eu < tol, "dkvu matches finite differences (rel %.2g)", eu);
+    double eq = tu_fd_check(p.q, g.dq, p.nq, nprobe, h, 1e-3, loss_oR, &p);
+    double ek = tu_fd_check(p.kv, g.dkv, p.nkv, nprobe, h, 1e-3, loss_oR, &p);
+    double eu = tu_fd_check(p.kvu, g.dkvu, p.nkvu, nprobe, h, 1e-3, loss_oR, &p);
+    tap_ok(eq < tol, "S=%d: dq matches finite differences (rel %.2g)", S, eq);
+    tap_ok(ek < tol, "S=%d: dkpe (kv rope columns) matches finite differences (rel %.2g)", S, ek);
+    tap_ok(eu < tol, "S=%d: dkvu matches finite differences (rel %.2g)", S, eu);
     grads_free(&g);
     problem_free(&p);
 }
@@ -332,8 +332,12 @@ int main(void)
     test_rope_table();
     test_rope_interleaved();
     for (int S = 5; S <= 9; S++) test_fwd_reference(&rng, S);
+    /* several causal blocks of 64 queries, the last one partial */
+    for (int S = 64; S <= 65; S++) test_fwd_reference(&rng, S);
+    test_fwd_reference(&rng, 150);
     test_causality(&rng);
-    test_bwd_fd(&rng);
+    test_bwd_fd(&rng, 7, (size_t)-1);
+    test_bwd_fd(&rng, 130, 200);
     test_determinism(&rng);
     return tap_done();
 }
