@@ -60,21 +60,32 @@ int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
     return rc ? -1 : 0;
 }
 
-/* Backward of a SwiGLU over all T tokens (the dense FFN, or the shared expert): B writes
- * dxn2 (its input gradient, overwritten), W accumulates the weight gradients. */
+/* The backward of one SwiGLU with input x and hidden h1, h3 (the dense FFN, the shared expert
+ * or a routed expert), writing g->dx (overwritten), g->dh1/dh3 and the weight gradients of
+ * micro-batch mb: one task for a full backward, else its B or W task. */
+static int sm_swiglu_bwd_parts(sm_run *r, const sm_op_ctx *c, const sm_ffn_shape *s,
+                               const sm_ffn_params *f, sm_ffn_grads g, sm_tensor *dy,
+                               sm_tensor *x, sm_tensor *h1, sm_tensor *h3, int mb, int parts)
+{
+    g.dW1 = sm_grad(r, &f->gate, mb);
+    g.dW3 = sm_grad(r, &f->up, mb);
+    g.dW2 = sm_grad(r, &f->down, mb);
+    if (parts == SM_BWD_FULL)
+        return sm_insert_swiglu_bwd(c, s, &g, dy, x, h1, h3, f->gate.w, f->up.w, f->down.w, 0);
+    if (parts & SM_BWD_INPUT)
+        return sm_insert_swiglu_bwd_input(c, s, g.dx, g.dh1, g.dh3, dy, h1, h3, f->gate.w,
+                                          f->up.w, f->down.w, 0);
+    return sm_insert_swiglu_bwd_weight(c, s, g.dW1, g.dW3, g.dW2, dy, x, h1, h3, g.dh1, g.dh3);
+}
+
+/* Backward of a SwiGLU over all T tokens (the dense FFN, or the shared expert): dxn2 is its
+ * input gradient. */
 static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f,
                            sm_layer_acts *a, sm_tensor *dy, int mb, int parts)
 {
     sm_ffn_shape s = sm_dense_shape(r, f->I);
-    int rc = 0;
-    if (parts & SM_BWD_INPUT)
-        rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxn2, a->dh1, a->dh3, dy, a->h1, a->h3,
-                                         f->gate.w, f->up.w, f->down.w, 0);
-    if (parts & SM_BWD_WEIGHT)
-        rc |= sm_insert_swiglu_bwd_weight(c, &s, sm_grad(r, &f->gate, mb), sm_grad(r, &f->up, mb),
-                                          sm_grad(r, &f->down, mb), dy, a->xn2, a->h1, a->h3,
-                                          a->dh1, a->dh3);
-    return rc;
+    sm_ffn_grads g = {.dx = a->dxn2, .dh1 = a->dh1, .dh3 = a->dh3};
+    return sm_swiglu_bwd_parts(r, c, &s, f, g, dy, a->xn2, a->h1, a->h3, mb, parts);
 }
 
 /* B: dxn2 = shared expert's input grad, then += the experts' (via dispatch backward), then +=
@@ -89,18 +100,12 @@ static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
     for (int e = 0; e < rd->E; e++) {
         sm_ffn_shape s = sm_expert_shape(r, a->plan, e);
         const sm_ffn_params *f = &p->experts[e];
-        if (parts & SM_BWD_INPUT) {
+        sm_ffn_grads g = {.dx = a->dxe[e], .dh1 = a->deh1[e], .dh3 = a->deh3[e]};
+        if (parts & SM_BWD_INPUT)
             rc |= sm_insert_moe_combine_bwd(c, rd, e, a->dye[e], a->dge[e], dy, a->ye[e], a->w,
                                             a->plan);
-            rc |= sm_insert_swiglu_bwd_input(c, &s, a->dxe[e], a->deh1[e], a->deh3[e],
-                                             a->dye[e], a->eh1[e], a->eh3[e], f->gate.w, f->up.w,
-                                             f->down.w, 0);
-        }
-        if (parts & SM_BWD_WEIGHT)
-            rc |= sm_insert_swiglu_bwd_weight(c, &s, sm_grad(r, &f->gate, mb),
-                                              sm_grad(r, &f->up, mb), sm_grad(r, &f->down, mb),
-                                              a->dye[e], a->xe[e], a->eh1[e], a->eh3[e],
-                                              a->deh1[e], a->deh3[e]);
+        rc |= sm_swiglu_bwd_parts(r, c, &s, f, g, a->dye[e], a->xe[e], a->eh1[e], a->eh3[e], mb,
+                                  parts);
     }
     if (p->shared.I > 0) rc |= sm_full_ffn_bwd(r, c, &p->shared, a, dy, mb, parts);
     if (parts & SM_BWD_INPUT) {

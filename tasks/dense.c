@@ -185,6 +185,24 @@ static void sm_swiglu_bwd_weight_cpu(void *b[], void *arg)
 }
 SM_CODELET(swiglu_bwd_weight, sm_swiglu_bwd_weight_cpu);
 
+/* Both backwards in one task (no pipeline defers W): the activations and their gradients are
+ * still in cache for the weight gradients. Same kernels, same order: same results as the two
+ * tasks. */
+static void sm_swiglu_bwd_cpu(void *b[], void *arg)
+{
+    const sm_ffn_args *a = arg;
+    int n = sm_ffn_rows(b, a);
+    float *dh1 = SM_BUF(b, 1, float), *dh3 = SM_BUF(b, 2, float);
+    const float *dy = SM_BUF(b, 6, float), *x = SM_BUF(b, 7, float);
+    const float *h1 = SM_BUF(b, 8, float), *h3 = SM_BUF(b, 9, float);
+    sm_swiglu_bwd_input(SM_BUF(b, 0, float), dh1, dh3, dy, h1, h3, SM_BUF(b, 10, float),
+                        SM_BUF(b, 11, float), SM_BUF(b, 12, float), n, a->s.d, a->s.I,
+                        a->accumulate);
+    sm_swiglu_bwd_weight(SM_BUF(b, 3, float), SM_BUF(b, 4, float), SM_BUF(b, 5, float), dy, x,
+                         h1, h3, dh1, dh3, n, a->s.d, a->s.I);
+}
+SM_CODELET(swiglu_bwd, sm_swiglu_bwd_cpu);
+
 /* Appends the plan (read) after the fixed buffers and fills the args. */
 static int sm_ffn_finish(const sm_ffn_shape *s, sm_ffn_args *a, sm_access *acc, int n)
 {
@@ -239,6 +257,20 @@ int sm_insert_swiglu_bwd_weight(const sm_op_ctx *c, const sm_ffn_shape *s, sm_te
     return sm_op_insert(c, &sm_cl_swiglu_bwd_weight,
                         s->plan ? "expert_bwd_weight" : "ffn_bwd_weight", SM_BACKWARD_WEIGHT,
                         s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
+}
+
+int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn_grads *g,
+                         sm_tensor *dy, sm_tensor *x, sm_tensor *h1, sm_tensor *h3, sm_tensor *W1,
+                         sm_tensor *W3, sm_tensor *W2, int accumulate)
+{
+    sm_ffn_args a = {.accumulate = accumulate};
+    sm_access acc[14] = {SM_ACC(g->dx, accumulate), SM_W(g->dh1), SM_W(g->dh3), SM_RW(g->dW1),
+                         SM_RW(g->dW3), SM_RW(g->dW2), SM_R(dy), SM_R(x), SM_R(h1), SM_R(h3),
+                         SM_R(W1), SM_R(W3), SM_R(W2)};
+    int n = sm_ffn_finish(s, &a, acc, 13);
+    return sm_op_insert(c, &sm_cl_swiglu_bwd, s->plan ? "expert_bwd" : "ffn_bwd",
+                        SM_BACKWARD_INPUT, s->plan ? s->expert : -1, acc, n, &a, sizeof a,
+                        sm_ffn_flops(s, 6));
 }
 
 /* ---- loss and utilities ---- */

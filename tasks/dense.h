@@ -46,6 +46,17 @@ int sm_insert_swiglu_bwd_weight(const sm_op_ctx *c, const sm_ffn_shape *s, sm_te
                                 sm_tensor *dW3, sm_tensor *dW2, sm_tensor *dy, sm_tensor *x,
                                 sm_tensor *h1, sm_tensor *h3, sm_tensor *dh1, sm_tensor *dh3);
 
+/* Where the backward of a SwiGLU writes: its input gradient dx (= or +=), the hidden
+ * gradients dh1, dh3 (overwritten) and the weight gradients (+=). */
+typedef struct sm_ffn_grads {
+    sm_tensor *dx, *dh1, *dh3, *dW1, *dW3, *dW2;
+} sm_ffn_grads;
+
+/* sm_insert_swiglu_bwd_input and _weight as one task, for a full backward (BW). */
+int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn_grads *g,
+                         sm_tensor *dy, sm_tensor *x, sm_tensor *h1, sm_tensor *h3, sm_tensor *W1,
+                         sm_tensor *W3, sm_tensor *W2, int accumulate);
+
 /* loss_part[0] = sum of the rows' cross-entropy; dlogits (may be NULL: forward only) =
  * scale * (softmax - onehot). */
 int sm_insert_cross_entropy(const sm_op_ctx *c, sm_tensor *loss_part, sm_tensor *dlogits,
