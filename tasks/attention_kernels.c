@@ -139,10 +139,6 @@ static void unrotate_sequence(const attn_ctx *a, int b, float *dq, float *dkpe, 
     rope_rows(dkpe + t0 * m->dr, m->dr, 0, dkr, m->dr, 0, m, 1, cos_t, sin_t, -1.0f);
 }
 
-/* Lanes of the explicit partial sums below: written out so that the loops vectorize without
- * reassociation, and in a fixed order, so that every build gives the same sum. */
-enum { SM_LANES = 8 };
-
 /* The largest of x[0..n), n >= 1 (exact in any order). */
 static inline float row_max(const float *x, int n)
 {
@@ -155,14 +151,6 @@ static inline float row_max(const float *x, int n)
     mx = acc[0];
     for (int j = 1; j < SM_LANES; j++) mx = acc[j] > mx ? acc[j] : mx;
     return mx;
-}
-
-/* Sums of lane partials, lane 0 first. */
-static inline float lanes_sum(const float *acc)
-{
-    float sum = 0.0f;
-    for (int j = 0; j < SM_LANES; j++) sum += acc[j];
-    return sum;
 }
 
 /* x[t] = exp(x[t] - mx) for t < n; returns their sum (lane partials, fixed order). */
@@ -179,18 +167,9 @@ static inline float row_exp_sum(float *x, int n, float mx)
         x[t] = sm_fast_expf(x[t] - mx);
         acc[t % SM_LANES] += x[t];
     }
-    return lanes_sum(acc);
-}
-
-/* sum of a[t] * b[t], t < n (lane partials, fixed order). */
-static inline float row_dot(const float *a, const float *b, int n)
-{
-    float acc[SM_LANES] = {0};
-    int t = 0;
-    for (; t + SM_LANES <= n; t += SM_LANES)
-        for (int j = 0; j < SM_LANES; j++) acc[j] += a[t + j] * b[t + j];
-    for (; t < n; t++) acc[t % SM_LANES] += a[t] * b[t];
-    return lanes_sum(acc);
+    float sum = 0.0f;
+    for (int j = 0; j < SM_LANES; j++) sum += acc[j];
+    return sum;
 }
 
 /* Row-wise causal softmax in place on scores [S, S]: entries t > s become 0. */
@@ -213,7 +192,7 @@ static void softmax_bwd(float *dp, const float *p, int S, float scale)
     for (int s = 0; s < S; s++) {
         float *g = dp + (size_t)s * S;
         const float *pr = p + (size_t)s * S;
-        float dot = row_dot(pr, g, s + 1);
+        float dot = sm_dotf(pr, g, s + 1);
         for (int t = 0; t <= s; t++) g[t] = scale * pr[t] * (g[t] - dot);
         for (int t = s + 1; t < S; t++) g[t] = 0.0f;
     }

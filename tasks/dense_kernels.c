@@ -41,8 +41,7 @@ void sm_rmsnorm_fwd(float *y, float *rstd, const float *x, int ldx, const float 
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * ldx;
         float *yt = y + (size_t)t * n;
-        double ss = 0;
-        for (int i = 0; i < n; i++) ss += (double)xt[i] * xt[i];
+        double ss = sm_dotd(xt, xt, NULL, n);
         float r = (float)(1.0 / sqrt(ss / n + (double)eps));
         for (int i = 0; i < n; i++) yt[i] = g[i] * (xt[i] * r);
         rstd[t] = r;
@@ -58,8 +57,7 @@ void sm_rmsnorm_bwd(float *dx, int lddx, float *dg, const float *dy, const float
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * ldx, *dyt = dy + (size_t)t * n;
         float *dxt = dx + (size_t)t * lddx;
-        double r = rstd[t], dot = 0;
-        for (int i = 0; i < n; i++) dot += (double)dyt[i] * g[i] * xt[i];
+        double r = rstd[t], dot = sm_dotd(dyt, g, xt, n);
         float a = (float)r, b = (float)(dot * r * r * r / n);
         for (int i = 0; i < n; i++) {
             float v = a * g[i] * dyt[i] - b * xt[i];

@@ -27,6 +27,35 @@ void *sm_kcalloc(size_t n, size_t size, const char *what);
 /* n uninitialised floats */
 float *sm_kfloats(size_t n, const char *what);
 
+/* Dot products with SM_LANES explicit partial sums (lane j takes the entries i = j mod
+ * SM_LANES), added lane by lane at the end: the loops vectorize without reassociation, and
+ * every build adds in the same order. */
+enum { SM_LANES = 8 };
+
+static inline float sm_dotf(const float *a, const float *b, size_t n)
+{
+    float acc[SM_LANES] = {0}, s = 0.0f;
+    size_t i = 0;
+    for (; i + SM_LANES <= n; i += SM_LANES)
+        for (int j = 0; j < SM_LANES; j++) acc[j] += a[i + j] * b[i + j];
+    for (; i < n; i++) acc[i % SM_LANES] += a[i] * b[i];
+    for (int j = 0; j < SM_LANES; j++) s += acc[j];
+    return s;
+}
+
+/* sum a[i] * b[i] * c[i] (c may be NULL: 1) in double. */
+static inline double sm_dotd(const float *a, const float *b, const float *c, size_t n)
+{
+    double acc[SM_LANES] = {0}, s = 0;
+    size_t i = 0;
+    for (; i + SM_LANES <= n; i += SM_LANES)
+        for (int j = 0; j < SM_LANES; j++)
+            acc[j] += (double)a[i + j] * b[i + j] * (c ? c[i + j] : 1.0f);
+    for (; i < n; i++) acc[i % SM_LANES] += (double)a[i] * b[i] * (c ? c[i] : 1.0f);
+    for (int j = 0; j < SM_LANES; j++) s += acc[j];
+    return s;
+}
+
 /* exp(x) without branches or calls, so loops over it vectorize: x clamped to [-87.3, 88.3]
  * (NaN passes through), n = round(x / ln 2) by the 1.5 * 2^23 trick, Cody-Waite reduction
  * and Cephes' degree-6 polynomial for e^r, |r| <= ln(2)/2; relative error below 2e-7. */

@@ -254,13 +254,10 @@ void sm_moe_combine_bwd(float *dye, float *dge, const float *dy, const float *ye
     plan_view p = plan_view_of(plan, T, K, E);
     for (int r = 0; r < p.count[e]; r++) {
         int t = p.rows[p.offset[e] + r];
-        float wk = w[t * K + slot_of(p.idx, t, K, e)], dot = 0.0f;
+        float wk = w[t * K + slot_of(p.idx, t, K, e)];
         const float *g = dy + (size_t)t * d, *y = ye + (size_t)r * d;
-        for (int i = 0; i < d; i++) {
-            dye[(size_t)r * d + i] = wk * g[i];
-            dot += g[i] * y[i];
-        }
-        dge[r] = dot;
+        for (int i = 0; i < d; i++) dye[(size_t)r * d + i] = wk * g[i];
+        dge[r] = sm_dotf(g, y, d);
     }
 }
 

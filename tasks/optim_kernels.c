@@ -4,19 +4,8 @@
 
 #include <math.h>
 
-/* Eight partial sums in double, lane j taking the entries i = j mod 8, added lane by lane at
- * the end: the loop vectorizes, and every build adds in the same order. */
 SM_SIMD_KERNEL
-double sm_sumsq(const float *x, size_t n)
-{
-    double acc[8] = {0}, s = 0;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += (double)x[i + j] * x[i + j];
-    for (; i < n; i++) acc[i % 8] += (double)x[i] * x[i];
-    for (int j = 0; j < 8; j++) s += acc[j];
-    return s;
-}
+double sm_sumsq(const float *x, size_t n) { return sm_dotd(x, x, NULL, n); }
 
 void sm_clip_decide(float *clip, const double *sumsq, int n, float max_norm, float loss)
 {
