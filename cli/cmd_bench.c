@@ -7,7 +7,7 @@
 
 static const char *sm_bench_usage =
     "(--config FILE.json | --model DIR) --batch B --seq T [--micro M] [--reps N] [--warmup N]\n"
-    "       [--seed S] [--train] [--format text|json] [--workers N] [--sched NAME]\n"
+    "       [--seed S] [--train] [--format text|json] [--workers N] [--sched NAME] [--sched-lib FILE]\n"
     "       " SM_CLI_RUN_USAGE " " SM_CLI_TRACE_USAGE;
 
 static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)

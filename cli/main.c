@@ -114,7 +114,8 @@ static void sm_usage(FILE *f)
                "  trace  summary|html|merge FILE... (a trace written with --trace FILE)\n"
                "train, eval and bench take --trace FILE [--trace-steps A:B] [--trace-format "
                "chrome|paje] [--trace-deps].\n"
-               "eval, bench and generate take --workers N --sched NAME|help --sched-lib FILE.so.\n"
+               "train, eval, bench and generate take --workers N --sched NAME|help --sched-lib FILE.so;\n"
+               "train and bench take --pp N (with --sched gpipe|1f1b|zbh1|dualpipe|dualpipev) and --deterministic.\n"
                "Run 'starmoe COMMAND --help' for a command's options.\n");
 }
 
