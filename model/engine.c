@@ -9,6 +9,7 @@
 #include <starpu.h>
 #include "config.h"
 #include "schedulers/registry.h"
+#include "tasks/dense_kernels.h"
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
 #include <cblas.h>
 #endif
@@ -68,6 +69,19 @@ int sm_engine_init(const sm_engine_opts *o, sm_error *err)
 }
 
 void sm_engine_shutdown(void) { starpu_shutdown(); }
+
+double sm_engine_peak_flops(void)
+{
+    double best = 0;
+    /* idle workers poll for work: paused, they leave the cores to this measurement */
+    starpu_pause();
+    for (int i = 0; i < 4; i++) {
+        double g = sm_sgemm_gflops(384, 0.1);
+        if (g > best) best = g;
+    }
+    starpu_resume();
+    return best * 1e9 * starpu_worker_get_count();
+}
 
 const char *sm_engine_sched_name(void)
 {

@@ -11,7 +11,6 @@
 #include <unistd.h>
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
-#include "tasks/dense_kernels.h"
 
 static int sm_setup_config(sm_trainer *t, const sm_train_opts *o, char *ckpt, size_t cap,
                            sm_error *err)
@@ -137,11 +136,7 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     t->ids = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->ids);
     t->targets = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->targets);
     if (!t->ids || !t->targets) return sm_fail(err, "out of memory");
-    /* the best of a few short SGEMM timings: a busy moment must not lower the peak */
-    for (int i = 0; i < 4; i++) {
-        double g = sm_sgemm_gflops(384, 0.1) * 1e9 * t->rc.engine.workers;
-        if (g > t->peak_flops) t->peak_flops = g;
-    }
+    t->peak_flops = sm_engine_peak_flops();
     printf("model: %.2f M parameters, %d layers, %d experts top-%d; engine: %d workers, %s, "
            "pp %d%s; peak %.1f GFLOP/s (SGEMM x %d)\n", sm_model_numel(t->m) * 1e-6,
            t->rc.model.num_hidden_layers, t->rc.model.n_routed_experts,

@@ -23,6 +23,9 @@ typedef struct sm_engine_opts {
  * refused: it would silently win). */
 int sm_engine_init(const sm_engine_opts *o, sm_error *err);
 void sm_engine_shutdown(void);
+/* The engine's peak in FLOP/s: the best of a few one-thread SGEMM timings (n = 384), taken
+ * with the workers paused, times the number of workers (the MFU denominator). */
+double sm_engine_peak_flops(void);
 /* Name of the scheduling policy actually in force. */
 const char *sm_engine_sched_name(void);
 /* Prints every policy o->sched accepts, one line each (loads o->sched_lib first). */
