@@ -23,16 +23,6 @@ typedef struct step_out {
     size_t n;
 } step_out;
 
-static sm_config tiny_config(void)
-{
-    sm_config c;
-    sm_error err;
-    char path[1100];
-    snprintf(path, sizeof path, "%s/fixtures/dsv3-tiny-a/config.json", tu_shared_dir());
-    if (sm_config_load_json(&c, path, &err)) tap_diag("%s", err.msg);
-    return c;
-}
-
 static void fill_tokens(int32_t *ids, int32_t *tg, int V)
 {
     for (int i = 0; i < B * S; i++) {
@@ -272,7 +262,7 @@ static void test_errors(sm_model *m)
 
 int main(void)
 {
-    sm_config c = tiny_config();
+    sm_config c = tu_tiny_config();
     sm_error err = {{0}};
     sm_engine_opts e = {.ncpus = 2, .sched = "dualpipe"};
     if (sm_engine_init(&e, &err)) {

@@ -10,23 +10,13 @@
 
 enum { B = 4, S = 16, STEPS = 12 };
 
-static sm_config tiny_config(void)
-{
-    sm_config c;
-    sm_error err;
-    char path[1100];
-    snprintf(path, sizeof path, "%s/fixtures/dsv3-tiny-a/config.json", tu_shared_dir());
-    if (sm_config_load_json(&c, path, &err)) tap_diag("%s", err.msg);
-    return c;
-}
-
 static const sm_optim_hp hp = {.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
                                .weight_decay = 0.1, .grad_clip = 1.0, .bias_update_speed = 1e-3};
 
 /* Trains STEPS steps from seed 7 on one batch; writes the losses. */
 static int train(double *losses, int *applied_all)
 {
-    sm_config c = tiny_config();
+    sm_config c = tu_tiny_config();
     sm_error err = {{0}};
     sm_model *m = sm_model_new(&c, 1, &err);
     sm_optimizer *o = m ? sm_optimizer_new(m, &err) : NULL;
@@ -82,7 +72,7 @@ static float *snapshot(sm_model *m, size_t *n)
 
 static void test_nan_skips(void)
 {
-    sm_config c = tiny_config();
+    sm_config c = tu_tiny_config();
     sm_error err = {{0}};
     sm_model *m = sm_model_new(&c, 1, &err);
     sm_optimizer *o = sm_optimizer_new(m, &err);

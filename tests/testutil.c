@@ -2,7 +2,9 @@
 #include "tests/testutil.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <starmoe/config.h>
 
 void tu_seed(tu_rng *r, uint64_t seed) { r->s = seed * 0x9E3779B97F4A7C15ull + 1; }
 
@@ -91,4 +93,14 @@ const char *tu_shared_dir(void)
 {
     const char *s = getenv("STARMOE_SHARED");
     return s && *s ? s : "../shared";
+}
+
+sm_config tu_tiny_config(void)
+{
+    sm_config c;
+    sm_error err;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/fixtures/dsv3-tiny-a/config.json", tu_shared_dir());
+    if (sm_config_load_json(&c, path, &err)) printf("# %s\n", err.msg);
+    return c;
 }

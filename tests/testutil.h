@@ -32,5 +32,8 @@ double tu_fd_check(float *x, const float *grad, size_t n, size_t nprobe, double 
 
 /* The shared/ folder beside the project (STARMOE_SHARED, else ../shared). */
 const char *tu_shared_dir(void);
+/* The official tiny fixture's config (fixtures/dsv3-tiny-a/config.json); prints a diagnostic
+ * line when it cannot be read. */
+struct sm_config tu_tiny_config(void);
 
 #endif
