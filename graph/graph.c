@@ -13,8 +13,10 @@
 
 struct sm_graph {
     int execute;
-    sm_tensor **tensors;
-    int ntensors, cap_tensors;
+    sm_tensor **tensors;         /* by id; NULL for a released one */
+    int ntensors, cap_tensors, nlive;
+    int *free_ids;               /* released ids, reused last in first out */
+    int nfree, cap_free;
     sm_task_record **chunks;     /* records in fixed-size chunks: addresses never move */
     size_t nchunks, nrecords;
     int32_t *access_log;         /* per access: tensor id << 8 | mode */
@@ -83,6 +85,12 @@ sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role 
     if (g->execute)
         starpu_vector_data_register(&t->handle, STARPU_MAIN_RAM, (uintptr_t)t->data,
                                     (uint32_t)(t->numel ? t->numel : 1), sm_dtype_size(dtype));
+    g->nlive++;
+    if (g->nfree) {
+        t->id = g->free_ids[--g->nfree];
+        g->tensors[t->id] = t;
+        return t;
+    }
     if (g->ntensors == g->cap_tensors) {
         g->cap_tensors = g->cap_tensors ? 2 * g->cap_tensors : 256;
         g->tensors = sm_xrealloc(g->tensors, g->cap_tensors * sizeof *g->tensors);
@@ -100,11 +108,43 @@ static void sm_tensor_free(sm_tensor *t)
     free(t);
 }
 
+sm_tensor *sm_tensor_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
+                            sm_role role, int ndim, const int64_t *shape, sm_error *err)
+{
+    sm_tensor *t = sm_tensor_new(g, name, dtype, role, ndim, shape, err);
+    if (!t) return NULL;
+    if (owner->n == owner->cap) {
+        owner->cap = owner->cap ? 2 * owner->cap : 64;
+        owner->v = sm_xrealloc(owner->v, owner->cap * sizeof *owner->v);
+    }
+    owner->v[owner->n++] = t;
+    return t;
+}
+
+void sm_tensor_list_drop(sm_graph *g, sm_tensor_list *owner)
+{
+    for (int i = 0; i < owner->n; i++) {
+        sm_tensor *t = owner->v[i];
+        if (g->nfree == g->cap_free) {
+            g->cap_free = g->cap_free ? 2 * g->cap_free : 256;
+            g->free_ids = sm_xrealloc(g->free_ids, g->cap_free * sizeof *g->free_ids);
+        }
+        g->free_ids[g->nfree++] = t->id;
+        g->tensors[t->id] = NULL;
+        g->nlive--;
+        sm_tensor_free(t);
+    }
+    free(owner->v);
+    *owner = (sm_tensor_list){0};
+}
+
 void sm_graph_free(sm_graph *g)
 {
     if (!g) return;
     if (g->execute) starpu_task_wait_for_all();
-    for (int i = 0; i < g->ntensors; i++) sm_tensor_free(g->tensors[i]);
+    for (int i = 0; i < g->ntensors; i++)
+        if (g->tensors[i]) sm_tensor_free(g->tensors[i]);
+    free(g->free_ids);
     for (size_t i = 0; i < g->nchunks; i++) free(g->chunks[i]);
     free(g->chunks);
     free(g->tensors);
@@ -227,6 +267,7 @@ void sm_tensor_release(sm_tensor *t)
 
 size_t sm_graph_ntasks(const sm_graph *g) { return g->nrecords; }
 int sm_graph_ntensors(const sm_graph *g) { return g->ntensors; }
+int sm_graph_live_tensors(const sm_graph *g) { return g->nlive; }
 const sm_tensor *sm_graph_tensor(const sm_graph *g, int id) { return g->tensors[id]; }
 
 const sm_tensor *sm_graph_access(const sm_graph *g, const sm_task_record *r, int i,

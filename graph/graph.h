@@ -81,6 +81,20 @@ sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role 
                          const int64_t *shape, sm_error *err);
 size_t sm_tensor_bytes(const sm_tensor *t);
 
+/* Tensors with one owner (a run's activations, an optimizer's state), released together. */
+typedef struct sm_tensor_list {
+    sm_tensor **v;
+    int n, cap;
+} sm_tensor_list;
+
+/* sm_tensor_new, the tensor recorded in `owner`. */
+sm_tensor *sm_tensor_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
+                            sm_role role, int ndim, const int64_t *shape, sm_error *err);
+/* Releases every tensor of the list (waiting for their pending tasks) and empties it; their
+ * ids go to later tensors. No record of the current step may refer to them any more (start a
+ * new step first). */
+void sm_tensor_list_drop(sm_graph *g, sm_tensor_list *owner);
+
 /* Submits (and records) one task. `args` (args_size bytes) is copied and handed to the kernel
  * as cl_arg. The codelet must use STARPU_VARIABLE_NBUFFERS; buffers arrive in `acc` order. */
 int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *meta,
@@ -99,8 +113,11 @@ void sm_tensor_release(sm_tensor *t);
 /* Accesses of a record: tensor and mode of access i < r->naccess. */
 const sm_tensor *sm_graph_access(const sm_graph *g, const sm_task_record *r, int i,
                                  enum starpu_data_access_mode *mode);
+/* Tensor ids run below sm_graph_ntensors; sm_graph_tensor is NULL for a released id. */
 int sm_graph_ntensors(const sm_graph *g);
 const sm_tensor *sm_graph_tensor(const sm_graph *g, int id);
+/* Tensors alive in the graph. */
+int sm_graph_live_tensors(const sm_graph *g);
 
 /* Records of the current step. */
 size_t sm_graph_ntasks(const sm_graph *g);

@@ -21,7 +21,8 @@ static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t
     int64_t shape[2] = {n0, n1};
     if (a->l >= 0) snprintf(name, sizeof name, "mb%d.L%d.%s", a->mb, a->l, what);
     else snprintf(name, sizeof name, "mb%d.%s", a->mb, what);
-    sm_tensor *t = sm_tensor_new(a->r->m->g, name, dt, SM_ACT, n1 ? 2 : 1, shape, a->err);
+    sm_tensor *t = sm_tensor_new_in(a->r->m->g, &a->r->owned, name, dt, SM_ACT, n1 ? 2 : 1, shape,
+                                   a->err);
     if (!t) a->failed = 1;
     return t;
 }

@@ -42,7 +42,9 @@ static double sm_empty_task_us(sm_model *m)
 {
     enum { N = 20000 };
     sm_error err;
-    sm_tensor *t = sm_tensor_new(m->g, "bench.nop", SM_F32, SM_ACT, 1, (int64_t[]){1}, &err);
+    sm_tensor_list owned = {0};
+    sm_tensor *t = sm_tensor_new_in(m->g, &owned, "bench.nop", SM_F32, SM_ACT, 1, (int64_t[]){1},
+                                    &err);
     if (!t) return NAN;
     sm_op_ctx c = {.g = m->g, .layer = -1, .micro = -1};
     sm_graph_step_begin(m->g);
@@ -51,6 +53,7 @@ static double sm_empty_task_us(sm_model *m)
     sm_graph_wait(m->g);
     double us = (sm_now() - t0) * 1e6 / N;
     sm_graph_step_begin(m->g);
+    sm_tensor_list_drop(m->g, &owned);
     return us;
 }
 

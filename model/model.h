@@ -87,6 +87,7 @@ struct sm_run {
     sm_balance bal;                          /* sequence-wise balance loss (coef 0 = off) */
     sm_tensor *cos_t, *sin_t, *loss, *bal_total;
     sm_micro_acts *mb;                       /* [micro] */
+    sm_tensor_list owned;                    /* every tensor the run created */
     sm_pipeline *pl;                         /* pipeline cut and order; NULL: none */
     /* gradient copies: micro-batch mb accumulates its weight gradients into copy
      * copy_of_micro[mb] (gcopy[c][param index], which may be the parameter's own g); the

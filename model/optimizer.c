@@ -18,6 +18,7 @@ struct sm_optimizer {
     sm_tensor **states;          /* m, v interleaved per trainable parameter */
     int nstates;
     int64_t steps;
+    sm_tensor_list owned;        /* every tensor the optimizer created */
 };
 
 /* Parameters per optimizer task: consecutive trainable parameters (checkpoint order) up to
@@ -66,7 +67,8 @@ static sm_tensor *sm_state_new(sm_optimizer *o, const sm_tensor *w, const char *
 {
     char name[300];
     snprintf(name, sizeof name, "%s.%s", w->name, suffix);
-    sm_tensor *t = sm_tensor_new(o->m->g, name, SM_F32, SM_OPT_STATE, w->ndim, w->shape, err);
+    sm_tensor *t = sm_tensor_new_in(o->m->g, &o->owned, name, SM_F32, SM_OPT_STATE, w->ndim,
+                                    w->shape, err);
     if (t) o->states[o->nstates++] = t;
     return t;
 }
@@ -121,17 +123,20 @@ static int sm_optimizer_scalars(sm_optimizer *o, sm_error *err)
     if (!o->sumsq || !o->load) return sm_fail(err, "out of memory for the optimizer");
     for (int k = 0; k < o->ngroups; k++) {
         snprintf(name, sizeof name, "optim.sumsq.%d", k);
-        if (!(o->sumsq[k] = sm_tensor_new(m->g, name, SM_F64, SM_OPT_STATE, 1, (int64_t[]){1}, err)))
+        if (!(o->sumsq[k] = sm_tensor_new_in(m->g, &o->owned, name, SM_F64, SM_OPT_STATE, 1,
+                                             (int64_t[]){1}, err)))
             return -1;
     }
     for (int l = 0; l < L; l++) {
         if (!m->layers[l].moe) continue;
         snprintf(name, sizeof name, "optim.load.%d", l);
         int64_t E = m->cfg.n_routed_experts;
-        if (!(o->load[l] = sm_tensor_new(m->g, name, SM_F32, SM_OPT_STATE, 1, &E, err))) return -1;
+        if (!(o->load[l] = sm_tensor_new_in(m->g, &o->owned, name, SM_F32, SM_OPT_STATE, 1, &E,
+                                            err)))
+            return -1;
     }
-    o->clip = sm_tensor_new(m->g, "optim.clip", SM_F32, SM_OPT_STATE, 1,
-                            (int64_t[]){SM_CLIP_LEN}, err);
+    o->clip = sm_tensor_new_in(m->g, &o->owned, "optim.clip", SM_F32, SM_OPT_STATE, 1,
+                               (int64_t[]){SM_CLIP_LEN}, err);
     return o->clip ? 0 : -1;
 }
 
@@ -153,6 +158,8 @@ sm_optimizer *sm_optimizer_new(sm_model *m, sm_error *err)
 void sm_optimizer_free(sm_optimizer *o)
 {
     if (!o) return;
+    sm_graph_step_begin(o->m->g);
+    sm_tensor_list_drop(o->m->g, &o->owned);
     for (int k = 0; o->groups && k < o->ngroups; k++) {
         sm_param_group *g = &o->groups[k];
         free(g->w);

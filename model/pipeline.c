@@ -57,7 +57,8 @@ static int sm_copies_add(sm_run *r, int c, int own, const char *tag, sm_error *e
             continue;
         }
         snprintf(name, sizeof name, "%s.%s", tag, g->name);
-        if (!(r->gcopy[c][i] = sm_tensor_new(m->g, name, SM_F32, SM_GRAD, g->ndim, g->shape, err)))
+        if (!(r->gcopy[c][i] = sm_tensor_new_in(m->g, &r->owned, name, SM_F32, SM_GRAD, g->ndim,
+                                                g->shape, err)))
             return -1;
     }
     return 0;

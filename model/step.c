@@ -40,10 +40,12 @@ static int sm_run_setup(sm_run *r, sm_error *err)
                                  .Gk = c->topk_group,
                                  .route_scale = (float)c->routed_scaling_factor,
                                  .norm_topk = c->norm_topk_prob};
-    r->cos_t = sm_tensor_new(r->m->g, "rope.cos", SM_F32, SM_INPUT, 2, shape, err);
-    r->sin_t = sm_tensor_new(r->m->g, "rope.sin", SM_F32, SM_INPUT, 2, shape, err);
-    r->loss = sm_tensor_new(r->m->g, "loss", SM_F32, SM_ACT, 1, (int64_t[]){1}, err);
-    r->bal_total = sm_tensor_new(r->m->g, "balance_loss", SM_F32, SM_ACT, 1, (int64_t[]){1}, err);
+    sm_graph *g = r->m->g;
+    r->cos_t = sm_tensor_new_in(g, &r->owned, "rope.cos", SM_F32, SM_INPUT, 2, shape, err);
+    r->sin_t = sm_tensor_new_in(g, &r->owned, "rope.sin", SM_F32, SM_INPUT, 2, shape, err);
+    r->loss = sm_tensor_new_in(g, &r->owned, "loss", SM_F32, SM_ACT, 1, (int64_t[]){1}, err);
+    r->bal_total = sm_tensor_new_in(g, &r->owned, "balance_loss", SM_F32, SM_ACT, 1,
+                                    (int64_t[]){1}, err);
     r->bal = (sm_balance){.S = r->S, .coef = 0.0f};
     if (!r->cos_t || !r->sin_t || !r->loss || !r->bal_total) return -1;
     double *theta = malloc((dr / 2) * sizeof *theta);
@@ -90,6 +92,9 @@ sm_run *sm_run_new(sm_model *m, int B, int S, int micro, int backward, sm_error 
 void sm_run_free(sm_run *r)
 {
     if (!r) return;
+    /* the step's records refer to the run's tensors: forget them, then release the tensors */
+    sm_graph_step_begin(r->m->g);
+    sm_tensor_list_drop(r->m->g, &r->owned);
     sm_pipeline_free(r);
     for (int mb = 0; r->mb && mb < r->micro; mb++) {
         sm_micro_acts *a = &r->mb[mb];

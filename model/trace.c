@@ -229,10 +229,9 @@ static int sm_trace_memory(sm_tracer *t)
         }
     }
     for (size_t i = 0; i < nt; i++) {
+        if (t->first[i] < 0) continue;
         double bytes = (double)sm_tensor_bytes(sm_graph_tensor(t->g, (int)i));
-        if (t->first[i] >= 0 &&
-            (sm_tick_add(t, t->first[i], bytes) || sm_tick_add(t, t->last[i], -bytes)))
-            return -1;
+        if (sm_tick_add(t, t->first[i], bytes) || sm_tick_add(t, t->last[i], -bytes)) return -1;
     }
     return sm_write_counter(t, "activation memory", "bytes");
 }

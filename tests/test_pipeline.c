@@ -84,6 +84,7 @@ static int is_backward(const sm_task_meta *m)
 }
 
 static const sm_task_record **by_start;
+static int peak_live;            /* most tensors alive at once in the model's graph */
 
 static int cmp_start(const void *a, const void *b)
 {
@@ -147,6 +148,7 @@ static int step(sm_model *m, const sm_run_opts *o, const char *name, int check_o
         tap_diag("%s: %s", name, err.msg);
         return -1;
     }
+    if (sm_graph_live_tensors(m->g) > peak_live) peak_live = sm_graph_live_tensors(m->g);
     fill_tokens(ids, tg, sm_model_config(m)->vocab_size);
     sm_run_set_balance(r, 1e-3);
     if (sm_run_step(r, ids, tg, &out->loss, &err)) {
@@ -276,8 +278,15 @@ int main(void)
         return tap_done();
     }
     sm_model_init_random(m, 11, 0.02);
+    int live = sm_graph_live_tensors(m->g), ids = sm_graph_ntensors(m->g);
     test_schedules(m);
     test_errors(m);
+    tap_ok(sm_graph_live_tensors(m->g) == live,
+           "the runs' tensors are released with them (%d alive before, %d after)", live,
+           sm_graph_live_tensors(m->g));
+    tap_ok(sm_graph_ntensors(m->g) == peak_live,
+           "released ids are reused: %d ids for at most %d tensors alive at once (%d at start)",
+           sm_graph_ntensors(m->g), peak_live, ids);
     test_stage_cuts();
     sm_model_free(m);
     sm_engine_shutdown();
