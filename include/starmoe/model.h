@@ -86,6 +86,8 @@ int sm_run_pipeline_summary(const sm_run *r, char *buf, size_t n);
 /* sm_run_new with options (NULL: the defaults of sm_run_new). */
 sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                         const sm_run_opts *o, sm_error *err);
+/* Waits for the run's tasks and releases its tensors; the graph's records of the last step are
+ * forgotten (read task counts, flops, traces or the DOT export before). */
 void sm_run_free(sm_run *r);
 
 /* Runs one step: ids and targets are [B, S] (targets may be NULL without backward; token ids
