@@ -128,7 +128,7 @@ int sm_stage_bwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb,
  * deterministic mode); sm_pipeline_build submits a step's slots in a dependency-valid order
  * with each rank's tasks numbered in its program order. */
 int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err);
-/* At the start of a step, before any of its tasks: every lane's sequence starts at 0. */
+/* At the start of a step, before any of its tasks: the run's lanes, every sequence at 0. */
 int sm_pipeline_begin(sm_run *r, sm_error *err);
 int sm_pipeline_build(sm_run *r, sm_error *err);
 /* The run's schedule (NULL without a pipeline). */

@@ -199,7 +199,8 @@ const sm_pipe *sm_pipeline_pipe(const sm_run *r) { return r->pl ? r->pl->pipe : 
 int sm_pipeline_begin(sm_run *r, sm_error *err)
 {
     memset(r->pl->order_next, 0, r->pl->pipe->pp * sizeof *r->pl->order_next);
-    return sm_graph_executes(r->m->g) ? sm_ordered_restart(err) : 0;
+    /* lanes again, not only a restart: another run may have set other lanes since */
+    return sm_graph_executes(r->m->g) ? sm_ordered_set_lanes(r->pl->pipe->pp, err) : 0;
 }
 
 int sm_pipeline_build(sm_run *r, sm_error *err)
