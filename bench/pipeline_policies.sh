@@ -4,8 +4,8 @@
 # (default 2), run in interleaved rounds (ROUNDS, default 2) so that machine noise hits every
 # policy alike. Prints per policy the median step time, tokens/s, the workers' idle share
 # (1 - busy share, measured in-process) and the ratio to lws; one traced step per pipeline
-# policy gives each stage's bubble: the share of the span of the stage's scheduled tasks (first
-# start to last end) that its lane did not spend on them. Writes the table as JSON to
+# policy gives each stage's bubble (`starmoe trace summary`: the share of the span of the rank's
+# scheduled tasks that its lane did not spend on them). Writes the table as JSON to
 # bench/results/pipeline-DATE.json.
 #   STARMOE=build/starmoe CONFIG=configs/small.json BATCH=8 SEQ=256 MICRO=4 PP=2 \
 #     bash bench/pipeline_policies.sh
@@ -36,6 +36,7 @@ for p in "${policies[@]}"; do
   is_pipeline "$p" || continue
   "$starmoe" "${args[@]}" --reps 1 --sched "$p" --pp "$pp" --trace "$tmp/$p.trace.json" \
     --trace-steps 4:4 > /dev/null
+  "$starmoe" trace summary "$tmp/$p.trace.json" --format json > "$tmp/$p.summary.json"
 done
 python3 - "$tmp" "$config" "$batch" "$seq" "$micro" "$pp" "$rounds" "${policies[@]}" <<'PY'
 import json, os, statistics, sys, time
@@ -48,15 +49,11 @@ for p in policies:
     row = {"policy": p, "pp": runs[0].get("pp", 1), "step_s_median": step,
            "tokens_per_s": int(batch) * int(seq) / step, "idle_share": 1 - busy,
            "tasks_step": runs[0]["tasks_step"], "runs": len(runs)}
-    trace = os.path.join(tmp, p + ".trace.json")
-    if os.path.exists(trace):
-        ev = [e for e in json.load(open(trace))["traceEvents"]
-              if e.get("ph") == "X" and e.get("args", {}).get("order", -1) >= 0]
-        share = {}
-        for st in sorted({e["args"]["stage"] for e in ev}):
-            mine = [e for e in ev if e["args"]["stage"] == st]
-            span = max(e["ts"] + e["dur"] for e in mine) - min(e["ts"] for e in mine)
-            share[str(st)] = 1 - sum(e["dur"] for e in mine) / span if span else 0
+    summary = os.path.join(tmp, p + ".summary.json")
+    if os.path.exists(summary):
+        stages = json.load(open(summary))["stages"]
+        share = {str(st["stage"]): st["bubble_us"] / (st["bubble_us"] + st["busy_us"])
+                 for st in stages if st["bubble_us"] + st["busy_us"] > 0}
         row["stage_bubble_share"] = share
     rows.append(row)
 base = rows[0]["step_s_median"]

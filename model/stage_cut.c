@@ -125,11 +125,12 @@ int sm_stage_cut(const sm_pipe *p, const sm_config *c, int S, sm_stage_span *spa
     sm_cut_ctx x = {.p = p, .L = L, .NS = NS, .pre = pre,
                     .head = 2.0 * c->hidden_size * c->vocab_size, .cut = cuts,
                     .best_cut = cuts + NS + 1, .best_rank = HUGE_VAL, .best_stage = HUGE_VAL};
-    sm_cut_dp(&x, best, at);
     if (p->nchunks > 1 && sm_cut_count(L, NS) <= SM_CUT_MAX_TRIES) {
         x.cut[0] = 0;
         x.cut[NS] = L;
         sm_cut_all(&x, 1, 0);
+    } else {
+        sm_cut_dp(&x, best, at);
     }
     for (int s = 0; s < NS; s++)
         span[s] = (sm_stage_span){x.best_cut[s], x.best_cut[s + 1], s == 0, s == NS - 1};
