@@ -35,9 +35,10 @@ int sm_cli_int(const char *flag, const char *s, long lo, long hi, long *out);
 /* Handles the engine options (returns 1 when opt was one of them, -1 on a bad value). */
 int sm_cli_engine_opt(int opt, const char *arg, sm_engine_opts *e);
 /* Handles the run options (returns 1 when opt was one of them, -1 on a bad value); call
- * sm_cli_run_finish after parsing to take the pipeline schedule from --sched. */
+ * sm_cli_run_finish after parsing to take the pipeline schedule from --sched (the run itself
+ * refuses --pp above 1 without one). */
 int sm_cli_run_opt(int opt, const char *arg, sm_run_opts *r);
-int sm_cli_run_finish(sm_run_opts *r, const sm_engine_opts *e);
+void sm_cli_run_finish(sm_run_opts *r, const sm_engine_opts *e);
 /* Handles the trace options (returns 1 when opt was one of them, -1 on a bad value). */
 int sm_cli_trace_opt(int opt, const char *arg, sm_trace_opts *o);
 /* Starts the engine, printing the error on failure. */

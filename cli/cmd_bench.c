@@ -93,7 +93,7 @@ int sm_cmd_bench(int argc, char **argv)
     if ((!config_path == !o.model_dir) || !o.B || !o.S || optind < argc ||
         (strcmp(format, "text") && strcmp(format, "json")))
         return sm_cli_usage_error("bench", sm_bench_usage);
-    if (sm_cli_run_finish(&o.run, &e)) return 2;
+    sm_cli_run_finish(&o.run, &e);
     sm_error err = {{0}};
     sm_config cfg;
     if (config_path) {

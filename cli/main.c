@@ -60,15 +60,9 @@ int sm_cli_run_opt(int opt, const char *arg, sm_run_opts *r)
     return 1;
 }
 
-int sm_cli_run_finish(sm_run_opts *r, const sm_engine_opts *e)
+void sm_cli_run_finish(sm_run_opts *r, const sm_engine_opts *e)
 {
     r->pipeline = sm_run_pipeline_of(e->sched);
-    if (r->pp > 1 && !r->pipeline) {
-        fprintf(stderr, "starmoe: --pp %d needs --sched naming a pipeline schedule (gpipe, 1f1b, "
-                        "zbh1, dualpipe or dualpipev)\n", r->pp);
-        return -1;
-    }
-    return 0;
 }
 
 int sm_cli_trace_opt(int opt, const char *arg, sm_trace_opts *o)

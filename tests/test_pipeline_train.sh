@@ -104,4 +104,7 @@ expect_fail "pp 3 on 2 workers" "engine\.pp.*engine\.workers" --set engine.sched
 expect_fail "dualpipe with 2 micro-batches" "micro" --set engine.sched=dualpipe --set engine.pp=2 --set train.micro_batches=2
 expect_fail "missing plugin file" "nope\.so" --set engine.sched_lib=\"$TMP/nope.so\" --set engine.sched=plugin-fifo
 expect_fail "--pp 0" "pp" --pp 0
+"$STARMOE" bench --config "$src/configs/tiny.json" --batch 8 --seq 32 --micro 4 --pp 2 --reps 1 > "$TMP/bench-pp.log" 2>&1
+[ $? -ne 0 ] && grep -q "pipeline schedule" "$TMP/bench-pp.log"
+ok $? "bench --pp 2 without a pipeline schedule: refused ($(head -c 150 "$TMP/bench-pp.log"))"
 tap_done
