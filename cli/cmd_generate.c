@@ -7,7 +7,7 @@
 #include <string.h>
 #include "io/checkpoint.h"
 #include "io/run_config.h"
-#include "io/tokenizer.h"
+#include "data/tokenizer.h"
 
 static const char *sm_generate_usage =
     "--ckpt DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-p P] [--seed S]\n"

@@ -17,7 +17,7 @@ static const char *sm_schedule_usage =
 enum { SM_GANTT_WIDTH = 120 };
 
 /* "F,B,W,FB": four numbers; prints an error naming the flag otherwise. */
-static int sm_parse_costs(const char *s, sm_pipe_costs *c)
+static int sm_parse_costs(const char *s, sm_schedule_costs *c)
 {
     double v[4];
     const char *p = s;
@@ -31,28 +31,28 @@ static int sm_parse_costs(const char *s, sm_pipe_costs *c)
         }
         p = end + 1;
     }
-    *c = (sm_pipe_costs){v[0], v[1], v[2], v[3]};
+    *c = (sm_schedule_costs){v[0], v[1], v[2], v[3]};
     sm_error err = {{0}};
-    if (sm_pipe_costs_check(c, &err) == 0) return 0;
+    if (sm_schedule_costs_check(c, &err) == 0) return 0;
     fprintf(stderr, "starmoe: --cost '%s': %s\n", s, err.msg);
     return -1;
 }
 
 /* Builds, simulates and reports; 0 on success. */
-static int sm_schedule_run(sm_pipe_policy policy, int pp, int micro, const sm_pipe_costs *c,
+static int sm_schedule_run(sm_schedule_policy policy, int pp, int micro, const sm_schedule_costs *c,
                            int json, const char *svg)
 {
     sm_error err = {{0}};
-    sm_pipe_sim sim;
-    sm_pipe *p = sm_pipe_new(policy, pp, micro, &err);
-    int rc = p ? sm_pipe_simulate(p, c, &sim, &err) : -1;
+    sm_schedule_sim sim;
+    sm_schedule *p = sm_schedule_new(policy, pp, micro, &err);
+    int rc = p ? sm_schedule_simulate(p, c, &sim, &err) : -1;
     if (rc == 0) {
-        if (json) sm_pipe_print_json(stdout, p, c, &sim);
-        else sm_pipe_print_text(stdout, p, c, &sim, SM_GANTT_WIDTH);
-        if (svg) rc = sm_pipe_write_svg(svg, p, &sim, &err);
-        sm_pipe_sim_free(&sim);
+        if (json) sm_schedule_print_json(stdout, p, c, &sim);
+        else sm_schedule_print_text(stdout, p, c, &sim, SM_GANTT_WIDTH);
+        if (svg) rc = sm_schedule_write_svg(svg, p, &sim, &err);
+        sm_schedule_sim_free(&sim);
     }
-    sm_pipe_free(p);
+    sm_schedule_free(p);
     if (rc) fprintf(stderr, "starmoe schedule: %s\n", err.msg);
     return rc ? 1 : 0;
 }
@@ -63,7 +63,7 @@ int sm_cmd_schedule(int argc, char **argv)
         {"policy", required_argument, 0, 'p'}, {"pp", required_argument, 0, 'P'},
         {"micro", required_argument, 0, 'u'},  {"cost", required_argument, 0, 'c'},
         {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    sm_pipe_costs costs = {1, 1, 1, 2.5};
+    sm_schedule_costs costs = {1, 1, 1, 2.5};
     const char *policy_name = NULL, *format = "text", *svg = NULL;
     long pp = 0, micro = 0;
     int opt;
@@ -83,8 +83,8 @@ int sm_cmd_schedule(int argc, char **argv)
         (strcmp(format, "text") && strcmp(format, "json")))
         return sm_cli_usage_error("schedule", sm_schedule_usage);
     sm_error err = {{0}};
-    sm_pipe_policy policy;
-    if (sm_pipe_policy_parse(policy_name, &policy, &err)) {
+    sm_schedule_policy policy;
+    if (sm_schedule_policy_parse(policy_name, &policy, &err)) {
         fprintf(stderr, "starmoe schedule: %s\n", err.msg);
         return 2;
     }

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <starmoe/train.h>
-#include "io/dataset.h"
-#include "io/tokenizer.h"
+#include "data/dataset.h"
+#include "data/tokenizer.h"
 
 static const char *sm_tok_usage =
     "train [--data PATH] [--vocab N] [--doc-sep LINE] -o FILE\n"

@@ -1,12 +1,12 @@
 /* The true dependencies of a step's tasks, found from their accesses the way StarPU orders
  * them: per tensor the last writer and the readers since, so a reader depends on the last
  * writer and a writer on the last writer and every reader since. One walk serves the DOT export
- * here and the traces (model/trace.c); its scratch memory is reused from step to step. */
+ * here and the traces (trace/recorder.c); its scratch memory is reused from step to step. */
 #include "graph/graph.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-#include "graph/grow.h"
+#include "base/grow.h"
 
 typedef struct sm_reader_node {
     size_t task;

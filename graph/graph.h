@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <starpu.h>
 #include <starmoe/error.h>
-#include "graph/dtype.h"
+#include "base/dtype.h"
 
 #define SM_MAX_DIMS 4
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/atomic_file.h"
 #include "io/safetensors.h"
 
 #define CF(n, kind, need) SM_FIELD(sm_config, n, kind, need)

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <starmoe/error.h>
-#include "graph/dtype.h"
+#include "base/dtype.h"
 
 #define SM_ST_MAX_DIMS 8
 
@@ -69,23 +69,5 @@ int sm_st_writer_add(sm_st_writer *w, const char *name, sm_dtype dtype, int ndim
 int sm_st_writer_meta(sm_st_writer *w, const char *key, const char *value, sm_error *err);
 int sm_st_writer_write(sm_st_writer *w, const char *path, sm_error *err);
 void sm_st_writer_free(sm_st_writer *w);
-
-/* Atomic file replacement, shared by every writer of the library: the bytes go to
- * "PATH.tmp.<pid>" in the same folder, which is fsynced, renamed over PATH, and the folder is
- * fsynced. I/O errors name the path and give strerror. */
-typedef struct sm_atomic_file {
-    int fd;
-    char *path, *tmp;
-} sm_atomic_file;
-int sm_atomic_begin(sm_atomic_file *a, const char *path, sm_error *err);
-int sm_atomic_write(sm_atomic_file *a, const void *buf, size_t n, sm_error *err);
-/* Finishes (fsync, rename, folder fsync); on failure the temporary file is removed. */
-int sm_atomic_commit(sm_atomic_file *a, sm_error *err);
-/* Gives up: closes and removes the temporary file. */
-void sm_atomic_abort(sm_atomic_file *a);
-/* The whole sequence for one buffer. */
-int sm_atomic_write_file(const char *path, const void *buf, size_t n, sm_error *err);
-/* Creates the folder and any missing parents (like mkdir -p); an existing folder is fine. */
-int sm_mkdir_p(const char *dir, sm_error *err);
 
 #endif

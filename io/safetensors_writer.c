@@ -1,5 +1,5 @@
-/* safetensors writer (tensors collected in memory, header keys in insertion order, each tensor
- * 8-byte aligned) and the atomic file replacement that every writer of the library uses. */
+/* safetensors writer: tensors collected in memory, header keys in insertion order, each tensor
+ * 8-byte aligned, the file replaced atomically (base/atomic_file.h). */
 #include "io/safetensors.h"
 
 #include <errno.h>
@@ -10,96 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* ---- atomic file replacement ---- */
-
-void sm_atomic_abort(sm_atomic_file *a)
-{
-    if (a->fd >= 0) {
-        close(a->fd);
-        unlink(a->tmp);
-    }
-    free(a->path);
-    free(a->tmp);
-    a->fd = -1;
-    a->path = a->tmp = NULL;
-}
-
-/* Reports errno for `what` on the temporary file and gives up. */
-static int atomic_fail(sm_atomic_file *a, const char *what, sm_error *err)
-{
-    sm_fail(err, "%s: cannot %s %s: %s", a->path, what, a->tmp, strerror(errno));
-    sm_atomic_abort(a);
-    return -1;
-}
-
-int sm_atomic_begin(sm_atomic_file *a, const char *path, sm_error *err)
-{
-    size_t n = strlen(path) + 32;
-    a->fd = -1;
-    a->path = strdup(path);
-    a->tmp = malloc(n);
-    if (!a->path || !a->tmp) {
-        sm_atomic_abort(a);
-        return sm_fail(err, "%s: out of memory", path);
-    }
-    snprintf(a->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    a->fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    return a->fd < 0 ? atomic_fail(a, "create", err) : 0;
-}
-
-int sm_atomic_write(sm_atomic_file *a, const void *buf, size_t n, sm_error *err)
-{
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(a->fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            if (w == 0) errno = EIO;
-            return atomic_fail(a, "write", err);
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync of the folder holding path, so that the rename itself is durable. */
-static int sync_parent(const char *path, sm_error *err)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir) return sm_fail(err, "%s: out of memory", path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
-        rc = sm_fail(err, "%s: cannot sync folder %s: %s", path, dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(dir);
-    return rc;
-}
-
-int sm_atomic_commit(sm_atomic_file *a, sm_error *err)
-{
-    if (fsync(a->fd) != 0) return atomic_fail(a, "sync", err);
-    int fd = a->fd;
-    a->fd = -1;
-    if (close(fd) != 0 || rename(a->tmp, a->path) != 0) {
-        sm_fail(err, "%s: cannot close and rename %s: %s", a->path, a->tmp, strerror(errno));
-        unlink(a->tmp);
-        sm_atomic_abort(a);
-        return -1;
-    }
-    int rc = sync_parent(a->path, err);
-    sm_atomic_abort(a);
-    return rc;
-}
-
-int sm_atomic_write_file(const char *path, const void *buf, size_t n, sm_error *err)
-{
-    sm_atomic_file a;
-    if (sm_atomic_begin(&a, path, err) || sm_atomic_write(&a, buf, n, err)) return -1;
-    return sm_atomic_commit(&a, err);
-}
+#include "base/atomic_file.h"
 
 /* ---- safetensors writer ---- */
 
@@ -269,21 +180,4 @@ int sm_st_writer_write(sm_st_writer *w, const char *path, sm_error *err)
         rc = sm_atomic_commit(&a, err);
     free(header);
     return rc;
-}
-
-int sm_mkdir_p(const char *dir, sm_error *err)
-{
-    char path[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof path) return sm_fail(err, "%s: folder name empty or too long", dir);
-    memcpy(path, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (path[i] != '/' && path[i] != '\0') continue;
-        char keep = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return sm_fail(err, "%s: cannot create folder %s: %s", dir, path, strerror(errno));
-        path[i] = keep;
-    }
-    return 0;
 }

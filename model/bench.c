@@ -6,7 +6,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "model/trace.h"
+#include "base/clock.h"
+#include "trace/recorder.h"
 #include "tasks/dense.h"
 
 static int sm_cmp_double(const void *a, const void *b)

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include "io/safetensors.h"
-#include "model/trace.h"
+#include "trace/recorder.h"
 
 typedef struct sm_tokens {
     int B, S;

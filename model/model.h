@@ -112,8 +112,8 @@ typedef struct sm_stage_span {
 /* stage_cut.c: cuts the layers into the schedule's stages (span[p->nstages]) so that the
  * busiest pipeline rank, then the costliest stage, is as cheap as possible, by a per-token
  * forward-flop model at sequence length S. */
-struct sm_pipe;
-int sm_stage_cut(const struct sm_pipe *p, const sm_config *c, int S, sm_stage_span *span,
+struct sm_schedule;
+int sm_stage_cut(const struct sm_schedule *p, const sm_config *c, int S, sm_stage_span *span,
                  sm_error *err);
 
 /* Parts of a backward pass: input gradients (B), weight gradients (W), or both. */
@@ -132,15 +132,12 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err);
 int sm_pipeline_begin(sm_run *r, sm_error *err);
 int sm_pipeline_build(sm_run *r, sm_error *err);
 /* The run's schedule (NULL without a pipeline). */
-const struct sm_pipe *sm_pipeline_pipe(const sm_run *r);
+const struct sm_schedule *sm_pipeline_schedule(const sm_run *r);
 /* Sums each gradient's copies into it (a no-op without copies). */
 int sm_pipeline_reduce(sm_run *r);
 void sm_pipeline_free(sm_run *r);
 /* Whether weight gradients may run late (per-boundary residual gradients needed). */
 int sm_pipeline_defers_weights(const sm_run_opts *o);
-
-/* Monotonic seconds. */
-double sm_now(void);
 
 /* params.c */
 int sm_params_create(sm_model *m, sm_error *err);

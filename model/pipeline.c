@@ -22,7 +22,7 @@ typedef struct sm_slot_ref {
 } sm_slot_ref;
 
 struct sm_pipeline {
-    sm_pipe *pipe;
+    sm_schedule *pipe;
     sm_stage_span *span;         /* [pipe->nstages] */
     int64_t *order_next;         /* [pp]: next order number of each rank's lane */
     sm_slot_ref *order;          /* every slot, in submission order */
@@ -31,15 +31,15 @@ struct sm_pipeline {
 
 int sm_pipeline_defers_weights(const sm_run_opts *o)
 {
-    sm_pipe_policy p;
-    return o && o->pipeline && sm_pipe_policy_parse(o->pipeline, &p, NULL) == 0 &&
-           (p == SM_PIPE_ZBH1 || p == SM_PIPE_DUALPIPE || p == SM_PIPE_DUALPIPEV);
+    sm_schedule_policy p;
+    return o && o->pipeline && sm_schedule_policy_parse(o->pipeline, &p, NULL) == 0 &&
+           (p == SM_SCHEDULE_ZBH1 || p == SM_SCHEDULE_DUALPIPE || p == SM_SCHEDULE_DUALPIPEV);
 }
 
 const char *sm_run_pipeline_of(const char *sched)
 {
-    sm_pipe_policy p;
-    return sched && sm_pipe_policy_parse(sched, &p, NULL) == 0 ? sched : NULL;
+    sm_schedule_policy p;
+    return sched && sm_schedule_policy_parse(sched, &p, NULL) == 0 ? sched : NULL;
 }
 
 /* Copy c of every gradient; `own` makes copy c the gradient itself. */
@@ -94,21 +94,21 @@ static int sm_cmp_slot_ref(const void *a, const void *b)
  * order of the schedule; ties are between independent slots. */
 static int sm_order_slots(sm_pipeline *pl, sm_error *err)
 {
-    const sm_pipe *p = pl->pipe;
-    sm_pipe_costs unit = {1, 1, 1, 2};
-    sm_pipe_sim sim;
-    if (sm_pipe_simulate(p, &unit, &sim, err)) return -1;
+    const sm_schedule *p = pl->pipe;
+    sm_schedule_costs unit = {1, 1, 1, 2};
+    sm_schedule_sim sim;
+    if (sm_schedule_simulate(p, &unit, &sim, err)) return -1;
     pl->nslots = 0;
     for (int r = 0; r < p->pp; r++) pl->nslots += p->nslots[r];
     if (!(pl->order = malloc(pl->nslots * sizeof *pl->order))) {
-        sm_pipe_sim_free(&sim);
+        sm_schedule_sim_free(&sim);
         return sm_fail(err, "out of memory for the pipeline order");
     }
     int n = 0;
     for (int r = 0; r < p->pp; r++)
         for (int k = 0; k < p->nslots[r]; k++)
             pl->order[n++] = (sm_slot_ref){sim.start[r][k], r, k};
-    sm_pipe_sim_free(&sim);
+    sm_schedule_sim_free(&sim);
     qsort(pl->order, pl->nslots, sizeof *pl->order, sm_cmp_slot_ref);
     return 0;
 }
@@ -129,7 +129,7 @@ static int sm_bind_lanes(const sm_run *r, const sm_run_opts *o, sm_error *err)
 
 int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
 {
-    sm_pipe_policy policy;
+    sm_schedule_policy policy;
     int pp = o && o->pp > 0 ? o->pp : 1;
     if (o && o->deterministic && r->backward && sm_copies_setup(r, r->micro, 0, err)) return -1;
     if (!o || !o->pipeline) {
@@ -141,10 +141,10 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
     if (!r->backward)
         return sm_fail(err, "pipeline '%s': a pipeline schedule needs a training (backward) "
                             "step", o->pipeline);
-    if (sm_pipe_policy_parse(o->pipeline, &policy, err)) return -1;
+    if (sm_schedule_policy_parse(o->pipeline, &policy, err)) return -1;
     if (!(r->pl = calloc(1, sizeof *r->pl))) return sm_fail(err, "out of memory");
     sm_pipeline *pl = r->pl;
-    if (!(pl->pipe = sm_pipe_new(policy, pp, r->micro, err))) return -1;
+    if (!(pl->pipe = sm_schedule_new(policy, pp, r->micro, err))) return -1;
     if (!(pl->order_next = calloc(pp, sizeof *pl->order_next)))
         return sm_fail(err, "out of memory");
     if (!(pl->span = calloc(pl->pipe->nstages, sizeof *pl->span)))
@@ -156,20 +156,20 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
 }
 
 /* One op of rank `rank`'s program: its chunk's stage, for its micro-batch. */
-static int sm_emit_op(sm_run *r, int rank, const sm_op *op)
+static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op)
 {
     sm_pipeline *pl = r->pl;
     int dir, stage;
-    sm_pipe_locate(pl->pipe, rank, op->chunk, &dir, &stage);
-    int mb = dir * sm_pipe_micro_per_dir(pl->pipe) + op->micro;
+    sm_schedule_locate(pl->pipe, rank, op->chunk, &dir, &stage);
+    int mb = dir * sm_schedule_micro_per_dir(pl->pipe) + op->micro;
     sm_op_ctx c = {.g = r->m->g, .layer = -1, .micro = mb, .stage = rank,
                    .order_next = pl->order_next, .lane = rank};
     const sm_stage_span *sp = &pl->span[stage];
     switch (op->kind) {
-    case SM_OP_F: return sm_stage_fwd(r, &c, sp, mb);
-    case SM_OP_B: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_INPUT);
-    case SM_OP_W: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_WEIGHT);
-    case SM_OP_BW: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_FULL);
+    case SM_SLOT_F: return sm_stage_fwd(r, &c, sp, mb);
+    case SM_SLOT_B: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_INPUT);
+    case SM_SLOT_W: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_WEIGHT);
+    case SM_SLOT_BW: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_FULL);
     }
     return -1;
 }
@@ -179,7 +179,7 @@ int sm_run_pipeline_summary(const sm_run *r, char *buf, size_t n)
     const sm_pipeline *pl = r->pl;
     size_t at = 0;
     if (!pl) return snprintf(buf, n, "no pipeline");
-    at += snprintf(buf, n, "%s, %d ranks:", sm_pipe_policy_name(pl->pipe->policy), pl->pipe->pp);
+    at += snprintf(buf, n, "%s, %d ranks:", sm_schedule_policy_name(pl->pipe->policy), pl->pipe->pp);
     for (int s = 0; s < pl->pipe->nstages && at < n; s++) {
         const sm_stage_span *sp = &pl->span[s];
         at += snprintf(buf + at, n - at, " stage %d = %s", s, sp->embed ? "embedding + " : "");
@@ -194,7 +194,7 @@ int sm_run_pipeline_summary(const sm_run *r, char *buf, size_t n)
     return (int)at;
 }
 
-const sm_pipe *sm_pipeline_pipe(const sm_run *r) { return r->pl ? r->pl->pipe : NULL; }
+const sm_schedule *sm_pipeline_schedule(const sm_run *r) { return r->pl ? r->pl->pipe : NULL; }
 
 int sm_pipeline_begin(sm_run *r, sm_error *err)
 {
@@ -239,7 +239,7 @@ void sm_pipeline_free(sm_run *r)
     free(r->gcopy);
     free(r->copy_of_micro);
     if (!r->pl) return;
-    sm_pipe_free(r->pl->pipe);
+    sm_schedule_free(r->pl->pipe);
     free(r->pl->span);
     free(r->pl->order_next);
     free(r->pl->order);

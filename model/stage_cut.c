@@ -13,7 +13,7 @@
 enum { SM_CUT_MAX_TRIES = 2000000 };
 
 typedef struct sm_cut_ctx {
-    const sm_pipe *p;
+    const sm_schedule *p;
     int L, NS;
     const double *pre;           /* pre[l]: cost of layers [0, l) */
     double head;
@@ -52,7 +52,7 @@ static void sm_cut_score(sm_cut_ctx *x)
         double load = 0;
         for (int c = 0; c < x->p->nchunks; c++) {
             int dir, stage;
-            sm_pipe_locate(x->p, r, c, &dir, &stage);
+            sm_schedule_locate(x->p, r, c, &dir, &stage);
             load += sm_stage_cost(x, x->cut, stage);
         }
         rank_max = fmax(rank_max, load);
@@ -107,7 +107,7 @@ static double sm_cut_count(int L, int NS)
     return n;
 }
 
-int sm_stage_cut(const sm_pipe *p, const sm_config *c, int S, sm_stage_span *span,
+int sm_stage_cut(const sm_schedule *p, const sm_config *c, int S, sm_stage_span *span,
                  sm_error *err)
 {
     int L = c->num_hidden_layers, NS = p->nstages, W = L + 1;

@@ -5,15 +5,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include "base/clock.h"
 #include "tasks/dense.h"
-
-double sm_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 static sm_yarn sm_run_yarn(const sm_config *c)
 {

@@ -5,6 +5,7 @@
  * a trace, every step graph (training and evaluation) is written as it completes, with marks
  * for evaluations and checkpoints. */
 #include "model/trainer.h"
+#include "base/clock.h"
 #include "model/model.h"
 
 #include <math.h>

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "base/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 

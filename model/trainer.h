@@ -6,11 +6,11 @@
 
 #include <starmoe/model.h>
 #include <starmoe/train.h>
-#include "io/dataset.h"
+#include "data/dataset.h"
 #include "io/metrics.h"
 #include "io/run_config.h"
-#include "io/tokenizer.h"
-#include "model/trace.h"
+#include "data/tokenizer.h"
+#include "trace/recorder.h"
 
 typedef struct sm_trainer {
     sm_run_config rc;

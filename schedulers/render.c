@@ -15,19 +15,19 @@ static int sm_slot_class(const sm_slot *s)
     return s->nops == 2 ? 4 : (int)s->op[0].kind;
 }
 
-int sm_pipe_stage_copies(const sm_pipe *p) { return p->policy == SM_PIPE_DUALPIPE ? 2 : 1; }
+int sm_schedule_stage_copies(const sm_schedule *p) { return p->policy == SM_SCHEDULE_DUALPIPE ? 2 : 1; }
 
 /* ---- text ---- */
 
-static void sm_print_header(FILE *f, const sm_pipe *p, const sm_pipe_costs *c)
+static void sm_print_header(FILE *f, const sm_schedule *p, const sm_schedule_costs *c)
 {
-    fprintf(f, "%s: %d ranks, %d micro-batches", sm_pipe_policy_name(p->policy), p->pp, p->micro);
-    if (p->ndirs == 2) fprintf(f, " (%d per direction)", sm_pipe_micro_per_dir(p));
+    fprintf(f, "%s: %d ranks, %d micro-batches", sm_schedule_policy_name(p->policy), p->pp, p->micro);
+    if (p->ndirs == 2) fprintf(f, " (%d per direction)", sm_schedule_micro_per_dir(p));
     fprintf(f, ", %d stages, %d stage chunk%s per rank; costs F=%g B=%g W=%g FB=%g\n", p->nstages,
             p->nchunks, p->nchunks > 1 ? "s" : "", c->f, c->b, c->w, c->fb);
 }
 
-static void sm_print_programs(FILE *f, const sm_pipe *p)
+static void sm_print_programs(FILE *f, const sm_schedule *p)
 {
     char tok[64];
     for (int r = 0; r < p->pp; r++) {
@@ -52,7 +52,7 @@ static double sm_gantt_scale(double makespan, int width)
 
 enum { SM_GANTT_MAX_COLS = 400 };
 
-static void sm_print_gantt(FILE *f, const sm_pipe *p, const sm_pipe_sim *s, int width)
+static void sm_print_gantt(FILE *f, const sm_schedule *p, const sm_schedule_sim *s, int width)
 {
     char row[SM_GANTT_MAX_COLS + 1];
     int fit = width < SM_GANTT_MAX_COLS ? width : SM_GANTT_MAX_COLS;
@@ -73,18 +73,18 @@ static void sm_print_gantt(FILE *f, const sm_pipe *p, const sm_pipe_sim *s, int 
     }
 }
 
-static void sm_print_summary(FILE *f, const sm_pipe *p, const sm_pipe_sim *s)
+static void sm_print_summary(FILE *f, const sm_schedule *p, const sm_schedule_sim *s)
 {
     fprintf(f, "makespan %g\n", s->makespan);
     for (int r = 0; r < p->pp; r++)
         fprintf(f, "rank %d: busy %g  bubble %g  peak activations %d\n", r, s->busy[r],
                 s->bubble[r], s->peak_act[r]);
     fprintf(f, "bubble max %g; parameters: %d stage chunk%s per rank, %d cop%s of each stage\n",
-            s->bubble_max, p->nchunks, p->nchunks > 1 ? "s" : "", sm_pipe_stage_copies(p),
-            sm_pipe_stage_copies(p) > 1 ? "ies" : "y");
+            s->bubble_max, p->nchunks, p->nchunks > 1 ? "s" : "", sm_schedule_stage_copies(p),
+            sm_schedule_stage_copies(p) > 1 ? "ies" : "y");
 }
 
-void sm_pipe_print_text(FILE *f, const sm_pipe *p, const sm_pipe_costs *c, const sm_pipe_sim *s,
+void sm_schedule_print_text(FILE *f, const sm_schedule *p, const sm_schedule_costs *c, const sm_schedule_sim *s,
                         int width)
 {
     sm_print_header(f, p, c);
@@ -95,7 +95,7 @@ void sm_pipe_print_text(FILE *f, const sm_pipe *p, const sm_pipe_costs *c, const
 
 /* ---- JSON ---- */
 
-static void sm_json_rank(FILE *f, const sm_pipe *p, const sm_pipe_sim *s, int r)
+static void sm_json_rank(FILE *f, const sm_schedule *p, const sm_schedule_sim *s, int r)
 {
     char tok[64];
     fprintf(f, "{\"rank\":%d,\"busy\":%.10g,\"bubble\":%.10g,\"peak_activations\":%d,\"slots\":[",
@@ -108,12 +108,12 @@ static void sm_json_rank(FILE *f, const sm_pipe *p, const sm_pipe_sim *s, int r)
     fprintf(f, "]}");
 }
 
-void sm_pipe_print_json(FILE *f, const sm_pipe *p, const sm_pipe_costs *c, const sm_pipe_sim *s)
+void sm_schedule_print_json(FILE *f, const sm_schedule *p, const sm_schedule_costs *c, const sm_schedule_sim *s)
 {
     fprintf(f, "{\"policy\":\"%s\",\"pp\":%d,\"micro\":%d,\"stages\":%d,\"directions\":%d,"
                "\"chunks_per_rank\":%d,\"stage_copies\":%d,",
-            sm_pipe_policy_name(p->policy), p->pp, p->micro, p->nstages, p->ndirs, p->nchunks,
-            sm_pipe_stage_copies(p));
+            sm_schedule_policy_name(p->policy), p->pp, p->micro, p->nstages, p->ndirs, p->nchunks,
+            sm_schedule_stage_copies(p));
     fprintf(f, "\"costs\":{\"F\":%.10g,\"B\":%.10g,\"W\":%.10g,\"FB\":%.10g},", c->f, c->b, c->w,
             c->fb);
     fprintf(f, "\"makespan\":%.10g,\"bubble_max\":%.10g,\"ranks\":[", s->makespan, s->bubble_max);
@@ -148,7 +148,7 @@ static void sm_svg_axis(FILE *f, double makespan, double px, int height)
 }
 
 /* A slot's token with XML's '&' escaped. */
-static int sm_svg_token(const sm_pipe *p, const sm_slot *slot, char *buf, size_t n)
+static int sm_svg_token(const sm_schedule *p, const sm_slot *slot, char *buf, size_t n)
 {
     char tok[64];
     int len = sm_slot_format(p, slot, tok, sizeof tok);
@@ -158,7 +158,7 @@ static int sm_svg_token(const sm_pipe *p, const sm_slot *slot, char *buf, size_t
     return len;
 }
 
-static void sm_svg_slots(FILE *f, const sm_pipe *p, const sm_pipe_sim *s, double px)
+static void sm_svg_slots(FILE *f, const sm_schedule *p, const sm_schedule_sim *s, double px)
 {
     char tok[80];
     for (int r = 0; r < p->pp; r++) {
@@ -190,7 +190,7 @@ static void sm_svg_legend(FILE *f, int y)
     }
 }
 
-int sm_pipe_write_svg(const char *path, const sm_pipe *p, const sm_pipe_sim *s, sm_error *err)
+int sm_schedule_write_svg(const char *path, const sm_schedule *p, const sm_schedule_sim *s, sm_error *err)
 {
     FILE *f = fopen(path, "w");
     if (!f) return sm_fail(err, "%s: cannot open for writing", path);
@@ -201,7 +201,7 @@ int sm_pipe_write_svg(const char *path, const sm_pipe *p, const sm_pipe_sim *s, 
                "<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n"
                "<text x=\"8\" y=\"14\" font-size=\"12\">%s, %d ranks, %d micro-batches: makespan "
                "%g, bubble max %g</text>\n",
-            width, height, sm_pipe_policy_name(p->policy), p->pp, p->micro,
+            width, height, sm_schedule_policy_name(p->policy), p->pp, p->micro,
             s->makespan, s->bubble_max);
     sm_svg_axis(f, s->makespan, px, height);
     sm_svg_slots(f, p, s, px);

@@ -9,14 +9,14 @@
 
 /* The whole text report: a header, "rank R: F0 B0 ..." lines, the Gantt chart (at most
  * `width` columns of time), then the makespan and each rank's bubble and peak activations. */
-void sm_pipe_print_text(FILE *f, const sm_pipe *p, const sm_pipe_costs *c, const sm_pipe_sim *s,
+void sm_schedule_print_text(FILE *f, const sm_schedule *p, const sm_schedule_costs *c, const sm_schedule_sim *s,
                         int width);
 /* The same as one JSON object. */
-void sm_pipe_print_json(FILE *f, const sm_pipe *p, const sm_pipe_costs *c, const sm_pipe_sim *s);
+void sm_schedule_print_json(FILE *f, const sm_schedule *p, const sm_schedule_costs *c, const sm_schedule_sim *s);
 /* An SVG timeline: one row per rank, one box per slot labelled with its op when it fits. */
-int sm_pipe_write_svg(const char *path, const sm_pipe *p, const sm_pipe_sim *s, sm_error *err);
+int sm_schedule_write_svg(const char *path, const sm_schedule *p, const sm_schedule_sim *s, sm_error *err);
 
 /* How many copies of each stage's parameters the schedule keeps (2 for DualPipe). */
-int sm_pipe_stage_copies(const sm_pipe *p);
+int sm_schedule_stage_copies(const sm_schedule *p);
 
 #endif

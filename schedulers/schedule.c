@@ -7,7 +7,7 @@
 #include <string.h>
 
 /* Bounds that keep a schedule's memory reasonable (a few slots per rank and micro-batch). */
-enum { SM_PIPE_MAX_PP = 1024, SM_PIPE_MAX_MICRO = 65536, SM_PIPE_MAX_WORK = 1 << 20 };
+enum { SM_SCHEDULE_MAX_PP = 1024, SM_SCHEDULE_MAX_MICRO = 65536, SM_SCHEDULE_MAX_WORK = 1 << 20 };
 
 /* One rank's program while it is being built: the slots so far, the next micro-batch to
  * forward and to backward on each chunk (FIFO order), and the pending weight passes. */
@@ -15,36 +15,36 @@ typedef struct sm_prog {
     sm_slot *slot;
     int n;
     int fnext[2], bnext[2];
-    sm_op *wq;                   /* split backwards whose W has not been issued, oldest first */
+    sm_slot_op *wq;                   /* split backwards whose W has not been issued, oldest first */
     int whead, wtail;
 } sm_prog;
 
-static const char *sm_pipe_names[] = {"gpipe", "1f1b", "zbh1", "dualpipe", "dualpipev"};
+static const char *sm_schedule_names[] = {"gpipe", "1f1b", "zbh1", "dualpipe", "dualpipev"};
 
-int sm_pipe_policy_parse(const char *name, sm_pipe_policy *out, sm_error *err)
+int sm_schedule_policy_parse(const char *name, sm_schedule_policy *out, sm_error *err)
 {
-    for (int i = 0; i <= SM_PIPE_DUALPIPEV; i++)
-        if (!strcmp(name, sm_pipe_names[i])) {
-            *out = (sm_pipe_policy)i;
+    for (int i = 0; i <= SM_SCHEDULE_DUALPIPEV; i++)
+        if (!strcmp(name, sm_schedule_names[i])) {
+            *out = (sm_schedule_policy)i;
             return 0;
         }
     return sm_fail(err, "policy '%s': unknown pipeline schedule (gpipe, 1f1b, zbh1, dualpipe, "
                         "dualpipev)", name);
 }
 
-const char *sm_pipe_policy_name(sm_pipe_policy policy)
+const char *sm_schedule_policy_name(sm_schedule_policy policy)
 {
-    return policy <= SM_PIPE_DUALPIPEV ? sm_pipe_names[policy] : "?";
+    return policy <= SM_SCHEDULE_DUALPIPEV ? sm_schedule_names[policy] : "?";
 }
 
-int sm_pipe_micro_per_dir(const sm_pipe *p) { return p->micro / p->ndirs; }
+int sm_schedule_micro_per_dir(const sm_schedule *p) { return p->micro / p->ndirs; }
 
-void sm_pipe_locate(const sm_pipe *p, int rank, int chunk, int *dir, int *stage)
+void sm_schedule_locate(const sm_schedule *p, int rank, int chunk, int *dir, int *stage)
 {
     *dir = 0;
     *stage = rank;
     if (chunk == 0) return;
-    if (p->policy == SM_PIPE_DUALPIPE) {
+    if (p->policy == SM_SCHEDULE_DUALPIPE) {
         *dir = 1;
         *stage = p->pp - 1 - rank;
     } else {
@@ -54,7 +54,7 @@ void sm_pipe_locate(const sm_pipe *p, int rank, int chunk, int *dir, int *stage)
 
 /* ---- building a program ---- */
 
-static void sm_prog_push(sm_prog *g, int nops, sm_op a, sm_op b)
+static void sm_prog_push(sm_prog *g, int nops, sm_slot_op a, sm_slot_op b)
 {
     sm_slot *s = &g->slot[g->n++];
     s->nops = nops;
@@ -62,35 +62,35 @@ static void sm_prog_push(sm_prog *g, int nops, sm_op a, sm_op b)
     s->op[1] = b;
 }
 
-static sm_op sm_prog_next_f(sm_prog *g, int chunk)
+static sm_slot_op sm_prog_next_f(sm_prog *g, int chunk)
 {
-    return (sm_op){SM_OP_F, chunk, g->fnext[chunk]++};
+    return (sm_slot_op){SM_SLOT_F, chunk, g->fnext[chunk]++};
 }
 
 static void sm_prog_f(sm_prog *g, int chunk)
 {
-    sm_prog_push(g, 1, sm_prog_next_f(g, chunk), (sm_op){0});
+    sm_prog_push(g, 1, sm_prog_next_f(g, chunk), (sm_slot_op){0});
 }
 
 /* The next backward of the chunk: full (BW), or split (B now, its W queued). */
 static void sm_prog_b(sm_prog *g, int chunk, int split)
 {
-    sm_op b = {split ? SM_OP_B : SM_OP_BW, chunk, g->bnext[chunk]++};
-    sm_prog_push(g, 1, b, (sm_op){0});
-    if (split) g->wq[g->wtail++] = (sm_op){SM_OP_W, chunk, b.micro};
+    sm_slot_op b = {split ? SM_SLOT_B : SM_SLOT_BW, chunk, g->bnext[chunk]++};
+    sm_prog_push(g, 1, b, (sm_slot_op){0});
+    if (split) g->wq[g->wtail++] = (sm_slot_op){SM_SLOT_W, chunk, b.micro};
 }
 
 /* The oldest pending weight pass. */
 static void sm_prog_w(sm_prog *g)
 {
-    sm_prog_push(g, 1, g->wq[g->whead++], (sm_op){0});
+    sm_prog_push(g, 1, g->wq[g->whead++], (sm_slot_op){0});
 }
 
 /* An overlapped pair: the next forward of fchunk with the next full backward of bchunk. */
 static void sm_prog_pair(sm_prog *g, int fchunk, int bchunk)
 {
-    sm_op f = sm_prog_next_f(g, fchunk);
-    sm_prog_push(g, 2, f, (sm_op){SM_OP_BW, bchunk, g->bnext[bchunk]++});
+    sm_slot_op f = sm_prog_next_f(g, fchunk);
+    sm_prog_push(g, 2, f, (sm_slot_op){SM_SLOT_BW, bchunk, g->bnext[bchunk]++});
 }
 
 /* ---- the schedules ---- */
@@ -184,24 +184,24 @@ static void sm_dual_program(sm_prog *g, const sm_dual *d)
 
 /* DualPipe: rank r holds stage r of direction 0 (chunk 0) and stage pp-1-r of direction 1;
  * DualPipeV is DualPipe's first half with H = pp (dualpipe.md §2). */
-static sm_dual sm_dual_for(const sm_pipe *p, int rank)
+static sm_dual sm_dual_for(const sm_schedule *p, int rank)
 {
-    if (p->policy == SM_PIPE_DUALPIPEV)
+    if (p->policy == SM_SCHEDULE_DUALPIPEV)
         return (sm_dual){p->micro, p->pp, rank, 0, 1, rank == p->pp - 1};
     int H = p->pp / 2, h = rank < p->pp - 1 - rank ? rank : p->pp - 1 - rank;
     int near = rank < H ? 0 : 1;
     return (sm_dual){p->micro / 2, H, h, near, 1 - near, h == H - 1};
 }
 
-static void sm_build_rank(const sm_pipe *p, sm_prog *g, int rank)
+static void sm_build_rank(const sm_schedule *p, sm_prog *g, int rank)
 {
     sm_dual d;
     switch (p->policy) {
-    case SM_PIPE_GPIPE: sm_gpipe(g, p->micro); break;
-    case SM_PIPE_1F1B: sm_1f1b_shape(g, p->pp, rank, p->micro, sm_full_backward); break;
-    case SM_PIPE_ZBH1: sm_zbh1(g, p->pp, rank, p->micro); break;
-    case SM_PIPE_DUALPIPE:
-    case SM_PIPE_DUALPIPEV:
+    case SM_SCHEDULE_GPIPE: sm_gpipe(g, p->micro); break;
+    case SM_SCHEDULE_1F1B: sm_1f1b_shape(g, p->pp, rank, p->micro, sm_full_backward); break;
+    case SM_SCHEDULE_ZBH1: sm_zbh1(g, p->pp, rank, p->micro); break;
+    case SM_SCHEDULE_DUALPIPE:
+    case SM_SCHEDULE_DUALPIPEV:
         d = sm_dual_for(p, rank);
         sm_dual_program(g, &d);
         break;
@@ -210,29 +210,29 @@ static void sm_build_rank(const sm_pipe *p, sm_prog *g, int rank)
 
 /* ---- validation, allocation ---- */
 
-static int sm_pipe_check(sm_pipe_policy policy, int pp, int micro, sm_error *err)
+static int sm_schedule_check(sm_schedule_policy policy, int pp, int micro, sm_error *err)
 {
-    const char *name = sm_pipe_policy_name(policy);
-    if (pp < 1 || pp > SM_PIPE_MAX_PP)
-        return sm_fail(err, "pp %d: expected 1..%d pipeline ranks", pp, SM_PIPE_MAX_PP);
-    if (micro < 1 || micro > SM_PIPE_MAX_MICRO)
-        return sm_fail(err, "micro %d: expected 1..%d micro-batches", micro, SM_PIPE_MAX_MICRO);
-    if ((long)pp * micro > SM_PIPE_MAX_WORK)
+    const char *name = sm_schedule_policy_name(policy);
+    if (pp < 1 || pp > SM_SCHEDULE_MAX_PP)
+        return sm_fail(err, "pp %d: expected 1..%d pipeline ranks", pp, SM_SCHEDULE_MAX_PP);
+    if (micro < 1 || micro > SM_SCHEDULE_MAX_MICRO)
+        return sm_fail(err, "micro %d: expected 1..%d micro-batches", micro, SM_SCHEDULE_MAX_MICRO);
+    if ((long)pp * micro > SM_SCHEDULE_MAX_WORK)
         return sm_fail(err, "pp %d x micro %d: more than %d (rank, micro-batch) pairs", pp,
-                       micro, SM_PIPE_MAX_WORK);
-    if (policy == SM_PIPE_DUALPIPE && pp % 2)
+                       micro, SM_SCHEDULE_MAX_WORK);
+    if (policy == SM_SCHEDULE_DUALPIPE && pp % 2)
         return sm_fail(err, "pp %d: %s needs an even number of ranks (micro-batches enter from "
                             "both ends)", pp, name);
-    if (policy == SM_PIPE_DUALPIPE && micro % 2)
+    if (policy == SM_SCHEDULE_DUALPIPE && micro % 2)
         return sm_fail(err, "micro %d: %s needs an even number of micro-batches (half per "
                             "direction)", micro, name);
-    if ((policy == SM_PIPE_DUALPIPE || policy == SM_PIPE_DUALPIPEV) && micro < 2 * pp)
+    if ((policy == SM_SCHEDULE_DUALPIPE || policy == SM_SCHEDULE_DUALPIPEV) && micro < 2 * pp)
         return sm_fail(err, "micro %d: %s needs at least 2 x pp = %d micro-batches", micro,
                        name, 2 * pp);
     return 0;
 }
 
-void sm_pipe_free(sm_pipe *p)
+void sm_schedule_free(sm_schedule *p)
 {
     if (!p) return;
     for (int r = 0; p->slots && r < p->pp; r++) free(p->slots[r]);
@@ -241,25 +241,25 @@ void sm_pipe_free(sm_pipe *p)
     free(p);
 }
 
-static sm_pipe *sm_pipe_alloc(sm_pipe_policy policy, int pp, int micro)
+static sm_schedule *sm_schedule_alloc(sm_schedule_policy policy, int pp, int micro)
 {
-    sm_pipe *p = calloc(1, sizeof *p);
+    sm_schedule *p = calloc(1, sizeof *p);
     if (!p) return NULL;
-    int dual = policy == SM_PIPE_DUALPIPE || policy == SM_PIPE_DUALPIPEV;
-    *p = (sm_pipe){.policy = policy, .pp = pp, .micro = micro, .nchunks = dual ? 2 : 1,
-                   .nstages = policy == SM_PIPE_DUALPIPEV ? 2 * pp : pp,
-                   .ndirs = policy == SM_PIPE_DUALPIPE ? 2 : 1};
+    int dual = policy == SM_SCHEDULE_DUALPIPE || policy == SM_SCHEDULE_DUALPIPEV;
+    *p = (sm_schedule){.policy = policy, .pp = pp, .micro = micro, .nchunks = dual ? 2 : 1,
+                   .nstages = policy == SM_SCHEDULE_DUALPIPEV ? 2 * pp : pp,
+                   .ndirs = policy == SM_SCHEDULE_DUALPIPE ? 2 : 1};
     p->nslots = calloc((size_t)pp, sizeof *p->nslots);
     p->slots = calloc((size_t)pp, sizeof *p->slots);
     if (!p->nslots || !p->slots) {
-        sm_pipe_free(p);
+        sm_schedule_free(p);
         return NULL;
     }
     return p;
 }
 
 /* Builds every rank's program; every (chunk, micro-batch) item takes at most three slots. */
-static int sm_pipe_build(sm_pipe *p, sm_op *wq, size_t items)
+static int sm_schedule_build(sm_schedule *p, sm_slot_op *wq, size_t items)
 {
     for (int r = 0; r < p->pp; r++) {
         sm_prog g = {.slot = malloc(3 * items * sizeof(sm_slot)), .wq = wq};
@@ -270,31 +270,31 @@ static int sm_pipe_build(sm_pipe *p, sm_op *wq, size_t items)
     return 0;
 }
 
-sm_pipe *sm_pipe_new(sm_pipe_policy policy, int pp, int micro, sm_error *err)
+sm_schedule *sm_schedule_new(sm_schedule_policy policy, int pp, int micro, sm_error *err)
 {
-    if (sm_pipe_check(policy, pp, micro, err)) return NULL;
-    sm_pipe *p = sm_pipe_alloc(policy, pp, micro);
-    size_t items = p ? (size_t)p->nchunks * (size_t)sm_pipe_micro_per_dir(p) : 0;
-    sm_op *wq = p ? malloc(items * sizeof *wq) : NULL;
-    int rc = wq ? sm_pipe_build(p, wq, items) : -1;
+    if (sm_schedule_check(policy, pp, micro, err)) return NULL;
+    sm_schedule *p = sm_schedule_alloc(policy, pp, micro);
+    size_t items = p ? (size_t)p->nchunks * (size_t)sm_schedule_micro_per_dir(p) : 0;
+    sm_slot_op *wq = p ? malloc(items * sizeof *wq) : NULL;
+    int rc = wq ? sm_schedule_build(p, wq, items) : -1;
     free(wq);
     if (rc == 0) return p;
-    sm_pipe_free(p);
-    sm_fail(err, "%s schedule for pp %d, micro %d: out of memory", sm_pipe_policy_name(policy),
+    sm_schedule_free(p);
+    sm_fail(err, "%s schedule for pp %d, micro %d: out of memory", sm_schedule_policy_name(policy),
             pp, micro);
     return NULL;
 }
 
 /* ---- notation ---- */
 
-static int sm_op_format(const sm_pipe *p, const sm_op *o, char *buf, size_t n)
+static int sm_op_format(const sm_schedule *p, const sm_slot_op *o, char *buf, size_t n)
 {
     static const char *kinds[] = {"F", "B", "W", "BW"};
     if (p->nchunks == 1) return snprintf(buf, n, "%s%d", kinds[o->kind], o->micro);
     return snprintf(buf, n, "%s%d.%d", kinds[o->kind], o->micro, o->chunk);
 }
 
-int sm_slot_format(const sm_pipe *p, const sm_slot *s, char *buf, size_t n)
+int sm_slot_format(const sm_schedule *p, const sm_slot *s, char *buf, size_t n)
 {
     if (s->nops == 1) return sm_op_format(p, &s->op[0], buf, n);
     char a[32], b[32];

@@ -7,30 +7,30 @@
 #include <stddef.h>
 #include <starmoe/error.h>
 
-typedef enum sm_pipe_policy {
-    SM_PIPE_GPIPE, SM_PIPE_1F1B, SM_PIPE_ZBH1, SM_PIPE_DUALPIPE, SM_PIPE_DUALPIPEV
-} sm_pipe_policy;
+typedef enum sm_schedule_policy {
+    SM_SCHEDULE_GPIPE, SM_SCHEDULE_1F1B, SM_SCHEDULE_ZBH1, SM_SCHEDULE_DUALPIPE, SM_SCHEDULE_DUALPIPEV
+} sm_schedule_policy;
 
 /* F forward, B backward for inputs only, W backward for weights, BW both backwards at once. */
-typedef enum sm_op_kind { SM_OP_F, SM_OP_B, SM_OP_W, SM_OP_BW } sm_op_kind;
+typedef enum sm_slot_kind { SM_SLOT_F, SM_SLOT_B, SM_SLOT_W, SM_SLOT_BW } sm_slot_kind;
 
 /* One computation of one micro-batch on one of the rank's chunks (micro counts within its
  * direction for DualPipe). */
-typedef struct sm_op {
-    sm_op_kind kind;
+typedef struct sm_slot_op {
+    sm_slot_kind kind;
     int chunk;
     int micro;
-} sm_op;
+} sm_slot_op;
 
 /* One slot of a rank's program: one op, or an overlapped pair (op[0] a forward, op[1] a full
  * backward of another micro-batch) that runs as one unit. */
 typedef struct sm_slot {
     int nops;
-    sm_op op[2];
+    sm_slot_op op[2];
 } sm_slot;
 
-typedef struct sm_pipe {
-    sm_pipe_policy policy;
+typedef struct sm_schedule {
+    sm_schedule_policy policy;
     int pp;                      /* ranks */
     int micro;                   /* micro-batches, all directions together */
     int nchunks;                 /* stage chunks per rank: 1, or 2 for DualPipe(V) */
@@ -38,26 +38,26 @@ typedef struct sm_pipe {
     int ndirs;                   /* directions micro-batches flow in: 2 for DualPipe, else 1 */
     int *nslots;                 /* per rank */
     sm_slot **slots;             /* per rank, in program order */
-} sm_pipe;
+} sm_schedule;
 
 /* Builds the programs of every rank. Fails (err names the field) when pp or micro is outside
  * what the policy allows: pp >= 1 everywhere; DualPipe needs pp even and micro even with
  * micro >= 2 pp, DualPipeV micro >= 2 pp. */
-sm_pipe *sm_pipe_new(sm_pipe_policy policy, int pp, int micro, sm_error *err);
-void sm_pipe_free(sm_pipe *p);
+sm_schedule *sm_schedule_new(sm_schedule_policy policy, int pp, int micro, sm_error *err);
+void sm_schedule_free(sm_schedule *p);
 
 /* "gpipe", "1f1b", "zbh1", "dualpipe", "dualpipev". */
-int sm_pipe_policy_parse(const char *name, sm_pipe_policy *out, sm_error *err);
-const char *sm_pipe_policy_name(sm_pipe_policy policy);
+int sm_schedule_policy_parse(const char *name, sm_schedule_policy *out, sm_error *err);
+const char *sm_schedule_policy_name(sm_schedule_policy policy);
 
 /* Where chunk `chunk` of rank `rank` sits: its direction and its stage along it. */
-void sm_pipe_locate(const sm_pipe *p, int rank, int chunk, int *dir, int *stage);
+void sm_schedule_locate(const sm_schedule *p, int rank, int chunk, int *dir, int *stage);
 
 /* Micro-batches per direction. */
-int sm_pipe_micro_per_dir(const sm_pipe *p);
+int sm_schedule_micro_per_dir(const sm_schedule *p);
 
 /* Writes a slot in the notation of dualpipe.md: F3, BW3, F3.1, (F7.0&BW3.1). Returns the
  * length snprintf would write. */
-int sm_slot_format(const sm_pipe *p, const sm_slot *s, char *buf, size_t n);
+int sm_slot_format(const sm_schedule *p, const sm_slot *s, char *buf, size_t n);
 
 #endif

@@ -10,8 +10,8 @@
 /* Simulation state: when each (direction, stage, micro-batch) item's forward output and input
  * gradient appeared (-1: not yet), and where each rank is in its program. */
 typedef struct sm_sim_state {
-    const sm_pipe *p;
-    const sm_pipe_costs *c;
+    const sm_schedule *p;
+    const sm_schedule_costs *c;
     int nmicro;                  /* per direction */
     double *f_end, *b_end;
     int *next;                   /* per rank: next slot to run */
@@ -19,7 +19,7 @@ typedef struct sm_sim_state {
     int *alive;                  /* per rank: activations alive */
 } sm_sim_state;
 
-int sm_pipe_costs_check(const sm_pipe_costs *c, sm_error *err)
+int sm_schedule_costs_check(const sm_schedule_costs *c, sm_error *err)
 {
     const double v[4] = {c->f, c->b, c->w, c->fb};
     const char *names[4] = {"F", "B", "W", "FB"};
@@ -29,14 +29,14 @@ int sm_pipe_costs_check(const sm_pipe_costs *c, sm_error *err)
     return 0;
 }
 
-double sm_slot_cost(const sm_slot *s, const sm_pipe_costs *c)
+double sm_slot_cost(const sm_slot *s, const sm_schedule_costs *c)
 {
     if (s->nops == 2) return c->fb;
     switch (s->op[0].kind) {
-    case SM_OP_F: return c->f;
-    case SM_OP_B: return c->b;
-    case SM_OP_W: return c->w;
-    case SM_OP_BW: return c->b + c->w;
+    case SM_SLOT_F: return c->f;
+    case SM_SLOT_B: return c->b;
+    case SM_SLOT_W: return c->w;
+    case SM_SLOT_BW: return c->b + c->w;
     }
     return 0;
 }
@@ -50,13 +50,13 @@ static size_t sm_item(const sm_sim_state *st, int dir, int stage, int micro)
 /* When the op's inputs exist, or -1 while one is missing. A forward needs the previous stage's
  * forward; a backward its own forward and the next stage's input gradient (none on the last
  * stage); a weight pass its backward. */
-static double sm_op_ready(const sm_sim_state *st, int rank, const sm_op *o)
+static double sm_op_ready(const sm_sim_state *st, int rank, const sm_slot_op *o)
 {
     int dir, stage;
-    sm_pipe_locate(st->p, rank, o->chunk, &dir, &stage);
-    if (o->kind == SM_OP_F)
+    sm_schedule_locate(st->p, rank, o->chunk, &dir, &stage);
+    if (o->kind == SM_SLOT_F)
         return stage == 0 ? 0 : st->f_end[sm_item(st, dir, stage - 1, o->micro)];
-    if (o->kind == SM_OP_W) return st->b_end[sm_item(st, dir, stage, o->micro)];
+    if (o->kind == SM_SLOT_W) return st->b_end[sm_item(st, dir, stage, o->micro)];
     double own = st->f_end[sm_item(st, dir, stage, o->micro)];
     if (own < 0 || stage == st->p->nstages - 1) return own;
     double up = st->b_end[sm_item(st, dir, stage + 1, o->micro)];
@@ -64,19 +64,19 @@ static double sm_op_ready(const sm_sim_state *st, int rank, const sm_op *o)
 }
 
 /* Records the outputs of an op that ended at time t. */
-static void sm_op_done(sm_sim_state *st, int rank, const sm_op *o, double t)
+static void sm_op_done(sm_sim_state *st, int rank, const sm_slot_op *o, double t)
 {
     int dir, stage;
-    sm_pipe_locate(st->p, rank, o->chunk, &dir, &stage);
-    if (o->kind == SM_OP_F) st->f_end[sm_item(st, dir, stage, o->micro)] = t;
-    if (o->kind == SM_OP_B || o->kind == SM_OP_BW) {
+    sm_schedule_locate(st->p, rank, o->chunk, &dir, &stage);
+    if (o->kind == SM_SLOT_F) st->f_end[sm_item(st, dir, stage, o->micro)] = t;
+    if (o->kind == SM_SLOT_B || o->kind == SM_SLOT_BW) {
         st->b_end[sm_item(st, dir, stage, o->micro)] = t;
         st->alive[rank]--;
     }
 }
 
 /* Runs the rank's next slot if its inputs exist; returns 1 when it ran. */
-static int sm_try_slot(sm_sim_state *st, sm_pipe_sim *out, int rank)
+static int sm_try_slot(sm_sim_state *st, sm_schedule_sim *out, int rank)
 {
     const sm_slot *s = &st->p->slots[rank][st->next[rank]];
     double start = st->free_at[rank];
@@ -86,7 +86,7 @@ static int sm_try_slot(sm_sim_state *st, sm_pipe_sim *out, int rank)
         start = fmax(start, ready);
     }
     double cost = sm_slot_cost(s, st->c), end = start + cost;
-    for (int i = 0; i < s->nops; i++) st->alive[rank] += s->op[i].kind == SM_OP_F;
+    for (int i = 0; i < s->nops; i++) st->alive[rank] += s->op[i].kind == SM_SLOT_F;
     if (st->alive[rank] > out->peak_act[rank]) out->peak_act[rank] = st->alive[rank];
     for (int i = 0; i < s->nops; i++) sm_op_done(st, rank, &s->op[i], end);
     out->start[rank][st->next[rank]] = start;
@@ -99,9 +99,9 @@ static int sm_try_slot(sm_sim_state *st, sm_pipe_sim *out, int rank)
 
 /* Advances every rank as far as it can, pass after pass; returns the rank that is stuck, or
  * -1 when every program finished. */
-static int sm_run_all(sm_sim_state *st, sm_pipe_sim *out)
+static int sm_run_all(sm_sim_state *st, sm_schedule_sim *out)
 {
-    const sm_pipe *p = st->p;
+    const sm_schedule *p = st->p;
     for (int moved = 1; moved;) {
         moved = 0;
         for (int r = 0; r < p->pp; r++)
@@ -112,7 +112,7 @@ static int sm_run_all(sm_sim_state *st, sm_pipe_sim *out)
     return -1;
 }
 
-void sm_pipe_sim_free(sm_pipe_sim *s)
+void sm_schedule_sim_free(sm_schedule_sim *s)
 {
     for (int r = 0; r < s->pp; r++) {
         if (s->start) free(s->start[r]);
@@ -123,13 +123,13 @@ void sm_pipe_sim_free(sm_pipe_sim *s)
     free(s->busy);
     free(s->bubble);
     free(s->peak_act);
-    *s = (sm_pipe_sim){0};
+    *s = (sm_schedule_sim){0};
 }
 
-static int sm_sim_alloc(const sm_pipe *p, sm_pipe_sim *out)
+static int sm_sim_alloc(const sm_schedule *p, sm_schedule_sim *out)
 {
     size_t pp = (size_t)p->pp;
-    *out = (sm_pipe_sim){.pp = p->pp, .start = calloc(pp, sizeof(double *)),
+    *out = (sm_schedule_sim){.pp = p->pp, .start = calloc(pp, sizeof(double *)),
                          .end = calloc(pp, sizeof(double *)), .busy = calloc(pp, sizeof(double)),
                          .bubble = calloc(pp, sizeof(double)), .peak_act = calloc(pp, sizeof(int))};
     if (!out->start || !out->end || !out->busy || !out->bubble || !out->peak_act) return -1;
@@ -150,10 +150,10 @@ static void sm_state_free(sm_sim_state *st)
     free(st->alive);
 }
 
-static int sm_state_alloc(const sm_pipe *p, const sm_pipe_costs *c, sm_sim_state *st)
+static int sm_state_alloc(const sm_schedule *p, const sm_schedule_costs *c, sm_sim_state *st)
 {
-    size_t items = (size_t)p->ndirs * (size_t)p->nstages * (size_t)sm_pipe_micro_per_dir(p);
-    *st = (sm_sim_state){.p = p, .c = c, .nmicro = sm_pipe_micro_per_dir(p),
+    size_t items = (size_t)p->ndirs * (size_t)p->nstages * (size_t)sm_schedule_micro_per_dir(p);
+    *st = (sm_sim_state){.p = p, .c = c, .nmicro = sm_schedule_micro_per_dir(p),
                          .f_end = malloc(items * sizeof(double)),
                          .b_end = malloc(items * sizeof(double)),
                          .next = calloc((size_t)p->pp, sizeof(int)),
@@ -164,7 +164,7 @@ static int sm_state_alloc(const sm_pipe *p, const sm_pipe_costs *c, sm_sim_state
     return 0;
 }
 
-static void sm_sim_totals(const sm_pipe *p, sm_pipe_sim *out)
+static void sm_sim_totals(const sm_schedule *p, sm_schedule_sim *out)
 {
     for (int r = 0; r < p->pp; r++)
         for (int i = 0; i < p->nslots[r]; i++) out->makespan = fmax(out->makespan, out->end[r][i]);
@@ -175,25 +175,25 @@ static void sm_sim_totals(const sm_pipe *p, sm_pipe_sim *out)
     }
 }
 
-int sm_pipe_simulate(const sm_pipe *p, const sm_pipe_costs *c, sm_pipe_sim *out, sm_error *err)
+int sm_schedule_simulate(const sm_schedule *p, const sm_schedule_costs *c, sm_schedule_sim *out, sm_error *err)
 {
-    *out = (sm_pipe_sim){0};
-    if (sm_pipe_costs_check(c, err)) return -1;
+    *out = (sm_schedule_sim){0};
+    if (sm_schedule_costs_check(c, err)) return -1;
     sm_sim_state st;
     int rc = sm_state_alloc(p, c, &st) || sm_sim_alloc(p, out) ? -2 : sm_run_all(&st, out);
     if (rc >= 0) {
         char tok[64];
         sm_slot_format(p, &p->slots[rc][st.next[rc]], tok, sizeof tok);
         sm_fail(err, "%s schedule: rank %d waits forever at slot %d (%s): its inputs never "
-                     "appear", sm_pipe_policy_name(p->policy), rc, st.next[rc], tok);
+                     "appear", sm_schedule_policy_name(p->policy), rc, st.next[rc], tok);
     } else if (rc == -2) {
         sm_fail(err, "%s schedule: out of memory simulating pp %d, micro %d",
-                sm_pipe_policy_name(p->policy), p->pp, p->micro);
+                sm_schedule_policy_name(p->policy), p->pp, p->micro);
     } else {
         sm_sim_totals(p, out);
     }
     sm_state_free(&st);
     if (rc == -1) return 0;
-    sm_pipe_sim_free(out);
+    sm_schedule_sim_free(out);
     return -1;
 }

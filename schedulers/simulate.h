@@ -11,11 +11,11 @@
 
 /* Slot costs in dualpipe.md's notation: F forward, B backward for inputs, W backward for
  * weights (a full backward BW costs B + W), FB one overlapped pair. */
-typedef struct sm_pipe_costs {
+typedef struct sm_schedule_costs {
     double f, b, w, fb;
-} sm_pipe_costs;
+} sm_schedule_costs;
 
-typedef struct sm_pipe_sim {
+typedef struct sm_schedule_sim {
     int pp;
     double **start, **end;       /* [rank][slot] */
     double *busy;                /* per rank: the sum of its slot costs */
@@ -24,16 +24,16 @@ typedef struct sm_pipe_sim {
                                     once, from the start of a forward to the end of its
                                     backward (B or BW); both items of a pair count during it */
     double makespan, bubble_max;
-} sm_pipe_sim;
+} sm_schedule_sim;
 
 /* Costs must be finite and >= 0; err names the field. */
-int sm_pipe_costs_check(const sm_pipe_costs *c, sm_error *err);
-double sm_slot_cost(const sm_slot *s, const sm_pipe_costs *c);
+int sm_schedule_costs_check(const sm_schedule_costs *c, sm_error *err);
+double sm_slot_cost(const sm_slot *s, const sm_schedule_costs *c);
 
-/* Fills `out` (free it with sm_pipe_sim_free). Fails when a rank waits for an input that
+/* Fills `out` (free it with sm_schedule_sim_free). Fails when a rank waits for an input that
  * never appears (a schedule that deadlocks), naming the rank and the slot. */
-int sm_pipe_simulate(const sm_pipe *p, const sm_pipe_costs *c, sm_pipe_sim *out,
+int sm_schedule_simulate(const sm_schedule *p, const sm_schedule_costs *c, sm_schedule_sim *out,
                      sm_error *err);
-void sm_pipe_sim_free(sm_pipe_sim *s);
+void sm_schedule_sim_free(sm_schedule_sim *s);
 
 #endif

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include "base/clock.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Embedding */
@@ -210,17 +210,14 @@ double sm_sgemm_gflops(int n, double seconds)
 {
     float *a = sm_kfloats((size_t)n * n, "peak A"), *b = sm_kfloats((size_t)n * n, "peak B");
     float *c = sm_kfloats((size_t)n * n, "peak C");
-    struct timespec t0, t1;
     for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = c[i] = 1.0f / (float)(1 + i % 7);
     sm_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n); /* warm caches and OpenBLAS's buffers */
     long reps = 0;
-    double elapsed = 0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double elapsed = 0, t0 = sm_now();
     do {
         sm_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         reps++;
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        elapsed = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        elapsed = sm_now() - t0;
     } while (elapsed < seconds);
     free(a);
     free(b);

@@ -131,7 +131,7 @@ static void test_bench(void)
     char p[512];
     sm_config c;
     sm_error err = {{0}};
-    snprintf(p, sizeof p, "%s/configs/bench-6m.json", tu_shared_dir());
+    snprintf(p, sizeof p, "%s/configs/bench-6m.json", tu_srcdir());
     tap_ok(sm_config_load_json(&c, p, &err) == 0 && c.hidden_size == 256 &&
                c.n_routed_experts == 16 && c.num_experts_per_tok == 4 && c.vocab_size == 1024,
            "bench-6m.json loads (d 256, E 16, K 4) %s", err.msg);
@@ -299,7 +299,7 @@ static void test_round_trips(void)
 
 int main(void)
 {
-    snprintf(fixture, sizeof fixture, "%s/fixtures/dsv3-tiny-a/config.json", tu_shared_dir());
+    snprintf(fixture, sizeof fixture, "%s/tests/fixtures/dsv3-tiny-a/config.json", tu_srcdir());
     if (!mkdtemp(dir)) return tap_ok(0, "mkdtemp"), tap_done();
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
     test_fixture();

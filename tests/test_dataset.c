@@ -1,4 +1,4 @@
-/* Tests of io/dataset.c: reading a folder corpus (sorted order, "%"-separated documents, CRLF
+/* Tests of data/dataset.c: reading a folder corpus (sorted order, "%"-separated documents, CRLF
  * separators, skipped non-UTF-8 file, ignored hidden file and symlink), packing with
  * <|endoftext|>, the seeded validation split, the batch reader (determinism, every window once
  * per epoch, shifted targets, exact seek), the errors, and, when the Debian fortunes are
@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "io/dataset.h"
+#include "data/dataset.h"
 #include "tests/tap.h"
 
 #define FORTUNES "/usr/share/games/fortunes"

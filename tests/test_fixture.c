@@ -1,5 +1,5 @@
 /* The engine against the official DeepSeek-V3 code and our float64 reference: for each
- * fixture folder (../shared/fixtures/dsv3-tiny-a and tests/fixtures/*, or the arguments) runs
+ * fixture folder (tests/fixtures/*, or the arguments) runs
  * forward and backward through StarPU and compares logits (max abs <= 1e-4), loss (<= 1e-5), routing sets per token (identical),
  * hidden states, and every gradient (relative Frobenius <= 1e-4), with 1 and 2 micro-batches. */
 #include <stdio.h>
@@ -169,22 +169,19 @@ static void check_fixture(const char *dir)
     free(fx.targets);
 }
 
-/* Fixture folders: the arguments, or the official-code fixture in shared/ and every folder of
- * the project's tests/fixtures (made by tests/ref/dsv3_reference.py). */
+/* Fixture folders: the arguments, or every folder of the project's tests/fixtures (the
+ * official-code fixture dsv3-tiny-a and those made by tests/ref/dsv3_reference.py). */
 int main(int argc, char **argv)
 {
-    static const char *own[] = {"yarn-g4", "noq-lora", "mscale"};
+    static const char *own[] = {"dsv3-tiny-a", "yarn-g4", "noq-lora", "mscale"};
     char dir[1100];
     sm_error err = {{0}};
     sm_engine_opts e = {.ncpus = 2};
     if (!tap_ok(sm_engine_init(&e, &err) == 0, "engine starts %s", err.msg)) return tap_done();
     for (int i = 1; i < argc; i++) check_fixture(argv[i]);
     if (argc == 1) {
-        const char *src = getenv("STARMOE_SRCDIR");
-        snprintf(dir, sizeof dir, "%s/fixtures/dsv3-tiny-a", tu_shared_dir());
-        check_fixture(dir);
         for (size_t i = 0; i < sizeof own / sizeof *own; i++) {
-            snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", src ? src : "..", own[i]);
+            snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", tu_srcdir(), own[i]);
             check_fixture(dir);
         }
     }

@@ -300,7 +300,7 @@ static void test_missing_config(void)
 int main(void)
 {
     sm_st_file ref;
-    snprintf(fixture, sizeof fixture, "%s/fixtures/dsv3-tiny-a", tu_shared_dir());
+    snprintf(fixture, sizeof fixture, "%s/tests/fixtures/dsv3-tiny-a", tu_srcdir());
     open_fixture_file(&ref);
     test_fixture(&ref);
     test_sharded(&ref);

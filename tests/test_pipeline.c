@@ -60,15 +60,15 @@ static float *gather_grads(sm_model *m, size_t *n)
 
 /* (micro-batch, forward?) of each op of rank `rank`'s program, consecutive repeats dropped:
  * what its lane must show when its tasks are sorted by start time. */
-static int expected_runs(const sm_pipe *p, int rank, int *micro, int *fwd)
+static int expected_runs(const sm_schedule *p, int rank, int *micro, int *fwd)
 {
     int n = 0;
     for (int k = 0; k < p->nslots[rank]; k++)
         for (int o = 0; o < p->slots[rank][k].nops; o++) {
-            const sm_op *op = &p->slots[rank][k].op[o];
+            const sm_slot_op *op = &p->slots[rank][k].op[o];
             int dir, stage;
-            sm_pipe_locate(p, rank, op->chunk, &dir, &stage);
-            int mb = dir * sm_pipe_micro_per_dir(p) + op->micro, f = op->kind == SM_OP_F;
+            sm_schedule_locate(p, rank, op->chunk, &dir, &stage);
+            int mb = dir * sm_schedule_micro_per_dir(p) + op->micro, f = op->kind == SM_SLOT_F;
             if (n && micro[n - 1] == mb && fwd[n - 1] == f) continue;
             micro[n] = mb;
             fwd[n++] = f;
@@ -99,7 +99,7 @@ static int cmp_start(const void *a, const void *b)
 static void check_lane_order(sm_run *r, const char *name)
 {
     const sm_graph *g = r->m->g;
-    const sm_pipe *p = sm_pipeline_pipe(r);
+    const sm_schedule *p = sm_pipeline_schedule(r);
     size_t n = sm_graph_ntasks(g);
     by_start = malloc(n * sizeof *by_start);
     int *micro = malloc(n * sizeof *micro), *fwd = malloc(n * sizeof *fwd);
@@ -223,9 +223,9 @@ static void test_stage_cuts(void)
     }
     for (size_t i = 0; i < sizeof policies / sizeof *policies; i++)
         for (int pp = 2; pp <= 4; pp += 2) {
-            sm_pipe_policy pol;
-            sm_pipe_policy_parse(policies[i], &pol, NULL);
-            sm_pipe *p = sm_pipe_new(pol, pp, 4 * pp, &err);
+            sm_schedule_policy pol;
+            sm_schedule_policy_parse(policies[i], &pol, NULL);
+            sm_schedule *p = sm_schedule_new(pol, pp, 4 * pp, &err);
             sm_stage_span span[16];
             int ok = p && sm_stage_cut(p, &c, 256, span, &err) == 0, at = 0;
             for (int s = 0; ok && s < p->nstages; s++) {
@@ -235,7 +235,7 @@ static void test_stage_cuts(void)
             }
             tap_ok(ok && at == c.num_hidden_layers, "%s, pp %d: %d stages cover the %d layers in "
                    "order", policies[i], pp, p ? p->nstages : 0, c.num_hidden_layers);
-            sm_pipe_free(p);
+            sm_schedule_free(p);
         }
 }
 

@@ -1,4 +1,4 @@
-/* Tests of io/tokenizer.c: the pre-tokenisation rules, training (vocabulary layout, early stop,
+/* Tests of data/tokenizer.c: the pre-tokenisation rules, training (vocabulary layout, early stop,
  * tie-breaking, determinism, CJK characters never merged together), exact encode/decode round
  * trips on English, Chinese, mixed text, emoji, invalid UTF-8 and every byte value, the
  * special token, save/load, and one malformed file per loader check. */
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "io/tokenizer.h"
+#include "data/tokenizer.h"
 #include "tests/tap.h"
 #include "tests/testutil.h"
 

@@ -1,4 +1,4 @@
-/* Tests of the trace io (io/trace*.c) on a small hand-made trace whose summary is known:
+/* Tests of the trace io (trace/*.c) on a small hand-made trace whose summary is known:
  * the Chrome writer's output read back (names with quotes and line breaks, null predictions,
  * lanes, marks, counters), every summary figure (per-op totals and shares, per-worker busy and
  * idle, the stage bubble, the critical path over two step graphs, the compute/communication
@@ -19,8 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "io/trace.h"
-#include "io/trace_read.h"
+#include "trace/writer.h"
+#include "trace/read.h"
 #include "tests/tap.h"
 
 static char dir[] = "/tmp/starmoe-trace-XXXXXX";

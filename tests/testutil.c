@@ -89,10 +89,10 @@ double tu_fd_check(float *x, const float *grad, size_t n, size_t nprobe, double 
     return worst_abs / scale;
 }
 
-const char *tu_shared_dir(void)
+const char *tu_srcdir(void)
 {
-    const char *s = getenv("STARMOE_SHARED");
-    return s && *s ? s : "../shared";
+    const char *s = getenv("STARMOE_SRCDIR");
+    return s && *s ? s : "..";
 }
 
 sm_config tu_tiny_config(void)
@@ -100,7 +100,7 @@ sm_config tu_tiny_config(void)
     sm_config c;
     sm_error err;
     char path[1100];
-    snprintf(path, sizeof path, "%s/fixtures/dsv3-tiny-a/config.json", tu_shared_dir());
+    snprintf(path, sizeof path, "%s/tests/fixtures/dsv3-tiny-a/config.json", tu_srcdir());
     if (sm_config_load_json(&c, path, &err)) printf("# %s\n", err.msg);
     return c;
 }

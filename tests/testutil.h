@@ -30,8 +30,8 @@ typedef double (*tu_loss_fn)(void *ctx);
 double tu_fd_check(float *x, const float *grad, size_t n, size_t nprobe, double h, double floor,
                    tu_loss_fn loss, void *ctx);
 
-/* The shared/ folder beside the project (STARMOE_SHARED, else ../shared). */
-const char *tu_shared_dir(void);
+/* The project's source folder (STARMOE_SRCDIR, else ..): fixtures are under tests/fixtures. */
+const char *tu_srcdir(void);
 /* The official tiny fixture's config (fixtures/dsv3-tiny-a/config.json); prints a diagnostic
  * line when it cannot be read. */
 struct sm_config tu_tiny_config(void);

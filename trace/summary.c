@@ -1,11 +1,11 @@
-/* The summary of a loaded trace (io/trace_read.h): per op family count, total, mean, share
+/* The summary of a loaded trace (trace/read.h): per op family count, total, mean, share
  * and the perf model's prediction against the measurement; per worker busy and idle time (they
  * add up to the makespan, first start to last end); per pipeline stage the bubble; the critical
  * path — per step graph the longest chain through the recorded dependencies ("deps" of each
  * slice's args) weighted by durations, summed over graphs — against the graphs' spans; and the
  * share of communication time (category "communication") during which another worker ran a
  * compute task (forward, backward or optimizer). */
-#include "io/trace_read.h"
+#include "trace/read.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Trace writers (io/trace_writer.c for Chrome JSON, io/trace_paje.c for Paje): a streaming
+/* Trace writers (trace/chrome.c for Chrome JSON, trace/paje.c for Paje): a streaming
  * sink for execution events that knows formats, not models. Times are nanoseconds since the
  * trace began (written as microseconds); events go to the file as they come, so a long run's
  * trace is never held in memory. The Chrome file:
@@ -66,7 +66,7 @@ int sm_trace_writer_flush(sm_trace_writer *w, sm_error *err);
 /* Finishes the file and frees w (also on error); reports any write error, naming the file. */
 int sm_trace_writer_close(sm_trace_writer *w, sm_error *err);
 
-/* ---- Paje (io/trace_paje.c), behind the writer ---- */
+/* ---- Paje (trace/paje.c), behind the writer ---- */
 typedef struct sm_paje sm_paje;
 sm_paje *sm_paje_open(FILE *f, int rank);
 void sm_paje_free(sm_paje *p);

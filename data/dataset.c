@@ -1,6 +1,6 @@
 /* Corpus reading, train/validation split, token packing and the seeded batch reader (see
  * dataset.h). */
-#include "io/dataset.h"
+#include "data/dataset.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,9 +1,9 @@
-/* Reading Chrome traces (io/trace_read.h). The file is mapped and walked by hand at the top
+/* Reading Chrome traces (trace/read.h). The file is mapped and walked by hand at the top
  * level — '{', keys, ':', values — while each value (and each event of "traceEvents") is parsed
  * alone by jansson, which stops after one value: a trace of millions of events never becomes
  * one JSON tree. The loader checks each event's fields and keeps slices, lanes, marks and
  * counter values in flat arrays. */
-#include "io/trace_read.h"
+#include "trace/read.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +14,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "graph/grow.h"
+#include "base/grow.h"
 
 /* ---- the scanner ---- */
 

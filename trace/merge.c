@@ -4,7 +4,7 @@
  * they came from) and their task and flow ids shifted past the previous inputs' ids, so that
  * dependencies stay within their rank. Times are kept: each rank's clock starts when its trace
  * began. The inputs' metadata is kept under "inputN.key" in otherData. */
-#include "io/trace_read.h"
+#include "trace/read.h"
 
 #include <errno.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* The HTML trace report (sm_trace_html): one self-contained page — inline style and script
- * from io/trace_html_page.c, the trace's slices, marks and counters as JSON in a
+ * from trace/html_page.c, the trace's slices, marks and counters as JSON in a
  * <script type="application/json"> element, and the per-op bar chart and summary tables as
  * plain HTML written here. */
-#include "io/trace_read.h"
+#include "trace/read.h"
 
 #include <errno.h>
 #include <math.h>

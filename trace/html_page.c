@@ -1,4 +1,4 @@
-/* The fixed parts of the HTML trace report (io/trace_html.c writes the rest): its style sheet
+/* The fixed parts of the HTML trace report (trace/html.c writes the rest): its style sheet
  * and its script. The script reads the JSON in <script id="trace-data">, draws a Gantt chart
  * on a canvas — one lane per worker, one box per task coloured by op family, step marks, and
  * the counters below the lanes — that zooms with the wheel around the pointer, pans by
@@ -6,7 +6,7 @@
  * sets data-lanes, data-boxes and data-slices on <body>; a script error sets data-error; with
  * #selftest in the URL it zooms and hovers through its own event handlers and reports data-zoom
  * and data-tip (the tests read these with a headless browser). No network, no libraries. */
-#include "io/trace_read.h"
+#include "trace/read.h"
 
 const char sm_trace_html_style[] =
     "*{box-sizing:border-box}\n"

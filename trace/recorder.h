@@ -8,7 +8,7 @@
 
 #include <starmoe/model.h>
 #include <starmoe/trace.h>
-#include "io/trace.h"
+#include "trace/writer.h"
 
 typedef struct sm_tracer sm_tracer;
 

@@ -4,12 +4,12 @@
  * rank, dependencies are links between workers. Paje wants events in time order, so a step's
  * events are buffered and sorted before they are written; definitions (op values, counters)
  * go out as they first appear, ahead of the events that use them. Times are milliseconds. */
-#include "io/trace.h"
+#include "trace/writer.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include "graph/grow.h"
+#include "base/grow.h"
 
 /* Kinds in the order they are written when they share a time: a state ends before the next
  * one starts on the same worker. */

@@ -1,17 +1,17 @@
-/* The tracer (model/trace.h): graph records to trace events after each step. Slices come from
+/* The tracer (trace/recorder.h): graph records to trace events after each step. Slices come from
  * the dependency walk (graph/deps.c), so each task is written with the ids of the tasks it
  * waited for; times are StarPU's (starpu_timing_now()'s clock) shifted to the trace's start.
  * Counters are derived from the same records: ready tasks (pushed to the scheduler, not yet
  * started) and activation memory (the bytes of each activation tensor from its first access
  * to its last one in the step). All scratch memory is kept from step to step. */
-#include "model/trace.h"
+#include "trace/recorder.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <starpu.h>
 #include "config.h"
-#include "graph/grow.h"
+#include "base/grow.h"
 #include "io/config_json.h"
 #include "model/model.h"
 

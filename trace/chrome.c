@@ -1,15 +1,15 @@
-/* The streaming trace writer (io/trace.h): Chrome trace-event JSON, or Paje through
- * io/trace_paje.c. A Chrome event is one line, built in the writer's line buffer by hand-rolled
+/* The streaming trace writer (trace/writer.h): Chrome trace-event JSON, or Paje through
+ * trace/paje.c. A Chrome event is one line, built in the writer's line buffer by hand-rolled
  * formatting (a task costs well under a microsecond: no printf on the hot path) and handed to
  * stdio with one fwrite; times are printed from integer nanoseconds as microseconds with three
  * decimals, so a slice's ts + dur is exactly its end. */
-#include "io/trace.h"
+#include "trace/writer.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "graph/grow.h"
+#include "base/grow.h"
 
 #define SM_TRACE_BUFFER (1 << 20)
 

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <starmoe/error.h>
-#include "io/tokenizer.h"
+#include "data/tokenizer.h"
 
 typedef struct sm_dataset {
     int32_t *train, *val;          /* packed token streams: documents, each followed by

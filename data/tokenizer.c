@@ -1,12 +1,13 @@
 /* Byte-level BPE tokenizer (see tokenizer.h): hash tables, the pre-tokeniser, training with
  * incremental pair counts and a lazy max-heap, the text file format, and a caching encoder. */
-#include "io/tokenizer.h"
+#include "data/tokenizer.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/atomic_file.h"
 #include "io/safetensors.h"
 
 #define N_BYTES 256

@@ -1,7 +1,7 @@
-/* Reading Chrome traces back (io/trace_read.c): a streaming scanner of the top-level object
+/* Reading Chrome traces back (trace/read.c): a streaming scanner of the top-level object
  * that hands each event of "traceEvents" to a callback (the file is mapped, events are parsed
  * one at a time), a loader that keeps what the summary and the report need in compact arrays,
- * and the summary itself (io/trace_summary.c). Errors name the file, the line and the event. */
+ * and the summary itself (trace/summary.c). Errors name the file, the line and the event. */
 #ifndef STARMOE_IO_TRACE_READ_H
 #define STARMOE_IO_TRACE_READ_H
 
@@ -104,7 +104,7 @@ const char *sm_trace_lane_name(const sm_trace_data *d, int lane, char *buf, size
 /* A metadata string of otherData, "" when absent. */
 const char *sm_trace_meta_str(const sm_trace_data *d, const char *key);
 
-/* ---- the summary (io/trace_summary.c) ---- */
+/* ---- the summary (trace/summary.c) ---- */
 typedef struct sm_op_stat {
     int op;
     size_t count;
@@ -151,7 +151,7 @@ void sm_trace_stats_print(const sm_trace_data *d, const sm_trace_stats *s, const
 /* The summary as a JSON object (NULL when out of memory). */
 json_t *sm_trace_stats_json(const sm_trace_data *d, const sm_trace_stats *s);
 
-/* ---- the HTML report (io/trace_html.c, page template in io/trace_html_page.c) ---- */
+/* ---- the HTML report (trace/html.c, page template in trace/html_page.c) ---- */
 extern const char sm_trace_html_style[];
 extern const char sm_trace_html_script[];
 
