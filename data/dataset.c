@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/file.h"
+
 /* ---- corpus ---- */
 
 typedef struct corpus {
@@ -105,7 +107,7 @@ static int read_entry(corpus *c, const char *dir, const char *name, sm_error *er
     int rc = 0;
     if (!path) return sm_fail(err, "%s: out of memory", dir);
     snprintf(path, n, "%s/%s", dir, name);
-    if (lstat(path, &st) != 0) rc = sm_fail(err, "%s: %s", path, strerror(errno));
+    if (lstat(path, &st) != 0) rc = sm_fail(err, "%s: %s", path, sm_file_why(errno));
     else if (S_ISDIR(st.st_mode)) rc = read_folder(c, path, err);
     else if (S_ISREG(st.st_mode)) rc = read_text_file(c, path, err);
     free(path);
@@ -131,7 +133,8 @@ int sm_corpus_read(const char *path, const char *doc_sep, char ***docs, size_t *
     corpus c = {.doc_sep = doc_sep};
     struct stat st;
     int rc;
-    if (stat(path, &st) != 0) return sm_fail(err, "%s: %s", path, strerror(errno));
+    if (stat(path, &st) != 0)
+        return sm_fail(err, "%s: cannot open: %s", path, sm_file_why(errno));
     rc = S_ISDIR(st.st_mode) ? read_folder(&c, path, err) : read_text_file(&c, path, err);
     if (!rc && c.n == 0)
         rc = sm_fail(err, "%s: empty corpus: no text (%zu files skipped as not UTF-8)", path,

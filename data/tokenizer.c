@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/atomic_file.h"
+#include "base/file.h"
 #include "io/safetensors.h"
 
 #define N_BYTES 256
@@ -810,35 +811,6 @@ sm_tokenizer *sm_tokenizer_load(const char *path, sm_error *err)
     }
     free(buf);
     return t;
-}
-
-char *sm_read_file(const char *path, size_t *len, sm_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n = 0, cap = 0, got;
-    int rc = 0;
-    if (!f) {
-        sm_fail(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    do {
-        if (SM_GROW(buf, cap, n + 65536 + 1)) {
-            rc = sm_fail(err, "%s: out of memory", path);
-            break;
-        }
-        got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-    } while (got > 0);
-    if (!rc && ferror(f)) rc = sm_fail(err, "%s: cannot read: %s", path, strerror(errno));
-    if (fclose(f) != 0 && !rc) rc = sm_fail(err, "%s: cannot close: %s", path, strerror(errno));
-    if (rc) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
 }
 
 /* ---- encoding ---- */

@@ -93,8 +93,5 @@ int sm_grow(void *pp, size_t *cap, size_t need, size_t elem);
 #define SM_GROW(arr, cap, need) sm_grow(&(arr), &(cap), (need), sizeof *(arr))
 /* The splitmix64 finaliser: a bijective 64-bit mix, for hashing and seeding. */
 uint64_t sm_mix64(uint64_t z);
-/* Reads a whole file into a NUL-terminated malloc'd buffer of *len bytes (shared by the loader
- * and the dataset reader). Errors name the path and give strerror. */
-char *sm_read_file(const char *path, size_t *len, sm_error *err);
 
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "base/atomic_file.h"
+#include "base/file.h"
 #include "io/safetensors.h"
 
 #define CF(n, kind, need) SM_FIELD(sm_config, n, kind, need)
@@ -682,7 +683,11 @@ static json_t *checked_object(json_t *root, const json_error_t *je, const char *
 json_t *sm_json_load_object(const char *path, sm_error *err)
 {
     json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    size_t len;
+    char *text = sm_read_file(path, &len, err);
+    if (!text) return NULL;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    free(text);
     return checked_object(root, &je, path, err);
 }
 

@@ -3,11 +3,14 @@
  * loaded as float32, FP8 E4M3 weights dequantised with their `_scale_inv` block grid. */
 #include "io/hf_model.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "io/config_json.h"
 
 #define SCALE_SUFFIX "_scale_inv"
 
@@ -131,9 +134,8 @@ static int open_weight_map(sm_hf_model *m, const char *index, json_t *wm, sm_err
 
 static int open_index(sm_hf_model *m, const char *index, sm_error *err)
 {
-    json_error_t je;
-    json_t *root = json_load_file(index, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return sm_fail(err, "%s: cannot parse: %s (line %d)", index, je.text, je.line);
+    json_t *root = sm_json_load_object(index, err);
+    if (!root) return -1;
     json_t *wm = json_object_get(root, "weight_map");
     int rc = json_is_object(wm) && json_object_size(wm)
                  ? open_weight_map(m, index, wm, err)
@@ -146,7 +148,9 @@ static int open_tensors(sm_hf_model *m, sm_error *err)
 {
     char *index = join(m->dir, "model.safetensors.index.json");
     if (!index) return sm_fail(err, "%s: out of memory", m->dir);
-    int rc = access(index, F_OK) == 0 ? open_index(m, index, err) : open_single(m, err);
+    /* any index that is there but unreadable (a loop, a FIFO) is reported, not skipped */
+    int rc = access(index, F_OK) == 0 || errno != ENOENT ? open_index(m, index, err)
+                                                         : open_single(m, err);
     free(index);
     return rc;
 }
@@ -230,8 +234,10 @@ static float *load_scale(const sm_hf_model *m, const sm_st_file *f, const sm_st_
     float *out = malloc((size_t)(grid[0] * grid[1] + 1) * sizeof *out);
     if (!out)
         sm_fail(err, "%s: tensor '%s': out of memory", sf->path, sname);
-    else
-        sm_convert_to_f32(out, sm_st_data(sf, s), SM_F32, (size_t)(grid[0] * grid[1]));
+    else if (sm_st_read_raw(sf, s, out, err)) {
+        free(out);
+        out = NULL;
+    }
     return out;
 }
 
@@ -241,11 +247,13 @@ static int load_fp8(const sm_hf_model *m, const sm_st_file *f, const sm_st_tenso
     if (t->ndim != 2)
         return sm_fail(err, "%s: tensor '%s': an F8_E4M3 weight must be 2-D", f->path, t->name);
     float *scale = load_scale(m, f, t, sname, err);
-    if (!scale) return -1;
-    sm_fp8_dequant_blocks(dst, sm_st_data(f, t), scale, t->shape[0], t->shape[1],
-                          m->config.fp8_block[0], m->config.fp8_block[1]);
+    uint8_t *q = scale ? sm_st_load_raw(f, t, err) : NULL;
+    if (q)
+        sm_fp8_dequant_blocks(dst, q, scale, t->shape[0], t->shape[1], m->config.fp8_block[0],
+                              m->config.fp8_block[1]);
+    free(q);
     free(scale);
-    return 0;
+    return q ? 0 : -1;
 }
 
 int sm_hf_load_f32(const sm_hf_model *m, const char *name, int ndim, const int64_t *shape,
@@ -265,8 +273,11 @@ int sm_hf_load_f32(const sm_hf_model *m, const char *name, int ndim, const int64
     else if (sm_hf_has(m, sname))
         rc = sm_fail(err, "%s: tensor '%s': has a scale '%s' but dtype %s, not F8_E4M3", f->path,
                      name, sname, sm_dtype_name(t->dtype));
+    else if (t->dtype != SM_F32 && t->dtype != SM_BF16 && t->dtype != SM_F16)
+        rc = sm_fail(err, "%s: tensor '%s': dtype %s is not a weight type (expected F32, BF16, "
+                     "F16, or F8_E4M3 with its scale)", f->path, name, sm_dtype_name(t->dtype));
     else
-        sm_convert_to_f32(dst, sm_st_data(f, t), t->dtype, (size_t)sm_st_numel(t));
+        rc = sm_st_convert_f32(f, t, dst, err);
     free(sname);
     return rc;
 }

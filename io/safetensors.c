@@ -1,5 +1,5 @@
-/* safetensors reader: maps a file read-only and checks every header field against the file
- * before any tensor is handed out, so that no later access can fall outside the mapping. */
+/* safetensors reader: checks every header field against the file's size before any tensor is
+ * handed out, then reads tensors with pread, so that a file cut short later is an error. */
 #include "io/safetensors.h"
 
 #include <errno.h>
@@ -8,34 +8,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
+
+#include "base/aprintf.h"
+#include "base/file.h"
 
 #define SM_ST_MAX_HEADER (100ull << 20)
 
-static int map_file(sm_st_file *f, sm_error *err)
+/* Opens the file for reading through pread only: nothing is mapped, so a file truncated while
+ * it is read gives an error instead of a SIGBUS. */
+static int open_file(sm_st_file *f, sm_error *err)
 {
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sm_fail(err, "%s: cannot open: %s", f->path, strerror(errno));
-    struct stat st;
-    const char *why = NULL;
-    if (fstat(fd, &st) != 0) why = strerror(errno);
-    else if (!S_ISREG(st.st_mode)) why = "not a regular file";
-    else if (st.st_size < 8) why = "file shorter than the 8-byte header length";
-    void *p = why ? MAP_FAILED : mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (!why && p == MAP_FAILED) why = strerror(errno);
-    close(fd);
-    if (why) return sm_fail(err, "%s: cannot read: %s", f->path, why);
-    f->map = p;
-    f->size = (size_t)st.st_size;
+    uint64_t size;
+    if ((f->fd = sm_file_open_read(f->path, &size, err)) < 0) return -1;
+    if (size < 8)
+        return sm_fail(err, "%s: cannot read: file shorter than the 8-byte header length",
+                       f->path);
+    f->size = (size_t)size;
     return 0;
 }
 
 static int read_header_length(sm_st_file *f, sm_error *err)
 {
+    uint8_t b[8];
     uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = n << 8 | f->map[i];
+    if (sm_file_pread(f->fd, b, sizeof b, 0, f->path, "header length", err)) return -1;
+    for (int i = 7; i >= 0; i--) n = n << 8 | b[i];
     if (n > SM_ST_MAX_HEADER)
         return sm_fail(err, "%s: header length %llu is absurd (more than 100 MiB)", f->path,
                        (unsigned long long)n);
@@ -164,8 +162,15 @@ static int parse_root(sm_st_file *f, json_t *root, sm_error *err)
 static int parse_header(sm_st_file *f, sm_error *err)
 {
     json_error_t je;
-    json_t *root = json_loadb((const char *)f->map + 8, f->data_start - 8,
-                              JSON_REJECT_DUPLICATES, &je);
+    size_t n = f->data_start - 8;
+    char *text = malloc(n + 1);
+    if (!text) return sm_fail(err, "%s: out of memory for the header", f->path);
+    if (sm_file_pread(f->fd, text, n, 8, f->path, "header", err)) {
+        free(text);
+        return -1;
+    }
+    json_t *root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &je);
+    free(text);
     if (!root)
         return sm_fail(err, "%s: header JSON rejected: %s (byte %d)", f->path, je.text,
                        je.position);
@@ -205,8 +210,9 @@ static int check_overlaps(const sm_st_file *f, sm_error *err)
 int sm_st_open(sm_st_file *f, const char *path, sm_error *err)
 {
     memset(f, 0, sizeof *f);
+    f->fd = -1;
     if (!(f->path = strdup(path))) return sm_fail(err, "%s: out of memory", path);
-    if (map_file(f, err) || read_header_length(f, err) || parse_header(f, err) ||
+    if (open_file(f, err) || read_header_length(f, err) || parse_header(f, err) ||
         check_overlaps(f, err)) {
         sm_st_close(f);
         return -1;
@@ -221,9 +227,10 @@ void sm_st_close(sm_st_file *f)
     for (int i = 0; i < 2 * f->nmeta; i++) free(f->meta[i]);
     free(f->tensors);
     free(f->meta);
-    if (f->map) munmap((void *)f->map, f->size);
+    if (f->path && f->fd >= 0) close(f->fd);    /* a zeroed file was never opened */
     free(f->path);
     memset(f, 0, sizeof *f);
+    f->fd = -1;
 }
 
 const sm_st_tensor *sm_st_find(const sm_st_file *f, const char *name)
@@ -233,9 +240,36 @@ const sm_st_tensor *sm_st_find(const sm_st_file *f, const char *name)
     return bsearch(&key, f->tensors, (size_t)f->ntensors, sizeof key, by_name);
 }
 
-const void *sm_st_data(const sm_st_file *f, const sm_st_tensor *t)
+int sm_st_read_raw(const sm_st_file *f, const sm_st_tensor *t, void *dst, sm_error *err)
 {
-    return f->map + f->data_start + t->begin;
+    char *what = sm_aprintf("tensor '%s'", t->name);
+    if (!what) return sm_fail(err, "%s: tensor '%s': out of memory", f->path, t->name);
+    int rc = sm_file_pread(f->fd, dst, (size_t)(t->end - t->begin), f->data_start + t->begin,
+                           f->path, what, err);
+    free(what);
+    return rc;
+}
+
+void *sm_st_load_raw(const sm_st_file *f, const sm_st_tensor *t, sm_error *err)
+{
+    void *raw = malloc((size_t)(t->end - t->begin) + 1);
+    if (!raw)
+        sm_fail(err, "%s: tensor '%s': out of memory", f->path, t->name);
+    else if (sm_st_read_raw(f, t, raw, err)) {
+        free(raw);
+        raw = NULL;
+    }
+    return raw;
+}
+
+int sm_st_convert_f32(const sm_st_file *f, const sm_st_tensor *t, float *dst, sm_error *err)
+{
+    if (t->dtype == SM_F32) return sm_st_read_raw(f, t, dst, err);
+    void *raw = sm_st_load_raw(f, t, err);
+    if (!raw) return -1;
+    sm_convert_to_f32(dst, raw, t->dtype, (size_t)sm_st_numel(t));
+    free(raw);
+    return 0;
 }
 
 int64_t sm_st_numel(const sm_st_tensor *t)
@@ -288,9 +322,7 @@ int sm_st_read_f32(const sm_st_file *f, const char *name, int ndim, const int64_
                    float *dst, sm_error *err)
 {
     const sm_st_tensor *t = find_checked(f, name, ndim, shape, err);
-    if (!t) return -1;
-    sm_convert_to_f32(dst, sm_st_data(f, t), t->dtype, (size_t)sm_st_numel(t));
-    return 0;
+    return t ? sm_st_convert_f32(f, t, dst, err) : -1;
 }
 
 int sm_st_read_i32(const sm_st_file *f, const char *name, int ndim, const int64_t *shape,
@@ -298,22 +330,24 @@ int sm_st_read_i32(const sm_st_file *f, const char *name, int ndim, const int64_
 {
     const sm_st_tensor *t = find_checked(f, name, ndim, shape, err);
     if (!t) return -1;
-    const unsigned char *p = sm_st_data(f, t);
-    int64_t n = sm_st_numel(t);
-    if (t->dtype == SM_I32) {
-        if (n) memcpy(dst, p, (size_t)n * sizeof *dst);
-        return 0;
-    }
+    if (t->dtype == SM_I32) return sm_st_read_raw(f, t, dst, err);
     if (t->dtype != SM_I64)
         return sm_fail(err, "%s: tensor '%s': dtype %s, expected I32 or I64", f->path, name,
                        sm_dtype_name(t->dtype));
-    for (int64_t i = 0; i < n; i++) {
+    const unsigned char *p = sm_st_load_raw(f, t, err);
+    int64_t n = sm_st_numel(t), i = 0;
+    for (; p && i < n; i++) {
         int64_t v;
         memcpy(&v, p + 8 * i, sizeof v);
-        if (v < INT32_MIN || v > INT32_MAX)
-            return sm_fail(err, "%s: tensor '%s': value %lld at index %lld does not fit int32",
-                           f->path, name, (long long)v, (long long)i);
+        if (v < INT32_MIN || v > INT32_MAX) break;
         dst[i] = (int32_t)v;
     }
-    return 0;
+    if (p && i < n) {
+        int64_t v;
+        memcpy(&v, p + 8 * i, sizeof v);
+        sm_fail(err, "%s: tensor '%s': value %lld at index %lld does not fit int32", f->path,
+                name, (long long)v, (long long)i);
+    }
+    free((void *)p);
+    return p && i == n ? 0 : -1;
 }

@@ -1,5 +1,6 @@
-/* safetensors files: a validating reader (mmap, every header field checked against the file)
- * and an atomic writer. Format: u64 little-endian header length N, N bytes of JSON
+/* safetensors files: a validating reader (every header field checked against the file, tensors
+ * read with pread so a file truncated while open is an error, not a crash) and an atomic
+ * writer. Format: u64 little-endian header length N, N bytes of JSON
  * {name: {dtype, shape, data_offsets:[begin,end]}, "__metadata__": {str: str}}, then the data. */
 #ifndef STARMOE_SAFETENSORS_H
 #define STARMOE_SAFETENSORS_H
@@ -21,8 +22,8 @@ typedef struct sm_st_tensor {
 
 typedef struct sm_st_file {
     char *path;
-    const uint8_t *map;          /* whole file, read-only */
-    size_t size;
+    int fd;                      /* open for pread; -1 when closed */
+    size_t size;                 /* at open */
     size_t data_start;           /* 8 + header length */
     int ntensors;
     sm_st_tensor *tensors;       /* sorted by name */
@@ -38,8 +39,13 @@ void sm_st_close(sm_st_file *f);
 
 /* Finds a tensor by name, NULL when absent. */
 const sm_st_tensor *sm_st_find(const sm_st_file *f, const char *name);
-/* Pointer to a tensor's raw bytes. */
-const void *sm_st_data(const sm_st_file *f, const sm_st_tensor *t);
+/* Reads a tensor's raw bytes (end - begin of them) into dst; a file that has shrunk since it was
+ * opened is an error naming the tensor and the bytes missing. */
+int sm_st_read_raw(const sm_st_file *f, const sm_st_tensor *t, void *dst, sm_error *err);
+/* The same into a malloc'd buffer; NULL with err set on failure. */
+void *sm_st_load_raw(const sm_st_file *f, const sm_st_tensor *t, sm_error *err);
+/* Reads tensor t converted to float32 (numel floats) into dst, whatever its dtype. */
+int sm_st_convert_f32(const sm_st_file *f, const sm_st_tensor *t, float *dst, sm_error *err);
 /* Element count of a tensor. */
 int64_t sm_st_numel(const sm_st_tensor *t);
 /* A "__metadata__" value, NULL when the key is absent. */

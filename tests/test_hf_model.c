@@ -124,7 +124,9 @@ static void write_sharded(const sm_st_file *ref, const char *extra, const char *
     sm_error err;
     for (int i = 0; i < ref->ntensors; i++) {
         const sm_st_tensor *t = &ref->tensors[i];
-        sm_st_writer_add(w[i % 2], t->name, t->dtype, t->ndim, t->shape, sm_st_data(ref, t), &err);
+        void *raw = sm_st_load_raw(ref, t, &err);
+        sm_st_writer_add(w[i % 2], t->name, t->dtype, t->ndim, t->shape, raw, &err);
+        free(raw);
         json_object_set_new(map, t->name, json_string(shards[i % 2]));
     }
     if (extra) json_object_set_new(map, extra, json_string(shards[0]));
