@@ -99,17 +99,18 @@ int sm_atomic_write_file(const char *path, const void *buf, size_t n, sm_error *
 
 int sm_mkdir_p(const char *dir, sm_error *err)
 {
-    char path[4096];
     size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof path) return sm_fail(err, "%s: folder name empty or too long", dir);
-    memcpy(path, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
+    if (n == 0) return sm_fail(err, "the folder name to create is empty");
+    char *path = strdup(dir);
+    int rc = path ? 0 : sm_fail(err, "%s: out of memory", dir);
+    for (size_t i = 1; i <= n && !rc; i++) {
         if (path[i] != '/' && path[i] != '\0') continue;
         char keep = path[i];
         path[i] = '\0';
         if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return sm_fail(err, "%s: cannot create folder %s: %s", dir, path, strerror(errno));
+            rc = sm_fail(err, "%s: cannot create folder %s: %s", dir, path, strerror(errno));
         path[i] = keep;
     }
-    return 0;
+    free(path);
+    return rc;
 }

@@ -28,10 +28,9 @@ static int sm_cli_double(const char *flag, const char *s, double lo, double hi, 
 /* A run folder resolves to its newest complete checkpoint. */
 static int sm_resolve_ckpt(const char *dir, char *path, size_t cap, sm_error *err)
 {
-    if (sm_ckpt_verify(dir, err) == 0) {
-        snprintf(path, cap, "%s", dir);
-        return 0;
-    }
+    if (sm_ckpt_verify(dir, err) == 0)
+        return snprintf(path, cap, "%s", dir) < (int)cap
+                   ? 0 : sm_fail(err, "%s: path too long (at most %zu bytes)", dir, cap - 1);
     return sm_ckpt_latest(dir, path, cap, err) == 0 ? 0 : -1;
 }
 

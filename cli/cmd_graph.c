@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *sm_graph_usage =
@@ -33,13 +34,15 @@ int sm_cmd_graph(int argc, char **argv)
     }
     if (!config_path == !model_dir || !dot || optind < argc)
         return sm_cli_usage_error("graph", sm_graph_usage);
-    char path[4096];
-    if (model_dir) snprintf(path, sizeof path, "%s/config.json", model_dir);
+    size_t n = model_dir ? strlen(model_dir) + sizeof "/config.json" : 0;
+    char *path = n ? malloc(n) : NULL;
+    if (path) snprintf(path, n, "%s/config.json", model_dir);
     sm_error err = {{0}};
     sm_config cfg;
     sm_model *m = NULL;
     sm_run *r = NULL;
-    int rc = sm_config_load_json(&cfg, config_path ? config_path : path, &err);
+    int rc = config_path || path ? sm_config_load_json(&cfg, config_path ? config_path : path, &err)
+                                 : sm_fail(&err, "%s: out of memory", model_dir);
     if (!rc && !S) S = cfg.max_position_embeddings < 64 ? cfg.max_position_embeddings : 64;
     if (!rc) rc = !(m = sm_model_new(&cfg, 0, &err));
     if (!rc) rc = !(r = sm_run_new(m, (int)B, (int)S, (int)micro, !forward_only, &err));
@@ -48,5 +51,6 @@ int sm_cmd_graph(int argc, char **argv)
     else fprintf(stderr, "starmoe graph: %s\n", err.msg);
     sm_run_free(r);
     sm_model_free(m);
+    free(path);
     return rc ? 1 : 0;
 }

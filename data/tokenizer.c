@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/aprintf.h"
 #include "base/atomic_file.h"
 #include "base/file.h"
 #include "io/safetensors.h"
@@ -631,7 +632,14 @@ static int trainer_merge(trainer *tr, uint32_t p)
     return 0;
 }
 
-/* Merges the most frequent pair until nmerges merges exist or no pair occurs twice. */
+/* Length in bytes of the token that merging the pair `key` would make. */
+static size_t merged_bytes(const sm_tokenizer *t, uint64_t key)
+{
+    return t->tok[key >> 32].len + t->tok[key & 0xFFFFFFFFu].len;
+}
+
+/* Merges the most frequent pair until nmerges merges exist or no pair occurs twice; a pair that
+ * would make a token longer than SM_TOKENIZER_MAX_TOKEN_BYTES is left out of the heap. */
 static int trainer_run(trainer *tr, int nmerges)
 {
     while (tr->tok->nmerges < nmerges && tr->heap.n > 0) {
@@ -643,6 +651,7 @@ static int trainer_run(trainer *tr, int nmerges)
             continue;
         }
         if (cur < 2) break;
+        if (merged_bytes(tr->tok, tr->pairs.keys[e.pair]) > SM_TOKENIZER_MAX_TOKEN_BYTES) continue;
         if (trainer_merge(tr, e.pair)) return -1;
     }
     return 0;
@@ -766,9 +775,11 @@ static int parse_header(cursor *c, long long *vocab, sm_error *err)
         parse_uint(c, SM_TOKENIZER_MAX_VOCAB, vocab, "the vocab size", err) ||
         expect(c, "\n", "expected end of line after the vocab size", err))
         return -1;
-    char where[1024];
-    snprintf(where, sizeof where, "%s:%d", c->path, c->line);
-    if (check_vocab_size(*vocab, where, err)) return -1;
+    char *where = sm_aprintf("%s:%d", c->path, c->line);
+    int rc = where ? check_vocab_size(*vocab, where, err) : sm_fail(err, "%s: out of memory",
+                                                                    c->path);
+    free(where);
+    if (rc) return -1;
     c->line++;
     return 0;
 }
@@ -788,6 +799,12 @@ static int parse_merges(cursor *c, sm_tokenizer *t, long long vocab, sm_error *e
         if (parse_id(c, def, vocab, &l, err) || expect(c, " ", "expected a space", err) ||
             parse_id(c, def, vocab, &r, err) || expect(c, "\n", "expected end of line", err))
             return -1;
+        size_t bytes = merged_bytes(t, pair_key(l, r));
+        if (bytes > SM_TOKENIZER_MAX_TOKEN_BYTES) {
+            snprintf(msg, sizeof msg, "merge %d (id %lld) makes a token of %zu bytes, more than "
+                     "the %d allowed", t->nmerges + 1, def, bytes, SM_TOKENIZER_MAX_TOKEN_BYTES);
+            return parse_fail(c, err, msg);
+        }
         int rc = tokenizer_add_merge(t, l, r);
         if (rc < 0) return sm_fail(err, "%s: out of memory", c->path);
         if (rc > 0) return parse_fail(c, err, "duplicate merge");
@@ -800,7 +817,7 @@ static int parse_merges(cursor *c, sm_tokenizer *t, long long vocab, sm_error *e
 sm_tokenizer *sm_tokenizer_load(const char *path, sm_error *err)
 {
     size_t len;
-    long long vocab;
+    long long vocab = 0;
     char *buf = sm_read_file(path, &len, err);
     if (!buf) return NULL;
     cursor c = {buf, buf + len, path, 1};

@@ -38,6 +38,10 @@
 
 /* Largest vocab_size accepted by training and by the loader. */
 #define SM_TOKENIZER_MAX_VOCAB (1 << 24)
+/* Longest token, in bytes: training never makes a longer one, and the loader refuses a file
+ * whose merges would (merges can double a token's length each time, so a file of a few hundred
+ * bytes could otherwise ask for gigabytes). */
+#define SM_TOKENIZER_MAX_TOKEN_BYTES 512
 
 typedef struct sm_tokenizer sm_tokenizer;
 

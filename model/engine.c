@@ -1,8 +1,11 @@
 /* Starting and stopping the StarPU runtime for the engine: worker count, scheduling policy
  * by name through schedulers/registry.h (a set STARPU_SCHED would silently replace the
- * requested one, so it is refused), one BLAS thread per worker. */
+ * requested one, so it is refused), one BLAS thread per worker; the StarPU variables that StarPU
+ * would abort on are checked first. */
 #include <starmoe/model.h>
 
+#include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,11 +36,35 @@ static int sm_engine_pick_sched(const sm_engine_opts *o, sm_sched_entry *e, sm_e
     return want ? sm_sched_find(want, e, err) : 0;
 }
 
+/* StarPU reads these as whole numbers and aborts the process on anything else (text, a
+ * negative value): they are checked first so that a bad one is an error that names it. */
+static const char *const sm_starpu_counts[] = {
+    "STARPU_NCPU", "STARPU_NCPUS", "STARPU_NCUDA", "STARPU_NOPENCL", "STARPU_NMIC",
+    "STARPU_NMPI_MS", "STARPU_CALIBRATE", "STARPU_SILENT", "STARPU_PREFETCH",
+    "STARPU_WORKERS_NOBIND", "STARPU_LIMIT_CPU_MEM", "STARPU_LIMIT_MAX_SUBMITTED_TASKS",
+    "STARPU_LIMIT_MIN_SUBMITTED_TASKS",
+};
+
+static int sm_engine_check_env(sm_error *err)
+{
+    for (size_t i = 0; i < sizeof sm_starpu_counts / sizeof *sm_starpu_counts; i++) {
+        const char *v = getenv(sm_starpu_counts[i]);
+        char *end;
+        if (!v) continue;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (end == v || *end || n < 0 || n > INT_MAX || errno)
+            return sm_fail(err, "environment variable %s='%s': expected a whole number from 0 "
+                           "to %d (StarPU would abort on it)", sm_starpu_counts[i], v, INT_MAX);
+    }
+    return 0;
+}
+
 int sm_engine_init(const sm_engine_opts *o, sm_error *err)
 {
     struct starpu_conf conf;
     sm_sched_entry e;
-    if (sm_engine_pick_sched(o, &e, err)) return -1;
+    if (sm_engine_check_env(err) || sm_engine_pick_sched(o, &e, err)) return -1;
     /* kernels allocate sizeable temporaries per task: keep them on the heap instead of fresh
      * mappings, whose pages the kernel would zero again on every task */
     mallopt(M_MMAP_THRESHOLD, 512 << 20);

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include "base/aprintf.h"
 #include "io/hf_model.h"
 
 sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err)
@@ -23,10 +24,11 @@ sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err)
 
 sm_model *sm_model_open_hf(const char *dir, sm_error *err)
 {
-    char path[4096];
+    char *path = sm_aprintf("%s/config.json", dir);
     sm_config cfg;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if (sm_config_load_json(&cfg, path, err)) return NULL;
+    int rc = path ? sm_config_load_json(&cfg, path, err) : sm_fail(err, "%s: out of memory", dir);
+    free(path);
+    if (rc) return NULL;
     sm_model *m = sm_model_new(&cfg, 1, err);
     if (m && sm_model_load_hf(m, dir, err)) {
         sm_model_free(m);

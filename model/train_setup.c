@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "base/aprintf.h"
 #include "base/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -36,13 +37,15 @@ static int sm_setup_config(sm_trainer *t, const sm_train_opts *o, char *ckpt, si
         if (sm_run_config_load(&t->rc, o->config, o->overrides, o->noverrides, err)) return -1;
         ckpt[0] = '\0';
     }
-    if (o->data) snprintf(t->rc.data.path, sizeof t->rc.data.path, "%s", o->data);
+    if (o->data && sm_format_path(t->rc.data.path, sizeof t->rc.data.path, err, "%s", o->data))
+        return sm_fail(err, "--data: %s", err->msg);
     if (o->seed >= 0) t->rc.train.seed = o->seed;
     t->last_step = o->steps >= 0 ? o->steps : t->rc.train.steps;
     if (t->last_step > t->rc.train.steps)
         return sm_fail(err, "--steps %lld is beyond the schedule's train.steps %d",
                        (long long)t->last_step, t->rc.train.steps);
-    snprintf(t->out, sizeof t->out, "%s", o->out);
+    if (sm_format_path(t->out, sizeof t->out, err, "%s", o->out))
+        return sm_fail(err, "--out: %s", err->msg);
     return sm_mkdir_p(t->out, err);
 }
 
@@ -53,9 +56,10 @@ static int sm_setup_tokenizer(sm_trainer *t, const char *corpus, const char *ckp
     if (ckpt[0]) {
         sm_ckpt_state st;
         if (sm_ckpt_load_state(ckpt, &st, err)) return -1;
-        snprintf(t->tok_path, sizeof t->tok_path, "%s/%s", ckpt, st.tokenizer);
+        if (sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s/%s", ckpt, st.tokenizer))
+            return -1;
     } else if (d->tokenizer[0]) {
-        snprintf(t->tok_path, sizeof t->tok_path, "%s", d->tokenizer);
+        if (sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s", d->tokenizer)) return -1;
     } else {
         char **docs;
         size_t *lens, ndocs;
@@ -64,8 +68,10 @@ static int sm_setup_tokenizer(sm_trainer *t, const char *corpus, const char *ckp
             return -1;
         t->tok = sm_tokenizer_train((const char *const *)docs, lens, ndocs, d->vocab_size, err);
         sm_corpus_free(docs, lens, ndocs);
-        snprintf(t->tok_path, sizeof t->tok_path, "%s/tokenizer.bpe", t->out);
-        return t->tok ? sm_tokenizer_save(t->tok, t->tok_path, err) : -1;
+        if (!t->tok ||
+            sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s/tokenizer.bpe", t->out))
+            return -1;
+        return sm_tokenizer_save(t->tok, t->tok_path, err);
     }
     return (t->tok = sm_tokenizer_load(t->tok_path, err)) ? 0 : -1;
 }

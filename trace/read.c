@@ -1,19 +1,15 @@
-/* Reading Chrome traces (trace/read.h). The file is mapped and walked by hand at the top
+/* Reading Chrome traces (trace/read.h). The file is read whole and walked by hand at the top
  * level — '{', keys, ':', values — while each value (and each event of "traceEvents") is parsed
  * alone by jansson, which stops after one value: a trace of millions of events never becomes
  * one JSON tree. The loader checks each event's fields and keeps slices, lanes, marks and
  * counter values in flat arrays. */
 #include "trace/read.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "base/file.h"
 #include "base/grow.h"
 
 /* ---- the scanner ---- */
@@ -142,7 +138,9 @@ static int sm_scan_object(sm_scan *s, sm_trace_event_fn fn, void *ctx, json_t **
 {
     int events = 0;
     sm_skip_ws(s);
-    if (s->p >= s->end) return sm_fail(err, "%s: empty file: not a trace", s->path);
+    if (s->p >= s->end)
+        return sm_fail(err, "%s: %s: not a trace", s->path,
+                       s->end == s->base ? "empty file" : "only whitespace, no JSON");
     if (*s->p != '{')
         return sm_fail(err, "%s:%d: the top level is not a JSON object (a Chrome trace is "
                             "{\"traceEvents\": [...]})", s->path, sm_line(s));
@@ -166,24 +164,13 @@ static int sm_scan_object(sm_scan *s, sm_trace_event_fn fn, void *ctx, json_t **
 int sm_trace_scan(const char *path, sm_trace_event_fn fn, void *ctx, json_t **other_data,
                   sm_error *err)
 {
-    struct stat st;
+    size_t len;
     if (other_data) *other_data = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sm_fail(err, "%s: cannot open the trace: %s", path, strerror(errno));
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return sm_fail(err, "%s: not a regular file", path);
-    }
-    if (st.st_size == 0) {
-        close(fd);
-        return sm_fail(err, "%s: empty file: not a trace", path);
-    }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return sm_fail(err, "%s: cannot map: %s", path, strerror(errno));
-    sm_scan s = {path, map, map, (const char *)map + st.st_size, map, 1};
+    char *text = sm_read_file(path, &len, err);    /* read, not mapped: a cut file is no SIGBUS */
+    if (!text) return -1;
+    sm_scan s = {path, text, text, text + len, text, 1};
     int rc = sm_scan_object(&s, fn, ctx, other_data, err);
-    munmap(map, (size_t)st.st_size);
+    free(text);
     if (rc && other_data) {
         json_decref(*other_data);
         *other_data = NULL;
