@@ -9,3 +9,7 @@ starmoeinclude_HEADERS += include/starmoe/error.h
 check_PROGRAMS += tests/test_dtype
 TESTS += tests/test_dtype
 tests_test_dtype_LDADD = $(TEST_LIBS)
+
+check_PROGRAMS += tests/test_error
+TESTS += tests/test_error
+tests_test_error_LDADD = $(TEST_LIBS)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <starmoe/config.h>
@@ -207,8 +208,25 @@ static void test_file_errors(void)
     tap_ok(sm_config_load_json(&c, cfg_path, &err) == -1 && strstr(err.msg, "object"),
            "not an object -> %s", err.msg);
     tap_ok(sm_config_load_json(&c, "/nonexistent-starmoe/config.json", &err) == -1 &&
-               strstr(err.msg, "/nonexistent-starmoe/config.json"),
+               strstr(err.msg, "/nonexistent-starmoe/config.json: cannot open: not found"),
            "missing file -> %s", err.msg);
+    tap_ok(sm_config_load_json(&c, dir, &err) == -1 &&
+               strstr(err.msg, "cannot open: is a folder, expected a file"),
+           "a folder is reported as a folder, not as unparsable -> %s", err.msg);
+    char fifo[sizeof dir + 16];
+    snprintf(fifo, sizeof fifo, "%s/fifo.json", dir);
+    mkfifo(fifo, 0600);
+    alarm(10);   /* a regression that blocks on the FIFO fails instead of hanging */
+    tap_ok(sm_config_load_json(&c, fifo, &err) == -1 &&
+               strstr(err.msg, "fifo.json: cannot open: not a regular file (a FIFO)"),
+           "a FIFO, without blocking -> %s", err.msg);
+    alarm(0);
+    unlink(fifo);
+    symlink("fifo.json", fifo);
+    tap_ok(sm_config_load_json(&c, fifo, &err) == -1 &&
+               strstr(err.msg, "fifo.json: cannot open: a symbolic link loop"),
+           "a symbolic link loop is not reported as missing -> %s", err.msg);
+    unlink(fifo);
 }
 
 static void test_accepted_variants(void)

@@ -103,6 +103,18 @@ static void test_corpus_errors(void)
     tap_ok(sm_corpus_read(in_dir("bad.bin"), NULL, &docs, &lens, &n, NULL, &err) == -1 &&
                strstr(err.msg, "empty corpus"),
            "a single non-UTF-8 file: %s", err.msg);
+    mkfifo(in_dir("fifo.txt"), 0600);
+    alarm(10);   /* a regression that blocks on the FIFO fails instead of hanging */
+    tap_ok(sm_corpus_read(in_dir("fifo.txt"), NULL, &docs, &lens, &n, NULL, &err) == -1 &&
+               strstr(err.msg, "fifo.txt: cannot open: not a regular file (a FIFO)"),
+           "a FIFO as corpus, without blocking: %s", err.msg);
+    alarm(0);
+    unlink(in_dir("fifo.txt"));
+    symlink("loop.txt", in_dir("loop.txt"));
+    tap_ok(sm_corpus_read(in_dir("loop.txt"), NULL, &docs, &lens, &n, NULL, &err) == -1 &&
+               strstr(err.msg, "loop.txt: cannot open: a symbolic link loop"),
+           "a symbolic link loop is not reported as missing: %s", err.msg);
+    unlink(in_dir("loop.txt"));
 }
 
 static size_t count_id(const int32_t *ids, size_t n, int32_t id)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/hf_model.h"
@@ -188,12 +189,14 @@ static void fill_codes(uint8_t *q, size_t n, uint64_t seed)
 }
 
 /* A folder with block-32 FP8 weights: "w.weight" [40, 70] with scale [2, 3]; "nos.weight"
- * without a scale; "bad.weight" with a [2, 2] scale; "b.weight" BF16 with a scale. */
+ * without a scale; "bad.weight" with a [2, 2] scale; "b.weight" BF16 with a scale; "i.weight"
+ * I32 and "u.weight" U8 (integers, not weights). */
 static void write_fp8_folder(const uint8_t *q, const float *scale)
 {
     sm_st_writer *w = sm_st_writer_new();
     sm_error err;
     uint16_t bf[3] = {0x3F80, 0x3F80, 0x3F80};
+    int32_t ints[3] = {1, 2, 3};
     int rc = sm_st_writer_add(w, "w.weight", SM_F8_E4M3, 2, (int64_t[]){40, 70}, q, &err) |
              sm_st_writer_add(w, "w.weight_scale_inv", SM_F32, 2, (int64_t[]){2, 3}, scale,
                               &err) |
@@ -203,6 +206,8 @@ static void write_fp8_folder(const uint8_t *q, const float *scale)
                               &err) |
              sm_st_writer_add(w, "b.weight", SM_BF16, 1, (int64_t[]){3}, bf, &err) |
              sm_st_writer_add(w, "b.weight_scale_inv", SM_F32, 1, (int64_t[]){1}, scale, &err) |
+             sm_st_writer_add(w, "i.weight", SM_I32, 1, (int64_t[]){3}, ints, &err) |
+             sm_st_writer_add(w, "u.weight", SM_U8, 1, (int64_t[]){3}, q, &err) |
              sm_st_writer_write(w, in_dir("model.safetensors"), &err);
     if (rc) tap_diag("%s", err.msg);
     sm_st_writer_free(w);
@@ -282,6 +287,13 @@ static void test_fp8(void)
     tap_ok(sm_hf_load_f32(&m, "b.weight", 1, (int64_t[]){3}, out, &err) == -1 &&
                strstr(err.msg, "'b.weight'") && strstr(err.msg, "BF16"),
            "a scale beside a BF16 weight: %s", err.msg);
+    tap_ok(sm_hf_load_f32(&m, "i.weight", 1, (int64_t[]){3}, out, &err) == -1 &&
+               strstr(err.msg, "model.safetensors: tensor 'i.weight': dtype I32 is not a weight "
+                               "type (expected F32, BF16, F16, or F8_E4M3 with its scale)"),
+           "an integer weight is refused, not converted: %s", err.msg);
+    tap_ok(sm_hf_load_f32(&m, "u.weight", 1, (int64_t[]){3}, out, &err) == -1 &&
+               strstr(err.msg, "'u.weight': dtype U8 is not a weight type"),
+           "a U8 weight is refused: %s", err.msg);
     sm_hf_close(&m);
     remove_dir();
 }
@@ -296,6 +308,16 @@ static void test_missing_config(void)
     write_config(NULL);
     tap_ok(sm_hf_open(&m, dir, &err) == -1 && strstr(err.msg, "model.safetensors"),
            "folder without weights: %s", err.msg);
+    mkfifo(in_dir("model.safetensors"), 0600);
+    alarm(10);   /* a regression that blocks on the FIFO fails instead of hanging */
+    tap_ok(sm_hf_open(&m, dir, &err) == -1 &&
+               strstr(err.msg, "model.safetensors: cannot open: not a regular file (a FIFO)"),
+           "weights that are a FIFO, without blocking: %s", err.msg);
+    alarm(0);
+    symlink("model.safetensors.index.json", in_dir("model.safetensors.index.json"));
+    tap_ok(sm_hf_open(&m, dir, &err) == -1 &&
+               strstr(err.msg, "index.json: cannot open: a symbolic link loop"),
+           "an index that is a symbolic link loop is reported as such: %s", err.msg);
     remove_dir();
 }
 

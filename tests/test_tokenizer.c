@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/file.h"
@@ -282,10 +283,60 @@ static void test_malformed(void)
     tap_ok(!sm_tokenizer_load(in_dir("absent.bpe"), &err) && strstr(err.msg, "absent.bpe") &&
                strstr(err.msg, "not found"),
            "missing file: %s", err.msg);
+    mkfifo(in_dir("fifo.bpe"), 0600);
+    alarm(10);   /* a regression that blocks on the FIFO fails instead of hanging */
+    tap_ok(!sm_tokenizer_load(in_dir("fifo.bpe"), &err) &&
+               strstr(err.msg, "fifo.bpe: cannot open: not a regular file (a FIFO)"),
+           "a FIFO, without blocking: %s", err.msg);
+    alarm(0);
+    unlink(in_dir("fifo.bpe"));
+    tap_ok(!sm_tokenizer_load(dir, &err) && strstr(err.msg, "cannot open: is a folder"),
+           "a folder: %s", err.msg);
     write_text(in_dir("ok.bpe"), "starmoe-bpe 1 257\n");
     sm_tokenizer *t = sm_tokenizer_load(path, &err);
     tap_ok(t && sm_tokenizer_vocab_size(t) == 257 && sm_tokenizer_eot(t) == 256,
            "a file without merges is valid (vocab 257)");
+    sm_tokenizer_free(t);
+}
+
+/* Merges that each double a token: a file of about 300 bytes would ask for 2^40-byte tokens. The
+ * loader stops at the first token longer than SM_TOKENIZER_MAX_TOKEN_BYTES (512 = 2^9 bytes:
+ * merge 10, id 265, on line 11), before allocating it. */
+static void test_token_length_bound(void)
+{
+    char text[1024];
+    size_t n = (size_t)snprintf(text, sizeof text, "starmoe-bpe 1 %d\n97 97\n", 256 + 40 + 1);
+    for (int id = 256; id < 256 + 39; id++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "%d %d\n", id, id);
+    expect_load_fail(text, "11: merge 10 (id 265) makes a token of 1024 bytes, more than the 512 "
+                     "allowed", "merges growing a token past the bound");
+}
+
+/* Training never makes a token longer than the loader accepts: two documents of 2048 'a's
+ * would otherwise merge up to one 2048-byte token. */
+static void test_training_token_bound(void)
+{
+    static char run[2048];
+    memset(run, 'a', sizeof run);
+    const char *docs[] = {run, run};
+    size_t lens[] = {sizeof run, sizeof run}, len;
+    sm_error err = {{0}};
+    sm_tokenizer *t = sm_tokenizer_train(docs, lens, 2, 300, &err), *back = NULL;
+    int longest = 0, longest_id = 0;
+    for (int32_t id = 0; t && id < sm_tokenizer_eot(t); id++)
+        if (sm_tokenizer_token_bytes(t, id) > longest) {
+            longest = sm_tokenizer_token_bytes(t, id);
+            longest_id = id;
+        }
+    tap_ok(t && longest == SM_TOKENIZER_MAX_TOKEN_BYTES,
+           "training stops growing a token at %d bytes (longest %d)",
+           SM_TOKENIZER_MAX_TOKEN_BYTES, longest);
+    if (t && sm_tokenizer_save(t, in_dir("long.bpe"), &err) == 0)
+        back = sm_tokenizer_load(in_dir("long.bpe"), &err);
+    char *text = back ? sm_tokenizer_decode(back, &longest_id, 1, &len, &err) : NULL;
+    tap_ok(back && text && len == (size_t)longest, "and its file loads back: %s", err.msg);
+    free(text);
+    sm_tokenizer_free(back);
     sm_tokenizer_free(t);
 }
 
@@ -357,9 +408,11 @@ int main(void)
     }
     sm_tokenizer_free(t);
     test_malformed();
+    test_token_length_bound();
+    test_training_token_bound();
     test_training_rules();
     test_random_bytes();
-    const char *names[] = {"a.bpe", "b.bpe", "bad.bpe", "ok.bpe", "tie.bpe"};
+    const char *names[] = {"a.bpe", "b.bpe", "bad.bpe", "ok.bpe", "tie.bpe", "long.bpe"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) unlink(in_dir(names[i]));
     rmdir(dir);
     return tap_done();
