@@ -4,6 +4,7 @@
  * tracer. */
 #include "model/trainer.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 #include "base/aprintf.h"
 #include "base/atomic_file.h"
+#include "base/file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 
@@ -83,7 +85,7 @@ static int sm_setup_data(sm_trainer *t, const char *ckpt, sm_error *err)
     const char *corpus = d->path[0] ? d->path : SM_DEFAULT_CORPUS;
     size_t skipped = 0;
     if (access(corpus, R_OK) != 0)
-        return sm_fail(err, "corpus %s not found%s", corpus,
+        return sm_fail(err, "corpus %s: %s%s", corpus, sm_file_why(errno),
                        d->path[0] ? "" : " (the default corpus: install Debian's fortunes and "
                                          "fortunes-zh packages, or pass --data PATH)");
     if (sm_setup_tokenizer(t, corpus, ckpt, err)) return -1;

@@ -45,4 +45,31 @@ expect_error "bench needs config or model" "usage" "$STARMOE" bench --batch 1 --
 expect_error "bench bad batch" "batch.*integer" "$STARMOE" bench --config "$FIXTURE/config.json" --batch -3 --seq 8
 expect_error "bench seq beyond max positions" "max_position_embeddings" "$STARMOE" bench --config "$FIXTURE/config.json" --batch 1 --seq 100000
 expect_error "graph needs --dot" "usage" "$STARMOE" graph --config "$FIXTURE/config.json"
+
+# ---- hostile input files: a FIFO never blocks (each run under timeout, so a hang fails), a folder,
+# a symbolic link loop and an all-whitespace trace are each named for what they are
+tiny=${STARMOE_SRCDIR:-..}/examples/tiny.json
+mkfifo "$TMP/fifo"
+ln -s loop "$TMP/loop"
+mkdir -p "$TMP/fifomodel" && cp "$FIXTURE/config.json" "$TMP/fifomodel/" && mkfifo "$TMP/fifomodel/model.safetensors"
+printf 'one line of text\nanother line of text\n' > "$TMP/corpus.txt"
+expect_error "inputs that are a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" eval --model "$FIXTURE" --inputs "$TMP/fifo"
+expect_error "weights that are a FIFO" "model.safetensors: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" eval --model "$TMP/fifomodel" --inputs "$in"
+expect_error "config that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" bench --config "$TMP/fifo" --batch 1 --seq 8
+expect_error "run config that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" train --config "$TMP/fifo" --out "$TMP/run-fifo-cfg"
+expect_error "corpus that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" train --config "$tiny" --data "$TMP/fifo" --out "$TMP/run-fifo-data"
+expect_error "tokenizer that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" train --config "$tiny" --data "$TMP/corpus.txt" --set "data.tokenizer=\"$TMP/fifo\"" --out "$TMP/run-fifo-tok"
+expect_error "trace that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" trace summary "$TMP/fifo"
+expect_error "config that is a folder" "cannot open: is a folder, expected a file" timeout 10 "$STARMOE" bench --config "$TMP" --batch 1 --seq 8
+expect_error "config that is a symbolic link loop" "loop: cannot open: a symbolic link loop" timeout 10 "$STARMOE" bench --config "$TMP/loop" --batch 1 --seq 8
+expect_error "corpus that is a symbolic link loop" "loop: cannot open: a symbolic link loop" timeout 10 "$STARMOE" train --config "$tiny" --data "$TMP/loop" --out "$TMP/run-loop"
+printf ' \n\t\n  \n' > "$TMP/blank.json"
+expect_error "an all-whitespace trace" "blank.json: only whitespace, no JSON: not a trace" timeout 10 "$STARMOE" trace summary "$TMP/blank.json"
+# a --data path longer than the run config holds is refused, not cut to its parent folder
+long="$TMP/$(printf 'x%.0s' $(seq 200))/$(printf 'y%.0s' $(seq 200))/$(printf 'z%.0s' $(seq 200))/$(printf 'w%.0s' $(seq 200))/$(printf 'v%.0s' $(seq 200))/corpus.txt"
+expect_error "a --data path too long" "train: --data: path too long \([0-9]+ bytes, at most 1023\): .*/corpus.txt" timeout 10 "$STARMOE" train --config "$tiny" --data "$long" --out "$TMP/run-long"
+# StarPU variables it would abort on are refused before it starts, naming the variable
+for bad in STARPU_NCPU=-1 STARPU_NCPU=abc STARPU_NCUDA=-1 STARPU_CALIBRATE=-5; do
+  expect_error "$bad is refused before StarPU starts" "environment variable ${bad%%=*}='${bad#*=}': expected a whole number" timeout 60 env "$bad" "$STARMOE" eval --model "$FIXTURE" --inputs "$in"
+done
 tap_done
