@@ -50,6 +50,17 @@ int sm_file_open_read(const char *path, uint64_t *size, sm_error *err)
     return fd;
 }
 
+FILE *sm_file_open_stream(const char *path, sm_error *err)
+{
+    int fd = sm_file_open_read(path, NULL, err);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (fd >= 0 && !f) {
+        sm_fail(err, "%s: cannot read: %s", path, strerror(errno));
+        close(fd);
+    }
+    return f;
+}
+
 int sm_file_pread(int fd, void *buf, size_t n, uint64_t off, const char *path, const char *what,
                   sm_error *err)
 {

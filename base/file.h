@@ -7,12 +7,16 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <starmoe/error.h>
 
 /* Opens path read-only if it is a regular file: opened with O_NONBLOCK and checked with fstat
  * before anything is read, so a FIFO never blocks. Returns the descriptor (close-on-exec) and
  * its size in *size (when size is not NULL), or -1 with "PATH: cannot open: WHY". */
 int sm_file_open_read(const char *path, uint64_t *size, sm_error *err);
+
+/* The same as a stdio stream for reading lines; NULL with the error set. */
+FILE *sm_file_open_stream(const char *path, sm_error *err);
 
 /* The reason an open() or stat() of a file failed with errnum, in words: "not found",
  * "a symbolic link loop (too many levels of symbolic links)", "permission denied", ... */

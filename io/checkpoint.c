@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "base/atomic_file.h"
+#include "base/file.h"
 #include "io/config_json.h"
 #include "io/safetensors.h"
 
@@ -89,8 +90,8 @@ uint32_t sm_crc32c(uint32_t crc, const void *buf, size_t n)
 /* Size and CRC-32C of a file, read in 1 MiB chunks. */
 static int file_crc(const char *path, int64_t *size, uint32_t *crc, sm_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sm_fail(err, "%s: cannot read: %s", path, strerror(errno));
+    int fd = sm_file_open_read(path, NULL, err);
+    if (fd < 0) return -1;
     char *buf = malloc(CHUNK);
     ssize_t r = 1;
     int rc = buf ? 0 : sm_fail(err, "%s: out of memory", path);
@@ -319,22 +320,8 @@ static int write_tensors(const char *dir, const char *file, const sm_ckpt_tensor
 
 static int read_file(const char *path, char **buf, size_t *n, sm_error *err)
 {
-    struct stat sb;
-    FILE *f = fopen(path, "rb");
-    *buf = NULL;
-    if (!f || fstat(fileno(f), &sb) != 0) {
-        int e = errno;
-        if (f) fclose(f);
-        return sm_fail(err, "%s: cannot read: %s", path, strerror(e));
-    }
-    *n = (size_t)sb.st_size;
-    *buf = malloc(*n ? *n : 1);
-    int ok = *buf && fread(*buf, 1, *n, f) == *n;
-    fclose(f);
-    if (ok) return 0;
-    free(*buf);
-    *buf = NULL;
-    return sm_fail(err, "%s: cannot read (out of memory or short read)", path);
+    *buf = sm_read_file(path, n, err);
+    return *buf ? 0 : -1;
 }
 
 static int copy_tokenizer(const save_job *j, sm_error *err)

@@ -9,8 +9,10 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/atomic_file.h"
+#include "base/file.h"
 #include "io/config_json.h"
 #include "io/safetensors.h"
 
@@ -126,9 +128,9 @@ static int truncate_after(const char *path, int64_t resume_step, sm_error *err)
 {
     truncation t = {.resume_step = resume_step};
     int partial = 0, rc;
-    FILE *f = fopen(path, "r");
-    if (!f && errno == ENOENT) return 0;
-    if (!f) return sm_fail(err, "%s: cannot read: %s", path, strerror(errno));
+    if (access(path, F_OK) != 0 && errno == ENOENT) return 0;
+    FILE *f = sm_file_open_stream(path, err);
+    if (!f) return -1;
     rc = each_line(f, path, keep_line, &t, &partial, err);
     fclose(f);
     if (rc == 0 && t.kept.oom) rc = sm_fail(err, "%s: out of memory", path);
@@ -474,8 +476,8 @@ static void draw_chart(chart *c, const curves *v, const char *title)
 static int read_curves(const char *path, curves *v, sm_error *err)
 {
     int partial;
-    FILE *f = fopen(path, "r");
-    if (!f) return sm_fail(err, "%s: cannot read: %s", path, strerror(errno));
+    FILE *f = sm_file_open_stream(path, err);
+    if (!f) return -1;
     int rc = each_line(f, path, collect_point, v, &partial, err);
     fclose(f);
     if (rc == 0 && v->oom) rc = sm_fail(err, "%s: out of memory", path);
