@@ -7,6 +7,8 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include "base/file.h"
 #include "schedulers/ordered.h"
 
 enum { SM_MAX_LIBS = 16, SM_MAX_PLUGIN_POLICIES = 64 };
@@ -138,6 +140,9 @@ int sm_sched_load_lib(const char *path, sm_error *err)
     if (snprintf(file, sizeof file, "%s%s", strchr(path, '/') ? "" : "./", path) >=
         (int)sizeof file)
         return sm_fail(err, "--sched-lib %.64s...: path too long", path);
+    int fd = sm_file_open_read(file, NULL, err);   /* dlopen would block on a FIFO */
+    if (fd < 0) return sm_fail(err, "--sched-lib %s", err->msg);
+    close(fd);
     void *handle = dlopen(file, RTLD_NOW | RTLD_LOCAL);
     if (!handle) return sm_fail(err, "--sched-lib %s: cannot load it: %s", path, dlerror());
     for (int i = 0; i < sm_nlibs; i++)
