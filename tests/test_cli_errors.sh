@@ -53,14 +53,15 @@ mkfifo "$TMP/fifo"
 ln -s loop "$TMP/loop"
 mkdir -p "$TMP/fifomodel" && cp "$FIXTURE/config.json" "$TMP/fifomodel/" && mkfifo "$TMP/fifomodel/model.safetensors"
 printf 'one line of text\nanother line of text\n' > "$TMP/corpus.txt"
-expect_error "inputs that are a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" eval --model "$FIXTURE" --inputs "$TMP/fifo"
-expect_error "weights that are a FIFO" "model.safetensors: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" eval --model "$TMP/fifomodel" --inputs "$in"
-expect_error "config that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" bench --config "$TMP/fifo" --batch 1 --seq 8
-expect_error "run config that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" train --config "$TMP/fifo" --out "$TMP/run-fifo-cfg"
-expect_error "corpus that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" train --config "$tiny" --data "$TMP/fifo" --out "$TMP/run-fifo-data"
-expect_error "tokenizer that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" train --config "$tiny" --data "$TMP/corpus.txt" --set "data.tokenizer=\"$TMP/fifo\"" --out "$TMP/run-fifo-tok"
-expect_error "policy library that is a FIFO" "sched-lib .*fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" eval --model "$FIXTURE" --inputs "$in" --sched-lib "$TMP/fifo" --sched x
-expect_error "trace that is a FIFO" "fifo: cannot open: not a regular file \(a FIFO\)" timeout 10 "$STARMOE" trace summary "$TMP/fifo"
+not_regular="cannot open: not a regular file \(a FIFO\)"; fifo_msg="fifo: $not_regular"
+expect_error "inputs that are a FIFO" "$fifo_msg" timeout 10 "$STARMOE" eval --model "$FIXTURE" --inputs "$TMP/fifo"
+expect_error "weights that are a FIFO" "model.safetensors: $not_regular" timeout 10 "$STARMOE" eval --model "$TMP/fifomodel" --inputs "$in"
+expect_error "config that is a FIFO" "$fifo_msg" timeout 10 "$STARMOE" bench --config "$TMP/fifo" --batch 1 --seq 8
+expect_error "run config that is a FIFO" "$fifo_msg" timeout 10 "$STARMOE" train --config "$TMP/fifo" --out "$TMP/run-fifo-cfg"
+expect_error "corpus that is a FIFO" "$fifo_msg" timeout 10 "$STARMOE" train --config "$tiny" --data "$TMP/fifo" --out "$TMP/run-fifo-data"
+expect_error "tokenizer that is a FIFO" "$fifo_msg" timeout 10 "$STARMOE" train --config "$tiny" --data "$TMP/corpus.txt" --set "data.tokenizer=\"$TMP/fifo\"" --out "$TMP/run-fifo-tok"
+expect_error "policy library that is a FIFO" "sched-lib .*$fifo_msg" timeout 10 "$STARMOE" eval --model "$FIXTURE" --inputs "$in" --sched-lib "$TMP/fifo" --sched x
+expect_error "trace that is a FIFO" "$fifo_msg" timeout 10 "$STARMOE" trace summary "$TMP/fifo"
 expect_error "config that is a folder" "cannot open: is a folder, expected a file" timeout 10 "$STARMOE" bench --config "$TMP" --batch 1 --seq 8
 expect_error "config that is a symbolic link loop" "loop: cannot open: a symbolic link loop" timeout 10 "$STARMOE" bench --config "$TMP/loop" --batch 1 --seq 8
 expect_error "corpus that is a symbolic link loop" "loop: a symbolic link loop" timeout 10 "$STARMOE" train --config "$tiny" --data "$TMP/loop" --out "$TMP/run-loop"
