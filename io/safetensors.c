@@ -2,8 +2,6 @@
  * handed out, then reads tensors with pread, so that a file cut short later is an error. */
 #include "io/safetensors.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,19 +333,16 @@ int sm_st_read_i32(const sm_st_file *f, const char *name, int ndim, const int64_
         return sm_fail(err, "%s: tensor '%s': dtype %s, expected I32 or I64", f->path, name,
                        sm_dtype_name(t->dtype));
     const unsigned char *p = sm_st_load_raw(f, t, err);
-    int64_t n = sm_st_numel(t), i = 0;
-    for (; p && i < n; i++) {
+    int rc = p ? 0 : -1;
+    for (int64_t i = 0, n = sm_st_numel(t); !rc && i < n; i++) {
         int64_t v;
         memcpy(&v, p + 8 * i, sizeof v);
-        if (v < INT32_MIN || v > INT32_MAX) break;
-        dst[i] = (int32_t)v;
-    }
-    if (p && i < n) {
-        int64_t v;
-        memcpy(&v, p + 8 * i, sizeof v);
-        sm_fail(err, "%s: tensor '%s': value %lld at index %lld does not fit int32", f->path,
-                name, (long long)v, (long long)i);
+        if (v < INT32_MIN || v > INT32_MAX)
+            rc = sm_fail(err, "%s: tensor '%s': value %lld at index %lld does not fit int32",
+                         f->path, name, (long long)v, (long long)i);
+        else
+            dst[i] = (int32_t)v;
     }
     free((void *)p);
-    return p && i == n ? 0 : -1;
+    return rc;
 }
