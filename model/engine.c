@@ -1,7 +1,7 @@
 /* Starting and stopping the StarPU runtime for the engine: worker count, scheduling policy
  * by name through schedulers/registry.h (a set STARPU_SCHED would silently replace the
  * requested one, so it is refused), one BLAS thread per worker. */
-#include <starmoe/model.h>
+#include <starmoe/engine.h>
 
 #include <malloc.h>
 #include <stdlib.h>
