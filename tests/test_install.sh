@@ -27,8 +27,9 @@ ok $? "pkg-config --cflags --libs starmoe: ${flags//$DEST/DESTDIR}"
 echo "$flags" | grep -q -- "-I$DEST" && echo "$flags" | grep -q -- "-L$DEST"
 ok $? "the flags point into the installed tree"
 
-timeout 120 ${CC:-cc} "$SRC/examples/forward_backward.c" $flags -o "$TMP/forward_backward" \
-  > "$TMP/cc.log" 2>&1
+# (a sanitizer build's library needs the program linked with the sanitizer runtimes too)
+timeout 120 ${CC:-cc} "$SRC/examples/forward_backward.c" $flags $SAN_LDFLAGS \
+  -o "$TMP/forward_backward" > "$TMP/cc.log" 2>&1
 ok_log $? "cc examples/forward_backward.c \$(pkg-config --cflags --libs starmoe)" "$TMP/cc.log"
 
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
