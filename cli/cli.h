@@ -1,10 +1,10 @@
-/* The starmoe command-line tool: a thin layer over the C API. Shared option parsing. */
+/* The starmoe command-line tool: a thin layer over the public C API (include/starmoe only).
+ * Shared option parsing. */
 #ifndef STARMOE_CLI_H
 #define STARMOE_CLI_H
 
 #include <getopt.h>
-#include <starmoe/model.h>
-#include <starmoe/trace.h>
+#include <starmoe/starmoe.h>
 
 /* Engine options every running command accepts ('--sched help' lists the policies). */
 enum { SM_OPT_SCHED_LIB = 0x200, SM_OPT_PP, SM_OPT_DETERMINISTIC };

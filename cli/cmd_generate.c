@@ -5,9 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "io/checkpoint.h"
-#include "io/run_config.h"
-#include "data/tokenizer.h"
 
 static const char *sm_generate_usage =
     "--ckpt DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-p P] [--seed S]\n"
@@ -23,54 +20,6 @@ static int sm_cli_double(const char *flag, const char *s, double lo, double hi, 
     }
     *out = v;
     return 0;
-}
-
-/* A run folder resolves to its newest complete checkpoint. */
-static int sm_resolve_ckpt(const char *dir, char *path, size_t cap, sm_error *err)
-{
-    if (sm_ckpt_verify(dir, err) == 0)
-        return snprintf(path, cap, "%s", dir) < (int)cap
-                   ? 0 : sm_fail(err, "%s: path too long (at most %zu bytes)", dir, cap - 1);
-    return sm_ckpt_latest(dir, path, cap, err) == 0 ? 0 : -1;
-}
-
-static int sm_generate_text(const char *ckpt, const char *prompt, int ntokens,
-                            sm_sample_opts *so, sm_error *err)
-{
-    sm_ckpt_state st;
-    sm_run_config rc;
-    char tok_path[1700];
-    char *cfg = NULL, *text = NULL;
-    int32_t *ids = NULL, *out = NULL;
-    size_t nids = 0, len = 0;
-    int nout = 0, ret = -1;
-    sm_tokenizer *tok = NULL;
-    sm_model *m = NULL;
-    if (sm_ckpt_load_state(ckpt, &st, err) || !(cfg = sm_ckpt_load_run_config(ckpt, err)) ||
-        sm_run_config_load_text(&rc, cfg, ckpt, NULL, 0, err))
-        goto out;
-    snprintf(tok_path, sizeof tok_path, "%s/%s", ckpt, st.tokenizer);
-    if (!(tok = sm_tokenizer_load(tok_path, err)) ||
-        sm_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &nids, err) ||
-        !(m = sm_model_open_hf(ckpt, err)))
-        goto out;
-    so->stop_token = so->start_token = sm_tokenizer_eot(tok);
-    if (sm_generate_ids(m, ids, (int)nids, ntokens, rc.train.seq_len, so, &out, &nout, err) ||
-        !(text = sm_tokenizer_decode(tok, out, nout, &len, err)))
-        goto out;
-    /* a sample can stop inside a multi-byte character: print whole characters only */
-    for (int cut = 0; cut < 3 && len > 0 && !sm_utf8_valid(text, len); cut++) len--;
-    fwrite(text, 1, len, stdout);
-    printf("\n");
-    ret = 0;
-out:
-    free(text);
-    free(out);
-    free(ids);
-    free(cfg);
-    sm_model_free(m);
-    sm_tokenizer_free(tok);
-    return ret;
 }
 
 int sm_cmd_generate(int argc, char **argv)
@@ -101,15 +50,14 @@ int sm_cmd_generate(int argc, char **argv)
         }
     }
     if (!dir || optind < argc) return sm_cli_usage_error("generate", sm_generate_usage);
-    sm_error err = {{0}};
-    char ckpt[1400];
-    if (sm_resolve_ckpt(dir, ckpt, sizeof ckpt, &err)) {
-        fprintf(stderr, "starmoe generate: %s\n", err.msg);
-        return 1;
-    }
     if (sm_cli_engine_start(&e)) return 1;
-    int rc = sm_generate_text(ckpt, prompt, (int)n, &so, &err);
+    sm_error err = {{0}};
+    char *text = NULL;
+    size_t len;
+    int rc = sm_generate_text(dir, prompt, (int)n, &so, &text, &len, &err);
     sm_engine_shutdown();
-    if (rc) fprintf(stderr, "starmoe generate: %s\n", err.msg);
+    if (rc == 0) fwrite(text, 1, len, stdout), printf("\n");
+    else fprintf(stderr, "starmoe generate: %s\n", err.msg);
+    free(text);
     return rc ? 1 : 0;
 }

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "schedulers/render.h"
 
 static const char *sm_schedule_usage =
     "--policy gpipe|1f1b|zbh1|dualpipe|dualpipev --pp P --micro M\n"
@@ -38,55 +37,34 @@ static int sm_parse_costs(const char *s, sm_schedule_costs *c)
     return -1;
 }
 
-/* Builds, simulates and reports; 0 on success. */
-static int sm_schedule_run(sm_schedule_policy policy, int pp, int micro, const sm_schedule_costs *c,
-                           int json, const char *svg)
-{
-    sm_error err = {{0}};
-    sm_schedule_sim sim;
-    sm_schedule *p = sm_schedule_new(policy, pp, micro, &err);
-    int rc = p ? sm_schedule_simulate(p, c, &sim, &err) : -1;
-    if (rc == 0) {
-        if (json) sm_schedule_print_json(stdout, p, c, &sim);
-        else sm_schedule_print_text(stdout, p, c, &sim, SM_GANTT_WIDTH);
-        if (svg) rc = sm_schedule_write_svg(svg, p, &sim, &err);
-        sm_schedule_sim_free(&sim);
-    }
-    sm_schedule_free(p);
-    if (rc) fprintf(stderr, "starmoe schedule: %s\n", err.msg);
-    return rc ? 1 : 0;
-}
-
 int sm_cmd_schedule(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"policy", required_argument, 0, 'p'}, {"pp", required_argument, 0, 'P'},
         {"micro", required_argument, 0, 'u'},  {"cost", required_argument, 0, 'c'},
         {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    sm_schedule_costs costs = {1, 1, 1, 2.5};
-    const char *policy_name = NULL, *format = "text", *svg = NULL;
-    long pp = 0, micro = 0;
+    sm_schedule_report_opts o = {.costs = {1, 1, 1, 2.5}, .width = SM_GANTT_WIDTH};
+    const char *format = "text";
+    long v;
     int opt;
     while ((opt = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
         switch (opt) {
-        case 'p': policy_name = optarg; break;
-        case 'o': svg = optarg; break;
+        case 'p': o.policy = optarg; break;
+        case 'o': o.svg = optarg; break;
         case 'f': format = optarg; break;
-        case 'P': if (sm_cli_int("pp", optarg, 1, 1024, &pp)) return 2; break;
-        case 'u': if (sm_cli_int("micro", optarg, 1, 65536, &micro)) return 2; break;
-        case 'c': if (sm_parse_costs(optarg, &costs)) return 2; break;
+        case 'P': if (sm_cli_int("pp", optarg, 1, 1024, &v)) return 2; o.pp = (int)v; break;
+        case 'u': if (sm_cli_int("micro", optarg, 1, 65536, &v)) return 2; o.micro = (int)v; break;
+        case 'c': if (sm_parse_costs(optarg, &o.costs)) return 2; break;
         case 'h': printf("usage: starmoe schedule %s\n", sm_schedule_usage); return 0;
         default: return sm_cli_usage_error("schedule", sm_schedule_usage);
         }
     }
-    if (!policy_name || !pp || !micro || optind < argc ||
+    if (!o.policy || !o.pp || !o.micro || optind < argc ||
         (strcmp(format, "text") && strcmp(format, "json")))
         return sm_cli_usage_error("schedule", sm_schedule_usage);
+    o.json = !strcmp(format, "json");
     sm_error err = {{0}};
-    sm_schedule_policy policy;
-    if (sm_schedule_policy_parse(policy_name, &policy, &err)) {
-        fprintf(stderr, "starmoe schedule: %s\n", err.msg);
-        return 2;
-    }
-    return sm_schedule_run(policy, (int)pp, (int)micro, &costs, !strcmp(format, "json"), svg);
+    if (sm_schedule_report(&o, stdout, &err) == 0) return 0;
+    fprintf(stderr, "starmoe schedule: %s\n", err.msg);
+    return 1;
 }

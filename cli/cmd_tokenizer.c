@@ -4,9 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <starmoe/train.h>
-#include "data/dataset.h"
-#include "data/tokenizer.h"
 
 static const char *sm_tok_usage =
     "train [--data PATH] [--vocab N] [--doc-sep LINE] -o FILE\n"
@@ -16,20 +13,13 @@ static const char *sm_tok_usage =
 static int sm_tok_train(const char *data, const char *sep, int vocab, const char *out)
 {
     sm_error err = {{0}};
-    char **docs;
-    size_t *lens, ndocs, skipped = 0, bytes = 0;
-    if (sm_corpus_read(data, sep, &docs, &lens, &ndocs, &skipped, &err)) {
-        fprintf(stderr, "starmoe tokenizer: %s\n", err.msg);
-        return 1;
-    }
-    for (size_t i = 0; i < ndocs; i++) bytes += lens[i];
-    sm_tokenizer *t = sm_tokenizer_train((const char *const *)docs, lens, ndocs, vocab, &err);
+    sm_corpus_stats st;
+    sm_tokenizer *t = sm_tokenizer_train_corpus(data, sep, vocab, &st, &err);
     int rc = !t || sm_tokenizer_save(t, out, &err);
     if (rc) fprintf(stderr, "starmoe tokenizer: %s\n", err.msg);
     else printf("%s: vocabulary %d from %zu documents (%zu bytes, %zu files skipped)\n", out,
-                sm_tokenizer_vocab_size(t), ndocs, bytes, skipped);
+                sm_tokenizer_vocab_size(t), st.docs, st.bytes, st.skipped);
     sm_tokenizer_free(t);
-    sm_corpus_free(docs, lens, ndocs);
     return rc;
 }
 

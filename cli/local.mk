@@ -3,7 +3,7 @@ bin_PROGRAMS += starmoe
 starmoe_SOURCES = cli/cli.h cli/main.c cli/cmd_eval.c cli/cmd_bench.c cli/cmd_graph.c \
 	cli/cmd_train.c cli/cmd_generate.c cli/cmd_tokenizer.c cli/cmd_trace.c \
 	cli/cmd_schedule.c
-starmoe_LDADD = libstarmoe.la $(DEPS_LIBS)
+starmoe_LDADD = libstarmoe.la $(JANSSON_LIBS)
 
 TESTS += tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh tests/test_train.sh tests/test_pipeline_train.sh
 EXTRA_DIST += tests/tap.sh tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh tests/test_train.sh tests/test_pipeline_train.sh

@@ -1,10 +1,5 @@
-/* Byte-level BPE tokenizer: training on raw documents, a small text file format, and an encoder
- * whose output decodes back to exactly the input bytes (any bytes, UTF-8 or not).
- *
- * Vocabulary: ids 0..255 are the raw bytes; merge i (0-based, in training order) creates id
- * 256 + i from the pair (left, right); the last id, vocab_size - 1, is the special token
- * <|endoftext|> that ends a document. The encoder never emits it (the literal text
- * "<|endoftext|>" is encoded as ordinary bytes) and the decoder turns it into nothing.
+/* Byte-level BPE tokenizer, the parts behind include/starmoe/tokenizer.h (the vocabulary, the
+ * file format and the public calls are described there).
  *
  * Pre-tokenisation (merges never cross chunk boundaries), GPT-2 style without regexes. Classes
  * of code points: letters (ASCII letters and every valid non-ASCII code point that is not CJK),
@@ -25,52 +20,15 @@
  * Training counts the chunks of all documents, then repeatedly merges the most frequent
  * adjacent pair (counts weighted by chunk frequency; ties go to the smaller (left, right)),
  * merging every non-overlapping occurrence left to right; encoding applies the merges to each
- * chunk in the same order, so it reproduces the training segmentation.
- *
- * File format (text): first line "starmoe-bpe 1 <vocab_size>", then vocab_size - 257 lines
- * "<left> <right>", the merges in order, each line ending with '\n' and nothing else. */
-#ifndef STARMOE_TOKENIZER_H
-#define STARMOE_TOKENIZER_H
+ * chunk in the same order, so it reproduces the training segmentation. */
+#ifndef STARMOE_DATA_TOKENIZER_H
+#define STARMOE_DATA_TOKENIZER_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <starmoe/error.h>
+#include <starmoe/tokenizer.h>
 
-/* Largest vocab_size accepted by training and by the loader. */
-#define SM_TOKENIZER_MAX_VOCAB (1 << 24)
-/* Longest token, in bytes: training never makes a longer one, and the loader refuses a file
- * whose merges would (merges can double a token's length each time, so a file of a few hundred
- * bytes could otherwise ask for gigabytes). */
-#define SM_TOKENIZER_MAX_TOKEN_BYTES 512
-
-typedef struct sm_tokenizer sm_tokenizer;
-
-/* Trains on the given documents (any bytes). vocab_size >= 257; training stops early (fewer
- * merges, smaller vocabulary, see sm_tokenizer_vocab_size) when no pair occurs at least twice.
- * Deterministic: ties between equally frequent pairs go to the lexicographically smaller
- * (left id, right id). */
-sm_tokenizer *sm_tokenizer_train(const char *const *docs, const size_t *lens, size_t ndocs,
-                                 int vocab_size, sm_error *err);
-/* Writes the file atomically (sm_atomic_write_file). */
-int sm_tokenizer_save(const sm_tokenizer *t, const char *path, sm_error *err);
-/* Reads and validates a file: magic and version, vocab size, the number of merge lines, ids in
- * range and defined before use, no duplicate merge, no trailing bytes. Errors name the file and
- * the line ("tok.bpe:3: ..."). */
-sm_tokenizer *sm_tokenizer_load(const char *path, sm_error *err);
-void sm_tokenizer_free(sm_tokenizer *t);
-
-int sm_tokenizer_vocab_size(const sm_tokenizer *t);
-/* The <|endoftext|> id, vocab_size - 1. */
-int32_t sm_tokenizer_eot(const sm_tokenizer *t);
-
-/* Encodes bytes (never emits the special token). *ids is malloc'd (never NULL on success, even
- * for n = 0). */
-int sm_tokenizer_encode(const sm_tokenizer *t, const char *text, size_t len, int32_t **ids,
-                        size_t *n, sm_error *err);
-/* Decodes ids to bytes (the special token decodes to nothing); NUL-terminated malloc'd buffer
- * of *len bytes. Ids outside the vocabulary are an error naming the position. */
-char *sm_tokenizer_decode(const sm_tokenizer *t, const int32_t *ids, size_t n, size_t *len,
-                          sm_error *err);
 /* Bytes a token stands for: 0 for the special token, -1 for an id outside the vocabulary. */
 int sm_tokenizer_token_bytes(const sm_tokenizer *t, int32_t id);
 

@@ -2,16 +2,18 @@
  * backward step on a few tokens as a StarPU task graph, and print the loss, the task count and
  * the largest gradient of each kind of parameter.
  *   usage: forward_backward MODEL_DIR [WORKERS] */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <starmoe/model.h>
+#include <starmoe/starmoe.h>
 
 static double max_abs(const float *v, size_t n)
 {
     double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
+    for (size_t i = 0; i < n; i++) {
+        double a = v[i] < 0 ? -v[i] : v[i];
+        if (a > m) m = a;
+    }
     return m;
 }
 

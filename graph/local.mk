@@ -1,2 +1,2 @@
 # graph/: tensors as named StarPU handles, the one task-insertion path, DAG export.
-libstarmoe_la_SOURCES += graph/graph.c graph/graph.h graph/deps.c
+libstarmoe_core_la_SOURCES += graph/graph.c graph/graph.h graph/deps.c

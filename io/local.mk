@@ -1,6 +1,6 @@
 # io/: model formats (safetensors, Hugging Face model folders, config.json), run configs,
 # checkpoints, metrics and the loss curve.
-libstarmoe_la_SOURCES += io/safetensors.c io/safetensors_writer.c io/safetensors.h \
+libstarmoe_core_la_SOURCES += io/safetensors.c io/safetensors_writer.c io/safetensors.h \
 	io/hf_model.c io/hf_model.h io/config_json.c io/config_json.h
 starmoeinclude_HEADERS += include/starmoe/config.h
 
@@ -11,7 +11,7 @@ tests_test_config_LDADD = $(TEST_LIBS)
 tests_test_hf_model_LDADD = $(TEST_LIBS)
 
 # Training runs: the run config, checkpoints, metrics and the loss curve.
-libstarmoe_la_SOURCES += io/run_config.c io/run_config.h io/checkpoint.c io/checkpoint.h \
+libstarmoe_core_la_SOURCES += io/run_config.c io/run_config.h io/checkpoint.c io/checkpoint.h \
 	io/metrics.c io/metrics.h
 check_PROGRAMS += tests/test_run_config tests/test_checkpoint tests/test_metrics
 TESTS += tests/test_run_config tests/test_checkpoint tests/test_metrics

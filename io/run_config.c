@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <starmoe/model.h>
+#include <starmoe/run.h>
 #include "io/config_json.h"
 
 #define TF(m, kind) SM_FIELD(sm_train_config, m, kind, SM_OPTIONAL)

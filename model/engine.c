@@ -2,7 +2,7 @@
  * by name through schedulers/registry.h (a set STARPU_SCHED would silently replace the
  * requested one, so it is refused), one BLAS thread per worker; the StarPU variables that StarPU
  * would abort on are checked first. */
-#include <starmoe/model.h>
+#include <starmoe/engine.h>
 
 #include <errno.h>
 #include <limits.h>

@@ -4,7 +4,11 @@
 #ifndef STARMOE_MODEL_INTERNAL_H
 #define STARMOE_MODEL_INTERNAL_H
 
+#include <starmoe/drivers.h>
+#include <starmoe/engine.h>
 #include <starmoe/model.h>
+#include <starmoe/optimizer.h>
+#include <starmoe/run.h>
 #include "graph/graph.h"
 #include "tasks/attention_kernels.h"
 #include "tasks/codelet.h"

@@ -4,7 +4,8 @@
 #ifndef STARMOE_TRAINER_H
 #define STARMOE_TRAINER_H
 
-#include <starmoe/model.h>
+#include <starmoe/engine.h>
+#include <starmoe/optimizer.h>
 #include <starmoe/train.h>
 #include "data/dataset.h"
 #include "io/metrics.h"

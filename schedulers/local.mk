@@ -1,10 +1,11 @@
 # schedulers/: scheduling policies by name (starmoe's ordered policy, plugin libraries, StarPU's
 # built-ins), the pipeline schedule generators, their timing simulator and its reports.
-libstarmoe_la_SOURCES += schedulers/registry.c schedulers/registry.h \
+libstarmoe_core_la_SOURCES += schedulers/registry.c schedulers/registry.h \
 	schedulers/ordered.c schedulers/ordered.h \
 	schedulers/schedule.c schedulers/schedule.h \
 	schedulers/simulate.c schedulers/simulate.h \
-	schedulers/render.c schedulers/render.h
+	schedulers/render.c schedulers/render.h \
+	schedulers/report.c
 
 check_PROGRAMS += tests/test_schedule tests/test_ordered
 TESTS += tests/test_schedule tests/test_ordered tests/test_sched_cli.sh

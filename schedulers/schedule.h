@@ -1,8 +1,8 @@
 /* Pipeline schedules as per-rank programs (docs: ../shared/docs/dualpipe.md): GPipe, 1F1B,
  * ZB-H1, DualPipe and DualPipeV give each rank its ordered list of slots (F, B, W, a full
  * backward BW, or an overlapped pair of a forward and a full backward). Pure C, no StarPU. */
-#ifndef STARMOE_SCHEDULE_H
-#define STARMOE_SCHEDULE_H
+#ifndef STARMOE_SCHEDULERS_SCHEDULE_H
+#define STARMOE_SCHEDULERS_SCHEDULE_H
 
 #include <stddef.h>
 #include <starmoe/error.h>

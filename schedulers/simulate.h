@@ -7,13 +7,8 @@
 #define STARMOE_SIMULATE_H
 
 #include <starmoe/error.h>
+#include <starmoe/schedule.h>
 #include "schedulers/schedule.h"
-
-/* Slot costs in dualpipe.md's notation: F forward, B backward for inputs, W backward for
- * weights (a full backward BW costs B + W), FB one overlapped pair. */
-typedef struct sm_schedule_costs {
-    double f, b, w, fb;
-} sm_schedule_costs;
 
 typedef struct sm_schedule_sim {
     int pp;
@@ -26,8 +21,6 @@ typedef struct sm_schedule_sim {
     double makespan, bubble_max;
 } sm_schedule_sim;
 
-/* Costs must be finite and >= 0; err names the field. */
-int sm_schedule_costs_check(const sm_schedule_costs *c, sm_error *err);
 double sm_slot_cost(const sm_slot *s, const sm_schedule_costs *c);
 
 /* Fills `out` (free it with sm_schedule_sim_free). Fails when a rank waits for an input that

@@ -1,5 +1,5 @@
 # tasks/: pure kernels (callable without StarPU) and their codelets, one family a file.
-libstarmoe_la_SOURCES += tasks/kernel_util.c tasks/kernel_util.h tasks/dense_kernels.c tasks/dense_kernels.h \
+libstarmoe_core_la_SOURCES += tasks/kernel_util.c tasks/kernel_util.h tasks/dense_kernels.c tasks/dense_kernels.h \
 	tasks/attention_kernels.c tasks/attention_kernels.h \
 	tasks/moe_kernels.c tasks/moe_kernels.h
 
@@ -8,9 +8,9 @@ TESTS += tests/test_dense_kernels tests/test_attention_kernels tests/test_moe_ke
 tests_test_dense_kernels_LDADD = $(TEST_LIBS)
 tests_test_attention_kernels_LDADD = $(TEST_LIBS)
 tests_test_moe_kernels_LDADD = $(TEST_LIBS)
-libstarmoe_la_SOURCES += tasks/codelet.c tasks/codelet.h tasks/dense.c tasks/dense.h \
+libstarmoe_core_la_SOURCES += tasks/codelet.c tasks/codelet.h tasks/dense.c tasks/dense.h \
 	tasks/attention.c tasks/attention.h tasks/moe.c tasks/moe.h
-libstarmoe_la_SOURCES += tasks/optim_kernels.c tasks/optim_kernels.h tasks/optim.c tasks/optim.h
+libstarmoe_core_la_SOURCES += tasks/optim_kernels.c tasks/optim_kernels.h tasks/optim.c tasks/optim.h
 
 check_PROGRAMS += tests/test_optim_kernels
 TESTS += tests/test_optim_kernels

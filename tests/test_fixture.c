@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <starmoe/model.h>
+#include <starmoe/starmoe.h>
 #include "io/safetensors.h"
 #include "tests/tap.h"
 #include "tests/testutil.h"

@@ -11,7 +11,7 @@
  * ordered family. Graph records carry the meta's order and lane. */
 #include <stdlib.h>
 #include <string.h>
-#include <starmoe/model.h>
+#include <starmoe/starmoe.h>
 #include "graph/graph.h"
 #include "schedulers/ordered.h"
 #include "schedulers/registry.h"

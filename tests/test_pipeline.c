@@ -6,7 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <starmoe/model.h>
+#include <starmoe/starmoe.h>
 #include "model/model.h"
 #include "schedulers/ordered.h"
 #include "schedulers/schedule.h"

@@ -4,7 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <starmoe/model.h>
+#include <starmoe/starmoe.h>
 #include "tests/tap.h"
 #include "tests/testutil.h"
 

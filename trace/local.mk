@@ -1,6 +1,6 @@
 # trace/: execution traces: the recorder (graph records to events after each step), the Chrome
 # and Paje writers, the reader and summary, the HTML report and the merge of ranks' traces.
-libstarmoe_la_SOURCES += trace/recorder.c trace/recorder.h trace/writer.h trace/chrome.c \
+libstarmoe_core_la_SOURCES += trace/recorder.c trace/recorder.h trace/writer.h trace/chrome.c \
 	trace/paje.c trace/read.h trace/read.c trace/summary.c trace/html.c trace/html_page.c \
 	trace/merge.c
 starmoeinclude_HEADERS += include/starmoe/trace.h

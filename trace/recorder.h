@@ -6,7 +6,7 @@
 #ifndef STARMOE_MODEL_TRACE_H
 #define STARMOE_MODEL_TRACE_H
 
-#include <starmoe/model.h>
+#include <starmoe/run.h>
 #include <starmoe/trace.h>
 #include "trace/writer.h"
 

@@ -49,25 +49,25 @@ typedef struct sm_config {
 } sm_config;
 
 /* Fills c with the HF defaults for optional fields (no required field is set). */
-void sm_config_defaults(sm_config *c);
+SM_API void sm_config_defaults(sm_config *c);
 
 /* Reads and validates a Hugging Face DeepSeek-V3 config.json. Unknown fields, missing required
  * fields, wrong types and inconsistent values are errors naming the file and the field. */
-int sm_config_load_json(sm_config *c, const char *path, sm_error *err);
+SM_API int sm_config_load_json(sm_config *c, const char *path, sm_error *err);
 
 /* Checks the structural constraints (E % G == 0, E/G >= 2, K <= Gk*E/G, dr even, sizes > 0 and
  * not absurd, ...). `where` names the source (a file) in the messages. */
-int sm_config_validate(const sm_config *c, const char *where, sm_error *err);
+SM_API int sm_config_validate(const sm_config *c, const char *where, sm_error *err);
 
 /* Writes c as a Hugging Face config.json (atomically). */
-int sm_config_save_json(const sm_config *c, const char *path, sm_error *err);
+SM_API int sm_config_save_json(const sm_config *c, const char *path, sm_error *err);
 
 /* Layer kind: 1 when layer `l` (0-based main layer) is an MoE layer. */
-int sm_config_layer_is_moe(const sm_config *c, int l);
+SM_API int sm_config_layer_is_moe(const sm_config *c, int l);
 
 /* YaRN is applied (frequency correction and softmax mscale) exactly when the official code
  * applies it: rope_scaling present, factor > 1 and max_position_embeddings above
  * original_max_position_embeddings. */
-int sm_config_yarn_active(const sm_config *c);
+SM_API int sm_config_yarn_active(const sm_config *c);
 
 #endif

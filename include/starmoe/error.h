@@ -4,6 +4,7 @@
 #define STARMOE_ERROR_H
 
 #include <stddef.h>
+#include <starmoe/export.h>
 
 typedef struct sm_error {
     char msg[1024];
@@ -11,9 +12,9 @@ typedef struct sm_error {
 
 /* Formats msg into err (if err is not NULL) and returns -1, so callers can write
  * `return sm_fail(err, "...", ...);`. */
-int sm_fail(sm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+SM_API int sm_fail(sm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Clears err. */
-void sm_error_clear(sm_error *err);
+SM_API void sm_error_clear(sm_error *err);
 
 #endif

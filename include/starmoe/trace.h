@@ -26,21 +26,21 @@ typedef struct sm_trace_opts {
 #define SM_TRACE_OPTS_DEFAULT ((sm_trace_opts){.format = SM_TRACE_CHROME, .last_step = -1})
 
 /* Parses --trace-steps: "A:B", "A:" (to the end), ":B" (from 0) or "A" (that step alone). */
-int sm_trace_parse_steps(const char *text, sm_trace_opts *o, sm_error *err);
+SM_API int sm_trace_parse_steps(const char *text, sm_trace_opts *o, sm_error *err);
 /* Parses --trace-format: "chrome" or "paje". */
-int sm_trace_parse_format(const char *text, sm_trace_opts *o, sm_error *err);
+SM_API int sm_trace_parse_format(const char *text, sm_trace_opts *o, sm_error *err);
 
 /* Reads a Chrome trace and prints per op family the count, total, mean and share of time; per
  * worker busy and idle time; per pipeline stage the bubble; the critical path against the
  * makespan; the compute/communication overlap. json = 1 prints one JSON object instead. */
-int sm_trace_summary(const char *path, FILE *out, int json, sm_error *err);
+SM_API int sm_trace_summary(const char *path, FILE *out, int json, sm_error *err);
 
 /* Writes a self-contained HTML report of a Chrome trace: a zoomable Gantt chart with hover
  * details, the per-op breakdown and the summary. */
-int sm_trace_html(const char *path, const char *out_path, sm_error *err);
+SM_API int sm_trace_html(const char *path, const char *out_path, sm_error *err);
 
 /* Concatenates the events of n Chrome traces (one per rank) into one, giving each input's
  * processes their own pid and keeping task and flow ids distinct. */
-int sm_trace_merge(const char *const *paths, int n, const char *out_path, sm_error *err);
+SM_API int sm_trace_merge(const char *const *paths, int n, const char *out_path, sm_error *err);
 
 #endif

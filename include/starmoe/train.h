@@ -26,10 +26,10 @@ typedef struct sm_train_opts {
 } sm_train_opts;
 
 /* Runs the job; prints one line per logged step and per evaluation to stdout. */
-int sm_train(const sm_train_opts *o, sm_error *err);
+SM_API int sm_train(const sm_train_opts *o, sm_error *err);
 
 /* Learning rate at step s (1-based) of a schedule of `steps` steps: linear warm-up from 0 over
  * `warmup` steps, then cosine decay from lr to min_lr at the last step. */
-double sm_lr_schedule(int64_t s, int64_t steps, int64_t warmup, double lr, double min_lr);
+SM_API double sm_lr_schedule(int64_t s, int64_t steps, int64_t warmup, double lr, double min_lr);
 
 #endif

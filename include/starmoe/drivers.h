@@ -1,0 +1,93 @@
+/* The drivers behind the CLI's running commands, each one call on a started engine: sampling
+ * (token ids, or text from a checkpoint), evaluation of a Hugging Face folder on given inputs,
+ * and the benchmark of forward and training steps. Training is in train.h. */
+#ifndef STARMOE_DRIVERS_H
+#define STARMOE_DRIVERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <starmoe/config.h>
+#include <starmoe/error.h>
+#include <starmoe/export.h>
+#include <starmoe/model.h>
+#include <starmoe/run.h>
+#include <starmoe/trace.h>
+
+/* ---- generation ---- */
+typedef struct sm_sample_opts {
+    double temperature;          /* 0 = greedy */
+    double top_p;                /* nucleus mass, 1 = all */
+    uint64_t seed;
+    int32_t stop_token;          /* generation ends after it (e.g. end of document), -1 none */
+    int32_t start_token;         /* fed when the prompt is empty */
+    int min_new;                 /* the stop token is not drawn before this many new tokens */
+} sm_sample_opts;
+
+/* Samples up to max_new tokens after the prompt with a causal window of `context` positions;
+ * *out (malloc'd) holds the prompt followed by the new tokens, *nout in all. */
+SM_API int sm_generate_ids(sm_model *m, const int32_t *prompt, int nprompt, int max_new,
+                           int context, const sm_sample_opts *so, int32_t **out, int *nout,
+                           sm_error *err);
+/* One draw from logits [V] (exposed for tests): banned (or -1) is never drawn. */
+SM_API int sm_sample_token(const float *logits, int V, double temperature, double top_p,
+                           int banned, uint64_t *rng);
+/* Samples up to max_new tokens of text after the prompt from a checkpoint (a step-* folder, or
+ * a run folder: its newest complete checkpoint) with the checkpoint's own tokenizer and a
+ * window of its run config's train.seq_len; the stop and start tokens are the tokenizer's end
+ * of text (those of so are ignored). *text (malloc'd, NUL-terminated, *len bytes) holds the
+ * prompt and the sample, cut to whole UTF-8 characters. */
+SM_API int sm_generate_text(const char *ckpt, const char *prompt, int max_new,
+                            const sm_sample_opts *so, char **text, size_t *len, sm_error *err);
+
+/* ---- evaluation ---- */
+typedef struct sm_eval_opts {
+    const char *model_dir;       /* Hugging Face folder */
+    const char *inputs;          /* safetensors with input_ids and targets, I32 [B, S] */
+    const char *dump;            /* output safetensors, NULL for none */
+    int forward_only;
+    int micro;                   /* micro-batches (default 1) */
+    const char *dot;             /* write the step's DAG here when not NULL */
+    sm_trace_opts trace;         /* execution trace of the step (step 1), trace.path NULL: none */
+} sm_eval_opts;
+
+/* Loads the model and inputs, runs forward (and backward), and dumps logits, loss,
+ * routing.layers.N.{indices,weights}, hidden.layers.N.output and grad.<HF name>. */
+SM_API int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err);
+
+/* ---- benchmark ---- */
+typedef struct sm_bench_opts {
+    const sm_config *config;     /* random weights from this config, or */
+    const char *model_dir;       /* a Hugging Face folder */
+    int B, S, micro;
+    int reps, warmup;
+    uint64_t seed;
+    int train;                   /* the step includes the optimizer (AdamW, clipping, bias) */
+    sm_run_opts run;             /* pipeline and determinism of the timed training step */
+    sm_trace_opts trace;         /* trace of every timed step (warm-up included), numbered from
+                                    1: the forward steps, then the others; path NULL: none */
+} sm_bench_opts;
+
+typedef struct sm_bench_stats {
+    double median, min, max;     /* seconds */
+} sm_bench_stats;
+
+typedef struct sm_bench_result {
+    sm_bench_stats fwd, step;    /* forward only; forward + backward (+ optimizer with train) */
+    double tokens_per_s;         /* B*S / step median */
+    double gflops_per_s;         /* step flops / step median */
+    double flops_fwd, flops_step;
+    size_t tasks_fwd, tasks_step;
+    double submit_s;             /* median time spent submitting a step's tasks */
+    double busy_share;           /* median share of worker time spent in kernels */
+    double task_overhead_us;     /* runtime cost of one empty task, measured in-process */
+    double overhead_share;       /* tasks_step * task_overhead_us / step median */
+    double trace_s;              /* median time a step spent writing its trace (0 without) */
+    int workers;
+    size_t params;
+    char pipeline[512];          /* the stage cut (sm_run_pipeline_summary) */
+} sm_bench_result;
+
+/* Times `warmup` + `reps` forward and forward+backward steps on seeded random tokens. */
+SM_API int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err);
+
+#endif

@@ -1,0 +1,78 @@
+/* Runs: one step's task graph over B sequences of S tokens (forward, loss and backward), with
+ * micro-batches, an in-process pipeline and deterministic gradients, and the step's results
+ * (loss, logits, routing, hidden states, task counts, flops, the DAG). */
+#ifndef STARMOE_RUN_H
+#define STARMOE_RUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <starmoe/error.h>
+#include <starmoe/export.h>
+#include <starmoe/model.h>
+
+typedef struct sm_run sm_run;
+
+/* `micro` micro-batches (must divide B) go into one graph, so they overlap; their gradients
+ * are summed in micro-batch order. backward = 0 builds the forward (and loss) only. */
+SM_API sm_run *sm_run_new(sm_model *m, int B, int S, int micro, int backward, sm_error *err);
+
+/* Pipeline parallelism in one process and gradient determinism. */
+typedef struct sm_run_opts {
+    /* pipeline schedule "gpipe", "1f1b", "zbh1", "dualpipe" or "dualpipev" (NULL: none). The
+     * layers are cut into its stages, each pipeline rank gets a lane of the engine's workers,
+     * and every rank's tasks start in its program order; the policy in force must be one of
+     * the ordered ones (--sched with the same name). Needs a backward run. */
+    const char *pipeline;
+    int pp;                      /* pipeline ranks (1 with pipeline NULL) */
+    /* each micro-batch's weight gradients go to their own copy, summed in micro-batch order at
+     * the end of the step: results are bitwise the same whatever the schedule (with or without
+     * a pipeline), at the memory cost of one gradient copy per micro-batch */
+    int deterministic;
+} sm_run_opts;
+
+/* `sched` when it names a pipeline schedule (the ordered policy of that name runs it), else
+ * NULL: what the CLI puts in sm_run_opts.pipeline for --sched NAME. */
+SM_API const char *sm_run_pipeline_of(const char *sched);
+
+/* Writes how the run is cut into pipeline stages, e.g. "1f1b, 2 ranks: stage 0 = embedding +
+ * layers 0-1; stage 1 = layers 2-3 + head" (or "no pipeline"); returns snprintf's length. */
+SM_API int sm_run_pipeline_summary(const sm_run *r, char *buf, size_t n);
+
+/* sm_run_new with options (NULL: the defaults of sm_run_new). */
+SM_API sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
+                               const sm_run_opts *o, sm_error *err);
+/* Waits for the run's tasks and releases its tensors; the graph's records of the last step are
+ * forgotten (read task counts, flops, traces or the DOT export before). */
+SM_API void sm_run_free(sm_run *r);
+
+/* Runs one step: ids and targets are [B, S] (targets may be NULL without backward; token ids
+ * are checked against the vocabulary). Writes the mean cross-entropy to *loss. */
+SM_API int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *loss,
+                       sm_error *err);
+
+/* Turns on the sequence-wise balance loss (spec 6.2) with weight alpha for the next steps: it
+ * joins the gradient, and sm_run_balance_loss() reports it (summed over MoE layers, mean over
+ * the batch's sequences). The loss sm_run_step() writes stays the cross-entropy alone. */
+SM_API void sm_run_set_balance(sm_run *r, double alpha);
+SM_API double sm_run_balance_loss(sm_run *r);
+
+/* The same in two halves, so more tasks (the optimizer's) can join the step's graph before
+ * waiting: submit checks and uploads the tokens and submits the step's tasks; wait waits for
+ * every task and reads the loss. */
+SM_API int sm_run_submit(sm_run *r, const int32_t *ids, const int32_t *targets, sm_error *err);
+SM_API void sm_run_wait(sm_run *r, double *loss);
+
+/* Builds one step's graph without executing it (for a model made with execute = 0). */
+SM_API int sm_run_build(sm_run *r, sm_error *err);
+SM_API size_t sm_run_ntasks(const sm_run *r);
+SM_API int sm_run_write_dot(const sm_run *r, const char *path, sm_error *err);
+/* Flops of one step as counted by its tasks. */
+SM_API double sm_run_flops(const sm_run *r);
+
+/* Results of the last step: logits [B, S, V]; routing of MoE layer l: indices and weights
+ * [B*S, K]; residual stream after layer l [B, S, d]. */
+SM_API void sm_run_logits(sm_run *r, float *dst);
+SM_API int sm_run_routing(sm_run *r, int layer, int32_t *idx, float *w);
+SM_API void sm_run_hidden(sm_run *r, int layer, float *dst);
+
+#endif

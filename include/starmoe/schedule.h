@@ -1,0 +1,34 @@
+/* Pipeline schedules on their own, without an engine: a policy's per-rank programs, simulated
+ * with given slot costs and reported as text, one JSON object or an SVG timeline (the
+ * `schedule` command; docs/pipeline-schedules.md). */
+#ifndef STARMOE_SCHEDULE_H
+#define STARMOE_SCHEDULE_H
+
+#include <stdio.h>
+#include <starmoe/error.h>
+#include <starmoe/export.h>
+
+/* Slot costs in dualpipe.md's notation: F forward, B backward for inputs, W backward for
+ * weights (a full backward BW costs B + W), FB one overlapped pair. */
+typedef struct sm_schedule_costs {
+    double f, b, w, fb;
+} sm_schedule_costs;
+
+/* Costs must be finite and >= 0; err names the field. */
+SM_API int sm_schedule_costs_check(const sm_schedule_costs *c, sm_error *err);
+
+typedef struct sm_schedule_report_opts {
+    const char *policy;          /* "gpipe", "1f1b", "zbh1", "dualpipe" or "dualpipev" */
+    int pp;                      /* ranks */
+    int micro;                   /* micro-batches, all directions together */
+    sm_schedule_costs costs;
+    int json;                    /* one JSON object instead of the text report */
+    int width;                   /* most columns of time in the text report's Gantt chart */
+    const char *svg;             /* also write the SVG timeline here (NULL: none) */
+} sm_schedule_report_opts;
+
+/* Builds the schedule's programs, simulates them and writes the report to out: the per-rank
+ * programs, the Gantt chart, the makespan and each rank's bubble and peak activations. */
+SM_API int sm_schedule_report(const sm_schedule_report_opts *o, FILE *out, sm_error *err);
+
+#endif
