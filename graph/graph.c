@@ -3,7 +3,9 @@
  * them) and host access helpers. The dependency walk and the DOT export are in deps.c. */
 #include "graph/graph.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +173,15 @@ static void sm_log_access(sm_graph *g, const sm_access *a)
     g->access_log[g->naccess++] = (int32_t)(a->t->id << 8 | (a->mode & 0xff));
 }
 
+/* The name traces show: the op, then the layer, expert and micro-batch when set. */
+static void sm_task_name(char *name, size_t cap, const sm_task_meta *meta)
+{
+    int n = snprintf(name, cap, "%s", meta->op);
+    if (meta->layer >= 0) n += snprintf(name + n, cap - n, " L%d", meta->layer);
+    if (meta->expert >= 0) n += snprintf(name + n, cap - n, " e%d", meta->expert);
+    if (meta->micro >= 0) snprintf(name + n, cap - n, " mb%d", meta->micro);
+}
+
 static sm_task_record *sm_record_task(sm_graph *g, const sm_task_meta *meta, const sm_access *acc,
                                       int nacc, double flops)
 {
@@ -184,10 +195,7 @@ static sm_task_record *sm_record_task(sm_graph *g, const sm_task_meta *meta, con
     r->worker = -1;
     r->submit_us = r->ready_us = r->start_us = r->end_us = 0;
     r->predicted_us = NAN;
-    int n = snprintf(r->name, sizeof r->name, "%s", meta->op);
-    if (meta->layer >= 0) n += snprintf(r->name + n, sizeof r->name - n, " L%d", meta->layer);
-    if (meta->expert >= 0) n += snprintf(r->name + n, sizeof r->name - n, " e%d", meta->expert);
-    if (meta->micro >= 0) snprintf(r->name + n, sizeof r->name - n, " mb%d", meta->micro);
+    sm_task_name(r->name, sizeof r->name, meta);
     for (int i = 0; i < nacc; i++) sm_log_access(g, &acc[i]);
     return r;
 }
@@ -212,22 +220,66 @@ static void sm_task_done(void *arg)
     r->done = 1;
 }
 
+/* Fills err with "task 'NAME': " and the reason; returns -1. */
+static int sm_insert_fail(sm_error *err, const sm_task_meta *meta, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int sm_insert_fail(sm_error *err, const sm_task_meta *meta, const char *fmt, ...)
+{
+    char name[sizeof ((sm_task_record *)0)->name], why[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    sm_task_name(name, sizeof name, meta);
+    return sm_fail(err, "task '%s': %s", name, why);
+}
+
+/* 0 when every buffer of the task is a live tensor of g accessed R, W or RW; else -1 with err
+ * naming the buffer. */
+static int sm_check_accesses(const sm_graph *g, const sm_task_meta *meta, const sm_access *acc,
+                             int nacc, sm_error *err)
+{
+    if (nacc < 0 || (nacc > 0 && !acc))
+        return sm_insert_fail(err, meta, "%d buffers%s", nacc, acc ? "" : " and no list");
+    for (int i = 0; i < nacc; i++) {
+        const sm_tensor *t = acc[i].t;
+        enum starpu_data_access_mode m = acc[i].mode;
+        if (!t) return sm_insert_fail(err, meta, "buffer %d is a NULL tensor", i);
+        if (t->id < 0 || t->id >= g->ntensors || g->tensors[t->id] != t)
+            return sm_insert_fail(err, meta, "buffer %d (tensor '%s') is not a tensor of this "
+                                  "graph (made in another graph, or released)", i, t->name);
+        if (m != STARPU_R && m != STARPU_W && m != STARPU_RW)
+            return sm_insert_fail(err, meta, "buffer %d (tensor '%s') has access mode %d (R, W "
+                                  "or RW expected)", i, t->name, (int)m);
+    }
+    return 0;
+}
+
 int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *meta,
                     const sm_access *acc, int nacc, const void *args, size_t args_size,
-                    double flops)
+                    double flops, sm_error *err)
 {
+    if (!g) return sm_insert_fail(err, meta, "no graph to insert it into");
+    if (sm_check_accesses(g, meta, acc, nacc, err)) return -1;
+    if (!g->execute) {
+        sm_record_task(g, meta, acc, nacc, flops);
+        return 0;
+    }
+    if (!cl) return sm_insert_fail(err, meta, "no codelet");
+    void *arg_copy = NULL;
+    if (args_size) {
+        if (!(arg_copy = malloc(args_size)))
+            return sm_insert_fail(err, meta, "out of memory for %zu bytes of arguments",
+                                  args_size);
+        memcpy(arg_copy, args, args_size);
+    }
     sm_task_record *r = sm_record_task(g, meta, acc, nacc, flops);
-    if (!g->execute) return 0;
-    struct starpu_data_descr descr[nacc];
+    struct starpu_data_descr descr[nacc ? nacc : 1];
     for (int i = 0; i < nacc; i++) {
         descr[i].handle = acc[i].t->handle;
         descr[i].mode = acc[i].mode;
     }
-    void *arg_copy = NULL;
-    if (args_size) {
-        arg_copy = sm_xrealloc(NULL, args_size);
-        memcpy(arg_copy, args, args_size);
-    }
+    /* when it fails, StarPU frees arg_copy with the task */
     int rc = starpu_task_insert(cl, STARPU_DATA_MODE_ARRAY, descr, nacc,
                                 STARPU_CL_ARGS, arg_copy, args_size,
                                 STARPU_NAME, r->name,
@@ -235,11 +287,12 @@ int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *
                                 STARPU_TASK_SCHED_DATA, (void *)r,
                                 STARPU_CALLBACK_WITH_ARG_NFREE, sm_task_done, (void *)r,
                                 0);
-    if (rc != 0) {
-        fprintf(stderr, "starmoe: starpu_task_insert(%s) failed: %d\n", r->name, rc);
-        return -1;
-    }
-    return 0;
+    if (rc == 0) return 0;
+    /* the task is not in the graph, so neither is its record (the last one) */
+    g->nrecords--;
+    g->naccess -= nacc;
+    return sm_insert_fail(err, meta, "StarPU refused it: %s",
+                          rc == -ENODEV ? "no worker can run its codelet" : strerror(-rc));
 }
 
 void sm_graph_step_begin(sm_graph *g)

@@ -96,10 +96,13 @@ sm_tensor *sm_tensor_new_in(sm_graph *g, sm_tensor_list *owner, const char *name
 void sm_tensor_list_drop(sm_graph *g, sm_tensor_list *owner);
 
 /* Submits (and records) one task. `args` (args_size bytes) is copied and handed to the kernel
- * as cl_arg. The codelet must use STARPU_VARIABLE_NBUFFERS; buffers arrive in `acc` order. */
+ * as cl_arg. The codelet must use STARPU_VARIABLE_NBUFFERS; buffers arrive in `acc` order.
+ * A task that cannot go in (a buffer that is NULL or not a live tensor of g, a bad access
+ * mode, no memory, StarPU refusing it) adds nothing: -1, with err naming the task, the buffer
+ * and the reason. */
 int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *meta,
                     const sm_access *acc, int nacc, const void *args, size_t args_size,
-                    double flops);
+                    double flops, sm_error *err);
 
 /* Starts a new step: forgets the previous step's task records. */
 void sm_graph_step_begin(sm_graph *g);

@@ -377,6 +377,8 @@ static int rope_check(const sm_scope *s, const json_t *obj, sm_error *err)
     return sm_fail(err, "%s: field '%stype': missing (must be \"yarn\")", s->path, s->prefix);
 }
 
+/* Whether the MoE fields are needed: some layer comes after the dense ones (which layers are
+ * MoE is the model's rule, model/config.c). */
 static int has_moe_layers(const sm_config *c)
 {
     return c->first_k_dense_replace < c->num_hidden_layers;
@@ -565,19 +567,6 @@ int sm_config_validate_at(const sm_config *c, const char *where, const char *pre
 int sm_config_validate(const sm_config *c, const char *where, sm_error *err)
 {
     return sm_config_validate_at(c, where, "", err);
-}
-
-int sm_config_layer_is_moe(const sm_config *c, int l)
-{
-    int k = c->moe_layer_freq > 0 ? c->moe_layer_freq : 1;
-    return l >= c->first_k_dense_replace && (l - c->first_k_dense_replace) % k == 0;
-}
-
-int sm_config_yarn_active(const sm_config *c)
-{
-    const sm_rope_scaling *r = &c->rope_scaling;
-    return r->present && r->factor > 1 &&
-           c->max_position_embeddings > r->original_max_position_embeddings;
 }
 
 /* ---- emitting, for any table ---- */

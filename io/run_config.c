@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <starmoe/run.h>
 #include "io/config_json.h"
 
 #define TF(m, kind) SM_FIELD(sm_train_config, m, kind, SM_OPTIONAL)
@@ -289,10 +288,6 @@ static int check_across(const sm_run_config *rc, const char *where, sm_error *er
     if (!rc->engine.sched[0])
         return sm_fail(err, "%s: field 'engine.sched': empty (name a StarPU policy such as "
                        "lws or eager)", where);
-    if (rc->engine.pp > 1 && !sm_run_pipeline_of(rc->engine.sched))
-        return sm_fail(err, "%s: field 'engine.pp': %d pipeline ranks need engine.sched naming a "
-                       "pipeline schedule (gpipe, 1f1b, zbh1, dualpipe or dualpipev), not '%s'",
-                       where, rc->engine.pp, rc->engine.sched);
     if (rc->engine.pp > rc->engine.workers)
         return sm_fail(err, "%s: field 'engine.pp': %d pipeline ranks need at least as many "
                        "engine.workers (%d)", where, rc->engine.pp, rc->engine.workers);

@@ -56,7 +56,8 @@ typedef struct sm_engine_config {
     char sched[32];              /* StarPU scheduling policy, not empty */
     char sched_lib[256];         /* plugin library of policies to load first ("": none) */
     int pp;                      /* pipeline ranks, in [1, workers]; > 1 needs sched naming a
-                                    pipeline schedule (gpipe, 1f1b, zbh1, dualpipe, dualpipev) */
+                                    pipeline schedule (gpipe, 1f1b, zbh1, dualpipe, dualpipev),
+                                    which the trainer checks (model/train_setup.c) */
     int deterministic;           /* gradients reduced in micro-batch order (sm_run_opts) */
 } sm_engine_config;
 

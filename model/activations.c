@@ -43,9 +43,8 @@ static sm_tensor **sm_expert_acts(sm_alloc_ctx *a, const char *what, int E, int6
 
 static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
 {
-    const sm_config *c = &a->r->m->cfg;
-    int T = a->r->T, d = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
-    int mi = c->moe_intermediate_size;
+    const sm_dims *dm = &a->r->m->dims;
+    int T = a->r->T, d = dm->d, E = dm->E, K = dm->K, mi = dm->expert_I;
     x->plan = sm_act(a, "plan", SM_I32, sm_moe_plan_len(T, K, E), 0);
     x->w = ACT("route_w", T, K);
     x->s = ACT("route_s", T, E);
@@ -54,7 +53,7 @@ static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
     x->ye = sm_expert_acts(a, "ye", E, T, d);
     x->eh1 = sm_expert_acts(a, "h1", E, T, mi);
     x->eh3 = sm_expert_acts(a, "h3", E, T, mi);
-    if (c->n_shared_experts > 0) x->ys = ACT("shared_y", T, d);
+    if (dm->shared_I > 0) x->ys = ACT("shared_y", T, d);
     if (!backward) return;
     x->dye = sm_expert_acts(a, "dye", E, T, d);
     x->dge = sm_expert_acts(a, "dge", E, T, 0);
@@ -63,13 +62,11 @@ static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
     x->deh3 = sm_expert_acts(a, "dh3", E, T, mi);
 }
 
-static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int moe, int backward)
+static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backward)
 {
-    const sm_config *c = &a->r->m->cfg;
-    int T = a->r->T, d = c->hidden_size, H = c->num_attention_heads;
-    int dq = c->q_lora_rank, dc = c->kv_lora_rank, dr = c->qk_rope_head_dim;
-    int dqk = c->qk_nope_head_dim + dr, dkv = c->qk_nope_head_dim + c->v_head_dim;
-    int ffn_I = moe ? c->n_shared_experts * c->moe_intermediate_size : c->intermediate_size;
+    const sm_dims *dm = &a->r->m->dims;
+    int T = a->r->T, d = dm->d, H = dm->H, dq = dm->dq, dc = dm->dc, dr = dm->dr;
+    int ffn_I = sm_dims_ffn_width(dm, l);
     x->xn = ACT("xn", T, d);
     x->rstd_in = ACT("rstd_in", T, 0);
     if (dq > 0) {
@@ -77,12 +74,12 @@ static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int moe, int backw
         x->cqn = ACT("cqn", T, dq);
         x->rstd_q = ACT("rstd_q", T, 0);
     }
-    x->q = ACT("q", T, (int64_t)H * dqk);
-    x->kv = ACT("kv", T, dc + dr);
+    x->q = ACT("q", T, dm->q_w);
+    x->kv = ACT("kv", T, dm->kv_a_w);
     x->kvn = ACT("kvn", T, dc);
     x->rstd_kv = ACT("rstd_kv", T, 0);
-    x->kvu = ACT("kvu", T, (int64_t)H * dkv);
-    x->o = ACT("attn_o", T, (int64_t)H * c->v_head_dim);
+    x->kvu = ACT("kvu", T, dm->kv_b_w);
+    x->o = ACT("attn_o", T, dm->o_w);
     x->P = ACT("attn_p", (int64_t)a->r->Bm * H * a->r->S * a->r->S, 0);
     x->x1 = ACT("x1", T, d);
     x->xn2 = ACT("xn2", T, d);
@@ -91,19 +88,19 @@ static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int moe, int backw
         x->h1 = ACT("ffn_h1", T, ffn_I);
         x->h3 = ACT("ffn_h3", T, ffn_I);
     }
-    if (moe) sm_moe_acts(a, x, backward);
+    if (sm_dims_layer_is_moe(dm, l)) sm_moe_acts(a, x, backward);
     if (!backward) return;
     x->dxn = ACT("dxn", T, d);
     if (dq > 0) {
         x->dcqn = ACT("dcqn", T, dq);
         x->dcq = ACT("dcq", T, dq);
     }
-    x->dq = ACT("dq", T, (int64_t)H * dqk);
+    x->dq = ACT("dq", T, dm->q_w);
     x->dkpe = ACT("dkpe", T, dr);
-    x->dkvu = ACT("dkvu", T, (int64_t)H * dkv);
+    x->dkvu = ACT("dkvu", T, dm->kv_b_w);
     x->dkvn = ACT("dkvn", T, dc);
-    x->dkv = ACT("dkv", T, dc + dr);
-    x->dout = ACT("dattn_o", T, (int64_t)H * c->v_head_dim);
+    x->dkv = ACT("dkv", T, dm->kv_a_w);
+    x->dout = ACT("dattn_o", T, dm->o_w);
     x->dxn2 = ACT("dxn2", T, d);
     if (ffn_I > 0) {
         x->dh1 = ACT("dffn_h1", T, ffn_I);
@@ -113,8 +110,8 @@ static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int moe, int backw
 
 static void sm_micro_alloc(sm_alloc_ctx *a, sm_micro_acts *mb)
 {
-    const sm_config *c = &a->r->m->cfg;
-    int T = a->r->T, d = c->hidden_size, V = c->vocab_size, L = c->num_hidden_layers;
+    const sm_dims *dm = &a->r->m->dims;
+    int T = a->r->T, d = dm->d, V = dm->V, L = dm->L;
     a->l = -1;
     mb->ids = sm_act(a, "input_ids", SM_I32, T, 0);
     mb->targets = sm_act(a, "targets", SM_I32, T, 0);
@@ -132,7 +129,7 @@ static void sm_micro_alloc(sm_alloc_ctx *a, sm_micro_acts *mb)
     }
     for (int l = 0; l < L; l++) {
         a->l = l;
-        sm_layer_alloc(a, &mb->layers[l], sm_config_layer_is_moe(c, l), a->r->backward);
+        sm_layer_alloc(a, &mb->layers[l], l, a->r->backward);
     }
     a->l = -1;
     mb->xf = ACT("xf", T, d);

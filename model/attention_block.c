@@ -9,29 +9,78 @@
 
 int sm_attention_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
 {
-    const sm_config *cf = &r->m->cfg;
+    const sm_dims *x = &r->m->dims;
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    sm_tensor *x = r->mb[mb].x[l];
-    int T = r->T, d = cf->hidden_size, H = cf->num_attention_heads, dq = cf->q_lora_rank;
-    int dc = cf->kv_lora_rank, dr = cf->qk_rope_head_dim;
-    int qw = H * (cf->qk_nope_head_dim + dr), kvw = H * (cf->qk_nope_head_dim + cf->v_head_dim);
-    int ow = H * cf->v_head_dim;
-    float eps = (float)cf->rms_norm_eps;
-    int rc = sm_insert_rmsnorm_fwd(c, a->xn, a->rstd_in, x, d, p->in_norm.w, T, d, eps);
-    if (dq > 0) {
-        rc |= sm_insert_linear_fwd(c, a->cq, a->xn, p->q_a.w, NULL, T, d, dq);
-        rc |= sm_insert_rmsnorm_fwd(c, a->cqn, a->rstd_q, a->cq, dq, p->q_a_norm.w, T, dq, eps);
-        rc |= sm_insert_linear_fwd(c, a->q, a->cqn, p->q_b.w, NULL, T, dq, qw);
-    } else {
-        rc |= sm_insert_linear_fwd(c, a->q, a->xn, p->q.w, NULL, T, d, qw);
-    }
-    rc |= sm_insert_linear_fwd(c, a->kv, a->xn, p->kv_a.w, NULL, T, d, dc + dr);
-    rc |= sm_insert_rmsnorm_fwd(c, a->kvn, a->rstd_kv, a->kv, dc + dr, p->kv_a_norm.w, T, dc, eps);
-    rc |= sm_insert_linear_fwd(c, a->kvu, a->kvn, p->kv_b.w, NULL, T, dc, kvw);
-    rc |= sm_insert_mla_attn_fwd(c, &r->mla, a->o, a->P, a->q, a->kv, a->kvu, r->cos_t, r->sin_t);
-    rc |= sm_insert_linear_fwd(c, a->x1, a->o, p->o.w, x, T, ow, d);
-    return rc ? -1 : 0;
+    sm_tensor *in = r->mb[mb].x[l];
+    int T = r->T, d = x->d, dq = x->dq, dc = x->dc;
+    float eps = (float)r->m->cfg.rms_norm_eps;
+    if (sm_insert_rmsnorm_fwd(c, a->xn, a->rstd_in, in, d, p->in_norm.w, T, d, eps)) return -1;
+    if (dq > 0 ? sm_insert_linear_fwd(c, a->cq, a->xn, p->q_a.w, NULL, T, d, dq) ||
+                     sm_insert_rmsnorm_fwd(c, a->cqn, a->rstd_q, a->cq, dq, p->q_a_norm.w, T, dq,
+                                           eps) ||
+                     sm_insert_linear_fwd(c, a->q, a->cqn, p->q_b.w, NULL, T, dq, x->q_w)
+               : sm_insert_linear_fwd(c, a->q, a->xn, p->q.w, NULL, T, d, x->q_w))
+        return -1;
+    if (sm_insert_linear_fwd(c, a->kv, a->xn, p->kv_a.w, NULL, T, d, x->kv_a_w) ||
+        sm_insert_rmsnorm_fwd(c, a->kvn, a->rstd_kv, a->kv, x->kv_a_w, p->kv_a_norm.w, T, dc,
+                              eps) ||
+        sm_insert_linear_fwd(c, a->kvu, a->kvn, p->kv_b.w, NULL, T, dc, x->kv_b_w) ||
+        sm_insert_mla_attn_fwd(c, &r->mla, a->o, a->P, a->q, a->kv, a->kvu, r->cos_t, r->sin_t) ||
+        sm_insert_linear_fwd(c, a->x1, a->o, p->o.w, in, T, x->o_w, d))
+        return -1;
+    return 0;
+}
+
+/* The input path's backward: dL/dx1 (dy) -> dxn through o_proj, attention, kv and q paths;
+ * then dxo = dy + the input norm's backward of dxn. Norm gains' gradients on the way. */
+static int sm_attention_bwd_input(sm_run *r, const sm_op_ctx *c, int l, int mb)
+{
+    const sm_dims *x = &r->m->dims;
+    const sm_layer_params *p = &r->m->layers[l];
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    sm_tensor *in = r->mb[mb].x[l], *dy = r->mb[mb].dx[2 * l + 1], *dxo = r->mb[mb].dx[2 * l];
+    int T = r->T, d = x->d, dq = x->dq, dc = x->dc;
+    if (sm_insert_linear_bwd_input(c, a->dout, dy, p->o.w, T, x->o_w, d, 0) ||
+        sm_insert_mla_attn_bwd(c, &r->mla, a->dq, a->dkpe, a->dkvu, a->dout, a->P, a->q, a->kv,
+                               a->kvu, r->cos_t, r->sin_t) ||
+        sm_insert_linear_bwd_input(c, a->dkvn, a->dkvu, p->kv_b.w, T, dc, x->kv_b_w, 0) ||
+        sm_insert_kv_norm_bwd(c, a->dkv, sm_grad(r, &p->kv_a_norm, mb), a->dkvn, a->kv,
+                              p->kv_a_norm.w, a->rstd_kv, a->dkpe, T, dc, x->dr) ||
+        sm_insert_linear_bwd_input(c, a->dxn, a->dkv, p->kv_a.w, T, d, x->kv_a_w, 0))
+        return -1;
+    if (dq > 0 ? sm_insert_linear_bwd_input(c, a->dcqn, a->dq, p->q_b.w, T, dq, x->q_w, 0) ||
+                     sm_insert_rmsnorm_bwd(c, a->dcq, dq, sm_grad(r, &p->q_a_norm, mb), a->dcqn,
+                                           a->cq, dq, p->q_a_norm.w, a->rstd_q, T, dq, 0) ||
+                     sm_insert_linear_bwd_input(c, a->dxn, a->dcq, p->q_a.w, T, d, dq, 1)
+               : sm_insert_linear_bwd_input(c, a->dxn, a->dq, p->q.w, T, d, x->q_w, 1))
+        return -1;
+    if (sm_residual_grad_pass(c, dxo, dy) ||
+        sm_insert_rmsnorm_bwd(c, dxo, d, sm_grad(r, &p->in_norm, mb), a->dxn, in, d,
+                              p->in_norm.w, a->rstd_in, T, d, 1))
+        return -1;
+    return 0;
+}
+
+/* The projections' weight gradients but o_proj's, from the saved tensors and the input path's
+ * temporaries. */
+static int sm_attention_bwd_weight(sm_run *r, const sm_op_ctx *c, int l, int mb)
+{
+    const sm_dims *x = &r->m->dims;
+    const sm_layer_params *p = &r->m->layers[l];
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    int T = r->T, d = x->d, dq = x->dq;
+    if (sm_insert_linear_bwd_weight(c, sm_grad(r, &p->kv_b, mb), a->dkvu, a->kvn, T, x->dc,
+                                    x->kv_b_w) ||
+        sm_insert_linear_bwd_weight(c, sm_grad(r, &p->kv_a, mb), a->dkv, a->xn, T, d, x->kv_a_w))
+        return -1;
+    if (dq > 0)
+        return sm_insert_linear_bwd_weight(c, sm_grad(r, &p->q_b, mb), a->dq, a->cqn, T, dq,
+                                           x->q_w) ||
+               sm_insert_linear_bwd_weight(c, sm_grad(r, &p->q_a, mb), a->dcq, a->xn, T, d, dq)
+                   ? -1
+                   : 0;
+    return sm_insert_linear_bwd_weight(c, sm_grad(r, &p->q, mb), a->dq, a->xn, T, d, x->q_w);
 }
 
 /* Backward for inputs (parts & SM_BWD_INPUT): dx[2l+1] (dL/dx1) -> dx[2l] (dL/dx: the
@@ -40,50 +89,15 @@ int sm_attention_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
  * projections' gradients, from the saved tensors and the B part's temporaries. */
 int sm_attention_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
 {
-    const sm_config *cf = &r->m->cfg;
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    sm_tensor *x = r->mb[mb].x[l], *dy = r->mb[mb].dx[2 * l + 1], *dxo = r->mb[mb].dx[2 * l];
-    int T = r->T, d = cf->hidden_size, H = cf->num_attention_heads, dq = cf->q_lora_rank;
-    int dc = cf->kv_lora_rank, dr = cf->qk_rope_head_dim;
-    int qw = H * (cf->qk_nope_head_dim + dr), kvw = H * (cf->qk_nope_head_dim + cf->v_head_dim);
-    int ow = H * cf->v_head_dim, rc = 0;
-    /* first: without a pipeline dy and dxo are one tensor, which the B part updates */
-    if (parts & SM_BWD_WEIGHT)
-        rc |= sm_insert_linear_bwd_weight(c, sm_grad(r, &p->o, mb), dy, a->o, T, ow, d);
-    if (parts & SM_BWD_INPUT) {
-        rc |= sm_insert_linear_bwd_input(c, a->dout, dy, p->o.w, T, ow, d, 0);
-        rc |= sm_insert_mla_attn_bwd(c, &r->mla, a->dq, a->dkpe, a->dkvu, a->dout, a->P, a->q,
-                                     a->kv, a->kvu, r->cos_t, r->sin_t);
-        rc |= sm_insert_linear_bwd_input(c, a->dkvn, a->dkvu, p->kv_b.w, T, dc, kvw, 0);
-        rc |= sm_insert_kv_norm_bwd(c, a->dkv, sm_grad(r, &p->kv_a_norm, mb), a->dkvn, a->kv,
-                                    p->kv_a_norm.w, a->rstd_kv, a->dkpe, T, dc, dr);
-        rc |= sm_insert_linear_bwd_input(c, a->dxn, a->dkv, p->kv_a.w, T, d, dc + dr, 0);
-        if (dq > 0) {
-            rc |= sm_insert_linear_bwd_input(c, a->dcqn, a->dq, p->q_b.w, T, dq, qw, 0);
-            rc |= sm_insert_rmsnorm_bwd(c, a->dcq, dq, sm_grad(r, &p->q_a_norm, mb), a->dcqn,
-                                        a->cq, dq, p->q_a_norm.w, a->rstd_q, T, dq, 0);
-            rc |= sm_insert_linear_bwd_input(c, a->dxn, a->dcq, p->q_a.w, T, d, dq, 1);
-        } else {
-            rc |= sm_insert_linear_bwd_input(c, a->dxn, a->dq, p->q.w, T, d, qw, 1);
-        }
-        rc |= sm_residual_grad_pass(c, dxo, dy);
-        rc |= sm_insert_rmsnorm_bwd(c, dxo, d, sm_grad(r, &p->in_norm, mb), a->dxn, x, d,
-                                    p->in_norm.w, a->rstd_in, T, d, 1);
-    }
-    if (parts & SM_BWD_WEIGHT) {
-        rc |= sm_insert_linear_bwd_weight(c, sm_grad(r, &p->kv_b, mb), a->dkvu, a->kvn, T, dc,
-                                          kvw);
-        rc |= sm_insert_linear_bwd_weight(c, sm_grad(r, &p->kv_a, mb), a->dkv, a->xn, T, d,
-                                          dc + dr);
-        if (dq > 0) {
-            rc |= sm_insert_linear_bwd_weight(c, sm_grad(r, &p->q_b, mb), a->dq, a->cqn, T, dq,
-                                              qw);
-            rc |= sm_insert_linear_bwd_weight(c, sm_grad(r, &p->q_a, mb), a->dcq, a->xn, T, d,
-                                              dq);
-        } else {
-            rc |= sm_insert_linear_bwd_weight(c, sm_grad(r, &p->q, mb), a->dq, a->xn, T, d, qw);
-        }
-    }
-    return rc ? -1 : 0;
+    /* o_proj's first: without a pipeline dx[2l+1] and dx[2l] are one tensor, which the B part
+     * updates */
+    if ((parts & SM_BWD_WEIGHT) &&
+        sm_insert_linear_bwd_weight(c, sm_grad(r, &p->o, mb), r->mb[mb].dx[2 * l + 1], a->o,
+                                    r->T, r->m->dims.o_w, r->m->dims.d))
+        return -1;
+    if ((parts & SM_BWD_INPUT) && sm_attention_bwd_input(r, c, l, mb)) return -1;
+    if ((parts & SM_BWD_WEIGHT) && sm_attention_bwd_weight(r, c, l, mb)) return -1;
+    return 0;
 }

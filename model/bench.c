@@ -38,24 +38,24 @@ static double sm_worker_busy(double wall_s)
     return nw && wall_s > 0 ? exec_us * 1e-6 / (nw * wall_s) : 0;
 }
 
-/* Runtime cost of one task: a chain of empty tasks on one handle, timed end to end. */
-static double sm_empty_task_us(sm_model *m)
+/* Runtime cost of one task (*us): a chain of empty tasks on one handle, timed end to end. */
+static int sm_empty_task_us(sm_model *m, double *us, sm_error *err)
 {
     enum { N = 20000 };
-    sm_error err;
     sm_tensor_list owned = {0};
     sm_tensor *t = sm_tensor_new_in(m->g, &owned, "bench.nop", SM_F32, SM_ACT, 1, (int64_t[]){1},
-                                    &err);
-    if (!t) return NAN;
-    sm_op_ctx c = {.g = m->g, .layer = -1, .micro = -1};
+                                    err);
+    if (!t) return -1;
+    sm_op_ctx c = {.g = m->g, .layer = -1, .micro = -1, .err = err};
+    int n = 0;
     sm_graph_step_begin(m->g);
     double t0 = sm_now();
-    for (int i = 0; i < N; i++) sm_insert_nop(&c, t);
+    while (n < N && sm_insert_nop(&c, t) == 0) n++;
     sm_graph_wait(m->g);
-    double us = (sm_now() - t0) * 1e6 / N;
+    *us = (sm_now() - t0) * 1e6 / N;
     sm_graph_step_begin(m->g);
     sm_tensor_list_drop(m->g, &owned);
-    return us;
+    return n == N ? 0 : -1;
 }
 
 static void sm_random_tokens(int32_t *v, size_t n, int V, uint64_t *s)
@@ -177,7 +177,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     res->workers = (int)starpu_worker_get_count();
     res->params = sm_model_numel(m);
     sm_run_pipeline_summary(step, res->pipeline, sizeof res->pipeline);
-    res->task_overhead_us = sm_empty_task_us(m);
+    if (sm_empty_task_us(m, &res->task_overhead_us, err)) goto out;
     res->overhead_share = res->tasks_step * res->task_overhead_us * 1e-6 / res->step.median;
     rc = 0;
 out:

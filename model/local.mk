@@ -3,12 +3,14 @@ libstarmoe_core_la_SOURCES += model/model.h model/engine.c model/model.c model/p
 	model/activations.c model/attention_block.c model/ffn_block.c model/step.c model/pipeline.c model/stage_cut.c model/eval.c model/bench.c \
 	 model/optimizer.c model/generate.c model/generate_text.c model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h
 starmoeinclude_HEADERS += include/starmoe/train.h
+libstarmoe_core_la_SOURCES += model/config.c model/config.h
 
 check_PROGRAMS += tests/test_fixture
 TESTS += tests/test_fixture
 tests_test_fixture_LDADD = $(TEST_LIBS)
 
-check_PROGRAMS += tests/test_train_step tests/test_pipeline
-TESTS += tests/test_train_step tests/test_pipeline
+check_PROGRAMS += tests/test_train_step tests/test_pipeline tests/test_build_errors
+TESTS += tests/test_train_step tests/test_pipeline tests/test_build_errors
 tests_test_train_step_LDADD = $(TEST_LIBS)
 tests_test_pipeline_LDADD = $(TEST_LIBS)
+tests_test_build_errors_LDADD = $(TEST_LIBS)

@@ -15,7 +15,9 @@ sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err)
         return NULL;
     }
     m->cfg = *cfg;
-    if (!(m->g = sm_graph_new(execute)) || sm_params_create(m, err)) {
+    m->dims = sm_dims_of(cfg);
+    if (!(m->g = sm_graph_new(execute))) sm_fail(err, "out of memory for the task graph");
+    if (!m->g || sm_params_create(m, err)) {
         sm_model_free(m);
         return NULL;
     }

@@ -10,6 +10,7 @@
 #include <starmoe/optimizer.h>
 #include <starmoe/run.h>
 #include "graph/graph.h"
+#include "model/config.h"
 #include "tasks/attention_kernels.h"
 #include "tasks/codelet.h"
 #include "tasks/moe.h"
@@ -40,6 +41,7 @@ typedef struct sm_layer_params {
 
 struct sm_model {
     sm_config cfg;
+    sm_dims dims;                            /* shapes derived from cfg */
     sm_graph *g;
     sm_param embed, final_norm, head;
     sm_layer_params *layers;
@@ -114,8 +116,8 @@ typedef struct sm_stage_span {
 } sm_stage_span;
 
 /* stage_cut.c: cuts the layers into the schedule's stages (span[p->nstages]) so that the
- * busiest pipeline rank, then the costliest stage, is as cheap as possible, by a per-token
- * forward-flop model at sequence length S. */
+ * busiest pipeline rank, then the costliest stage, is as cheap as possible, by the forward
+ * flops the insert helpers record for one sequence of S tokens (a build that only records). */
 struct sm_schedule;
 int sm_stage_cut(const struct sm_schedule *p, const sm_config *c, int S, sm_stage_span *span,
                  sm_error *err);
@@ -138,7 +140,7 @@ int sm_pipeline_build(sm_run *r, sm_error *err);
 /* The run's schedule (NULL without a pipeline). */
 const struct sm_schedule *sm_pipeline_schedule(const sm_run *r);
 /* Sums each gradient's copies into it (a no-op without copies). */
-int sm_pipeline_reduce(sm_run *r);
+int sm_pipeline_reduce(sm_run *r, sm_error *err);
 void sm_pipeline_free(sm_run *r);
 /* Whether weight gradients may run late (per-boundary residual gradients needed). */
 int sm_pipeline_defers_weights(const sm_run_opts *o);

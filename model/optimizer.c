@@ -178,32 +178,33 @@ void sm_optimizer_free(sm_optimizer *o)
 int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_error *err)
 {
     sm_model *m = o->m;
-    sm_op_ctx c = {.g = m->g, .layer = -1, .micro = -1};
+    sm_op_ctx c = {.g = m->g, .layer = -1, .micro = -1, .err = err};
     sm_adamw_hp ahp = {.lr = (float)hp->lr, .beta1 = (float)hp->beta1, .beta2 = (float)hp->beta2,
                        .eps = (float)hp->eps, .weight_decay = (float)hp->weight_decay,
                        .step = o->steps + 1};
-    int rc = 0;
     if (!r->backward) return sm_fail(err, "the optimizer needs a run with a backward pass");
     for (int k = 0; k < o->ngroups; k++) {
         c.layer = sm_group_layer(&o->groups[k]);
-        rc |= sm_insert_grad_sumsq(&c, &o->groups[k], o->sumsq[k]);
+        if (sm_insert_grad_sumsq(&c, &o->groups[k], o->sumsq[k])) return -1;
     }
     c.layer = -1;
-    rc |= sm_insert_clip_decide(&c, o->clip, o->sumsq, o->ngroups, r->loss, (float)hp->grad_clip);
+    if (sm_insert_clip_decide(&c, o->clip, o->sumsq, o->ngroups, r->loss, (float)hp->grad_clip))
+        return -1;
     for (int k = 0; k < o->ngroups; k++) {
         c.layer = sm_group_layer(&o->groups[k]);
-        rc |= sm_insert_adamw(&c, &o->groups[k], o->clip, &ahp);
+        if (sm_insert_adamw(&c, &o->groups[k], o->clip, &ahp)) return -1;
     }
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         if (!o->load[l]) continue;
         sm_tensor *plans[r->micro];
         for (int mb = 0; mb < r->micro; mb++) plans[mb] = r->mb[mb].layers[l].plan;
         c.layer = l;
-        rc |= sm_insert_bias_update(&c, m->layers[l].bias.w, o->load[l], plans, r->micro,
-                                    r->router.T, r->router.K, r->router.E,
-                                    (float)hp->bias_update_speed, o->clip);
+        if (sm_insert_bias_update(&c, m->layers[l].bias.w, o->load[l], plans, r->micro,
+                                  r->router.T, r->router.K, r->router.E,
+                                  (float)hp->bias_update_speed, o->clip))
+            return -1;
     }
-    return rc ? sm_fail(err, "optimizer task submission failed") : 0;
+    return 0;
 }
 
 void sm_optimizer_result(sm_optimizer *o, double *grad_norm, int *applied)

@@ -38,7 +38,7 @@ static int sm_param_add(sm_model *m, sm_param *p, const char *name, int ndim, in
 static int sm_ffn_add(sm_model *m, sm_ffn_params *f, const char *prefix, int I, sm_error *err)
 {
     char n[256];
-    int d = m->cfg.hidden_size;
+    int d = m->dims.d;
     f->I = I;
     if (sm_param_add(m, &f->down, SM_NAME(n, "%s.down_proj.weight", prefix), 2, d, I, 1, err) ||
         sm_param_add(m, &f->gate, SM_NAME(n, "%s.gate_proj.weight", prefix), 2, I, d, 1, err) ||
@@ -49,44 +49,42 @@ static int sm_ffn_add(sm_model *m, sm_ffn_params *f, const char *prefix, int I, 
 
 static int sm_attn_add(sm_model *m, sm_layer_params *p, int l, sm_error *err)
 {
-    const sm_config *c = &m->cfg;
+    const sm_dims *x = &m->dims;
     char n[256];
-    int d = c->hidden_size, H = c->num_attention_heads, dqk = c->qk_nope_head_dim + c->qk_rope_head_dim;
-    int dc = c->kv_lora_rank, dr = c->qk_rope_head_dim, dq = c->q_lora_rank;
 #define ATT(field, suffix, ndim, d0, d1) \
     sm_param_add(m, &p->field, SM_NAME(n, "model.layers.%d.self_attn.%s", l, suffix), ndim, d0, d1, 1, err)
-    if (ATT(kv_a_norm, "kv_a_layernorm.weight", 1, dc, 0) ||
-        ATT(kv_a, "kv_a_proj_with_mqa.weight", 2, dc + dr, d) ||
-        ATT(kv_b, "kv_b_proj.weight", 2, (int64_t)H * (c->qk_nope_head_dim + c->v_head_dim), dc) ||
-        ATT(o, "o_proj.weight", 2, d, (int64_t)H * c->v_head_dim))
+    if (ATT(kv_a_norm, "kv_a_layernorm.weight", 1, x->dc, 0) ||
+        ATT(kv_a, "kv_a_proj_with_mqa.weight", 2, x->kv_a_w, x->d) ||
+        ATT(kv_b, "kv_b_proj.weight", 2, x->kv_b_w, x->dc) ||
+        ATT(o, "o_proj.weight", 2, x->d, x->o_w))
         return -1;
-    if (dq > 0)
-        return ATT(q_a_norm, "q_a_layernorm.weight", 1, dq, 0) ||
-               ATT(q_a, "q_a_proj.weight", 2, dq, d) ||
-               ATT(q_b, "q_b_proj.weight", 2, (int64_t)H * dqk, dq) ? -1 : 0;
-    return ATT(q, "q_proj.weight", 2, (int64_t)H * dqk, d);
+    if (x->dq > 0)
+        return ATT(q_a_norm, "q_a_layernorm.weight", 1, x->dq, 0) ||
+               ATT(q_a, "q_a_proj.weight", 2, x->dq, x->d) ||
+               ATT(q_b, "q_b_proj.weight", 2, x->q_w, x->dq) ? -1 : 0;
+    return ATT(q, "q_proj.weight", 2, x->q_w, x->d);
 #undef ATT
 }
 
 static int sm_moe_add(sm_model *m, sm_layer_params *p, int l, sm_error *err)
 {
-    const sm_config *c = &m->cfg;
+    const sm_dims *x = &m->dims;
     char n[256];
-    int E = c->n_routed_experts;
+    int E = x->E;
     p->experts = calloc(E, sizeof *p->experts);
     if (!p->experts) return sm_fail(err, "out of memory for %d experts", E);
     for (int e = 0; e < E; e++)
         if (sm_ffn_add(m, &p->experts[e], SM_NAME(n, "model.layers.%d.mlp.experts.%d", l, e),
-                       c->moe_intermediate_size, err))
+                       x->expert_I, err))
             return -1;
     if (sm_param_add(m, &p->bias, SM_NAME(n, "model.layers.%d.mlp.gate.e_score_correction_bias", l),
                      1, E, 0, 0, err) ||
         sm_param_add(m, &p->router, SM_NAME(n, "model.layers.%d.mlp.gate.weight", l), 2, E,
-                     c->hidden_size, 1, err))
+                     x->d, 1, err))
         return -1;
-    if (c->n_shared_experts > 0)
+    if (x->shared_I > 0)
         return sm_ffn_add(m, &p->shared, SM_NAME(n, "model.layers.%d.mlp.shared_experts", l),
-                          c->n_shared_experts * c->moe_intermediate_size, err);
+                          x->shared_I, err);
     return 0;
 }
 
@@ -94,14 +92,14 @@ static int sm_layer_add(sm_model *m, int l, sm_error *err)
 {
     sm_layer_params *p = &m->layers[l];
     char n[256];
-    int d = m->cfg.hidden_size;
-    p->moe = sm_config_layer_is_moe(&m->cfg, l);
+    int d = m->dims.d;
+    p->moe = sm_dims_layer_is_moe(&m->dims, l);
     if (sm_param_add(m, &p->in_norm, SM_NAME(n, "model.layers.%d.input_layernorm.weight", l), 1,
                      d, 0, 1, err))
         return -1;
     if (p->moe ? sm_moe_add(m, p, l, err)
                : sm_ffn_add(m, &p->dense, SM_NAME(n, "model.layers.%d.mlp", l),
-                            m->cfg.intermediate_size, err))
+                            sm_dims_ffn_width(&m->dims, l), err))
         return -1;
     if (sm_param_add(m, &p->post_norm,
                      SM_NAME(n, "model.layers.%d.post_attention_layernorm.weight", l), 1, d, 0, 1,
@@ -112,16 +110,14 @@ static int sm_layer_add(sm_model *m, int l, sm_error *err)
 
 int sm_params_create(sm_model *m, sm_error *err)
 {
-    const sm_config *c = &m->cfg;
-    int L = c->num_hidden_layers;
-    if (!(m->layers = calloc(L, sizeof *m->layers))) return sm_fail(err, "out of memory");
-    if (sm_param_add(m, &m->embed, "model.embed_tokens.weight", 2, c->vocab_size,
-                     c->hidden_size, 1, err))
+    const sm_dims *x = &m->dims;
+    if (!(m->layers = calloc(x->L, sizeof *m->layers))) return sm_fail(err, "out of memory");
+    if (sm_param_add(m, &m->embed, "model.embed_tokens.weight", 2, x->V, x->d, 1, err))
         return -1;
-    for (int l = 0; l < L; l++)
+    for (int l = 0; l < x->L; l++)
         if (sm_layer_add(m, l, err)) return -1;
-    if (sm_param_add(m, &m->final_norm, "model.norm.weight", 1, c->hidden_size, 0, 1, err) ||
-        sm_param_add(m, &m->head, "lm_head.weight", 2, c->vocab_size, c->hidden_size, 1, err))
+    if (sm_param_add(m, &m->final_norm, "model.norm.weight", 1, x->d, 0, 1, err) ||
+        sm_param_add(m, &m->head, "lm_head.weight", 2, x->V, x->d, 1, err))
         return -1;
     return 0;
 }

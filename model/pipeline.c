@@ -156,14 +156,14 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
 }
 
 /* One op of rank `rank`'s program: its chunk's stage, for its micro-batch. */
-static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op)
+static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op, sm_error *err)
 {
     sm_pipeline *pl = r->pl;
     int dir, stage;
     sm_schedule_locate(pl->pipe, rank, op->chunk, &dir, &stage);
     int mb = dir * sm_schedule_micro_per_dir(pl->pipe) + op->micro;
     sm_op_ctx c = {.g = r->m->g, .layer = -1, .micro = mb, .stage = rank,
-                   .order_next = pl->order_next, .lane = rank};
+                   .order_next = pl->order_next, .lane = rank, .err = err};
     const sm_stage_span *sp = &pl->span[stage];
     switch (op->kind) {
     case SM_SLOT_F: return sm_stage_fwd(r, &c, sp, mb);
@@ -171,7 +171,7 @@ static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op)
     case SM_SLOT_W: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_WEIGHT);
     case SM_SLOT_BW: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_FULL);
     }
-    return -1;
+    return sm_fail(err, "pipeline: rank %d: slot op of unknown kind %d", rank, (int)op->kind);
 }
 
 int sm_run_pipeline_summary(const sm_run *r, char *buf, size_t n)
@@ -209,17 +209,15 @@ int sm_pipeline_build(sm_run *r, sm_error *err)
     for (int i = 0; i < pl->nslots; i++) {
         const sm_slot *s = &pl->pipe->slots[pl->order[i].rank][pl->order[i].slot];
         for (int k = 0; k < s->nops; k++)
-            if (sm_emit_op(r, pl->order[i].rank, &s->op[k]))
-                return sm_fail(err, "task submission failed");
+            if (sm_emit_op(r, pl->order[i].rank, &s->op[k], err)) return -1;
     }
     return 0;
 }
 
-int sm_pipeline_reduce(sm_run *r)
+int sm_pipeline_reduce(sm_run *r, sm_error *err)
 {
     sm_model *m = r->m;
-    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1};
-    int rc = 0;
+    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1, .err = err};
     for (int i = 0; r->ncopies && i < m->nall; i++) {
         sm_tensor *g = m->all[i].g, *srcs[r->ncopies];
         int n = 0, own = 0;
@@ -228,9 +226,9 @@ int sm_pipeline_reduce(sm_run *r)
             if (r->gcopy[c][i] == g) own = 1;
             else srcs[n++] = r->gcopy[c][i];
         }
-        rc |= sm_insert_sum_tensors(&step, g, srcs, n, own);
+        if (sm_insert_sum_tensors(&step, g, srcs, n, own)) return -1;
     }
-    return rc;
+    return 0;
 }
 
 void sm_pipeline_free(sm_run *r)

@@ -1,6 +1,7 @@
 /* Where a pipeline cuts the model: contiguous spans of layers per stage, the embedding with the
- * first stage and the final norm, head and loss with the last. Costs are forward flops per
- * token (the backward costs about twice as much everywhere, so ratios are what matter). With
+ * first stage and the final norm, head and loss with the last. Costs are the forward flops the
+ * insert helpers record for one sequence, from a build that only records (the backward costs
+ * about twice as much everywhere, so ratios are what matter). With
  * one chunk per rank, a dynamic program over the cut points minimises the costliest stage;
  * with two (DualPipe, DualPipeV) a rank runs two stages, so every cut is tried when there are
  * few enough and the busiest rank is minimised, then the costliest stage. */
@@ -16,31 +17,44 @@ typedef struct sm_cut_ctx {
     const sm_schedule *p;
     int L, NS;
     const double *pre;           /* pre[l]: cost of layers [0, l) */
-    double head;
+    double embed, head;
     int *cut, *best_cut;         /* [NS + 1]: stage s holds layers [cut[s], cut[s+1]) */
     double best_rank, best_stage;
 } sm_cut_ctx;
 
-/* Forward flops per token of layer l at sequence length S: the MLA projections and causal
- * attention, then the dense FFN, or the routed top-K and shared experts with the router. */
-static double sm_layer_cost(const sm_config *c, int l, int S)
+/* *flops: the recorded flops of the forward of span sp for micro-batch 0 of r. */
+static int sm_span_flops(sm_run *r, const sm_op_ctx *c, sm_stage_span sp, double *flops)
 {
-    double d = c->hidden_size, H = c->num_attention_heads, dq = c->q_lora_rank;
-    double dc = c->kv_lora_rank, dr = c->qk_rope_head_dim, dn = c->qk_nope_head_dim;
-    double dv = c->v_head_dim, dqk = dn + dr, mi = c->moe_intermediate_size;
-    double q = dq > 0 ? 2 * (d * dq + dq * H * dqk) : 2 * d * H * dqk;
-    double att = q + 2 * (d * (dc + dr) + dc * H * (dn + dv) + H * dv * d) +
-                 H * S * (dqk + dv);
-    double ffn = sm_config_layer_is_moe(c, l)
-                     ? 6 * d * mi * (c->num_experts_per_tok + c->n_shared_experts) +
-                           2 * d * c->n_routed_experts
-                     : 6 * d * c->intermediate_size;
-    return att + ffn;
+    const sm_graph *g = r->m->g;
+    size_t first = sm_graph_ntasks(g);
+    if (sm_stage_fwd(r, c, &sp, 0)) return -1;
+    *flops = 0;
+    for (size_t i = first; i < sm_graph_ntasks(g); i++) *flops += sm_graph_task(g, i)->flops;
+    return 0;
+}
+
+/* The recorded forward flops of one sequence of S tokens: layer[l] of each layer, *embed of
+ * the embedding, *head of the final norm, head and loss. A model and run that only record. */
+static int sm_recorded_costs(const sm_config *c, int S, double *layer, double *embed,
+                             double *head, sm_error *err)
+{
+    sm_model *m = sm_model_new(c, 0, err);
+    sm_run *r = m ? sm_run_new(m, 1, S, 1, 0, err) : NULL;
+    int L = c->num_hidden_layers, rc = r ? 0 : -1;
+    sm_op_ctx ctx = {.g = m ? m->g : NULL, .layer = -1, .micro = 0, .err = err};
+    if (!rc) rc = sm_span_flops(r, &ctx, (sm_stage_span){0, 0, 1, 0}, embed);
+    for (int l = 0; l < L && !rc; l++)
+        rc = sm_span_flops(r, &ctx, (sm_stage_span){l, l + 1, 0, 0}, &layer[l]);
+    if (!rc) rc = sm_span_flops(r, &ctx, (sm_stage_span){L, L, 0, 1}, head);
+    sm_run_free(r);
+    sm_model_free(m);
+    return rc;
 }
 
 static double sm_stage_cost(const sm_cut_ctx *x, const int *cut, int s)
 {
-    return x->pre[cut[s + 1]] - x->pre[cut[s]] + (s == x->NS - 1 ? x->head : 0);
+    return x->pre[cut[s + 1]] - x->pre[cut[s]] + (s == 0 ? x->embed : 0) +
+           (s == x->NS - 1 ? x->head : 0);
 }
 
 /* Scores a complete cut: the busiest rank (the sum of its chunks' stages), the costliest stage. */
@@ -87,7 +101,8 @@ static void sm_cut_dp(sm_cut_ctx *x, double *best, int *at)
         for (int e = 0; e <= L; e++) {
             best[s * W + e] = HUGE_VAL;
             for (int f = 0; f <= e; f++) {
-                double own = x->pre[e] - x->pre[f] + (s == x->NS ? x->head : 0);
+                double own = x->pre[e] - x->pre[f] + (s == 1 ? x->embed : 0) +
+                             (s == x->NS ? x->head : 0);
                 double v = fmax(best[(s - 1) * W + f], own);
                 if (v < best[s * W + e]) {
                     best[s * W + e] = v;
@@ -107,36 +122,43 @@ static double sm_cut_count(int L, int NS)
     return n;
 }
 
+/* The cut that minimises the busiest rank, then the costliest stage, for layer costs pre[]
+ * (prefix sums) with the embedding and the head on the first and last stage. */
+static void sm_cut_best(sm_cut_ctx *x, double *best, int *at)
+{
+    if (x->p->nchunks > 1 && sm_cut_count(x->L, x->NS) <= SM_CUT_MAX_TRIES) {
+        x->cut[0] = 0;
+        x->cut[x->NS] = x->L;
+        sm_cut_all(x, 1, 0);
+    } else {
+        sm_cut_dp(x, best, at);
+    }
+}
+
 int sm_stage_cut(const sm_schedule *p, const sm_config *c, int S, sm_stage_span *span,
                  sm_error *err)
 {
     int L = c->num_hidden_layers, NS = p->nstages, W = L + 1;
     double *pre = calloc(W, sizeof *pre), *best = malloc((size_t)(NS + 1) * W * sizeof *best);
+    double *layer = malloc(W * sizeof *layer), embed = 0, head = 0;
     int *at = malloc((size_t)(NS + 1) * W * sizeof *at);
     int *cuts = malloc(2 * (size_t)(NS + 1) * sizeof *cuts);
-    if (!pre || !best || !at || !cuts) {
-        free(pre);
-        free(best);
-        free(at);
-        free(cuts);
-        return sm_fail(err, "out of memory for the pipeline stages");
+    int rc = !pre || !best || !layer || !at || !cuts
+                 ? sm_fail(err, "out of memory for the pipeline stages")
+                 : sm_recorded_costs(c, S, layer, &embed, &head, err);
+    if (rc == 0) {
+        for (int l = 0; l < L; l++) pre[l + 1] = pre[l] + layer[l];
+        sm_cut_ctx x = {.p = p, .L = L, .NS = NS, .pre = pre, .embed = embed, .head = head,
+                        .cut = cuts, .best_cut = cuts + NS + 1, .best_rank = HUGE_VAL,
+                        .best_stage = HUGE_VAL};
+        sm_cut_best(&x, best, at);
+        for (int s = 0; s < NS; s++)
+            span[s] = (sm_stage_span){x.best_cut[s], x.best_cut[s + 1], s == 0, s == NS - 1};
     }
-    for (int l = 0; l < L; l++) pre[l + 1] = pre[l] + sm_layer_cost(c, l, S);
-    sm_cut_ctx x = {.p = p, .L = L, .NS = NS, .pre = pre,
-                    .head = 2.0 * c->hidden_size * c->vocab_size, .cut = cuts,
-                    .best_cut = cuts + NS + 1, .best_rank = HUGE_VAL, .best_stage = HUGE_VAL};
-    if (p->nchunks > 1 && sm_cut_count(L, NS) <= SM_CUT_MAX_TRIES) {
-        x.cut[0] = 0;
-        x.cut[NS] = L;
-        sm_cut_all(&x, 1, 0);
-    } else {
-        sm_cut_dp(&x, best, at);
-    }
-    for (int s = 0; s < NS; s++)
-        span[s] = (sm_stage_span){x.best_cut[s], x.best_cut[s + 1], s == 0, s == NS - 1};
     free(pre);
     free(best);
+    free(layer);
     free(at);
     free(cuts);
-    return 0;
+    return rc;
 }

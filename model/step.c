@@ -21,15 +21,14 @@ static sm_yarn sm_run_yarn(const sm_config *c)
 static int sm_run_setup(sm_run *r, sm_error *err)
 {
     const sm_config *c = &r->m->cfg;
+    const sm_dims *x = &r->m->dims;
     sm_yarn yarn = sm_run_yarn(c);
     const sm_yarn *y = sm_config_yarn_active(c) ? &yarn : NULL;
-    int dr = c->qk_rope_head_dim, dqk = c->qk_nope_head_dim + dr;
+    int dr = x->dr;
     int64_t shape[2] = {r->S, dr / 2};
-    r->mla = (sm_mla_dims){.B = r->Bm, .S = r->S, .H = c->num_attention_heads,
-                           .dn = c->qk_nope_head_dim, .dr = dr, .dv = c->v_head_dim,
-                           .dc = c->kv_lora_rank, .scale = (float)sm_mla_softmax_scale(dqk, y)};
-    r->router = (sm_router_dims){.T = r->T, .d = c->hidden_size, .E = c->n_routed_experts,
-                                 .K = c->num_experts_per_tok, .G = c->n_group,
+    r->mla = (sm_mla_dims){.B = r->Bm, .S = r->S, .H = x->H, .dn = x->dn, .dr = dr, .dv = x->dv,
+                           .dc = x->dc, .scale = (float)sm_mla_softmax_scale(x->dqk, y)};
+    r->router = (sm_router_dims){.T = r->T, .d = x->d, .E = x->E, .K = x->K, .G = c->n_group,
                                  .Gk = c->topk_group,
                                  .route_scale = (float)c->routed_scaling_factor,
                                  .norm_topk = c->norm_topk_prob};
@@ -118,110 +117,115 @@ int sm_residual_grad_pass(const sm_op_ctx *c, sm_tensor *out, sm_tensor *in)
 
 int sm_stage_fwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb)
 {
-    const sm_config *cf = &r->m->cfg;
+    const sm_dims *x = &r->m->dims;
     sm_micro_acts *a = &r->mb[mb];
     sm_op_ctx ctx = *c;
-    int L = cf->num_hidden_layers, d = cf->hidden_size, V = cf->vocab_size, rc = 0;
+    int d = x->d;
     ctx.layer = -1;
-    if (sp->embed) rc |= sm_insert_embedding_fwd(&ctx, a->x[0], a->ids, r->m->embed.w, r->T, d);
+    if (sp->embed && sm_insert_embedding_fwd(&ctx, a->x[0], a->ids, r->m->embed.w, r->T, d))
+        return -1;
     for (int l = sp->first; l < sp->end; l++) {
         ctx.layer = l;
-        rc |= sm_attention_block_fwd(r, &ctx, l, mb);
-        rc |= sm_ffn_block_fwd(r, &ctx, l, mb);
+        if (sm_attention_block_fwd(r, &ctx, l, mb) || sm_ffn_block_fwd(r, &ctx, l, mb))
+            return -1;
     }
     ctx.layer = -1;
-    if (!sp->head) return rc;
-    rc |= sm_insert_rmsnorm_fwd(&ctx, a->xf, a->rstd_f, a->x[L], d, r->m->final_norm.w, r->T, d,
-                                (float)cf->rms_norm_eps);
-    rc |= sm_insert_linear_fwd(&ctx, a->logits, a->xf, r->m->head.w, NULL, r->T, d, V);
-    rc |= sm_insert_cross_entropy(&ctx, a->loss_part, r->backward ? a->dlogits : NULL, a->logits,
-                                  a->targets, r->T, V, 1.0f / ((float)r->B * r->S));
-    return rc;
+    if (!sp->head) return 0;
+    if (sm_insert_rmsnorm_fwd(&ctx, a->xf, a->rstd_f, a->x[x->L], d, r->m->final_norm.w, r->T, d,
+                              (float)r->m->cfg.rms_norm_eps) ||
+        sm_insert_linear_fwd(&ctx, a->logits, a->xf, r->m->head.w, NULL, r->T, d, x->V) ||
+        sm_insert_cross_entropy(&ctx, a->loss_part, r->backward ? a->dlogits : NULL, a->logits,
+                                a->targets, r->T, x->V, 1.0f / ((float)r->B * r->S)))
+        return -1;
+    return 0;
 }
 
 int sm_stage_bwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb, int parts)
 {
-    const sm_config *cf = &r->m->cfg;
+    const sm_dims *x = &r->m->dims;
     sm_micro_acts *a = &r->mb[mb];
     sm_model *m = r->m;
     sm_op_ctx ctx = *c;
-    int L = cf->num_hidden_layers, d = cf->hidden_size, V = cf->vocab_size, rc = 0;
+    int L = x->L, d = x->d, V = x->V;
     ctx.layer = -1;
-    if (sp->head && (parts & SM_BWD_INPUT)) {
-        rc |= sm_insert_linear_bwd_input(&ctx, a->dxf, a->dlogits, m->head.w, r->T, d, V, 0);
-        rc |= sm_insert_rmsnorm_bwd(&ctx, a->dx[2 * L], d, sm_grad(r, &m->final_norm, mb),
-                                    a->dxf, a->x[L], d, m->final_norm.w, a->rstd_f, r->T, d, 0);
-    }
-    if (sp->head && (parts & SM_BWD_WEIGHT))
-        rc |= sm_insert_linear_bwd_weight(&ctx, sm_grad(r, &m->head, mb), a->dlogits, a->xf,
-                                          r->T, d, V);
+    if (sp->head && (parts & SM_BWD_INPUT) &&
+        (sm_insert_linear_bwd_input(&ctx, a->dxf, a->dlogits, m->head.w, r->T, d, V, 0) ||
+         sm_insert_rmsnorm_bwd(&ctx, a->dx[2 * L], d, sm_grad(r, &m->final_norm, mb), a->dxf,
+                               a->x[L], d, m->final_norm.w, a->rstd_f, r->T, d, 0)))
+        return -1;
+    if (sp->head && (parts & SM_BWD_WEIGHT) &&
+        sm_insert_linear_bwd_weight(&ctx, sm_grad(r, &m->head, mb), a->dlogits, a->xf, r->T, d,
+                                    V))
+        return -1;
     for (int l = sp->end - 1; l >= sp->first; l--) {
         ctx.layer = l;
-        rc |= sm_ffn_block_bwd(r, &ctx, l, mb, parts);
-        rc |= sm_attention_block_bwd(r, &ctx, l, mb, parts);
+        if (sm_ffn_block_bwd(r, &ctx, l, mb, parts) ||
+            sm_attention_block_bwd(r, &ctx, l, mb, parts))
+            return -1;
     }
     ctx.layer = -1;
-    if (sp->embed && (parts & SM_BWD_WEIGHT))
-        rc |= sm_insert_embedding_bwd(&ctx, sm_grad(r, &m->embed, mb), a->ids, a->dx[0], r->T, d);
-    return rc;
+    if (sp->embed && (parts & SM_BWD_WEIGHT) &&
+        sm_insert_embedding_bwd(&ctx, sm_grad(r, &m->embed, mb), a->ids, a->dx[0], r->T, d))
+        return -1;
+    return 0;
 }
 
 /* Zeroes every gradient and gradient copy (step-wide, unordered tasks). */
-static int sm_zero_grads(sm_run *r)
+static int sm_zero_grads(sm_run *r, sm_error *err)
 {
     sm_model *m = r->m;
-    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1};
-    int rc = 0;
+    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1, .err = err};
     for (int i = 0; i < m->nall; i++) {
         if (!m->all[i].g) continue;
-        rc |= sm_insert_zero(&step, m->all[i].g);
+        if (sm_insert_zero(&step, m->all[i].g)) return -1;
         for (int c = 0; c < r->ncopies; c++)
-            if (r->gcopy[c][i] != m->all[i].g) rc |= sm_insert_zero(&step, r->gcopy[c][i]);
+            if (r->gcopy[c][i] != m->all[i].g && sm_insert_zero(&step, r->gcopy[c][i]))
+                return -1;
     }
-    return rc;
+    return 0;
 }
 
 /* The step's loss and balance loss: fixed-order sums of the micro-batches' parts. */
-static int sm_loss_sums(sm_run *r)
+static int sm_loss_sums(sm_run *r, sm_error *err)
 {
     sm_model *m = r->m;
-    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1};
-    int L = m->cfg.num_hidden_layers, nbal = 0, rc = 0;
+    sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1, .err = err};
+    int L = m->dims.L, nbal = 0;
     sm_tensor *parts[r->micro], *bal_parts[r->micro * L + 1];
     for (int mb = 0; mb < r->micro; mb++) parts[mb] = r->mb[mb].loss_part;
-    rc |= sm_insert_sum_scalars(&step, r->loss, parts, r->micro, 1.0f / ((float)r->B * r->S));
+    if (sm_insert_sum_scalars(&step, r->loss, parts, r->micro, 1.0f / ((float)r->B * r->S)))
+        return -1;
     for (int mb = 0; mb < r->micro; mb++)
         for (int l = 0; l < L; l++)
             if (m->layers[l].moe) bal_parts[nbal++] = r->mb[mb].layers[l].bal_loss;
-    if (nbal) rc |= sm_insert_sum_scalars(&step, r->bal_total, bal_parts, nbal, 1.0f);
-    return rc;
+    return nbal ? sm_insert_sum_scalars(&step, r->bal_total, bal_parts, nbal, 1.0f) : 0;
+}
+
+/* Every micro-batch's forward, the loss sums, then every micro-batch's backward. */
+static int sm_run_build_plain(sm_run *r, sm_error *err)
+{
+    sm_op_ctx c = {.g = r->m->g, .layer = -1, .micro = -1, .err = err};
+    sm_stage_span all = {0, r->m->dims.L, 1, 1};
+    for (int mb = 0; mb < r->micro; mb++) {
+        c.micro = mb;
+        if (sm_stage_fwd(r, &c, &all, mb)) return -1;
+    }
+    if (sm_loss_sums(r, err)) return -1;
+    for (int mb = 0; r->backward && mb < r->micro; mb++) {
+        c.micro = mb;
+        if (sm_stage_bwd(r, &c, &all, mb, SM_BWD_FULL)) return -1;
+    }
+    return 0;
 }
 
 int sm_run_build(sm_run *r, sm_error *err)
 {
-    sm_model *m = r->m;
-    sm_op_ctx c = {.g = m->g, .layer = -1, .micro = -1};
-    sm_stage_span all = {0, m->cfg.num_hidden_layers, 1, 1};
-    int rc = 0;
-    sm_graph_step_begin(m->g);
+    sm_graph_step_begin(r->m->g);
     if (r->pl && sm_pipeline_begin(r, err)) return -1;
-    if (r->backward) rc |= sm_zero_grads(r);
-    if (r->pl) {
-        if (sm_pipeline_build(r, err)) return -1;
-        rc |= sm_loss_sums(r);
-    } else {
-        for (int mb = 0; mb < r->micro; mb++) {
-            c.micro = mb;
-            rc |= sm_stage_fwd(r, &c, &all, mb);
-        }
-        rc |= sm_loss_sums(r);
-        for (int mb = 0; r->backward && mb < r->micro; mb++) {
-            c.micro = mb;
-            rc |= sm_stage_bwd(r, &c, &all, mb, SM_BWD_FULL);
-        }
-    }
-    if (r->backward) rc |= sm_pipeline_reduce(r);
-    return rc ? sm_fail(err, "task submission failed") : 0;
+    if (r->backward && sm_zero_grads(r, err)) return -1;
+    if (r->pl ? sm_pipeline_build(r, err) || sm_loss_sums(r, err) : sm_run_build_plain(r, err))
+        return -1;
+    return r->backward ? sm_pipeline_reduce(r, err) : 0;
 }
 
 /* Copies one micro-batch's slice of a [B*S] token array after checking every id. */
@@ -324,7 +328,7 @@ void sm_run_hidden(sm_run *r, int layer, float *dst) { sm_gather_micro(r, sm_pic
 
 int sm_run_routing(sm_run *r, int layer, int32_t *idx, float *w)
 {
-    if (layer < 0 || layer >= r->m->cfg.num_hidden_layers || !r->m->layers[layer].moe) return -1;
+    if (layer < 0 || layer >= r->m->dims.L || !r->m->layers[layer].moe) return -1;
     int TK = r->T * r->router.K;
     for (int mb = 0; mb < r->micro; mb++) {
         sm_tensor *plan = r->mb[mb].layers[layer].plan;

@@ -16,6 +16,15 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 
+/* engine.pp > 1 needs engine.sched naming one of the model's pipeline schedules. */
+static int sm_check_pipeline(const sm_run_config *rc, const char *where, sm_error *err)
+{
+    if (rc->engine.pp <= 1 || sm_run_pipeline_of(rc->engine.sched)) return 0;
+    return sm_fail(err, "%s: field 'engine.pp': %d pipeline ranks need engine.sched naming a "
+                   "pipeline schedule (gpipe, 1f1b, zbh1, dualpipe or dualpipev), not '%s'",
+                   where, rc->engine.pp, rc->engine.sched);
+}
+
 static int sm_setup_config(sm_trainer *t, const sm_train_opts *o, char *ckpt, size_t cap,
                            sm_error *err)
 {
@@ -39,6 +48,7 @@ static int sm_setup_config(sm_trainer *t, const sm_train_opts *o, char *ckpt, si
         if (sm_run_config_load(&t->rc, o->config, o->overrides, o->noverrides, err)) return -1;
         ckpt[0] = '\0';
     }
+    if (sm_check_pipeline(&t->rc, ckpt[0] ? ckpt : o->config, err)) return -1;
     if (o->data && sm_format_path(t->rc.data.path, sizeof t->rc.data.path, err, "%s", o->data))
         return sm_fail(err, "--data: %s", err->msg);
     if (o->seed >= 0) t->rc.train.seed = o->seed;

@@ -9,7 +9,10 @@ int sm_op_insert(const sm_op_ctx *ctx, struct starpu_codelet *cl, const char *op
                          .stage = ctx->stage, .phase = phase, .order = -1, .lane = -1};
     if (ctx->order_next) {
         meta.lane = ctx->lane;
-        meta.order = ctx->order_next[ctx->lane]++;
+        meta.order = ctx->order_next[ctx->lane];
     }
-    return sm_graph_insert(ctx->g, cl, &meta, acc, nacc, args, args_size, flops);
+    if (sm_graph_insert(ctx->g, cl, &meta, acc, nacc, args, args_size, flops, ctx->err))
+        return -1;
+    if (ctx->order_next) ctx->order_next[ctx->lane]++;
+    return 0;
 }

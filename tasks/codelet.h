@@ -20,7 +20,7 @@
         .model = &sm_model_##sym,                                                      \
         .name = #sym}
 
-/* Where the tasks being inserted belong. */
+/* Where the tasks being inserted belong, and where a failed insertion says why. */
 typedef struct sm_op_ctx {
     sm_graph *g;
     int layer;                   /* -1 outside layers */
@@ -30,9 +30,13 @@ typedef struct sm_op_ctx {
      * NULL: unordered */
     int64_t *order_next;
     int lane;
+    /* the builder's error: a failed insertion (in the graph, or in an insert helper before it)
+     * fills it and returns -1, and the builder stops there; NULL: no message */
+    sm_error *err;
 } sm_op_ctx;
 
-/* Inserts through the graph with meta built from ctx. */
+/* Inserts through the graph with meta built from ctx; -1 with ctx->err filled when the task
+ * cannot go in (then no task and no record were added). */
 int sm_op_insert(const sm_op_ctx *ctx, struct starpu_codelet *cl, const char *op, sm_phase phase,
                  int expert, const sm_access *acc, int nacc, const void *args, size_t args_size,
                  double flops);

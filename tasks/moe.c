@@ -3,8 +3,8 @@
  * buffers and reduce them in expert order, so sums never depend on scheduling. */
 #include "tasks/moe.h"
 
-#include <stdio.h>
 #include <stdlib.h>
+#include "tasks/kernel_util.h"
 
 typedef struct {
     sm_router_dims r;
@@ -12,20 +12,10 @@ typedef struct {
     sm_balance bal;
 } sm_moe_args;
 
-static void *sm_scratch(size_t bytes)
-{
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "starmoe: out of memory in an MoE task (%zu bytes)\n", bytes);
-        abort();
-    }
-    return p;
-}
-
 /* Host pointers of the E consecutive buffers starting at `first`. */
 static const float **sm_expert_ptrs(void *b[], int first, int E)
 {
-    const float **p = sm_scratch(E * sizeof *p);
+    const float **p = sm_kcalloc(E, sizeof *p, "the experts' buffer pointers");
     for (int e = 0; e < E; e++) p[e] = SM_BUF(b, first + e, float);
     return p;
 }
@@ -64,8 +54,9 @@ static void sm_router_bwd_cpu(void *b[], void *arg)
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
     const float **dge = sm_expert_ptrs(b, 6, r->E);
-    float *dw = sm_scratch((size_t)r->T * r->K * sizeof *dw);
-    float *ds = a->bal.coef > 0 ? sm_scratch((size_t)r->T * r->E * sizeof *ds) : NULL;
+    float *dw = sm_kfloats((size_t)r->T * r->K, "router_bwd: mixing-weight gradients");
+    float *ds = a->bal.coef > 0 ? sm_kfloats((size_t)r->T * r->E, "router_bwd: balance gradients")
+                                : NULL;
     const int32_t *plan = SM_BUF(b, 3, int32_t);
     const float *s = SM_BUF(b, 2, float);
     sm_moe_collect_dw(dw, dge, plan, r->T, r->K, r->E);

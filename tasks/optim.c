@@ -3,6 +3,7 @@
 #include "tasks/optim.h"
 
 #include <stdlib.h>
+#include "tasks/kernel_util.h"
 #include "tasks/moe_kernels.h"
 
 
@@ -45,8 +46,7 @@ int sm_insert_grad_sumsq(const sm_op_ctx *c, const sm_param_group *grp, sm_tenso
 static void sm_clip_decide_cpu(void *b[], void *arg)
 {
     const sm_optim_args *a = arg;
-    double *s = malloc((a->n ? a->n : 1) * sizeof *s);
-    if (!s) abort();
+    double *s = sm_kcalloc(a->n, sizeof *s, "clip_decide: the groups' sums of squares");
     for (int i = 0; i < a->n; i++) s[i] = SM_BUF(b, 2 + i, double)[0];
     sm_clip_decide(SM_BUF(b, 0, float), s, a->n, a->max_norm, SM_BUF(b, 1, float)[0]);
     free(s);
@@ -112,8 +112,7 @@ static void sm_bias_update_cpu(void *b[], void *arg)
 {
     const sm_optim_args *a = arg;
     if (SM_BUF(b, 2, float)[SM_CLIP_APPLY] == 0.0f) return;
-    const int32_t **counts = malloc((a->n ? a->n : 1) * sizeof *counts);
-    if (!counts) abort();
+    const int32_t **counts = sm_kcalloc(a->n, sizeof *counts, "bias_update: the plans' counts");
     for (int i = 0; i < a->n; i++)
         counts[i] = sm_plan_count(SM_BUF(b, 3 + i, int32_t), a->T, a->K, a->E);
     sm_bias_update(SM_BUF(b, 0, float), SM_BUF(b, 1, float), counts, a->n, a->E, a->gamma);

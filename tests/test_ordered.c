@@ -256,8 +256,8 @@ static void test_record_meta(void)
     sm_task_meta seq_meta = free_meta;
     seq_meta.order = 3;
     seq_meta.lane = 1;
-    int ok = g && sm_graph_insert(g, &note_cl, &free_meta, NULL, 0, NULL, 0, 0) == 0 &&
-             sm_graph_insert(g, &note_cl, &seq_meta, NULL, 0, NULL, 0, 0) == 0;
+    int ok = g && sm_graph_insert(g, &note_cl, &free_meta, NULL, 0, NULL, 0, 0, NULL) == 0 &&
+             sm_graph_insert(g, &note_cl, &seq_meta, NULL, 0, NULL, 0, 0, NULL) == 0;
     const sm_task_record *a = ok ? sm_graph_task(g, 0) : NULL, *b = ok ? sm_graph_task(g, 1) : NULL;
     tap_ok(a && b && a->meta.order == -1 && a->meta.lane == -1 && b->meta.order == 3 &&
            b->meta.lane == 1, "graph records carry the meta's order and lane");
