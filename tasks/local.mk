@@ -15,3 +15,7 @@ libstarmoe_la_SOURCES += tasks/optim_kernels.c tasks/optim_kernels.h tasks/optim
 check_PROGRAMS += tests/test_optim_kernels
 TESTS += tests/test_optim_kernels
 tests_test_optim_kernels_LDADD = $(TEST_LIBS)
+
+check_PROGRAMS += tests/test_codelets
+TESTS += tests/test_codelets
+tests_test_codelets_LDADD = $(TEST_LIBS)
