@@ -1,5 +1,9 @@
-/* The op-context wrapper around the graph's single insertion function. */
+/* The op-context wrapper around the graph's single insertion function, and the poisoning of
+ * write-only buffers that codelet wrappers apply when it is switched on. */
 #include "tasks/codelet.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 int sm_op_insert(const sm_op_ctx *ctx, struct starpu_codelet *cl, const char *op, sm_phase phase,
                  int expert, const sm_access *acc, int nacc, const void *args, size_t args_size,
@@ -15,4 +19,41 @@ int sm_op_insert(const sm_op_ctx *ctx, struct starpu_codelet *cl, const char *op
         return -1;
     if (ctx->order_next) ctx->order_next[ctx->lane]++;
     return 0;
+}
+
+/* ---- poisoning of write-only buffers (codelet.h) ---- */
+
+int sm_codelet_poison_on;
+
+/* Read once, when the library is loaded: before any worker runs a task. */
+__attribute__((constructor)) static void sm_codelet_poison_from_env(void)
+{
+    const char *v = getenv("STARMOE_POISON_WRITES");
+    sm_codelet_poison_on = v && strcmp(v, "1") == 0;
+}
+
+void sm_codelet_poison_writes(int on) { sm_codelet_poison_on = on != 0; }
+
+/* Fills a vector buffer with NaN of its element size. */
+static void sm_poison_vector(void *buffer)
+{
+    size_t n = STARPU_VECTOR_GET_NX(buffer), size = STARPU_VECTOR_GET_ELEMSIZE(buffer);
+    unsigned char *p = (unsigned char *)STARPU_VECTOR_GET_PTR(buffer);
+    if (size == sizeof(float)) {
+        const uint32_t nan = 0x7fc00000u;
+        for (size_t i = 0; i < n; i++) memcpy(p + i * size, &nan, size);
+    } else if (size == sizeof(double)) {
+        const uint64_t nan = 0x7ff8000000000000u;
+        for (size_t i = 0; i < n; i++) memcpy(p + i * size, &nan, size);
+    } else {
+        memset(p, 0xff, n * size);
+    }
+}
+
+void sm_codelet_poison(void *buffers[])
+{
+    struct starpu_task *task = starpu_task_get_current();
+    unsigned n = STARPU_TASK_GET_NBUFFERS(task);
+    for (unsigned i = 0; i < n; i++)
+        if ((STARPU_TASK_GET_MODE(task, i) & STARPU_RW) == STARPU_W) sm_poison_vector(buffers[i]);
 }

@@ -1,21 +1,42 @@
 /* The codelet pattern shared by every op family: one macro declares a codelet with its
- * history-based performance model; the op context carries where a task belongs (graph, layer,
- * micro-batch, stage) so insert helpers only add the op name, phase and expert. */
+ * history-based performance model and a CPU wrapper that can poison write-only buffers (a test
+ * aid); the op context carries where a task belongs (graph, layer, micro-batch, stage) so
+ * insert helpers only add the op name, phase and expert. Buffers are addressed by named slots:
+ * each codelet has an enum of its buffers, used both by the insert helper building the access
+ * list and by the CPU function reading the buffers. */
 #ifndef STARMOE_CODELET_H
 #define STARMOE_CODELET_H
 
 #include <starpu.h>
 #include "graph/graph.h"
 
-/* Declares `static struct starpu_codelet sm_cl_<sym>` running cpu_fn on CPU workers, with a
- * variable number of buffers (they arrive in the insert helper's order) and a history-based
- * perf model named "starmoe_<sym>". */
+/* Write poisoning: when on, every codelet's CPU wrapper fills each buffer its task accesses as
+ * STARPU_W with NaN (4- and 8-byte elements: the float / double quiet NaN, which as an int32
+ * is 0x7fc00000) or 0xff bytes (other sizes) before the kernel runs, so a kernel that reads
+ * what it should only write computes garbage. Off by default; on when the library is loaded
+ * with STARMOE_POISON_WRITES=1 in the environment (the test suite sets it), or after
+ * sm_codelet_poison_writes(1), called before the tasks it should affect are submitted. Off, it
+ * costs one predictable branch per task. */
+extern int sm_codelet_poison_on;
+void sm_codelet_poison_writes(int on);
+/* Poisons the running task's STARPU_W buffers (called by the wrapper). */
+void sm_codelet_poison(void *buffers[]);
+
+/* Declares `static struct starpu_codelet sm_cl_<sym>` running cpu_fn on CPU workers (through
+ * a wrapper that poisons write-only buffers when asked), with a variable number of buffers
+ * (they arrive in the insert helper's order) and a history-based perf model named
+ * "starmoe_<sym>". */
 #define SM_CODELET(sym, cpu_fn)                                                        \
+    static void sm_cpu_##sym(void *buffers[], void *arg)                               \
+    {                                                                                  \
+        if (__builtin_expect(sm_codelet_poison_on, 0)) sm_codelet_poison(buffers);     \
+        cpu_fn(buffers, arg);                                                          \
+    }                                                                                  \
     static struct starpu_perfmodel sm_model_##sym = {                                  \
         .type = STARPU_HISTORY_BASED, .symbol = "starmoe_" #sym};                      \
     static struct starpu_codelet sm_cl_##sym = {                                       \
-        .cpu_funcs = {cpu_fn},                                                         \
-        .cpu_funcs_name = {#cpu_fn},                                                   \
+        .cpu_funcs = {sm_cpu_##sym},                                                   \
+        .cpu_funcs_name = {"sm_cpu_" #sym},                                            \
         .nbuffers = STARPU_VARIABLE_NBUFFERS,                                          \
         .model = &sm_model_##sym,                                                      \
         .name = #sym}
@@ -41,8 +62,9 @@ int sm_op_insert(const sm_op_ctx *ctx, struct starpu_codelet *cl, const char *op
                  int expert, const sm_access *acc, int nacc, const void *args, size_t args_size,
                  double flops);
 
-/* Buffer i of the running task as a typed host pointer. */
-#define SM_BUF(buffers, i, type) ((type *)STARPU_VECTOR_GET_PTR((buffers)[i]))
+/* Buffer `slot` (a name of the codelet's slot enum) of the running task as a typed host
+ * pointer. */
+#define SM_BUF(buffers, slot, type) ((type *)STARPU_VECTOR_GET_PTR((buffers)[slot]))
 
 #define SM_R(t) ((sm_access){(t), STARPU_R})
 #define SM_W(t) ((sm_access){(t), STARPU_W})

@@ -9,18 +9,22 @@
 
 /* ---- embedding ---- */
 typedef struct { int T, d; } sm_embed_args;
+enum { EMBEDDING_FWD_X, EMBEDDING_FWD_IDS, EMBEDDING_FWD_E, EMBEDDING_FWD_NBUF };
+enum { EMBEDDING_BWD_DE, EMBEDDING_BWD_IDS, EMBEDDING_BWD_DX, EMBEDDING_BWD_NBUF };
 
 static void sm_embedding_fwd_cpu(void *b[], void *arg)
 {
     const sm_embed_args *a = arg;
-    sm_embedding_fwd(SM_BUF(b, 0, float), SM_BUF(b, 1, int32_t), SM_BUF(b, 2, float), a->T, a->d);
+    sm_embedding_fwd(SM_BUF(b, EMBEDDING_FWD_X, float), SM_BUF(b, EMBEDDING_FWD_IDS, int32_t),
+                     SM_BUF(b, EMBEDDING_FWD_E, float), a->T, a->d);
 }
 SM_CODELET(embedding_fwd, sm_embedding_fwd_cpu);
 
 static void sm_embedding_bwd_cpu(void *b[], void *arg)
 {
     const sm_embed_args *a = arg;
-    sm_embedding_bwd(SM_BUF(b, 0, float), SM_BUF(b, 1, int32_t), SM_BUF(b, 2, float), a->T, a->d);
+    sm_embedding_bwd(SM_BUF(b, EMBEDDING_BWD_DE, float), SM_BUF(b, EMBEDDING_BWD_IDS, int32_t),
+                     SM_BUF(b, EMBEDDING_BWD_DX, float), a->T, a->d);
 }
 SM_CODELET(embedding_bwd, sm_embedding_bwd_cpu);
 
@@ -28,36 +32,46 @@ int sm_insert_embedding_fwd(const sm_op_ctx *c, sm_tensor *x, sm_tensor *ids, sm
                             int T, int d)
 {
     sm_embed_args a = {T, d};
-    sm_access acc[] = {SM_W(x), SM_R(ids), SM_R(E)};
-    return sm_op_insert(c, &sm_cl_embedding_fwd, "embedding_fwd", SM_FORWARD, -1, acc, 3, &a,
-                        sizeof a, (double)T * d);
+    sm_access acc[EMBEDDING_FWD_NBUF] = {
+        [EMBEDDING_FWD_X] = SM_W(x), [EMBEDDING_FWD_IDS] = SM_R(ids), [EMBEDDING_FWD_E] = SM_R(E)};
+    return sm_op_insert(c, &sm_cl_embedding_fwd, "embedding_fwd", SM_FORWARD, -1, acc,
+                        EMBEDDING_FWD_NBUF, &a, sizeof a, (double)T * d);
 }
 
 int sm_insert_embedding_bwd(const sm_op_ctx *c, sm_tensor *dE, sm_tensor *ids, sm_tensor *dx,
                             int T, int d)
 {
     sm_embed_args a = {T, d};
-    sm_access acc[] = {SM_RW(dE), SM_R(ids), SM_R(dx)};
-    return sm_op_insert(c, &sm_cl_embedding_bwd, "embedding_bwd", SM_BACKWARD_WEIGHT, -1, acc, 3,
-                        &a, sizeof a, (double)T * d);
+    sm_access acc[EMBEDDING_BWD_NBUF] = {
+        [EMBEDDING_BWD_DE] = SM_RW(dE), [EMBEDDING_BWD_IDS] = SM_R(ids),
+        [EMBEDDING_BWD_DX] = SM_R(dx)};
+    return sm_op_insert(c, &sm_cl_embedding_bwd, "embedding_bwd", SM_BACKWARD_WEIGHT, -1, acc,
+                        EMBEDDING_BWD_NBUF, &a, sizeof a, (double)T * d);
 }
 
 /* ---- RMSNorm ---- */
 typedef struct { int T, n, ldx, lddx, accumulate; float eps; } sm_norm_args;
+enum { RMSNORM_FWD_Y, RMSNORM_FWD_RSTD, RMSNORM_FWD_X, RMSNORM_FWD_G, RMSNORM_FWD_NBUF };
+enum {
+    RMSNORM_BWD_DX, RMSNORM_BWD_DG, RMSNORM_BWD_DY, RMSNORM_BWD_X, RMSNORM_BWD_G,
+    RMSNORM_BWD_RSTD, RMSNORM_BWD_NBUF
+};
 
 static void sm_rmsnorm_fwd_cpu(void *b[], void *arg)
 {
     const sm_norm_args *a = arg;
-    sm_rmsnorm_fwd(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float), a->ldx,
-                   SM_BUF(b, 3, float), a->T, a->n, a->eps);
+    sm_rmsnorm_fwd(SM_BUF(b, RMSNORM_FWD_Y, float), SM_BUF(b, RMSNORM_FWD_RSTD, float),
+                   SM_BUF(b, RMSNORM_FWD_X, float), a->ldx, SM_BUF(b, RMSNORM_FWD_G, float), a->T,
+                   a->n, a->eps);
 }
 SM_CODELET(rmsnorm_fwd, sm_rmsnorm_fwd_cpu);
 
 static void sm_rmsnorm_bwd_cpu(void *b[], void *arg)
 {
     const sm_norm_args *a = arg;
-    sm_rmsnorm_bwd(SM_BUF(b, 0, float), a->lddx, SM_BUF(b, 1, float), SM_BUF(b, 2, float),
-                   SM_BUF(b, 3, float), a->ldx, SM_BUF(b, 4, float), SM_BUF(b, 5, float), a->T,
+    sm_rmsnorm_bwd(SM_BUF(b, RMSNORM_BWD_DX, float), a->lddx, SM_BUF(b, RMSNORM_BWD_DG, float),
+                   SM_BUF(b, RMSNORM_BWD_DY, float), SM_BUF(b, RMSNORM_BWD_X, float), a->ldx,
+                   SM_BUF(b, RMSNORM_BWD_G, float), SM_BUF(b, RMSNORM_BWD_RSTD, float), a->T,
                    a->n, a->accumulate);
 }
 SM_CODELET(rmsnorm_bwd, sm_rmsnorm_bwd_cpu);
@@ -66,9 +80,10 @@ int sm_insert_rmsnorm_fwd(const sm_op_ctx *c, sm_tensor *y, sm_tensor *rstd, sm_
                           int ldx, sm_tensor *g, int T, int n, float eps)
 {
     sm_norm_args a = {.T = T, .n = n, .ldx = ldx, .eps = eps};
-    sm_access acc[] = {SM_W(y), SM_W(rstd), SM_R(x), SM_R(g)};
-    return sm_op_insert(c, &sm_cl_rmsnorm_fwd, "rmsnorm_fwd", SM_FORWARD, -1, acc, 4, &a,
-                        sizeof a, 4.0 * T * n);
+    sm_access acc[RMSNORM_FWD_NBUF] = {[RMSNORM_FWD_Y] = SM_W(y), [RMSNORM_FWD_RSTD] = SM_W(rstd),
+                                       [RMSNORM_FWD_X] = SM_R(x), [RMSNORM_FWD_G] = SM_R(g)};
+    return sm_op_insert(c, &sm_cl_rmsnorm_fwd, "rmsnorm_fwd", SM_FORWARD, -1, acc,
+                        RMSNORM_FWD_NBUF, &a, sizeof a, 4.0 * T * n);
 }
 
 int sm_insert_rmsnorm_bwd(const sm_op_ctx *c, sm_tensor *dx, int lddx, sm_tensor *dg,
@@ -76,21 +91,30 @@ int sm_insert_rmsnorm_bwd(const sm_op_ctx *c, sm_tensor *dx, int lddx, sm_tensor
                           int T, int n, int accumulate)
 {
     sm_norm_args a = {.T = T, .n = n, .ldx = ldx, .lddx = lddx, .accumulate = accumulate};
-    sm_access acc[] = {SM_ACC(dx, accumulate), SM_RW(dg), SM_R(dy), SM_R(x), SM_R(g), SM_R(rstd)};
-    return sm_op_insert(c, &sm_cl_rmsnorm_bwd, "rmsnorm_bwd", SM_BACKWARD_INPUT, -1, acc, 6, &a,
-                        sizeof a, 8.0 * T * n);
+    /* rows of dx wider than n keep their other columns: then dx is read too */
+    sm_access acc[RMSNORM_BWD_NBUF] = {
+        [RMSNORM_BWD_DX] = SM_ACC(dx, accumulate || lddx != n), [RMSNORM_BWD_DG] = SM_RW(dg),
+        [RMSNORM_BWD_DY] = SM_R(dy), [RMSNORM_BWD_X] = SM_R(x), [RMSNORM_BWD_G] = SM_R(g),
+        [RMSNORM_BWD_RSTD] = SM_R(rstd)};
+    return sm_op_insert(c, &sm_cl_rmsnorm_bwd, "rmsnorm_bwd", SM_BACKWARD_INPUT, -1, acc,
+                        RMSNORM_BWD_NBUF, &a, sizeof a, 8.0 * T * n);
 }
 
 /* ---- linear ---- */
 typedef struct { int T, in, out, accumulate, residual; } sm_linear_args;
+/* the residual is the last buffer, present only with a residual */
+enum { LINEAR_FWD_Y, LINEAR_FWD_X, LINEAR_FWD_W, LINEAR_FWD_RES, LINEAR_FWD_NBUF };
+enum { LINEAR_BWD_INPUT_DX, LINEAR_BWD_INPUT_DY, LINEAR_BWD_INPUT_W, LINEAR_BWD_INPUT_NBUF };
+enum { LINEAR_BWD_WEIGHT_DW, LINEAR_BWD_WEIGHT_DY, LINEAR_BWD_WEIGHT_X, LINEAR_BWD_WEIGHT_NBUF };
 
 static void sm_linear_fwd_cpu(void *b[], void *arg)
 {
     const sm_linear_args *a = arg;
-    float *y = SM_BUF(b, 0, float);
-    sm_linear_fwd(y, SM_BUF(b, 1, float), SM_BUF(b, 2, float), a->T, a->in, a->out);
+    float *y = SM_BUF(b, LINEAR_FWD_Y, float);
+    sm_linear_fwd(y, SM_BUF(b, LINEAR_FWD_X, float), SM_BUF(b, LINEAR_FWD_W, float), a->T, a->in,
+                  a->out);
     if (a->residual) {
-        const float *res = SM_BUF(b, 3, float);
+        const float *res = SM_BUF(b, LINEAR_FWD_RES, float);
         for (size_t i = 0, n = (size_t)a->T * a->out; i < n; i++) y[i] += res[i];
     }
 }
@@ -99,16 +123,18 @@ SM_CODELET(linear_fwd, sm_linear_fwd_cpu);
 static void sm_linear_bwd_input_cpu(void *b[], void *arg)
 {
     const sm_linear_args *a = arg;
-    sm_linear_bwd_input(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float), a->T,
-                        a->in, a->out, a->accumulate);
+    sm_linear_bwd_input(SM_BUF(b, LINEAR_BWD_INPUT_DX, float),
+                        SM_BUF(b, LINEAR_BWD_INPUT_DY, float),
+                        SM_BUF(b, LINEAR_BWD_INPUT_W, float), a->T, a->in, a->out, a->accumulate);
 }
 SM_CODELET(linear_bwd_input, sm_linear_bwd_input_cpu);
 
 static void sm_linear_bwd_weight_cpu(void *b[], void *arg)
 {
     const sm_linear_args *a = arg;
-    sm_linear_bwd_weight(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float), a->T,
-                         a->in, a->out);
+    sm_linear_bwd_weight(SM_BUF(b, LINEAR_BWD_WEIGHT_DW, float),
+                         SM_BUF(b, LINEAR_BWD_WEIGHT_DY, float),
+                         SM_BUF(b, LINEAR_BWD_WEIGHT_X, float), a->T, a->in, a->out);
 }
 SM_CODELET(linear_bwd_weight, sm_linear_bwd_weight_cpu);
 
@@ -116,31 +142,57 @@ int sm_insert_linear_fwd(const sm_op_ctx *c, sm_tensor *y, sm_tensor *x, sm_tens
                          sm_tensor *res, int T, int in, int out)
 {
     sm_linear_args a = {.T = T, .in = in, .out = out, .residual = res != NULL};
-    sm_access acc[] = {SM_W(y), SM_R(x), SM_R(W), SM_R(res)};
-    return sm_op_insert(c, &sm_cl_linear_fwd, "linear_fwd", SM_FORWARD, -1, acc, res ? 4 : 3, &a,
-                        sizeof a, 2.0 * T * in * out);
+    sm_access acc[LINEAR_FWD_NBUF] = {[LINEAR_FWD_Y] = SM_W(y), [LINEAR_FWD_X] = SM_R(x),
+                                      [LINEAR_FWD_W] = SM_R(W), [LINEAR_FWD_RES] = SM_R(res)};
+    return sm_op_insert(c, &sm_cl_linear_fwd, "linear_fwd", SM_FORWARD, -1, acc,
+                        res ? LINEAR_FWD_NBUF : LINEAR_FWD_RES, &a, sizeof a, 2.0 * T * in * out);
 }
 
 int sm_insert_linear_bwd_input(const sm_op_ctx *c, sm_tensor *dx, sm_tensor *dy, sm_tensor *W,
                                int T, int in, int out, int accumulate)
 {
     sm_linear_args a = {.T = T, .in = in, .out = out, .accumulate = accumulate};
-    sm_access acc[] = {SM_ACC(dx, accumulate), SM_R(dy), SM_R(W)};
+    sm_access acc[LINEAR_BWD_INPUT_NBUF] = {[LINEAR_BWD_INPUT_DX] = SM_ACC(dx, accumulate),
+                                            [LINEAR_BWD_INPUT_DY] = SM_R(dy),
+                                            [LINEAR_BWD_INPUT_W] = SM_R(W)};
     return sm_op_insert(c, &sm_cl_linear_bwd_input, "linear_bwd_input", SM_BACKWARD_INPUT, -1,
-                        acc, 3, &a, sizeof a, 2.0 * T * in * out);
+                        acc, LINEAR_BWD_INPUT_NBUF, &a, sizeof a, 2.0 * T * in * out);
 }
 
 int sm_insert_linear_bwd_weight(const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy, sm_tensor *x,
                                 int T, int in, int out)
 {
     sm_linear_args a = {.T = T, .in = in, .out = out};
-    sm_access acc[] = {SM_RW(dW), SM_R(dy), SM_R(x)};
+    sm_access acc[LINEAR_BWD_WEIGHT_NBUF] = {[LINEAR_BWD_WEIGHT_DW] = SM_RW(dW),
+                                             [LINEAR_BWD_WEIGHT_DY] = SM_R(dy),
+                                             [LINEAR_BWD_WEIGHT_X] = SM_R(x)};
     return sm_op_insert(c, &sm_cl_linear_bwd_weight, "linear_bwd_weight", SM_BACKWARD_WEIGHT, -1,
-                        acc, 3, &a, sizeof a, 2.0 * T * in * out);
+                        acc, LINEAR_BWD_WEIGHT_NBUF, &a, sizeof a, 2.0 * T * in * out);
 }
 
 /* ---- SwiGLU FFN (dense, shared, or one routed expert) ---- */
+/* plan_buf: the slot of the routing plan, which follows the codelet's other buffers */
 typedef struct { sm_ffn_shape s; int accumulate, residual, plan_buf; } sm_ffn_args;
+/* the residual is present only with a residual */
+enum {
+    SWIGLU_FWD_Y, SWIGLU_FWD_H1, SWIGLU_FWD_H3, SWIGLU_FWD_X, SWIGLU_FWD_W1, SWIGLU_FWD_W3,
+    SWIGLU_FWD_W2, SWIGLU_FWD_RES, SWIGLU_FWD_NBUF
+};
+enum {
+    SWIGLU_BWD_INPUT_DX, SWIGLU_BWD_INPUT_DH1, SWIGLU_BWD_INPUT_DH3, SWIGLU_BWD_INPUT_DY,
+    SWIGLU_BWD_INPUT_H1, SWIGLU_BWD_INPUT_H3, SWIGLU_BWD_INPUT_W1, SWIGLU_BWD_INPUT_W3,
+    SWIGLU_BWD_INPUT_W2, SWIGLU_BWD_INPUT_NBUF
+};
+enum {
+    SWIGLU_BWD_WEIGHT_DW1, SWIGLU_BWD_WEIGHT_DW3, SWIGLU_BWD_WEIGHT_DW2, SWIGLU_BWD_WEIGHT_DY,
+    SWIGLU_BWD_WEIGHT_X, SWIGLU_BWD_WEIGHT_H1, SWIGLU_BWD_WEIGHT_H3, SWIGLU_BWD_WEIGHT_DH1,
+    SWIGLU_BWD_WEIGHT_DH3, SWIGLU_BWD_WEIGHT_NBUF
+};
+enum {
+    SWIGLU_BWD_DX, SWIGLU_BWD_DH1, SWIGLU_BWD_DH3, SWIGLU_BWD_DW1, SWIGLU_BWD_DW3, SWIGLU_BWD_DW2,
+    SWIGLU_BWD_DY, SWIGLU_BWD_X, SWIGLU_BWD_H1, SWIGLU_BWD_H3, SWIGLU_BWD_W1, SWIGLU_BWD_W3,
+    SWIGLU_BWD_W2, SWIGLU_BWD_NBUF
+};
 
 /* Rows the task works on: the expert's routed count, read from the plan, or all n. */
 static int sm_ffn_rows(void *b[], const sm_ffn_args *a)
@@ -154,12 +206,13 @@ static void sm_swiglu_fwd_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
     int n = sm_ffn_rows(b, a);
-    float *y = SM_BUF(b, 0, float);
-    sm_swiglu_fwd(y, SM_BUF(b, 1, float), SM_BUF(b, 2, float), SM_BUF(b, 3, float),
-                  SM_BUF(b, 4, float), SM_BUF(b, 5, float), SM_BUF(b, 6, float), n, a->s.d,
+    float *y = SM_BUF(b, SWIGLU_FWD_Y, float);
+    sm_swiglu_fwd(y, SM_BUF(b, SWIGLU_FWD_H1, float), SM_BUF(b, SWIGLU_FWD_H3, float),
+                  SM_BUF(b, SWIGLU_FWD_X, float), SM_BUF(b, SWIGLU_FWD_W1, float),
+                  SM_BUF(b, SWIGLU_FWD_W3, float), SM_BUF(b, SWIGLU_FWD_W2, float), n, a->s.d,
                   a->s.I);
     if (a->residual) {
-        const float *res = SM_BUF(b, 7, float);
+        const float *res = SM_BUF(b, SWIGLU_FWD_RES, float);
         for (size_t i = 0, m = (size_t)n * a->s.d; i < m; i++) y[i] += res[i];
     }
 }
@@ -168,20 +221,32 @@ SM_CODELET(swiglu_fwd, sm_swiglu_fwd_cpu);
 static void sm_swiglu_bwd_input_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
-    sm_swiglu_bwd_input(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float),
-                        SM_BUF(b, 3, float), SM_BUF(b, 4, float), SM_BUF(b, 5, float),
-                        SM_BUF(b, 6, float), SM_BUF(b, 7, float), SM_BUF(b, 8, float),
-                        sm_ffn_rows(b, a), a->s.d, a->s.I, a->accumulate);
+    sm_swiglu_bwd_input(SM_BUF(b, SWIGLU_BWD_INPUT_DX, float),
+                        SM_BUF(b, SWIGLU_BWD_INPUT_DH1, float),
+                        SM_BUF(b, SWIGLU_BWD_INPUT_DH3, float),
+                        SM_BUF(b, SWIGLU_BWD_INPUT_DY, float),
+                        SM_BUF(b, SWIGLU_BWD_INPUT_H1, float),
+                        SM_BUF(b, SWIGLU_BWD_INPUT_H3, float),
+                        SM_BUF(b, SWIGLU_BWD_INPUT_W1, float),
+                        SM_BUF(b, SWIGLU_BWD_INPUT_W3, float),
+                        SM_BUF(b, SWIGLU_BWD_INPUT_W2, float), sm_ffn_rows(b, a), a->s.d, a->s.I,
+                        a->accumulate);
 }
 SM_CODELET(swiglu_bwd_input, sm_swiglu_bwd_input_cpu);
 
 static void sm_swiglu_bwd_weight_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
-    sm_swiglu_bwd_weight(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float),
-                         SM_BUF(b, 3, float), SM_BUF(b, 4, float), SM_BUF(b, 5, float),
-                         SM_BUF(b, 6, float), SM_BUF(b, 7, float), SM_BUF(b, 8, float),
-                         sm_ffn_rows(b, a), a->s.d, a->s.I);
+    sm_swiglu_bwd_weight(SM_BUF(b, SWIGLU_BWD_WEIGHT_DW1, float),
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DW3, float),
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DW2, float),
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DY, float),
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_X, float),
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_H1, float),
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_H3, float),
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DH1, float),
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DH3, float), sm_ffn_rows(b, a), a->s.d,
+                         a->s.I);
 }
 SM_CODELET(swiglu_bwd_weight, sm_swiglu_bwd_weight_cpu);
 
@@ -192,18 +257,19 @@ static void sm_swiglu_bwd_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
     int n = sm_ffn_rows(b, a);
-    float *dh1 = SM_BUF(b, 1, float), *dh3 = SM_BUF(b, 2, float);
-    const float *dy = SM_BUF(b, 6, float), *x = SM_BUF(b, 7, float);
-    const float *h1 = SM_BUF(b, 8, float), *h3 = SM_BUF(b, 9, float);
-    sm_swiglu_bwd_input(SM_BUF(b, 0, float), dh1, dh3, dy, h1, h3, SM_BUF(b, 10, float),
-                        SM_BUF(b, 11, float), SM_BUF(b, 12, float), n, a->s.d, a->s.I,
-                        a->accumulate);
-    sm_swiglu_bwd_weight(SM_BUF(b, 3, float), SM_BUF(b, 4, float), SM_BUF(b, 5, float), dy, x,
-                         h1, h3, dh1, dh3, n, a->s.d, a->s.I);
+    float *dh1 = SM_BUF(b, SWIGLU_BWD_DH1, float), *dh3 = SM_BUF(b, SWIGLU_BWD_DH3, float);
+    const float *dy = SM_BUF(b, SWIGLU_BWD_DY, float), *x = SM_BUF(b, SWIGLU_BWD_X, float);
+    const float *h1 = SM_BUF(b, SWIGLU_BWD_H1, float), *h3 = SM_BUF(b, SWIGLU_BWD_H3, float);
+    sm_swiglu_bwd_input(SM_BUF(b, SWIGLU_BWD_DX, float), dh1, dh3, dy, h1, h3,
+                        SM_BUF(b, SWIGLU_BWD_W1, float), SM_BUF(b, SWIGLU_BWD_W3, float),
+                        SM_BUF(b, SWIGLU_BWD_W2, float), n, a->s.d, a->s.I, a->accumulate);
+    sm_swiglu_bwd_weight(SM_BUF(b, SWIGLU_BWD_DW1, float), SM_BUF(b, SWIGLU_BWD_DW3, float),
+                         SM_BUF(b, SWIGLU_BWD_DW2, float), dy, x, h1, h3, dh1, dh3, n, a->s.d,
+                         a->s.I);
 }
 SM_CODELET(swiglu_bwd, sm_swiglu_bwd_cpu);
 
-/* Appends the plan (read) after the fixed buffers and fills the args. */
+/* Appends the plan (read) after the n other buffers and fills the args; returns the count. */
 static int sm_ffn_finish(const sm_ffn_shape *s, sm_ffn_args *a, sm_access *acc, int n)
 {
     a->s = *s;
@@ -224,10 +290,11 @@ int sm_insert_swiglu_fwd(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *y
                          sm_tensor *res)
 {
     sm_ffn_args a = {.residual = res != NULL};
-    sm_access acc[9] = {SM_W(y), SM_W(h1), SM_W(h3), SM_R(x), SM_R(W1), SM_R(W3), SM_R(W2)};
-    int n = 7;
-    if (res) acc[n++] = SM_R(res);
-    n = sm_ffn_finish(s, &a, acc, n);
+    sm_access acc[SWIGLU_FWD_NBUF + 1] = {
+        [SWIGLU_FWD_Y] = SM_W(y), [SWIGLU_FWD_H1] = SM_W(h1), [SWIGLU_FWD_H3] = SM_W(h3),
+        [SWIGLU_FWD_X] = SM_R(x), [SWIGLU_FWD_W1] = SM_R(W1), [SWIGLU_FWD_W3] = SM_R(W3),
+        [SWIGLU_FWD_W2] = SM_R(W2), [SWIGLU_FWD_RES] = SM_R(res)};
+    int n = sm_ffn_finish(s, &a, acc, res ? SWIGLU_FWD_NBUF : SWIGLU_FWD_RES);
     return sm_op_insert(c, &sm_cl_swiglu_fwd, s->plan ? "expert_fwd" : "ffn_fwd", SM_FORWARD,
                         s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
 }
@@ -238,9 +305,13 @@ int sm_insert_swiglu_bwd_input(const sm_op_ctx *c, const sm_ffn_shape *s, sm_ten
                                int accumulate)
 {
     sm_ffn_args a = {.accumulate = accumulate};
-    sm_access acc[10] = {SM_ACC(dx, accumulate), SM_W(dh1), SM_W(dh3), SM_R(dy), SM_R(h1),
-                         SM_R(h3), SM_R(W1), SM_R(W3), SM_R(W2)};
-    int n = sm_ffn_finish(s, &a, acc, 9);
+    sm_access acc[SWIGLU_BWD_INPUT_NBUF + 1] = {
+        [SWIGLU_BWD_INPUT_DX] = SM_ACC(dx, accumulate), [SWIGLU_BWD_INPUT_DH1] = SM_W(dh1),
+        [SWIGLU_BWD_INPUT_DH3] = SM_W(dh3), [SWIGLU_BWD_INPUT_DY] = SM_R(dy),
+        [SWIGLU_BWD_INPUT_H1] = SM_R(h1), [SWIGLU_BWD_INPUT_H3] = SM_R(h3),
+        [SWIGLU_BWD_INPUT_W1] = SM_R(W1), [SWIGLU_BWD_INPUT_W3] = SM_R(W3),
+        [SWIGLU_BWD_INPUT_W2] = SM_R(W2)};
+    int n = sm_ffn_finish(s, &a, acc, SWIGLU_BWD_INPUT_NBUF);
     return sm_op_insert(c, &sm_cl_swiglu_bwd_input,
                         s->plan ? "expert_bwd_input" : "ffn_bwd_input", SM_BACKWARD_INPUT,
                         s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
@@ -251,9 +322,13 @@ int sm_insert_swiglu_bwd_weight(const sm_op_ctx *c, const sm_ffn_shape *s, sm_te
                                 sm_tensor *h1, sm_tensor *h3, sm_tensor *dh1, sm_tensor *dh3)
 {
     sm_ffn_args a = {0};
-    sm_access acc[10] = {SM_RW(dW1), SM_RW(dW3), SM_RW(dW2), SM_R(dy), SM_R(x),
-                         SM_R(h1), SM_R(h3), SM_R(dh1), SM_R(dh3)};
-    int n = sm_ffn_finish(s, &a, acc, 9);
+    sm_access acc[SWIGLU_BWD_WEIGHT_NBUF + 1] = {
+        [SWIGLU_BWD_WEIGHT_DW1] = SM_RW(dW1), [SWIGLU_BWD_WEIGHT_DW3] = SM_RW(dW3),
+        [SWIGLU_BWD_WEIGHT_DW2] = SM_RW(dW2), [SWIGLU_BWD_WEIGHT_DY] = SM_R(dy),
+        [SWIGLU_BWD_WEIGHT_X] = SM_R(x), [SWIGLU_BWD_WEIGHT_H1] = SM_R(h1),
+        [SWIGLU_BWD_WEIGHT_H3] = SM_R(h3), [SWIGLU_BWD_WEIGHT_DH1] = SM_R(dh1),
+        [SWIGLU_BWD_WEIGHT_DH3] = SM_R(dh3)};
+    int n = sm_ffn_finish(s, &a, acc, SWIGLU_BWD_WEIGHT_NBUF);
     return sm_op_insert(c, &sm_cl_swiglu_bwd_weight,
                         s->plan ? "expert_bwd_weight" : "ffn_bwd_weight", SM_BACKWARD_WEIGHT,
                         s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
@@ -264,10 +339,14 @@ int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn
                          sm_tensor *W3, sm_tensor *W2, int accumulate)
 {
     sm_ffn_args a = {.accumulate = accumulate};
-    sm_access acc[14] = {SM_ACC(g->dx, accumulate), SM_W(g->dh1), SM_W(g->dh3), SM_RW(g->dW1),
-                         SM_RW(g->dW3), SM_RW(g->dW2), SM_R(dy), SM_R(x), SM_R(h1), SM_R(h3),
-                         SM_R(W1), SM_R(W3), SM_R(W2)};
-    int n = sm_ffn_finish(s, &a, acc, 13);
+    sm_access acc[SWIGLU_BWD_NBUF + 1] = {
+        [SWIGLU_BWD_DX] = SM_ACC(g->dx, accumulate), [SWIGLU_BWD_DH1] = SM_W(g->dh1),
+        [SWIGLU_BWD_DH3] = SM_W(g->dh3), [SWIGLU_BWD_DW1] = SM_RW(g->dW1),
+        [SWIGLU_BWD_DW3] = SM_RW(g->dW3), [SWIGLU_BWD_DW2] = SM_RW(g->dW2),
+        [SWIGLU_BWD_DY] = SM_R(dy), [SWIGLU_BWD_X] = SM_R(x), [SWIGLU_BWD_H1] = SM_R(h1),
+        [SWIGLU_BWD_H3] = SM_R(h3), [SWIGLU_BWD_W1] = SM_R(W1), [SWIGLU_BWD_W3] = SM_R(W3),
+        [SWIGLU_BWD_W2] = SM_R(W2)};
+    int n = sm_ffn_finish(s, &a, acc, SWIGLU_BWD_NBUF);
     return sm_op_insert(c, &sm_cl_swiglu_bwd, s->plan ? "expert_bwd" : "ffn_bwd",
                         SM_BACKWARD_INPUT, s->plan ? s->expert : -1, acc, n, &a, sizeof a,
                         sm_ffn_flops(s, 6));
@@ -275,14 +354,19 @@ int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn
 
 /* ---- loss and utilities ---- */
 typedef struct { int T, V, with_grad; float scale; } sm_ce_args;
+/* dlogits is present only with the gradient */
+enum {
+    CROSS_ENTROPY_LOSS, CROSS_ENTROPY_LOGITS, CROSS_ENTROPY_TARGETS, CROSS_ENTROPY_DLOGITS,
+    CROSS_ENTROPY_NBUF
+};
 
 static void sm_cross_entropy_cpu(void *b[], void *arg)
 {
     const sm_ce_args *a = arg;
-    float *dlogits = a->with_grad ? SM_BUF(b, 3, float) : NULL;
-    SM_BUF(b, 0, float)[0] = (float)sm_cross_entropy(dlogits, SM_BUF(b, 1, float),
-                                                     SM_BUF(b, 2, int32_t), a->T, a->V,
-                                                     a->scale);
+    float *dlogits = a->with_grad ? SM_BUF(b, CROSS_ENTROPY_DLOGITS, float) : NULL;
+    SM_BUF(b, CROSS_ENTROPY_LOSS, float)[0] =
+        (float)sm_cross_entropy(dlogits, SM_BUF(b, CROSS_ENTROPY_LOGITS, float),
+                                SM_BUF(b, CROSS_ENTROPY_TARGETS, int32_t), a->T, a->V, a->scale);
 }
 SM_CODELET(cross_entropy, sm_cross_entropy_cpu);
 
@@ -290,19 +374,24 @@ int sm_insert_cross_entropy(const sm_op_ctx *c, sm_tensor *loss_part, sm_tensor 
                             sm_tensor *logits, sm_tensor *targets, int T, int V, float scale)
 {
     sm_ce_args a = {T, V, dlogits != NULL, scale};
-    sm_access acc[] = {SM_W(loss_part), SM_R(logits), SM_R(targets), SM_W(dlogits)};
+    sm_access acc[CROSS_ENTROPY_NBUF] = {
+        [CROSS_ENTROPY_LOSS] = SM_W(loss_part), [CROSS_ENTROPY_LOGITS] = SM_R(logits),
+        [CROSS_ENTROPY_TARGETS] = SM_R(targets), [CROSS_ENTROPY_DLOGITS] = SM_W(dlogits)};
     return sm_op_insert(c, &sm_cl_cross_entropy, "cross_entropy", SM_FORWARD, -1, acc,
-                        dlogits ? 4 : 3, &a, sizeof a, 5.0 * T * V);
+                        dlogits ? CROSS_ENTROPY_NBUF : CROSS_ENTROPY_DLOGITS, &a, sizeof a,
+                        5.0 * T * V);
 }
 
 typedef struct { int n; float scale; } sm_sum_args;
+/* parts[i] is slot SUM_SCALARS_PARTS + i */
+enum { SUM_SCALARS_OUT, SUM_SCALARS_PARTS };
 
 static void sm_sum_scalars_cpu(void *b[], void *arg)
 {
     const sm_sum_args *a = arg;
     double s = 0;
-    for (int i = 0; i < a->n; i++) s += SM_BUF(b, 1 + i, float)[0];
-    SM_BUF(b, 0, float)[0] = (float)(s * a->scale);
+    for (int i = 0; i < a->n; i++) s += SM_BUF(b, SUM_SCALARS_PARTS + i, float)[0];
+    SM_BUF(b, SUM_SCALARS_OUT, float)[0] = (float)(s * a->scale);
 }
 SM_CODELET(sum_scalars, sm_sum_scalars_cpu);
 
@@ -310,36 +399,43 @@ int sm_insert_sum_scalars(const sm_op_ctx *c, sm_tensor *out, sm_tensor **parts,
                           float scale)
 {
     sm_sum_args a = {n, scale};
-    sm_access acc[n + 1];
-    acc[0] = SM_W(out);
-    for (int i = 0; i < n; i++) acc[1 + i] = SM_R(parts[i]);
-    return sm_op_insert(c, &sm_cl_sum_scalars, "sum_scalars", SM_FORWARD, -1, acc, n + 1, &a,
-                        sizeof a, n);
+    sm_access acc[SUM_SCALARS_PARTS + n];
+    acc[SUM_SCALARS_OUT] = SM_W(out);
+    for (int i = 0; i < n; i++) acc[SUM_SCALARS_PARTS + i] = SM_R(parts[i]);
+    return sm_op_insert(c, &sm_cl_sum_scalars, "sum_scalars", SM_FORWARD, -1, acc,
+                        SUM_SCALARS_PARTS + n, &a, sizeof a, n);
 }
+
+enum { COPY_DST, COPY_SRC, COPY_NBUF };
 
 static void sm_copy_cpu(void *b[], void *arg)
 {
     (void)arg;
-    memcpy((void *)STARPU_VECTOR_GET_PTR(b[0]), (const void *)STARPU_VECTOR_GET_PTR(b[1]),
-           (size_t)STARPU_VECTOR_GET_NX(b[0]) * STARPU_VECTOR_GET_ELEMSIZE(b[0]));
+    memcpy(SM_BUF(b, COPY_DST, void), SM_BUF(b, COPY_SRC, void),
+           (size_t)STARPU_VECTOR_GET_NX(b[COPY_DST]) * STARPU_VECTOR_GET_ELEMSIZE(b[COPY_DST]));
 }
 SM_CODELET(copy, sm_copy_cpu);
 
 int sm_insert_copy(const sm_op_ctx *c, sm_phase phase, sm_tensor *dst, sm_tensor *src)
 {
-    sm_access acc[] = {SM_W(dst), SM_R(src)};
-    if (sm_tensor_bytes(dst) != sm_tensor_bytes(src)) return -1;
-    return sm_op_insert(c, &sm_cl_copy, "copy", phase, -1, acc, 2, NULL, 0, 0);
+    sm_access acc[COPY_NBUF] = {[COPY_DST] = SM_W(dst), [COPY_SRC] = SM_R(src)};
+    if (sm_tensor_bytes(dst) != sm_tensor_bytes(src))
+        return sm_fail(c->err, "copy: %s (%zu bytes) and %s (%zu bytes) differ in size",
+                       dst->name, sm_tensor_bytes(dst), src->name, sm_tensor_bytes(src));
+    return sm_op_insert(c, &sm_cl_copy, "copy", phase, -1, acc, COPY_NBUF, NULL, 0, 0);
 }
 
 typedef struct { int n, accumulate; } sm_sum_tensors_args;
+/* srcs[i] is slot SUM_TENSORS_SRCS + i */
+enum { SUM_TENSORS_OUT, SUM_TENSORS_SRCS };
 
 static void sm_sum_tensors_cpu(void *b[], void *arg)
 {
     const sm_sum_tensors_args *a = arg;
     const float *src[a->n > 0 ? a->n : 1];
-    for (int i = 0; i < a->n; i++) src[i] = SM_BUF(b, 1 + i, float);
-    sm_sum_into(SM_BUF(b, 0, float), src, a->n, STARPU_VECTOR_GET_NX(b[0]), a->accumulate);
+    for (int i = 0; i < a->n; i++) src[i] = SM_BUF(b, SUM_TENSORS_SRCS + i, float);
+    sm_sum_into(SM_BUF(b, SUM_TENSORS_OUT, float), src, a->n,
+                STARPU_VECTOR_GET_NX(b[SUM_TENSORS_OUT]), a->accumulate);
 }
 SM_CODELET(sum_tensors, sm_sum_tensors_cpu);
 
@@ -347,31 +443,35 @@ int sm_insert_sum_tensors(const sm_op_ctx *c, sm_tensor *out, sm_tensor **srcs, 
                           int accumulate)
 {
     sm_sum_tensors_args a = {n, accumulate};
-    sm_access acc[n + 1];
-    acc[0] = SM_ACC(out, accumulate);
-    for (int i = 0; i < n; i++) acc[1 + i] = SM_R(srcs[i]);
-    return sm_op_insert(c, &sm_cl_sum_tensors, "grad_reduce", SM_COMM, -1, acc, n + 1, &a,
-                        sizeof a, (double)n * out->numel);
+    sm_access acc[SUM_TENSORS_SRCS + n];
+    acc[SUM_TENSORS_OUT] = SM_ACC(out, accumulate);
+    for (int i = 0; i < n; i++) acc[SUM_TENSORS_SRCS + i] = SM_R(srcs[i]);
+    return sm_op_insert(c, &sm_cl_sum_tensors, "grad_reduce", SM_COMM, -1, acc,
+                        SUM_TENSORS_SRCS + n, &a, sizeof a, (double)n * out->numel);
 }
+
+enum { ZERO_T, ZERO_NBUF };
 
 static void sm_zero_cpu(void *b[], void *arg)
 {
-    memset((void *)STARPU_VECTOR_GET_PTR(b[0]), 0,
-           (size_t)STARPU_VECTOR_GET_NX(b[0]) * STARPU_VECTOR_GET_ELEMSIZE(b[0]));
+    memset(SM_BUF(b, ZERO_T, void), 0,
+           (size_t)STARPU_VECTOR_GET_NX(b[ZERO_T]) * STARPU_VECTOR_GET_ELEMSIZE(b[ZERO_T]));
 }
 SM_CODELET(zero, sm_zero_cpu);
 
 int sm_insert_zero(const sm_op_ctx *c, sm_tensor *t)
 {
-    sm_access acc[] = {SM_W(t)};
-    return sm_op_insert(c, &sm_cl_zero, "zero", SM_OPTIMIZER, -1, acc, 1, NULL, 0, 0);
+    sm_access acc[ZERO_NBUF] = {[ZERO_T] = SM_W(t)};
+    return sm_op_insert(c, &sm_cl_zero, "zero", SM_OPTIMIZER, -1, acc, ZERO_NBUF, NULL, 0, 0);
 }
+
+enum { NOP_T, NOP_NBUF };
 
 static void sm_nop_cpu(void *b[], void *arg) { (void)b; (void)arg; }
 SM_CODELET(nop, sm_nop_cpu);
 
 int sm_insert_nop(const sm_op_ctx *c, sm_tensor *t)
 {
-    sm_access acc[] = {SM_RW(t)};
-    return sm_op_insert(c, &sm_cl_nop, "nop", SM_FORWARD, -1, acc, 1, NULL, 0, 0);
+    sm_access acc[NOP_NBUF] = {[NOP_T] = SM_RW(t)};
+    return sm_op_insert(c, &sm_cl_nop, "nop", SM_FORWARD, -1, acc, NOP_NBUF, NULL, 0, 0);
 }

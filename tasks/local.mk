@@ -15,3 +15,10 @@ libstarmoe_core_la_SOURCES += tasks/optim_kernels.c tasks/optim_kernels.h tasks/
 check_PROGRAMS += tests/test_optim_kernels
 TESTS += tests/test_optim_kernels
 tests_test_optim_kernels_LDADD = $(TEST_LIBS)
+
+check_PROGRAMS += tests/test_codelets
+TESTS += tests/test_codelets
+tests_test_codelets_SOURCES = tests/test_codelets.c tests/codelet_harness.c \
+	tests/codelet_harness.h tests/codelets_dense.c tests/codelets_attention.c \
+	tests/codelets_moe.c tests/codelets_optim.c
+tests_test_codelets_LDADD = $(TEST_LIBS)

@@ -21,19 +21,30 @@ static const float **sm_expert_ptrs(void *b[], int first, int E)
 }
 
 /* ---- router ---- */
-/* buffers: plan, w, s, balance loss, u, Wg, [bias] */
+/* the bias is present only with a bias */
+enum {
+    ROUTER_FWD_PLAN, ROUTER_FWD_W, ROUTER_FWD_S, ROUTER_FWD_BAL_LOSS, ROUTER_FWD_U, ROUTER_FWD_WG,
+    ROUTER_FWD_BIAS, ROUTER_FWD_NBUF
+};
+/* dge[e] is slot ROUTER_BWD_DGE + e */
+enum {
+    ROUTER_BWD_DU, ROUTER_BWD_DWG, ROUTER_BWD_S, ROUTER_BWD_PLAN, ROUTER_BWD_U, ROUTER_BWD_WG,
+    ROUTER_BWD_DGE
+};
+
 static void sm_router_fwd_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
-    int32_t *plan = SM_BUF(b, 0, int32_t);
-    float *s = SM_BUF(b, 2, float);
-    sm_router_fwd(plan, SM_BUF(b, 1, float), s, SM_BUF(b, 4, float), SM_BUF(b, 5, float),
-                  a->bias ? SM_BUF(b, 6, float) : NULL, r);
-    SM_BUF(b, 3, float)[0] = a->bal.coef > 0 ? (float)sm_balance_loss(NULL, s, plan, r->T,
-                                                                      a->bal.S, r->K, r->E,
-                                                                      a->bal.coef)
-                                             : 0.0f;
+    int32_t *plan = SM_BUF(b, ROUTER_FWD_PLAN, int32_t);
+    float *s = SM_BUF(b, ROUTER_FWD_S, float);
+    sm_router_fwd(plan, SM_BUF(b, ROUTER_FWD_W, float), s, SM_BUF(b, ROUTER_FWD_U, float),
+                  SM_BUF(b, ROUTER_FWD_WG, float),
+                  a->bias ? SM_BUF(b, ROUTER_FWD_BIAS, float) : NULL, r);
+    SM_BUF(b, ROUTER_FWD_BAL_LOSS, float)[0] =
+        a->bal.coef > 0
+            ? (float)sm_balance_loss(NULL, s, plan, r->T, a->bal.S, r->K, r->E, a->bal.coef)
+            : 0.0f;
 }
 SM_CODELET(router_fwd, sm_router_fwd_cpu);
 
@@ -42,27 +53,30 @@ int sm_insert_router_fwd(const sm_op_ctx *c, const sm_router_dims *r, const sm_b
                          sm_tensor *u, sm_tensor *Wg, sm_tensor *bias)
 {
     sm_moe_args a = {.r = *r, .e = -1, .bias = bias != NULL, .bal = *bal};
-    sm_access acc[] = {SM_W(plan), SM_W(w), SM_W(s), SM_W(bal_loss), SM_R(u), SM_R(Wg),
-                       SM_R(bias)};
-    return sm_op_insert(c, &sm_cl_router_fwd, "router_fwd", SM_FORWARD, -1, acc, bias ? 7 : 6,
-                        &a, sizeof a, 2.0 * r->T * r->d * r->E);
+    sm_access acc[ROUTER_FWD_NBUF] = {
+        [ROUTER_FWD_PLAN] = SM_W(plan), [ROUTER_FWD_W] = SM_W(w), [ROUTER_FWD_S] = SM_W(s),
+        [ROUTER_FWD_BAL_LOSS] = SM_W(bal_loss), [ROUTER_FWD_U] = SM_R(u),
+        [ROUTER_FWD_WG] = SM_R(Wg), [ROUTER_FWD_BIAS] = SM_R(bias)};
+    return sm_op_insert(c, &sm_cl_router_fwd, "router_fwd", SM_FORWARD, -1, acc,
+                        bias ? ROUTER_FWD_NBUF : ROUTER_FWD_BIAS, &a, sizeof a,
+                        2.0 * r->T * r->d * r->E);
 }
 
-/* buffers: du, dWg, s, plan, u, Wg, dge[0..E-1] */
 static void sm_router_bwd_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
-    const float **dge = sm_expert_ptrs(b, 6, r->E);
+    const float **dge = sm_expert_ptrs(b, ROUTER_BWD_DGE, r->E);
     float *dw = sm_kfloats((size_t)r->T * r->K, "router_bwd: mixing-weight gradients");
     float *ds = a->bal.coef > 0 ? sm_kfloats((size_t)r->T * r->E, "router_bwd: balance gradients")
                                 : NULL;
-    const int32_t *plan = SM_BUF(b, 3, int32_t);
-    const float *s = SM_BUF(b, 2, float);
+    const int32_t *plan = SM_BUF(b, ROUTER_BWD_PLAN, int32_t);
+    const float *s = SM_BUF(b, ROUTER_BWD_S, float);
     sm_moe_collect_dw(dw, dge, plan, r->T, r->K, r->E);
     if (ds) sm_balance_loss(ds, s, plan, r->T, a->bal.S, r->K, r->E, a->bal.coef);
-    sm_router_bwd(SM_BUF(b, 0, float), SM_BUF(b, 1, float), dw, ds, s, plan, SM_BUF(b, 4, float),
-                  SM_BUF(b, 5, float), r, a->accumulate);
+    sm_router_bwd(SM_BUF(b, ROUTER_BWD_DU, float), SM_BUF(b, ROUTER_BWD_DWG, float), dw, ds, s,
+                  plan, SM_BUF(b, ROUTER_BWD_U, float), SM_BUF(b, ROUTER_BWD_WG, float), r,
+                  a->accumulate);
     free(ds);
     free(dw);
     free(dge);
@@ -74,24 +88,28 @@ int sm_insert_router_bwd(const sm_op_ctx *c, const sm_router_dims *r, const sm_b
                          sm_tensor *plan, sm_tensor *u, sm_tensor *Wg, int accumulate)
 {
     sm_moe_args a = {.r = *r, .e = -1, .accumulate = accumulate, .bal = *bal};
-    sm_access acc[6 + r->E];
-    acc[0] = SM_ACC(du, accumulate);
-    acc[1] = SM_RW(dWg);
-    acc[2] = SM_R(s);
-    acc[3] = SM_R(plan);
-    acc[4] = SM_R(u);
-    acc[5] = SM_R(Wg);
-    for (int e = 0; e < r->E; e++) acc[6 + e] = SM_R(dge[e]);
+    sm_access acc[ROUTER_BWD_DGE + r->E];
+    acc[ROUTER_BWD_DU] = SM_ACC(du, accumulate);
+    acc[ROUTER_BWD_DWG] = SM_RW(dWg);
+    acc[ROUTER_BWD_S] = SM_R(s);
+    acc[ROUTER_BWD_PLAN] = SM_R(plan);
+    acc[ROUTER_BWD_U] = SM_R(u);
+    acc[ROUTER_BWD_WG] = SM_R(Wg);
+    for (int e = 0; e < r->E; e++) acc[ROUTER_BWD_DGE + e] = SM_R(dge[e]);
     return sm_op_insert(c, &sm_cl_router_bwd, "router_bwd", SM_BACKWARD_INPUT, -1, acc,
-                        6 + r->E, &a, sizeof a, 4.0 * r->T * r->d * r->E);
+                        ROUTER_BWD_DGE + r->E, &a, sizeof a, 4.0 * r->T * r->d * r->E);
 }
 
 /* ---- dispatch ---- */
+enum { DISPATCH_XE, DISPATCH_U, DISPATCH_PLAN, DISPATCH_NBUF };
+/* dxe[e] is slot DISPATCH_BWD_DXE + e */
+enum { DISPATCH_BWD_DU, DISPATCH_BWD_PLAN, DISPATCH_BWD_DXE };
+
 static void sm_dispatch_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
-    sm_moe_gather(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, int32_t), a->e, a->r.T,
-                  a->r.K, a->r.E, a->r.d);
+    sm_moe_gather(SM_BUF(b, DISPATCH_XE, float), SM_BUF(b, DISPATCH_U, float),
+                  SM_BUF(b, DISPATCH_PLAN, int32_t), a->e, a->r.T, a->r.K, a->r.E, a->r.d);
 }
 SM_CODELET(moe_dispatch, sm_dispatch_cpu);
 
@@ -99,18 +117,19 @@ int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, s
                            sm_tensor *u, sm_tensor *plan)
 {
     sm_moe_args a = {.r = *r, .e = e};
-    sm_access acc[] = {SM_W(xe), SM_R(u), SM_R(plan)};
-    return sm_op_insert(c, &sm_cl_moe_dispatch, "dispatch", SM_COMM, e, acc, 3, &a, sizeof a,
-                        (double)r->T * r->K / r->E * r->d);
+    sm_access acc[DISPATCH_NBUF] = {[DISPATCH_XE] = SM_W(xe), [DISPATCH_U] = SM_R(u),
+                                    [DISPATCH_PLAN] = SM_R(plan)};
+    return sm_op_insert(c, &sm_cl_moe_dispatch, "dispatch", SM_COMM, e, acc, DISPATCH_NBUF, &a,
+                        sizeof a, (double)r->T * r->K / r->E * r->d);
 }
 
-/* buffers: du, plan, dxe[0..E-1] */
 static void sm_dispatch_bwd_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
-    const float **dxe = sm_expert_ptrs(b, 2, a->r.E);
-    sm_moe_gather_bwd(SM_BUF(b, 0, float), dxe, SM_BUF(b, 1, int32_t), a->r.T, a->r.K, a->r.E,
-                      a->r.d, a->accumulate);
+    const float **dxe = sm_expert_ptrs(b, DISPATCH_BWD_DXE, a->r.E);
+    sm_moe_gather_bwd(SM_BUF(b, DISPATCH_BWD_DU, float), dxe,
+                      SM_BUF(b, DISPATCH_BWD_PLAN, int32_t), a->r.T, a->r.K, a->r.E, a->r.d,
+                      a->accumulate);
     free(dxe);
 }
 SM_CODELET(moe_dispatch_bwd, sm_dispatch_bwd_cpu);
@@ -119,26 +138,32 @@ int sm_insert_moe_dispatch_bwd(const sm_op_ctx *c, const sm_router_dims *r, sm_t
                                sm_tensor **dxe, sm_tensor *plan, int accumulate)
 {
     sm_moe_args a = {.r = *r, .e = -1, .accumulate = accumulate};
-    sm_access acc[2 + r->E];
-    acc[0] = SM_ACC(du, accumulate);
-    acc[1] = SM_R(plan);
-    for (int e = 0; e < r->E; e++) acc[2 + e] = SM_R(dxe[e]);
-    return sm_op_insert(c, &sm_cl_moe_dispatch_bwd, "dispatch_bwd", SM_COMM, -1, acc, 2 + r->E,
-                        &a, sizeof a, (double)r->T * r->K * r->d);
+    sm_access acc[DISPATCH_BWD_DXE + r->E];
+    acc[DISPATCH_BWD_DU] = SM_ACC(du, accumulate);
+    acc[DISPATCH_BWD_PLAN] = SM_R(plan);
+    for (int e = 0; e < r->E; e++) acc[DISPATCH_BWD_DXE + e] = SM_R(dxe[e]);
+    return sm_op_insert(c, &sm_cl_moe_dispatch_bwd, "dispatch_bwd", SM_COMM, -1, acc,
+                        DISPATCH_BWD_DXE + r->E, &a, sizeof a, (double)r->T * r->K * r->d);
 }
 
 /* ---- combine ---- */
-/* buffers: y, w, plan, ye[0..E-1], then shared and res when present */
+/* ye[e] is slot COMBINE_YE + e; then shared and res follow when present */
+enum { COMBINE_Y, COMBINE_W, COMBINE_PLAN, COMBINE_YE };
+enum {
+    COMBINE_BWD_DYE, COMBINE_BWD_DGE, COMBINE_BWD_DY, COMBINE_BWD_YE, COMBINE_BWD_W,
+    COMBINE_BWD_PLAN, COMBINE_BWD_NBUF
+};
+
 static void sm_combine_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
-    const float **ye = sm_expert_ptrs(b, 3, r->E);
-    int next = 3 + r->E;
+    const float **ye = sm_expert_ptrs(b, COMBINE_YE, r->E);
+    int next = COMBINE_YE + r->E;
     const float *shared = a->shared ? SM_BUF(b, next++, float) : NULL;
-    float *y = SM_BUF(b, 0, float);
-    sm_moe_combine(y, ye, shared, SM_BUF(b, 1, float), SM_BUF(b, 2, int32_t), r->T, r->K, r->E,
-                   r->d);
+    float *y = SM_BUF(b, COMBINE_Y, float);
+    sm_moe_combine(y, ye, shared, SM_BUF(b, COMBINE_W, float), SM_BUF(b, COMBINE_PLAN, int32_t),
+                   r->T, r->K, r->E, r->d);
     if (a->residual) {
         const float *res = SM_BUF(b, next, float);
         for (size_t i = 0, n = (size_t)r->T * r->d; i < n; i++) y[i] += res[i];
@@ -152,11 +177,11 @@ int sm_insert_moe_combine(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor
                           sm_tensor *res)
 {
     sm_moe_args a = {.r = *r, .e = -1, .residual = res != NULL, .shared = shared != NULL};
-    sm_access acc[5 + r->E];
-    int n = 0;
-    acc[n++] = SM_W(y);
-    acc[n++] = SM_R(w);
-    acc[n++] = SM_R(plan);
+    sm_access acc[COMBINE_YE + r->E + 2];
+    int n = COMBINE_YE;
+    acc[COMBINE_Y] = SM_W(y);
+    acc[COMBINE_W] = SM_R(w);
+    acc[COMBINE_PLAN] = SM_R(plan);
     for (int e = 0; e < r->E; e++) acc[n++] = SM_R(ye[e]);
     if (shared) acc[n++] = SM_R(shared);
     if (res) acc[n++] = SM_R(res);
@@ -164,13 +189,13 @@ int sm_insert_moe_combine(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor
                         2.0 * r->T * r->K * r->d);
 }
 
-/* buffers: dye, dge, dy, ye, w, plan */
 static void sm_combine_bwd_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
-    sm_moe_combine_bwd(SM_BUF(b, 0, float), SM_BUF(b, 1, float), SM_BUF(b, 2, float),
-                       SM_BUF(b, 3, float), SM_BUF(b, 4, float), SM_BUF(b, 5, int32_t), a->e,
-                       a->r.T, a->r.K, a->r.E, a->r.d);
+    sm_moe_combine_bwd(SM_BUF(b, COMBINE_BWD_DYE, float), SM_BUF(b, COMBINE_BWD_DGE, float),
+                       SM_BUF(b, COMBINE_BWD_DY, float), SM_BUF(b, COMBINE_BWD_YE, float),
+                       SM_BUF(b, COMBINE_BWD_W, float), SM_BUF(b, COMBINE_BWD_PLAN, int32_t),
+                       a->e, a->r.T, a->r.K, a->r.E, a->r.d);
 }
 SM_CODELET(moe_combine_bwd, sm_combine_bwd_cpu);
 
@@ -179,7 +204,9 @@ int sm_insert_moe_combine_bwd(const sm_op_ctx *c, const sm_router_dims *r, int e
                               sm_tensor *plan)
 {
     sm_moe_args a = {.r = *r, .e = e};
-    sm_access acc[] = {SM_W(dye), SM_W(dge), SM_R(dy), SM_R(ye), SM_R(w), SM_R(plan)};
-    return sm_op_insert(c, &sm_cl_moe_combine_bwd, "combine_bwd", SM_COMM, e, acc, 6, &a,
-                        sizeof a, 3.0 * r->T * r->K / r->E * r->d);
+    sm_access acc[COMBINE_BWD_NBUF] = {
+        [COMBINE_BWD_DYE] = SM_W(dye), [COMBINE_BWD_DGE] = SM_W(dge), [COMBINE_BWD_DY] = SM_R(dy),
+        [COMBINE_BWD_YE] = SM_R(ye), [COMBINE_BWD_W] = SM_R(w), [COMBINE_BWD_PLAN] = SM_R(plan)};
+    return sm_op_insert(c, &sm_cl_moe_combine_bwd, "combine_bwd", SM_COMM, e, acc,
+                        COMBINE_BWD_NBUF, &a, sizeof a, 3.0 * r->T * r->K / r->E * r->d);
 }

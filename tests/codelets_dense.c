@@ -1,0 +1,354 @@
+/* Codelet cases of the dense op families (tasks/dense.h): embedding, RMSNorm, linear, SwiGLU
+ * (dense and routed expert), cross-entropy and the small utilities, each variant of a helper's
+ * optional buffers and accumulate flag. */
+#include <stdio.h>
+#include <string.h>
+#include "tasks/dense.h"
+#include "tasks/dense_kernels.h"
+#include "tests/codelet_harness.h"
+
+enum { T = 6, D = 8, V = 5, IN = 7, OUT = 5, I_FF = 6 };
+
+static void case_embedding_fwd(fx *f)
+{
+    ct *x = fx_rand(f, "x", T * D), *ids = fx_ids(f, "ids", T, V), *E = fx_rand(f, "E", V * D);
+    int rc = sm_insert_embedding_fwd(&f->c, x->t, ids->t, E->t, T, D);
+    sm_embedding_fwd(RF(x), RI(ids), RF(E), T, D);
+    fx_check(f, "embedding_fwd", rc,
+             WANT("embedding_fwd", T * D, SM_W(x->t), SM_R(ids->t), SM_R(E->t)));
+}
+
+static void case_embedding_bwd(fx *f)
+{
+    ct *dE = fx_rand(f, "dE", V * D), *ids = fx_ids(f, "ids", T, V), *dx = fx_rand(f, "dx", T * D);
+    int rc = sm_insert_embedding_bwd(&f->c, dE->t, ids->t, dx->t, T, D);
+    sm_embedding_bwd(RF(dE), RI(ids), RF(dx), T, D);
+    fx_check(f, "embedding_bwd", rc,
+             WANT("embedding_bwd", T * D, SM_RW(dE->t), SM_R(ids->t), SM_R(dx->t)));
+}
+
+static void case_rmsnorm_fwd(fx *f)
+{
+    for (int wide = 0; wide < 2; wide++) {
+        int ldx = D + 3 * wide;
+        char name[64];
+        snprintf(name, sizeof name, "rmsnorm_fwd ldx %d", ldx);
+        ct *y = fx_rand(f, "y", T * D), *rstd = fx_rand(f, "rstd", T);
+        ct *x = fx_rand(f, "x", T * ldx), *g = fx_rand(f, "g", D);
+        int rc = sm_insert_rmsnorm_fwd(&f->c, y->t, rstd->t, x->t, ldx, g->t, T, D, 1e-6f);
+        sm_rmsnorm_fwd(RF(y), RF(rstd), RF(x), ldx, RF(g), T, D, 1e-6f);
+        fx_check(f, name, rc,
+                 WANT("rmsnorm_fwd", 4.0 * T * D, SM_W(y->t), SM_W(rstd->t), SM_R(x->t),
+                      SM_R(g->t)));
+    }
+}
+
+static void case_rmsnorm_bwd(fx *f)
+{
+    for (int accumulate = 0; accumulate < 2; accumulate++)
+        for (int wide = 0; wide < 2; wide++) {
+            int ld = D + 2 * wide;
+            char name[64];
+            snprintf(name, sizeof name, "rmsnorm_bwd accumulate %d ld %d", accumulate, ld);
+            ct *dx = fx_rand(f, "dx", T * ld), *dg = fx_rand(f, "dg", D);
+            ct *dy = fx_rand(f, "dy", T * D), *x = fx_rand(f, "x", T * ld);
+            ct *g = fx_rand(f, "g", D), *rstd = fx_randn(f, "rstd", T, 0.2f, 0.5f);
+            int rc = sm_insert_rmsnorm_bwd(&f->c, dx->t, ld, dg->t, dy->t, x->t, ld, g->t,
+                                           rstd->t, T, D, accumulate);
+            sm_rmsnorm_bwd(RF(dx), ld, RF(dg), RF(dy), RF(x), ld, RF(g), RF(rstd), T, D,
+                           accumulate);
+            /* a dx wider than the rows keeps its other columns: read-write */
+            fx_check(f, name, rc,
+                     WANT("rmsnorm_bwd", 8.0 * T * D, SM_ACC(dx->t, accumulate || wide),
+                          SM_RW(dg->t), SM_R(dy->t), SM_R(x->t), SM_R(g->t), SM_R(rstd->t)));
+        }
+}
+
+static void case_linear_fwd(fx *f)
+{
+    for (int residual = 0; residual < 2; residual++) {
+        ct *y = fx_rand(f, "y", T * OUT), *x = fx_rand(f, "x", T * IN);
+        ct *W = fx_rand(f, "W", OUT * IN), *res = fx_rand(f, "res", T * OUT);
+        int rc = sm_insert_linear_fwd(&f->c, y->t, x->t, W->t, residual ? res->t : NULL, T, IN,
+                                      OUT);
+        sm_linear_fwd(RF(y), RF(x), RF(W), T, IN, OUT);
+        for (int i = 0; residual && i < T * OUT; i++) RF(y)[i] += RF(res)[i];
+        double flops = 2.0 * T * IN * OUT;
+        if (residual)
+            fx_check(f, "linear_fwd residual", rc,
+                     WANT("linear_fwd", flops, SM_W(y->t), SM_R(x->t), SM_R(W->t),
+                          SM_R(res->t)));
+        else
+            fx_check(f, "linear_fwd", rc,
+                     WANT("linear_fwd", flops, SM_W(y->t), SM_R(x->t), SM_R(W->t)));
+    }
+}
+
+static void case_linear_bwd_input(fx *f)
+{
+    for (int accumulate = 0; accumulate < 2; accumulate++) {
+        ct *dx = fx_rand(f, "dx", T * IN), *dy = fx_rand(f, "dy", T * OUT);
+        ct *W = fx_rand(f, "W", OUT * IN);
+        int rc = sm_insert_linear_bwd_input(&f->c, dx->t, dy->t, W->t, T, IN, OUT, accumulate);
+        sm_linear_bwd_input(RF(dx), RF(dy), RF(W), T, IN, OUT, accumulate);
+        fx_check(f, accumulate ? "linear_bwd_input accumulate" : "linear_bwd_input", rc,
+                 WANT("linear_bwd_input", 2.0 * T * IN * OUT, SM_ACC(dx->t, accumulate),
+                      SM_R(dy->t), SM_R(W->t)));
+    }
+}
+
+static void case_linear_bwd_weight(fx *f)
+{
+    ct *dW = fx_rand(f, "dW", OUT * IN), *dy = fx_rand(f, "dy", T * OUT);
+    ct *x = fx_rand(f, "x", T * IN);
+    int rc = sm_insert_linear_bwd_weight(&f->c, dW->t, dy->t, x->t, T, IN, OUT);
+    sm_linear_bwd_weight(RF(dW), RF(dy), RF(x), T, IN, OUT);
+    fx_check(f, "linear_bwd_weight", rc,
+             WANT("linear_bwd_weight", 2.0 * T * IN * OUT, SM_RW(dW->t), SM_R(dy->t),
+                  SM_R(x->t)));
+}
+
+/* ---- SwiGLU: a dense FFN over T rows, or routed expert e over its rows of a capacity T ---- */
+
+typedef struct ffn {
+    sm_ffn_shape s;
+    int rows;                    /* rows the task works on */
+    const char *kind;            /* "ffn" or "expert" */
+    double mean_rows;            /* rows the flops count */
+} ffn;
+
+static ffn fx_ffn(fx *f, int routed_expert, ct **plan)
+{
+    ffn x = {.s = {.n = T, .d = D, .I = I_FF, .expert = -1}, .rows = T, .kind = "ffn",
+             .mean_rows = T};
+    *plan = NULL;
+    if (!routed_expert) return x;
+    sm_router_dims r = fx_router_dims;
+    r.d = D;
+    routed rt = fx_route(f, &r);
+    *plan = rt.plan;
+    x.s = (sm_ffn_shape){.n = r.T, .d = D, .I = I_FF, .plan = rt.plan->t, .expert = rt.e,
+                         .T = r.T, .K = r.K, .E = r.E};
+    x.rows = rt.count;
+    x.kind = "expert";
+    x.mean_rows = (double)r.T * r.K / r.E;
+    return x;
+}
+
+/* "<kind>_<suffix>" */
+static const char *ffn_op(const ffn *x, const char *suffix, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s_%s", x->kind, suffix);
+    return buf;
+}
+
+/* Its plan as the last buffer of acc (n entries before it); returns the count. */
+static int with_plan(sm_access *acc, int n, ct *plan)
+{
+    if (plan) acc[n++] = SM_R(plan->t);
+    return n;
+}
+
+static void case_swiglu_fwd(fx *f)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        int routed_expert = variant == 2, residual = variant == 1;
+        ct *plan;
+        ffn x = fx_ffn(f, routed_expert, &plan);
+        int n = x.s.n, rows = x.rows;
+        ct *y = fx_rand(f, "y", n * D), *h1 = fx_rand(f, "h1", n * I_FF);
+        ct *h3 = fx_rand(f, "h3", n * I_FF), *in = fx_rand(f, "x", n * D);
+        ct *W1 = fx_rand(f, "W1", I_FF * D), *W3 = fx_rand(f, "W3", I_FF * D);
+        ct *W2 = fx_rand(f, "W2", D * I_FF), *res = fx_rand(f, "res", n * D);
+        int rc = sm_insert_swiglu_fwd(&f->c, &x.s, y->t, h1->t, h3->t, in->t, W1->t, W3->t,
+                                      W2->t, residual ? res->t : NULL);
+        sm_swiglu_fwd(RF(y), RF(h1), RF(h3), RF(in), RF(W1), RF(W3), RF(W2), rows, D, I_FF);
+        for (int i = 0; residual && i < rows * D; i++) RF(y)[i] += RF(res)[i];
+        y->check = (size_t)rows * D;
+        h1->check = h3->check = (size_t)rows * I_FF;
+        sm_access acc[10] = {SM_W(y->t), SM_W(h1->t), SM_W(h3->t), SM_R(in->t), SM_R(W1->t),
+                             SM_R(W3->t), SM_R(W2->t), SM_R(res->t)};
+        char op[32], name[64];
+        snprintf(name, sizeof name, "swiglu_fwd %s%s", x.kind, residual ? " residual" : "");
+        fx_check(f, name, rc,
+                 (want){ffn_op(&x, "fwd", op, sizeof op), 3 * 2.0 * x.mean_rows * D * I_FF,
+                        with_plan(acc, 7 + residual, plan), acc});
+    }
+}
+
+static void case_swiglu_bwd_input(fx *f)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        int routed_expert = variant == 2, accumulate = variant == 1;
+        ct *plan;
+        ffn x = fx_ffn(f, routed_expert, &plan);
+        int n = x.s.n, rows = x.rows;
+        ct *dx = fx_rand(f, "dx", n * D), *dh1 = fx_rand(f, "dh1", n * I_FF);
+        ct *dh3 = fx_rand(f, "dh3", n * I_FF), *dy = fx_rand(f, "dy", n * D);
+        ct *h1 = fx_rand(f, "h1", n * I_FF), *h3 = fx_rand(f, "h3", n * I_FF);
+        ct *W1 = fx_rand(f, "W1", I_FF * D), *W3 = fx_rand(f, "W3", I_FF * D);
+        ct *W2 = fx_rand(f, "W2", D * I_FF);
+        int rc = sm_insert_swiglu_bwd_input(&f->c, &x.s, dx->t, dh1->t, dh3->t, dy->t, h1->t,
+                                            h3->t, W1->t, W3->t, W2->t, accumulate);
+        sm_swiglu_bwd_input(RF(dx), RF(dh1), RF(dh3), RF(dy), RF(h1), RF(h3), RF(W1), RF(W3),
+                            RF(W2), rows, D, I_FF, accumulate);
+        if (!accumulate) dx->check = (size_t)rows * D;
+        dh1->check = dh3->check = (size_t)rows * I_FF;
+        sm_access acc[10] = {SM_ACC(dx->t, accumulate), SM_W(dh1->t), SM_W(dh3->t),
+                             SM_R(dy->t), SM_R(h1->t), SM_R(h3->t), SM_R(W1->t), SM_R(W3->t),
+                             SM_R(W2->t)};
+        char op[32], name[64];
+        snprintf(name, sizeof name, "swiglu_bwd_input %s%s", x.kind,
+                 accumulate ? " accumulate" : "");
+        fx_check(f, name, rc,
+                 (want){ffn_op(&x, "bwd_input", op, sizeof op),
+                        3 * 2.0 * x.mean_rows * D * I_FF, with_plan(acc, 9, plan), acc});
+    }
+}
+
+static void case_swiglu_bwd_weight(fx *f)
+{
+    for (int routed_expert = 0; routed_expert < 2; routed_expert++) {
+        ct *plan;
+        ffn x = fx_ffn(f, routed_expert, &plan);
+        int n = x.s.n;
+        ct *dW1 = fx_rand(f, "dW1", I_FF * D), *dW3 = fx_rand(f, "dW3", I_FF * D);
+        ct *dW2 = fx_rand(f, "dW2", D * I_FF), *dy = fx_rand(f, "dy", n * D);
+        ct *in = fx_rand(f, "x", n * D), *h1 = fx_rand(f, "h1", n * I_FF);
+        ct *h3 = fx_rand(f, "h3", n * I_FF), *dh1 = fx_rand(f, "dh1", n * I_FF);
+        ct *dh3 = fx_rand(f, "dh3", n * I_FF);
+        int rc = sm_insert_swiglu_bwd_weight(&f->c, &x.s, dW1->t, dW3->t, dW2->t, dy->t, in->t,
+                                             h1->t, h3->t, dh1->t, dh3->t);
+        sm_swiglu_bwd_weight(RF(dW1), RF(dW3), RF(dW2), RF(dy), RF(in), RF(h1), RF(h3),
+                             RF(dh1), RF(dh3), x.rows, D, I_FF);
+        sm_access acc[10] = {SM_RW(dW1->t), SM_RW(dW3->t), SM_RW(dW2->t), SM_R(dy->t),
+                             SM_R(in->t), SM_R(h1->t), SM_R(h3->t), SM_R(dh1->t),
+                             SM_R(dh3->t)};
+        char op[32], name[64];
+        snprintf(name, sizeof name, "swiglu_bwd_weight %s", x.kind);
+        fx_check(f, name, rc,
+                 (want){ffn_op(&x, "bwd_weight", op, sizeof op),
+                        3 * 2.0 * x.mean_rows * D * I_FF, with_plan(acc, 9, plan), acc});
+    }
+}
+
+static void case_swiglu_bwd(fx *f)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        int routed_expert = variant == 2, accumulate = variant == 1;
+        ct *plan;
+        ffn x = fx_ffn(f, routed_expert, &plan);
+        int n = x.s.n, rows = x.rows;
+        ct *dx = fx_rand(f, "dx", n * D), *dh1 = fx_rand(f, "dh1", n * I_FF);
+        ct *dh3 = fx_rand(f, "dh3", n * I_FF), *dW1 = fx_rand(f, "dW1", I_FF * D);
+        ct *dW3 = fx_rand(f, "dW3", I_FF * D), *dW2 = fx_rand(f, "dW2", D * I_FF);
+        ct *dy = fx_rand(f, "dy", n * D), *in = fx_rand(f, "x", n * D);
+        ct *h1 = fx_rand(f, "h1", n * I_FF), *h3 = fx_rand(f, "h3", n * I_FF);
+        ct *W1 = fx_rand(f, "W1", I_FF * D), *W3 = fx_rand(f, "W3", I_FF * D);
+        ct *W2 = fx_rand(f, "W2", D * I_FF);
+        sm_ffn_grads g = {dx->t, dh1->t, dh3->t, dW1->t, dW3->t, dW2->t};
+        int rc = sm_insert_swiglu_bwd(&f->c, &x.s, &g, dy->t, in->t, h1->t, h3->t, W1->t, W3->t,
+                                      W2->t, accumulate);
+        sm_swiglu_bwd_input(RF(dx), RF(dh1), RF(dh3), RF(dy), RF(h1), RF(h3), RF(W1), RF(W3),
+                            RF(W2), rows, D, I_FF, accumulate);
+        sm_swiglu_bwd_weight(RF(dW1), RF(dW3), RF(dW2), RF(dy), RF(in), RF(h1), RF(h3),
+                             RF(dh1), RF(dh3), rows, D, I_FF);
+        if (!accumulate) dx->check = (size_t)rows * D;
+        dh1->check = dh3->check = (size_t)rows * I_FF;
+        sm_access acc[14] = {SM_ACC(dx->t, accumulate), SM_W(dh1->t), SM_W(dh3->t),
+                             SM_RW(dW1->t), SM_RW(dW3->t), SM_RW(dW2->t), SM_R(dy->t),
+                             SM_R(in->t), SM_R(h1->t), SM_R(h3->t), SM_R(W1->t), SM_R(W3->t),
+                             SM_R(W2->t)};
+        char op[32], name[64];
+        snprintf(name, sizeof name, "swiglu_bwd %s%s", x.kind, accumulate ? " accumulate" : "");
+        fx_check(f, name, rc,
+                 (want){ffn_op(&x, "bwd", op, sizeof op), 6 * 2.0 * x.mean_rows * D * I_FF,
+                        with_plan(acc, 13, plan), acc});
+    }
+}
+
+/* ---- loss and utilities ---- */
+
+static void case_cross_entropy(fx *f)
+{
+    for (int with_grad = 0; with_grad < 2; with_grad++) {
+        ct *loss = fx_rand(f, "loss", 1), *dlogits = fx_rand(f, "dlogits", T * V);
+        ct *logits = fx_rand(f, "logits", T * V), *targets = fx_ids(f, "targets", T, V);
+        int rc = sm_insert_cross_entropy(&f->c, loss->t, with_grad ? dlogits->t : NULL,
+                                         logits->t, targets->t, T, V, 0.25f);
+        RF(loss)[0] = (float)sm_cross_entropy(with_grad ? RF(dlogits) : NULL, RF(logits),
+                                              RI(targets), T, V, 0.25f);
+        if (with_grad)
+            fx_check(f, "cross_entropy with gradient", rc,
+                     WANT("cross_entropy", 5.0 * T * V, SM_W(loss->t), SM_R(logits->t),
+                          SM_R(targets->t), SM_W(dlogits->t)));
+        else
+            fx_check(f, "cross_entropy", rc,
+                     WANT("cross_entropy", 5.0 * T * V, SM_W(loss->t), SM_R(logits->t),
+                          SM_R(targets->t)));
+    }
+}
+
+static void case_sum_scalars(fx *f)
+{
+    ct *out = fx_rand(f, "out", 1), *p[3] = {fx_rand(f, "p0", 1), fx_rand(f, "p1", 1),
+                                             fx_rand(f, "p2", 1)};
+    sm_tensor *parts[3] = {p[0]->t, p[1]->t, p[2]->t};
+    int rc = sm_insert_sum_scalars(&f->c, out->t, parts, 3, 0.5f);
+    double s = 0;
+    for (int i = 0; i < 3; i++) s += RF(p[i])[0];
+    RF(out)[0] = (float)(s * 0.5f);
+    fx_check(f, "sum_scalars", rc,
+             WANT("sum_scalars", 3, SM_W(out->t), SM_R(parts[0]), SM_R(parts[1]),
+                  SM_R(parts[2])));
+}
+
+static void case_copy(fx *f)
+{
+    ct *dst = fx_rand(f, "dst", 10), *src = fx_rand(f, "src", 10);
+    ct *other = fx_rand(f, "other", 11);
+    fx_expect(f, sm_insert_copy(&f->c, SM_FORWARD, other->t, src->t) == -1 &&
+                     sm_graph_ntasks(f->g) == 0,
+              "copy: tensors of different sizes are refused");
+    int rc = sm_insert_copy(&f->c, SM_FORWARD, dst->t, src->t);
+    memcpy(dst->ref, src->ref, 10 * sizeof(float));
+    fx_check(f, "copy", rc, WANT("copy", 0, SM_W(dst->t), SM_R(src->t)));
+}
+
+static void case_sum_tensors(fx *f)
+{
+    for (int accumulate = 0; accumulate < 2; accumulate++) {
+        ct *out = fx_rand(f, "out", 9), *s[3] = {fx_rand(f, "s0", 9), fx_rand(f, "s1", 9),
+                                                 fx_rand(f, "s2", 9)};
+        sm_tensor *srcs[3] = {s[0]->t, s[1]->t, s[2]->t};
+        const float *src[3] = {RF(s[0]), RF(s[1]), RF(s[2])};
+        int rc = sm_insert_sum_tensors(&f->c, out->t, srcs, 3, accumulate);
+        sm_sum_into(RF(out), src, 3, 9, accumulate);
+        fx_check(f, accumulate ? "sum_tensors accumulate" : "sum_tensors", rc,
+                 WANT("grad_reduce", 3.0 * 9, SM_ACC(out->t, accumulate), SM_R(srcs[0]),
+                      SM_R(srcs[1]), SM_R(srcs[2])));
+    }
+}
+
+static void case_zero(fx *f)
+{
+    ct *t = fx_rand(f, "t", 13);
+    int rc = sm_insert_zero(&f->c, t->t);
+    memset(t->ref, 0, 13 * sizeof(float));
+    fx_check(f, "zero", rc, WANT("zero", 0, SM_W(t->t)));
+}
+
+static void case_nop(fx *f)
+{
+    ct *t = fx_rand(f, "t", 4);
+    int rc = sm_insert_nop(&f->c, t->t);
+    fx_check(f, "nop", rc, WANT("nop", 0, SM_RW(t->t)));
+}
+
+const helper_case codelet_cases_dense[] = {
+    HELPER_CASE(embedding_fwd), HELPER_CASE(embedding_bwd), HELPER_CASE(rmsnorm_fwd),
+    HELPER_CASE(rmsnorm_bwd), HELPER_CASE(linear_fwd), HELPER_CASE(linear_bwd_input),
+    HELPER_CASE(linear_bwd_weight), HELPER_CASE(swiglu_fwd), HELPER_CASE(swiglu_bwd_input),
+    HELPER_CASE(swiglu_bwd_weight), HELPER_CASE(swiglu_bwd), HELPER_CASE(cross_entropy),
+    HELPER_CASE(sum_scalars), HELPER_CASE(copy), HELPER_CASE(sum_tensors), HELPER_CASE(zero),
+    HELPER_CASE(nop), {NULL, NULL}};
