@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <starmoe/model.h>
+#include <starmoe/engine.h>
 #include "tests/codelet_harness.h"
 #include "tests/tap.h"
 
