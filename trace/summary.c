@@ -11,14 +11,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <starmoe/trace.h>
+#include "base/phase.h"
 
-static int sm_is_compute(const char *cat)
+/* Per category of d: its kind (base/phase.h); a category that is no phase is neither compute
+ * nor communication. malloc'd, NULL when out of memory. */
+static sm_phase_kind *sm_cat_kinds(const sm_trace_data *d)
 {
-    return !strcmp(cat, "forward") || !strcmp(cat, "backward-input") ||
-           !strcmp(cat, "backward-weight") || !strcmp(cat, "optimizer");
+    sm_phase_kind *k = malloc((d->cats.n ? (size_t)d->cats.n : 1) * sizeof *k);
+    for (int i = 0; k && i < d->cats.n; i++) {
+        int phase = sm_phase_by_name(d->cats.v[i]);
+        k[i] = phase < 0 ? SM_PHASE_OTHER : sm_phase_info_of(phase)->kind;
+    }
+    return k;
 }
-
-static int sm_is_comm(const char *cat) { return !strcmp(cat, "communication"); }
 
 static int sm_cmp_op(const void *a, const void *b)
 {
@@ -237,8 +242,8 @@ static int sm_cmp_edge(const void *a, const void *b)
 
 /* Sweep over starts and ends: between two events, each running communication task counts as
  * overlapped when a compute task runs on another lane. */
-static void sm_sweep(const sm_trace_data *d, const sm_edge *e, size_t ne, int *comp, int *comm,
-                     sm_trace_stats *s)
+static void sm_sweep(const sm_trace_data *d, const sm_phase_kind *kind, const sm_edge *e,
+                     size_t ne, int *comp, int *comm, sm_trace_stats *s)
 {
     int total_comp = 0, total_comm = 0;
     for (size_t k = 0; k < ne; k++) {
@@ -247,9 +252,10 @@ static void sm_sweep(const sm_trace_data *d, const sm_edge *e, size_t ne, int *c
                 if (comm[l] && total_comp - comp[l] > 0)
                     s->comm_overlapped += (e[k].t - e[k - 1].t) * comm[l];
         const sm_trace_slice *sl = &d->slices[e[k].i];
-        const char *cat = d->cats.v[sl->cat];
-        if (sm_is_comm(cat)) comm[sl->lane] += e[k].delta, total_comm += e[k].delta;
-        else if (sm_is_compute(cat)) comp[sl->lane] += e[k].delta, total_comp += e[k].delta;
+        if (kind[sl->cat] == SM_PHASE_COMMUNICATION)
+            comm[sl->lane] += e[k].delta, total_comm += e[k].delta;
+        else if (kind[sl->cat] == SM_PHASE_COMPUTE)
+            comp[sl->lane] += e[k].delta, total_comp += e[k].delta;
     }
 }
 
@@ -259,17 +265,19 @@ static int sm_sum_overlap(const sm_trace_data *d, sm_trace_stats *s)
     sm_edge *e = malloc((ne ? ne : 1) * sizeof *e);
     int *comp = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *comp);
     int *comm = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *comm);
-    int rc = e && comp && comm ? 0 : -1;
+    sm_phase_kind *kind = sm_cat_kinds(d);
+    int rc = e && comp && comm && kind ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < d->nslices; i++) {
         const sm_trace_slice *sl = &d->slices[i];
         e[2 * i] = (sm_edge){sl->ts, 1, i};
         e[2 * i + 1] = (sm_edge){sl->ts + sl->dur, -1, i};
-        if (sm_is_comm(d->cats.v[sl->cat])) s->comm += sl->dur;
+        if (kind[sl->cat] == SM_PHASE_COMMUNICATION) s->comm += sl->dur;
     }
     if (rc == 0) {
         qsort(e, ne, sizeof *e, sm_cmp_edge);
-        sm_sweep(d, e, ne, comp, comm, s);
+        sm_sweep(d, kind, e, ne, comp, comm, s);
     }
+    free(kind);
     free(e);
     free(comp);
     free(comm);
