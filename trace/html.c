@@ -4,8 +4,8 @@
  * plain HTML written here. Phase colours (the band under each task box, the legend) come from
  * the phase table (base/phase.h). */
 #include "trace/read.h"
+#include "trace/output.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,13 +296,11 @@ int sm_trace_html(const char *path, const char *out_path, sm_error *err)
     int rc = sm_trace_load(&d, path, err);
     if (rc == 0) rc = sm_trace_summarise(&d, &s, err);
     if (rc == 0) {
-        FILE *f = fopen(out_path, "w");
-        if (!f) {
-            rc = sm_fail(err, "%s: cannot create the report: %s", out_path, strerror(errno));
-        } else {
-            sm_html_page(f, &d, &s, path);
-            if (ferror(f) | fclose(f))
-                rc = sm_fail(err, "%s: cannot write the report: %s", out_path, strerror(errno));
+        sm_trace_out out;
+        rc = sm_trace_out_begin(&out, out_path, &path, 1, err);
+        if (rc == 0) {
+            sm_html_page(out.f, &d, &s, path);
+            rc = sm_trace_out_end(&out, 0, err);
         }
         sm_trace_stats_free(&s);
     }

@@ -191,7 +191,9 @@ static int sm_sum_graphs(const sm_trace_data *d, const double *cp, const size_t 
         }
         s->graphs++;
         s->graphs_span += hi - lo;
-        s->critical_path += best;
+        /* chains follow dependencies in time order within the graph (the loader checks), so
+         * only the times' rounding could take one past the span */
+        s->critical_path += fmin(best, hi - lo);
         s->critical_tasks += blen;
     }
     free(by);
@@ -199,7 +201,8 @@ static int sm_sum_graphs(const sm_trace_data *d, const double *cp, const size_t 
 }
 
 /* Longest chains: in id order (a task's dependencies come before it), a slice's chain is its
- * duration plus the longest chain among its dependencies. */
+ * duration plus the longest chain among its dependencies in its own step graph (a chain never
+ * crosses graphs: each graph's chain is summed once, against that graph's span). */
 static int sm_sum_critical(const sm_trace_data *d, sm_trace_stats *s)
 {
     size_t n = d->nslices ? d->nslices : 1;
@@ -213,7 +216,8 @@ static int sm_sum_critical(const sm_trace_data *d, sm_trace_stats *s)
         size_t blen = 0;
         for (int k = 0; sl->id >= 0 && k < sl->ndeps; k++) {
             long p = sm_find_id(by, d->nslices, d->deps[sl->deps_at + k]);
-            if (p >= 0 && (size_t)p < j && cp[by[p].i] > best)
+            if (p >= 0 && (size_t)p < j && d->slices[by[p].i].graph == sl->graph &&
+                cp[by[p].i] > best)
                 best = cp[by[p].i], blen = len[by[p].i];
         }
         cp[by[j].i] = best + sl->dur;
