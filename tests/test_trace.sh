@@ -126,6 +126,28 @@ else
   for i in 1 2 3 4 5 6; do skip "chromium not installed"; done
 fi
 
+# ---- one colour per phase in every view: the report's legend, its boxes' bands, Paje, DOT
+"$STARMOE" graph --config "$FIXTURE/config.json" --dot "$TMP/step.dot" --batch 2 --seq 16 > /dev/null
+python3 - "$out_dir/report.html" "$TMP/run.paje" "$TMP/step.dot" > "$TMP/colors.txt" 2>&1 <<'PY'
+import json, re, sys
+html, paje, dot = (open(p).read() for p in sys.argv[1:4])
+legend = dict(re.findall(r"\.phase-([a-z-]+)\{background:(#[0-9a-f]{6})\}", html))
+data = json.loads(re.search(r'<script id="trace-data" type="application/json">(.*?)</script>',
+                            html, re.S).group(1))
+bands = dict(zip(data["cats"], data["cat_colors"]))
+rgb = lambda c: tuple(int(c[i:i + 2], 16) for i in (1, 3, 5))
+paje_colors = {tuple(round(float(x) * 255) for x in v.split())
+               for v in re.findall(r'^5 v\d+ ST_Task ".*" "([0-9. ]+)"$', paje, re.M)}
+dot_colors = set(re.findall(r'fillcolor="(#[0-9a-f]{6})"', dot))
+problems = [c for c in bands if c in legend and bands[c] != legend[c]]
+problems += [c for c in paje_colors if c not in {rgb(v) for v in legend.values()}]
+problems += [c for c in dot_colors if c not in legend.values()]
+print(len(legend), "phases;", "mismatches:", problems)
+sys.exit(int(len(legend) < 6 or len(bands) < 4 or not paje_colors or not dot_colors or
+             bool(problems)))
+PY
+ok $? "the report's legend and bands, Paje and DOT use the phase table's colours ($(cat "$TMP/colors.txt"))"
+
 # ---- malformed trace files and bad flags
 expect_error() { # name, pattern, command...
   local name=$1 pattern=$2; shift 2
