@@ -502,29 +502,22 @@ static int sm_load_event(void *ctx, const json_t *ev, const sm_trace_pos *pos, s
 
 /* ---- checks across events: ids and dependencies ---- */
 
-typedef struct sm_by_id {
-    int64_t id;
-    size_t i;                    /* slice index */
-} sm_by_id;
-
 static int sm_cmp_by_id(const void *a, const void *b)
 {
-    const sm_by_id *x = a, *y = b;
+    const sm_trace_id *x = a, *y = b;
     if (x->id != y->id) return x->id < y->id ? -1 : 1;
-    return (x->i > y->i) - (x->i < y->i);
+    return (x->slice > y->slice) - (x->slice < y->slice);
 }
 
-/* The slice with this id, NULL when none. */
-static const sm_trace_slice *sm_slice_by_id(const sm_trace_data *d, const sm_by_id *v, size_t n,
-                                            int64_t id)
+long sm_trace_find_id(const sm_trace_data *d, int64_t id)
 {
-    size_t lo = 0, hi = n;
+    size_t lo = 0, hi = d->nby_id;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (v[mid].id < id) lo = mid + 1;
+        if (d->by_id[mid].id < id) lo = mid + 1;
         else hi = mid;
     }
-    return lo < n && v[lo].id == id ? &d->slices[v[lo].i] : NULL;
+    return lo < d->nby_id && d->by_id[lo].id == id ? (long)d->by_id[lo].slice : -1;
 }
 
 static int sm_slice_fail(const sm_trace_data *d, const sm_trace_slice *s, const char *path,
@@ -536,14 +529,15 @@ static int sm_slice_fail(const sm_trace_data *d, const sm_trace_slice *s, const 
 
 /* One slice's dependencies: tasks of its own step graph that ended before it started (ids the
  * trace does not hold are let be: the summary ignores them). */
-static int sm_check_slice_deps(const sm_trace_data *d, const sm_by_id *v, size_t n,
-                               const sm_trace_slice *s, const char *path, sm_error *err)
+static int sm_check_slice_deps(const sm_trace_data *d, const sm_trace_slice *s, const char *path,
+                               sm_error *err)
 {
     char what[256];
     for (int k = 0; k < s->ndeps; k++) {
         int64_t id = d->deps[s->deps_at + k];
-        const sm_trace_slice *p = sm_slice_by_id(d, v, n, id);
-        if (!p) continue;
+        long i = sm_trace_find_id(d, id);
+        if (i < 0) continue;
+        const sm_trace_slice *p = &d->slices[i];
         if (p->graph != s->graph)
             snprintf(what, sizeof what, "\"deps\": task %lld is in step graph %lld, this task in "
                      "graph %lld", (long long)id, (long long)p->graph, (long long)s->graph);
@@ -557,26 +551,26 @@ static int sm_check_slice_deps(const sm_trace_data *d, const sm_by_id *v, size_t
     return 0;
 }
 
-/* Task ids are unique; dependencies stay in their graph and in time order. */
-static int sm_check_deps(const sm_trace_data *d, const char *path, sm_error *err)
+/* Indexes the slices by id, which must be unique; dependencies stay in their graph and in
+ * time order. */
+static int sm_check_deps(sm_trace_data *d, const char *path, sm_error *err)
 {
-    sm_by_id *v = malloc((d->nslices ? d->nslices : 1) * sizeof *v);
-    size_t n = 0;
+    sm_trace_id *v = malloc((d->nslices ? d->nslices : 1) * sizeof *v);
     int rc = 0;
     if (!v) return sm_fail(err, "%s: out of memory", path);
+    d->by_id = v;
     for (size_t i = 0; i < d->nslices; i++)
-        if (d->slices[i].id >= 0) v[n++] = (sm_by_id){d->slices[i].id, i};
-    qsort(v, n, sizeof *v, sm_cmp_by_id);
-    for (size_t j = 1; rc == 0 && j < n; j++) {
+        if (d->slices[i].id >= 0) v[d->nby_id++] = (sm_trace_id){d->slices[i].id, i};
+    qsort(v, d->nby_id, sizeof *v, sm_cmp_by_id);
+    for (size_t j = 1; rc == 0 && j < d->nby_id; j++) {
         if (v[j].id != v[j - 1].id) continue;
         char what[128];
         snprintf(what, sizeof what, "\"id\" %lld is also the id of event %zu",
-                 (long long)v[j].id, d->slices[v[j - 1].i].event);
-        rc = sm_slice_fail(d, &d->slices[v[j].i], path, err, what);
+                 (long long)v[j].id, d->slices[v[j - 1].slice].event);
+        rc = sm_slice_fail(d, &d->slices[v[j].slice], path, err, what);
     }
     for (size_t i = 0; rc == 0 && i < d->nslices; i++)
-        rc = sm_check_slice_deps(d, v, n, &d->slices[i], path, err);
-    free(v);
+        rc = sm_check_slice_deps(d, &d->slices[i], path, err);
     return rc;
 }
 
@@ -593,6 +587,7 @@ void sm_trace_data_free(sm_trace_data *d)
     for (int i = 0; i < d->nlanes; i++) free(d->lanes[i].name);
     for (size_t i = 0; i < d->nmarks; i++) free(d->marks[i].name), free(d->marks[i].cat);
     free(d->slices);
+    free(d->by_id);
     free(d->deps);
     free(d->lanes);
     free(d->marks);

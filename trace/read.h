@@ -87,9 +87,18 @@ typedef struct sm_trace_point {  /* a counter's value from ts on */
     int counter;                 /* index in counters ("name key") */
 } sm_trace_point;
 
+/* A slice that has an id (>= 0), in the index by id. */
+typedef struct sm_trace_id {
+    int64_t id;
+    size_t slice;
+} sm_trace_id;
+
 typedef struct sm_trace_data {
     sm_trace_slice *slices;
     size_t nslices, cap_slices;
+    sm_trace_id *by_id;          /* the slices that have an id, by id (the loader refuses two
+                                    with one id) */
+    size_t nby_id;
     int64_t *deps;
     size_t ndeps, cap_deps;
     sm_trace_lane *lanes;
@@ -111,6 +120,8 @@ void sm_trace_data_free(sm_trace_data *d);
 /* A lane's display name: thread_name, else "tid T", after "P: " when the trace has several
  * processes; written in buf (cap bytes), which it returns. */
 const char *sm_trace_lane_name(const sm_trace_data *d, int lane, char *buf, size_t cap);
+/* Index in slices of the slice with this id, -1 when none. */
+long sm_trace_find_id(const sm_trace_data *d, int64_t id);
 /* A metadata string of otherData, "" when absent. */
 const char *sm_trace_meta_str(const sm_trace_data *d, const char *key);
 

@@ -98,7 +98,6 @@ static sm_keyed *sm_sorted(const sm_trace_data *d, double (*k1)(const sm_trace_s
 
 static double sm_key_graph(const sm_trace_slice *s) { return (double)s->graph; }
 static double sm_key_stage(const sm_trace_slice *s) { return s->stage; }
-static double sm_key_id(const sm_trace_slice *s) { return (double)s->id; }
 
 static sm_stage_stat *sm_stage_slot(sm_trace_stats *s, int stage)
 {
@@ -162,18 +161,6 @@ static int sm_sum_stages(const sm_trace_data *d, sm_trace_stats *s)
     return rc;
 }
 
-/* Position (in by, sorted by id) of the slice with this id, -1 when none. */
-static long sm_find_id(const sm_keyed *by, size_t n, int64_t id)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (by[mid].k1 < (double)id) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < n && by[lo].k1 == (double)id ? (long)lo : -1;
-}
-
 /* Per graph: the longest chain (cp, len per slice) and the span, summed over graphs. */
 static int sm_sum_graphs(const sm_trace_data *d, const double *cp, const size_t *len,
                          sm_trace_stats *s)
@@ -202,29 +189,33 @@ static int sm_sum_graphs(const sm_trace_data *d, const double *cp, const size_t 
 
 /* Longest chains: in id order (a task's dependencies come before it), a slice's chain is its
  * duration plus the longest chain among its dependencies in its own step graph (a chain never
- * crosses graphs: each graph's chain is summed once, against that graph's span). */
+ * crosses graphs: each graph's chain is summed once, against that graph's span). A slice
+ * without an id is a chain of its own. */
 static int sm_sum_critical(const sm_trace_data *d, sm_trace_stats *s)
 {
     size_t n = d->nslices ? d->nslices : 1;
-    sm_keyed *by = sm_sorted(d, sm_key_id, NULL);
     double *cp = malloc(n * sizeof *cp);
     size_t *len = malloc(n * sizeof *len);
-    int rc = by && cp && len ? 0 : -1;
-    for (size_t j = 0; rc == 0 && j < d->nslices; j++) {
-        const sm_trace_slice *sl = &d->slices[by[j].i];
+    int rc = cp && len ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < d->nslices; i++) {
+        cp[i] = d->slices[i].dur;
+        len[i] = 1;
+    }
+    for (size_t j = 0; rc == 0 && j < d->nby_id; j++) {
+        size_t i = d->by_id[j].slice;
+        const sm_trace_slice *sl = &d->slices[i];
         double best = 0;
         size_t blen = 0;
-        for (int k = 0; sl->id >= 0 && k < sl->ndeps; k++) {
-            long p = sm_find_id(by, d->nslices, d->deps[sl->deps_at + k]);
-            if (p >= 0 && (size_t)p < j && d->slices[by[p].i].graph == sl->graph &&
-                cp[by[p].i] > best)
-                best = cp[by[p].i], blen = len[by[p].i];
+        for (int k = 0; k < sl->ndeps; k++) {
+            long p = sm_trace_find_id(d, d->deps[sl->deps_at + k]);
+            if (p >= 0 && d->slices[p].id < sl->id && d->slices[p].graph == sl->graph &&
+                cp[p] > best)
+                best = cp[p], blen = len[p];
         }
-        cp[by[j].i] = best + sl->dur;
-        len[by[j].i] = blen + 1;
+        cp[i] = best + sl->dur;
+        len[i] = blen + 1;
     }
     if (rc == 0) rc = sm_sum_graphs(d, cp, len, s);
-    free(by);
     free(cp);
     free(len);
     return rc;
