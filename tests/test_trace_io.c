@@ -1,4 +1,4 @@
-/* Tests of the trace io (trace/*.c) on a small hand-made trace whose summary is known:
+/* Tests of the trace io (trace/) on a small hand-made trace whose summary is known:
  * the Chrome writer's output read back (names with quotes and line breaks, null predictions,
  * lanes, marks, counters), every summary figure (per-op totals and shares, per-worker busy and
  * idle, the stage bubble, the critical path over two step graphs, the compute/communication
@@ -16,6 +16,7 @@
  *   F w1 [30,32] communication  id 5
  *   G w0 [40,45] forward        id 6            (graph 1)
  *   H w1 [45,50] forward        id 7  deps 6    (graph 1) */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,13 +205,14 @@ static void write_text(const char *path, const char *text)
 /* Files left in the test folder besides the ones it keeps (t.json, t.paje, merged.json). */
 static int stray_files(void)
 {
-    char cmd[600], line[64];
-    snprintf(cmd, sizeof cmd, "ls -A %s | grep -cv '^\\(t\\.json\\|t\\.paje\\|merged\\.json\\)$'",
-             dir);
-    FILE *p = popen(cmd, "r");
-    int n = p && fgets(line, sizeof line, p) ? atoi(line) : -1;
-    if (p) pclose(p);
-    return n;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    while (d && (e = readdir(d)))
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "t.json") &&
+             strcmp(e->d_name, "t.paje") && strcmp(e->d_name, "merged.json");
+    if (d) closedir(d);
+    return d ? n : -1;
 }
 
 /* An output that is one of the inputs (by name, by another name, through a link) is refused
