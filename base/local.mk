@@ -1,8 +1,8 @@
 # base/: small helpers every folder may use: errors, growable arrays, atomic files, dtype codecs
-# (FP8 included), the monotonic clock, safe input files and exact-size strings. Depends on
-# nothing else of starmoe.
+# (FP8 included), the monotonic clock, the table of task phases, safe input files and exact-size
+# strings. Depends on nothing else of starmoe.
 libstarmoe_core_la_SOURCES += base/error.c base/grow.h base/atomic_file.c base/atomic_file.h \
-	base/dtype.c base/dtype.h base/clock.c base/clock.h \
+	base/dtype.c base/dtype.h base/clock.c base/clock.h base/phase.c base/phase.h \
 	base/file.c base/file.h base/aprintf.c base/aprintf.h
 starmoeinclude_HEADERS += include/starmoe/error.h
 

@@ -102,11 +102,10 @@ typedef struct sm_dot_ctx {
 
 static int sm_dot_task(void *ctx, size_t task, const size_t *deps, int ndeps)
 {
-    static const char *colors[] = {"lightblue", "salmon", "orange", "palegreen", "plum", "grey"};
     sm_dot_ctx *d = ctx;
     const sm_task_record *r = sm_graph_task(d->g, task);
-    fprintf(d->f, "  t%zu [label=\"%s\", fillcolor=%s];\n", task, r->name,
-            colors[r->meta.phase <= SM_IO ? r->meta.phase : 5]);
+    fprintf(d->f, "  t%zu [label=\"%s\", fillcolor=\"%s\"];\n", task, r->name,
+            sm_phase_info_of(r->meta.phase)->color);
     for (int i = 0; i < ndeps; i++) fprintf(d->f, "  t%zu -> t%zu;\n", deps[i], task);
     return 0;
 }

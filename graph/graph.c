@@ -10,28 +10,34 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include "base/grow.h"
 
 #define SM_RECORD_CHUNK 4096
 
 struct sm_graph {
     int execute;
     sm_tensor **tensors;         /* by id; NULL for a released one */
-    int ntensors, cap_tensors, nlive;
+    int ntensors, nlive;
+    size_t cap_tensors;
     int *free_ids;               /* released ids, reused last in first out */
-    int nfree, cap_free;
+    int nfree;
+    size_t cap_free;
     sm_task_record **chunks;     /* records in fixed-size chunks: addresses never move */
     size_t nchunks, nrecords;
     int32_t *access_log;         /* per access: tensor id << 8 | mode */
     size_t naccess, cap_access;
 };
 
+static void sm_out_of_memory(size_t n)
+{
+    fprintf(stderr, "starmoe: out of memory (%zu bytes)\n", n);
+    abort();
+}
+
 static void *sm_xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n);
-    if (!q) {
-        fprintf(stderr, "starmoe: out of memory (%zu bytes)\n", n);
-        abort();
-    }
+    if (!q) sm_out_of_memory(n);
     return q;
 }
 
@@ -61,6 +67,11 @@ sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role 
 {
     if (ndim < 1 || ndim > SM_MAX_DIMS) {
         sm_fail(err, "tensor '%s': %d dimensions (1..%d supported)", name, ndim, SM_MAX_DIMS);
+        return NULL;
+    }
+    if (!g->nfree &&
+        sm_grow(&g->tensors, &g->cap_tensors, (size_t)g->ntensors + 1, sizeof *g->tensors)) {
+        sm_fail(err, "tensor '%s': out of memory", name);
         return NULL;
     }
     sm_tensor *t = calloc(1, sizeof *t);
@@ -93,10 +104,6 @@ sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role 
         g->tensors[t->id] = t;
         return t;
     }
-    if (g->ntensors == g->cap_tensors) {
-        g->cap_tensors = g->cap_tensors ? 2 * g->cap_tensors : 256;
-        g->tensors = sm_xrealloc(g->tensors, g->cap_tensors * sizeof *g->tensors);
-    }
     t->id = g->ntensors;
     g->tensors[g->ntensors++] = t;
     return t;
@@ -113,25 +120,24 @@ static void sm_tensor_free(sm_tensor *t)
 sm_tensor *sm_tensor_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
                             sm_role role, int ndim, const int64_t *shape, sm_error *err)
 {
+    if (sm_grow(&owner->v, &owner->cap, (size_t)owner->n + 1, sizeof *owner->v)) {
+        sm_fail(err, "tensor '%s': out of memory", name);
+        return NULL;
+    }
     sm_tensor *t = sm_tensor_new(g, name, dtype, role, ndim, shape, err);
     if (!t) return NULL;
-    if (owner->n == owner->cap) {
-        owner->cap = owner->cap ? 2 * owner->cap : 64;
-        owner->v = sm_xrealloc(owner->v, owner->cap * sizeof *owner->v);
-    }
     owner->v[owner->n++] = t;
     return t;
 }
 
 void sm_tensor_list_drop(sm_graph *g, sm_tensor_list *owner)
 {
+    /* without memory for the free list the ids are not reused (their slots stay NULL) */
+    int reuse = !sm_grow(&g->free_ids, &g->cap_free, (size_t)g->nfree + (size_t)owner->n,
+                         sizeof *g->free_ids);
     for (int i = 0; i < owner->n; i++) {
         sm_tensor *t = owner->v[i];
-        if (g->nfree == g->cap_free) {
-            g->cap_free = g->cap_free ? 2 * g->cap_free : 256;
-            g->free_ids = sm_xrealloc(g->free_ids, g->cap_free * sizeof *g->free_ids);
-        }
-        g->free_ids[g->nfree++] = t->id;
+        if (reuse) g->free_ids[g->nfree++] = t->id;
         g->tensors[t->id] = NULL;
         g->nlive--;
         sm_tensor_free(t);
@@ -166,10 +172,8 @@ static sm_task_record *sm_record_slot(sm_graph *g)
 
 static void sm_log_access(sm_graph *g, const sm_access *a)
 {
-    if (g->naccess == g->cap_access) {
-        g->cap_access = g->cap_access ? 2 * g->cap_access : 4096;
-        g->access_log = sm_xrealloc(g->access_log, g->cap_access * sizeof *g->access_log);
-    }
+    if (sm_grow(&g->access_log, &g->cap_access, g->naccess + 1, sizeof *g->access_log))
+        sm_out_of_memory((g->naccess + 1) * sizeof *g->access_log);
     g->access_log[g->naccess++] = (int32_t)(a->t->id << 8 | (a->mode & 0xff));
 }
 
@@ -334,11 +338,4 @@ const sm_tensor *sm_graph_access(const sm_graph *g, const sm_task_record *r, int
 const sm_task_record *sm_graph_task(const sm_graph *g, size_t i)
 {
     return &g->chunks[i / SM_RECORD_CHUNK][i % SM_RECORD_CHUNK];
-}
-
-const char *sm_phase_name(sm_phase p)
-{
-    static const char *names[] = {"forward", "backward-input", "backward-weight", "optimizer",
-                                  "communication", "io"};
-    return p <= SM_IO ? names[p] : "?";
 }

@@ -10,14 +10,11 @@
 #include <starpu.h>
 #include <starmoe/error.h>
 #include "base/dtype.h"
+#include "base/phase.h"
 
 #define SM_MAX_DIMS 4
 
 typedef enum sm_role { SM_PARAM, SM_GRAD, SM_ACT, SM_OPT_STATE, SM_INPUT } sm_role;
-
-typedef enum sm_phase {
-    SM_FORWARD, SM_BACKWARD_INPUT, SM_BACKWARD_WEIGHT, SM_OPTIMIZER, SM_COMM, SM_IO
-} sm_phase;
 
 typedef struct sm_tensor {
     char *name;
@@ -84,7 +81,8 @@ size_t sm_tensor_bytes(const sm_tensor *t);
 /* Tensors with one owner (a run's activations, an optimizer's state), released together. */
 typedef struct sm_tensor_list {
     sm_tensor **v;
-    int n, cap;
+    int n;
+    size_t cap;
 } sm_tensor_list;
 
 /* sm_tensor_new, the tensor recorded in `owner`. */
@@ -125,7 +123,6 @@ int sm_graph_live_tensors(const sm_graph *g);
 /* Records of the current step. */
 size_t sm_graph_ntasks(const sm_graph *g);
 const sm_task_record *sm_graph_task(const sm_graph *g, size_t i);
-const char *sm_phase_name(sm_phase p);
 
 /* ---- dependencies (graph/deps.c) ---- */
 

@@ -97,7 +97,7 @@ static int sm_time_steps(sm_run *r, sm_optimizer *opt, const sm_bench_opts *o,
         sm_run_wait(r, &loss);
         if (opt) sm_optimizer_result(opt, NULL, NULL);
         double t1 = sm_now();
-        if (sm_tracer_step(tm->tracer, r, ++tm->step, sm_step_kind(r, opt), err)) return -1;
+        if (sm_tracer_step(tm->tracer, r->m->g, ++tm->step, sm_step_kind(r, opt), err)) return -1;
         double wall = sm_now() - t0;
         if (!isfinite(loss)) return sm_fail(err, "bench: loss is %g", loss);
         if (i < o->warmup) continue;
@@ -115,14 +115,14 @@ static int sm_bench_trace(const sm_bench_opts *o, const sm_model *m, sm_tracer *
 {
     char settings[160];
     if (!o->trace.path) return 0;
-    char *text = sm_tracer_model_config(m);
+    char *text = sm_tracer_config_text(sm_model_config(m));
     if (!text) return sm_fail(err, "%s: out of memory for the trace", o->trace.path);
     snprintf(settings, sizeof settings, "batch %d, seq %d, micro-batches %d, warmup %d, reps %d%s, "
              "pipeline %s x %d%s", o->B, o->S, o->micro, o->warmup, o->reps,
              o->train ? ", train" : "", o->run.pipeline ? o->run.pipeline : "none",
              o->run.pp > 0 ? o->run.pp : 1, o->run.deterministic ? ", deterministic" : "");
     sm_trace_meta meta[] = {{"command", "bench"}, {"settings", settings}, {"config", text}};
-    int rc = sm_tracer_open(t, &o->trace, meta, 3, err);
+    int rc = sm_tracer_open(t, &o->trace, sm_engine_sched_name(), meta, 3, err);
     free(text);
     return rc;
 }

@@ -24,7 +24,7 @@ static int sm_evaluate(sm_trainer *t, sm_error *err)
         sm_reader_next(&t->val_rd, tr->batch_size, t->ids, t->targets);
         sm_tracer_begin(t->tracer);
         if (sm_run_step(t->eval_run, t->ids, t->targets, &loss, err) ||
-            sm_tracer_step(t->tracer, t->eval_run, t->step, "eval", err))
+            sm_tracer_step(t->tracer, t->eval_run->m->g, t->step, "eval", err))
             return -1;
         sum += loss;
     }
@@ -74,7 +74,7 @@ static int sm_train_step(sm_trainer *t, sm_step_report *s, sm_error *err)
     sm_run_wait(t->run, &s->loss);
     sm_optimizer_result(t->opt, &s->grad_norm, &s->applied);
     s->balance = sm_run_balance_loss(t->run);
-    if (sm_tracer_step(t->tracer, t->run, t->step + 1, "train", err)) return -1;
+    if (sm_tracer_step(t->tracer, t->run->m->g, t->step + 1, "train", err)) return -1;
     s->seconds = sm_now() - t0;
     return 0;
 }

@@ -182,7 +182,7 @@ static int sm_setup_trace(sm_trainer *t, const sm_train_opts *o, sm_error *err)
     char *cfg = sm_run_config_to_text(&t->rc, err);
     if (!cfg) return -1;
     sm_trace_meta meta[] = {{"command", "train"}, {"run_folder", t->out}, {"config", cfg}};
-    int rc = sm_tracer_open(&t->tracer, &o->trace, meta, 3, err);
+    int rc = sm_tracer_open(&t->tracer, &o->trace, sm_engine_sched_name(), meta, 3, err);
     free(cfg);
     return rc;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # starmoe graph --dot writes one step's DAG: one node per task, the task count printed, edges
-# present, and (when Graphviz is installed) a file dot accepts.
+# present, nodes filled in their phase's colour, and (when Graphviz is installed) a file dot
+# accepts.
 . "$(dirname "$0")/tap.sh"
 out=$("$STARMOE" graph --config "$FIXTURE/config.json" --dot "$TMP/step.dot" --batch 2 --seq 32 --micro 2)
 ok $? "graph command runs ($out)"
@@ -10,5 +11,8 @@ nodes=$(grep -c '^  t[0-9]* \[label' "$TMP/step.dot")
 edges=$(grep -c -- '->' "$TMP/step.dot")
 [ "$edges" -ge "$nodes" ]; ok $? "dependencies drawn ($edges edges)"
 grep -q 'expert_fwd L1 e7 mb1' "$TMP/step.dot"; ok $? "tasks are named with op, layer, expert and micro-batch"
+colors=$(grep -o 'fillcolor="[^"]*"' "$TMP/step.dot" | sort -u)
+[ "$(echo "$colors" | grep -cE '^fillcolor="#[0-9a-f]{6}"$')" -ge 5 ] && ! echo "$colors" | grep -qvE '"#[0-9a-f]{6}"'
+ok $? "nodes filled with one colour per phase ($(echo $colors))"
 if command -v dot > /dev/null; then dot -Tsvg "$TMP/step.dot" -o "$TMP/step.svg"; ok $? "Graphviz renders the DAG"; fi
 tap_done

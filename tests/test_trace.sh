@@ -5,7 +5,8 @@
 # ranges, the Paje format (read back by pj_dump when pajeng is installed), eval and bench
 # traces, merging two ranks; the HTML report loaded in headless Chromium (lanes and task boxes
 # drawn, no script error; a screenshot is kept in tests/test_trace.out/); malformed trace files
-# and bad flags get errors naming the file.
+# and bad flags get errors naming the file; outputs that are an input are refused, a failed
+# merge leaves no output, absurd times and dependencies are refused naming the event and field.
 . "$(dirname "$0")/tap.sh"
 src=${STARMOE_SRCDIR:-..}
 check_tool=${TRACE_CHECK:-./tests/trace_check}
@@ -125,6 +126,28 @@ else
   for i in 1 2 3 4 5 6; do skip "chromium not installed"; done
 fi
 
+# ---- one colour per phase in every view: the report's legend, its boxes' bands, Paje, DOT
+"$STARMOE" graph --config "$FIXTURE/config.json" --dot "$TMP/step.dot" --batch 2 --seq 16 > /dev/null
+python3 - "$out_dir/report.html" "$TMP/run.paje" "$TMP/step.dot" > "$TMP/colors.txt" 2>&1 <<'PY'
+import json, re, sys
+html, paje, dot = (open(p).read() for p in sys.argv[1:4])
+legend = dict(re.findall(r"\.phase-([a-z-]+)\{background:(#[0-9a-f]{6})\}", html))
+data = json.loads(re.search(r'<script id="trace-data" type="application/json">(.*?)</script>',
+                            html, re.S).group(1))
+bands = dict(zip(data["cats"], data["cat_colors"]))
+rgb = lambda c: tuple(int(c[i:i + 2], 16) for i in (1, 3, 5))
+paje_colors = {tuple(round(float(x) * 255) for x in v.split())
+               for v in re.findall(r'^5 v\d+ ST_Task ".*" "([0-9. ]+)"$', paje, re.M)}
+dot_colors = set(re.findall(r'fillcolor="(#[0-9a-f]{6})"', dot))
+problems = [c for c in bands if c in legend and bands[c] != legend[c]]
+problems += [c for c in paje_colors if c not in {rgb(v) for v in legend.values()}]
+problems += [c for c in dot_colors if c not in legend.values()]
+print(len(legend), "phases;", "mismatches:", problems)
+sys.exit(int(len(legend) < 6 or len(bands) < 4 or not paje_colors or not dot_colors or
+             bool(problems)))
+PY
+ok $? "the report's legend and bands, Paje and DOT use the phase table's colours ($(cat "$TMP/colors.txt"))"
+
 # ---- malformed trace files and bad flags
 expect_error() { # name, pattern, command...
   local name=$1 pattern=$2; shift 2
@@ -148,6 +171,51 @@ for cmd in summary html; do
   expect_error "$cmd: event not an object" "notevent.json:1: event 0: an event must be a JSON object" "$STARMOE" trace $cmd "$TMP/notevent.json" "${args[@]}"
   expect_error "$cmd: empty file" "empty.json: empty file" "$STARMOE" trace $cmd "$TMP/empty.json" "${args[@]}"
 done
+
+# ---- outputs that would overwrite an input, failed merges, absurd events
+cp "$TMP/eval.json" "$TMP/keep.json"
+ln -sf eval.json "$TMP/eval-link.json"
+expect_error "merge -o one of its inputs is refused" "eval.json: the output is the input" \
+  "$STARMOE" trace merge "$TMP/train.json" "$TMP/eval.json" -o "$TMP/eval.json"
+expect_error "html -o its input is refused" "eval.json: the output is the input" \
+  "$STARMOE" trace html "$TMP/eval.json" -o "$TMP/eval.json"
+expect_error "html -o a link to its input is refused" "eval-link.json: the output is the input" \
+  "$STARMOE" trace html "$TMP/eval.json" -o "$TMP/eval-link.json"
+cmp -s "$TMP/eval.json" "$TMP/keep.json"; ok $? "the input trace is unchanged"
+expect_error "a merge with a truncated input fails" "truncated.json:[0-9]+: truncated" \
+  "$STARMOE" trace merge "$TMP/eval.json" "$TMP/truncated.json" -o "$TMP/partial.json"
+! ls "$TMP" | grep -q '^partial\.json'; ok $? "the failed merge left no output, not even a temporary file"
+cp "$TMP/merged.json" "$TMP/merged.keep"
+"$STARMOE" trace merge "$TMP/eval.json" "$TMP/truncated.json" -o "$TMP/merged.json" > /dev/null 2>&1
+cmp -s "$TMP/merged.json" "$TMP/merged.keep"; ok $? "a failed merge keeps the existing output"
+absurd() { # file, events
+  printf '{"traceEvents":[\n%s]}\n' "$2" > "$TMP/$1.json"
+}
+slice() { # name, ts, dur[, args]
+  printf '{"name":"%s","ph":"X","ts":%s,"dur":%s,"pid":0,"tid":0%s}' "$1" "$2" "$3" "${4:+,\"args\":$4}"
+}
+absurd negative "$(slice a -3 1)"
+absurd huge "$(slice a 1e16 1)"
+absurd backwards "$(slice a 5 -2)"
+absurd nan "$(slice a NaN 1)"
+absurd late "$(slice a 0 10 '{"id":0}'),
+$(slice b 0 10 '{"id":1,"deps":[0]}')"
+absurd crossgraph "$(slice a 0 10 '{"id":0,"graph":0}'),
+$(slice b 10 10 '{"id":1,"graph":1,"deps":[0]}')"
+expect_error "summary: negative time" 'negative.json:2: event 0 \("a"\): "ts" is -3 us' "$STARMOE" trace summary "$TMP/negative.json"
+expect_error "summary: time beyond 1e15 us" 'huge.json:2: event 0 \("a"\): "ts" is 1e\+16 us' "$STARMOE" trace summary "$TMP/huge.json"
+expect_error "summary: end before start" 'backwards.json:2: event 0 \("a"\): "dur" is -2 us' "$STARMOE" trace summary "$TMP/backwards.json"
+expect_error "summary: NaN time" 'nan.json:2: malformed JSON in event 0' "$STARMOE" trace summary "$TMP/nan.json"
+expect_error "summary: a dependency ending after its consumer starts" \
+  'late.json:3: event 1 \(op "b"\): "deps": task 0 ends at 10.000 us, after this task starts' "$STARMOE" trace summary "$TMP/late.json"
+expect_error "summary: a dependency in another step graph" \
+  'crossgraph.json:3: event 1 \(op "b"\): "deps": task 0 is in step graph 0' "$STARMOE" trace summary "$TMP/crossgraph.json"
+expect_error "html: absurd times are refused too" 'negative.json:2: event 0' "$STARMOE" trace html "$TMP/negative.json" -o "$TMP/negative.html"
+for f in summary.json merged.sum; do
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["critical_path"]; sys.exit(not c["us"] <= c["graphs_span_us"])' "$TMP/$f"
+  ok $? "$f: the critical path is within the graphs' span"
+done
+
 expect_error "--trace-steps backwards" "trace-steps '5:2'" train --out "$TMP/x" --trace "$TMP/x.json" --trace-steps 5:2
 expect_error "--trace-format unknown" "trace-format 'xml'" train --out "$TMP/x" --trace "$TMP/x.json" --trace-format xml
 expect_error "trace file in a missing folder" "nodir/t.json: cannot create" train --out "$TMP/x" --trace "$TMP/nodir/t.json"

@@ -1,8 +1,11 @@
-/* Tests of the trace io (trace/*.c) on a small hand-made trace whose summary is known:
+/* Tests of the trace io (trace/) on a small hand-made trace whose summary is known:
  * the Chrome writer's output read back (names with quotes and line breaks, null predictions,
  * lanes, marks, counters), every summary figure (per-op totals and shares, per-worker busy and
  * idle, the stage bubble, the critical path over two step graphs, the compute/communication
  * overlap), the Paje writer's time order, the merge of two ranks, and --trace-steps parsing.
+ * Hostile input: outputs that are one of the inputs are refused, a failed merge leaves no
+ * output, absurd times and dependencies are refused naming the event and the field, and the
+ * critical path never exceeds the graphs' span.
  *
  * The trace (times in us, two workers, graph 0 then graph 1):
  *   A w0 [0,10]  forward        id 0            predicted 5
@@ -13,10 +16,12 @@
  *   F w1 [30,32] communication  id 5
  *   G w0 [40,45] forward        id 6            (graph 1)
  *   H w1 [45,50] forward        id 7  deps 6    (graph 1) */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "trace/writer.h"
@@ -173,6 +178,186 @@ static void test_merge(const char *path, const char *merged)
     sm_trace_data_free(&d);
 }
 
+/* The whole file, malloc'd (NULL when unreadable). */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = calloc(1, (size_t)n + 1)) &&
+        fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (f) fclose(f);
+    return buf;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* Files left in the test folder besides the ones it keeps (t.json, t.paje, merged.json). */
+static int stray_files(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    while (d && (e = readdir(d)))
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "t.json") &&
+             strcmp(e->d_name, "t.paje") && strcmp(e->d_name, "merged.json");
+    if (d) closedir(d);
+    return d ? n : -1;
+}
+
+/* An output that is one of the inputs (by name, by another name, through a link) is refused
+ * and the input is left as it was. */
+static void test_output_is_input(const char *path)
+{
+    char other[600], link[600];
+    sm_error err;
+    char *before = slurp(path);
+    snprintf(other, sizeof other, "%s/../%s/t.json", dir, strrchr(dir, '/') + 1);
+    snprintf(link, sizeof link, "%s/link.json", dir);
+    int linked = symlink("t.json", link) == 0;
+    const char *same[] = {path, other, link};
+    for (int i = 0; i < 3; i++) {
+        const char *inputs[] = {path, path};
+        int rc = sm_trace_merge(inputs, 2, same[i], &err);
+        tap_ok(rc != 0 && strstr(err.msg, "the output is the input"),
+               "merge -o %s (an input) is refused (%s)", same[i], rc ? err.msg : "accepted");
+        rc = sm_trace_html(path, same[i], &err);
+        tap_ok(rc != 0 && strstr(err.msg, "the output is the input"),
+               "html -o %s (its input) is refused (%s)", same[i], rc ? err.msg : "accepted");
+    }
+    char *after = slurp(path);
+    tap_ok(linked && before && after && !strcmp(before, after), "the input is unchanged");
+    unlink(link);
+    free(before);
+    free(after);
+}
+
+/* A merge that fails on its second input leaves no output (nor a temporary file), and keeps
+ * an existing output as it was. */
+static void test_failed_merge(const char *path, const char *merged)
+{
+    char bad[600], fresh[600];
+    sm_error err;
+    snprintf(bad, sizeof bad, "%s/bad.json", dir);
+    snprintf(fresh, sizeof fresh, "%s/fresh.json", dir);
+    write_text(bad, "{\"traceEvents\":[{\"name\":\"x\",\"ph\":\"X\"},\n");
+    const char *inputs[] = {path, bad};
+    int rc = sm_trace_merge(inputs, 2, fresh, &err);
+    tap_ok(rc != 0 && access(fresh, F_OK) != 0, "a failed merge creates no output (%s)",
+           rc ? err.msg : "accepted");
+    char *before = slurp(merged);
+    rc = sm_trace_merge(inputs, 2, merged, &err);
+    char *after = slurp(merged);
+    tap_ok(rc != 0 && before && after && !strcmp(before, after),
+           "a failed merge leaves the existing output as it was");
+    unlink(bad);
+    tap_ok(stray_files() == 0, "no temporary file is left behind");
+    free(before);
+    free(after);
+}
+
+/* Events no run writes: each refused, naming the event and the field. */
+static void test_absurd_events(void)
+{
+    static const struct {
+        const char *events, *want;
+    } cases[] = {
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":-5,\"dur\":1,\"pid\":0,\"tid\":0}",
+         "event 0 (\"a\"): \"ts\" is -5 us"},
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":1e16,\"dur\":1,\"pid\":0,\"tid\":0}",
+         "event 0 (\"a\"): \"ts\" is 1e+16 us"},
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":5,\"dur\":-2,\"pid\":0,\"tid\":0}",
+         "event 0 (\"a\"): \"dur\" is -2 us"},
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":9e14,\"dur\":9e14,\"pid\":0,\"tid\":0}",
+         "event 0 (\"a\"): the task ends at 1.8e+15 us"},
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":5,\"dur\":1,\"pid\":0,\"tid\":0,"
+         "\"args\":{\"ready_us\":7}}", "event 0 (\"a\"): \"ready_us\" 7.000 is after the start"},
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":5,\"dur\":1,\"pid\":0,\"tid\":0,"
+         "\"args\":{\"submit_us\":4,\"ready_us\":3}}", "\"submit_us\" 4.000 is after"},
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":5,\"dur\":1,\"pid\":0,\"tid\":0,"
+         "\"args\":{\"flops\":-1}}", "event 0 (\"a\"): \"flops\" is -1"},
+        {"{\"name\":\"r\",\"ph\":\"C\",\"ts\":-1,\"pid\":0,\"args\":{\"n\":1}}",
+         "event 0 (\"r\"): \"ts\" is -1 us"},
+        {"{\"name\":\"m\",\"ph\":\"i\",\"ts\":2e15,\"pid\":0}", "event 0 (\"m\"): \"ts\""},
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":NaN,\"dur\":1,\"pid\":0,\"tid\":0}",
+         "event 0"},
+        /* a dependency on another step graph's task */
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":0,\"dur\":10,\"pid\":0,\"tid\":0,"
+         "\"args\":{\"id\":0,\"graph\":0}},\n{\"name\":\"b\",\"ph\":\"X\",\"ts\":10,"
+         "\"dur\":10,\"pid\":0,\"tid\":0,\"args\":{\"id\":1,\"graph\":1,\"deps\":[0]}}",
+         ":2: event 1 (op \"b\"): \"deps\": task 0 is in step graph 0"},
+        /* a dependency that ends after its consumer starts */
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":0,\"dur\":10,\"pid\":0,\"tid\":0,"
+         "\"args\":{\"id\":0}},\n{\"name\":\"b\",\"ph\":\"X\",\"ts\":0,\"dur\":10,"
+         "\"pid\":0,\"tid\":1,\"args\":{\"id\":1,\"deps\":[0]}}",
+         "event 1 (op \"b\"): \"deps\": task 0 ends at 10.000 us, after this task starts"},
+        /* two tasks with one id */
+        {"{\"name\":\"a\",\"ph\":\"X\",\"ts\":0,\"dur\":1,\"pid\":0,\"tid\":0,"
+         "\"args\":{\"id\":3}},{\"name\":\"b\",\"ph\":\"X\",\"ts\":1,\"dur\":1,\"pid\":0,"
+         "\"tid\":0,\"args\":{\"id\":3}}", "event 1 (op \"b\"): \"id\" 3 is also the id of "
+         "event 0"},
+    };
+    char path[600], text[1024];
+    snprintf(path, sizeof path, "%s/absurd.json", dir);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sm_trace_data d;
+        sm_error err = {{0}};
+        snprintf(text, sizeof text, "{\"traceEvents\":[%s]}\n", cases[i].events);
+        write_text(path, text);
+        int rc = sm_trace_load(&d, path, &err);
+        tap_ok(rc != 0 && strstr(err.msg, cases[i].want), "refused: %s (%s)", cases[i].want,
+               rc ? err.msg : "accepted");
+        sm_trace_data_free(&d);
+    }
+    unlink(path);
+}
+
+/* The critical path is summed per step graph and never exceeds the graphs' span, even for data
+ * the loader would refuse: A [0,10] in graph 0 and B [10,20] in graph 1 depending on A (the
+ * chain A-B counted for graph 1 on top of A for graph 0 gave 30 us against a span of 20), and
+ * B [0,10] depending on A [0,10] in one graph (20 us of chain in a 10 us span). */
+static void test_critical_within_span(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/chain.json", dir);
+    write_text(path, "{\"traceEvents\":[{\"name\":\"a\",\"ph\":\"X\",\"ts\":0,\"dur\":10,"
+                     "\"pid\":0,\"tid\":0,\"args\":{\"id\":0}},{\"name\":\"b\",\"ph\":\"X\","
+                     "\"ts\":10,\"dur\":10,\"pid\":0,\"tid\":1,\"args\":{\"id\":1,"
+                     "\"deps\":[0]}}]}\n");
+    sm_trace_data d;
+    sm_trace_stats s;
+    sm_error err;
+    int rc = sm_trace_load(&d, path, &err);
+    tap_ok(rc == 0, "a two-task chain loads (%s)", rc ? err.msg : "ok");
+    if (rc) return;
+    d.slices[1].graph = 1;
+    rc = sm_trace_summarise(&d, &s, &err);
+    tap_ok(rc == 0 && s.graphs == 2 && s.critical_path <= s.graphs_span &&
+               fabs(s.critical_path - 20) < 1e-9,
+           "a chain does not cross step graphs (critical path %g us, span %g us)",
+           s.critical_path, s.graphs_span);
+    sm_trace_stats_free(&s);
+    d.slices[1].graph = 0;
+    d.slices[1].ts = 0;
+    rc = sm_trace_summarise(&d, &s, &err);
+    tap_ok(rc == 0 && s.critical_path <= s.graphs_span && fabs(s.graphs_span - 10) < 1e-9,
+           "overlapping dependent tasks: critical path %g us within the span %g us",
+           s.critical_path, s.graphs_span);
+    sm_trace_stats_free(&s);
+    sm_trace_data_free(&d);
+    unlink(path);
+}
+
 static void test_steps(void)
 {
     static const struct {
@@ -208,6 +393,10 @@ int main(void)
     test_summary(path);
     test_paje(paje);
     test_merge(path, merged);
+    test_output_is_input(path);
+    test_failed_merge(path, merged);
+    test_absurd_events();
+    test_critical_within_span();
     test_steps();
     unlink(path);
     unlink(paje);

@@ -1,14 +1,16 @@
 /* The HTML trace report (sm_trace_html): one self-contained page — inline style and script
  * from trace/html_page.c, the trace's slices, marks and counters as JSON in a
  * <script type="application/json"> element, and the per-op bar chart and summary tables as
- * plain HTML written here. */
+ * plain HTML written here. Phase colours (the band under each task box, the legend) come from
+ * the phase table (base/phase.h). */
 #include "trace/read.h"
+#include "trace/output.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <starmoe/trace.h>
+#include "base/phase.h"
 
 /* Text for HTML content and attributes. */
 static void sm_html_text(FILE *f, const char *s)
@@ -65,13 +67,30 @@ static void sm_html_header(FILE *f, const sm_trace_data *d, const sm_trace_stats
                "</header>\n", s->tasks, (long long)s->graphs, s->nworkers, s->makespan * 1e-3);
 }
 
+/* The colour of a trace category: its phase's, or the unknown one. */
+static const char *sm_cat_color(const char *cat)
+{
+    int phase = sm_phase_by_name(cat);
+    return phase < 0 ? SM_PHASE_UNKNOWN_COLOR : sm_phase_info_of(phase)->color;
+}
+
+/* Style rules of the phase legend, one class per phase. */
+static void sm_html_phase_style(FILE *f)
+{
+    for (int i = 0; i < SM_NPHASES; i++)
+        fprintf(f, ".phase-%s{background:%s}\n", sm_phase_name(i), sm_phase_info_of(i)->color);
+}
+
 static void sm_html_timeline(FILE *f)
 {
     fputs("<section><h2>Timeline</h2><p class=\"hint\">Wheel: zoom around the pointer &middot; "
           "drag: pan &middot; double-click: whole run &middot; hover a task for its details. "
-          "Grey lines mark steps, red lines evaluations and checkpoints.</p>\n"
-          "<div id=\"timeline\"><canvas id=\"gantt\"></canvas><div id=\"tip\" hidden></div>"
-          "</div></section>\n", f);
+          "Grey lines mark steps, red lines evaluations and checkpoints. Boxes are coloured by "
+          "op family, the band under each by phase:</p>\n<p class=\"legend\">", f);
+    for (int i = 0; i < SM_NPHASES; i++)
+        fprintf(f, "<span class=\"phase-%s\">%s</span>", sm_phase_name(i), sm_phase_name(i));
+    fputs("</p>\n<div id=\"timeline\"><canvas id=\"gantt\"></canvas><div id=\"tip\" hidden>"
+          "</div></div></section>\n", f);
 }
 
 static void sm_html_bars(FILE *f, const sm_trace_data *d, const sm_trace_stats *s)
@@ -243,6 +262,9 @@ static void sm_html_data(FILE *f, sm_trace_data *d)
         sm_op_color(i, color);
         fprintf(f, "%s\"%s\"", i ? "," : "", color);
     }
+    fputs("],\n\"cat_colors\":[", f);
+    for (int i = 0; i < d->cats.n; i++)
+        fprintf(f, "%s\"%s\"", i ? "," : "", sm_cat_color(d->cats.v[i]));
     fprintf(f, "],\n\"begin\":%.3f,\"end\":%.3f,\n", d->begin, d->end);
     sm_html_slices(f, d);
     sm_html_marks(f, d);
@@ -256,7 +278,9 @@ static void sm_html_page(FILE *f, sm_trace_data *d, const sm_trace_stats *s, con
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>"
           "starmoe trace: ", f);
     sm_html_text(f, path);
-    fprintf(f, "</title>\n<style>\n%s</style></head>\n<body>\n", sm_trace_html_style);
+    fprintf(f, "</title>\n<style>\n%s", sm_trace_html_style);
+    sm_html_phase_style(f);
+    fputs("</style></head>\n<body>\n", f);
     sm_html_header(f, d, s, path);
     sm_html_timeline(f);
     sm_html_bars(f, d, s);
@@ -272,13 +296,11 @@ int sm_trace_html(const char *path, const char *out_path, sm_error *err)
     int rc = sm_trace_load(&d, path, err);
     if (rc == 0) rc = sm_trace_summarise(&d, &s, err);
     if (rc == 0) {
-        FILE *f = fopen(out_path, "w");
-        if (!f) {
-            rc = sm_fail(err, "%s: cannot create the report: %s", out_path, strerror(errno));
-        } else {
-            sm_html_page(f, &d, &s, path);
-            if (ferror(f) | fclose(f))
-                rc = sm_fail(err, "%s: cannot write the report: %s", out_path, strerror(errno));
+        sm_trace_out out;
+        rc = sm_trace_out_begin(&out, out_path, &path, 1, err);
+        if (rc == 0) {
+            sm_html_page(out.f, &d, &s, path);
+            rc = sm_trace_out_end(&out, 0, err);
         }
         sm_trace_stats_free(&s);
     }

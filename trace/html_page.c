@@ -1,7 +1,8 @@
 /* The fixed parts of the HTML trace report (trace/html.c writes the rest): its style sheet
  * and its script. The script reads the JSON in <script id="trace-data">, draws a Gantt chart
- * on a canvas — one lane per worker, one box per task coloured by op family, step marks, and
- * the counters below the lanes — that zooms with the wheel around the pointer, pans by
+ * on a canvas — one lane per worker, one box per task coloured by op family with a band in its
+ * phase's colour (D.cat_colors, from the phase table), step marks, and the counters below the
+ * lanes — that zooms with the wheel around the pointer, pans by
  * dragging, resets on double-click and shows a task's details on hover. After each drawing it
  * sets data-lanes, data-boxes and data-slices on <body>; a script error sets data-error; with
  * #selftest in the URL it zooms and hovers through its own event handlers and reports data-zoom
@@ -35,7 +36,9 @@ const char sm_trace_html_style[] =
     "th,td{padding:3px 10px;border-bottom:1px solid #e5e7eb;text-align:right}\n"
     "th:first-child,td:first-child{text-align:left}\n"
     "th{background:#f8fafc;font-weight:600}\n"
-    "p.fact{margin:4px 0;font-size:13px}\n";
+    "p.fact{margin:4px 0;font-size:13px}\n"
+    ".legend{margin:0 0 6px;font-size:12px}\n"
+    ".legend span{display:inline-block;padding:1px 8px;margin-right:6px;border-radius:2px}\n";
 
 const char sm_trace_html_script[] =
     "(function () {\n"
@@ -128,6 +131,8 @@ const char sm_trace_html_script[] =
     "        if (x1 - x0 < 1 && x0 < lastEnd) continue;\n"
     "        ctx.fillStyle = D.colors[S[s + 1]];\n"
     "        ctx.fillRect(x0, y, Math.max(1, x1 - x0), LANE_H - 4);\n"
+    "        ctx.fillStyle = D.cat_colors[S[s + 2]];\n"
+    "        ctx.fillRect(x0, y + LANE_H - 8, Math.max(1, x1 - x0), 4);\n"
     "        lastEnd = Math.max(x0 + 1, x1);\n"
     "        boxes++;\n"
     "      }\n"

@@ -3,10 +3,11 @@
  * input's pids get fresh ones, in order of appearance, and its process names say which file
  * they came from) and their task and flow ids shifted past the previous inputs' ids, so that
  * dependencies stay within their rank. Times are kept: each rank's clock starts when its trace
- * began. The inputs' metadata is kept under "inputN.key" in otherData. */
+ * began. The inputs' metadata is kept under "inputN.key" in otherData. The output may not be
+ * one of the inputs and appears only once complete (trace/output.h). */
 #include "trace/read.h"
+#include "trace/output.h"
 
-#include <errno.h>
 #include <string.h>
 #include <starmoe/trace.h>
 
@@ -116,12 +117,14 @@ static int sm_merge_all(sm_merge *m, const char *const *paths, int n, json_t *al
 int sm_trace_merge(const char *const *paths, int n, const char *out_path, sm_error *err)
 {
     sm_merge m = {.out_path = out_path};
+    sm_trace_out out;
     json_t *all = json_object();
     if (!all) return sm_fail(err, "out of memory");
-    if (!(m.out = fopen(out_path, "w"))) {
+    if (sm_trace_out_begin(&out, out_path, paths, n, err)) {
         json_decref(all);
-        return sm_fail(err, "%s: cannot create the merged trace: %s", out_path, strerror(errno));
+        return -1;
     }
+    m.out = out.f;
     fputs("{\"traceEvents\":[", m.out);
     int rc = sm_merge_all(&m, paths, n, all, err);
     if (rc == 0) {
@@ -129,8 +132,7 @@ int sm_trace_merge(const char *const *paths, int n, const char *out_path, sm_err
         rc = json_dumpf(all, m.out, JSON_COMPACT) ? sm_fail(err, "out of memory") : 0;
         fputs(",\n\"displayTimeUnit\":\"ms\"}\n", m.out);
     }
-    if ((ferror(m.out) | fclose(m.out)) && rc == 0)
-        rc = sm_fail(err, "%s: cannot write the merged trace: %s", out_path, strerror(errno));
+    rc = sm_trace_out_end(&out, rc, err);
     json_decref(all);
     return rc;
 }

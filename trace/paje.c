@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "base/grow.h"
+#include "base/phase.h"
 
 /* Kinds in the order they are written when they share a time: a state ends before the next
  * one starts on the same worker. */
@@ -159,16 +160,14 @@ static int pj_push(sm_paje *p, int64_t ns, int kind, int container, int value, u
     return 0;
 }
 
-/* The colour of a task category, as in the DOT export. */
-static const char *pj_color(const char *cat)
+/* The colour of a task category (base/phase.h) as Paje writes it: "r g b" in [0, 1]. */
+static void pj_color(const char *cat, char out[32])
 {
-    static const char *cats[] = {"forward", "backward-input", "backward-weight", "optimizer",
-                                 "communication", "io"};
-    static const char *rgb[] = {"0.68 0.85 0.9", "0.98 0.5 0.45", "1 0.65 0",
-                                "0.6 0.98 0.6", "0.87 0.63 0.87", "0.5 0.5 0.5"};
-    for (int i = 0; i < 6; i++)
-        if (!strcmp(cat, cats[i])) return rgb[i];
-    return "0.5 0.5 0.5";
+    int phase = sm_phase_by_name(cat);
+    const char *hex = phase < 0 ? SM_PHASE_UNKNOWN_COLOR : sm_phase_info_of(phase)->color;
+    unsigned rgb = (unsigned)strtoul(hex + 1, NULL, 16);
+    snprintf(out, 32, "%.3g %.3g %.3g", (rgb >> 16) / 255.0, (rgb >> 8 & 0xff) / 255.0,
+             (rgb & 0xff) / 255.0);
 }
 
 int sm_paje_task(sm_paje *p, const sm_trace_task *t)
@@ -176,9 +175,11 @@ int sm_paje_task(sm_paje *p, const sm_trace_task *t)
     int added, op = pj_intern(&p->ops, t->op, &added);
     if (op < 0) return p->oom = -1;
     if (added) {
+        char color[32];
+        pj_color(t->cat, color);
         fprintf(p->f, "5 v%d ST_Task ", op);
         pj_put_str(p->f, t->op);
-        fprintf(p->f, " \"%s\"\n", pj_color(t->cat));
+        fprintf(p->f, " \"%s\"\n", color);
     }
     if (pj_push(p, t->start_ns, PJ_STATE, t->worker, op, 0, 0)) return -1;
     return pj_push(p, t->end_ns, PJ_IDLE, t->worker, 0, 0, 0);

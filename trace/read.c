@@ -5,6 +5,7 @@
  * counter values in flat arrays. */
 #include "trace/read.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -279,6 +280,25 @@ static double sm_num(sm_loader *L, const json_t *o, const char *key, int need, d
     return v ? json_number_value(v) : dflt;
 }
 
+/* A number of o that must lie in [0, max] when present (unit: for the message). */
+static double sm_nonneg(sm_loader *L, const json_t *o, const char *key, int need, double dflt,
+                        double max, const char *unit, int *bad)
+{
+    double v = sm_num(L, o, key, need, dflt, bad);
+    if (*bad || (v >= 0 && v <= max)) return v;
+    sm_trace_event_fail(L->pos, L->ev, L->err, "\"%s\" is %g%s: it must lie in [0, %g]%s", key,
+                        v, unit, max, unit);
+    *bad = 1;
+    return dflt;
+}
+
+/* A time: microseconds since the trace began. */
+static double sm_time(sm_loader *L, const json_t *o, const char *key, int need, double dflt,
+                      int *bad)
+{
+    return sm_nonneg(L, o, key, need, dflt, SM_TRACE_MAX_US, " us", bad);
+}
+
 static int64_t sm_int(sm_loader *L, const json_t *o, const char *key, int need, int64_t dflt,
                       int *bad)
 {
@@ -330,17 +350,23 @@ static int sm_slice_args(sm_loader *L, const json_t *a, sm_trace_slice *sl, cons
     sl->expert = (int)sm_int(L, a, "expert", 0, -1, &bad);
     sl->stage = (int)sm_int(L, a, "stage", 0, 0, &bad);
     sl->order = sm_int(L, a, "order", 0, -1, &bad);
-    sl->submit = sm_num(L, a, "submit_us", 0, sl->ts, &bad);
-    sl->ready = sm_num(L, a, "ready_us", 0, sl->ts, &bad);
-    sl->flops = sm_num(L, a, "flops", 0, 0, &bad);
-    sl->bytes = sm_num(L, a, "bytes", 0, 0, &bad);
+    sl->submit = sm_time(L, a, "submit_us", 0, sl->ts, &bad);
+    sl->ready = sm_time(L, a, "ready_us", 0, sl->ts, &bad);
+    sl->flops = sm_nonneg(L, a, "flops", 0, 0, DBL_MAX, "", &bad);
+    sl->bytes = sm_nonneg(L, a, "bytes", 0, 0, DBL_MAX, "", &bad);
     v = sm_member(L, a, "predicted_us", 0, sm_is_num_or_null, "a number or null", &bad);
-    sl->predicted = json_is_number(v) ? json_number_value(v) : NAN;
+    sl->predicted = json_is_number(v) ? sm_time(L, a, "predicted_us", 0, NAN, &bad) : NAN;
     const json_t *deps = sm_member(L, a, "deps", 0, sm_is_array, "an array of ids", &bad);
     if (bad) return -1;
     if (sl->stage < 0 || sl->stage > SM_TRACE_MAX_STAGE)
         return sm_trace_event_fail(L->pos, L->ev, L->err, "\"stage\" %d is outside [0, %d]",
                                    sl->stage, SM_TRACE_MAX_STAGE);
+    if (sl->submit > sl->ready + SM_TRACE_TIME_SLACK_US)
+        return sm_trace_event_fail(L->pos, L->ev, L->err, "\"submit_us\" %.3f is after "
+                                   "\"ready_us\" %.3f", sl->submit, sl->ready);
+    if (sl->ready > sl->ts + SM_TRACE_TIME_SLACK_US)
+        return sm_trace_event_fail(L->pos, L->ev, L->err, "\"ready_us\" %.3f is after the "
+                                   "start \"ts\" %.3f", sl->ready, sl->ts);
     return deps ? sm_slice_deps(L, deps, sl) : 0;
 }
 
@@ -348,16 +374,19 @@ static int sm_load_slice(sm_loader *L, const json_t *ev)
 {
     sm_trace_data *d = L->d;
     int bad = 0;
-    sm_trace_slice sl = {.id = -1, .layer = -1, .micro = -1, .expert = -1, .predicted = NAN};
+    sm_trace_slice sl = {.id = -1, .layer = -1, .micro = -1, .expert = -1, .predicted = NAN,
+                         .event = L->pos->index, .line = L->pos->line};
     const json_t *name = sm_member(L, ev, "name", 1, sm_is_string, "a string", &bad);
     const json_t *cat = bad ? NULL : sm_member(L, ev, "cat", 0, sm_is_string, "a string", &bad);
-    sl.ts = bad ? 0 : sm_num(L, ev, "ts", 1, 0, &bad);
-    sl.dur = bad ? 0 : sm_num(L, ev, "dur", 1, 0, &bad);
+    sl.ts = bad ? 0 : sm_time(L, ev, "ts", 1, 0, &bad);
+    sl.dur = bad ? 0 : sm_time(L, ev, "dur", 1, 0, &bad);
     int64_t pid = bad ? 0 : sm_int(L, ev, "pid", 1, 0, &bad);
     int64_t tid = bad ? 0 : sm_int(L, ev, "tid", 1, 0, &bad);
     const json_t *args = bad ? NULL : sm_member(L, ev, "args", 0, sm_is_object, "an object", &bad);
     if (bad) return -1;
-    if (sl.dur < 0) return sm_trace_event_fail(L->pos, ev, L->err, "\"dur\" is negative");
+    if (sl.ts + sl.dur > SM_TRACE_MAX_US)
+        return sm_trace_event_fail(L->pos, ev, L->err, "the task ends at %g us (\"ts\" + "
+                                   "\"dur\"), after %g us", sl.ts + sl.dur, SM_TRACE_MAX_US);
     const char *op = json_string_value(name);
     sl.submit = sl.ready = sl.ts;
     if (args && sm_slice_args(L, args, &sl, &op)) return -1;
@@ -396,7 +425,7 @@ static int sm_load_counter(sm_loader *L, const json_t *ev)
     sm_trace_data *d = L->d;
     int bad = 0;
     const json_t *name = sm_member(L, ev, "name", 1, sm_is_string, "a string", &bad);
-    double ts = bad ? 0 : sm_num(L, ev, "ts", 1, 0, &bad);
+    double ts = bad ? 0 : sm_time(L, ev, "ts", 1, 0, &bad);
     const json_t *args = bad ? NULL : sm_member(L, ev, "args", 1, sm_is_object, "an object", &bad);
     if (bad) return -1;
     const char *key;
@@ -421,7 +450,7 @@ static int sm_load_instant(sm_loader *L, const json_t *ev)
     int bad = 0;
     const json_t *name = sm_member(L, ev, "name", 1, sm_is_string, "a string", &bad);
     const json_t *cat = bad ? NULL : sm_member(L, ev, "cat", 0, sm_is_string, "a string", &bad);
-    double ts = bad ? 0 : sm_num(L, ev, "ts", 1, 0, &bad);
+    double ts = bad ? 0 : sm_time(L, ev, "ts", 1, 0, &bad);
     const json_t *args = bad ? NULL : sm_member(L, ev, "args", 0, sm_is_object, "an object", &bad);
     int64_t tasks = bad || !args ? -1 : sm_int(L, args, "tasks", 0, -1, &bad);
     if (bad) return -1;
@@ -458,11 +487,86 @@ static int sm_load_event(void *ctx, const json_t *ev, const sm_trace_pos *pos, s
     }
 }
 
+/* ---- checks across events: ids and dependencies ---- */
+
+static int sm_cmp_by_id(const void *a, const void *b)
+{
+    const sm_trace_id *x = a, *y = b;
+    if (x->id != y->id) return x->id < y->id ? -1 : 1;
+    return (x->slice > y->slice) - (x->slice < y->slice);
+}
+
+long sm_trace_find_id(const sm_trace_data *d, int64_t id)
+{
+    size_t lo = 0, hi = d->nby_id;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (d->by_id[mid].id < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < d->nby_id && d->by_id[lo].id == id ? (long)d->by_id[lo].slice : -1;
+}
+
+static int sm_slice_fail(const sm_trace_data *d, const sm_trace_slice *s, const char *path,
+                         sm_error *err, const char *what)
+{
+    return sm_fail(err, "%s:%d: event %zu (op \"%s\"): %s", path, s->line, s->event,
+                   d->ops.v[s->op], what);
+}
+
+/* One slice's dependencies: tasks of its own step graph that ended before it started (ids the
+ * trace does not hold are let be: the summary ignores them). */
+static int sm_check_slice_deps(const sm_trace_data *d, const sm_trace_slice *s, const char *path,
+                               sm_error *err)
+{
+    char what[256];
+    for (int k = 0; k < s->ndeps; k++) {
+        int64_t id = d->deps[s->deps_at + k];
+        long i = sm_trace_find_id(d, id);
+        if (i < 0) continue;
+        const sm_trace_slice *p = &d->slices[i];
+        if (p->graph != s->graph)
+            snprintf(what, sizeof what, "\"deps\": task %lld is in step graph %lld, this task in "
+                     "graph %lld", (long long)id, (long long)p->graph, (long long)s->graph);
+        else if (p->ts + p->dur > s->ts + SM_TRACE_TIME_SLACK_US)
+            snprintf(what, sizeof what, "\"deps\": task %lld ends at %.3f us, after this task "
+                     "starts (\"ts\" %.3f us)", (long long)id, p->ts + p->dur, s->ts);
+        else
+            continue;
+        return sm_slice_fail(d, s, path, err, what);
+    }
+    return 0;
+}
+
+/* Indexes the slices by id, which must be unique; dependencies stay in their graph and in
+ * time order. */
+static int sm_check_deps(sm_trace_data *d, const char *path, sm_error *err)
+{
+    sm_trace_id *v = malloc((d->nslices ? d->nslices : 1) * sizeof *v);
+    int rc = 0;
+    if (!v) return sm_fail(err, "%s: out of memory", path);
+    d->by_id = v;
+    for (size_t i = 0; i < d->nslices; i++)
+        if (d->slices[i].id >= 0) v[d->nby_id++] = (sm_trace_id){d->slices[i].id, i};
+    qsort(v, d->nby_id, sizeof *v, sm_cmp_by_id);
+    for (size_t j = 1; rc == 0 && j < d->nby_id; j++) {
+        if (v[j].id != v[j - 1].id) continue;
+        char what[128];
+        snprintf(what, sizeof what, "\"id\" %lld is also the id of event %zu",
+                 (long long)v[j].id, d->slices[v[j - 1].slice].event);
+        rc = sm_slice_fail(d, &d->slices[v[j].slice], path, err, what);
+    }
+    for (size_t i = 0; rc == 0 && i < d->nslices; i++)
+        rc = sm_check_slice_deps(d, &d->slices[i], path, err);
+    return rc;
+}
+
 int sm_trace_load(sm_trace_data *d, const char *path, sm_error *err)
 {
     memset(d, 0, sizeof *d);
     sm_loader L = {.d = d, .err = err, .last_lane = -1};
-    return sm_trace_scan(path, sm_load_event, &L, &d->meta, err);
+    if (sm_trace_scan(path, sm_load_event, &L, &d->meta, err)) return -1;
+    return sm_check_deps(d, path, err);
 }
 
 void sm_trace_data_free(sm_trace_data *d)
@@ -470,6 +574,7 @@ void sm_trace_data_free(sm_trace_data *d)
     for (int i = 0; i < d->nlanes; i++) free(d->lanes[i].name);
     for (size_t i = 0; i < d->nmarks; i++) free(d->marks[i].name), free(d->marks[i].cat);
     free(d->slices);
+    free(d->by_id);
     free(d->deps);
     free(d->lanes);
     free(d->marks);

@@ -1,7 +1,10 @@
 /* Reading Chrome traces back (trace/read.c): a streaming scanner of the top-level object
  * that hands each event of "traceEvents" to a callback (the file is mapped, events are parsed
  * one at a time), a loader that keeps what the summary and the report need in compact arrays,
- * and the summary itself (trace/summary.c). Errors name the file, the line and the event. */
+ * and the summary itself (trace/summary.c). Errors name the file, the line and the event. The
+ * loader refuses what no run can have written: times outside [0, SM_TRACE_MAX_US], a task
+ * submitted after it was ready or ready after it started, two tasks with one id, a dependency on
+ * a task of another step graph or one that ended after its consumer started. */
 #ifndef STARMOE_IO_TRACE_READ_H
 #define STARMOE_IO_TRACE_READ_H
 
@@ -46,6 +49,11 @@ void sm_strtab_free(sm_strtab *t);
 
 /* Pipeline stages a trace may have. */
 #define SM_TRACE_MAX_STAGE 4095
+/* Latest time a trace may hold (about 31 years, in microseconds since it began). */
+#define SM_TRACE_MAX_US 1e15
+/* What the written times' rounding (to the nanosecond) may put a consumer before its
+ * dependency's end or a task's start before its ready time, in us. */
+#define SM_TRACE_TIME_SLACK_US 1e-3
 
 /* One task ("X" event). Times in microseconds as in the file. */
 typedef struct sm_trace_slice {
@@ -59,6 +67,8 @@ typedef struct sm_trace_slice {
     int64_t order;               /* number in its pipeline rank's program order, -1: none */
     size_t deps_at;              /* ids in deps[deps_at ..] */
     int ndeps;
+    size_t event;                /* its position in traceEvents and its line, for messages */
+    int line;
 } sm_trace_slice;
 
 typedef struct sm_trace_lane {
@@ -77,9 +87,18 @@ typedef struct sm_trace_point {  /* a counter's value from ts on */
     int counter;                 /* index in counters ("name key") */
 } sm_trace_point;
 
+/* A slice that has an id (>= 0), in the index by id. */
+typedef struct sm_trace_id {
+    int64_t id;
+    size_t slice;
+} sm_trace_id;
+
 typedef struct sm_trace_data {
     sm_trace_slice *slices;
     size_t nslices, cap_slices;
+    sm_trace_id *by_id;          /* the slices that have an id, by id (the loader refuses two
+                                    with one id) */
+    size_t nby_id;
     int64_t *deps;
     size_t ndeps, cap_deps;
     sm_trace_lane *lanes;
@@ -101,6 +120,8 @@ void sm_trace_data_free(sm_trace_data *d);
 /* A lane's display name: thread_name, else "tid T", after "P: " when the trace has several
  * processes; written in buf (cap bytes), which it returns. */
 const char *sm_trace_lane_name(const sm_trace_data *d, int lane, char *buf, size_t cap);
+/* Index in slices of the slice with this id, -1 when none. */
+long sm_trace_find_id(const sm_trace_data *d, int64_t id);
 /* A metadata string of otherData, "" when absent. */
 const char *sm_trace_meta_str(const sm_trace_data *d, const char *key);
 

@@ -13,7 +13,6 @@
 #include "config.h"
 #include "base/grow.h"
 #include "io/config_json.h"
-#include "model/model.h"
 
 #ifndef SM_GIT_REVISION
 #define SM_GIT_REVISION "unknown"
@@ -50,7 +49,8 @@ static int64_t sm_trace_ns(const sm_tracer *t, double us)
 }
 
 /* Metadata of every trace, after the caller's. */
-static int sm_tracer_header(sm_tracer *t, const sm_trace_meta *meta, int nmeta, sm_error *err)
+static int sm_tracer_header(sm_tracer *t, const char *scheduler, const sm_trace_meta *meta,
+                            int nmeta, sm_error *err)
 {
     char version[32], workers[16], steps[64];
     int major, minor, release;
@@ -63,7 +63,7 @@ static int sm_tracer_header(sm_tracer *t, const sm_trace_meta *meta, int nmeta, 
     else
         snprintf(steps, sizeof steps, "%lld:", (long long)t->o.first_step);
     const sm_trace_meta common[] = {
-        {"scheduler", sm_engine_sched_name()}, {"starpu_version", version},
+        {"scheduler", scheduler},              {"starpu_version", version},
         {"git_revision", SM_GIT_REVISION},     {"starmoe_version", PACKAGE_VERSION},
         {"workers", workers},                  {"rank", "0"},
         {"trace_steps", steps},
@@ -88,8 +88,8 @@ static int sm_tracer_lanes(sm_tracer *t)
     return rc;
 }
 
-int sm_tracer_open(sm_tracer **tp, const sm_trace_opts *o, const sm_trace_meta *meta, int nmeta,
-                   sm_error *err)
+int sm_tracer_open(sm_tracer **tp, const sm_trace_opts *o, const char *scheduler,
+                   const sm_trace_meta *meta, int nmeta, sm_error *err)
 {
     *tp = NULL;
     if (!o || !o->path) return 0;
@@ -100,7 +100,7 @@ int sm_tracer_open(sm_tracer **tp, const sm_trace_opts *o, const sm_trace_meta *
     }
     t->o = *o;
     t->t0_us = starpu_timing_now();
-    if (sm_tracer_header(t, meta, nmeta, err)) {
+    if (sm_tracer_header(t, scheduler, meta, nmeta, err)) {
         sm_dep_walk_free(t->walk);
         free(t);
         return -1;
@@ -113,9 +113,9 @@ int sm_tracer_open(sm_tracer **tp, const sm_trace_opts *o, const sm_trace_meta *
     return 0;
 }
 
-char *sm_tracer_model_config(const sm_model *m)
+char *sm_tracer_config_text(const sm_config *c)
 {
-    json_t *cfg = sm_config_to_json(sm_model_config(m));
+    json_t *cfg = sm_config_to_json(c);
     char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
     json_decref(cfg);
     return text;
@@ -236,11 +236,12 @@ static int sm_trace_memory(sm_tracer *t)
     return sm_write_counter(t, "activation memory", "bytes");
 }
 
-int sm_tracer_step(sm_tracer *t, sm_run *r, int64_t step, const char *kind, sm_error *err)
+int sm_tracer_step(sm_tracer *t, const sm_graph *g, int64_t step, const char *kind,
+                   sm_error *err)
 {
     if (!t || !sm_in_range(t, step)) return 0;
     char name[64];
-    t->g = r->m->g;
+    t->g = g;
     t->step = step;
     size_t n = sm_graph_ntasks(t->g);
     /* the start mark carries the task count, the end mark the first three */

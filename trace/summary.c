@@ -11,14 +11,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <starmoe/trace.h>
+#include "base/phase.h"
 
-static int sm_is_compute(const char *cat)
+/* Per category of d: its kind (base/phase.h); a category that is no phase is neither compute
+ * nor communication. malloc'd, NULL when out of memory. */
+static sm_phase_kind *sm_cat_kinds(const sm_trace_data *d)
 {
-    return !strcmp(cat, "forward") || !strcmp(cat, "backward-input") ||
-           !strcmp(cat, "backward-weight") || !strcmp(cat, "optimizer");
+    sm_phase_kind *k = malloc((d->cats.n ? (size_t)d->cats.n : 1) * sizeof *k);
+    for (int i = 0; k && i < d->cats.n; i++) {
+        int phase = sm_phase_by_name(d->cats.v[i]);
+        k[i] = phase < 0 ? SM_PHASE_OTHER : sm_phase_info_of(phase)->kind;
+    }
+    return k;
 }
-
-static int sm_is_comm(const char *cat) { return !strcmp(cat, "communication"); }
 
 static int sm_cmp_op(const void *a, const void *b)
 {
@@ -93,7 +98,6 @@ static sm_keyed *sm_sorted(const sm_trace_data *d, double (*k1)(const sm_trace_s
 
 static double sm_key_graph(const sm_trace_slice *s) { return (double)s->graph; }
 static double sm_key_stage(const sm_trace_slice *s) { return s->stage; }
-static double sm_key_id(const sm_trace_slice *s) { return (double)s->id; }
 
 static sm_stage_stat *sm_stage_slot(sm_trace_stats *s, int stage)
 {
@@ -157,18 +161,6 @@ static int sm_sum_stages(const sm_trace_data *d, sm_trace_stats *s)
     return rc;
 }
 
-/* Position (in by, sorted by id) of the slice with this id, -1 when none. */
-static long sm_find_id(const sm_keyed *by, size_t n, int64_t id)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (by[mid].k1 < (double)id) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < n && by[lo].k1 == (double)id ? (long)lo : -1;
-}
-
 /* Per graph: the longest chain (cp, len per slice) and the span, summed over graphs. */
 static int sm_sum_graphs(const sm_trace_data *d, const double *cp, const size_t *len,
                          sm_trace_stats *s)
@@ -186,7 +178,9 @@ static int sm_sum_graphs(const sm_trace_data *d, const double *cp, const size_t 
         }
         s->graphs++;
         s->graphs_span += hi - lo;
-        s->critical_path += best;
+        /* chains follow dependencies in time order within the graph (the loader checks), so
+         * only the times' rounding could take one past the span */
+        s->critical_path += fmin(best, hi - lo);
         s->critical_tasks += blen;
     }
     free(by);
@@ -194,28 +188,34 @@ static int sm_sum_graphs(const sm_trace_data *d, const double *cp, const size_t 
 }
 
 /* Longest chains: in id order (a task's dependencies come before it), a slice's chain is its
- * duration plus the longest chain among its dependencies. */
+ * duration plus the longest chain among its dependencies in its own step graph (a chain never
+ * crosses graphs: each graph's chain is summed once, against that graph's span). A slice
+ * without an id is a chain of its own. */
 static int sm_sum_critical(const sm_trace_data *d, sm_trace_stats *s)
 {
     size_t n = d->nslices ? d->nslices : 1;
-    sm_keyed *by = sm_sorted(d, sm_key_id, NULL);
     double *cp = malloc(n * sizeof *cp);
     size_t *len = malloc(n * sizeof *len);
-    int rc = by && cp && len ? 0 : -1;
-    for (size_t j = 0; rc == 0 && j < d->nslices; j++) {
-        const sm_trace_slice *sl = &d->slices[by[j].i];
+    int rc = cp && len ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < d->nslices; i++) {
+        cp[i] = d->slices[i].dur;
+        len[i] = 1;
+    }
+    for (size_t j = 0; rc == 0 && j < d->nby_id; j++) {
+        size_t i = d->by_id[j].slice;
+        const sm_trace_slice *sl = &d->slices[i];
         double best = 0;
         size_t blen = 0;
-        for (int k = 0; sl->id >= 0 && k < sl->ndeps; k++) {
-            long p = sm_find_id(by, d->nslices, d->deps[sl->deps_at + k]);
-            if (p >= 0 && (size_t)p < j && cp[by[p].i] > best)
-                best = cp[by[p].i], blen = len[by[p].i];
+        for (int k = 0; k < sl->ndeps; k++) {
+            long p = sm_trace_find_id(d, d->deps[sl->deps_at + k]);
+            if (p >= 0 && d->slices[p].id < sl->id && d->slices[p].graph == sl->graph &&
+                cp[p] > best)
+                best = cp[p], blen = len[p];
         }
-        cp[by[j].i] = best + sl->dur;
-        len[by[j].i] = blen + 1;
+        cp[i] = best + sl->dur;
+        len[i] = blen + 1;
     }
     if (rc == 0) rc = sm_sum_graphs(d, cp, len, s);
-    free(by);
     free(cp);
     free(len);
     return rc;
@@ -237,8 +237,8 @@ static int sm_cmp_edge(const void *a, const void *b)
 
 /* Sweep over starts and ends: between two events, each running communication task counts as
  * overlapped when a compute task runs on another lane. */
-static void sm_sweep(const sm_trace_data *d, const sm_edge *e, size_t ne, int *comp, int *comm,
-                     sm_trace_stats *s)
+static void sm_sweep(const sm_trace_data *d, const sm_phase_kind *kind, const sm_edge *e,
+                     size_t ne, int *comp, int *comm, sm_trace_stats *s)
 {
     int total_comp = 0, total_comm = 0;
     for (size_t k = 0; k < ne; k++) {
@@ -247,9 +247,10 @@ static void sm_sweep(const sm_trace_data *d, const sm_edge *e, size_t ne, int *c
                 if (comm[l] && total_comp - comp[l] > 0)
                     s->comm_overlapped += (e[k].t - e[k - 1].t) * comm[l];
         const sm_trace_slice *sl = &d->slices[e[k].i];
-        const char *cat = d->cats.v[sl->cat];
-        if (sm_is_comm(cat)) comm[sl->lane] += e[k].delta, total_comm += e[k].delta;
-        else if (sm_is_compute(cat)) comp[sl->lane] += e[k].delta, total_comp += e[k].delta;
+        if (kind[sl->cat] == SM_PHASE_COMMUNICATION)
+            comm[sl->lane] += e[k].delta, total_comm += e[k].delta;
+        else if (kind[sl->cat] == SM_PHASE_COMPUTE)
+            comp[sl->lane] += e[k].delta, total_comp += e[k].delta;
     }
 }
 
@@ -259,17 +260,19 @@ static int sm_sum_overlap(const sm_trace_data *d, sm_trace_stats *s)
     sm_edge *e = malloc((ne ? ne : 1) * sizeof *e);
     int *comp = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *comp);
     int *comm = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *comm);
-    int rc = e && comp && comm ? 0 : -1;
+    sm_phase_kind *kind = sm_cat_kinds(d);
+    int rc = e && comp && comm && kind ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < d->nslices; i++) {
         const sm_trace_slice *sl = &d->slices[i];
         e[2 * i] = (sm_edge){sl->ts, 1, i};
         e[2 * i + 1] = (sm_edge){sl->ts + sl->dur, -1, i};
-        if (sm_is_comm(d->cats.v[sl->cat])) s->comm += sl->dur;
+        if (kind[sl->cat] == SM_PHASE_COMMUNICATION) s->comm += sl->dur;
     }
     if (rc == 0) {
         qsort(e, ne, sizeof *e, sm_cmp_edge);
-        sm_sweep(d, e, ne, comp, comm, s);
+        sm_sweep(d, kind, e, ne, comp, comm, s);
     }
+    free(kind);
     free(e);
     free(comp);
     free(comm);
