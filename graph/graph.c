@@ -23,23 +23,10 @@ struct sm_graph {
     int nfree;
     size_t cap_free;
     sm_task_record **chunks;     /* records in fixed-size chunks: addresses never move */
-    size_t nchunks, nrecords;
+    size_t nchunks, cap_chunks, nrecords;
     int32_t *access_log;         /* per access: tensor id << 8 | mode */
     size_t naccess, cap_access;
 };
-
-static void sm_out_of_memory(size_t n)
-{
-    fprintf(stderr, "starmoe: out of memory (%zu bytes)\n", n);
-    abort();
-}
-
-static void *sm_xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) sm_out_of_memory(n);
-    return q;
-}
 
 sm_graph *sm_graph_new(int execute)
 {
@@ -160,21 +147,19 @@ void sm_graph_free(sm_graph *g)
     free(g);
 }
 
+/* The next record's slot, NULL when out of memory. */
 static sm_task_record *sm_record_slot(sm_graph *g)
 {
     size_t chunk = g->nrecords / SM_RECORD_CHUNK;
     if (chunk == g->nchunks) {
-        g->chunks = sm_xrealloc(g->chunks, (g->nchunks + 1) * sizeof *g->chunks);
-        g->chunks[g->nchunks++] = sm_xrealloc(NULL, SM_RECORD_CHUNK * sizeof(sm_task_record));
+        sm_task_record *c = malloc(SM_RECORD_CHUNK * sizeof *c);
+        if (!c || sm_grow(&g->chunks, &g->cap_chunks, g->nchunks + 1, sizeof *g->chunks)) {
+            free(c);
+            return NULL;
+        }
+        g->chunks[g->nchunks++] = c;
     }
     return &g->chunks[chunk][g->nrecords++ % SM_RECORD_CHUNK];
-}
-
-static void sm_log_access(sm_graph *g, const sm_access *a)
-{
-    if (sm_grow(&g->access_log, &g->cap_access, g->naccess + 1, sizeof *g->access_log))
-        sm_out_of_memory((g->naccess + 1) * sizeof *g->access_log);
-    g->access_log[g->naccess++] = (int32_t)(a->t->id << 8 | (a->mode & 0xff));
 }
 
 /* The name traces show: the op, then the layer, expert and micro-batch when set. */
@@ -186,10 +171,15 @@ static void sm_task_name(char *name, size_t cap, const sm_task_meta *meta)
     if (meta->micro >= 0) snprintf(name + n, cap - n, " mb%d", meta->micro);
 }
 
+/* Records a task and logs its accesses; NULL when out of memory (nothing recorded then). */
 static sm_task_record *sm_record_task(sm_graph *g, const sm_task_meta *meta, const sm_access *acc,
                                       int nacc, double flops)
 {
+    if (sm_grow(&g->access_log, &g->cap_access, g->naccess + (size_t)nacc,
+                sizeof *g->access_log))
+        return NULL;
     sm_task_record *r = sm_record_slot(g);
+    if (!r) return NULL;
     r->meta = *meta;
     r->seq = g->nrecords - 1;
     r->flops = flops;
@@ -200,7 +190,8 @@ static sm_task_record *sm_record_task(sm_graph *g, const sm_task_meta *meta, con
     r->submit_us = r->ready_us = r->start_us = r->end_us = 0;
     r->predicted_us = NAN;
     sm_task_name(r->name, sizeof r->name, meta);
-    for (int i = 0; i < nacc; i++) sm_log_access(g, &acc[i]);
+    for (int i = 0; i < nacc; i++)
+        g->access_log[g->naccess++] = (int32_t)(acc[i].t->id << 8 | (acc[i].mode & 0xff));
     return r;
 }
 
@@ -265,10 +256,9 @@ int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *
 {
     if (!g) return sm_insert_fail(err, meta, "no graph to insert it into");
     if (sm_check_accesses(g, meta, acc, nacc, err)) return -1;
-    if (!g->execute) {
-        sm_record_task(g, meta, acc, nacc, flops);
-        return 0;
-    }
+    if (!g->execute)
+        return sm_record_task(g, meta, acc, nacc, flops)
+                   ? 0 : sm_insert_fail(err, meta, "out of memory for the task records");
     if (!cl) return sm_insert_fail(err, meta, "no codelet");
     void *arg_copy = NULL;
     if (args_size) {
@@ -278,6 +268,10 @@ int sm_graph_insert(sm_graph *g, struct starpu_codelet *cl, const sm_task_meta *
         memcpy(arg_copy, args, args_size);
     }
     sm_task_record *r = sm_record_task(g, meta, acc, nacc, flops);
+    if (!r) {
+        free(arg_copy);
+        return sm_insert_fail(err, meta, "out of memory for the task records");
+    }
     struct starpu_data_descr descr[nacc ? nacc : 1];
     for (int i = 0; i < nacc; i++) {
         descr[i].handle = acc[i].t->handle;
