@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "io/checkpoint.h"
 #include "io/run_config.h"
 #include "data/tokenizer.h"
@@ -25,14 +26,22 @@ static int sm_cli_double(const char *flag, const char *s, double lo, double hi, 
     return 0;
 }
 
-/* A run folder resolves to its newest complete checkpoint. */
+/* A checkpoint folder (it has a manifest) is used when it verifies; a run folder resolves to
+ * its newest complete checkpoint, and the newer ones skipped are reported with why. */
 static int sm_resolve_ckpt(const char *dir, char *path, size_t cap, sm_error *err)
 {
-    if (sm_ckpt_verify(dir, err) == 0) {
+    char manifest[1400];
+    snprintf(manifest, sizeof manifest, "%s/manifest.json", dir);
+    if (access(manifest, F_OK) == 0) {
+        if (sm_ckpt_verify(dir, err)) return -1;
         snprintf(path, cap, "%s", dir);
         return 0;
     }
-    return sm_ckpt_latest(dir, path, cap, err) == 0 ? 0 : -1;
+    if (sm_ckpt_latest(dir, path, cap, err) != 0) return -1;
+    if (err->msg[0])
+        fprintf(stderr, "starmoe generate: skipped the newer checkpoints that do not verify (%s); "
+                        "using %s\n", err->msg, path);
+    return 0;
 }
 
 static int sm_generate_text(const char *ckpt, const char *prompt, int ntokens,

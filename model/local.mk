@@ -12,3 +12,12 @@ check_PROGRAMS += tests/test_train_step tests/test_pipeline
 TESTS += tests/test_train_step tests/test_pipeline
 tests_test_train_step_LDADD = $(TEST_LIBS)
 tests_test_pipeline_LDADD = $(TEST_LIBS)
+
+# Faults around run folders end to end (kill -9 and resume, the lock, resume checks, forged
+# checkpoints), with a tool that reseals a forged checkpoint's manifest.
+check_PROGRAMS += tests/ckpt_reseal
+tests_ckpt_reseal_LDADD = $(TEST_LIBS)
+# the tool calls the library only through testutil, which comes last on the link line
+tests_ckpt_reseal_LDFLAGS = $(AM_LDFLAGS) -Wl,--no-as-needed
+TESTS += tests/test_resume_faults.sh
+EXTRA_DIST += tests/test_resume_faults.sh

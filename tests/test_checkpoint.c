@@ -20,6 +20,7 @@
 #include "io/hf_model.h"
 #include "io/run_config.h"
 #include "tests/tap.h"
+#include "tests/testutil.h"
 
 static char root[] = "/tmp/starmoe-ckpt-XXXXXX";
 static char tok_path[512];
@@ -411,29 +412,6 @@ static char *read_all(const char *path, long *n)
     return buf;
 }
 
-/* Rewrites dir's manifest for the files as they are now: what a forger who edits a file and
- * recomputes the CRCs does. */
-static void reseal(const char *dir, int64_t step)
-{
-    static const char *const files[] = {"model.safetensors", "optimizer.safetensors",
-                                        "config.json", "state.json", "tok.json"};
-    char text[2048], p[1024];
-    int len = snprintf(text, sizeof text, "{\"format\": \"starmoe-checkpoint\", \"version\": 1, "
-                       "\"step\": %lld, \"files\": {", (long long)step);
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        long n = 0;
-        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
-        char *buf = read_all(p, &n);
-        len += snprintf(text + len, sizeof text - len, "%s\"%s\": {\"size\": %ld, "
-                        "\"crc32c\": \"%08x\"}", i ? ", " : "", files[i], n,
-                        (unsigned)sm_crc32c(0, buf, buf ? (size_t)n : 0));
-        free(buf);
-    }
-    snprintf(text + len, sizeof text - len, "}}\n");
-    snprintf(p, sizeof p, "%s/manifest.json", dir);
-    write_text(p, text);
-}
-
 /* Checkpoints whose CRCs match but whose parts disagree are refused, naming what disagrees. */
 static void test_inconsistent(void)
 {
@@ -460,10 +438,9 @@ static void test_inconsistent(void)
     if (at) at[8] = '5';
     if (at) write_text(p, text);
     free(text);
-    reseal(saved, 4);
     sm_error_clear(&err);
-    tap_ok(at && sm_ckpt_verify(saved, &err) == 0, "a forged state.json with a resealed manifest "
-           "verifies %s", err.msg);
+    tap_ok(at && tu_ckpt_reseal(saved, 4) == 0 && sm_ckpt_verify(saved, &err) == 0,
+           "a forged state.json with a resealed manifest verifies %s", err.msg);
     tap_ok(sm_ckpt_load_state(saved, &st, &err) == -1 && strstr(err.msg, "state.json") &&
                strstr(err.msg, "field 'step' is 5") && strstr(err.msg, "checkpoint of step 4"),
            "but its state's step is refused: %s", err.msg);

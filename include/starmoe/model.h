@@ -182,7 +182,8 @@ typedef struct sm_eval_opts {
 } sm_eval_opts;
 
 /* Loads the model and inputs, runs forward (and backward), and dumps logits, loss,
- * routing.layers.N.{indices,weights}, hidden.layers.N.output and grad.<HF name>. */
+ * routing.layers.N.{indices,weights}, hidden.layers.N.output and grad.<HF name>. Inputs without
+ * targets (forward only) have no loss: *loss is NaN and the dump has no "loss". */
 int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err);
 typedef struct sm_bench_opts {
     const sm_config *config;     /* random weights from this config, or */
