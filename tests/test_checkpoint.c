@@ -433,7 +433,7 @@ static void test_inconsistent(void)
     rename(moved, saved);
 
     long n = 0;
-    snprintf(p, sizeof p, "%s/state.json", saved);
+    snprintf(p, sizeof p, "%.1000s/state.json", saved);
     char *text = read_all(p, &n), *at = text ? strstr(text, "\"step\": 4,") : NULL;
     if (at) at[8] = '5';
     if (at) write_text(p, text);
