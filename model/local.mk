@@ -1,7 +1,8 @@
 # model/: config-derived parameters, activations, block graph builders, runs, eval and bench.
 libstarmoe_la_SOURCES += model/model.h model/engine.c model/model.c model/params.c \
 	model/activations.c model/attention_block.c model/ffn_block.c model/step.c model/pipeline.c model/stage_cut.c model/eval.c model/bench.c \
-	 model/optimizer.c model/generate.c model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/train_resume.c model/trainer.h
+	 model/optimizer.c model/generate.c model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h \
+	model/train_resume.c
 starmoeinclude_HEADERS += include/starmoe/model.h include/starmoe/train.h
 
 check_PROGRAMS += tests/test_fixture
