@@ -115,25 +115,25 @@ int sm_run_folder_open(sm_run_folder *f, const char *path, sm_error *err)
     return take_lock(f, err);
 }
 
-/* Removes the run folder, then each parent up to the topmost one created, while empty. */
+/* Removes the run folder with what it holds (when this process holds its lock: else another
+ * process does, and it is theirs), then each folder up to the topmost one created, while empty. */
 static void remove_created(sm_run_folder *f)
 {
-    size_t top = strlen(f->created);
-    sm_remove_tree(f->path, NULL);
-    for (size_t n = strlen(f->path); n > top;) {
-        while (n > top && f->path[n - 1] == '/') n--; /* trailing slashes */
-        while (n > top && f->path[n - 1] != '/') n--; /* the last name */
-        while (n > top && f->path[n - 1] == '/') n--;
-        if (n < top) break;
-        f->path[n] = '\0';
-        if (rmdir(f->path) != 0) break;
+    char *p = f->path;
+    size_t top = strlen(f->created), n = strlen(p);
+    if (f->lock_fd >= 0) sm_remove_tree(p, NULL);
+    for (;;) {
+        while (n > top && p[n - 1] == '/') n--; /* trailing slashes */
+        p[n] = '\0';
+        if ((rmdir(p) != 0 && errno != ENOENT) || n <= top) break;
+        while (n > top && p[n - 1] != '/') n--; /* the last name */
     }
 }
 
 void sm_run_folder_close(sm_run_folder *f, int undo)
 {
     if (!f->path) return;
-    if (undo && f->created && f->lock_fd >= 0)
+    if (undo && f->created)
         remove_created(f);
     else if (undo && f->lock_created && f->lock_fd >= 0)
         unlink(f->lock_path);
