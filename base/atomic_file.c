@@ -1,6 +1,8 @@
-/* Atomic file replacement and folder creation (base/atomic_file.h), used by every writer. */
+/* Atomic file replacement, folder creation and removal (base/atomic_file.h), used by every
+ * writer. */
 #include "base/atomic_file.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -112,5 +114,34 @@ int sm_mkdir_p(const char *dir, sm_error *err)
         path[i] = keep;
     }
     free(path);
+    return rc;
+}
+
+int sm_remove_tree(const char *path, sm_error *err)
+{
+    DIR *d = opendir(path);
+    struct dirent *e;
+    int rc = 0;
+    if (!d && errno == ENOENT) return 0;
+    if (!d) return sm_fail(err, "%s: cannot open folder: %s", path, strerror(errno));
+    while (rc == 0 && (e = readdir(d))) {
+        struct stat sb;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        size_t n = strlen(path) + strlen(e->d_name) + 2;
+        char *sub = malloc(n);
+        if (!sub) {
+            rc = sm_fail(err, "%s: out of memory", path);
+            break;
+        }
+        snprintf(sub, n, "%s/%s", path, e->d_name);
+        if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
+            rc = sm_remove_tree(sub, err);
+        else if (unlink(sub) != 0 && errno != ENOENT)
+            rc = sm_fail(err, "%s: cannot remove: %s", sub, strerror(errno));
+        free(sub);
+    }
+    closedir(d);
+    if (rc == 0 && rmdir(path) != 0)
+        rc = sm_fail(err, "%s: cannot remove folder: %s", path, strerror(errno));
     return rc;
 }

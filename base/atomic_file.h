@@ -1,5 +1,5 @@
-/* Files written whole or not at all, and folders made with their parents: the one way the
- * library writes a file (no reader ever sees half of one). */
+/* Files written whole or not at all, and folders made with their parents (or removed with
+ * their contents): the one way the library writes a file (no reader ever sees half of one). */
 #ifndef STARMOE_BASE_ATOMIC_FILE_H
 #define STARMOE_BASE_ATOMIC_FILE_H
 
@@ -23,5 +23,8 @@ void sm_atomic_abort(sm_atomic_file *a);
 int sm_atomic_write_file(const char *path, const void *buf, size_t n, sm_error *err);
 /* Creates the folder and any missing parents (like mkdir -p); an existing folder is fine. */
 int sm_mkdir_p(const char *dir, sm_error *err);
+/* Removes path and everything below it (symbolic links are removed, never followed); a missing
+ * path is not an error. */
+int sm_remove_tree(const char *path, sm_error *err);
 
 #endif

@@ -1,6 +1,7 @@
 /* starmoe eval: forward (and backward) of a Hugging Face model on given tokens, dumped. */
 #include "cli/cli.h"
 
+#include <math.h>
 #include <stdio.h>
 
 static const char *sm_eval_usage =
@@ -51,7 +52,11 @@ int sm_cmd_eval(int argc, char **argv)
         fprintf(stderr, "starmoe eval: %s\n", err.msg);
         return 1;
     }
-    printf("loss %.8f  tasks %zu%s%s%s%s\n", loss, ntasks, o.dump ? "  dump " : "",
+    if (isnan(loss))
+        printf("no loss (no targets given)");
+    else
+        printf("loss %.8f", loss);
+    printf("  tasks %zu%s%s%s%s\n", ntasks, o.dump ? "  dump " : "",
            o.dump ? o.dump : "", o.trace.path ? "  trace " : "", o.trace.path ? o.trace.path : "");
     return 0;
 }

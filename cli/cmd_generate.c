@@ -52,12 +52,18 @@ int sm_cmd_generate(int argc, char **argv)
     if (!dir || optind < argc) return sm_cli_usage_error("generate", sm_generate_usage);
     if (sm_cli_engine_start(&e)) return 1;
     sm_error err = {{0}};
-    char *text = NULL;
-    size_t len;
-    int rc = sm_generate_text(dir, prompt, (int)n, &so, &text, &len, &err);
+    sm_generated g;
+    int rc = sm_generate_text(dir, prompt, (int)n, &so, &g, &err);
     sm_engine_shutdown();
-    if (rc == 0) fwrite(text, 1, len, stdout), printf("\n");
-    else fprintf(stderr, "starmoe generate: %s\n", err.msg);
-    free(text);
-    return rc ? 1 : 0;
+    if (rc) {
+        fprintf(stderr, "starmoe generate: %s\n", err.msg);
+        return 1;
+    }
+    if (g.skipped)
+        fprintf(stderr, "starmoe generate: skipped the newer checkpoints that do not verify "
+                        "(%s); using %s\n", g.skipped, g.ckpt);
+    fwrite(g.text, 1, g.len, stdout);
+    printf("\n");
+    sm_generated_free(&g);
+    return 0;
 }

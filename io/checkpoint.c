@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +34,7 @@ static const sm_field state_fields[] = {
     SF(step, SM_F_I64),      SF(rng, SM_F_U64),       SF(epoch, SM_F_U64),
     SF(cursor, SM_F_U64),    SF(tokens, SM_F_I64),    SF(loss_ema, SM_F_NUM),
     SF(bad_steps, SM_F_INT), SF(optim_steps, SM_F_I64), SF(tokenizer, SM_F_STR_OR_NULL),
+    SM_FIELD(sm_ckpt_state, tokenizer_vocab, SM_F_INT, SM_OPTIONAL),
     {"run_config", SM_F_KNOWN, SM_REQUIRED, 0, 0, NULL, NULL},
 };
 static const sm_field_table state_table = {state_fields, SM_COUNT(state_fields), NULL};
@@ -133,30 +133,6 @@ static int sync_dir(const char *dir, sm_error *err)
     return rc;
 }
 
-/* Removes path and everything below it; a missing path is not an error. */
-static int remove_tree(const char *path, sm_error *err)
-{
-    DIR *d = opendir(path);
-    struct dirent *e;
-    char sub[PATH_CAP];
-    int rc = 0;
-    if (!d && errno == ENOENT) return 0;
-    if (!d) return sm_fail(err, "%s: cannot open folder: %s", path, strerror(errno));
-    while (rc == 0 && (e = readdir(d))) {
-        struct stat sb;
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        rc = join(sub, path, e->d_name, err);
-        if (rc == 0 && lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
-            rc = remove_tree(sub, err);
-        else if (rc == 0 && unlink(sub) != 0 && errno != ENOENT)
-            rc = sm_fail(err, "%s: cannot remove: %s", sub, strerror(errno));
-    }
-    closedir(d);
-    if (rc == 0 && rmdir(path) != 0)
-        rc = sm_fail(err, "%s: cannot remove folder: %s", path, strerror(errno));
-    return rc;
-}
-
 /* The step of a folder named as sm_ckpt_save names them, -1 for any other name. */
 static int64_t step_of(const char *name)
 {
@@ -167,6 +143,20 @@ static int64_t step_of(const char *name)
     if (errno || *end) return -1;
     snprintf(canonical, sizeof canonical, STEP_FMT, s);
     return strcmp(canonical, name) == 0 ? s : -1;
+}
+
+/* The step a checkpoint folder's name gives (step-NNNNNN), -1 for another name. */
+static int64_t folder_step(const char *ckpt_dir)
+{
+    size_t n = strlen(ckpt_dir);
+    while (n > 1 && ckpt_dir[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && ckpt_dir[b - 1] != '/') b--;
+    char name[40];
+    if (n - b >= sizeof name) return -1;
+    memcpy(name, ckpt_dir + b, n - b);
+    name[n - b] = '\0';
+    return step_of(name);
 }
 
 typedef struct step_list {
@@ -209,16 +199,9 @@ static int list_steps(const char *run_dir, step_list *l, sm_error *err)
     return rc;
 }
 
-/* 1 when the process that a .tmp-*-<pid> folder belongs to is another live process. */
-static int owner_alive(const char *name)
-{
-    const char *dash = strrchr(name, '-');
-    long pid = dash ? strtol(dash + 1, NULL, 10) : 0;
-    if (pid <= 0 || pid == (long)getpid()) return 0;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
-}
-
-/* Removes the .tmp-* folders left by killed or failed saves. */
+/* Removes the .tmp-* folders left by killed or failed saves. The saver owns the run folder (the
+ * trainer holds its lock), so any .tmp-* there is stale: a pid in the name proves nothing, since
+ * pids are reused and a killed process can linger as a zombie. */
 static int clean_stale(const char *run_dir, sm_error *err)
 {
     DIR *d = opendir(run_dir);
@@ -227,8 +210,8 @@ static int clean_stale(const char *run_dir, sm_error *err)
     int rc = 0;
     if (!d) return sm_fail(err, "%s: cannot open folder: %s", run_dir, strerror(errno));
     while (rc == 0 && (e = readdir(d)))
-        if (strncmp(e->d_name, ".tmp-", 5) == 0 && !owner_alive(e->d_name))
-            rc = join(path, run_dir, e->d_name, err) || remove_tree(path, err) ? -1 : 0;
+        if (strncmp(e->d_name, ".tmp-", 5) == 0)
+            rc = join(path, run_dir, e->d_name, err) || sm_remove_tree(path, err) ? -1 : 0;
     closedir(d);
     return rc;
 }
@@ -241,7 +224,7 @@ static int retire(const char *run_dir, const char *name, sm_error *err)
     if (join(from, run_dir, name, err) || join(to, run_dir, old, err)) return -1;
     if (rename(from, to) != 0)
         return sm_fail(err, "%s: cannot move aside to %s: %s", from, old, strerror(errno));
-    return remove_tree(to, err);
+    return sm_remove_tree(to, err);
 }
 
 /* ---- writing ---- */
@@ -255,8 +238,7 @@ typedef struct save_job {
     const sm_ckpt_tensor *weights, *optim;
     int nweights, noptim;
     const sm_ckpt_state *st;
-    const char *tokenizer;       /* source path, NULL when none */
-    char tokenizer_name[256];    /* its file name inside the checkpoint */
+    const sm_ckpt_file *tokenizer; /* NULL when none */
 } save_job;
 
 static int check_tensors(const sm_ckpt_tensor *t, int n, const char *what, sm_error *err)
@@ -274,20 +256,19 @@ static int check_tensors(const sm_ckpt_tensor *t, int n, const char *what, sm_er
 }
 
 /* The tokenizer's file name: not hidden, and not one of the checkpoint's own files. */
-static int tokenizer_name(save_job *j, sm_error *err)
+static int check_tokenizer_name(const save_job *j, sm_error *err)
 {
-    const char *slash = j->tokenizer ? strrchr(j->tokenizer, '/') : NULL;
-    const char *base = slash ? slash + 1 : j->tokenizer;
-    j->tokenizer_name[0] = '\0';
-    if (!base) return 0;
-    if (!plain_name(base) || strlen(base) >= sizeof j->tokenizer_name ||
-        strcmp(base, "manifest.json") == 0)
-        return sm_fail(err, "%s: unusable tokenizer file name", j->tokenizer);
+    const char *name = j->tokenizer ? j->tokenizer->name : NULL;
+    if (!j->tokenizer) return 0;
+    if (!name || !plain_name(name) || strlen(name) >= sizeof ((sm_ckpt_state *)0)->tokenizer ||
+        strcmp(name, "manifest.json") == 0)
+        return sm_fail(err, "checkpoint: unusable tokenizer file name '%s'", name ? name : "");
     for (size_t i = 0; i < SM_COUNT(core_files); i++)
-        if (strcmp(base, core_files[i]) == 0)
-            return sm_fail(err, "%s: the tokenizer's file name clashes with the checkpoint's %s",
-                           j->tokenizer, core_files[i]);
-    snprintf(j->tokenizer_name, sizeof j->tokenizer_name, "%s", base);
+        if (strcmp(name, core_files[i]) == 0)
+            return sm_fail(err, "checkpoint: the tokenizer's file name %s clashes with the "
+                                "checkpoint's own", name);
+    if (!j->tokenizer->data && j->tokenizer->size)
+        return sm_fail(err, "checkpoint: tokenizer %s: no data", name);
     return 0;
 }
 
@@ -318,22 +299,15 @@ static int write_tensors(const char *dir, const char *file, const sm_ckpt_tensor
     return rc;
 }
 
-static int read_file(const char *path, char **buf, size_t *n, sm_error *err)
+static int write_tokenizer(const save_job *j, sm_error *err)
 {
-    *buf = sm_read_file(path, n, err);
-    return *buf ? 0 : -1;
-}
-
-static int copy_tokenizer(const save_job *j, sm_error *err)
-{
-    char dst[PATH_CAP], *buf;
-    size_t n = 0;
-    if (!j->tokenizer_name[0]) return 0;
-    if (join(dst, j->dir, j->tokenizer_name, err) || read_file(j->tokenizer, &buf, &n, err))
-        return -1;
-    int rc = sm_atomic_write_file(dst, buf, n, err);
-    free(buf);
-    return rc;
+    char dst[PATH_CAP];
+    if (!j->tokenizer) return 0;
+    return join(dst, j->dir, j->tokenizer->name, err) ||
+                   sm_atomic_write_file(dst, j->tokenizer->data ? j->tokenizer->data : "",
+                                        j->tokenizer->size, err)
+               ? -1
+               : 0;
 }
 
 static int write_config(const save_job *j, sm_error *err)
@@ -349,7 +323,7 @@ static json_t *state_json(const save_job *j, const char *path, sm_error *err)
 {
     sm_ckpt_state s = *j->st;
     s.step = j->step;
-    snprintf(s.tokenizer, sizeof s.tokenizer, "%s", j->tokenizer_name);
+    snprintf(s.tokenizer, sizeof s.tokenizer, "%s", j->tokenizer ? j->tokenizer->name : "");
     json_t *rc = j->run_config ? sm_json_parse_object(j->run_config, "run config", err)
                                : json_null();
     json_t *root = rc ? sm_fields_emit(&state_table, &s) : NULL;
@@ -397,7 +371,7 @@ static int write_manifest(const save_job *j, sm_error *err)
         rc = sm_fail(err, "%s: out of memory", path);
     for (size_t i = 0; i < SM_COUNT(core_files) && rc == 0; i++)
         rc = add_entry(j, files, core_files[i], err);
-    if (rc == 0 && j->tokenizer_name[0]) rc = add_entry(j, files, j->tokenizer_name, err);
+    if (rc == 0 && j->tokenizer) rc = add_entry(j, files, j->tokenizer->name, err);
     if (rc == 0) rc = sm_json_save(root, path, err);
     json_decref(files);
     json_decref(root);
@@ -406,10 +380,10 @@ static int write_manifest(const save_job *j, sm_error *err)
 
 static int write_contents(save_job *j, sm_error *err)
 {
-    if (tokenizer_name(j, err) ||
+    if (check_tokenizer_name(j, err) ||
         write_tensors(j->dir, "model.safetensors", j->weights, j->nweights, err) ||
         write_tensors(j->dir, "optimizer.safetensors", j->optim, j->noptim, err) ||
-        write_config(j, err) || copy_tokenizer(j, err) || write_state(j, err) ||
+        write_config(j, err) || write_tokenizer(j, err) || write_state(j, err) ||
         write_manifest(j, err))
         return -1;
     return 0;
@@ -445,12 +419,12 @@ static int prune(const char *run_dir, int64_t step, int keep, sm_error *err)
 int sm_ckpt_save(const char *run_dir, int64_t step, const sm_config *model_cfg,
                  const char *run_config_json, const sm_ckpt_tensor *weights, int nweights,
                  const sm_ckpt_tensor *optim, int noptim, const sm_ckpt_state *st,
-                 const char *tokenizer_path, int keep, char *saved_path, size_t cap,
+                 const sm_ckpt_file *tokenizer, int keep, char *saved_path, size_t cap,
                  sm_error *err)
 {
     char name[40], tmpname[80], tmp[PATH_CAP];
     save_job j = {tmp, step, model_cfg, run_config_json, weights, optim, nweights, noptim, st,
-                  tokenizer_path && *tokenizer_path ? tokenizer_path : NULL, ""};
+                  tokenizer};
     if (!run_dir || !*run_dir || !model_cfg || !st || step < 0 || keep < 1)
         return sm_fail(err, "checkpoint: needs a run folder, a model config, a state, a step "
                        ">= 0 and keep >= 1");
@@ -464,7 +438,7 @@ int sm_ckpt_save(const char *run_dir, int64_t step, const sm_config *model_cfg,
     if (mkdir(tmp, 0755) != 0)
         return sm_fail(err, "%s: cannot create folder: %s", tmp, strerror(errno));
     if (write_contents(&j, err) || install(run_dir, tmp, name, err)) {
-        remove_tree(tmp, NULL); /* best effort: the next save removes what remains */
+        sm_remove_tree(tmp, NULL); /* best effort: the next save removes what remains */
         return -1;
     }
     if (prune(run_dir, step, keep, err)) return -1;
@@ -496,8 +470,8 @@ static int check_entry(const char *dir, const char *mpath, const char *name, con
                        path, (long long)size, (long long)m.size);
     snprintf(hex, sizeof hex, "%08x", (unsigned)crc);
     if (strcmp(hex, m.crc32c) != 0)
-        return sm_fail(err, "%s: CRC-32C %s, but the manifest lists %s (corrupted)", path, hex,
-                       m.crc32c);
+        return sm_fail(err, "%s: CRC-32C mismatch: the manifest expects %s, the file has %s "
+                            "(corrupted)", path, m.crc32c, hex);
     return 0;
 }
 
@@ -508,6 +482,10 @@ static int check_manifest(const char *dir, const char *mpath, const json_t *root
     const char *name;
     json_t *v, *files = json_object_get(root, "files");
     if (sm_fields_parse(&s, root, err)) return -1;
+    if (folder_step(dir) >= 0 && h.step != folder_step(dir))
+        return sm_fail(err, "%s: field 'step' is %lld, but the folder is the checkpoint of step "
+                            "%lld (inconsistent checkpoint)", mpath, (long long)h.step,
+                       (long long)folder_step(dir));
     if (!json_is_object(files))
         return sm_fail(err, "%s: field 'files': expected an object", mpath);
     for (size_t i = 0; i < SM_COUNT(core_files); i++)
@@ -586,6 +564,14 @@ int sm_ckpt_load_state(const char *ckpt_dir, sm_ckpt_state *st, sm_error *err)
     memset(st, 0, sizeof *st);
     int rc = sm_fields_parse(&s, root, err);
     json_decref(root);
+    int64_t named = folder_step(ckpt_dir);
+    if (rc == 0 && named >= 0 && st->step != named)
+        rc = sm_fail(err, "%s: field 'step' is %lld, but the folder is the checkpoint of step "
+                          "%lld (inconsistent checkpoint)", path, (long long)st->step,
+                     (long long)named);
+    if (rc == 0 && st->tokenizer_vocab < 0)
+        rc = sm_fail(err, "%s: field 'tokenizer_vocab': %d, expected >= 0", path,
+                     st->tokenizer_vocab);
     return rc;
 }
 

@@ -3,12 +3,14 @@
  *   config.json            the Hugging Face model config: `starmoe eval --model` reads the folder;
  *   optimizer.safetensors  the AdamW moments, by the caller's names, F32;
  *   state.json             step, RNG words, data reader epoch/cursor, counters, the tokenizer
- *                          file name and the run config (u64 values as decimal strings);
- *   <tokenizer file>       a copy of the run's tokenizer, when it has one;
+ *                          file name and vocabulary size, and the run config (u64 values as
+ *                          decimal strings);
+ *   <tokenizer file>       the run's tokenizer (bytes given by the caller), when it has one;
  *   manifest.json          written last: every other file with its size and CRC-32C.
  * A folder is complete exactly when its manifest verifies. Saving is crash-safe: everything is
  * written (and fsynced) into RUN_DIR/.tmp-step-NNNNNN-<pid>, which is then renamed into place;
- * a kill at any moment leaves the earlier checkpoints intact and loadable. */
+ * a kill at any moment leaves the earlier checkpoints intact and loadable. A checkpoint is
+ * self-sufficient: nothing in it refers to another folder (pruning may delete any of them). */
 #ifndef STARMOE_CHECKPOINT_H
 #define STARMOE_CHECKPOINT_H
 
@@ -38,21 +40,32 @@ typedef struct sm_ckpt_state {
     int bad_steps;               /* consecutive non-finite steps so far */
     int64_t optim_steps;         /* optimizer steps applied (AdamW's bias-correction count) */
     char tokenizer[256];         /* filled by load: the tokenizer copy's file name, "" = none */
+    int tokenizer_vocab;         /* the tokenizer's vocabulary size; 0: none, or not recorded
+                                    (checkpoints written before it was) */
 } sm_ckpt_state;
 
+/* A file a checkpoint carries besides its own: its name there (a plain file name, not one of
+ * the checkpoint's files) and its bytes. */
+typedef struct sm_ckpt_file {
+    const char *name;
+    const void *data;
+    size_t size;
+} sm_ckpt_file;
+
 /* Writes RUN_DIR/step-NNNNNN (NNNNNN = step, at least 6 digits) as described above, creating
- * RUN_DIR if needed. First removes stale .tmp-* folders that earlier saves (killed, or of dead
- * processes) left in RUN_DIR. A folder of the same step is replaced (it is moved aside first: a
+ * RUN_DIR if needed; the caller owns RUN_DIR (one saver at a time: the trainer holds the run
+ * folder's lock). First removes the .tmp-* folders that earlier saves (killed or failed) left in
+ * RUN_DIR. A folder of the same step is replaced (it is moved aside first: a
  * kill at that moment loses it, never another step's folder). Once the new folder is in
  * place, folders of later steps (an abandoned run after a resume) are removed, then all but the
  * `keep` newest. run_config_json: the run config as JSON text (sm_run_config_to_text), or NULL.
- * tokenizer_path: NULL or "" when the run has none. optim may be empty (noptim 0). The path of
+ * tokenizer: NULL when the run has none. optim may be empty (noptim 0). The path of
  * the new folder goes to saved_path (when not NULL). Tensors are copied while a file is written:
  * peak extra memory is the larger of the two tensor sets. */
 int sm_ckpt_save(const char *run_dir, int64_t step, const sm_config *model_cfg,
                  const char *run_config_json, const sm_ckpt_tensor *weights, int nweights,
                  const sm_ckpt_tensor *optim, int noptim, const sm_ckpt_state *st,
-                 const char *tokenizer_path, int keep, char *saved_path, size_t cap,
+                 const sm_ckpt_file *tokenizer, int keep, char *saved_path, size_t cap,
                  sm_error *err);
 
 /* The newest complete checkpoint of RUN_DIR: step-* folders from the highest step down, the first
@@ -62,11 +75,13 @@ int sm_ckpt_save(const char *run_dir, int64_t step, const sm_config *model_cfg,
 int sm_ckpt_latest(const char *run_dir, char *path, size_t cap, sm_error *err);
 
 /* Checks the manifest against the files: every listed file present with its size and CRC-32C
- * (a flipped byte or a truncated file is an error naming the file), and the four core files
- * listed. */
+ * (a flipped byte or a truncated file is an error naming the file, and for a CRC the expected
+ * and the found value), the four core files listed, and, for a folder named step-NNNNNN, the
+ * manifest's step equal to NNNNNN. */
 int sm_ckpt_verify(const char *ckpt_dir, sm_error *err);
 
-/* Reads state.json (call sm_ckpt_verify first; sm_ckpt_latest did). */
+/* Reads state.json (call sm_ckpt_verify first; sm_ckpt_latest did). For a folder named
+ * step-NNNNNN, a state whose step is not NNNNNN is an error (an inconsistent checkpoint). */
 int sm_ckpt_load_state(const char *ckpt_dir, sm_ckpt_state *st, sm_error *err);
 /* The run config stored in state.json as indented JSON text (for sm_run_config_load_text);
  * malloc'd, free() it; NULL with err set when absent or unreadable. */

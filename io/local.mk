@@ -10,9 +10,10 @@ tests_test_safetensors_LDADD = $(TEST_LIBS)
 tests_test_config_LDADD = $(TEST_LIBS)
 tests_test_hf_model_LDADD = $(TEST_LIBS)
 
-# Training runs: the run config, checkpoints, metrics and the loss curve.
+# Training runs: the run config, checkpoints, metrics and the loss curve, the run folder's lock.
 libstarmoe_core_la_SOURCES += io/run_config.c io/run_config.h io/checkpoint.c io/checkpoint.h \
-	io/metrics.c io/metrics.h
+	io/metrics.c io/metrics.h io/run_folder.c io/run_folder.h \
+	io/run_config_diff.c io/run_config_diff.h
 check_PROGRAMS += tests/test_run_config tests/test_checkpoint tests/test_metrics
 TESTS += tests/test_run_config tests/test_checkpoint tests/test_metrics
 tests_test_run_config_LDADD = $(TEST_LIBS)

@@ -1,7 +1,9 @@
 /* `starmoe eval`: one forward (and backward) step of a Hugging Face model on given tokens,
- * dumped with the names and shapes of the reference fixtures, and traced when asked. */
+ * dumped with the names and shapes of the reference fixtures, and traced when asked. Without
+ * targets (forward only) there is no loss: it is reported as NaN and not dumped. */
 #include "model/model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "io/safetensors.h"
@@ -89,7 +91,7 @@ static int sm_dump(const sm_eval_opts *o, sm_run *r, double loss, sm_error *err)
         sm_run_logits(r, buf);
         rc = sm_dump_f32(w, "logits", 3, lshape, buf, err);
     }
-    if (!rc) rc = sm_dump_f32(w, "loss", 1, (int64_t[]){1}, &lossf, err);
+    if (!rc && r->has_targets) rc = sm_dump_f32(w, "loss", 1, (int64_t[]){1}, &lossf, err);
     for (int l = 0; !rc && l < c->num_hidden_layers; l++) {
         sm_run_hidden(r, l, buf);
         snprintf(name, sizeof name, "hidden.layers.%d.output", l);
@@ -141,6 +143,7 @@ int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
     if (!(r = sm_run_new(m, tk.B, tk.S, o->micro > 0 ? o->micro : 1, !o->forward_only, err)))
         goto out;
     if (sm_eval_step(o, r, &tk, loss, err)) goto out;
+    if (!tk.targets) *loss = NAN; /* no targets: no loss */
     if (ntasks) *ntasks = sm_run_ntasks(r);
     if (o->dot && sm_run_write_dot(r, o->dot, err)) goto out;
     rc = o->dump ? sm_dump(o, r, *loss, err) : 0;

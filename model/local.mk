@@ -1,7 +1,8 @@
 # model/: config-derived parameters, activations, block graph builders, runs, eval and bench.
 libstarmoe_core_la_SOURCES += model/model.h model/engine.c model/model.c model/params.c \
 	model/activations.c model/attention_block.c model/ffn_block.c model/step.c model/pipeline.c model/stage_cut.c model/eval.c model/bench.c \
-	 model/optimizer.c model/generate.c model/generate_text.c model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h
+	 model/optimizer.c model/generate.c model/generate_text.c model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h \
+	model/train_resume.c
 starmoeinclude_HEADERS += include/starmoe/train.h
 libstarmoe_core_la_SOURCES += model/config.c model/config.h
 
@@ -14,3 +15,12 @@ TESTS += tests/test_train_step tests/test_pipeline tests/test_build_errors
 tests_test_train_step_LDADD = $(TEST_LIBS)
 tests_test_pipeline_LDADD = $(TEST_LIBS)
 tests_test_build_errors_LDADD = $(TEST_LIBS)
+
+# Faults around run folders end to end (kill -9 and resume, the lock, resume checks, forged
+# checkpoints), with a tool that reseals a forged checkpoint's manifest.
+check_PROGRAMS += tests/ckpt_reseal
+tests_ckpt_reseal_LDADD = $(TEST_LIBS)
+# the tool calls the library only through testutil, which comes last on the link line
+tests_ckpt_reseal_LDFLAGS = $(AM_LDFLAGS) -Wl,--no-as-needed
+TESTS += tests/test_resume_faults.sh
+EXTRA_DIST += tests/test_resume_faults.sh

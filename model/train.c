@@ -153,7 +153,7 @@ int sm_train(const sm_train_opts *o, sm_error *err)
     sm_error plot_err;
     snprintf(jsonl, sizeof jsonl, "%s/metrics.jsonl", t.out);
     snprintf(svg, sizeof svg, "%s/loss.svg", t.out);
-    if (t.metrics.f) {
+    if (t.started) {
         sm_metrics_close(&t.metrics, NULL);
         if (sm_metrics_plot_svg(jsonl, svg, "starmoe training loss", &plot_err) == 0)
             printf("loss curve: %s\n", svg);

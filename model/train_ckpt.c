@@ -1,10 +1,10 @@
-/* Checkpoints of a training job: weights under their Hugging Face names, AdamW moments, and
- * the counters and data position that make a resumed run continue bit for bit. */
+/* Checkpoints of a training job: weights under their Hugging Face names, AdamW moments, the
+ * tokenizer (from memory), and the counters and data position that make a resumed run continue
+ * bit for bit. */
 #include "model/trainer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-#include "io/checkpoint.h"
 
 /* The model's parameters (or the optimizer's moments) as checkpoint tensors. */
 static sm_ckpt_tensor *sm_weight_list(sm_trainer *t, int optim, int *n)
@@ -32,10 +32,12 @@ int sm_trainer_save(sm_trainer *t, sm_error *err)
     sm_ckpt_state st = {.rng = {(uint64_t)t->rc.train.seed}, .epoch = t->train_rd.epoch,
                         .cursor = t->train_rd.cursor, .tokens = t->tokens,
                         .loss_ema = t->loss_ema, .bad_steps = t->bad_steps,
-                        .optim_steps = sm_optimizer_steps(t->opt)};
+                        .optim_steps = sm_optimizer_steps(t->opt),
+                        .tokenizer_vocab = sm_tokenizer_vocab_size(t->tok)};
+    sm_ckpt_file tok = {"tokenizer.bpe", t->tok_text, t->tok_len};
     char saved[1400];
     if (w && opt && cfg)
-        rc = sm_ckpt_save(t->out, t->step, &t->rc.model, cfg, w, nw, opt, no, &st, t->tok_path,
+        rc = sm_ckpt_save(t->out, t->step, &t->rc.model, cfg, w, nw, opt, no, &st, &tok,
                           t->rc.checkpoint.keep, saved, sizeof saved, err);
     else if (!cfg)
         rc = -1;
@@ -55,6 +57,7 @@ int sm_trainer_restore(sm_trainer *t, const char *ckpt_dir, sm_error *err)
     sm_ckpt_tensor *w = sm_weight_list(t, 0, &nw), *opt = sm_weight_list(t, 1, &no);
     if (!w || !opt) rc = sm_fail(err, "out of memory for the checkpoint");
     else if (sm_ckpt_load_state(ckpt_dir, &st, err) == 0 &&
+             sm_resume_check_state(t, &st, ckpt_dir, err) == 0 &&
              sm_ckpt_load_tensors(ckpt_dir, "model.safetensors", w, nw, err) == 0 &&
              sm_ckpt_load_tensors(ckpt_dir, "optimizer.safetensors", opt, no, err) == 0) {
         t->step = st.step;

@@ -1,17 +1,16 @@
-/* Setting up a training job: the effective run config (fresh, or the one stored in the
- * checkpoint being resumed), the tokenizer (trained on the corpus, loaded, or the checkpoint's
- * copy), the packed dataset and its readers, the engine, model, optimizer and runs, and the
- * tracer. */
+/* Setting up a training job: the run folder (created when missing and locked), the effective
+ * run config (fresh, or the one stored in the checkpoint being resumed), the tokenizer (trained
+ * on the corpus, loaded, or the checkpoint's copy), the packed dataset and its readers, the
+ * engine, model, optimizer and runs, the run folder's files and the tracer. A set-up that fails
+ * leaves the run folder as it found it. */
 #include "model/trainer.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include "base/aprintf.h"
-#include "base/atomic_file.h"
 #include "base/file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -25,49 +24,68 @@ static int sm_check_pipeline(const sm_run_config *rc, const char *where, sm_erro
                    where, rc->engine.pp, rc->engine.sched);
 }
 
+/* The newest complete checkpoint of the run folder; the ones skipped are printed with why. */
+static int sm_find_checkpoint(const sm_train_opts *o, char *ckpt, size_t cap, sm_error *err)
+{
+    int found = sm_ckpt_latest(o->out, ckpt, cap, err);
+    if (found > 0) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        return sm_fail(err, "cannot resume: %s", why);
+    }
+    if (found == 0 && err->msg[0])
+        printf("resume: skipped what does not verify: %s; resuming from %s\n", err->msg, ckpt);
+    return found;
+}
+
+/* The run config this command asks for: --config (or, without it on --resume, the run's own)
+ * with --set, --data and --seed; on --resume checked against the run's. */
 static int sm_setup_config(sm_trainer *t, const sm_train_opts *o, char *ckpt, size_t cap,
                            sm_error *err)
 {
-    if (o->resume) {
-        int found = sm_ckpt_latest(o->out, ckpt, cap, err);
-        if (found < 0) return -1;
-        if (found > 0) return sm_fail(err, "%s: no complete checkpoint to resume from", o->out);
-        if (err->msg[0]) printf("resume: %s\n", err->msg);
+    char probe[1200];
+    sm_error ignore;
+    ckpt[0] = '\0';
+    if (o->resume && sm_find_checkpoint(o, ckpt, cap, err)) return -1;
+    if (!o->resume && !o->config) return sm_fail(err, "train: --config FILE is required");
+    if (!o->resume && sm_ckpt_latest(o->out, probe, sizeof probe, &ignore) == 0)
+        return sm_fail(err, "%s already holds checkpoints (%s): pass --resume, or another --out",
+                       o->out, probe);
+    if (o->config) {
+        if (sm_run_config_load(&t->rc, o->config, o->overrides, o->noverrides, err)) return -1;
+    } else {
         char *text = sm_ckpt_load_run_config(ckpt, err);
-        if (!text) return -1;
-        int rc = sm_run_config_load_text(&t->rc, text, ckpt, o->overrides, o->noverrides, err);
+        int rc = text ? sm_run_config_load_text(&t->rc, text, ckpt, o->overrides, o->noverrides,
+                                                err)
+                      : -1;
         free(text);
         if (rc) return -1;
-    } else {
-        char probe[1200];
-        sm_error ignore;
-        if (!o->config) return sm_fail(err, "train: --config FILE is required");
-        if (sm_ckpt_latest(o->out, probe, sizeof probe, &ignore) == 0)
-            return sm_fail(err, "%s already holds checkpoints (%s): pass --resume, or another "
-                                "--out", o->out, probe);
-        if (sm_run_config_load(&t->rc, o->config, o->overrides, o->noverrides, err)) return -1;
-        ckpt[0] = '\0';
     }
     if (sm_check_pipeline(&t->rc, ckpt[0] ? ckpt : o->config, err)) return -1;
     if (o->data && sm_format_path(t->rc.data.path, sizeof t->rc.data.path, err, "%s", o->data))
         return sm_fail(err, "--data: %s", err->msg);
     if (o->seed >= 0) t->rc.train.seed = o->seed;
+    if (o->resume && sm_resume_config(t, ckpt, err)) return -1;
     t->last_step = o->steps >= 0 ? o->steps : t->rc.train.steps;
     if (t->last_step > t->rc.train.steps)
         return sm_fail(err, "--steps %lld is beyond the schedule's train.steps %d",
                        (long long)t->last_step, t->rc.train.steps);
     if (sm_format_path(t->out, sizeof t->out, err, "%s", o->out))
         return sm_fail(err, "--out: %s", err->msg);
-    return sm_mkdir_p(t->out, err);
+    return 0;
 }
 
-/* The tokenizer: the checkpoint's copy, the configured file, or one trained on the corpus. */
+/* The tokenizer: the checkpoint's copy, the configured file, or one trained on the corpus
+ * (written to the run folder once the set-up succeeds). */
 static int sm_setup_tokenizer(sm_trainer *t, const char *corpus, const char *ckpt, sm_error *err)
 {
     const sm_data_config *d = &t->rc.data;
     if (ckpt[0]) {
         sm_ckpt_state st;
         if (sm_ckpt_load_state(ckpt, &st, err)) return -1;
+        if (!st.tokenizer[0])
+            return sm_fail(err, "%s: the checkpoint carries no tokenizer (state.json field "
+                                "'tokenizer' is null)", ckpt);
         if (sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s/%s", ckpt, st.tokenizer))
             return -1;
     } else if (d->tokenizer[0]) {
@@ -83,7 +101,7 @@ static int sm_setup_tokenizer(sm_trainer *t, const char *corpus, const char *ckp
         if (!t->tok ||
             sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s/tokenizer.bpe", t->out))
             return -1;
-        return sm_tokenizer_save(t->tok, t->tok_path, err);
+        return 0;
     }
     return (t->tok = sm_tokenizer_load(t->tok_path, err)) ? 0 : -1;
 }
@@ -164,14 +182,20 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     return 0;
 }
 
-static int sm_setup_metrics(sm_trainer *t, int resumed, sm_error *err)
+/* The run folder's files: run.json, tokenizer.bpe (the run's tokenizer, whatever its source;
+ * its bytes stay in memory for the checkpoints, which so never read another folder) and
+ * metrics.jsonl (emptied on a fresh run, cut after the step resumed from). */
+static int sm_setup_run_files(sm_trainer *t, int resumed, sm_error *err)
 {
     char path[1200];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", t->out);
-    if (!resumed) unlink(path);
     snprintf(path, sizeof path, "%s/run.json", t->out);
     if (sm_run_config_save(&t->rc, path, err)) return -1;
+    snprintf(path, sizeof path, "%s/tokenizer.bpe", t->out);
+    if (sm_tokenizer_save(t->tok, path, err) || !(t->tok_text = sm_read_file(path, &t->tok_len,
+                                                                            err)))
+        return -1;
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->out);
+    if (!resumed) unlink(path);
     return sm_metrics_open(&t->metrics, path, resumed ? t->step : -1, err);
 }
 
@@ -191,20 +215,24 @@ int sm_trainer_open(sm_trainer *t, const sm_train_opts *o, sm_error *err)
 {
     char ckpt[1200];
     memset(t, 0, sizeof *t);
-    if (sm_setup_config(t, o, ckpt, sizeof ckpt, err) || sm_setup_data(t, ckpt, err) ||
+    if (sm_run_folder_open(&t->folder, o->out, err) ||
+        sm_setup_config(t, o, ckpt, sizeof ckpt, err) || sm_setup_data(t, ckpt, err) ||
         sm_setup_model(t, err))
         return -1;
     if (ckpt[0]) {
         if (sm_trainer_restore(t, ckpt, err)) return -1;
         printf("resumed from %s at step %lld\n", ckpt, (long long)t->step);
     }
-    return sm_setup_metrics(t, ckpt[0] != '\0', err) || sm_setup_trace(t, o, err) ? -1 : 0;
+    if (sm_setup_run_files(t, ckpt[0] != '\0', err) || sm_setup_trace(t, o, err)) return -1;
+    t->started = 1;
+    return 0;
 }
 
 void sm_trainer_close(sm_trainer *t)
 {
     sm_tracer_close(t->tracer, NULL);
     sm_metrics_close(&t->metrics, NULL);
+    sm_run_folder_close(&t->folder, !t->started);
     sm_run_free(t->run);
     sm_run_free(t->eval_run);
     sm_optimizer_free(t->opt);
@@ -214,6 +242,7 @@ void sm_trainer_close(sm_trainer *t)
     if (t->has_val) sm_reader_free(&t->val_rd);
     sm_dataset_free(&t->ds);
     sm_tokenizer_free(t->tok);
+    free(t->tok_text);
     free(t->ids);
     free(t->targets);
 }

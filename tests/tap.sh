@@ -6,3 +6,17 @@ STARMOE=${STARMOE:-./starmoe}
 FIXTURE=${STARMOE_SRCDIR:-..}/tests/fixtures/dsv3-tiny-a
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+# expect_error NAME PATTERN COMMAND...: the command must exit 1 or 2 and print PATTERN
+# (extended regex, any case)
+expect_error() {
+  local name=$1 pattern=$2; shift 2
+  "$@" > "$TMP/out" 2>&1; local rc=$?
+  if [ $rc -ge 1 ] && [ $rc -le 2 ] && grep -qiE -e "$pattern" "$TMP/out"; then ok 0 "$name"
+  else ok 1 "$name (exit $rc: $(grep -v '^\[starpu\]' "$TMP/out" | head -c 400))"; fi
+}
+# losses RUN_FOLDER: the train losses of its metrics.jsonl as exact doubles, one a line (JSON
+# may spell one value with 16 or 17 digits)
+losses() {
+  grep '"kind":"train"' "$1/metrics.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/' |
+    awk '{printf "%.17g\n", $1}'
+}

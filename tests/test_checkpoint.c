@@ -1,8 +1,9 @@
 /* Tests of io/checkpoint.c: CRC-32C; save + load round trips bitwise (tensors, state, tokenizer,
  * run config) and the folder opens as a Hugging Face model; keep, replacement and later-step
  * pruning; a flipped byte, a truncated file or a missing manifest fail verification naming the
- * file and sm_ckpt_latest falls back; stale .tmp folders; and SIGKILL at many points of a large
- * save never loses the previous checkpoint. */
+ * file and sm_ckpt_latest falls back; a step that disagrees with the folder's name is refused
+ * even when the CRCs match; stale .tmp folders; and SIGKILL at many points of a large save never
+ * loses the previous checkpoint. */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -19,9 +20,12 @@
 #include "io/hf_model.h"
 #include "io/run_config.h"
 #include "tests/tap.h"
+#include "tests/testutil.h"
 
 static char root[] = "/tmp/starmoe-ckpt-XXXXXX";
 static char tok_path[512];
+static const char tok_text[] = "{\"model\": {\"type\": \"BPE\"}}\n";
+static const sm_ckpt_file tok = {"tok.json", tok_text, sizeof tok_text - 1};
 static sm_config cfg;
 static sm_run_config run;
 
@@ -192,7 +196,7 @@ static int save(const char *run_dir, int64_t step, const ckpt *c, int keep, char
     sm_error_clear(err);
     char *rc_text = sm_run_config_to_text(&run, err);
     int r = rc_text ? sm_ckpt_save(run_dir, step, &cfg, rc_text, c->w.t, c->w.n, c->o.t, c->o.n,
-                                   &st, tok_path, keep, saved, 1024, err)
+                                   &st, &tok, keep, saved, 1024, err)
                     : -1;
     free(rc_text);
     return r;
@@ -284,7 +288,7 @@ static void test_round_trip(void)
     snprintf(p, sizeof p, "%.1000s/tok.json", saved);
     read_line(tok_path, want, sizeof want);
     read_line(p, got, sizeof got);
-    tap_ok(want[0] && strcmp(want, got) == 0, "the tokenizer is copied");
+    tap_ok(want[0] && strcmp(want, got) == 0, "the tokenizer's bytes are written");
 
     sm_hf_model m;
     tset w;
@@ -335,8 +339,9 @@ static void test_corruption(void)
     flip_byte(p, 100);
     snprintf(found, sizeof found, "%s/step-000020", run_dir);
     tap_ok(sm_ckpt_verify(found, &err) == -1 && strstr(err.msg, "model.safetensors") &&
-               strstr(err.msg, "CRC-32C"),
-           "a flipped byte fails verification: %s", err.msg);
+               strstr(err.msg, "CRC-32C mismatch: the manifest expects ") &&
+               strstr(err.msg, ", the file has "),
+           "a flipped byte fails verification, with the expected and found CRC: %s", err.msg);
     tap_ok(sm_ckpt_latest(run_dir, found, sizeof found, &err) == 0 &&
                strstr(found, "step-000010") && strstr(err.msg, "step-000020") &&
                strstr(err.msg, "model.safetensors"),
@@ -393,6 +398,55 @@ static void test_corruption(void)
     ckpt_free(&a);
 }
 
+/* The whole file, malloc'd (NULL when unreadable), its size in *n. */
+static char *read_all(const char *path, long *n)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (*n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = calloc((size_t)*n + 1, 1)) && fread(buf, 1, (size_t)*n, f) != (size_t)*n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (f) fclose(f);
+    return buf;
+}
+
+/* Checkpoints whose CRCs match but whose parts disagree are refused, naming what disagrees. */
+static void test_inconsistent(void)
+{
+    char run_dir[512], saved[1024], moved[1024], p[1024], found[1024];
+    sm_error err = {{0}};
+    sm_ckpt_state st;
+    ckpt a;
+    ckpt_init(&a, 7, 16, 8);
+    snprintf(run_dir, sizeof run_dir, "%s/run-e", root);
+    int r = save(run_dir, 4, &a, 3, saved, &err);
+    snprintf(moved, sizeof moved, "%s/step-000005", run_dir);
+    tap_ok(r == 0 && rename(saved, moved) == 0 && sm_ckpt_verify(moved, &err) == -1 &&
+               strstr(err.msg, "manifest.json: field 'step' is 4") &&
+               strstr(err.msg, "checkpoint of step 5"),
+           "a folder renamed to another step fails verification: %s", err.msg);
+    tap_ok(sm_ckpt_latest(run_dir, found, sizeof found, &err) == 1 &&
+               strstr(err.msg, "no complete checkpoint") && strstr(err.msg, "inconsistent"),
+           "and is no complete checkpoint: %s", err.msg);
+    rename(moved, saved);
+
+    long n = 0;
+    snprintf(p, sizeof p, "%.1000s/state.json", saved);
+    char *text = read_all(p, &n), *at = text ? strstr(text, "\"step\": 4,") : NULL;
+    if (at) at[8] = '5';
+    if (at) write_text(p, text);
+    free(text);
+    sm_error_clear(&err);
+    tap_ok(at && tu_ckpt_reseal(saved, 4) == 0 && sm_ckpt_verify(saved, &err) == 0,
+           "a forged state.json with a resealed manifest verifies %s", err.msg);
+    tap_ok(sm_ckpt_load_state(saved, &st, &err) == -1 && strstr(err.msg, "state.json") &&
+               strstr(err.msg, "field 'step' is 5") && strstr(err.msg, "checkpoint of step 4"),
+           "but its state's step is refused: %s", err.msg);
+    ckpt_free(&a);
+}
+
 static pid_t dead_pid(void)
 {
     pid_t pid = fork();
@@ -422,8 +476,8 @@ static void test_stale_and_pruning(void)
     struct stat sb;
     tap_ok(r == 0 && stat(p, &sb) != 0 && errno == ENOENT,
            "the next save removes a stale .tmp folder (dead owner) %s", err.msg);
-    tap_ok(stat(live, &sb) == 0, "but keeps one whose owner process is alive");
-    rmdir(live);
+    tap_ok(stat(live, &sb) != 0 && errno == ENOENT,
+           "and one named after a live process (pids are reused: the saver owns the folder)");
 
     r = save(run_dir, 9, &a, 3, saved, &err);
     if (r == 0) r = save(run_dir, 11, &a, 3, saved, &err);
@@ -448,12 +502,14 @@ static void test_stale_and_pruning(void)
            "steps beyond 6 digits sort by value: %s", list);
 
     sm_ckpt_state st = state_for(1);
-    char bad_tok[1024];
-    snprintf(bad_tok, sizeof bad_tok, "%s/state.json", root);
-    write_text(bad_tok, "{}");
-    tap_ok(sm_ckpt_save(run_dir, 2, &cfg, NULL, a.w.t, a.w.n, NULL, 0, &st, bad_tok, 1, NULL, 0,
+    sm_ckpt_file bad_tok = {"state.json", "{}", 2};
+    tap_ok(sm_ckpt_save(run_dir, 2, &cfg, NULL, a.w.t, a.w.n, NULL, 0, &st, &bad_tok, 1, NULL, 0,
                         &err) == -1 && strstr(err.msg, "clashes"),
            "a tokenizer named like a checkpoint file: %s", err.msg);
+    bad_tok.name = "../tok.json";
+    tap_ok(sm_ckpt_save(run_dir, 2, &cfg, NULL, a.w.t, a.w.n, NULL, 0, &st, &bad_tok, 1, NULL, 0,
+                        &err) == -1 && strstr(err.msg, "unusable tokenizer file name"),
+           "a tokenizer name with a folder: %s", err.msg);
     st.loss_ema = NAN;
     tap_ok(sm_ckpt_save(run_dir, 2, &cfg, NULL, a.w.t, a.w.n, NULL, 0, &st, NULL, 1, NULL, 0,
                         &err) == -1 && strstr(err.msg, "state.json") && strstr(err.msg, "loss_ema"),
@@ -556,7 +612,7 @@ int main(void)
     snprintf(p, sizeof p, "%s/model.json", root);
     snprintf(tok_path, sizeof tok_path, "%s/tok.json", root);
     write_text(p, model_json);
-    write_text(tok_path, "{\"model\": {\"type\": \"BPE\"}}\n");
+    write_text(tok_path, tok_text);
     sm_run_config_defaults(&run);
     if (sm_config_load_json(&cfg, p, &err))
         return tap_ok(0, "model config: %s", err.msg), tap_done();
@@ -567,6 +623,7 @@ int main(void)
     test_crc();
     test_round_trip();
     test_corruption();
+    test_inconsistent();
     test_stale_and_pruning();
     test_kill();
     remove_tree(root);

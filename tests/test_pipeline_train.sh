@@ -13,7 +13,6 @@ small=(--set train.batch_size=8 --set train.seq_len=32 --set train.micro_batches
        --set checkpoint.every=0 --set log.every=1 --set data.val_fraction=0.1
        --set data.doc_separator=\"\" --set engine.workers=2)
 train() { "$STARMOE" train --config "$src/examples/tiny.json" --data "$TMP/corpus" "${small[@]}" "$@"; }
-losses() { grep '"kind":"train"' "$1/metrics.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/' | awk '{printf "%.17g\n", $1}'; }
 
 train --out "$TMP/base" > "$TMP/base.log" 2>&1
 ok $? "unpipelined run under lws ($(losses "$TMP/base" | tr '\n' ' '))"

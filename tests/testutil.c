@@ -1,10 +1,13 @@
 /* Shared helpers of the test programs (see testutil.h). */
 #include "tests/testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <starmoe/config.h>
+#include "io/checkpoint.h"
 
 void tu_seed(tu_rng *r, uint64_t seed) { r->s = seed * 0x9E3779B97F4A7C15ull + 1; }
 
@@ -87,6 +90,59 @@ double tu_fd_check(float *x, const float *grad, size_t n, size_t nprobe, double 
         if (fabs(fd) > scale) scale = fabs(fd);
     }
     return worst_abs / scale;
+}
+
+/* Appends "name": {"size": N, "crc32c": "hex"} for dir/name to out. */
+static int tu_manifest_entry(FILE *out, const char *dir, const char *name, int first)
+{
+    char path[4200], buf[65536];
+    size_t n;
+    long size = 0;
+    uint32_t crc = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) return printf("# %s: cannot read\n", path), -1;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        crc = sm_crc32c(crc, buf, n);
+        size += (long)n;
+    }
+    fclose(f);
+    fprintf(out, "%s\"%s\": {\"size\": %ld, \"crc32c\": \"%08x\"}", first ? "" : ", ", name,
+            size, (unsigned)crc);
+    return 0;
+}
+
+int tu_ckpt_reseal(const char *dir, int64_t step)
+{
+    struct dirent **names;
+    char path[4200], *text = NULL;
+    size_t len = 0;
+    int n = scandir(dir, &names, NULL, alphasort), rc = n < 0 ? -1 : 0, first = 1;
+    FILE *out = open_memstream(&text, &len);
+    if (!out) rc = -1;
+    if (out)
+        fprintf(out, "{\"format\": \"starmoe-checkpoint\", \"version\": 1, \"step\": %lld, "
+                     "\"files\": {", (long long)step);
+    for (int i = 0; i < n; i++) {
+        const char *name = names[i]->d_name;
+        if (rc == 0 && name[0] != '.' && strcmp(name, "manifest.json") != 0) {
+            rc = tu_manifest_entry(out, dir, name, first);
+            first = 0;
+        }
+        free(names[i]);
+    }
+    if (n >= 0) free(names);
+    if (out) {
+        fprintf(out, "}}\n");
+        fclose(out);
+    }
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    FILE *f = rc == 0 ? fopen(path, "w") : NULL;
+    if (f && fwrite(text, 1, len, f) != len) rc = -1;
+    if (!f || fclose(f) != 0) rc = -1;
+    if (rc) printf("# %s: cannot reseal\n", dir);
+    free(text);
+    return rc;
 }
 
 const char *tu_srcdir(void)

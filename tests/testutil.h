@@ -30,6 +30,11 @@ typedef double (*tu_loss_fn)(void *ctx);
 double tu_fd_check(float *x, const float *grad, size_t n, size_t nprobe, double h, double floor,
                    tu_loss_fn loss, void *ctx);
 
+/* Rewrites DIR/manifest.json for the files in DIR as they are now (every file but the manifest
+ * and hidden ones), with the given step: what a forger who edits a checkpoint and recomputes
+ * its CRCs does. 0, or -1 with a diagnostic line on stdout. */
+int tu_ckpt_reseal(const char *dir, int64_t step);
+
 /* The project's source folder (STARMOE_SRCDIR, else ..): fixtures are under tests/fixtures. */
 const char *tu_srcdir(void);
 /* The official tiny fixture's config (fixtures/dsv3-tiny-a/config.json); prints a diagnostic

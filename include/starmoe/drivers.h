@@ -31,13 +31,24 @@ SM_API int sm_generate_ids(sm_model *m, const int32_t *prompt, int nprompt, int 
 /* One draw from logits [V] (exposed for tests): banned (or -1) is never drawn. */
 SM_API int sm_sample_token(const float *logits, int V, double temperature, double top_p,
                            int banned, uint64_t *rng);
-/* Samples up to max_new tokens of text after the prompt from a checkpoint (a step-* folder, or
- * a run folder: its newest complete checkpoint) with the checkpoint's own tokenizer and a
- * window of its run config's train.seq_len; the stop and start tokens are the tokenizer's end
- * of text (those of so are ignored). *text (malloc'd, NUL-terminated, *len bytes) holds the
- * prompt and the sample, cut to whole UTF-8 characters. */
+/* What sm_generate_text made, and from where (free with sm_generated_free). */
+typedef struct sm_generated {
+    char *text;                  /* the prompt and the sample, NUL-terminated */
+    size_t len;                  /* bytes of text */
+    char *ckpt;                  /* the checkpoint folder used */
+    /* for a run folder: the newer checkpoints skipped because they do not verify, and why;
+     * NULL when none was */
+    char *skipped;
+} sm_generated;
+
+/* Samples up to max_new tokens of text after the prompt from a checkpoint (a step-* folder,
+ * used only when it verifies, or a run folder: its newest complete checkpoint) with the
+ * checkpoint's own tokenizer and a window of its run config's train.seq_len; the stop and start
+ * tokens are the tokenizer's end of text (those of so are ignored). The text is cut to whole
+ * UTF-8 characters. */
 SM_API int sm_generate_text(const char *ckpt, const char *prompt, int max_new,
-                            const sm_sample_opts *so, char **text, size_t *len, sm_error *err);
+                            const sm_sample_opts *so, sm_generated *out, sm_error *err);
+SM_API void sm_generated_free(sm_generated *g);
 
 /* ---- evaluation ---- */
 typedef struct sm_eval_opts {
@@ -51,7 +62,8 @@ typedef struct sm_eval_opts {
 } sm_eval_opts;
 
 /* Loads the model and inputs, runs forward (and backward), and dumps logits, loss,
- * routing.layers.N.{indices,weights}, hidden.layers.N.output and grad.<HF name>. */
+ * routing.layers.N.{indices,weights}, hidden.layers.N.output and grad.<HF name>. Inputs without
+ * targets (forward only) have no loss: *loss is NaN and the dump has no "loss". */
 SM_API int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err);
 
 /* ---- benchmark ---- */
