@@ -91,13 +91,8 @@ static int sm_setup_tokenizer(sm_trainer *t, const char *corpus, const char *ckp
     } else if (d->tokenizer[0]) {
         if (sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s", d->tokenizer)) return -1;
     } else {
-        char **docs;
-        size_t *lens, ndocs;
-        if (sm_corpus_read(corpus, d->doc_separator[0] ? d->doc_separator : NULL, &docs, &lens,
-                           &ndocs, NULL, err))
-            return -1;
-        t->tok = sm_tokenizer_train((const char *const *)docs, lens, ndocs, d->vocab_size, err);
-        sm_corpus_free(docs, lens, ndocs);
+        t->tok = sm_tokenizer_train_corpus(corpus, d->doc_separator[0] ? d->doc_separator : NULL,
+                                           d->vocab_size, NULL, err);
         if (!t->tok ||
             sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s/tokenizer.bpe", t->out))
             return -1;
