@@ -1,16 +1,16 @@
-/* Timing simulator of a pipeline schedule (dualpipe.md §4.1): each rank runs its slots strictly
- * in order, each slot starts when the rank is free and its inputs exist; an overlapped pair is
- * one slot whose outputs appear at its end; cross-rank transfers take no time. Gives every
- * slot's start and end, the makespan, the bubble of each rank and its peak in-flight
- * activations. Pure C, no StarPU. */
+/* Timing simulator of a pipeline schedule (docs/pipeline-schedules.md §4.1): each rank runs its
+ * slots strictly in order, each slot starts when the rank is free and its inputs exist; an
+ * overlapped pair is one slot whose outputs appear at its end; cross-rank transfers take no
+ * time. Gives every slot's start and end, the makespan, the bubble of each rank and its peak
+ * in-flight activations. Pure C, no StarPU. */
 #ifndef STARMOE_SIMULATE_H
 #define STARMOE_SIMULATE_H
 
 #include <starmoe/error.h>
 #include "schedulers/schedule.h"
 
-/* Slot costs in dualpipe.md's notation: F forward, B backward for inputs, W backward for
- * weights (a full backward BW costs B + W), FB one overlapped pair. */
+/* Slot costs in the notation of docs/pipeline-schedules.md §1: F forward, B backward for inputs,
+ * W backward for weights (a full backward BW costs B + W), FB one overlapped pair. */
 typedef struct sm_schedule_costs {
     double f, b, w, fb;
 } sm_schedule_costs;
