@@ -22,7 +22,8 @@ sha=$(git -C "$root" rev-parse --verify HEAD 2>/dev/null) || {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 clone=$tmp/starmoe
-git clone --quiet "$root" "$clone" && git -C "$clone" checkout --quiet --detach "$sha" || {
+git -c advice.detachedHead=false clone --quiet "$root" "$clone" &&
+    git -C "$clone" -c advice.detachedHead=false checkout --quiet --detach "$sha" || {
     echo "clone: git clone of $root failed"; failed=1; finish; }
 echo "clone: HEAD ${sha:0:12} in $clone, nothing beside it: $(ls -A "$tmp" | tr '\n' ' ')"
 
@@ -45,7 +46,8 @@ logs=("$clone"/build/tests/*.log)
 opens=$(grep -H "cannot open" "${logs[@]}" 2>/dev/null)
 bad=$( { grep -HE "$outside" "${logs[@]}" 2>/dev/null
          echo "$opens" | grep -vE '^[^:]*:(ok|PASS:) '
-         echo "$opens" | grep -E '^[^:]*:(ok|PASS:) .*# SKIP'; } | sed '/^$/d' | head -20)
+         echo "$opens" | grep -E '^[^:]*:(ok|PASS:) .*# SKIP'; } | sed '/^$/d' | awk '!seen[$0]++' |
+       head -20)
 [ -z "$bad" ]; check $? "test logs name the reference folder or a file that could not be opened:
 $bad"
 finish
