@@ -1,6 +1,6 @@
 /* Element types (sizes, safetensors names) and the bit-exact float conversions: BF16 and F16
  * (IEEE, round to nearest even, overflow to inf) and FP8 E4M3fn / E5M2 (round to nearest even,
- * saturating to the largest finite value as the GPU satfinite path does, spec 8.3). */
+ * saturating to the largest finite value as the GPU satfinite path does, docs/model.md §8.3). */
 #include "base/dtype.h"
 
 #include <math.h>

@@ -1,5 +1,5 @@
 /* Element types of tensors and their conversions to and from float32 (BF16, F16, FP8 E4M3/E5M2).
- * FP8 encoders round to nearest even and saturate (the GPU satfinite path), see the spec 8.3. */
+ * FP8 encoders round to nearest even and saturate (the GPU satfinite path): docs/model.md §8.3. */
 #ifndef STARMOE_DTYPE_H
 #define STARMOE_DTYPE_H
 

@@ -4,7 +4,7 @@
 libstarmoe_core_la_SOURCES += base/error.c base/grow.h base/atomic_file.c base/atomic_file.h \
 	base/dtype.c base/dtype.h base/clock.c base/clock.h base/phase.c base/phase.h \
 	base/file.c base/file.h base/aprintf.c base/aprintf.h
-starmoeinclude_HEADERS += include/starmoe/error.h
+starmoeinclude_HEADERS += include/starmoe/error.h include/starmoe/export.h
 
 check_PROGRAMS += tests/test_dtype
 TESTS += tests/test_dtype

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <starpu.h>
-#include "config.h"
+#include "build_config.h"
 #include "schedulers/registry.h"
 #include "tasks/dense_kernels.h"
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS

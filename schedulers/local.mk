@@ -7,6 +7,8 @@ libstarmoe_core_la_SOURCES += schedulers/registry.c schedulers/registry.h \
 	schedulers/render.c schedulers/render.h \
 	schedulers/report.c
 
+starmoeinclude_HEADERS += include/starmoe/schedule.h
+
 check_PROGRAMS += tests/test_schedule tests/test_ordered
 TESTS += tests/test_schedule tests/test_ordered tests/test_sched_cli.sh
 EXTRA_DIST += tests/test_sched_cli.sh docs/writing-a-policy.md docs/pipeline-schedules.md

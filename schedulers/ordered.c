@@ -1,4 +1,4 @@
-/* The "ordered" policies (starpu-notes A.6, generalised from workers to lanes of workers): per
+/* The "ordered" policies (docs/starpu.md §4.3, generalised from workers to lanes of workers): per
  * lane a ring of ready ordered tasks keyed by order number and the next order the lane may
  * start; a worker-to-lane table; one shared FIFO for unordered tasks. Locking: each ring and the
  * FIFO have their own mutex; push files the task and calls starpu_push_task_end() under that

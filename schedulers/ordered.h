@@ -4,7 +4,7 @@
  * strictly in order 0, 1, 2, ... of that lane, on any worker of the lane; consecutive tasks of
  * one lane may run at once on its several workers. Tasks without one (order -1, or no record)
  * go to a shared FIFO that any worker pops when its lane's next task is not ready yet. This is
- * the per-rank slot sequence of a pipeline schedule (../shared/docs/dualpipe.md §5) with bubble
+ * the per-rank slot sequence of a pipeline schedule (docs/pipeline-schedules.md §5) with bubble
  * fillers. The same policy is registered under six names: "ordered" and one per pipeline
  * schedule ("gpipe", "1f1b", "zbh1", "dualpipe", "dualpipev"). */
 #ifndef STARMOE_ORDERED_H

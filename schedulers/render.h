@@ -1,5 +1,6 @@
-/* Reports of a simulated pipeline schedule: the per-rank programs in dualpipe.md's notation,
- * a text Gantt chart, the per-rank summary, one JSON object, and an SVG timeline. */
+/* Reports of a simulated pipeline schedule: the per-rank programs in the notation of
+ * docs/pipeline-schedules.md §1, a text Gantt chart, the per-rank summary, one JSON object, and
+ * an SVG timeline. */
 #ifndef STARMOE_RENDER_H
 #define STARMOE_RENDER_H
 

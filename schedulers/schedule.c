@@ -1,5 +1,5 @@
-/* Per-rank programs of the pipeline schedules, exactly as ../shared/docs/dualpipe.md §3 lays
- * them out (the DualPipe table is upstream deepseek-ai/DualPipe's 8-step program). */
+/* Per-rank programs of the pipeline schedules, exactly as docs/pipeline-schedules.md §3 lays
+ * them out (DualPipe's is upstream deepseek-ai/DualPipe's 8-step program). */
 #include "schedulers/schedule.h"
 
 #include <stdio.h>
@@ -136,8 +136,8 @@ static void sm_zbh1(sm_prog *g, int pp, int rank, int micro)
     while (g->whead < g->wtail) sm_prog_w(g);
 }
 
-/* The 8-step DualPipe program of one rank (dualpipe.md §3): N micro-batches per chunk, H half
- * the ranks, h = the rank's distance to its nearer end, near/far its chunks. */
+/* The 8-step DualPipe program of one rank (docs/pipeline-schedules.md §3.2): N micro-batches
+ * per chunk, H half the ranks, h = the rank's distance to its nearer end, near/far its chunks. */
 typedef struct sm_dual {
     int N, H, h, near, far, middle;
 } sm_dual;
@@ -183,7 +183,7 @@ static void sm_dual_program(sm_prog *g, const sm_dual *d)
 }
 
 /* DualPipe: rank r holds stage r of direction 0 (chunk 0) and stage pp-1-r of direction 1;
- * DualPipeV is DualPipe's first half with H = pp (dualpipe.md §2). */
+ * DualPipeV is DualPipe's first half with H = pp (docs/pipeline-schedules.md §2). */
 static sm_dual sm_dual_for(const sm_schedule *p, int rank)
 {
     if (p->policy == SM_SCHEDULE_DUALPIPEV)

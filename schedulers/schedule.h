@@ -1,4 +1,4 @@
-/* Pipeline schedules as per-rank programs (docs: ../shared/docs/dualpipe.md): GPipe, 1F1B,
+/* Pipeline schedules as per-rank programs (docs/pipeline-schedules.md): GPipe, 1F1B,
  * ZB-H1, DualPipe and DualPipeV give each rank its ordered list of slots (F, B, W, a full
  * backward BW, or an overlapped pair of a forward and a full backward). Pure C, no StarPU. */
 #ifndef STARMOE_SCHEDULERS_SCHEDULE_H
@@ -56,8 +56,8 @@ void sm_schedule_locate(const sm_schedule *p, int rank, int chunk, int *dir, int
 /* Micro-batches per direction. */
 int sm_schedule_micro_per_dir(const sm_schedule *p);
 
-/* Writes a slot in the notation of dualpipe.md: F3, BW3, F3.1, (F7.0&BW3.1). Returns the
- * length snprintf would write. */
+/* Writes a slot in the notation of docs/pipeline-schedules.md §1: F3, BW3, F3.1, (F7.0&BW3.1).
+ * Returns the length snprintf would write. */
 int sm_slot_format(const sm_schedule *p, const sm_slot *s, char *buf, size_t n);
 
 #endif

@@ -1,6 +1,6 @@
 /* The pipeline timing simulator: ranks advance through their programs as soon as a slot's
- * inputs exist (dependencies of dualpipe.md §4.1, transfers free), until every slot has run or
- * no rank can move. */
+ * inputs exist (dependencies of docs/pipeline-schedules.md §4.1, transfers free), until every
+ * slot has run or no rank can move. */
 #include "schedulers/simulate.h"
 
 #include <math.h>

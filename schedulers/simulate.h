@@ -1,8 +1,8 @@
-/* Timing simulator of a pipeline schedule (dualpipe.md §4.1): each rank runs its slots strictly
- * in order, each slot starts when the rank is free and its inputs exist; an overlapped pair is
- * one slot whose outputs appear at its end; cross-rank transfers take no time. Gives every
- * slot's start and end, the makespan, the bubble of each rank and its peak in-flight
- * activations. Pure C, no StarPU. */
+/* Timing simulator of a pipeline schedule (docs/pipeline-schedules.md §4.1): each rank runs its
+ * slots strictly in order, each slot starts when the rank is free and its inputs exist; an
+ * overlapped pair is one slot whose outputs appear at its end; cross-rank transfers take no
+ * time. Gives every slot's start and end, the makespan, the bubble of each rank and its peak
+ * in-flight activations. Pure C, no StarPU. */
 #ifndef STARMOE_SIMULATE_H
 #define STARMOE_SIMULATE_H
 

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include "config.h"
+#include "build_config.h"
 
 /* Marks an element-wise kernel: in a portable build GCC compiles it twice, for x86-64-v3
  * (AVX2, FMA) and the baseline, and the dynamic loader picks the clone the processor runs

@@ -40,7 +40,7 @@ void sm_router_bwd(float *du, float *dWg, const float *dw, const float *ds_extra
                    const float *s, const int32_t *plan, const float *u, const float *Wg,
                    const sm_router_dims *r, int accumulate);
 
-/* Sequence-wise balance loss (spec 6.2) over the T/S sequences of S tokens of a plan:
+/* Sequence-wise balance loss (docs/model.md §6.2) over the T/S sequences of S tokens of a plan:
  * returns coef * sum over sequences of sum_i f_i P_i, with f_i = E/(K S) * (tokens of the
  * sequence routed to i, by the actual biased, group-limited choice; a constant) and
  * P_i = mean over the sequence of s_t[i] / sum_j s_t[j]. When ds is not NULL it receives the

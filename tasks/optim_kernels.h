@@ -26,8 +26,8 @@ typedef struct sm_adamw_hp {
 void sm_adamw(float *w, float *m, float *v, const float *g, size_t n, float gscale,
               const sm_adamw_hp *hp);
 
-/* Auxiliary-loss-free balancing (spec 6.1): with c_i the tokens routed to expert i summed over
- * the micro-batches' plans (count arrays of E entries) and c_mean = sum c / E,
+/* Auxiliary-loss-free balancing (docs/model.md §6.1): with c_i the tokens routed to expert i
+ * summed over the micro-batches' plans (count arrays of E entries) and c_mean = sum c / E,
  * bias[i] += gamma * sign(c_mean - c_i). load[i] receives c_i. */
 void sm_bias_update(float *bias, float *load, const int32_t *const *counts, int n, int E,
                     float gamma);

@@ -1,5 +1,5 @@
 /* Tests of the MLA kernels (tasks/attention_kernels.c): YaRN frequency and softmax-scale test
- * vectors of the spec (sections 1.2 and 4), the interleaved RoPE pairing on a hand case, the
+ * vectors of docs/model.md (§1.2 and §4), the interleaved RoPE pairing on a hand case, the
  * forward pass against a double-precision reference written here, causality, finite-difference
  * checks of the backward pass, and bitwise determinism. */
 #include "tasks/attention_kernels.h"

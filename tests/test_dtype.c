@@ -1,4 +1,4 @@
-/* Tests of base/dtype.c: names and sizes, the FP8 E4M3 test vectors of spec 8.3 in both
+/* Tests of base/dtype.c: names and sizes, the FP8 E4M3 test vectors of docs/model.md §8.3 in both
  * directions, exhaustive round trips, a brute-force nearest-even reference for the FP8 encoders,
  * BF16 and F16 rounding, and sm_convert_to_f32. */
 #include <float.h>

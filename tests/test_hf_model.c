@@ -234,7 +234,8 @@ static void test_fp8_exact(const sm_hf_model *m, const uint8_t *q, const float *
     free(got);
 }
 
-/* Quantising a random matrix per spec 8.2 and dequantising gives it back within E4M3 error. */
+/* Quantising a random matrix per docs/model.md §8.2 and dequantising gives it back within E4M3
+ * error. */
 static void test_fp8_quant_round_trip(void)
 {
     enum { R = 40, C = 70, B = 32 };

@@ -445,7 +445,7 @@ static void test_router_bwd(tu_rng *rng)
     }
 }
 
-/* Balance loss of the seeded case: a plain double loop over the spec 6.2 formula. */
+/* Balance loss of the seeded case: a plain double loop over the formula of docs/model.md §6.2. */
 static double balance_reference(const router_case *c, int S, double coef)
 {
     const sm_router_dims *r = &c->r;
@@ -495,7 +495,8 @@ static void test_balance_loss(tu_rng *rng)
     case_fwd(&b.f.c, 1);
     memcpy(b.f.idx0, b.f.c.plan, (size_t)dims.T * dims.K * sizeof *b.f.idx0);
     double l = sm_balance_loss(ds, b.f.c.s, b.f.c.plan, dims.T, b.S, dims.K, dims.E, b.coef);
-    tap_close(l, balance_reference(&b.f.c, b.S, b.coef), 1e-6, "balance loss matches spec 6.2");
+    tap_close(l, balance_reference(&b.f.c, b.S, b.coef), 1e-6,
+              "balance loss matches docs/model.md §6.2");
     double uniform = 0;
     for (int e = 0; e < dims.E; e++) uniform += 1.0 / dims.E;
     tap_ok(l > 0 && uniform > 0, "balance loss is positive (%.4g)", l);

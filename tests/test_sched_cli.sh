@@ -93,7 +93,7 @@ fi
 "$STARMOE" schedule --policy dualpipe --pp 4 --micro 8 -o "$TMP/t.svg" > "$TMP/s" 2>&1
 ok $? "schedule dualpipe --pp 4 --micro 8"
 grep -qx 'rank 0: F0.0 F1.0 F2.0 F0.1 B0.1 W0.1 F1.1 (F3.0&BW1.1) (F2.1&BW0.0) BW2.1 (F3.1&BW1.0) BW3.1 B2.0 W2.0 B3.0 W3.0' "$TMP/s"
-ok $? "rank 0's program in dualpipe.md's notation"
+ok $? "rank 0's program in the notation of docs/pipeline-schedules.md"
 grep -qE '^rank 3   \|F' "$TMP/s"; ok $? "a Gantt row per rank"
 grep -qx 'makespan 24' "$TMP/s"; ok $? "the makespan"
 grep -qx 'rank 0: busy 22.5  bubble 1.5  peak activations 5' "$TMP/s"; ok $? "bubble and peak activations per rank"

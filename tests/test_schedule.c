@@ -1,10 +1,11 @@
 /* Pipeline schedules and their simulation (no StarPU): DualPipe's per-rank programs are those of
- * dualpipe.md §3 (the upstream run); every schedule forwards and backwards each item exactly
- * once; the simulated bubbles equal the DeepSeek-V3 report's Table 2 (B there is a full
- * backward: 1F1B (P-1)(F+B), ZB1P (P-1)(F+B-2W), DualPipe (P/2-1)(F&B+B-3W), the last exactly
- * when F equals the input-backward cost) for pp 2, 4, 8 and micro pp, 2 pp, 20 wherever the
- * schedule allows them; the P=8, M=20 table of dualpipe.md §4.2; memory (parameters 1x vs 2x,
- * peak activations P vs P+1); input validation; the JSON and SVG reports. */
+ * docs/pipeline-schedules.md §3.3 (the upstream run); every schedule forwards and backwards each
+ * item exactly once; the simulated bubbles equal the DeepSeek-V3 report's Table 2 (B there is a
+ * full backward: 1F1B (P-1)(F+B), ZB1P (P-1)(F+B-2W), DualPipe (P/2-1)(F&B+B-3W), the last
+ * exactly when F equals the input-backward cost) for pp 2, 4, 8 and micro pp, 2 pp, 20 wherever
+ * the schedule allows them; the P=8, M=20 table of docs/pipeline-schedules.md §4.2; memory
+ * (parameters 1x vs 2x, peak activations P vs P+1); input validation; the JSON and SVG
+ * reports. */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -53,7 +54,7 @@ static void test_dualpipe_programs(void)
     for (int r = 0; p && r < 4; r++) {
         program(p, r, buf, sizeof buf);
         if (!tap_ok(!strcmp(buf, dualpipe_4_8[r]), "dualpipe pp 4 micro 8: rank %d as in "
-                                                   "dualpipe.md", r))
+                                                   "docs/pipeline-schedules.md", r))
             tap_diag("got  %s", buf);
     }
     sm_schedule_free(p);
@@ -100,7 +101,8 @@ static void test_completeness(void)
     }
 }
 
-/* Table 2 in dualpipe.md's symbols (B = input backward): the expected max bubble. */
+/* Table 2 in the symbols of docs/pipeline-schedules.md §1 (B = input backward): the expected max
+ * bubble. */
 static double table2(sm_schedule_policy pol, int pp, const sm_schedule_costs *c)
 {
     switch (pol) {
@@ -113,8 +115,8 @@ static double table2(sm_schedule_policy pol, int pp, const sm_schedule_costs *c)
     return NAN;
 }
 
-/* Random costs in dualpipe.md's ranges: F, B in [0.5, 2], W <= min(F, B), max(F, B+W) <= FB <=
- * F+B+W; F = B when `equal`. */
+/* Random costs in the ranges of docs/pipeline-schedules.md §4.2: F, B in [0.5, 2], W <= min(F, B),
+ * max(F, B+W) <= FB <= F+B+W; F = B when `equal`. */
 static sm_schedule_costs draw(tu_rng *g, int equal)
 {
     sm_schedule_costs c;
@@ -177,7 +179,7 @@ static int simulate(sm_schedule_policy pol, int pp, int micro, sm_schedule_costs
     return rc;
 }
 
-/* dualpipe.md §4.2, P = 8, M = 20, F = B = W = 1, F&B = 2.5. */
+/* docs/pipeline-schedules.md §4.2, P = 8, M = 20, F = B = W = 1, F&B = 2.5. */
 static void test_reference_table(void)
 {
     const sm_schedule_costs c = {1, 1, 1, 2.5};
@@ -194,7 +196,7 @@ static void test_reference_table(void)
         if (simulate(rows[i].pol, rows[i].pp, 20, c, &s)) continue;
         tap_ok(s.makespan == rows[i].makespan && s.bubble_max == rows[i].bubble_max &&
                    s.peak_act[0] == rows[i].peak,
-               "%s pp %d micro 20: makespan %g, bubble max %g, peak %d (dualpipe.md: %g, %g, %d)",
+               "%s pp %d micro 20: makespan %g, bubble max %g, peak %d (docs: %g, %g, %d)",
                sm_schedule_policy_name(rows[i].pol), rows[i].pp, s.makespan, s.bubble_max,
                s.peak_act[0], rows[i].makespan, rows[i].bubble_max, rows[i].peak);
         sm_schedule_sim_free(&s);
@@ -212,7 +214,7 @@ static void test_reference_table(void)
     }
 }
 
-/* Where Table 2 does not hold: DualPipe with F != B (dualpipe.md §4.2). */
+/* Where Table 2 does not hold: DualPipe with F != B (docs/pipeline-schedules.md §4.2). */
 static void test_dualpipe_f_ne_b(void)
 {
     const struct {
@@ -269,7 +271,7 @@ static void test_memory(void)
     int ok = p != NULL;
     for (int r = 0; p && r < 8; r++)
         ok &= count_slots(p, r, 1) == pairs[r] && count_slots(p, r, 0) == ws[r];
-    tap_ok(ok, "dualpipe pp 8 micro 20: pairs 9/10/11/11 and W slots 7/6/5/4 (dualpipe.md)");
+    tap_ok(ok, "dualpipe pp 8 micro 20: pairs 9/10/11/11 and W slots 7/6/5/4 (docs §3.2)");
     sm_schedule_free(p);
 }
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <starpu.h>
-#include "config.h"
+#include "build_config.h"
 #include "base/grow.h"
 #include "io/config_json.h"
 

@@ -50,7 +50,7 @@ SM_API void sm_run_free(sm_run *r);
 SM_API int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *loss,
                        sm_error *err);
 
-/* Turns on the sequence-wise balance loss (spec 6.2) with weight alpha for the next steps: it
+/* Turns on the sequence-wise balance loss (docs/model.md §6.2) with weight alpha for the next steps: it
  * joins the gradient, and sm_run_balance_loss() reports it (summed over MoE layers, mean over
  * the batch's sequences). The loss sm_run_step() writes stays the cross-entropy alone. */
 SM_API void sm_run_set_balance(sm_run *r, double alpha);

@@ -8,8 +8,8 @@
 #include <starmoe/error.h>
 #include <starmoe/export.h>
 
-/* Slot costs in dualpipe.md's notation: F forward, B backward for inputs, W backward for
- * weights (a full backward BW costs B + W), FB one overlapped pair. */
+/* Slot costs in the notation of docs/pipeline-schedules.md §1: F forward, B backward for
+ * inputs, W backward for weights (a full backward BW costs B + W), FB one overlapped pair. */
 typedef struct sm_schedule_costs {
     double f, b, w, fb;
 } sm_schedule_costs;

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Independent float64 reference for DeepSeek-V3-style models (MLA + DeepSeekMoE).
 
-Written from docs/deepseek-v3-spec.md (sections 2-5) and the conventions of the fixture
-shared/fixtures/dsv3-tiny-a (produced by the official DeepSeek-V3 code). Everything is
-computed in float64 with torch autograd, then stored as float32.
+Written from a description of the model (now docs/model.md, sections 2-5) and the conventions
+of the fixture tests/fixtures/dsv3-tiny-a (produced by the official DeepSeek-V3 code).
+Everything is computed in float64 with torch autograd, then stored as float32.
 
 Generate a fixture:
   /usr/bin/python3 tests/ref/dsv3_reference.py --config CFG.json --out DIR \
@@ -216,7 +216,7 @@ def swiglu(x, wg, wu, wd):
 
 
 def rope_freqs(c):
-    """theta_j, j < dr/2, with the official YaRN correction (spec section 4)."""
+    """theta_j, j < dr/2, with the official YaRN correction (docs/model.md section 4)."""
     dim = c.dr
     theta = 1.0 / (c.theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
     y = c.yarn
@@ -427,7 +427,7 @@ def min_margin(rec):
 
 
 def self_test():
-    """The YaRN test vectors of spec sections 1.2 and 4."""
+    """The YaRN test vectors of docs/model.md sections 1.2 and 4."""
     ok = True
     base = {"vocab_size": 8, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1,
             "kv_lora_rank": 8, "v_head_dim": 8, "rope_theta": 10000.0}
@@ -548,7 +548,7 @@ def generate(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check-fixture", metavar="DIR")
-    ap.add_argument("--self-test", action="store_true", help="check the spec's YaRN test vectors")
+    ap.add_argument("--self-test", action="store_true", help="check the YaRN test vectors of docs/model.md")
     ap.add_argument("--config")
     ap.add_argument("--out")
     ap.add_argument("--batch", type=int, default=2)
