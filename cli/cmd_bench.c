@@ -14,7 +14,7 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
 {
     json_t *j = json_pack(
         "{s:b,s:i,s:i,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:f,s:f,s:f,"
-        "s:f,s:s,s:f,s:i,s:s?,s:b,s:s}",
+        "s:f,s:s,s:f,s:i,s:s?,s:b,s:s,s:f,s:f}",
         "train", o->train, "batch", o->B, "seq", o->S, "micro_batches", o->micro, "workers", r->workers,
         "params", (json_int_t)r->params, "tokens_per_s", r->tokens_per_s,
         "step_s_median", r->step.median, "step_s_min", r->step.min, "step_s_max", r->step.max,
@@ -25,7 +25,8 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
         "task_overhead_us", r->task_overhead_us, "overhead_share", r->overhead_share,
         "fwd_tokens_per_s", o->B * o->S / r->fwd.median, "scheduler", sm_engine_sched_name(),
         "trace_s_median", r->trace_s, "pp", o->run.pp > 0 ? o->run.pp : 1, "pipeline",
-        o->run.pipeline, "deterministic", o->run.deterministic, "stages", r->pipeline);
+        o->run.pipeline, "deterministic", o->run.deterministic, "stages", r->pipeline,
+        "loss_first", r->loss_first, "loss_last", r->loss_last);
     char *s = json_dumps(j, JSON_COMPACT);
     puts(s);
     free(s);
@@ -45,6 +46,7 @@ static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
            o->train ? "train step" : "forward+back", r->step.median * 1e3, r->step.min * 1e3,
            r->step.max * 1e3, r->tasks_step, r->flops_step * 1e-9);
     printf("throughput     %.0f tokens/s  %.2f GFLOP/s\n", r->tokens_per_s, r->gflops_per_s);
+    printf("loss           first step %.8f, last %.8f\n", r->loss_first, r->loss_last);
     printf("runtime        submit %.2f ms/step, workers busy %.1f%%, empty task %.2f us -> "
            "overhead %.2f%% of a step\n",
            r->submit_s * 1e3, 100 * r->busy_share, r->task_overhead_us, 100 * r->overhead_share);

@@ -70,6 +70,7 @@ typedef struct sm_timing {
     double *wall, *submit, *busy, *trace;
     sm_tracer *tracer;           /* NULL without a trace */
     int64_t step;                /* steps run so far (the trace's step numbers) */
+    double loss_first, loss_last;                /* of the last sm_time_steps */
 } sm_timing;
 
 /* The AdamW settings of a training step in the benchmark (typical values; they do not change
@@ -100,6 +101,8 @@ static int sm_time_steps(sm_run *r, sm_optimizer *opt, const sm_bench_opts *o,
         if (sm_tracer_step(tm->tracer, r->m->g, ++tm->step, sm_step_kind(r, opt), err)) return -1;
         double wall = sm_now() - t0;
         if (!isfinite(loss)) return sm_fail(err, "bench: loss is %g", loss);
+        if (i == 0) tm->loss_first = loss;
+        tm->loss_last = loss;
         if (i < o->warmup) continue;
         tm->trace[i - o->warmup] = tm->tracer ? t0 + wall - t1 : 0;
         tm->wall[i - o->warmup] = wall;
@@ -143,7 +146,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     size_t n = (size_t)o->B * o->S;
     int32_t *ids = malloc(n * sizeof *ids), *tg = malloc(n * sizeof *tg);
     double *buf = calloc(4 * (size_t)o->reps, sizeof *buf);
-    sm_timing tm = {buf, buf + o->reps, buf + 2 * o->reps, buf + 3 * o->reps, NULL, 0};
+    sm_timing tm = {buf, buf + o->reps, buf + 2 * o->reps, buf + 3 * o->reps, NULL, 0, 0, 0};
     uint64_t s = o->seed;
     int rc = -1;
     sm_run *fwd = NULL, *step = NULL;
@@ -167,6 +170,8 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     res->flops_fwd = sm_run_flops(fwd);
     if (sm_time_steps(step, opt, o, ids, tg, &tm, err)) goto out;
     res->step = sm_stats(tm.wall, o->reps);
+    res->loss_first = tm.loss_first;
+    res->loss_last = tm.loss_last;
     res->tasks_step = sm_run_ntasks(step);
     res->flops_step = sm_run_flops(step);
     res->submit_s = sm_median(tm.submit, o->reps);

@@ -106,4 +106,14 @@ expect_fail "--pp 0" "pp" --pp 0
 "$STARMOE" bench --config "$src/configs/tiny.json" --batch 8 --seq 32 --micro 4 --pp 2 --reps 1 > "$TMP/bench-pp.log" 2>&1
 [ $? -ne 0 ] && grep -q "pipeline schedule" "$TMP/bench-pp.log"
 ok $? "bench --pp 2 without a pipeline schedule: refused ($(head -c 150 "$TMP/bench-pp.log"))"
+
+# bench reports the first and last training step's loss: the same under lws and a 1f1b pipeline
+bench_losses() {
+  "$STARMOE" bench --config "$src/configs/tiny.json" --batch 8 --seq 32 --micro 4 --train \
+    --reps 2 --warmup 1 --format json "$@" 2>/dev/null |
+    sed -n 's/.*"loss_first": *\([^,]*\),.*"loss_last": *\([^,}]*\).*/\1 \2/p'
+}
+plain=$(bench_losses) piped=$(bench_losses --sched 1f1b --pp 2)
+[ -n "$plain" ] && [ "$plain" != "0.0 0.0" ] && [ "$plain" = "$piped" ]
+ok $? "bench losses (first, last step) under lws and 1f1b pp 2: '$plain' and '$piped'"
 tap_done

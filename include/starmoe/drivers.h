@@ -97,6 +97,11 @@ typedef struct sm_bench_result {
     int workers;
     size_t params;
     char pipeline[512];          /* the stage cut (sm_run_pipeline_summary) */
+    /* the cross-entropy of the first forward+backward (or train) step and of the last one: the
+     * seeded weights and tokens make them the same whatever the build, policy or worker count,
+     * so they show a change did not alter the numerics (with train, the last includes every
+     * optimizer step before it) */
+    double loss_first, loss_last;
 } sm_bench_result;
 
 /* Times `warmup` + `reps` forward and forward+backward steps on seeded random tokens. */
