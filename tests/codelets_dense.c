@@ -149,25 +149,58 @@ static int with_plan(sm_access *acc, int n, ct *plan)
     return n;
 }
 
+/* Every tensor a SwiGLU task may touch, over n rows (a case uses the ones its task takes). */
+typedef struct ffn_tensors {
+    ct *y, *x, *res, *h1, *h3, *W1, *W3, *W2;        /* forward */
+    ct *dx, *dy, *dh1, *dh3, *dW1, *dW3, *dW2;       /* backward */
+} ffn_tensors;
+
+static ffn_tensors fx_ffn_tensors(fx *f, int n)
+{
+    ffn_tensors t = {
+        fx_rand(f, "y", n * D),         fx_rand(f, "x", n * D),
+        fx_rand(f, "res", n * D),       fx_rand(f, "h1", n * I_FF),
+        fx_rand(f, "h3", n * I_FF),     fx_rand(f, "W1", I_FF * D),
+        fx_rand(f, "W3", I_FF * D),     fx_rand(f, "W2", D * I_FF),
+        fx_rand(f, "dx", n * D),        fx_rand(f, "dy", n * D),
+        fx_rand(f, "dh1", n * I_FF),    fx_rand(f, "dh3", n * I_FF),
+        fx_rand(f, "dW1", I_FF * D),    fx_rand(f, "dW3", I_FF * D),
+        fx_rand(f, "dW2", D * I_FF)};
+    return t;
+}
+
+/* The pure kernels of the two backward halves, on the case's tensors. */
+static void ref_swiglu_bwd_input(const ffn_tensors *t, int rows, int accumulate)
+{
+    sm_swiglu_bwd_input(RF(t->dx), RF(t->dh1), RF(t->dh3), RF(t->dy), RF(t->h1), RF(t->h3),
+                        RF(t->W1), RF(t->W3), RF(t->W2), rows, D, I_FF, accumulate);
+    if (!accumulate) t->dx->check = (size_t)rows * D;
+    t->dh1->check = t->dh3->check = (size_t)rows * I_FF;
+}
+
+static void ref_swiglu_bwd_weight(const ffn_tensors *t, int rows)
+{
+    sm_swiglu_bwd_weight(RF(t->dW1), RF(t->dW3), RF(t->dW2), RF(t->dy), RF(t->x), RF(t->h1),
+                         RF(t->h3), RF(t->dh1), RF(t->dh3), rows, D, I_FF);
+}
+
 static void case_swiglu_fwd(fx *f)
 {
     for (int variant = 0; variant < 3; variant++) {
         int routed_expert = variant == 2, residual = variant == 1;
         ct *plan;
         ffn x = fx_ffn(f, routed_expert, &plan);
-        int n = x.s.n, rows = x.rows;
-        ct *y = fx_rand(f, "y", n * D), *h1 = fx_rand(f, "h1", n * I_FF);
-        ct *h3 = fx_rand(f, "h3", n * I_FF), *in = fx_rand(f, "x", n * D);
-        ct *W1 = fx_rand(f, "W1", I_FF * D), *W3 = fx_rand(f, "W3", I_FF * D);
-        ct *W2 = fx_rand(f, "W2", D * I_FF), *res = fx_rand(f, "res", n * D);
-        int rc = sm_insert_swiglu_fwd(&f->c, &x.s, y->t, h1->t, h3->t, in->t, W1->t, W3->t,
-                                      W2->t, residual ? res->t : NULL);
-        sm_swiglu_fwd(RF(y), RF(h1), RF(h3), RF(in), RF(W1), RF(W3), RF(W2), rows, D, I_FF);
-        for (int i = 0; residual && i < rows * D; i++) RF(y)[i] += RF(res)[i];
-        y->check = (size_t)rows * D;
-        h1->check = h3->check = (size_t)rows * I_FF;
-        sm_access acc[10] = {SM_W(y->t), SM_W(h1->t), SM_W(h3->t), SM_R(in->t), SM_R(W1->t),
-                             SM_R(W3->t), SM_R(W2->t), SM_R(res->t)};
+        int rows = x.rows;
+        ffn_tensors t = fx_ffn_tensors(f, x.s.n);
+        int rc = sm_insert_swiglu_fwd(&f->c, &x.s, t.y->t, t.h1->t, t.h3->t, t.x->t, t.W1->t,
+                                      t.W3->t, t.W2->t, residual ? t.res->t : NULL);
+        sm_swiglu_fwd(RF(t.y), RF(t.h1), RF(t.h3), RF(t.x), RF(t.W1), RF(t.W3), RF(t.W2), rows,
+                      D, I_FF);
+        for (int i = 0; residual && i < rows * D; i++) RF(t.y)[i] += RF(t.res)[i];
+        t.y->check = (size_t)rows * D;
+        t.h1->check = t.h3->check = (size_t)rows * I_FF;
+        sm_access acc[10] = {SM_W(t.y->t), SM_W(t.h1->t), SM_W(t.h3->t), SM_R(t.x->t),
+                             SM_R(t.W1->t), SM_R(t.W3->t), SM_R(t.W2->t), SM_R(t.res->t)};
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_fwd %s%s", x.kind, residual ? " residual" : "");
         fx_check(f, name, rc,
@@ -182,21 +215,14 @@ static void case_swiglu_bwd_input(fx *f)
         int routed_expert = variant == 2, accumulate = variant == 1;
         ct *plan;
         ffn x = fx_ffn(f, routed_expert, &plan);
-        int n = x.s.n, rows = x.rows;
-        ct *dx = fx_rand(f, "dx", n * D), *dh1 = fx_rand(f, "dh1", n * I_FF);
-        ct *dh3 = fx_rand(f, "dh3", n * I_FF), *dy = fx_rand(f, "dy", n * D);
-        ct *h1 = fx_rand(f, "h1", n * I_FF), *h3 = fx_rand(f, "h3", n * I_FF);
-        ct *W1 = fx_rand(f, "W1", I_FF * D), *W3 = fx_rand(f, "W3", I_FF * D);
-        ct *W2 = fx_rand(f, "W2", D * I_FF);
-        int rc = sm_insert_swiglu_bwd_input(&f->c, &x.s, dx->t, dh1->t, dh3->t, dy->t, h1->t,
-                                            h3->t, W1->t, W3->t, W2->t, accumulate);
-        sm_swiglu_bwd_input(RF(dx), RF(dh1), RF(dh3), RF(dy), RF(h1), RF(h3), RF(W1), RF(W3),
-                            RF(W2), rows, D, I_FF, accumulate);
-        if (!accumulate) dx->check = (size_t)rows * D;
-        dh1->check = dh3->check = (size_t)rows * I_FF;
-        sm_access acc[10] = {SM_ACC(dx->t, accumulate), SM_W(dh1->t), SM_W(dh3->t),
-                             SM_R(dy->t), SM_R(h1->t), SM_R(h3->t), SM_R(W1->t), SM_R(W3->t),
-                             SM_R(W2->t)};
+        ffn_tensors t = fx_ffn_tensors(f, x.s.n);
+        int rc = sm_insert_swiglu_bwd_input(&f->c, &x.s, t.dx->t, t.dh1->t, t.dh3->t, t.dy->t,
+                                            t.h1->t, t.h3->t, t.W1->t, t.W3->t, t.W2->t,
+                                            accumulate);
+        ref_swiglu_bwd_input(&t, x.rows, accumulate);
+        sm_access acc[10] = {SM_ACC(t.dx->t, accumulate), SM_W(t.dh1->t), SM_W(t.dh3->t),
+                             SM_R(t.dy->t), SM_R(t.h1->t), SM_R(t.h3->t), SM_R(t.W1->t),
+                             SM_R(t.W3->t), SM_R(t.W2->t)};
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_bwd_input %s%s", x.kind,
                  accumulate ? " accumulate" : "");
@@ -211,19 +237,13 @@ static void case_swiglu_bwd_weight(fx *f)
     for (int routed_expert = 0; routed_expert < 2; routed_expert++) {
         ct *plan;
         ffn x = fx_ffn(f, routed_expert, &plan);
-        int n = x.s.n;
-        ct *dW1 = fx_rand(f, "dW1", I_FF * D), *dW3 = fx_rand(f, "dW3", I_FF * D);
-        ct *dW2 = fx_rand(f, "dW2", D * I_FF), *dy = fx_rand(f, "dy", n * D);
-        ct *in = fx_rand(f, "x", n * D), *h1 = fx_rand(f, "h1", n * I_FF);
-        ct *h3 = fx_rand(f, "h3", n * I_FF), *dh1 = fx_rand(f, "dh1", n * I_FF);
-        ct *dh3 = fx_rand(f, "dh3", n * I_FF);
-        int rc = sm_insert_swiglu_bwd_weight(&f->c, &x.s, dW1->t, dW3->t, dW2->t, dy->t, in->t,
-                                             h1->t, h3->t, dh1->t, dh3->t);
-        sm_swiglu_bwd_weight(RF(dW1), RF(dW3), RF(dW2), RF(dy), RF(in), RF(h1), RF(h3),
-                             RF(dh1), RF(dh3), x.rows, D, I_FF);
-        sm_access acc[10] = {SM_RW(dW1->t), SM_RW(dW3->t), SM_RW(dW2->t), SM_R(dy->t),
-                             SM_R(in->t), SM_R(h1->t), SM_R(h3->t), SM_R(dh1->t),
-                             SM_R(dh3->t)};
+        ffn_tensors t = fx_ffn_tensors(f, x.s.n);
+        int rc = sm_insert_swiglu_bwd_weight(&f->c, &x.s, t.dW1->t, t.dW3->t, t.dW2->t, t.dy->t,
+                                             t.x->t, t.h1->t, t.h3->t, t.dh1->t, t.dh3->t);
+        ref_swiglu_bwd_weight(&t, x.rows);
+        sm_access acc[10] = {SM_RW(t.dW1->t), SM_RW(t.dW3->t), SM_RW(t.dW2->t), SM_R(t.dy->t),
+                             SM_R(t.x->t), SM_R(t.h1->t), SM_R(t.h3->t), SM_R(t.dh1->t),
+                             SM_R(t.dh3->t)};
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_bwd_weight %s", x.kind);
         fx_check(f, name, rc,
@@ -238,27 +258,16 @@ static void case_swiglu_bwd(fx *f)
         int routed_expert = variant == 2, accumulate = variant == 1;
         ct *plan;
         ffn x = fx_ffn(f, routed_expert, &plan);
-        int n = x.s.n, rows = x.rows;
-        ct *dx = fx_rand(f, "dx", n * D), *dh1 = fx_rand(f, "dh1", n * I_FF);
-        ct *dh3 = fx_rand(f, "dh3", n * I_FF), *dW1 = fx_rand(f, "dW1", I_FF * D);
-        ct *dW3 = fx_rand(f, "dW3", I_FF * D), *dW2 = fx_rand(f, "dW2", D * I_FF);
-        ct *dy = fx_rand(f, "dy", n * D), *in = fx_rand(f, "x", n * D);
-        ct *h1 = fx_rand(f, "h1", n * I_FF), *h3 = fx_rand(f, "h3", n * I_FF);
-        ct *W1 = fx_rand(f, "W1", I_FF * D), *W3 = fx_rand(f, "W3", I_FF * D);
-        ct *W2 = fx_rand(f, "W2", D * I_FF);
-        sm_ffn_grads g = {dx->t, dh1->t, dh3->t, dW1->t, dW3->t, dW2->t};
-        int rc = sm_insert_swiglu_bwd(&f->c, &x.s, &g, dy->t, in->t, h1->t, h3->t, W1->t, W3->t,
-                                      W2->t, accumulate);
-        sm_swiglu_bwd_input(RF(dx), RF(dh1), RF(dh3), RF(dy), RF(h1), RF(h3), RF(W1), RF(W3),
-                            RF(W2), rows, D, I_FF, accumulate);
-        sm_swiglu_bwd_weight(RF(dW1), RF(dW3), RF(dW2), RF(dy), RF(in), RF(h1), RF(h3),
-                             RF(dh1), RF(dh3), rows, D, I_FF);
-        if (!accumulate) dx->check = (size_t)rows * D;
-        dh1->check = dh3->check = (size_t)rows * I_FF;
-        sm_access acc[14] = {SM_ACC(dx->t, accumulate), SM_W(dh1->t), SM_W(dh3->t),
-                             SM_RW(dW1->t), SM_RW(dW3->t), SM_RW(dW2->t), SM_R(dy->t),
-                             SM_R(in->t), SM_R(h1->t), SM_R(h3->t), SM_R(W1->t), SM_R(W3->t),
-                             SM_R(W2->t)};
+        ffn_tensors t = fx_ffn_tensors(f, x.s.n);
+        sm_ffn_grads g = {t.dx->t, t.dh1->t, t.dh3->t, t.dW1->t, t.dW3->t, t.dW2->t};
+        int rc = sm_insert_swiglu_bwd(&f->c, &x.s, &g, t.dy->t, t.x->t, t.h1->t, t.h3->t,
+                                      t.W1->t, t.W3->t, t.W2->t, accumulate);
+        ref_swiglu_bwd_input(&t, x.rows, accumulate);
+        ref_swiglu_bwd_weight(&t, x.rows);
+        sm_access acc[14] = {SM_ACC(t.dx->t, accumulate), SM_W(t.dh1->t), SM_W(t.dh3->t),
+                             SM_RW(t.dW1->t), SM_RW(t.dW3->t), SM_RW(t.dW2->t), SM_R(t.dy->t),
+                             SM_R(t.x->t), SM_R(t.h1->t), SM_R(t.h3->t), SM_R(t.W1->t),
+                             SM_R(t.W3->t), SM_R(t.W2->t)};
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_bwd %s%s", x.kind, accumulate ? " accumulate" : "");
         fx_check(f, name, rc,
