@@ -49,8 +49,14 @@ static void *sm_map_zeroed(size_t bytes)
     return p == MAP_FAILED ? NULL : p;
 }
 
-sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role role, int ndim,
-                         const int64_t *shape, sm_error *err)
+double sm_tensor_share_bytes(const sm_tensor *t)
+{
+    return (double)sm_tensor_bytes(t) / t->nviews;
+}
+
+/* A tensor over the memory of view `shares`, or over its own zeroed memory (shares NULL). */
+static sm_tensor *sm_tensor_make(sm_graph *g, const char *name, sm_dtype dtype, sm_role role,
+                                 int ndim, const int64_t *shape, sm_tensor *shares, sm_error *err)
 {
     if (ndim < 1 || ndim > SM_MAX_DIMS) {
         sm_fail(err, "tensor '%s': %d dimensions (1..%d supported)", name, ndim, SM_MAX_DIMS);
@@ -71,12 +77,17 @@ sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role 
     t->role = role;
     t->ndim = ndim;
     t->numel = 1;
+    t->nviews = 1;
     for (int i = 0; i < ndim; i++) {
         t->shape[i] = shape[i];
         t->numel *= (size_t)shape[i];
     }
-    t->data = sm_map_zeroed(sm_tensor_bytes(t));
-    if (!t->data) {
+    if (shares) {
+        t->data = shares->data;
+        t->nviews = shares->nviews;
+        t->live_views = shares->live_views;
+        ++*t->live_views;
+    } else if (!(t->data = sm_map_zeroed(sm_tensor_bytes(t)))) {
         sm_fail(err, "tensor '%s': cannot map %zu bytes", name, sm_tensor_bytes(t));
         free(t->name);
         free(t);
@@ -96,10 +107,20 @@ sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role 
     return t;
 }
 
+sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role role, int ndim,
+                         const int64_t *shape, sm_error *err)
+{
+    return sm_tensor_make(g, name, dtype, role, ndim, shape, NULL, err);
+}
+
+/* The memory goes with the last tensor using it. */
 static void sm_tensor_free(sm_tensor *t)
 {
     if (t->handle) starpu_data_unregister(t->handle);
-    munmap(t->data, sm_tensor_bytes(t) ? sm_tensor_bytes(t) : 1);
+    if (!t->live_views || --*t->live_views == 0) {
+        munmap(t->data, sm_tensor_bytes(t) ? sm_tensor_bytes(t) : 1);
+        free(t->live_views);
+    }
     free(t->name);
     free(t);
 }
@@ -115,6 +136,30 @@ sm_tensor *sm_tensor_new_in(sm_graph *g, sm_tensor_list *owner, const char *name
     if (!t) return NULL;
     owner->v[owner->n++] = t;
     return t;
+}
+
+int sm_tensor_views_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
+                           sm_role role, int ndim, const int64_t *shape, int n,
+                           sm_tensor **views, sm_error *err)
+{
+    if (n < 1) return sm_fail(err, "views of '%s': %d views (at least 1)", name, n);
+    if (sm_grow(&owner->v, &owner->cap, (size_t)owner->n + n, sizeof *owner->v))
+        return sm_fail(err, "views of '%s': out of memory", name);
+    for (int i = 0; i < n; i++) {
+        char view_name[160];
+        snprintf(view_name, sizeof view_name, "%s.%d", name, i);
+        /* on failure the views made so far stay in owner, released with it */
+        views[i] = sm_tensor_make(g, view_name, dtype, role, ndim, shape, i ? views[0] : NULL,
+                                  err);
+        if (!views[i]) return -1;
+        owner->v[owner->n++] = views[i];
+        if (i) continue;
+        if (!(views[0]->live_views = calloc(1, sizeof *views[0]->live_views)))
+            return sm_fail(err, "views of '%s': out of memory", name);
+        *views[0]->live_views = 1;
+        views[0]->nviews = n;
+    }
+    return 0;
 }
 
 void sm_tensor_list_drop(sm_graph *g, sm_tensor_list *owner)

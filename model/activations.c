@@ -1,7 +1,8 @@
 /* Allocation of a run's activations: for every micro-batch the inputs, the residual stream,
  * each layer's saved forward tensors and backward temporaries, the head and the loss.
- * Routed experts get capacity-sized buffers (T rows, the most one expert can receive); their
- * memory is committed only as rows are touched. */
+ * Routed experts' activations and gradients are buffers packed by the routing plan: T*K rows
+ * per layer and micro-batch, the rows every token routes, whatever the routing; each expert
+ * reaches its rows through its own view of the buffer (graph.h), so experts run in parallel. */
 #include "model/model.h"
 
 #include <stdio.h>
@@ -29,14 +30,19 @@ static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t
 
 #define ACT(what, n0, n1) sm_act(a, what, SM_F32, n0, n1)
 
-static sm_tensor **sm_expert_acts(sm_alloc_ctx *a, const char *what, int E, int64_t T, int64_t w)
+/* A packed buffer of `rows` rows of w elements (w = 0: one), as E views named "<what>.<e>". */
+static sm_tensor **sm_expert_acts(sm_alloc_ctx *a, const char *what, int E, int64_t rows,
+                                  int64_t w)
 {
+    if (a->failed) return NULL;
     sm_tensor **v = calloc(E, sizeof *v);
-    char name[64];
-    if (!v) a->failed = 1;
-    for (int e = 0; v && e < E; e++) {
-        snprintf(name, sizeof name, "%s.e%d", what, e);
-        v[e] = ACT(name, T, w);
+    char name[128];
+    int64_t shape[2] = {rows, w};
+    snprintf(name, sizeof name, "mb%d.L%d.%s", a->mb, a->l, what);
+    if (!v || sm_tensor_views_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, w ? 2 : 1,
+                                     shape, E, v, a->err)) {
+        if (!v) sm_fail(a->err, "out of memory for the experts' activations");
+        a->failed = 1;
     }
     return v;
 }
@@ -45,21 +51,22 @@ static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
 {
     const sm_dims *dm = &a->r->m->dims;
     int T = a->r->T, d = dm->d, E = dm->E, K = dm->K, mi = dm->expert_I;
+    int64_t routed = (int64_t)T * K;
     x->plan = sm_act(a, "plan", SM_I32, sm_moe_plan_len(T, K, E), 0);
     x->w = ACT("route_w", T, K);
     x->s = ACT("route_s", T, E);
     x->bal_loss = ACT("balance_loss", 1, 0);
-    x->xe = sm_expert_acts(a, "xe", E, T, d);
-    x->ye = sm_expert_acts(a, "ye", E, T, d);
-    x->eh1 = sm_expert_acts(a, "h1", E, T, mi);
-    x->eh3 = sm_expert_acts(a, "h3", E, T, mi);
+    x->xe = sm_expert_acts(a, "xe", E, routed, d);
+    x->ye = sm_expert_acts(a, "ye", E, routed, d);
+    x->eh1 = sm_expert_acts(a, "h1", E, routed, mi);
+    x->eh3 = sm_expert_acts(a, "h3", E, routed, mi);
     if (dm->shared_I > 0) x->ys = ACT("shared_y", T, d);
     if (!backward) return;
-    x->dye = sm_expert_acts(a, "dye", E, T, d);
-    x->dge = sm_expert_acts(a, "dge", E, T, 0);
-    x->dxe = sm_expert_acts(a, "dxe", E, T, d);
-    x->deh1 = sm_expert_acts(a, "dh1", E, T, mi);
-    x->deh3 = sm_expert_acts(a, "dh3", E, T, mi);
+    x->dye = sm_expert_acts(a, "dye", E, routed, d);
+    x->dge = sm_expert_acts(a, "dge", E, routed, 0);
+    x->dxe = sm_expert_acts(a, "dxe", E, routed, d);
+    x->deh1 = sm_expert_acts(a, "dh1", E, routed, mi);
+    x->deh3 = sm_expert_acts(a, "dh3", E, routed, mi);
 }
 
 static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backward)

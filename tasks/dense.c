@@ -194,23 +194,37 @@ enum {
     SWIGLU_BWD_W2, SWIGLU_BWD_NBUF
 };
 
-/* Rows the task works on: the expert's routed count, read from the plan, or all n. */
-static int sm_ffn_rows(void *b[], const sm_ffn_args *a)
+/* The rows a task works on: a routed expert's, from the plan (count[e] rows from row offset[e]
+ * of its packed views), or all n from row 0. */
+typedef struct { int n, first; } sm_ffn_rows;
+
+static sm_ffn_rows sm_ffn_rows_of(void *b[], const sm_ffn_args *a)
 {
-    if (!a->s.plan) return a->s.n;
+    if (!a->s.plan) return (sm_ffn_rows){a->s.n, 0};
     int32_t *plan = SM_BUF(b, a->plan_buf, int32_t);
-    return sm_plan_count(plan, a->s.T, a->s.K, a->s.E)[a->s.expert];
+    return (sm_ffn_rows){sm_plan_count(plan, a->s.T, a->s.K, a->s.E)[a->s.expert],
+                         sm_plan_offset(plan, a->s.T, a->s.K, a->s.E)[a->s.expert]};
 }
+
+/* The task's rows of row buffer `slot`, of d (wide = 0) or I (wide = 1) columns. */
+static float *sm_ffn_buf(void *b[], int slot, const sm_ffn_args *a, sm_ffn_rows rows, int wide)
+{
+    return SM_BUF(b, slot, float) + (size_t)rows.first * (wide ? a->s.I : a->s.d);
+}
+
+/* Row buffer `slot` of the running swiglu task, at its rows (D: d columns, I: I columns). */
+#define FFN_D(slot) sm_ffn_buf(b, slot, a, rows, 0)
+#define FFN_I(slot) sm_ffn_buf(b, slot, a, rows, 1)
 
 static void sm_swiglu_fwd_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
-    int n = sm_ffn_rows(b, a);
-    float *y = SM_BUF(b, SWIGLU_FWD_Y, float);
-    sm_swiglu_fwd(y, SM_BUF(b, SWIGLU_FWD_H1, float), SM_BUF(b, SWIGLU_FWD_H3, float),
-                  SM_BUF(b, SWIGLU_FWD_X, float), SM_BUF(b, SWIGLU_FWD_W1, float),
-                  SM_BUF(b, SWIGLU_FWD_W3, float), SM_BUF(b, SWIGLU_FWD_W2, float), n, a->s.d,
-                  a->s.I);
+    sm_ffn_rows rows = sm_ffn_rows_of(b, a);
+    int n = rows.n;
+    float *y = FFN_D(SWIGLU_FWD_Y);
+    sm_swiglu_fwd(y, FFN_I(SWIGLU_FWD_H1), FFN_I(SWIGLU_FWD_H3), FFN_D(SWIGLU_FWD_X),
+                  SM_BUF(b, SWIGLU_FWD_W1, float), SM_BUF(b, SWIGLU_FWD_W3, float),
+                  SM_BUF(b, SWIGLU_FWD_W2, float), n, a->s.d, a->s.I);
     if (a->residual) {
         const float *res = SM_BUF(b, SWIGLU_FWD_RES, float);
         for (size_t i = 0, m = (size_t)n * a->s.d; i < m; i++) y[i] += res[i];
@@ -221,15 +235,13 @@ SM_CODELET(swiglu_fwd, sm_swiglu_fwd_cpu);
 static void sm_swiglu_bwd_input_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
-    sm_swiglu_bwd_input(SM_BUF(b, SWIGLU_BWD_INPUT_DX, float),
-                        SM_BUF(b, SWIGLU_BWD_INPUT_DH1, float),
-                        SM_BUF(b, SWIGLU_BWD_INPUT_DH3, float),
-                        SM_BUF(b, SWIGLU_BWD_INPUT_DY, float),
-                        SM_BUF(b, SWIGLU_BWD_INPUT_H1, float),
-                        SM_BUF(b, SWIGLU_BWD_INPUT_H3, float),
+    sm_ffn_rows rows = sm_ffn_rows_of(b, a);
+    sm_swiglu_bwd_input(FFN_D(SWIGLU_BWD_INPUT_DX), FFN_I(SWIGLU_BWD_INPUT_DH1),
+                        FFN_I(SWIGLU_BWD_INPUT_DH3), FFN_D(SWIGLU_BWD_INPUT_DY),
+                        FFN_I(SWIGLU_BWD_INPUT_H1), FFN_I(SWIGLU_BWD_INPUT_H3),
                         SM_BUF(b, SWIGLU_BWD_INPUT_W1, float),
                         SM_BUF(b, SWIGLU_BWD_INPUT_W3, float),
-                        SM_BUF(b, SWIGLU_BWD_INPUT_W2, float), sm_ffn_rows(b, a), a->s.d, a->s.I,
+                        SM_BUF(b, SWIGLU_BWD_INPUT_W2, float), rows.n, a->s.d, a->s.I,
                         a->accumulate);
 }
 SM_CODELET(swiglu_bwd_input, sm_swiglu_bwd_input_cpu);
@@ -237,16 +249,13 @@ SM_CODELET(swiglu_bwd_input, sm_swiglu_bwd_input_cpu);
 static void sm_swiglu_bwd_weight_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
+    sm_ffn_rows rows = sm_ffn_rows_of(b, a);
     sm_swiglu_bwd_weight(SM_BUF(b, SWIGLU_BWD_WEIGHT_DW1, float),
                          SM_BUF(b, SWIGLU_BWD_WEIGHT_DW3, float),
-                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DW2, float),
-                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DY, float),
-                         SM_BUF(b, SWIGLU_BWD_WEIGHT_X, float),
-                         SM_BUF(b, SWIGLU_BWD_WEIGHT_H1, float),
-                         SM_BUF(b, SWIGLU_BWD_WEIGHT_H3, float),
-                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DH1, float),
-                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DH3, float), sm_ffn_rows(b, a), a->s.d,
-                         a->s.I);
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DW2, float), FFN_D(SWIGLU_BWD_WEIGHT_DY),
+                         FFN_D(SWIGLU_BWD_WEIGHT_X), FFN_I(SWIGLU_BWD_WEIGHT_H1),
+                         FFN_I(SWIGLU_BWD_WEIGHT_H3), FFN_I(SWIGLU_BWD_WEIGHT_DH1),
+                         FFN_I(SWIGLU_BWD_WEIGHT_DH3), rows.n, a->s.d, a->s.I);
 }
 SM_CODELET(swiglu_bwd_weight, sm_swiglu_bwd_weight_cpu);
 
@@ -256,11 +265,12 @@ SM_CODELET(swiglu_bwd_weight, sm_swiglu_bwd_weight_cpu);
 static void sm_swiglu_bwd_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
-    int n = sm_ffn_rows(b, a);
-    float *dh1 = SM_BUF(b, SWIGLU_BWD_DH1, float), *dh3 = SM_BUF(b, SWIGLU_BWD_DH3, float);
-    const float *dy = SM_BUF(b, SWIGLU_BWD_DY, float), *x = SM_BUF(b, SWIGLU_BWD_X, float);
-    const float *h1 = SM_BUF(b, SWIGLU_BWD_H1, float), *h3 = SM_BUF(b, SWIGLU_BWD_H3, float);
-    sm_swiglu_bwd_input(SM_BUF(b, SWIGLU_BWD_DX, float), dh1, dh3, dy, h1, h3,
+    sm_ffn_rows rows = sm_ffn_rows_of(b, a);
+    int n = rows.n;
+    float *dh1 = FFN_I(SWIGLU_BWD_DH1), *dh3 = FFN_I(SWIGLU_BWD_DH3);
+    const float *dy = FFN_D(SWIGLU_BWD_DY), *x = FFN_D(SWIGLU_BWD_X);
+    const float *h1 = FFN_I(SWIGLU_BWD_H1), *h3 = FFN_I(SWIGLU_BWD_H3);
+    sm_swiglu_bwd_input(FFN_D(SWIGLU_BWD_DX), dh1, dh3, dy, h1, h3,
                         SM_BUF(b, SWIGLU_BWD_W1, float), SM_BUF(b, SWIGLU_BWD_W3, float),
                         SM_BUF(b, SWIGLU_BWD_W2, float), n, a->s.d, a->s.I, a->accumulate);
     sm_swiglu_bwd_weight(SM_BUF(b, SWIGLU_BWD_DW1, float), SM_BUF(b, SWIGLU_BWD_DW3, float),
@@ -268,6 +278,13 @@ static void sm_swiglu_bwd_cpu(void *b[], void *arg)
                          a->s.I);
 }
 SM_CODELET(swiglu_bwd, sm_swiglu_bwd_cpu);
+
+/* How a SwiGLU task writes row buffer t: a routed expert writes its part of a packed view
+ * (read-write); otherwise read-write when accumulating, write-only when overwriting. */
+static sm_access sm_ffn_out(const sm_ffn_shape *s, sm_tensor *t, int accumulate)
+{
+    return s->plan ? SM_PART(t) : SM_ACC(t, accumulate);
+}
 
 /* Appends the plan (read) after the n other buffers and fills the args; returns the count. */
 static int sm_ffn_finish(const sm_ffn_shape *s, sm_ffn_args *a, sm_access *acc, int n)
@@ -291,7 +308,8 @@ int sm_insert_swiglu_fwd(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *y
 {
     sm_ffn_args a = {.residual = res != NULL};
     sm_access acc[SWIGLU_FWD_NBUF + 1] = {
-        [SWIGLU_FWD_Y] = SM_W(y), [SWIGLU_FWD_H1] = SM_W(h1), [SWIGLU_FWD_H3] = SM_W(h3),
+        [SWIGLU_FWD_Y] = sm_ffn_out(s, y, 0), [SWIGLU_FWD_H1] = sm_ffn_out(s, h1, 0),
+        [SWIGLU_FWD_H3] = sm_ffn_out(s, h3, 0),
         [SWIGLU_FWD_X] = SM_R(x), [SWIGLU_FWD_W1] = SM_R(W1), [SWIGLU_FWD_W3] = SM_R(W3),
         [SWIGLU_FWD_W2] = SM_R(W2), [SWIGLU_FWD_RES] = SM_R(res)};
     int n = sm_ffn_finish(s, &a, acc, res ? SWIGLU_FWD_NBUF : SWIGLU_FWD_RES);
@@ -306,8 +324,9 @@ int sm_insert_swiglu_bwd_input(const sm_op_ctx *c, const sm_ffn_shape *s, sm_ten
 {
     sm_ffn_args a = {.accumulate = accumulate};
     sm_access acc[SWIGLU_BWD_INPUT_NBUF + 1] = {
-        [SWIGLU_BWD_INPUT_DX] = SM_ACC(dx, accumulate), [SWIGLU_BWD_INPUT_DH1] = SM_W(dh1),
-        [SWIGLU_BWD_INPUT_DH3] = SM_W(dh3), [SWIGLU_BWD_INPUT_DY] = SM_R(dy),
+        [SWIGLU_BWD_INPUT_DX] = sm_ffn_out(s, dx, accumulate),
+        [SWIGLU_BWD_INPUT_DH1] = sm_ffn_out(s, dh1, 0),
+        [SWIGLU_BWD_INPUT_DH3] = sm_ffn_out(s, dh3, 0), [SWIGLU_BWD_INPUT_DY] = SM_R(dy),
         [SWIGLU_BWD_INPUT_H1] = SM_R(h1), [SWIGLU_BWD_INPUT_H3] = SM_R(h3),
         [SWIGLU_BWD_INPUT_W1] = SM_R(W1), [SWIGLU_BWD_INPUT_W3] = SM_R(W3),
         [SWIGLU_BWD_INPUT_W2] = SM_R(W2)};
@@ -340,8 +359,9 @@ int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn
 {
     sm_ffn_args a = {.accumulate = accumulate};
     sm_access acc[SWIGLU_BWD_NBUF + 1] = {
-        [SWIGLU_BWD_DX] = SM_ACC(g->dx, accumulate), [SWIGLU_BWD_DH1] = SM_W(g->dh1),
-        [SWIGLU_BWD_DH3] = SM_W(g->dh3), [SWIGLU_BWD_DW1] = SM_RW(g->dW1),
+        [SWIGLU_BWD_DX] = sm_ffn_out(s, g->dx, accumulate),
+        [SWIGLU_BWD_DH1] = sm_ffn_out(s, g->dh1, 0), [SWIGLU_BWD_DH3] = sm_ffn_out(s, g->dh3, 0),
+        [SWIGLU_BWD_DW1] = SM_RW(g->dW1),
         [SWIGLU_BWD_DW3] = SM_RW(g->dW3), [SWIGLU_BWD_DW2] = SM_RW(g->dW2),
         [SWIGLU_BWD_DY] = SM_R(dy), [SWIGLU_BWD_X] = SM_R(x), [SWIGLU_BWD_H1] = SM_R(h1),
         [SWIGLU_BWD_H3] = SM_R(h3), [SWIGLU_BWD_W1] = SM_R(W1), [SWIGLU_BWD_W3] = SM_R(W3),

@@ -26,8 +26,9 @@ int sm_insert_linear_bwd_input(const sm_op_ctx *c, sm_tensor *dx, sm_tensor *dy,
 int sm_insert_linear_bwd_weight(const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy, sm_tensor *x,
                                 int T, int in, int out);
 
-/* A SwiGLU FFN over n rows, or, when `plan` is not NULL, over routed expert `expert`'s rows
- * (their count is read from the routing plan when the task runs; n is then the capacity). */
+/* A SwiGLU FFN over n rows, or, when `plan` is not NULL, over routed expert `expert`'s rows:
+ * its row buffers are then views packed by the plan (tasks/moe.h), and the count and first row
+ * of the expert's rows are read from the plan when the task runs (n is unused). */
 typedef struct sm_ffn_shape {
     int n, d, I;
     sm_tensor *plan;             /* routing plan, or NULL for a dense/shared FFN */

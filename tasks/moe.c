@@ -1,6 +1,8 @@
 /* Codelets and insert helpers of the MoE family: router, dispatch, combine and their
- * backward passes. Tasks over all experts take the E per-expert buffers as consecutive
- * buffers and reduce them in expert order, so sums never depend on scheduling. */
+ * backward passes. Per-expert buffers are views of buffers packed by the routing plan
+ * (graph.h): a task of expert e reaches its rows (from row offset[e]) through view e, and
+ * writes them read-write. Tasks over all experts take the E views as consecutive buffers and
+ * reduce them in expert order, so sums never depend on scheduling. */
 #include "tasks/moe.h"
 
 #include <stdlib.h>
@@ -12,11 +14,19 @@ typedef struct {
     sm_balance bal;
 } sm_moe_args;
 
-/* Host pointers of the E consecutive buffers starting at `first`. */
-static const float **sm_expert_ptrs(void *b[], int first, int E)
+/* Expert e's rows (of `width` elements) in buffer `slot`, a view packed by the plan. */
+static float *sm_expert_buf(void *b[], int slot, const int32_t *plan, int e,
+                            const sm_router_dims *r, int width)
 {
-    const float **p = sm_kcalloc(E, sizeof *p, "the experts' buffer pointers");
-    for (int e = 0; e < E; e++) p[e] = SM_BUF(b, first + e, float);
+    return sm_plan_expert_rows(SM_BUF(b, slot, float), plan, e, r->T, r->K, r->E, width);
+}
+
+/* Each expert's rows in the E consecutive views starting at slot `first`. */
+static const float **sm_expert_ptrs(void *b[], int first, const int32_t *plan,
+                                    const sm_router_dims *r, int width)
+{
+    const float **p = sm_kcalloc(r->E, sizeof *p, "the experts' buffer pointers");
+    for (int e = 0; e < r->E; e++) p[e] = sm_expert_buf(b, first + e, plan, e, r, width);
     return p;
 }
 
@@ -66,11 +76,11 @@ static void sm_router_bwd_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
-    const float **dge = sm_expert_ptrs(b, ROUTER_BWD_DGE, r->E);
+    const int32_t *plan = SM_BUF(b, ROUTER_BWD_PLAN, int32_t);
+    const float **dge = sm_expert_ptrs(b, ROUTER_BWD_DGE, plan, r, 1);
     float *dw = sm_kfloats((size_t)r->T * r->K, "router_bwd: mixing-weight gradients");
     float *ds = a->bal.coef > 0 ? sm_kfloats((size_t)r->T * r->E, "router_bwd: balance gradients")
                                 : NULL;
-    const int32_t *plan = SM_BUF(b, ROUTER_BWD_PLAN, int32_t);
     const float *s = SM_BUF(b, ROUTER_BWD_S, float);
     sm_moe_collect_dw(dw, dge, plan, r->T, r->K, r->E);
     if (ds) sm_balance_loss(ds, s, plan, r->T, a->bal.S, r->K, r->E, a->bal.coef);
@@ -108,8 +118,9 @@ enum { DISPATCH_BWD_DU, DISPATCH_BWD_PLAN, DISPATCH_BWD_DXE };
 static void sm_dispatch_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
-    sm_moe_gather(SM_BUF(b, DISPATCH_XE, float), SM_BUF(b, DISPATCH_U, float),
-                  SM_BUF(b, DISPATCH_PLAN, int32_t), a->e, a->r.T, a->r.K, a->r.E, a->r.d);
+    const int32_t *plan = SM_BUF(b, DISPATCH_PLAN, int32_t);
+    sm_moe_gather(sm_expert_buf(b, DISPATCH_XE, plan, a->e, &a->r, a->r.d),
+                  SM_BUF(b, DISPATCH_U, float), plan, a->e, a->r.T, a->r.K, a->r.E, a->r.d);
 }
 SM_CODELET(moe_dispatch, sm_dispatch_cpu);
 
@@ -117,7 +128,7 @@ int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, s
                            sm_tensor *u, sm_tensor *plan)
 {
     sm_moe_args a = {.r = *r, .e = e};
-    sm_access acc[DISPATCH_NBUF] = {[DISPATCH_XE] = SM_W(xe), [DISPATCH_U] = SM_R(u),
+    sm_access acc[DISPATCH_NBUF] = {[DISPATCH_XE] = SM_PART(xe), [DISPATCH_U] = SM_R(u),
                                     [DISPATCH_PLAN] = SM_R(plan)};
     return sm_op_insert(c, &sm_cl_moe_dispatch, "dispatch", SM_COMM, e, acc, DISPATCH_NBUF, &a,
                         sizeof a, (double)r->T * r->K / r->E * r->d);
@@ -126,10 +137,10 @@ int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, s
 static void sm_dispatch_bwd_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
-    const float **dxe = sm_expert_ptrs(b, DISPATCH_BWD_DXE, a->r.E);
-    sm_moe_gather_bwd(SM_BUF(b, DISPATCH_BWD_DU, float), dxe,
-                      SM_BUF(b, DISPATCH_BWD_PLAN, int32_t), a->r.T, a->r.K, a->r.E, a->r.d,
-                      a->accumulate);
+    const int32_t *plan = SM_BUF(b, DISPATCH_BWD_PLAN, int32_t);
+    const float **dxe = sm_expert_ptrs(b, DISPATCH_BWD_DXE, plan, &a->r, a->r.d);
+    sm_moe_gather_bwd(SM_BUF(b, DISPATCH_BWD_DU, float), dxe, plan, a->r.T, a->r.K, a->r.E,
+                      a->r.d, a->accumulate);
     free(dxe);
 }
 SM_CODELET(moe_dispatch_bwd, sm_dispatch_bwd_cpu);
@@ -158,12 +169,12 @@ static void sm_combine_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
-    const float **ye = sm_expert_ptrs(b, COMBINE_YE, r->E);
+    const int32_t *plan = SM_BUF(b, COMBINE_PLAN, int32_t);
+    const float **ye = sm_expert_ptrs(b, COMBINE_YE, plan, r, r->d);
     int next = COMBINE_YE + r->E;
     const float *shared = a->shared ? SM_BUF(b, next++, float) : NULL;
     float *y = SM_BUF(b, COMBINE_Y, float);
-    sm_moe_combine(y, ye, shared, SM_BUF(b, COMBINE_W, float), SM_BUF(b, COMBINE_PLAN, int32_t),
-                   r->T, r->K, r->E, r->d);
+    sm_moe_combine(y, ye, shared, SM_BUF(b, COMBINE_W, float), plan, r->T, r->K, r->E, r->d);
     if (a->residual) {
         const float *res = SM_BUF(b, next, float);
         for (size_t i = 0, n = (size_t)r->T * r->d; i < n; i++) y[i] += res[i];
@@ -192,10 +203,13 @@ int sm_insert_moe_combine(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor
 static void sm_combine_bwd_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
-    sm_moe_combine_bwd(SM_BUF(b, COMBINE_BWD_DYE, float), SM_BUF(b, COMBINE_BWD_DGE, float),
-                       SM_BUF(b, COMBINE_BWD_DY, float), SM_BUF(b, COMBINE_BWD_YE, float),
-                       SM_BUF(b, COMBINE_BWD_W, float), SM_BUF(b, COMBINE_BWD_PLAN, int32_t),
-                       a->e, a->r.T, a->r.K, a->r.E, a->r.d);
+    const sm_router_dims *r = &a->r;
+    const int32_t *plan = SM_BUF(b, COMBINE_BWD_PLAN, int32_t);
+    sm_moe_combine_bwd(sm_expert_buf(b, COMBINE_BWD_DYE, plan, a->e, r, r->d),
+                       sm_expert_buf(b, COMBINE_BWD_DGE, plan, a->e, r, 1),
+                       SM_BUF(b, COMBINE_BWD_DY, float),
+                       sm_expert_buf(b, COMBINE_BWD_YE, plan, a->e, r, r->d),
+                       SM_BUF(b, COMBINE_BWD_W, float), plan, a->e, r->T, r->K, r->E, r->d);
 }
 SM_CODELET(moe_combine_bwd, sm_combine_bwd_cpu);
 
@@ -205,8 +219,9 @@ int sm_insert_moe_combine_bwd(const sm_op_ctx *c, const sm_router_dims *r, int e
 {
     sm_moe_args a = {.r = *r, .e = e};
     sm_access acc[COMBINE_BWD_NBUF] = {
-        [COMBINE_BWD_DYE] = SM_W(dye), [COMBINE_BWD_DGE] = SM_W(dge), [COMBINE_BWD_DY] = SM_R(dy),
-        [COMBINE_BWD_YE] = SM_R(ye), [COMBINE_BWD_W] = SM_R(w), [COMBINE_BWD_PLAN] = SM_R(plan)};
+        [COMBINE_BWD_DYE] = SM_PART(dye), [COMBINE_BWD_DGE] = SM_PART(dge),
+        [COMBINE_BWD_DY] = SM_R(dy), [COMBINE_BWD_YE] = SM_R(ye), [COMBINE_BWD_W] = SM_R(w),
+        [COMBINE_BWD_PLAN] = SM_R(plan)};
     return sm_op_insert(c, &sm_cl_moe_combine_bwd, "combine_bwd", SM_COMM, e, acc,
                         COMBINE_BWD_NBUF, &a, sizeof a, 3.0 * r->T * r->K / r->E * r->d);
 }

@@ -133,9 +133,10 @@ static int sm_in_range(const sm_tracer *t, int64_t step)
 
 static uint64_t sm_task_bytes(const sm_graph *g, const sm_task_record *r)
 {
-    uint64_t b = 0;
-    for (int a = 0; a < r->naccess; a++) b += sm_tensor_bytes(sm_graph_access(g, r, a, NULL));
-    return b;
+    double b = 0;
+    for (int a = 0; a < r->naccess; a++)
+        b += sm_tensor_share_bytes(sm_graph_access(g, r, a, NULL));
+    return (uint64_t)b;
 }
 
 static int64_t sm_mid_ns(const sm_tracer *t, const sm_task_record *r)
@@ -230,7 +231,7 @@ static int sm_trace_memory(sm_tracer *t)
     }
     for (size_t i = 0; i < nt; i++) {
         if (t->first[i] < 0) continue;
-        double bytes = (double)sm_tensor_bytes(sm_graph_tensor(t->g, (int)i));
+        double bytes = sm_tensor_share_bytes(sm_graph_tensor(t->g, (int)i));
         if (sm_tick_add(t, t->first[i], bytes) || sm_tick_add(t, t->last[i], -bytes)) return -1;
     }
     return sm_write_counter(t, "activation memory", "bytes");
