@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-ct *fx_tensor(fx *f, const char *name, sm_dtype dt, size_t n, const void *init)
+/* A case tensor of n elements holding `init`: a plain tensor (nviews 0), or nviews views of
+ * one buffer (views[i]; the case tensor is the buffer, through view 0). */
+static ct *fx_make(fx *f, const char *name, sm_dtype dt, size_t n, const void *init, int nviews,
+                   sm_tensor **views)
 {
     sm_error err = {{0}};
     if (f->n == MAX_TENSORS) {
@@ -16,7 +19,14 @@ ct *fx_tensor(fx *f, const char *name, sm_dtype dt, size_t n, const void *init)
     }
     ct *x = &f->v[f->n++];
     size_t bytes = n * sm_dtype_size(dt);
-    x->t = sm_tensor_new_in(f->g, &f->owned, name, dt, SM_ACT, 1, (int64_t[]){(int64_t)n}, &err);
+    int64_t shape[1] = {(int64_t)n};
+    if (nviews)
+        x->t = sm_tensor_views_new_in(f->g, &f->owned, name, dt, SM_ACT, 1, shape, nviews,
+                                      views, &err)
+                   ? NULL
+                   : views[0];
+    else
+        x->t = sm_tensor_new_in(f->g, &f->owned, name, dt, SM_ACT, 1, shape, &err);
     x->ref = calloc(n ? n : 1, sm_dtype_size(dt));
     x->check = n;
     if (!x->t || !x->ref) {
@@ -26,6 +36,20 @@ ct *fx_tensor(fx *f, const char *name, sm_dtype dt, size_t n, const void *init)
     if (init) memcpy(x->ref, init, bytes);
     memcpy(sm_tensor_acquire(x->t, STARPU_W), x->ref, bytes);
     sm_tensor_release(x->t);
+    return x;
+}
+
+ct *fx_tensor(fx *f, const char *name, sm_dtype dt, size_t n, const void *init)
+{
+    return fx_make(f, name, dt, n, init, 0, NULL);
+}
+
+ct *fx_views(fx *f, const char *name, size_t n, int nviews, sm_tensor **views)
+{
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    tu_fill(&f->rng, v, n, 1);
+    ct *x = fx_make(f, name, SM_F32, n, v, nviews, views);
+    free(v);
     return x;
 }
 
@@ -71,10 +95,11 @@ routed fx_route(fx *f, const sm_router_dims *r)
     x.w = fx_tensor(f, "w", SM_F32, r->T * r->K, w);
     x.s = fx_tensor(f, "s", SM_F32, r->T * r->E, s);
     const int32_t *count = sm_plan_count(plan, r->T, r->K, r->E);
-    x.e = 0;
-    for (int e = 0; e < r->E; e++)
+    x.e = 1;                     /* past expert 0: its rows start past row 0 */
+    for (int e = 1; e < r->E; e++)
         if (count[e] > count[x.e] && count[e] < r->T) x.e = e;
     x.count = count[x.e];
+    x.first = sm_plan_offset(plan, r->T, r->K, r->E)[x.e];
     free(plan);
     free(w);
     free(s);

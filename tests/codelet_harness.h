@@ -50,6 +50,9 @@ ct *fx_tensor(fx *f, const char *name, sm_dtype dt, size_t n, const void *init);
 ct *fx_randn(fx *f, const char *name, size_t n, float std, float shift);
 /* n normal(0, 1) floats */
 ct *fx_rand(fx *f, const char *name, size_t n);
+/* n normal(0, 1) floats in one buffer seen through nviews views (views[i]); the case tensor
+ * is the buffer (compared whole), through view 0. */
+ct *fx_views(fx *f, const char *name, size_t n, int nviews, sm_tensor **views);
 /* n int32 in [0, below) */
 ct *fx_ids(fx *f, const char *name, size_t n, int below);
 /* Releases the case's tensors, reference values and task records. */
@@ -79,8 +82,9 @@ extern const sm_router_dims fx_router_dims;
 /* A plan (with its mixing weights w and scores s) routed here from random u and Wg. */
 typedef struct routed {
     ct *u, *Wg, *plan, *w, *s;
-    int e;                       /* an expert with some tokens, not all */
+    int e;                       /* an expert past expert 0 with some tokens, not all */
     int count;                   /* its tokens */
+    int first;                   /* its first row in buffers packed by the plan */
 } routed;
 
 routed fx_route(fx *f, const sm_router_dims *r);

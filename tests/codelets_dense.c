@@ -108,19 +108,21 @@ static void case_linear_bwd_weight(fx *f)
                   SM_R(x->t)));
 }
 
-/* ---- SwiGLU: a dense FFN over T rows, or routed expert e over its rows of a capacity T ---- */
+/* ---- SwiGLU: a dense FFN over T rows, or routed expert e over its rows of buffers packed by
+ * the plan (T*K rows, compared whole: the other experts' rows must stay as they were) ---- */
 
 typedef struct ffn {
     sm_ffn_shape s;
-    int rows;                    /* rows the task works on */
+    int rows, first;             /* rows the task works on, from row `first` */
+    int buf_rows;                /* rows of the row buffers */
     const char *kind;            /* "ffn" or "expert" */
     double mean_rows;            /* rows the flops count */
 } ffn;
 
 static ffn fx_ffn(fx *f, int routed_expert, ct **plan)
 {
-    ffn x = {.s = {.n = T, .d = D, .I = I_FF, .expert = -1}, .rows = T, .kind = "ffn",
-             .mean_rows = T};
+    ffn x = {.s = {.n = T, .d = D, .I = I_FF, .expert = -1}, .rows = T, .buf_rows = T,
+             .kind = "ffn", .mean_rows = T};
     *plan = NULL;
     if (!routed_expert) return x;
     sm_router_dims r = fx_router_dims;
@@ -130,6 +132,8 @@ static ffn fx_ffn(fx *f, int routed_expert, ct **plan)
     x.s = (sm_ffn_shape){.n = r.T, .d = D, .I = I_FF, .plan = rt.plan->t, .expert = rt.e,
                          .T = r.T, .K = r.K, .E = r.E};
     x.rows = rt.count;
+    x.first = rt.first;
+    x.buf_rows = r.T * r.K;
     x.kind = "expert";
     x.mean_rows = (double)r.T * r.K / r.E;
     return x;
@@ -169,19 +173,33 @@ static ffn_tensors fx_ffn_tensors(fx *f, int n)
     return t;
 }
 
+/* Row tensor t of case x at the case's rows: D (d columns) or I (I columns). */
+#define AT_D(x, t) (RF(t) + (size_t)(x)->first * D)
+#define AT_I(x, t) (RF(t) + (size_t)(x)->first * I_FF)
+
 /* The pure kernels of the two backward halves, on the case's tensors. */
-static void ref_swiglu_bwd_input(const ffn_tensors *t, int rows, int accumulate)
+static void ref_swiglu_bwd_input(const ffn *x, const ffn_tensors *t, int accumulate)
 {
-    sm_swiglu_bwd_input(RF(t->dx), RF(t->dh1), RF(t->dh3), RF(t->dy), RF(t->h1), RF(t->h3),
-                        RF(t->W1), RF(t->W3), RF(t->W2), rows, D, I_FF, accumulate);
-    if (!accumulate) t->dx->check = (size_t)rows * D;
-    t->dh1->check = t->dh3->check = (size_t)rows * I_FF;
+    sm_swiglu_bwd_input(AT_D(x, t->dx), AT_I(x, t->dh1), AT_I(x, t->dh3), AT_D(x, t->dy),
+                        AT_I(x, t->h1), AT_I(x, t->h3), RF(t->W1), RF(t->W3), RF(t->W2), x->rows,
+                        D, I_FF, accumulate);
+    if (x->s.plan) return;       /* an expert's buffers are compared whole */
+    if (!accumulate) t->dx->check = (size_t)x->rows * D;
+    t->dh1->check = t->dh3->check = (size_t)x->rows * I_FF;
 }
 
-static void ref_swiglu_bwd_weight(const ffn_tensors *t, int rows)
+static void ref_swiglu_bwd_weight(const ffn *x, const ffn_tensors *t)
 {
-    sm_swiglu_bwd_weight(RF(t->dW1), RF(t->dW3), RF(t->dW2), RF(t->dy), RF(t->x), RF(t->h1),
-                         RF(t->h3), RF(t->dh1), RF(t->dh3), rows, D, I_FF);
+    sm_swiglu_bwd_weight(RF(t->dW1), RF(t->dW3), RF(t->dW2), AT_D(x, t->dy), AT_D(x, t->x),
+                         AT_I(x, t->h1), AT_I(x, t->h3), AT_I(x, t->dh1), AT_I(x, t->dh3),
+                         x->rows, D, I_FF);
+}
+
+/* How the case's task writes a row tensor: its part of a packed view (an expert), else
+ * read-write when accumulating, write-only when overwriting. */
+static sm_access out_mode(const ffn *x, ct *t, int accumulate)
+{
+    return x->s.plan ? SM_PART(t->t) : SM_ACC(t->t, accumulate);
 }
 
 static void case_swiglu_fwd(fx *f)
@@ -191,16 +209,19 @@ static void case_swiglu_fwd(fx *f)
         ct *plan;
         ffn x = fx_ffn(f, routed_expert, &plan);
         int rows = x.rows;
-        ffn_tensors t = fx_ffn_tensors(f, x.s.n);
+        ffn_tensors t = fx_ffn_tensors(f, x.buf_rows);
         int rc = sm_insert_swiglu_fwd(&f->c, &x.s, t.y->t, t.h1->t, t.h3->t, t.x->t, t.W1->t,
                                       t.W3->t, t.W2->t, residual ? t.res->t : NULL);
-        sm_swiglu_fwd(RF(t.y), RF(t.h1), RF(t.h3), RF(t.x), RF(t.W1), RF(t.W3), RF(t.W2), rows,
-                      D, I_FF);
+        sm_swiglu_fwd(AT_D(&x, t.y), AT_I(&x, t.h1), AT_I(&x, t.h3), AT_D(&x, t.x), RF(t.W1),
+                      RF(t.W3), RF(t.W2), rows, D, I_FF);
         for (int i = 0; residual && i < rows * D; i++) RF(t.y)[i] += RF(t.res)[i];
-        t.y->check = (size_t)rows * D;
-        t.h1->check = t.h3->check = (size_t)rows * I_FF;
-        sm_access acc[10] = {SM_W(t.y->t), SM_W(t.h1->t), SM_W(t.h3->t), SM_R(t.x->t),
-                             SM_R(t.W1->t), SM_R(t.W3->t), SM_R(t.W2->t), SM_R(t.res->t)};
+        if (!routed_expert) {
+            t.y->check = (size_t)rows * D;
+            t.h1->check = t.h3->check = (size_t)rows * I_FF;
+        }
+        sm_access acc[10] = {out_mode(&x, t.y, 0), out_mode(&x, t.h1, 0), out_mode(&x, t.h3, 0),
+                             SM_R(t.x->t), SM_R(t.W1->t), SM_R(t.W3->t), SM_R(t.W2->t),
+                             SM_R(t.res->t)};
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_fwd %s%s", x.kind, residual ? " residual" : "");
         fx_check(f, name, rc,
@@ -215,13 +236,13 @@ static void case_swiglu_bwd_input(fx *f)
         int routed_expert = variant == 2, accumulate = variant == 1;
         ct *plan;
         ffn x = fx_ffn(f, routed_expert, &plan);
-        ffn_tensors t = fx_ffn_tensors(f, x.s.n);
+        ffn_tensors t = fx_ffn_tensors(f, x.buf_rows);
         int rc = sm_insert_swiglu_bwd_input(&f->c, &x.s, t.dx->t, t.dh1->t, t.dh3->t, t.dy->t,
                                             t.h1->t, t.h3->t, t.W1->t, t.W3->t, t.W2->t,
                                             accumulate);
-        ref_swiglu_bwd_input(&t, x.rows, accumulate);
-        sm_access acc[10] = {SM_ACC(t.dx->t, accumulate), SM_W(t.dh1->t), SM_W(t.dh3->t),
-                             SM_R(t.dy->t), SM_R(t.h1->t), SM_R(t.h3->t), SM_R(t.W1->t),
+        ref_swiglu_bwd_input(&x, &t, accumulate);
+        sm_access acc[10] = {out_mode(&x, t.dx, accumulate), out_mode(&x, t.dh1, 0),
+                             out_mode(&x, t.dh3, 0), SM_R(t.dy->t), SM_R(t.h1->t), SM_R(t.h3->t), SM_R(t.W1->t),
                              SM_R(t.W3->t), SM_R(t.W2->t)};
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_bwd_input %s%s", x.kind,
@@ -237,10 +258,10 @@ static void case_swiglu_bwd_weight(fx *f)
     for (int routed_expert = 0; routed_expert < 2; routed_expert++) {
         ct *plan;
         ffn x = fx_ffn(f, routed_expert, &plan);
-        ffn_tensors t = fx_ffn_tensors(f, x.s.n);
+        ffn_tensors t = fx_ffn_tensors(f, x.buf_rows);
         int rc = sm_insert_swiglu_bwd_weight(&f->c, &x.s, t.dW1->t, t.dW3->t, t.dW2->t, t.dy->t,
                                              t.x->t, t.h1->t, t.h3->t, t.dh1->t, t.dh3->t);
-        ref_swiglu_bwd_weight(&t, x.rows);
+        ref_swiglu_bwd_weight(&x, &t);
         sm_access acc[10] = {SM_RW(t.dW1->t), SM_RW(t.dW3->t), SM_RW(t.dW2->t), SM_R(t.dy->t),
                              SM_R(t.x->t), SM_R(t.h1->t), SM_R(t.h3->t), SM_R(t.dh1->t),
                              SM_R(t.dh3->t)};
@@ -258,13 +279,14 @@ static void case_swiglu_bwd(fx *f)
         int routed_expert = variant == 2, accumulate = variant == 1;
         ct *plan;
         ffn x = fx_ffn(f, routed_expert, &plan);
-        ffn_tensors t = fx_ffn_tensors(f, x.s.n);
+        ffn_tensors t = fx_ffn_tensors(f, x.buf_rows);
         sm_ffn_grads g = {t.dx->t, t.dh1->t, t.dh3->t, t.dW1->t, t.dW3->t, t.dW2->t};
         int rc = sm_insert_swiglu_bwd(&f->c, &x.s, &g, t.dy->t, t.x->t, t.h1->t, t.h3->t,
                                       t.W1->t, t.W3->t, t.W2->t, accumulate);
-        ref_swiglu_bwd_input(&t, x.rows, accumulate);
-        ref_swiglu_bwd_weight(&t, x.rows);
-        sm_access acc[14] = {SM_ACC(t.dx->t, accumulate), SM_W(t.dh1->t), SM_W(t.dh3->t),
+        ref_swiglu_bwd_input(&x, &t, accumulate);
+        ref_swiglu_bwd_weight(&x, &t);
+        sm_access acc[14] = {out_mode(&x, t.dx, accumulate), out_mode(&x, t.dh1, 0),
+                             out_mode(&x, t.dh3, 0),
                              SM_RW(t.dW1->t), SM_RW(t.dW3->t), SM_RW(t.dW2->t), SM_R(t.dy->t),
                              SM_R(t.x->t), SM_R(t.h1->t), SM_R(t.h3->t), SM_R(t.W1->t),
                              SM_R(t.W3->t), SM_R(t.W2->t)};

@@ -1,11 +1,31 @@
 /* Codelet cases of the MoE family (tasks/moe.h): router forward and backward (with and
  * without bias and balance loss), dispatch, combine and their backward passes, on plans routed
- * by the pure router kernel. */
+ * by the pure router kernel. Per-expert tensors are views of buffers packed by the plan
+ * (T*K rows), compared whole: a task must leave the other experts' rows as they were. */
 #include <stddef.h>
 #include "tasks/moe.h"
 #include "tests/codelet_harness.h"
 
 enum { MAXE = 8 };
+
+/* Expert e's rows of packed case tensor x, rows of `width` elements. */
+static float *rows_of(ct *x, const routed *rt, int e, const sm_router_dims *r, int width)
+{
+    return sm_plan_expert_rows(RF(x), RI(rt->plan), e, r->T, r->K, r->E, width);
+}
+
+/* A buffer packed by rt's plan (T*K rows of `width`) as E views (views[e]), with each
+ * expert's rows in rows[e] and its views read in acc[0..E-1]. */
+static ct *fx_packed(fx *f, const char *name, const routed *rt, const sm_router_dims *r,
+                     int width, sm_tensor **views, const float **rows, sm_access *acc)
+{
+    ct *x = fx_views(f, name, (size_t)r->T * r->K * width, r->E, views);
+    for (int e = 0; e < r->E; e++) {
+        rows[e] = rows_of(x, rt, e, r, width);
+        acc[e] = SM_R(views[e]);
+    }
+    return x;
+}
 
 static void case_router_fwd(fx *f)
 {
@@ -44,17 +64,11 @@ static void case_router_bwd(fx *f)
         sm_balance bal = {.S = 4, .coef = variant ? 0.01f : 0};
         routed rt = fx_route(f, r);
         ct *du = fx_rand(f, "du", r->T * r->d), *dWg = fx_rand(f, "dWg", r->E * r->d);
-        ct *dge[MAXE];
         sm_tensor *dget[MAXE];
         const float *dgep[MAXE];
         sm_access acc[6 + MAXE] = {SM_ACC(du->t, accumulate), SM_RW(dWg->t), SM_R(rt.s->t),
                                    SM_R(rt.plan->t), SM_R(rt.u->t), SM_R(rt.Wg->t)};
-        for (int e = 0; e < r->E; e++) {
-            dge[e] = fx_rand(f, "dge", r->T);
-            dget[e] = dge[e]->t;
-            dgep[e] = RF(dge[e]);
-            acc[6 + e] = SM_R(dget[e]);
-        }
+        fx_packed(f, "dge", &rt, r, 1, dget, dgep, acc + 6);
         int rc = sm_insert_router_bwd(&f->c, r, &bal, du->t, dWg->t, dget, rt.s->t, rt.plan->t,
                                       rt.u->t, rt.Wg->t, accumulate);
         float dw[8 * 2], ds[8 * 8];
@@ -72,13 +86,14 @@ static void case_moe_dispatch(fx *f)
 {
     const sm_router_dims *r = &fx_router_dims;
     routed rt = fx_route(f, r);
-    ct *xe = fx_rand(f, "xe", r->T * r->d);
-    int rc = sm_insert_moe_dispatch(&f->c, r, rt.e, xe->t, rt.u->t, rt.plan->t);
-    sm_moe_gather(RF(xe), RF(rt.u), RI(rt.plan), rt.e, r->T, r->K, r->E, r->d);
-    xe->check = (size_t)rt.count * r->d;
+    sm_tensor *xe[MAXE];
+    ct *packed = fx_views(f, "xe", (size_t)r->T * r->K * r->d, r->E, xe);
+    int rc = sm_insert_moe_dispatch(&f->c, r, rt.e, xe[rt.e], rt.u->t, rt.plan->t);
+    sm_moe_gather(rows_of(packed, &rt, rt.e, r, r->d), RF(rt.u), RI(rt.plan), rt.e, r->T, r->K,
+                  r->E, r->d);
     fx_check(f, "moe_dispatch", rc,
-             WANT("dispatch", (double)r->T * r->K / r->E * r->d, SM_W(xe->t), SM_R(rt.u->t),
-                  SM_R(rt.plan->t)));
+             WANT("dispatch", (double)r->T * r->K / r->E * r->d, SM_PART(xe[rt.e]),
+                  SM_R(rt.u->t), SM_R(rt.plan->t)));
 }
 
 static void case_moe_dispatch_bwd(fx *f)
@@ -90,12 +105,7 @@ static void case_moe_dispatch_bwd(fx *f)
         sm_tensor *dxe[MAXE];
         const float *dxep[MAXE];
         sm_access acc[2 + MAXE] = {SM_ACC(du->t, accumulate), SM_R(rt.plan->t)};
-        for (int e = 0; e < r->E; e++) {
-            ct *x = fx_rand(f, "dxe", r->T * r->d);
-            dxe[e] = x->t;
-            dxep[e] = RF(x);
-            acc[2 + e] = SM_R(x->t);
-        }
+        fx_packed(f, "dxe", &rt, r, r->d, dxe, dxep, acc + 2);
         int rc = sm_insert_moe_dispatch_bwd(&f->c, r, du->t, dxe, rt.plan->t, accumulate);
         sm_moe_gather_bwd(RF(du), dxep, RI(rt.plan), r->T, r->K, r->E, r->d, accumulate);
         fx_check(f, accumulate ? "moe_dispatch_bwd accumulate" : "moe_dispatch_bwd", rc,
@@ -113,13 +123,8 @@ static void case_moe_combine(fx *f)
         sm_tensor *ye[MAXE];
         const float *yep[MAXE];
         sm_access acc[5 + MAXE] = {SM_W(y->t), SM_R(rt.w->t), SM_R(rt.plan->t)};
-        int n = 3;
-        for (int e = 0; e < r->E; e++) {
-            ct *x = fx_rand(f, "ye", r->T * r->d);
-            ye[e] = x->t;
-            yep[e] = RF(x);
-            acc[n++] = SM_R(x->t);
-        }
+        fx_packed(f, "ye", &rt, r, r->d, ye, yep, acc + 3);
+        int n = 3 + r->E;
         if (extras) {
             acc[n++] = SM_R(shared->t);
             acc[n++] = SM_R(res->t);
@@ -138,17 +143,21 @@ static void case_moe_combine_bwd(fx *f)
 {
     const sm_router_dims *r = &fx_router_dims;
     routed rt = fx_route(f, r);
-    ct *dye = fx_rand(f, "dye", r->T * r->d), *dge = fx_rand(f, "dge", r->T);
-    ct *dy = fx_rand(f, "dy", r->T * r->d), *ye = fx_rand(f, "ye", r->T * r->d);
-    int rc = sm_insert_moe_combine_bwd(&f->c, r, rt.e, dye->t, dge->t, dy->t, ye->t, rt.w->t,
+    size_t routed_rows = (size_t)r->T * r->K;
+    sm_tensor *dyev[MAXE], *dgev[MAXE], *yev[MAXE];
+    ct *dye = fx_views(f, "dye", routed_rows * r->d, r->E, dyev);
+    ct *dge = fx_views(f, "dge", routed_rows, r->E, dgev);
+    ct *dy = fx_rand(f, "dy", r->T * r->d), *ye = fx_views(f, "ye", routed_rows * r->d, r->E, yev);
+    int e = rt.e;
+    int rc = sm_insert_moe_combine_bwd(&f->c, r, e, dyev[e], dgev[e], dy->t, yev[e], rt.w->t,
                                        rt.plan->t);
-    sm_moe_combine_bwd(RF(dye), RF(dge), RF(dy), RF(ye), RF(rt.w), RI(rt.plan), rt.e, r->T, r->K,
-                       r->E, r->d);
-    dye->check = (size_t)rt.count * r->d;
-    dge->check = rt.count;
+    sm_moe_combine_bwd(rows_of(dye, &rt, e, r, r->d), rows_of(dge, &rt, e, r, 1), RF(dy),
+                       rows_of(ye, &rt, e, r, r->d), RF(rt.w), RI(rt.plan), e, r->T, r->K, r->E,
+                       r->d);
     fx_check(f, "moe_combine_bwd", rc,
-             WANT("combine_bwd", 3.0 * r->T * r->K / r->E * r->d, SM_W(dye->t), SM_W(dge->t),
-                  SM_R(dy->t), SM_R(ye->t), SM_R(rt.w->t), SM_R(rt.plan->t)));
+             WANT("combine_bwd", 3.0 * r->T * r->K / r->E * r->d, SM_PART(dyev[e]),
+                  SM_PART(dgev[e]), SM_R(dy->t), SM_R(yev[e]), SM_R(rt.w->t),
+                  SM_R(rt.plan->t)));
 }
 
 const helper_case codelet_cases_moe[] = {
