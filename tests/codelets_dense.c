@@ -242,8 +242,8 @@ static void case_swiglu_bwd_input(fx *f)
                                             accumulate);
         ref_swiglu_bwd_input(&x, &t, accumulate);
         sm_access acc[10] = {out_mode(&x, t.dx, accumulate), out_mode(&x, t.dh1, 0),
-                             out_mode(&x, t.dh3, 0), SM_R(t.dy->t), SM_R(t.h1->t), SM_R(t.h3->t), SM_R(t.W1->t),
-                             SM_R(t.W3->t), SM_R(t.W2->t)};
+                             out_mode(&x, t.dh3, 0), SM_R(t.dy->t), SM_R(t.h1->t),
+                             SM_R(t.h3->t), SM_R(t.W1->t), SM_R(t.W3->t), SM_R(t.W2->t)};
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_bwd_input %s%s", x.kind,
                  accumulate ? " accumulate" : "");

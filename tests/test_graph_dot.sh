@@ -20,7 +20,8 @@ pairs=$(awk -F'"' '/\[label=/ { split($0, a, " "); name[a[1]] = $2 }
                  split(f, x, " "); split(t, y, " ");
                  if (x[2] == y[2] && x[4] == y[4] && x[3] != y[3]) n++ } }
     END { print n + 0 }' "$TMP/step.dot")
-[ "$pairs" -eq 0 ]; ok $? "no dependency between two experts' tasks of one layer and micro-batch ($pairs)"
+[ "$pairs" -eq 0 ]
+ok $? "no dependency between two experts' tasks of one layer and micro-batch ($pairs)"
 colors=$(grep -o 'fillcolor="[^"]*"' "$TMP/step.dot" | sort -u)
 [ "$(echo "$colors" | grep -cE '^fillcolor="#[0-9a-f]{6}"$')" -ge 5 ] && ! echo "$colors" | grep -qvE '"#[0-9a-f]{6}"'
 ok $? "nodes filled with one colour per phase ($(echo $colors))"
