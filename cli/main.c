@@ -142,7 +142,7 @@ static void sm_usage(FILE *f)
                "chrome|paje] [--trace-deps].\n"
                "train, eval, bench and generate take --workers N --sched NAME|help --sched-lib FILE.so;\n"
                "bench and eval take --ep E --dp D under mpirun (train: --set parallel.ep=E);\n"
-               "  mpirun -np N starmoe train --config RUN.json --set parallel.dp=N checks the launch.\n"
+               "  (mpirun -np N starmoe train --config RUN.json --set parallel.dp=N).\n"
                "train and bench take --pp N (with --sched gpipe|1f1b|zbh1|dualpipe|dualpipev) and --deterministic.\n"
                "Run 'starmoe COMMAND --help' for a command's options.\n");
 }

@@ -1,7 +1,8 @@
 /* Launching under mpirun: the rank and size from mpirun's environment, StarPU-MPI started
- * (MPI finalised at exit, after a barrier), and the start-up agreement of sm_engine_check_launch (the
- * layout checks of every rank and a hash of the build and the run config, exchanged between
- * all ranks through StarPU-MPI's own thread, within parallel.timeout_s). */
+ * (MPI finalised at exit, after a barrier), and the start-up agreement of
+ * sm_engine_check_launch (the layout checks of every rank and a hash of the build and the run
+ * config, exchanged between all ranks through StarPU-MPI's own thread, within
+ * parallel.timeout_s). */
 #define _GNU_SOURCE
 #include "model/parallel.h"
 

@@ -71,7 +71,8 @@ ok $? "a rank failing alone stops every rank within 60 s (took ${took} s, exit $
 # bench and eval take --ep/--dp and check the layout the same way
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 3 --seq 8 --reps 1 \
   --warmup 0 --dp 2
-check_ranks "bench --dp 2 with --batch 3 names --batch" 2 "--batch 3 does not split over parallel.dp 2"
+check_ranks "bench --dp 2 with --batch 3 names --batch" 2 \
+  "--batch 3 does not split over parallel.dp 2"
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" eval --model "$FIXTURE" \
   --inputs "$FIXTURE/inputs.safetensors" --forward-only --ep 2
 check_ranks "eval --ep 2 on 2 ranks: agreed, then not built yet" 2 \
