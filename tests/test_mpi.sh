@@ -18,7 +18,7 @@ CONFIG=${STARMOE_SRCDIR:-..}/examples/tiny.json MODEL=${STARMOE_SRCDIR:-..}/conf
 TRAIN=("$STARMOE" train --config "$CONFIG" --set engine.workers=1 --out "$TMP/run" --steps 1
        --set eval.batches=1)
 
-# run_ranks NAME COMMAND...: runs it, keeping the output and the exit status in $TMP/out, $rc
+# run_ranks COMMAND...: runs it, keeping the output and the exit status in $TMP/out, $rc
 run_ranks() { "$@" > "$TMP/out" 2>&1; rc=$?; }
 # every_rank N PATTERN: each of ranks 0..N-1 printed "rank R: starmoe ...: ...PATTERN"
 every_rank() {
@@ -27,8 +27,12 @@ every_rank() {
     grep -qE "^rank $r: starmoe [a-z]+: .*$2" "$TMP/out" || return 1
   done
 }
-check_ranks() { # name, ranks, pattern: all ranks failed (not by the timeout) with the pattern
-  if [ "$rc" -ne 0 ] && [ "$rc" -lt 124 ] && every_rank "$2" "$3"; then ok 0 "$1"
+# check_ranks NAME N PATTERN: all N ranks failed (not by the timeout) with the pattern, and no
+# sanitizer complained (under --enable-sanitizers)
+check_ranks() {
+  if [ "$rc" -ne 0 ] && [ "$rc" -lt 124 ] && every_rank "$2" "$3" &&
+     ! grep -qE "ERROR: (Leak|Address|UndefinedBehavior)Sanitizer|runtime error:" "$TMP/out"
+  then ok 0 "$1"
   else ok 1 "$1 (exit $rc: $(grep -v '^\[starpu\]' "$TMP/out" | head -c 600))"; fi
 }
 
