@@ -28,6 +28,8 @@ TESTS += tests/test_resume_faults.sh
 EXTRA_DIST += tests/test_resume_faults.sh
 
 # Launching under mpirun: layout checks on every rank, the start-up hash, a failing rank stopping
-# all, one rank unchanged.
+# all, a silent peer timed out (tests/mpi_idle), one rank unchanged.
 TESTS += tests/test_mpi.sh
 EXTRA_DIST += tests/test_mpi.sh
+check_PROGRAMS += tests/mpi_idle
+tests_mpi_idle_LDADD = $(MPI_LIBS)

@@ -19,6 +19,16 @@
 #include "base/clock.h"
 
 static int sm_mpi_up, sm_mpi_abandoned;
+static void *sm_mpi_kept[2];     /* what pending requests of an abandoned exchange still use */
+
+/* Gives up on an exchange whose requests stay pending: no unregistering, no shutdown, no
+ * barrier at exit, and their buffers kept. */
+static void sm_abandon(void *flags, void *records)
+{
+    sm_mpi_abandoned = 1;
+    sm_mpi_kept[0] = flags;
+    sm_mpi_kept[1] = records;
+}
 
 /* A whole number from the first of the variables that is set, else dflt. */
 static int sm_env_int(const char *a, const char *b, int dflt)
@@ -150,14 +160,19 @@ static int sm_exchange(const uint64_t *mine, uint64_t *all, double timeout_s, sm
         starpu_vector_data_register(&h[r], STARPU_MAIN_RAM, (uintptr_t)(all + r * SM_RECORD),
                                     SM_RECORD, sizeof *all);
     }
+    int posted = 0;
     for (int r = 0; r < n; r++)
         if (r != me)
-            starpu_mpi_irecv_detached(h[r], r, SM_LAUNCH_TAG + r, MPI_COMM_WORLD, sm_count_done,
-                                      &got[r]);
+            posted |= starpu_mpi_irecv_detached(h[r], r, SM_LAUNCH_TAG + r, MPI_COMM_WORLD,
+                                                sm_count_done, &got[r]);
     for (int r = 0; r < n; r++)
         if (r != me)
-            starpu_mpi_isend_detached(h[me], r, SM_LAUNCH_TAG + me, MPI_COMM_WORLD,
-                                      sm_count_done, sent);
+            posted |= starpu_mpi_isend_detached(h[me], r, SM_LAUNCH_TAG + me, MPI_COMM_WORLD,
+                                                sm_count_done, sent);
+    if (posted) {
+        sm_abandon(got, all);
+        return sm_fail(err, "start-up: StarPU-MPI refused the layout check's messages");
+    }
     double deadline = sm_now() + timeout_s;
     int missing = -1;
     for (;;) {
@@ -166,8 +181,7 @@ static int sm_exchange(const uint64_t *mine, uint64_t *all, double timeout_s, sm
             if (!atomic_load(&got[r])) missing = r;
         if (missing < 0 && atomic_load(sent) == n - 1) break;
         if (sm_now() > deadline) {
-            /* the requests stay pending: no unregistering, no shutdown, got and all kept */
-            sm_mpi_abandoned = 1;
+            sm_abandon(got, all);
             if (missing < 0)
                 return sm_fail(err, "start-up: the other ranks did not take rank %d's layout "
                                "check within parallel.timeout_s %g s", me, timeout_s);

@@ -72,6 +72,15 @@ took=$(($(date +%s) - start))
   grep -qE "^rank 1: starmoe train: .*missing.json" "$TMP/out"
 ok $? "a rank failing alone stops every rank within 60 s (took ${took} s, exit $rc)"
 
+# a peer that joins MPI but never answers: rank 0 gives up after parallel.timeout_s, naming it
+start=$(date +%s)
+run_ranks "${MPIRUN[@]}" -np 1 "${TRAIN[@]}" --set parallel.dp=2 --set parallel.timeout_s=3 : \
+  -np 1 tests/mpi_idle 100
+took=$(($(date +%s) - start))
+[ "$rc" -ne 0 ] && [ "$rc" -lt 124 ] && [ "$took" -lt 60 ] && grep -qE "^rank 0: starmoe train: \
+start-up: rank 1 did not send its layout check within parallel.timeout_s 3 s" "$TMP/out"
+ok $? "a silent peer: rank 0 names it after parallel.timeout_s 3 s (took ${took} s, exit $rc)"
+
 # bench and eval take --ep/--dp and check the layout the same way
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 3 --seq 8 --reps 1 \
   --warmup 0 --dp 2
