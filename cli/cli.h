@@ -19,6 +19,12 @@ enum { SM_OPT_SCHED_LIB = 0x200, SM_OPT_PP, SM_OPT_DETERMINISTIC };
         {"deterministic", no_argument, 0, SM_OPT_DETERMINISTIC}
 #define SM_CLI_RUN_USAGE "[--pp N] [--deterministic]"
 
+/* Launch layout of bench and eval under mpirun: --ep E --dp D (train: --set parallel.ep=E). */
+enum { SM_OPT_EP = 0x300, SM_OPT_DP };
+#define SM_CLI_PARALLEL_OPTS \
+    {"ep", required_argument, 0, SM_OPT_EP}, {"dp", required_argument, 0, SM_OPT_DP}
+#define SM_CLI_PARALLEL_USAGE "[--ep E --dp D]"
+
 /* Trace options of the running commands (train, eval, bench); codes above any character. */
 enum { SM_OPT_TRACE = 0x100, SM_OPT_TRACE_STEPS, SM_OPT_TRACE_FORMAT, SM_OPT_TRACE_DEPS };
 #define SM_CLI_TRACE_OPTS                                                                    \
@@ -41,6 +47,12 @@ int sm_cli_run_opt(int opt, const char *arg, sm_run_opts *r);
 void sm_cli_run_finish(sm_run_opts *r, const sm_engine_opts *e);
 /* Handles the trace options (returns 1 when opt was one of them, -1 on a bad value). */
 int sm_cli_trace_opt(int opt, const char *arg, sm_trace_opts *o);
+/* Handles --ep and --dp (returns 1 when opt was one of them, -1 on a bad value). */
+int sm_cli_parallel_opt(int opt, const char *arg, sm_launch *l);
+/* The command line as one line of text (malloc'd): what every rank must share. */
+char *sm_cli_identity(int argc, char **argv);
+/* Prints "starmoe CMD: MSG", after "rank R: " when mpirun launched several ranks. */
+void sm_cli_error(const char *cmd, const char *msg);
 /* Starts the engine, printing the error on failure. */
 int sm_cli_engine_start(const sm_engine_opts *e);
 /* Prints "starmoe CMD: unknown option" help hints. */

@@ -3,12 +3,13 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *sm_bench_usage =
     "(--config FILE.json | --model DIR) --batch B --seq T [--micro M] [--reps N] [--warmup N]\n"
     "       [--seed S] [--train] [--format text|json] [--workers N] [--sched NAME] [--sched-lib FILE]\n"
-    "       " SM_CLI_RUN_USAGE " " SM_CLI_TRACE_USAGE;
+    "       " SM_CLI_RUN_USAGE " " SM_CLI_PARALLEL_USAGE " " SM_CLI_TRACE_USAGE;
 
 static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
 {
@@ -64,7 +65,8 @@ int sm_cmd_bench(int argc, char **argv)
         {"warmup", required_argument, 0, 'W'}, {"seed", required_argument, 0, 'S'},
         {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
         {"train", no_argument, 0, 't'},
-        SM_CLI_ENGINE_OPTS, SM_CLI_RUN_OPTS, SM_CLI_TRACE_OPTS, {0, 0, 0, 0}};
+        SM_CLI_ENGINE_OPTS, SM_CLI_RUN_OPTS, SM_CLI_PARALLEL_OPTS, SM_CLI_TRACE_OPTS,
+        {0, 0, 0, 0}};
     sm_bench_opts o = {.B = 0, .S = 0, .micro = 1, .reps = 5, .warmup = 1, .seed = 1234,
                        .trace = SM_TRACE_OPTS_DEFAULT};
     sm_engine_opts e = {0};
@@ -74,6 +76,7 @@ int sm_cmd_bench(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int r = sm_cli_engine_opt(opt, optarg, &e);
         if (!r) r = sm_cli_run_opt(opt, optarg, &o.run);
+        if (!r) r = sm_cli_parallel_opt(opt, optarg, &o.launch);
         if (!r) r = sm_cli_trace_opt(opt, optarg, &o.trace);
         if (r < 0) return 2;
         if (r) continue;
@@ -100,16 +103,22 @@ int sm_cmd_bench(int argc, char **argv)
     sm_config cfg;
     if (config_path) {
         if (sm_config_load_json(&cfg, config_path, &err)) {
-            fprintf(stderr, "starmoe bench: %s\n", err.msg);
+            sm_cli_error("bench", err.msg);
             return 1;
         }
         o.config = &cfg;
     }
-    if (sm_cli_engine_start(&e)) return 1;
+    char *identity = sm_cli_identity(argc, argv);
+    if (!identity || sm_cli_engine_start(&e)) {
+        free(identity);
+        return 1;
+    }
+    o.launch.identity = identity;
     sm_bench_result res;
     int rc = sm_bench(&o, &res, &err);
     if (rc == 0) (strcmp(format, "json") ? sm_print_text : sm_print_json)(&o, &res);
     sm_engine_shutdown();
-    if (rc) fprintf(stderr, "starmoe bench: %s\n", err.msg);
+    free(identity);
+    if (rc) sm_cli_error("bench", err.msg);
     return rc ? 1 : 0;
 }

@@ -3,10 +3,11 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static const char *sm_eval_usage =
     "--model DIR --inputs FILE [--dump OUT.safetensors] [--forward-only] [--micro M]\n"
-    "       [--dot FILE] [--workers N] [--sched NAME]\n"
+    "       [--dot FILE] [--workers N] [--sched NAME] " SM_CLI_PARALLEL_USAGE "\n"
     "       " SM_CLI_TRACE_USAGE;
 
 int sm_cmd_eval(int argc, char **argv)
@@ -16,13 +17,15 @@ int sm_cmd_eval(int argc, char **argv)
         {"dump", required_argument, 0, 'd'},  {"forward-only", no_argument, 0, 'f'},
         {"micro", required_argument, 0, 'u'}, {"dot", required_argument, 0, 'g'},
         {"help", no_argument, 0, 'h'},        SM_CLI_ENGINE_OPTS,
-        SM_CLI_TRACE_OPTS,                    {0, 0, 0, 0}};
+        SM_CLI_PARALLEL_OPTS,                 SM_CLI_TRACE_OPTS,
+        {0, 0, 0, 0}};
     sm_eval_opts o = {.micro = 1, .trace = SM_TRACE_OPTS_DEFAULT};
     sm_engine_opts e = {0};
     long v;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int r = sm_cli_engine_opt(opt, optarg, &e);
+        if (!r) r = sm_cli_parallel_opt(opt, optarg, &o.launch);
         if (!r) r = sm_cli_trace_opt(opt, optarg, &o.trace);
         if (r < 0) return 2;
         if (r) continue;
@@ -42,14 +45,20 @@ int sm_cmd_eval(int argc, char **argv)
     }
     if (!o.model_dir || !o.inputs || optind < argc)
         return sm_cli_usage_error("eval", sm_eval_usage);
-    if (sm_cli_engine_start(&e)) return 1;
+    char *identity = sm_cli_identity(argc, argv);
+    if (!identity || sm_cli_engine_start(&e)) {
+        free(identity);
+        return 1;
+    }
+    o.launch.identity = identity;
     sm_error err = {{0}};
     double loss = 0;
     size_t ntasks = 0;
     int rc = sm_eval(&o, &loss, &ntasks, &err);
     sm_engine_shutdown();
+    free(identity);
     if (rc) {
-        fprintf(stderr, "starmoe eval: %s\n", err.msg);
+        sm_cli_error("eval", err.msg);
         return 1;
     }
     if (isnan(loss))

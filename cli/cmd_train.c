@@ -78,7 +78,7 @@ int sm_cmd_train(int argc, char **argv)
     }
     sm_error err = {{0}};
     rc = sm_train(&o, &err) ? 1 : 0;
-    if (rc) fprintf(stderr, "starmoe train: %s\n", err.msg);
+    if (rc) sm_cli_error("train", err.msg);
 out:
     for (int i = 0; i < nowned; i++) free(owned[i]);
     free(owned);

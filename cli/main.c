@@ -65,6 +65,38 @@ void sm_cli_run_finish(sm_run_opts *r, const sm_engine_opts *e)
     r->pipeline = sm_run_pipeline_of(e->sched);
 }
 
+int sm_cli_parallel_opt(int opt, const char *arg, sm_launch *l)
+{
+    long v;
+    if (opt != SM_OPT_EP && opt != SM_OPT_DP) return 0;
+    if (sm_cli_int(opt == SM_OPT_EP ? "ep" : "dp", arg, 1, 4096, &v)) return -1;
+    *(opt == SM_OPT_EP ? &l->ep : &l->dp) = (int)v;
+    return 1;
+}
+
+char *sm_cli_identity(int argc, char **argv)
+{
+    size_t n = 1;
+    for (int i = 0; i < argc; i++) n += strlen(argv[i]) + 1;
+    char *s = malloc(n);
+    if (!s) return NULL;
+    s[0] = '\0';
+    for (int i = 0; i < argc; i++) {
+        strcat(s, argv[i]);
+        if (i + 1 < argc) strcat(s, " ");
+    }
+    return s;
+}
+
+void sm_cli_error(const char *cmd, const char *msg)
+{
+    if (sm_engine_size() > 1)
+        fprintf(stderr, "rank %d: starmoe%s%s: %s\n", sm_engine_rank(), cmd ? " " : "",
+                cmd ? cmd : "", msg);
+    else
+        fprintf(stderr, "starmoe%s%s: %s\n", cmd ? " " : "", cmd ? cmd : "", msg);
+}
+
 int sm_cli_trace_opt(int opt, const char *arg, sm_trace_opts *o)
 {
     sm_error err = {{0}};
@@ -84,7 +116,7 @@ int sm_cli_engine_start(const sm_engine_opts *e)
 {
     sm_error err = {{0}};
     if (sm_engine_init(e, &err) == 0) return 0;
-    fprintf(stderr, "starmoe: %s\n", err.msg);
+    sm_cli_error(NULL, err.msg);
     return -1;
 }
 
@@ -109,6 +141,8 @@ static void sm_usage(FILE *f)
                "train, eval and bench take --trace FILE [--trace-steps A:B] [--trace-format "
                "chrome|paje] [--trace-deps].\n"
                "train, eval, bench and generate take --workers N --sched NAME|help --sched-lib FILE.so;\n"
+               "bench and eval take --ep E --dp D under mpirun (train: --set parallel.ep=E);\n"
+               "  (mpirun -np N starmoe train --config RUN.json --set parallel.dp=N).\n"
                "train and bench take --pp N (with --sched gpipe|1f1b|zbh1|dualpipe|dualpipev) and --deterministic.\n"
                "Run 'starmoe COMMAND --help' for a command's options.\n");
 }

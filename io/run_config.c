@@ -47,6 +47,12 @@ static const sm_field engine_fields[] = {
     SM_FIELD(sm_engine_config, deterministic, SM_F_BOOL, SM_OPTIONAL),
 };
 
+static const sm_field parallel_fields[] = {
+    SM_FIELD(sm_parallel_config, ep, SM_F_INT, SM_OPTIONAL),
+    SM_FIELD(sm_parallel_config, dp, SM_F_INT, SM_OPTIONAL),
+    SM_FIELD(sm_parallel_config, timeout_s, SM_F_NUM, SM_OPTIONAL),
+};
+
 #define TABLE(fields) {fields, SM_COUNT(fields), NULL}
 static const sm_field_table train_table = TABLE(train_fields);
 static const sm_field_table data_table = TABLE(data_fields);
@@ -54,6 +60,7 @@ static const sm_field_table eval_table = TABLE(eval_fields);
 static const sm_field_table checkpoint_table = TABLE(checkpoint_fields);
 static const sm_field_table log_table = TABLE(log_fields);
 static const sm_field_table engine_table = TABLE(engine_fields);
+static const sm_field_table parallel_table = TABLE(parallel_fields);
 
 static const sm_field run_fields[] = {
     SM_SECTION(sm_run_config, model, SM_REQUIRED, sm_config_table),
@@ -63,6 +70,7 @@ static const sm_field run_fields[] = {
     SM_SECTION(sm_run_config, checkpoint, SM_OPTIONAL, checkpoint_table),
     SM_SECTION(sm_run_config, log, SM_OPTIONAL, log_table),
     SM_SECTION(sm_run_config, engine, SM_OPTIONAL, engine_table),
+    SM_SECTION(sm_run_config, parallel, SM_OPTIONAL, parallel_table),
 };
 static const sm_field_table run_table = TABLE(run_fields);
 
@@ -104,6 +112,9 @@ void sm_run_config_defaults(sm_run_config *rc)
     rc->engine.workers = 2;
     rc->engine.pp = 1;
     snprintf(rc->engine.sched, sizeof rc->engine.sched, "lws");
+    rc->parallel.ep = 1;
+    rc->parallel.dp = 1;
+    rc->parallel.timeout_s = 120;
 }
 
 /* ---- validation ---- */
@@ -134,6 +145,8 @@ static const range_rule range_rules[] = {
     RI(eval.batches, 1, ANY),          RI(checkpoint.every, 0, ANY),
     RI(checkpoint.keep, 1, ANY),       RI(log.every, 1, ANY),
     RI(engine.workers, 1, 64),         RI(engine.pp, 1, 64),
+    RI(parallel.ep, 1, 4096),          RI(parallel.dp, 1, 4096),
+    RD(parallel.timeout_s, 0, 1, ANY, 0),
 };
 
 static int in_range(const range_rule *r, double v)

@@ -1,6 +1,6 @@
 /* The run config: one JSON file with every hyper-parameter of a training run, in sections
  *   { "model": {Hugging Face DeepSeek-V3 config.json fields}, "train": {...}, "data": {...},
- *     "eval": {...}, "checkpoint": {...}, "log": {...}, "engine": {...} }
+ *     "eval": {...}, "checkpoint": {...}, "log": {...}, "engine": {...}, "parallel": {...} }
  * Only "model" is required; every other key takes the default of sm_run_config_defaults.
  * Strings are fixed char arrays inside the struct (nothing to free); a JSON null string is "".
  * Parsed by the table-driven machinery of io/config_json.c, so unknown keys get a did-you-mean
@@ -61,6 +61,15 @@ typedef struct sm_engine_config {
     int deterministic;           /* gradients reduced in micro-batch order (sm_run_opts) */
 } sm_engine_config;
 
+/* The launch layout under mpirun (model/parallel.c checks it against the ranks launched). */
+typedef struct sm_parallel_config {
+    int ep;                      /* expert-parallel ranks, in [1, 4096], divides
+                                    model.n_routed_experts */
+    int dp;                      /* data-parallel ranks, in [1, 4096], splits train.batch_size;
+                                    the ranks launched must number ep * dp */
+    double timeout_s;            /* how long a rank waits for its peers, > 0 */
+} sm_parallel_config;
+
 typedef struct sm_run_config {
     sm_config model;
     sm_train_config train;
@@ -69,6 +78,7 @@ typedef struct sm_run_config {
     sm_checkpoint_config checkpoint;
     sm_log_config log;
     sm_engine_config engine;
+    sm_parallel_config parallel;
 } sm_run_config;
 
 /* The defaults of every section; model gets sm_config_defaults (no required field set):
@@ -77,7 +87,7 @@ typedef struct sm_run_config {
  * bias_update_speed 0.001, balance_alpha 0.0001, max_bad_steps 5, seed 1234},
  * data {path null, doc_separator "%", val_fraction 0.02, vocab_size 512, tokenizer null},
  * eval {every 50, batches 8}, checkpoint {every 100, keep 3}, log {every 1},
- * engine {workers 2, sched "lws"}. */
+ * engine {workers 2, sched "lws"}, parallel {ep 1, dp 1, timeout_s 120}. */
 void sm_run_config_defaults(sm_run_config *rc);
 
 /* Loads the file at path, applies the overrides "section.key=value" in order, then validates.

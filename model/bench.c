@@ -143,6 +143,14 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     if (o->reps < 1 || o->warmup < 0) return sm_fail(err, "bench: --reps must be >= 1");
     sm_model *m = sm_bench_model(o, err);
     if (!m) return -1;
+    sm_launch l = o->launch;
+    l.n_routed_experts = m->cfg.n_routed_experts;
+    l.batch = o->B;
+    l.batch_field = "--batch";
+    if (sm_engine_check_launch(&l, err)) {
+        sm_model_free(m);
+        return -1;
+    }
     size_t n = (size_t)o->B * o->S;
     int32_t *ids = malloc(n * sizeof *ids), *tg = malloc(n * sizeof *tg);
     double *buf = calloc(4 * (size_t)o->reps, sizeof *buf);

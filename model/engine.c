@@ -1,7 +1,8 @@
 /* Starting and stopping the StarPU runtime for the engine: worker count, scheduling policy
  * by name through schedulers/registry.h (a set STARPU_SCHED would silently replace the
  * requested one, so it is refused), one BLAS thread per worker; the StarPU variables that StarPU
- * would abort on are checked first. */
+ * would abort on are checked first. Under mpirun with several ranks, StarPU-MPI starts StarPU
+ * (model/parallel.c). */
 #include <starmoe/engine.h>
 
 #include <errno.h>
@@ -10,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <starpu.h>
+#include <unistd.h>
 #include "build_config.h"
+#include "model/parallel.h"
 #include "schedulers/registry.h"
 #include "tasks/dense_kernels.h"
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
@@ -71,6 +74,12 @@ int sm_engine_init(const sm_engine_opts *o, sm_error *err)
     mallopt(M_TRIM_THRESHOLD, 1024 << 20);
     starpu_conf_init(&conf);
     if (o && o->ncpus > 0) conf.ncpus = o->ncpus;
+    int ranks = sm_parallel_launched();
+    if (ranks > 1 && !(o && o->ncpus > 0)) {
+        /* the host's cores shared by its ranks, one left to each rank's MPI thread */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN) / sm_parallel_local_ranks() - 1;
+        conf.ncpus = cores > 1 ? (int)cores : 1;
+    }
     conf.sched_policy_name = e.policy ? NULL : e.name;
     conf.sched_policy = e.policy;
     /* StarPU looks a set STARPU_SCHED up by name first; ours it would not find */
@@ -80,14 +89,14 @@ int sm_engine_init(const sm_engine_opts *o, sm_error *err)
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
     openblas_set_num_threads(1);
 #endif
-    int rc = starpu_init(&conf);
+    int rc = ranks > 1 ? sm_parallel_start(&conf) : starpu_init(&conf);
     if (rc == -ENODEV) return sm_fail(err, "StarPU found no worker to run on");
     if (rc != 0) return sm_fail(err, "starpu_init failed (%d)", rc);
     const char *want = e.policy ? e.policy->policy_name : e.name;
     if (want && strcmp(sm_engine_sched_name(), want) != 0) {
         char got[64];
         snprintf(got, sizeof got, "%s", sm_engine_sched_name());
-        starpu_shutdown();
+        sm_engine_shutdown();
         return sm_fail(err, "scheduling policy '%s' did not start (StarPU chose '%s')", want,
                        got);
     }
@@ -95,7 +104,13 @@ int sm_engine_init(const sm_engine_opts *o, sm_error *err)
     return 0;
 }
 
-void sm_engine_shutdown(void) { starpu_shutdown(); }
+void sm_engine_shutdown(void)
+{
+    if (sm_parallel_launched() > 1)
+        sm_parallel_stop();
+    else
+        starpu_shutdown();
+}
 
 double sm_engine_peak_flops(void)
 {

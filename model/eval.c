@@ -140,6 +140,11 @@ int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
     int rc = -1;
     if (sm_tokens_load(&tk, o->inputs, !o->forward_only, err)) goto out;
     if (!(m = sm_model_open_hf(o->model_dir, err))) goto out;
+    sm_launch l = o->launch;
+    l.n_routed_experts = m->cfg.n_routed_experts;
+    l.batch = tk.B;
+    l.batch_field = "the batch of --inputs";
+    if (sm_engine_check_launch(&l, err)) goto out;
     if (!(r = sm_run_new(m, tk.B, tk.S, o->micro > 0 ? o->micro : 1, !o->forward_only, err)))
         goto out;
     if (sm_eval_step(o, r, &tk, loss, err)) goto out;

@@ -2,7 +2,8 @@
  * run config (fresh, or the one stored in the checkpoint being resumed), the tokenizer (trained
  * on the corpus, loaded, or the checkpoint's copy), the packed dataset and its readers, the
  * engine, model, optimizer and runs, the run folder's files and the tracer. A set-up that fails
- * leaves the run folder as it found it. */
+ * leaves the run folder as it found it. The launch layout (parallel section) is checked before
+ * any work. */
 #include "model/trainer.h"
 
 #include <errno.h>
@@ -135,16 +136,52 @@ static int sm_setup_data(sm_trainer *t, const char *ckpt, sm_error *err)
     return 0;
 }
 
+static int sm_setup_engine(sm_trainer *t, sm_error *err)
+{
+    const sm_engine_config *ec = &t->rc.engine;
+    sm_engine_opts e = {.ncpus = ec->workers, .sched = ec->sched,
+                        .sched_lib = ec->sched_lib[0] ? ec->sched_lib : NULL};
+    if (t->engine_up) return 0;
+    if (sm_engine_init(&e, err)) return -1;
+    t->engine_up = 1;
+    return 0;
+}
+
+/* The launch layout against the ranks launched, agreed by all of them (the engine must be up
+ * when there are several). */
+static int sm_setup_launch(sm_trainer *t, sm_error *err)
+{
+    char *cfg = sm_run_config_to_text(&t->rc, err);
+    if (!cfg) return -1;
+    sm_launch l = {.ep = t->rc.parallel.ep, .dp = t->rc.parallel.dp,
+                   .timeout_s = t->rc.parallel.timeout_s,
+                   .n_routed_experts = t->rc.model.n_routed_experts,
+                   .batch = t->rc.train.batch_size, .batch_field = "train.batch_size",
+                   .identity = cfg};
+    int rc = sm_engine_check_launch(&l, err);
+    free(cfg);
+    return rc;
+}
+
+/* Under mpirun with several ranks: the config, the engine (StarPU-MPI) and the layout agreed
+ * by every rank, which for now ends in sm_engine_check_launch's refusal (nothing runs over
+ * ranks yet). No rank touches the run folder. */
+static int sm_trainer_open_ranks(sm_trainer *t, const sm_train_opts *o, sm_error *err)
+{
+    char ckpt[1200];
+    return sm_setup_config(t, o, ckpt, sizeof ckpt, err) || sm_setup_engine(t, err) ||
+                   sm_setup_launch(t, err)
+               ? -1
+               : sm_fail(err, "train: several ranks agreed on a layout that runs nothing yet");
+}
+
 static int sm_setup_model(sm_trainer *t, sm_error *err)
 {
     const sm_train_config *tr = &t->rc.train;
     const sm_engine_config *ec = &t->rc.engine;
-    sm_engine_opts e = {.ncpus = ec->workers, .sched = ec->sched,
-                        .sched_lib = ec->sched_lib[0] ? ec->sched_lib : NULL};
     sm_run_opts ro = {.pipeline = sm_run_pipeline_of(ec->sched), .pp = ec->pp,
                       .deterministic = ec->deterministic};
-    if (sm_engine_init(&e, err)) return -1;
-    t->engine_up = 1;
+    if (sm_setup_engine(t, err)) return -1;
     if (!(t->m = sm_model_new(&t->rc.model, 1, err)) || !(t->opt = sm_optimizer_new(t->m, err)))
         return -1;
     sm_model_init_random(t->m, (uint64_t)tr->seed, t->rc.model.initializer_range);
@@ -210,9 +247,10 @@ int sm_trainer_open(sm_trainer *t, const sm_train_opts *o, sm_error *err)
 {
     char ckpt[1200];
     memset(t, 0, sizeof *t);
+    if (sm_engine_size() > 1) return sm_trainer_open_ranks(t, o, err);
     if (sm_run_folder_open(&t->folder, o->out, err) ||
-        sm_setup_config(t, o, ckpt, sizeof ckpt, err) || sm_setup_data(t, ckpt, err) ||
-        sm_setup_model(t, err))
+        sm_setup_config(t, o, ckpt, sizeof ckpt, err) || sm_setup_launch(t, err) ||
+        sm_setup_data(t, ckpt, err) || sm_setup_model(t, err))
         return -1;
     if (ckpt[0]) {
         if (sm_trainer_restore(t, ckpt, err)) return -1;

@@ -33,7 +33,8 @@ static const char *const base_text =
     " \"eval\": {\"every\": 25, \"batches\": 4},"
     " \"checkpoint\": {\"every\": 50, \"keep\": 2},"
     " \"log\": {\"every\": 5},"
-    " \"engine\": {\"workers\": 8, \"sched\": \"eager\"}}";
+    " \"engine\": {\"workers\": 8, \"sched\": \"eager\"},"
+    " \"parallel\": {\"ep\": 2, \"dp\": 3, \"timeout_s\": 30}}";
 
 static json_t *base(void)
 {
@@ -119,8 +120,9 @@ static void test_full_file(void)
            "data section (tokenizer null -> \"\")");
     tap_ok(rc.eval.every == 25 && rc.eval.batches == 4 && rc.checkpoint.every == 50 &&
                rc.checkpoint.keep == 2 && rc.log.every == 5 && rc.engine.workers == 8 &&
-               strcmp(rc.engine.sched, "eager") == 0,
-           "eval, checkpoint, log, engine sections");
+               strcmp(rc.engine.sched, "eager") == 0 && rc.parallel.ep == 2 &&
+               rc.parallel.dp == 3 && rc.parallel.timeout_s == 30,
+           "eval, checkpoint, log, engine, parallel sections");
 }
 
 static void test_defaults(void)
@@ -152,8 +154,9 @@ static void test_defaults(void)
                d.data.val_fraction == 0.02 && d.data.vocab_size == 512 && !d.data.tokenizer[0] &&
                d.eval.every == 50 && d.eval.batches == 8 && d.checkpoint.every == 100 &&
                d.checkpoint.keep == 3 && d.log.every == 1 && d.engine.workers == 2 &&
-               strcmp(d.engine.sched, "lws") == 0,
-           "data, eval, checkpoint, log, engine defaults");
+               strcmp(d.engine.sched, "lws") == 0 && d.parallel.ep == 1 && d.parallel.dp == 1 &&
+               d.parallel.timeout_s == 120,
+           "data, eval, checkpoint, log, engine, parallel defaults");
     j = base();
     json_object_set_new(j, "train", json_object());
     tap_ok(load(j, NULL, 0, &rc, &err) == 0 && rc.train.steps == 600,
@@ -300,6 +303,9 @@ static void test_range_errors(void)
         {"engine.workers", json_integer(0), "in [1, 64]"},
         {"engine.workers", json_integer(65), "in [1, 64]"},
         {"engine.sched", json_string(""), "empty"},
+        {"parallel.ep", json_integer(0), "in [1, 4096]"},
+        {"parallel.dp", json_integer(4097), "in [1, 4096]"},
+        {"parallel.timeout_s", json_real(0), "> 0"},
         {"model.n_group", json_integer(3), "3 does not divide n_routed_experts 8"},
         {"model.vocab_size", json_integer(256), "differs from model.vocab_size 256"},
     };
@@ -310,6 +316,7 @@ static void test_range_errors(void)
         expect_file_fail(bad[i].key, bad[i].v, field, bad[i].want);
     }
     expect_set_fail("train.lr=-1", "field 'train.lr'", "> 0");
+    expect_set_fail("parallel.dp=0", "field 'parallel.dp'", "in [1, 4096]");
 }
 
 static void test_round_trip(void)
@@ -326,10 +333,10 @@ static void test_round_trip(void)
            err.msg);
     json_t *j = json_load_file(saved, 0, NULL);
     const char *first = j ? json_object_iter_key(json_object_iter(j)) : NULL;
-    tap_ok(first && strcmp(first, "model") == 0 && json_object_size(j) == 7 &&
+    tap_ok(first && strcmp(first, "model") == 0 && json_object_size(j) == 8 &&
                json_is_null(json_object_get(json_object_get(j, "data"), "tokenizer")) &&
                json_object_get(json_object_get(j, "model"), "model_type"),
-           "saved: 7 sections, model first as HF fields, empty strings as null");
+           "saved: 8 sections, model first as HF fields, empty strings as null");
     json_decref(j);
 
     char *text = sm_run_config_to_text(&a, &err);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <starmoe/config.h>
+#include <starmoe/engine.h>
 #include <starmoe/error.h>
 #include <starmoe/export.h>
 #include <starmoe/model.h>
@@ -59,6 +60,8 @@ typedef struct sm_eval_opts {
     int micro;                   /* micro-batches (default 1) */
     const char *dot;             /* write the step's DAG here when not NULL */
     sm_trace_opts trace;         /* execution trace of the step (step 1), trace.path NULL: none */
+    sm_launch launch;            /* ep, dp, timeout_s and identity (the model's routed experts
+                                    and the inputs' batch are filled in) */
 } sm_eval_opts;
 
 /* Loads the model and inputs, runs forward (and backward), and dumps logits, loss,
@@ -77,6 +80,8 @@ typedef struct sm_bench_opts {
     sm_run_opts run;             /* pipeline and determinism of the timed training step */
     sm_trace_opts trace;         /* trace of every timed step (warm-up included), numbered from
                                     1: the forward steps, then the others; path NULL: none */
+    sm_launch launch;            /* ep, dp, timeout_s and identity (the model's routed experts
+                                    and B are filled in) */
 } sm_bench_opts;
 
 typedef struct sm_bench_stats {

@@ -1,0 +1,21 @@
+/* The MPI side of the engine (model/parallel.c): whether mpirun launched several ranks,
+ * starting and stopping StarPU-MPI for model/engine.c. */
+#ifndef STARMOE_PARALLEL_H
+#define STARMOE_PARALLEL_H
+
+#include <starpu.h>
+#include <starmoe/error.h>
+
+/* Ranks launched on the whole job and on this host, from mpirun's environment (1 without). */
+int sm_parallel_launched(void);
+int sm_parallel_local_ranks(void);
+/* Starts MPI (MPI_THREAD_SERIALIZED, as StarPU-MPI asks; finalised at exit after a barrier
+ * with a grace period) and StarPU through StarPU-MPI with conf: workers and the MPI thread
+ * left unbound when ranks share the host, unless the environment says otherwise. Returns
+ * starpu_init's code. */
+int sm_parallel_start(struct starpu_conf *conf);
+/* Stops StarPU-MPI; nothing after a peer stopped answering (the process is leaving anyway and
+ * its requests would never complete). */
+void sm_parallel_stop(void);
+
+#endif

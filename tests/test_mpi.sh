@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Launching under mpirun (issue 10, items 1 and 8's start-up): every rank checks the launch
+# layout and all exit with the error, each naming its rank (ep x dp against the ranks, ep
+# against the routed experts, the batch against dp); ranks running another config are caught by
+# the start-up hash; one failing rank stops them all promptly; nothing is written by any rank
+# while nothing runs over ranks; without mpirun, or with one rank, nothing changes. Every
+# mpirun is bounded by a timeout.
+. "$(dirname "$0")/tap.sh"
+if ! command -v mpirun > /dev/null; then
+  echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
+  exit 0
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# one worker per rank on a machine of few cores (the engine's default under mpirun, or
+# engine.workers=1 for train)
+MPIRUN=(timeout -k 5 120 mpirun --oversubscribe --bind-to none)
+CONFIG=${STARMOE_SRCDIR:-..}/examples/tiny.json MODEL=${STARMOE_SRCDIR:-..}/configs/tiny.json
+TRAIN=("$STARMOE" train --config "$CONFIG" --set engine.workers=1 --out "$TMP/run" --steps 1
+       --set eval.batches=1)
+
+# run_ranks COMMAND...: runs it, keeping the output and the exit status in $TMP/out, $rc
+run_ranks() { "$@" > "$TMP/out" 2>&1; rc=$?; }
+# every_rank N PATTERN: each of ranks 0..N-1 printed "rank R: starmoe ...: ...PATTERN"
+every_rank() {
+  local r
+  for ((r = 0; r < $1; r++)); do
+    grep -qE "^rank $r: starmoe [a-z]+: .*$2" "$TMP/out" || return 1
+  done
+}
+# check_ranks NAME N PATTERN: all N ranks failed (not by the timeout) with the pattern, and no
+# sanitizer complained (under --enable-sanitizers)
+check_ranks() {
+  if [ "$rc" -ne 0 ] && [ "$rc" -lt 124 ] && every_rank "$2" "$3" &&
+     ! grep -qE "ERROR: (Leak|Address|UndefinedBehavior)Sanitizer|runtime error:" "$TMP/out"
+  then ok 0 "$1"
+  else ok 1 "$1 (exit $rc: $(grep -v '^\[starpu\]' "$TMP/out" | head -c 600))"; fi
+}
+
+run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}"
+check_ranks "2 ranks for ep 1 x dp 1: every rank names both fields and the count" 2 \
+  "parallel.ep 1 x parallel.dp 1 = 1 rank, but 2 ranks were launched"
+
+run_ranks "${MPIRUN[@]}" -np 3 "${TRAIN[@]}" --set parallel.ep=3
+check_ranks "ep 3 not dividing the 16 routed experts names model.n_routed_experts" 3 \
+  "parallel.ep 3 does not divide model.n_routed_experts 16"
+
+run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.dp=2 --set train.batch_size=3 \
+  --set train.micro_batches=1
+check_ranks "a batch of 3 over dp 2 names train.batch_size" 2 \
+  "train.batch_size 3 does not split over parallel.dp 2"
+
+# an agreed layout: refused until data/expert parallelism lands, by all 4 ranks, and no rank
+# writes anything (no run folder, no step line)
+run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.ep=2 --set parallel.dp=2
+check_ranks "ep 2 x dp 2 on 4 ranks: every rank says parallelism is not built yet" 4 \
+  "data/expert parallelism is not built yet \(issue 10"
+[ ! -e "$TMP/run" ] && ! grep -q "^step" "$TMP/out"
+ok $? "no rank wrote a run folder or printed a step line"
+
+# MPMD: rank 1 runs another config; the hash exchanged at start-up names it on every rank
+run_ranks "${MPIRUN[@]}" -np 1 "${TRAIN[@]}" --set parallel.dp=2 : \
+  -np 1 "${TRAIN[@]}" --set parallel.dp=2 --set train.lr=1e-3
+check_ranks "another run config on rank 1 is named by both ranks" 2 \
+  "rank 1 runs another build or another run config than rank 0"
+
+# a rank that fails on its own (its config file is missing) stops the others promptly
+start=$(date +%s)
+run_ranks "${MPIRUN[@]}" -np 1 "${TRAIN[@]}" --set parallel.dp=2 : \
+  -np 1 "$STARMOE" train --config "$TMP/missing.json" --set parallel.dp=2 --out "$TMP/run"
+took=$(($(date +%s) - start))
+[ "$rc" -ne 0 ] && [ "$rc" -lt 124 ] && [ "$took" -lt 60 ] &&
+  grep -qE "^rank 1: starmoe train: .*missing.json" "$TMP/out"
+ok $? "a rank failing alone stops every rank within 60 s (took ${took} s, exit $rc)"
+
+# a peer that joins MPI but never answers: rank 0 gives up after parallel.timeout_s, naming it
+start=$(date +%s)
+run_ranks "${MPIRUN[@]}" -np 1 "${TRAIN[@]}" --set parallel.dp=2 --set parallel.timeout_s=3 : \
+  -np 1 tests/mpi_idle 100
+took=$(($(date +%s) - start))
+[ "$rc" -ne 0 ] && [ "$rc" -lt 124 ] && [ "$took" -lt 60 ] && grep -qE "^rank 0: starmoe train: \
+start-up: rank 1 did not send its layout check within parallel.timeout_s 3 s" "$TMP/out"
+ok $? "a silent peer: rank 0 names it after parallel.timeout_s 3 s (took ${took} s, exit $rc)"
+
+# bench and eval take --ep/--dp and check the layout the same way
+run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 3 --seq 8 --reps 1 \
+  --warmup 0 --dp 2
+check_ranks "bench --dp 2 with --batch 3 names --batch" 2 \
+  "--batch 3 does not split over parallel.dp 2"
+run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" eval --model "$FIXTURE" \
+  --inputs "$FIXTURE/inputs.safetensors" --forward-only --ep 2
+check_ranks "eval --ep 2 on 2 ranks: agreed, then not built yet" 2 \
+  "data/expert parallelism is not built yet"
+
+# without mpirun: the layout is checked against one rank, keys are checked as ever
+expect_error "--set parallel.ep=2 on one rank names the fields" \
+  "parallel.ep 2 x parallel.dp 1 = 2 ranks, but 1 rank was launched" "${TRAIN[@]}" \
+  --set parallel.ep=2
+expect_error "an unknown parallel key is an error" "unknown field 'parallel.epp'" \
+  "${TRAIN[@]}" --set parallel.epp=2
+expect_error "parallel.timeout_s must be positive" "parallel.timeout_s.*> 0" "${TRAIN[@]}" \
+  --set parallel.timeout_s=0
+expect_error "bench --ep 2 on one rank" "parallel.ep 2 x parallel.dp 1 = 2 ranks" \
+  "$STARMOE" bench --config "$MODEL" --batch 2 --seq 8 --reps 1 --warmup 0 --ep 2
+[ ! -e "$TMP/run" ]
+ok $? "refused runs leave no run folder"
+
+# one rank under mpirun trains exactly as without it (no MPI at all): same losses
+"${MPIRUN[@]}" -np 1 "${TRAIN[@]}" --out "$TMP/one-mpi" > "$TMP/out" 2>&1
+rc=$?
+"${TRAIN[@]}" --out "$TMP/one" > "$TMP/out2" 2>&1
+[ $rc -eq 0 ] && [ $? -eq 0 ] && [ -s "$TMP/one/metrics.jsonl" ] &&
+  [ "$(losses "$TMP/one-mpi")" = "$(losses "$TMP/one")" ] && ! grep -q "^rank" "$TMP/out"
+ok $? "mpirun -np 1 trains as without mpirun: the same losses, no rank prefix"
+tap_done
