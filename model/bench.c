@@ -166,16 +166,20 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     }
     sm_random_tokens(ids, n, m->cfg.vocab_size, &s);
     sm_random_tokens(tg, n, m->cfg.vocab_size, &s);
+    /* the forward-only run is freed before the training run is built, so the peak memory is
+     * the training step's own */
     if (!(fwd = sm_run_new(m, o->B, o->S, o->micro, 0, err)) ||
-        !(step = sm_run_new_with(m, o->B, o->S, o->micro, 1, &o->run, err)) ||
-        (o->train && !(opt = sm_optimizer_new(m, err))))
-        goto out;
-    sm_run_set_balance(step, o->train ? 1e-4 : 0.0);
-    if (sm_bench_trace(o, m, &tm.tracer, err) || sm_time_steps(fwd, NULL, o, ids, tg, &tm, err))
+        sm_bench_trace(o, m, &tm.tracer, err) || sm_time_steps(fwd, NULL, o, ids, tg, &tm, err))
         goto out;
     res->fwd = sm_stats(tm.wall, o->reps);
     res->tasks_fwd = sm_run_ntasks(fwd);
     res->flops_fwd = sm_run_flops(fwd);
+    sm_run_free(fwd);
+    fwd = NULL;
+    if (!(step = sm_run_new_with(m, o->B, o->S, o->micro, 1, &o->run, err)) ||
+        (o->train && !(opt = sm_optimizer_new(m, err))))
+        goto out;
+    sm_run_set_balance(step, o->train ? 1e-4 : 0.0);
     if (sm_time_steps(step, opt, o, ids, tg, &tm, err)) goto out;
     res->step = sm_stats(tm.wall, o->reps);
     res->loss_first = tm.loss_first;
