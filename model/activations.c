@@ -72,7 +72,7 @@ static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
 static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backward)
 {
     const sm_dims *dm = &a->r->m->dims;
-    int T = a->r->T, d = dm->d, H = dm->H, dq = dm->dq, dc = dm->dc, dr = dm->dr;
+    int T = a->r->T, d = dm->d, dq = dm->dq, dc = dm->dc, dr = dm->dr;
     int ffn_I = sm_dims_ffn_width(dm, l);
     x->xn = ACT("xn", T, d);
     x->rstd_in = ACT("rstd_in", T, 0);
@@ -87,7 +87,6 @@ static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backwar
     x->rstd_kv = ACT("rstd_kv", T, 0);
     x->kvu = ACT("kvu", T, dm->kv_b_w);
     x->o = ACT("attn_o", T, dm->o_w);
-    x->P = ACT("attn_p", (int64_t)a->r->Bm * H * a->r->S * a->r->S, 0);
     x->x1 = ACT("x1", T, d);
     x->xn2 = ACT("xn2", T, d);
     x->rstd_post = ACT("rstd_post", T, 0);

@@ -26,7 +26,7 @@ int sm_attention_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
         sm_insert_rmsnorm_fwd(c, a->kvn, a->rstd_kv, a->kv, x->kv_a_w, p->kv_a_norm.w, T, dc,
                               eps) ||
         sm_insert_linear_fwd(c, a->kvu, a->kvn, p->kv_b.w, NULL, T, dc, x->kv_b_w) ||
-        sm_insert_mla_attn_fwd(c, &r->mla, a->o, a->P, a->q, a->kv, a->kvu, r->cos_t, r->sin_t) ||
+        sm_insert_mla_attn_fwd(c, &r->mla, a->o, a->q, a->kv, a->kvu, r->cos_t, r->sin_t) ||
         sm_insert_linear_fwd(c, a->x1, a->o, p->o.w, in, T, x->o_w, d))
         return -1;
     return 0;
@@ -42,8 +42,8 @@ static int sm_attention_bwd_input(sm_run *r, const sm_op_ctx *c, int l, int mb)
     sm_tensor *in = r->mb[mb].x[l], *dy = r->mb[mb].dx[2 * l + 1], *dxo = r->mb[mb].dx[2 * l];
     int T = r->T, d = x->d, dq = x->dq, dc = x->dc;
     if (sm_insert_linear_bwd_input(c, a->dout, dy, p->o.w, T, x->o_w, d, 0) ||
-        sm_insert_mla_attn_bwd(c, &r->mla, a->dq, a->dkpe, a->dkvu, a->dout, a->P, a->q, a->kv,
-                               a->kvu, r->cos_t, r->sin_t) ||
+        sm_insert_mla_attn_bwd(c, &r->mla, a->dq, a->dkpe, a->dkvu, a->dout, a->q, a->kv, a->kvu,
+                               r->cos_t, r->sin_t) ||
         sm_insert_linear_bwd_input(c, a->dkvn, a->dkvu, p->kv_b.w, T, dc, x->kv_b_w, 0) ||
         sm_insert_kv_norm_bwd(c, a->dkv, sm_grad(r, &p->kv_a_norm, mb), a->dkvn, a->kv,
                               p->kv_a_norm.w, a->rstd_kv, a->dkpe, T, dc, x->dr) ||

@@ -55,7 +55,7 @@ typedef struct sm_layer_acts {
     sm_tensor *xn, *rstd_in;                 /* attention input norm */
     sm_tensor *cq, *cqn, *rstd_q, *q;        /* query path */
     sm_tensor *kv, *kvn, *rstd_kv, *kvu;     /* kv path */
-    sm_tensor *o, *P;                        /* attention output, probabilities */
+    sm_tensor *o;                            /* attention output */
     sm_tensor *x1;                           /* residual after attention */
     sm_tensor *xn2, *rstd_post;              /* FFN input norm */
     sm_tensor *h1, *h3;                      /* dense FFN (or shared expert) hidden */

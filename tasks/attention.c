@@ -11,19 +11,17 @@ static double sm_attn_flops(const sm_mla_dims *m)
 }
 
 enum {
-    MLA_ATTN_FWD_O, MLA_ATTN_FWD_P, MLA_ATTN_FWD_Q, MLA_ATTN_FWD_KV, MLA_ATTN_FWD_KVU,
-    MLA_ATTN_FWD_COS, MLA_ATTN_FWD_SIN, MLA_ATTN_FWD_NBUF
+    MLA_ATTN_FWD_O, MLA_ATTN_FWD_Q, MLA_ATTN_FWD_KV, MLA_ATTN_FWD_KVU, MLA_ATTN_FWD_COS,
+    MLA_ATTN_FWD_SIN, MLA_ATTN_FWD_NBUF
 };
 enum {
-    MLA_ATTN_BWD_DQ, MLA_ATTN_BWD_DKPE, MLA_ATTN_BWD_DKVU, MLA_ATTN_BWD_DOUT, MLA_ATTN_BWD_P,
-    MLA_ATTN_BWD_Q, MLA_ATTN_BWD_KV, MLA_ATTN_BWD_KVU, MLA_ATTN_BWD_COS, MLA_ATTN_BWD_SIN,
-    MLA_ATTN_BWD_NBUF
+    MLA_ATTN_BWD_DQ, MLA_ATTN_BWD_DKPE, MLA_ATTN_BWD_DKVU, MLA_ATTN_BWD_DOUT, MLA_ATTN_BWD_Q,
+    MLA_ATTN_BWD_KV, MLA_ATTN_BWD_KVU, MLA_ATTN_BWD_COS, MLA_ATTN_BWD_SIN, MLA_ATTN_BWD_NBUF
 };
 
 static void sm_mla_attn_fwd_cpu(void *b[], void *arg)
 {
-    sm_mla_attn_fwd(SM_BUF(b, MLA_ATTN_FWD_O, float), SM_BUF(b, MLA_ATTN_FWD_P, float),
-                    SM_BUF(b, MLA_ATTN_FWD_Q, float), SM_BUF(b, MLA_ATTN_FWD_KV, float),
+    sm_mla_attn_fwd(SM_BUF(b, MLA_ATTN_FWD_O, float), SM_BUF(b, MLA_ATTN_FWD_Q, float), SM_BUF(b, MLA_ATTN_FWD_KV, float),
                     SM_BUF(b, MLA_ATTN_FWD_KVU, float), SM_BUF(b, MLA_ATTN_FWD_COS, float),
                     SM_BUF(b, MLA_ATTN_FWD_SIN, float), arg);
 }
@@ -33,18 +31,17 @@ static void sm_mla_attn_bwd_cpu(void *b[], void *arg)
 {
     sm_mla_attn_bwd(SM_BUF(b, MLA_ATTN_BWD_DQ, float), SM_BUF(b, MLA_ATTN_BWD_DKPE, float),
                     SM_BUF(b, MLA_ATTN_BWD_DKVU, float), SM_BUF(b, MLA_ATTN_BWD_DOUT, float),
-                    SM_BUF(b, MLA_ATTN_BWD_P, float), SM_BUF(b, MLA_ATTN_BWD_Q, float),
+                    SM_BUF(b, MLA_ATTN_BWD_Q, float),
                     SM_BUF(b, MLA_ATTN_BWD_KV, float), SM_BUF(b, MLA_ATTN_BWD_KVU, float),
                     SM_BUF(b, MLA_ATTN_BWD_COS, float), SM_BUF(b, MLA_ATTN_BWD_SIN, float), arg);
 }
 SM_CODELET(mla_attn_bwd, sm_mla_attn_bwd_cpu);
 
-int sm_insert_mla_attn_fwd(const sm_op_ctx *c, const sm_mla_dims *m, sm_tensor *o, sm_tensor *P,
-                           sm_tensor *q, sm_tensor *kv, sm_tensor *kvu, sm_tensor *cos_t,
-                           sm_tensor *sin_t)
+int sm_insert_mla_attn_fwd(const sm_op_ctx *c, const sm_mla_dims *m, sm_tensor *o, sm_tensor *q,
+                           sm_tensor *kv, sm_tensor *kvu, sm_tensor *cos_t, sm_tensor *sin_t)
 {
     sm_access acc[MLA_ATTN_FWD_NBUF] = {
-        [MLA_ATTN_FWD_O] = SM_W(o), [MLA_ATTN_FWD_P] = SM_W(P), [MLA_ATTN_FWD_Q] = SM_R(q),
+        [MLA_ATTN_FWD_O] = SM_W(o), [MLA_ATTN_FWD_Q] = SM_R(q),
         [MLA_ATTN_FWD_KV] = SM_R(kv), [MLA_ATTN_FWD_KVU] = SM_R(kvu),
         [MLA_ATTN_FWD_COS] = SM_R(cos_t), [MLA_ATTN_FWD_SIN] = SM_R(sin_t)};
     return sm_op_insert(c, &sm_cl_mla_attn_fwd, "attention_fwd", SM_FORWARD, -1, acc,
@@ -52,16 +49,16 @@ int sm_insert_mla_attn_fwd(const sm_op_ctx *c, const sm_mla_dims *m, sm_tensor *
 }
 
 int sm_insert_mla_attn_bwd(const sm_op_ctx *c, const sm_mla_dims *m, sm_tensor *dq,
-                           sm_tensor *dkpe, sm_tensor *dkvu, sm_tensor *dout, sm_tensor *P,
-                           sm_tensor *q, sm_tensor *kv, sm_tensor *kvu, sm_tensor *cos_t,
-                           sm_tensor *sin_t)
+                           sm_tensor *dkpe, sm_tensor *dkvu, sm_tensor *dout, sm_tensor *q,
+                           sm_tensor *kv, sm_tensor *kvu, sm_tensor *cos_t, sm_tensor *sin_t)
 {
     sm_access acc[MLA_ATTN_BWD_NBUF] = {
         [MLA_ATTN_BWD_DQ] = SM_W(dq), [MLA_ATTN_BWD_DKPE] = SM_W(dkpe),
         [MLA_ATTN_BWD_DKVU] = SM_W(dkvu), [MLA_ATTN_BWD_DOUT] = SM_R(dout),
-        [MLA_ATTN_BWD_P] = SM_R(P), [MLA_ATTN_BWD_Q] = SM_R(q), [MLA_ATTN_BWD_KV] = SM_R(kv),
+        [MLA_ATTN_BWD_Q] = SM_R(q), [MLA_ATTN_BWD_KV] = SM_R(kv),
         [MLA_ATTN_BWD_KVU] = SM_R(kvu), [MLA_ATTN_BWD_COS] = SM_R(cos_t),
         [MLA_ATTN_BWD_SIN] = SM_R(sin_t)};
+    /* the model's flops: the probabilities' recomputation is not counted */
     return sm_op_insert(c, &sm_cl_mla_attn_bwd, "attention_bwd", SM_BACKWARD_INPUT, -1, acc,
                         MLA_ATTN_BWD_NBUF, m, sizeof *m, 2.0 * sm_attn_flops(m));
 }

@@ -4,10 +4,13 @@
  *
  * Per sequence, the rope slices of q (every head) and the shared k_rope are rotated once into
  * contiguous buffers; per head, the scores are two sgemms, nope part plus rope part, reading
- * q and kvu in place through their leading dimensions. Backward recomputes the rotations,
- * rotates the rope gradients back by the opposite angle, and sums the k_rope gradient over
- * heads in increasing head order. No threading of our own: results are bitwise reproducible
- * for a given BLAS thread count. */
+ * q and kvu in place through their leading dimensions. The probabilities are not saved: the
+ * forward computes them one causal block of queries at a time into a [block, S] scratch, the
+ * backward recomputes a head's [S, S] with the same calls (same sgemm shapes, same softmax
+ * order), so both see the same bits. Backward recomputes the rotations, rotates the rope
+ * gradients back by the opposite angle, and sums the k_rope gradient over heads in increasing
+ * head order. No threading of our own: results are bitwise reproducible for a given BLAS
+ * thread count. */
 #include "tasks/attention_kernels.h"
 #include "tasks/kernel_util.h"
 
@@ -172,12 +175,13 @@ static inline float row_exp_sum(float *x, int n, float mx)
     return sum;
 }
 
-/* Row-wise causal softmax in place on scores [S, S]: entries t > s become 0. */
+/* Row-wise causal softmax in place on the score rows r0 <= s < r1 of an [S, S] matrix, p
+ * pointing at row r0 (leading dimension S): entries t > s become 0. */
 SM_SIMD_KERNEL
-static void causal_softmax(float *p, int S)
+static void causal_softmax(float *p, int r0, int r1, int S)
 {
-    for (int s = 0; s < S; s++) {
-        float *row = p + (size_t)s * S;
+    for (int s = r0; s < r1; s++) {
+        float *row = p + (size_t)(s - r0) * S;
         float inv = 1.0f / row_exp_sum(row, s + 1, row_max(row, s + 1));
         for (int t = 0; t <= s; t++) row[t] *= inv;
         for (int t = s + 1; t < S; t++) row[t] = 0.0f;
@@ -210,45 +214,67 @@ static int causal_end(int i, int S)
 
 static int causal_blocks(int S) { return (S + SM_ATTN_BLOCK - 1) / SM_ATTN_BLOCK; }
 
-void sm_mla_attn_fwd(float *o, float *P, const float *q, const float *kv, const float *kvu,
+/* One head of one sequence: its nope query and key columns (qn in q, kn in kvu) and its
+ * rotated query rope columns (qr in a->qr). */
+typedef struct attn_head {
+    const float *qn, *qr, *kn;
+} attn_head;
+
+static attn_head attn_head_at(const attn_ctx *a, int b, int h, const float *q, const float *kvu)
+{
+    const sm_mla_dims *m = a->m;
+    size_t t0 = (size_t)b * m->S;
+    return (attn_head){q + t0 * a->ldq + (size_t)h * a->dqk, a->qr + (size_t)h * m->dr,
+                       kvu + t0 * a->ldkvu + (size_t)h * (m->dn + m->dv)};
+}
+
+/* The probabilities of query block i of head hd into p (its row r0 = i*SM_ATTN_BLOCK first,
+ * leading dimension S): scaled scores, nope part plus rotated rope part, then the causal
+ * softmax. The forward's and the backward's one computation of P. */
+static void block_probs(float *p, const attn_ctx *a, const attn_head *hd, int i)
+{
+    const sm_mla_dims *m = a->m;
+    int S = m->S, ldqr = m->H * m->dr, r0 = i * SM_ATTN_BLOCK, c = causal_end(i, S), nr = c - r0;
+    sm_gemm(0, 1, nr, c, m->dn, m->scale, hd->qn + (size_t)r0 * a->ldq, a->ldq, hd->kn,
+            a->ldkvu, 0.0f, p, S);
+    sm_gemm(0, 1, nr, c, m->dr, m->scale, hd->qr + (size_t)r0 * ldqr, ldqr, a->kr, m->dr, 1.0f, p,
+            S);
+    causal_softmax(p, r0, c, S);
+}
+
+void sm_mla_attn_fwd(float *o, const float *q, const float *kv, const float *kvu,
                      const float *cos_t, const float *sin_t, const sm_mla_dims *m)
 {
     attn_ctx a = attn_ctx_make(m);
-    int S = m->S, ldqr = m->H * m->dr, nb = causal_blocks(S);
+    int S = m->S, nb = causal_blocks(S);
+    float *p = sm_kfloats((size_t)SM_ATTN_BLOCK * S, "attention probabilities");
     for (int b = 0; b < m->B; b++) {
         rotate_sequence(&a, b, q, kv, cos_t, sin_t);
-        size_t t0 = (size_t)b * S;
         for (int h = 0; h < m->H; h++) {
-            float *p = P + ((size_t)b * m->H + h) * S * S;
-            const float *kn = kvu + t0 * a.ldkvu + (size_t)h * (m->dn + m->dv);
-            const float *qn = q + t0 * a.ldq + (size_t)h * a.dqk, *qr = a.qr + (size_t)h * m->dr;
-            float *out = o + t0 * a.ldo + (size_t)h * m->dv;
-            for (int i = 0; i < nb; i++) {
-                int r0 = i * SM_ATTN_BLOCK, c = causal_end(i, S), nr = c - r0;
-                sm_gemm(0, 1, nr, c, m->dn, m->scale, qn + (size_t)r0 * a.ldq, a.ldq, kn, a.ldkvu,
-                        0.0f, p + (size_t)r0 * S, S);
-                sm_gemm(0, 1, nr, c, m->dr, m->scale, qr + (size_t)r0 * ldqr, ldqr, a.kr, m->dr,
-                        1.0f, p + (size_t)r0 * S, S);
-            }
-            causal_softmax(p, S);
+            attn_head hd = attn_head_at(&a, b, h, q, kvu);
+            float *out = o + (size_t)b * S * a.ldo + (size_t)h * m->dv;
             for (int i = 0; i < nb; i++) {
                 int r0 = i * SM_ATTN_BLOCK, c = causal_end(i, S);
-                sm_gemm(0, 0, c - r0, m->dv, c, 1.0f, p + (size_t)r0 * S, S, kn + m->dn, a.ldkvu,
-                        0.0f, out + (size_t)r0 * a.ldo, a.ldo);
+                block_probs(p, &a, &hd, i);
+                sm_gemm(0, 0, c - r0, m->dv, c, 1.0f, p, S, hd.kn + m->dn, a.ldkvu, 0.0f,
+                        out + (size_t)r0 * a.ldo, a.ldo);
             }
         }
     }
+    free(p);
     attn_ctx_free(&a);
 }
 
-/* Per head, block by block below the diagonal: dV = P^T dO, dP = dO V^T, dscores by the
- * softmax backward, dq = dscores K (nope and rotated rope parts), dK = dscores^T q. */
-void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, const float *P,
-                     const float *q, const float *kv, const float *kvu, const float *cos_t,
-                     const float *sin_t, const sm_mla_dims *m)
+/* Per head, P recomputed block by block, then block by block below the diagonal: dV = P^T dO,
+ * dP = dO V^T, dscores by the softmax backward, dq = dscores K (nope and rotated rope parts),
+ * dK = dscores^T q. */
+void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, const float *q,
+                     const float *kv, const float *kvu, const float *cos_t, const float *sin_t,
+                     const sm_mla_dims *m)
 {
     attn_ctx a = attn_ctx_make(m);
     int S = m->S, ldqr = m->H * m->dr, nb = causal_blocks(S);
+    float *p = sm_kfloats((size_t)S * S, "attention probabilities");
     float *ds = sm_kfloats((size_t)S * S, "attention dscores");
     float *dqr = sm_kfloats((size_t)S * ldqr, "attention rotated dq");
     float *dkr = sm_kfloats((size_t)S * m->dr, "attention rotated dk");
@@ -256,13 +282,13 @@ void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, con
         rotate_sequence(&a, b, q, kv, cos_t, sin_t);
         size_t t0 = (size_t)b * S;
         for (int h = 0; h < m->H; h++) {
-            const float *p = P + ((size_t)b * m->H + h) * S * S;
+            attn_head hd = attn_head_at(&a, b, h, q, kvu);
             const float *go = dout + t0 * a.ldo + (size_t)h * m->dv;
             size_t kcol = t0 * a.ldkvu + (size_t)h * (m->dn + m->dv);
-            const float *kn = kvu + kcol, *v = kn + m->dn;
-            const float *qn = q + t0 * a.ldq + (size_t)h * a.dqk, *qr = a.qr + (size_t)h * m->dr;
+            const float *kn = hd.kn, *v = kn + m->dn, *qn = hd.qn, *qr = hd.qr;
             float *dqn = dq + t0 * a.ldq + (size_t)h * a.dqk, *dqrh = dqr + (size_t)h * m->dr;
             float *dkn = dkvu + kcol, *dv = dkn + m->dn;
+            for (int i = 0; i < nb; i++) block_probs(p + (size_t)i * SM_ATTN_BLOCK * S, &a, &hd, i);
             for (int i = 0; i < nb; i++) {
                 int r0 = i * SM_ATTN_BLOCK, c = causal_end(i, S), nr = c - r0;
                 sm_gemm(1, 0, nr, m->dv, S - r0, 1.0f, p + (size_t)r0 * S + r0, S,
@@ -286,6 +312,7 @@ void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, con
         }
         unrotate_sequence(&a, b, dq, dkpe, dqr, dkr, cos_t, sin_t);
     }
+    free(p);
     free(ds);
     free(dqr);
     free(dkr);

@@ -7,7 +7,9 @@
  *   kv  [T, dc+dr]       output of kv_a_proj_with_mqa: [latent (dc) | k_rope (dr)], k_rope not rotated
  *   kvu [T, H*(dn+dv)]   output of kv_b_proj: per head [k_nope (dn) | v (dv)]
  *   o   [T, H*dv]        heads concatenated, head-major
- *   P   [B, H, S, S]     softmax probabilities saved for backward (upper triangle is 0)
+ * The softmax probabilities are not saved: the backward recomputes them bitwise as the forward
+ * computed them, from q, kv and kvu (scratch of [64, S] floats in the forward, [S, S] in the
+ * backward, per call).
  * RoPE: pair j of a rope slice is (x[2j], x[2j+1]) rotated by angle s*theta_j (position s in
  * its sequence). cos/sin tables are [S, dr/2]. */
 #ifndef STARMOE_ATTENTION_KERNELS_H
@@ -34,14 +36,14 @@ void sm_rope_table(float *cos_t, float *sin_t, const double *theta, int S, int d
 /* dqk^-0.5, times (0.1*m*ln(factor)+1)^2 when yarn is not NULL and factor > 1. */
 double sm_mla_softmax_scale(int dqk, const sm_yarn *yarn);
 
-/* Forward: o and P from q, kv, kvu. */
-void sm_mla_attn_fwd(float *o, float *P, const float *q, const float *kv, const float *kvu,
+/* Forward: o from q, kv, kvu. */
+void sm_mla_attn_fwd(float *o, const float *q, const float *kv, const float *kvu,
                      const float *cos_t, const float *sin_t, const sm_mla_dims *m);
-/* Backward: from dout [T, H*dv] and the saved P, writes dq [T, H*(dn+dr)] (gradient w.r.t. the
- * un-rotated q), dkpe [T, dr] (gradient w.r.t. the un-rotated shared k_rope) and
+/* Backward: from dout [T, H*dv] and the forward's inputs, writes dq [T, H*(dn+dr)] (gradient
+ * w.r.t. the un-rotated q), dkpe [T, dr] (gradient w.r.t. the un-rotated shared k_rope) and
  * dkvu [T, H*(dn+dv)]. All three are overwritten. */
-void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, const float *P,
-                     const float *q, const float *kv, const float *kvu, const float *cos_t,
-                     const float *sin_t, const sm_mla_dims *m);
+void sm_mla_attn_bwd(float *dq, float *dkpe, float *dkvu, const float *dout, const float *q,
+                     const float *kv, const float *kvu, const float *cos_t, const float *sin_t,
+                     const sm_mla_dims *m);
 
 #endif

@@ -1,6 +1,5 @@
 /* Codelet cases of the MLA attention family (tasks/attention.h): attention forward and
  * backward on two sequences with RoPE tables, and the KV-latent norm backward. */
-#include <stdlib.h>
 #include <string.h>
 #include "tasks/attention.h"
 #include "tasks/dense_kernels.h"
@@ -42,36 +41,31 @@ static void case_mla_attn_fwd(fx *f)
     sm_mla_dims m = mla_dims();
     int ntok = m.B * m.S;
     attn_in a = fx_attn_in(f, &m);
-    ct *o = fx_rand(f, "o", ntok * m.H * m.dv), *P = fx_rand(f, "P", m.B * m.H * m.S * m.S);
-    int rc = sm_insert_mla_attn_fwd(&f->c, &m, o->t, P->t, a.q->t, a.kv->t, a.kvu->t,
-                                    a.cos_t->t, a.sin_t->t);
-    sm_mla_attn_fwd(RF(o), RF(P), RF(a.q), RF(a.kv), RF(a.kvu), RF(a.cos_t), RF(a.sin_t), &m);
+    ct *o = fx_rand(f, "o", ntok * m.H * m.dv);
+    int rc = sm_insert_mla_attn_fwd(&f->c, &m, o->t, a.q->t, a.kv->t, a.kvu->t, a.cos_t->t,
+                                    a.sin_t->t);
+    sm_mla_attn_fwd(RF(o), RF(a.q), RF(a.kv), RF(a.kvu), RF(a.cos_t), RF(a.sin_t), &m);
     fx_check(f, "mla_attn_fwd", rc,
-             WANT("attention_fwd", attn_flops(&m), SM_W(o->t), SM_W(P->t), SM_R(a.q->t),
+             WANT("attention_fwd", attn_flops(&m), SM_W(o->t), SM_R(a.q->t),
                   SM_R(a.kv->t), SM_R(a.kvu->t), SM_R(a.cos_t->t), SM_R(a.sin_t->t)));
 }
 
 static void case_mla_attn_bwd(fx *f)
 {
     sm_mla_dims m = mla_dims();
-    int ntok = m.B * m.S, nP = m.B * m.H * m.S * m.S;
+    int ntok = m.B * m.S;
     attn_in a = fx_attn_in(f, &m);
-    float *o = malloc(ntok * m.H * m.dv * sizeof *o), *p = malloc(nP * sizeof *p);
-    sm_mla_attn_fwd(o, p, RF(a.q), RF(a.kv), RF(a.kvu), RF(a.cos_t), RF(a.sin_t), &m);
-    ct *P = fx_tensor(f, "P", SM_F32, nP, p);
     ct *dq = fx_rand(f, "dq", ntok * m.H * (m.dn + m.dr)), *dkpe = fx_rand(f, "dkpe", ntok * m.dr);
     ct *dkvu = fx_rand(f, "dkvu", ntok * m.H * (m.dn + m.dv));
     ct *dout = fx_rand(f, "dout", ntok * m.H * m.dv);
-    free(o);
-    free(p);
-    int rc = sm_insert_mla_attn_bwd(&f->c, &m, dq->t, dkpe->t, dkvu->t, dout->t, P->t, a.q->t,
-                                    a.kv->t, a.kvu->t, a.cos_t->t, a.sin_t->t);
-    sm_mla_attn_bwd(RF(dq), RF(dkpe), RF(dkvu), RF(dout), RF(P), RF(a.q), RF(a.kv), RF(a.kvu),
+    int rc = sm_insert_mla_attn_bwd(&f->c, &m, dq->t, dkpe->t, dkvu->t, dout->t, a.q->t, a.kv->t,
+                                    a.kvu->t, a.cos_t->t, a.sin_t->t);
+    sm_mla_attn_bwd(RF(dq), RF(dkpe), RF(dkvu), RF(dout), RF(a.q), RF(a.kv), RF(a.kvu),
                     RF(a.cos_t), RF(a.sin_t), &m);
     fx_check(f, "mla_attn_bwd", rc,
              WANT("attention_bwd", 2 * attn_flops(&m), SM_W(dq->t), SM_W(dkpe->t),
-                  SM_W(dkvu->t), SM_R(dout->t), SM_R(P->t), SM_R(a.q->t), SM_R(a.kv->t),
-                  SM_R(a.kvu->t), SM_R(a.cos_t->t), SM_R(a.sin_t->t)));
+                  SM_W(dkvu->t), SM_R(dout->t), SM_R(a.q->t), SM_R(a.kv->t), SM_R(a.kvu->t),
+                  SM_R(a.cos_t->t), SM_R(a.sin_t->t)));
 }
 
 static void case_kv_norm_bwd(fx *f)

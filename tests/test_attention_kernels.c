@@ -1,7 +1,8 @@
 /* Tests of the MLA kernels (tasks/attention_kernels.c): YaRN frequency and softmax-scale test
  * vectors of docs/model.md (§1.2 and §4), the interleaved RoPE pairing on a hand case, the
  * forward pass against a double-precision reference written here, causality, finite-difference
- * checks of the backward pass, and bitwise determinism. */
+ * checks of the backward pass, the backward's bitwise recomputation of the probabilities, and
+ * bitwise determinism. */
 #include "tasks/attention_kernels.h"
 #include "tests/tap.h"
 #include "tests/testutil.h"
@@ -74,11 +75,13 @@ static void test_rope_table(void)
 /* Two heads, one query at position 1 looking at key 0 (position 0, not rotated) and key 1
  * (zero): head 0's q_rope (1,0,0,0) against k_rope (0,1,0,1) scores sin(theta_0) only when
  * x[0] pairs with x[1]; head 1's (0,0,1,0) scores sin(theta_1) only when x[2] pairs with
- * x[3]. A half-split rotation would score 0 for both. */
+ * x[3]. A half-split rotation would score 0 for both. Key 0's value is 1, key 1's 0, so the
+ * query's output is its probability of key 0. */
 static void test_rope_interleaved(void)
 {
     sm_mla_dims m = {.B = 1, .S = 2, .H = 2, .dn = 1, .dr = 4, .dv = 1, .dc = 1, .scale = 1};
-    float q[2 * 2 * 5] = {0}, kv[2 * 5] = {0}, kvu[2 * 2 * 2] = {0}, o[2 * 2], P[2 * 2 * 2];
+    float q[2 * 2 * 5] = {0}, kv[2 * 5] = {0}, kvu[2 * 2 * 2] = {0}, o[2 * 2];
+    kvu[0 * 4 + 0 * 2 + 1] = kvu[0 * 4 + 1 * 2 + 1] = 1;
     q[1 * 10 + 0 * 5 + 1 + 0] = 1;
     q[1 * 10 + 1 * 5 + 1 + 2] = 1;
     kv[0 * 5 + 1 + 1] = 1;
@@ -87,10 +90,10 @@ static void test_rope_interleaved(void)
     float c[2 * 2], s[2 * 2];
     sm_rope_freqs(th, 4, 10000, NULL);
     sm_rope_table(c, s, th, 2, 4);
-    sm_mla_attn_fwd(o, P, q, kv, kvu, c, s, &m);
+    sm_mla_attn_fwd(o, q, kv, kvu, c, s, &m);
     for (int h = 0; h < 2; h++) {
         double a = sin(th[h]); /* score of key 0; key 1 scores 0 */
-        tap_close(P[h * 4 + 2], 1 / (1 + exp(-a)), 1e-6, h ? "interleaved pair (x2,x3)"
+        tap_close(o[1 * 2 + h], 1 / (1 + exp(-a)), 1e-6, h ? "interleaved pair (x2,x3)"
                                                            : "interleaved pair (x0,x1)");
     }
 }
@@ -115,7 +118,7 @@ static void ref_key(double *k, const float *kv, const float *kvu, int t, int pos
 }
 
 /* Plain double-precision MLA attention: explicit per-head concatenation, causal softmax, P.V. */
-static void ref_attn(double *o, double *P, const float *q, const float *kv, const float *kvu,
+static void ref_attn(double *o, const float *q, const float *kv, const float *kvu,
                      const double *theta, const sm_mla_dims *m)
 {
     int dqk = m->dn + m->dr, ldkvu = m->H * (m->dn + m->dv);
@@ -124,7 +127,7 @@ static void ref_attn(double *o, double *P, const float *q, const float *kv, cons
             for (int s = 0; s < m->S; s++) {
                 int ts = b * m->S + s;
                 const float *qh = q + (size_t)ts * m->H * dqk + (size_t)h * dqk;
-                double qc[MAXW], k[MAXW], sc[MAXW], mx = -INFINITY, sum = 0;
+                double qc[MAXW], k[MAXW], sc[MAXW], prow[MAXW], mx = -INFINITY, sum = 0;
                 for (int i = 0; i < m->dn; i++) qc[i] = qh[i];
                 ref_rope(qc + m->dn, qh + m->dn, m->dr, s, theta);
                 for (int t = 0; t <= s; t++) {
@@ -135,7 +138,6 @@ static void ref_attn(double *o, double *P, const float *q, const float *kv, cons
                     mx = fmax(mx, sc[t]);
                 }
                 for (int t = 0; t <= s; t++) sum += (sc[t] = exp(sc[t] - mx));
-                double *prow = P + (((size_t)b * m->H + h) * m->S + s) * m->S;
                 double *orow = o + (size_t)ts * m->H * m->dv + (size_t)h * m->dv;
                 for (int t = 0; t < m->S; t++) prow[t] = t <= s ? sc[t] / sum : 0;
                 for (int j = 0; j < m->dv; j++) {
@@ -151,13 +153,13 @@ static void ref_attn(double *o, double *P, const float *q, const float *kv, cons
 typedef struct problem {
     sm_mla_dims m;
     double theta[MAXW / 2];
-    size_t nq, nkv, nkvu, no, nP;
-    float *q, *kv, *kvu, *cos_t, *sin_t, *o, *P, *R;
+    size_t nq, nkv, nkvu, no;
+    float *q, *kv, *kvu, *cos_t, *sin_t, *o, *R;
 } problem;
 
-static problem problem_make(tu_rng *rng, int S)
+static problem problem_make_dv(tu_rng *rng, int S, int dv)
 {
-    problem p = {.m = {.B = 2, .S = S, .H = 3, .dn = 5, .dr = 6, .dv = 3, .dc = 7}};
+    problem p = {.m = {.B = 2, .S = S, .H = 3, .dn = 5, .dr = 6, .dv = dv, .dc = 7}};
     sm_mla_dims *m = &p.m;
     size_t T = (size_t)m->B * S;
     m->scale = (float)sm_mla_softmax_scale(m->dn + m->dr, NULL);
@@ -165,13 +167,11 @@ static problem problem_make(tu_rng *rng, int S)
     p.nkv = T * (m->dc + m->dr);
     p.nkvu = T * m->H * (m->dn + m->dv);
     p.no = T * m->H * m->dv;
-    p.nP = (size_t)m->B * m->H * S * S;
     p.q = tu_alloc_randn(rng, p.nq, 1);
     p.kv = tu_alloc_randn(rng, p.nkv, 1);
     p.kvu = tu_alloc_randn(rng, p.nkvu, 1);
     p.R = tu_alloc_randn(rng, p.no, 1);
     p.o = tu_alloc_zero(p.no);
-    p.P = tu_alloc_zero(p.nP);
     p.cos_t = tu_alloc_zero((size_t)S * m->dr / 2);
     p.sin_t = tu_alloc_zero((size_t)S * m->dr / 2);
     sm_rope_freqs(p.theta, m->dr, 100, NULL); /* base 100: every pair turns visibly in S steps */
@@ -179,15 +179,17 @@ static problem problem_make(tu_rng *rng, int S)
     return p;
 }
 
+static problem problem_make(tu_rng *rng, int S) { return problem_make_dv(rng, S, 3); }
+
 static void problem_free(problem *p)
 {
-    float *bufs[] = {p->q, p->kv, p->kvu, p->cos_t, p->sin_t, p->o, p->P, p->R};
+    float *bufs[] = {p->q, p->kv, p->kvu, p->cos_t, p->sin_t, p->o, p->R};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
 }
 
 static void problem_fwd(problem *p)
 {
-    sm_mla_attn_fwd(p->o, p->P, p->q, p->kv, p->kvu, p->cos_t, p->sin_t, &p->m);
+    sm_mla_attn_fwd(p->o, p->q, p->kv, p->kvu, p->cos_t, p->sin_t, &p->m);
 }
 
 /* max |a - b| with a float, b double */
@@ -201,15 +203,12 @@ static double diff_fd(const float *a, const double *b, size_t n)
 static void test_fwd_reference(tu_rng *rng, int S)
 {
     problem p = problem_make(rng, S);
-    double *o = malloc(p.no * sizeof *o), *P = malloc(p.nP * sizeof *P);
+    double *o = malloc(p.no * sizeof *o);
     problem_fwd(&p);
-    ref_attn(o, P, p.q, p.kv, p.kvu, p.theta, &p.m);
+    ref_attn(o, p.q, p.kv, p.kvu, p.theta, &p.m);
     tap_ok(diff_fd(p.o, o, p.no) < 2e-6, "fwd o matches the double reference, S=%d (%.2g)", S,
            diff_fd(p.o, o, p.no));
-    tap_ok(diff_fd(p.P, P, p.nP) < 1e-6, "fwd P matches the double reference, S=%d (%.2g)", S,
-           diff_fd(p.P, P, p.nP));
     free(o);
-    free(P);
     problem_free(&p);
 }
 
@@ -267,8 +266,7 @@ static void grads_free(grads *g)
 static void problem_bwd(problem *p, grads *g)
 {
     problem_fwd(p);
-    sm_mla_attn_bwd(g->dq, g->dkpe, g->dkvu, p->R, p->P, p->q, p->kv, p->kvu, p->cos_t, p->sin_t,
-                    &p->m);
+    sm_mla_attn_bwd(g->dq, g->dkpe, g->dkvu, p->R, p->q, p->kv, p->kvu, p->cos_t, p->sin_t, &p->m);
     int T = p->m.B * p->m.S, ldkv = p->m.dc + p->m.dr;
     for (int t = 0; t < T; t++)
         memcpy(g->dkv + (size_t)t * ldkv + p->m.dc, g->dkpe + (size_t)t * p->m.dr,
@@ -295,29 +293,61 @@ static void test_bwd_fd(tu_rng *rng, int S, size_t nprobe)
     problem_free(&p);
 }
 
+/* The backward's recomputed probabilities are the forward's, bit for bit. With dv = S, value
+ * column j one-hot on key j (o[s, j] = P[s, j]) and dout column j one-hot on query j
+ * (dV[t, j] = P[j, t]), each output entry is one product by 1 plus exact zeros, so o and the
+ * value part of dkvu hold P and its transpose exactly. */
+static void test_bwd_recomputes_p(tu_rng *rng, int S)
+{
+    problem p = problem_make_dv(rng, S, S);
+    const sm_mla_dims *m = &p.m;
+    int ldkvu = m->H * (m->dn + m->dv), ldo = m->H * m->dv;
+    for (int t = 0; t < m->B * S; t++)
+        for (int h = 0; h < m->H; h++)
+            for (int j = 0; j < S; j++) {
+                p.kvu[(size_t)t * ldkvu + h * (m->dn + m->dv) + m->dn + j] = t % S == j;
+                p.R[(size_t)t * ldo + h * m->dv + j] = t % S == j;
+            }
+    grads g = grads_alloc(&p);
+    problem_bwd(&p, &g);
+    size_t differ = 0, nonzero = 0;
+    for (int b = 0; b < m->B; b++)
+        for (int h = 0; h < m->H; h++)
+            for (int s = 0; s < S; s++)
+                for (int t = 0; t < S; t++) {
+                    float fwd = p.o[(size_t)(b * S + s) * ldo + h * m->dv + t];
+                    float bwd = g.dkvu[(size_t)(b * S + t) * ldkvu + h * (m->dn + m->dv) + m->dn +
+                                       s];
+                    differ += memcmp(&fwd, &bwd, sizeof fwd) != 0;
+                    nonzero += fwd != 0;
+                }
+    tap_ok(differ == 0 && nonzero == (size_t)m->B * m->H * S * (S + 1) / 2,
+           "S=%d: the backward recomputes the forward's probabilities bitwise (%zu of %zu differ)",
+           S, differ, (size_t)m->B * m->H * S * S);
+    grads_free(&g);
+    problem_free(&p);
+}
+
 /* Two runs give identical bytes, even when the outputs start as NaN garbage. */
 static void test_determinism(tu_rng *rng)
 {
     problem p = problem_make(rng, 9);
     grads a = grads_alloc(&p), b = grads_alloc(&p);
     problem_bwd(&p, &a);
-    float *o = malloc(p.no * sizeof *o), *P = malloc(p.nP * sizeof *P);
+    float *o = malloc(p.no * sizeof *o);
     memcpy(o, p.o, p.no * sizeof *o);
-    memcpy(P, p.P, p.nP * sizeof *P);
     size_t nkpe = (size_t)p.m.B * p.m.S * p.m.dr;
     memset(p.o, 0xff, p.no * sizeof *o);
     memset(b.dq, 0xff, p.nq * sizeof(float));
     memset(b.dkpe, 0xff, nkpe * sizeof(float));
     memset(b.dkvu, 0xff, p.nkvu * sizeof(float));
     problem_bwd(&p, &b);
-    tap_ok(memcmp(o, p.o, p.no * sizeof *o) == 0 && memcmp(P, p.P, p.nP * sizeof *P) == 0,
-           "forward is bitwise reproducible");
+    tap_ok(memcmp(o, p.o, p.no * sizeof *o) == 0, "forward is bitwise reproducible");
     tap_ok(memcmp(a.dq, b.dq, p.nq * sizeof(float)) == 0 &&
                memcmp(a.dkpe, b.dkpe, nkpe * sizeof(float)) == 0 &&
                memcmp(a.dkvu, b.dkvu, p.nkvu * sizeof(float)) == 0,
            "backward is bitwise reproducible and overwrites its outputs");
     free(o);
-    free(P);
     grads_free(&a);
     grads_free(&b);
     problem_free(&p);
@@ -338,6 +368,8 @@ int main(void)
     test_causality(&rng);
     test_bwd_fd(&rng, 7, (size_t)-1);
     test_bwd_fd(&rng, 130, 200);
+    test_bwd_recomputes_p(&rng, 7);
+    test_bwd_recomputes_p(&rng, 150);
     test_determinism(&rng);
     return tap_done();
 }
