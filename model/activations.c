@@ -143,7 +143,7 @@ static void sm_micro_alloc(sm_alloc_ctx *a, sm_micro_acts *mb)
     mb->logits = ACT("logits", T, V);
     mb->loss_part = ACT("loss_part", 1, 0);
     if (!a->r->backward) return;
-    mb->dlogits = ACT("dlogits", T, V);
+    mb->dlogits = a->r->grad_over_logits ? mb->logits : ACT("dlogits", T, V);
     mb->dxf = ACT("dxf", T, d);
     if (!(mb->dx = calloc(2 * L + 1, sizeof *mb->dx))) {
         a->failed = 1;

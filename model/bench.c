@@ -176,7 +176,9 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     res->flops_fwd = sm_run_flops(fwd);
     sm_run_free(fwd);
     fwd = NULL;
-    if (!(step = sm_run_new_with(m, o->B, o->S, o->micro, 1, &o->run, err)) ||
+    sm_run_opts ro = o->run;
+    ro.grad_over_logits = 1; /* nothing reads the logits */
+    if (!(step = sm_run_new_with(m, o->B, o->S, o->micro, 1, &ro, err)) ||
         (o->train && !(opt = sm_optimizer_new(m, err))))
         goto out;
     sm_run_set_balance(step, o->train ? 1e-4 : 0.0);

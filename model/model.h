@@ -88,6 +88,7 @@ struct sm_run {
     int B, S, micro, Bm, T;                  /* T = Bm*S tokens per micro-batch */
     int backward;
     int split_dx;                            /* one residual gradient per block boundary */
+    int grad_over_logits;                    /* dlogits is logits (sm_run_opts) */
     sm_mla_dims mla;
     sm_router_dims router;
     sm_balance bal;                          /* sequence-wise balance loss (coef 0 = off) */

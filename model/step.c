@@ -68,7 +68,8 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
         return NULL;
     }
     *r = (sm_run){.m = m, .B = B, .S = S, .micro = micro, .Bm = B / micro, .T = B / micro * S,
-                  .backward = backward, .split_dx = sm_pipeline_defers_weights(o)};
+                  .backward = backward, .split_dx = sm_pipeline_defers_weights(o),
+                  .grad_over_logits = backward && o && o->grad_over_logits};
     if (sm_run_setup(r, err) || sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
         sm_run_free(r);
         return NULL;

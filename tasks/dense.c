@@ -373,8 +373,8 @@ int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn
 }
 
 /* ---- loss and utilities ---- */
-typedef struct { int T, V, with_grad; float scale; } sm_ce_args;
-/* dlogits is present only with the gradient */
+typedef struct { int T, V, with_grad, in_place; float scale; } sm_ce_args;
+/* dlogits is present only with a gradient that does not overwrite the logits */
 enum {
     CROSS_ENTROPY_LOSS, CROSS_ENTROPY_LOGITS, CROSS_ENTROPY_TARGETS, CROSS_ENTROPY_DLOGITS,
     CROSS_ENTROPY_NBUF
@@ -383,9 +383,12 @@ enum {
 static void sm_cross_entropy_cpu(void *b[], void *arg)
 {
     const sm_ce_args *a = arg;
-    float *dlogits = a->with_grad ? SM_BUF(b, CROSS_ENTROPY_DLOGITS, float) : NULL;
+    float *logits = SM_BUF(b, CROSS_ENTROPY_LOGITS, float);
+    float *dlogits = a->in_place    ? logits
+                     : a->with_grad ? SM_BUF(b, CROSS_ENTROPY_DLOGITS, float)
+                                    : NULL;
     SM_BUF(b, CROSS_ENTROPY_LOSS, float)[0] =
-        (float)sm_cross_entropy(dlogits, SM_BUF(b, CROSS_ENTROPY_LOGITS, float),
+        (float)sm_cross_entropy(dlogits, logits,
                                 SM_BUF(b, CROSS_ENTROPY_TARGETS, int32_t), a->T, a->V, a->scale);
 }
 SM_CODELET(cross_entropy, sm_cross_entropy_cpu);
@@ -393,12 +396,14 @@ SM_CODELET(cross_entropy, sm_cross_entropy_cpu);
 int sm_insert_cross_entropy(const sm_op_ctx *c, sm_tensor *loss_part, sm_tensor *dlogits,
                             sm_tensor *logits, sm_tensor *targets, int T, int V, float scale)
 {
-    sm_ce_args a = {T, V, dlogits != NULL, scale};
+    int in_place = dlogits == logits, separate = dlogits && !in_place;
+    sm_ce_args a = {T, V, dlogits != NULL, in_place, scale};
     sm_access acc[CROSS_ENTROPY_NBUF] = {
-        [CROSS_ENTROPY_LOSS] = SM_W(loss_part), [CROSS_ENTROPY_LOGITS] = SM_R(logits),
+        [CROSS_ENTROPY_LOSS] = SM_W(loss_part),
+        [CROSS_ENTROPY_LOGITS] = in_place ? SM_RW(logits) : SM_R(logits),
         [CROSS_ENTROPY_TARGETS] = SM_R(targets), [CROSS_ENTROPY_DLOGITS] = SM_W(dlogits)};
     return sm_op_insert(c, &sm_cl_cross_entropy, "cross_entropy", SM_FORWARD, -1, acc,
-                        dlogits ? CROSS_ENTROPY_NBUF : CROSS_ENTROPY_DLOGITS, &a, sizeof a,
+                        separate ? CROSS_ENTROPY_NBUF : CROSS_ENTROPY_DLOGITS, &a, sizeof a,
                         5.0 * T * V);
 }
 

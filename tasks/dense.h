@@ -58,8 +58,8 @@ int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn
                          sm_tensor *dy, sm_tensor *x, sm_tensor *h1, sm_tensor *h3, sm_tensor *W1,
                          sm_tensor *W3, sm_tensor *W2, int accumulate);
 
-/* loss_part[0] = sum of the rows' cross-entropy; dlogits (may be NULL: forward only) =
- * scale * (softmax - onehot). */
+/* loss_part[0] = sum of the rows' cross-entropy; dlogits (may be NULL: forward only; may be
+ * logits: the gradient overwrites them) = scale * (softmax - onehot). */
 int sm_insert_cross_entropy(const sm_op_ctx *c, sm_tensor *loss_part, sm_tensor *dlogits,
                             sm_tensor *logits, sm_tensor *targets, int T, int V, float scale);
 /* out[0] = scale * sum of parts[i][0], i in order (a fixed reduction order). */

@@ -170,18 +170,19 @@ double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targ
                         float scale)
 {
     double loss = 0;
-    float *row = dlogits ? NULL : sm_kfloats((size_t)V, "cross-entropy row");
+    /* the row's exponentials go to a scratch row, and a gradient row is written only after its
+     * logits row has been read: dlogits may be logits */
+    float *e = sm_kfloats((size_t)V, "cross-entropy row"), mx;
     for (int t = 0; t < T; t++) {
         const float *l = logits + (size_t)t * V;
-        float *e = dlogits ? dlogits + (size_t)t * V : row, mx;
         double sum = exp_row(e, l, V, &mx);
         loss += mx + log(sum) - l[targets[t]];
         if (!dlogits) continue;
-        float k = (float)(scale / sum);
-        for (int i = 0; i < V; i++) e[i] *= k;
-        e[targets[t]] -= scale;
+        float k = (float)(scale / sum), *g = dlogits + (size_t)t * V;
+        for (int i = 0; i < V; i++) g[i] = e[i] * k;
+        g[targets[t]] -= scale;
     }
-    free(row);
+    free(e);
     return loss;
 }
 

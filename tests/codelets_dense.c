@@ -300,6 +300,8 @@ static void case_swiglu_bwd(fx *f)
 
 /* ---- loss and utilities ---- */
 
+/* without gradient, with one, and with one written over the logits (bitwise the separate
+ * gradient) */
 static void case_cross_entropy(fx *f)
 {
     for (int with_grad = 0; with_grad < 2; with_grad++) {
@@ -318,6 +320,16 @@ static void case_cross_entropy(fx *f)
                      WANT("cross_entropy", 5.0 * T * V, SM_W(loss->t), SM_R(logits->t),
                           SM_R(targets->t)));
     }
+    ct *loss = fx_rand(f, "loss", 1), *logits = fx_rand(f, "logits", T * V);
+    ct *targets = fx_ids(f, "targets", T, V);
+    float grad[T * V];
+    int rc = sm_insert_cross_entropy(&f->c, loss->t, logits->t, logits->t, targets->t, T, V,
+                                     0.25f);
+    RF(loss)[0] = (float)sm_cross_entropy(grad, RF(logits), RI(targets), T, V, 0.25f);
+    memcpy(RF(logits), grad, sizeof grad);
+    fx_check(f, "cross_entropy with gradient over the logits", rc,
+             WANT("cross_entropy", 5.0 * T * V, SM_W(loss->t), SM_RW(logits->t),
+                  SM_R(targets->t)));
 }
 
 static void case_sum_scalars(fx *f)

@@ -28,6 +28,10 @@ typedef struct sm_run_opts {
      * the end of the step: results are bitwise the same whatever the schedule (with or without
      * a pipeline), at the memory cost of one gradient copy per micro-batch */
     int deterministic;
+    /* the cross-entropy writes the logits' gradient over the logits: one [B*S, V] buffer less,
+     * the same results, but sm_run_logits() then reads that gradient (for runs whose logits
+     * are not read: training, bench). Ignored without backward. */
+    int grad_over_logits;
 } sm_run_opts;
 
 /* `sched` when it names a pipeline schedule (the ordered policy of that name runs it), else
