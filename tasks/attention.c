@@ -21,9 +21,9 @@ enum {
 
 static void sm_mla_attn_fwd_cpu(void *b[], void *arg)
 {
-    sm_mla_attn_fwd(SM_BUF(b, MLA_ATTN_FWD_O, float), SM_BUF(b, MLA_ATTN_FWD_Q, float), SM_BUF(b, MLA_ATTN_FWD_KV, float),
-                    SM_BUF(b, MLA_ATTN_FWD_KVU, float), SM_BUF(b, MLA_ATTN_FWD_COS, float),
-                    SM_BUF(b, MLA_ATTN_FWD_SIN, float), arg);
+    sm_mla_attn_fwd(SM_BUF(b, MLA_ATTN_FWD_O, float), SM_BUF(b, MLA_ATTN_FWD_Q, float),
+                    SM_BUF(b, MLA_ATTN_FWD_KV, float), SM_BUF(b, MLA_ATTN_FWD_KVU, float),
+                    SM_BUF(b, MLA_ATTN_FWD_COS, float), SM_BUF(b, MLA_ATTN_FWD_SIN, float), arg);
 }
 SM_CODELET(mla_attn_fwd, sm_mla_attn_fwd_cpu);
 
@@ -31,9 +31,9 @@ static void sm_mla_attn_bwd_cpu(void *b[], void *arg)
 {
     sm_mla_attn_bwd(SM_BUF(b, MLA_ATTN_BWD_DQ, float), SM_BUF(b, MLA_ATTN_BWD_DKPE, float),
                     SM_BUF(b, MLA_ATTN_BWD_DKVU, float), SM_BUF(b, MLA_ATTN_BWD_DOUT, float),
-                    SM_BUF(b, MLA_ATTN_BWD_Q, float),
-                    SM_BUF(b, MLA_ATTN_BWD_KV, float), SM_BUF(b, MLA_ATTN_BWD_KVU, float),
-                    SM_BUF(b, MLA_ATTN_BWD_COS, float), SM_BUF(b, MLA_ATTN_BWD_SIN, float), arg);
+                    SM_BUF(b, MLA_ATTN_BWD_Q, float), SM_BUF(b, MLA_ATTN_BWD_KV, float),
+                    SM_BUF(b, MLA_ATTN_BWD_KVU, float), SM_BUF(b, MLA_ATTN_BWD_COS, float),
+                    SM_BUF(b, MLA_ATTN_BWD_SIN, float), arg);
 }
 SM_CODELET(mla_attn_bwd, sm_mla_attn_bwd_cpu);
 
