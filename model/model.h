@@ -103,7 +103,24 @@ struct sm_run {
     sm_tensor ***gcopy;
     double submit_s;                         /* time the last step spent submitting tasks */
     int has_targets;                         /* the last step had targets (a loss) */
+    int Bg;                                  /* sequences the loss averages over: B, or the
+                                              * global batch under data parallelism */
+    struct sm_dp *dp;                        /* the exchange between ranks; NULL: one rank */
 };
+
+/* data_parallel.c: a run's share of data parallelism over every rank of the job (one per
+ * rank of parallel.dp): sm_dp_submit appends to the step graph the sums over the ranks of the
+ * loss, the balance loss and every gradient (fixed order) and the exchange of the routing
+ * plans; sm_dp_layer_plans gives every rank's plans of MoE layer l (n of them, rank order). */
+typedef struct sm_dp sm_dp;
+sm_dp *sm_dp_new(sm_run *r, sm_error *err);
+void sm_dp_free(sm_dp *d);
+int sm_dp_submit(sm_dp *d, sm_error *err);
+sm_tensor **sm_dp_layer_plans(sm_dp *d, int l, int *n);
+/* step.c: makes r one rank's share of a data-parallel step over all the job's ranks (its B the
+ * share, the loss averaged over the global batch); nothing on one rank. Before
+ * sm_run_set_balance. */
+int sm_run_set_data_parallel(sm_run *r, sm_error *err);
 
 /* Where a parameter's gradient goes for micro-batch mb: its copy, or its own g. */
 sm_tensor *sm_grad(const sm_run *r, const sm_param *p, int mb);
