@@ -1,9 +1,10 @@
 /* Data parallelism over the ranks of an mpirun (parallel.dp, parallel.ep 1): each rank runs its
- * share of the global batch, then, in the same step graph, StarPU-MPI transfers make every
- * rank's gradients, loss and balance loss the global ones (gathered to rank 0, summed there in
- * rank order by one task per tensor, sent back: the same sums whatever the timing) and give
- * every rank all ranks' routing plans, so the router bias update counts the global expert
- * loads. */
+ * share of the global batch; in the same step graph, StarPU-MPI transfers give every rank all
+ * ranks' per-micro-batch loss parts, balance-loss parts and routing plans (so the loss sums run
+ * in the order of one rank's, and the router bias update counts the global expert loads), and
+ * make every gradient the sum over the ranks (gathered to rank 0, summed there in rank order by
+ * one task per gradient as soon as it is ready, sent back: the same sums whatever the
+ * timing). */
 #include "model/model.h"
 
 #include <stdio.h>
@@ -15,16 +16,32 @@
 struct sm_dp {
     sm_run *r;
     int rank, size;
-    int nsum;                    /* tensors summed over the ranks, in a fixed order */
-    sm_tensor **sum;             /* [nsum]: the loss, the balance loss, every gradient */
+    int nsum;                    /* gradients summed over the ranks, in a fixed order */
+    sm_tensor **sum;             /* [nsum] */
     sm_tensor ***peer;           /* [nsum][size]: on rank 0, the other ranks' copies */
-    sm_tensor ***plans;          /* [L][micro * size]: every rank's plans, rank by rank */
+    int nslots;                  /* per-micro-batch tensors every rank gets from all */
+    sm_tensor ***all;            /* [nslots][size * micro], rank by rank; NULL: none */
     sm_tensor_list owned;
 };
 
-/* Message tags: one per summed tensor (both directions) and one per plan, the same on every
- * rank; a receiver tells senders apart by their rank. */
+/* Message tags: one per gradient (both directions) and one per shared tensor, the same on
+ * every rank; a receiver tells senders apart by their rank. */
 enum { SM_DP_TAG = 0x44500000 };
+
+/* The shared slots: the loss parts, then per layer its plans and balance-loss parts. */
+static int sm_slot_plans(int l) { return 1 + 2 * l; }
+static int sm_slot_bal(int l) { return 2 + 2 * l; }
+
+/* This rank's tensor of slot s for micro-batch mb; NULL where the slot has none (dense
+ * layers, and plans without a backward pass: only the bias update needs them). */
+static sm_tensor *sm_slot_own(const sm_run *r, int s, int mb)
+{
+    if (s == 0) return r->mb[mb].loss_part;
+    int l = (s - 1) / 2;
+    if (!r->m->layers[l].moe) return NULL;
+    if (s == sm_slot_plans(l)) return r->backward ? r->mb[mb].layers[l].plan : NULL;
+    return r->mb[mb].layers[l].bal_loss;
+}
 
 static sm_tensor *sm_dp_like(sm_dp *d, const sm_tensor *t, int rank, sm_error *err)
 {
@@ -34,17 +51,14 @@ static sm_tensor *sm_dp_like(sm_dp *d, const sm_tensor *t, int rank, sm_error *e
                             err);
 }
 
-/* The tensors summed over the ranks: the loss, the balance loss and, with a backward pass,
- * every gradient (checkpoint order). */
+/* The gradients summed over the ranks (checkpoint order), with a backward pass. */
 static int sm_dp_sums(sm_dp *d, sm_error *err)
 {
     sm_run *r = d->r;
     sm_model *m = r->m;
-    d->sum = calloc((size_t)m->nall + 2, sizeof *d->sum);
-    d->peer = calloc((size_t)m->nall + 2, sizeof *d->peer);
+    d->sum = calloc((size_t)m->nall + 1, sizeof *d->sum);
+    d->peer = calloc((size_t)m->nall + 1, sizeof *d->peer);
     if (!d->sum || !d->peer) return sm_fail(err, "data parallelism: out of memory");
-    d->sum[d->nsum++] = r->loss;
-    d->sum[d->nsum++] = r->bal_total;
     for (int i = 0; r->backward && i < m->nall; i++)
         if (m->all[i].g) d->sum[d->nsum++] = m->all[i].g;
     for (int k = 0; d->rank == 0 && k < d->nsum; k++) {
@@ -56,22 +70,22 @@ static int sm_dp_sums(sm_dp *d, sm_error *err)
     return 0;
 }
 
-/* Every rank's routing plans per MoE layer (the router's own for this rank). */
-static int sm_dp_plans(sm_dp *d, sm_error *err)
+/* Every rank's tensors of every slot (this rank's own among them). */
+static int sm_dp_slots(sm_dp *d, sm_error *err)
 {
     sm_run *r = d->r;
-    int L = r->m->dims.L;
-    if (!(d->plans = calloc(L, sizeof *d->plans)))
+    d->nslots = 1 + 2 * r->m->dims.L;
+    if (!(d->all = calloc(d->nslots, sizeof *d->all)))
         return sm_fail(err, "data parallelism: out of memory");
-    for (int l = 0; r->backward && l < L; l++) {
-        if (!r->m->layers[l].moe) continue;
-        if (!(d->plans[l] = calloc((size_t)r->micro * d->size, sizeof **d->plans)))
+    for (int s = 0; s < d->nslots; s++) {
+        if (!sm_slot_own(r, s, 0)) continue;
+        if (!(d->all[s] = calloc((size_t)r->micro * d->size, sizeof **d->all)))
             return sm_fail(err, "data parallelism: out of memory");
         for (int q = 0; q < d->size; q++)
             for (int mb = 0; mb < r->micro; mb++) {
-                sm_tensor *own = r->mb[mb].layers[l].plan;
-                sm_tensor **slot = &d->plans[l][q * r->micro + mb];
-                if (!(*slot = q == d->rank ? own : sm_dp_like(d, own, q, err))) return -1;
+                sm_tensor *own = sm_slot_own(r, s, mb);
+                sm_tensor **t = &d->all[s][q * r->micro + mb];
+                if (!(*t = q == d->rank ? own : sm_dp_like(d, own, q, err))) return -1;
             }
     }
     return 0;
@@ -85,7 +99,7 @@ sm_dp *sm_dp_new(sm_run *r, sm_error *err)
         return NULL;
     }
     *d = (sm_dp){.r = r, .rank = sm_engine_rank(), .size = sm_engine_size()};
-    if (sm_dp_sums(d, err) || sm_dp_plans(d, err)) {
+    if (sm_dp_sums(d, err) || sm_dp_slots(d, err)) {
         sm_dp_free(d);
         return NULL;
     }
@@ -98,8 +112,8 @@ void sm_dp_free(sm_dp *d)
     sm_graph_step_begin(d->r->m->g);
     sm_tensor_list_drop(d->r->m->g, &d->owned);
     for (int k = 0; d->peer && k < d->nsum; k++) free(d->peer[k]);
-    for (int l = 0; d->plans && l < d->r->m->dims.L; l++) free(d->plans[l]);
-    free(d->plans);
+    for (int s = 0; d->all && s < d->nslots; s++) free(d->all[s]);
+    free(d->all);
     free(d->peer);
     free(d->sum);
     free(d);
@@ -136,15 +150,15 @@ static int sm_dp_sum_one(sm_dp *d, int k, sm_error *err)
     return 0;
 }
 
-/* This rank's plans of layer l to every other rank, theirs from them. */
-static int sm_dp_share_plans(sm_dp *d, int l, starpu_mpi_tag_t tag, sm_error *err)
+/* This rank's tensors of slot s to every other rank, theirs from them. */
+static int sm_dp_share_slot(sm_dp *d, int s, starpu_mpi_tag_t tag, sm_error *err)
 {
     int micro = d->r->micro;
     for (int mb = 0; mb < micro; mb++)
         for (int q = 0; q < d->size; q++) {
             if (q == d->rank) continue;
-            sm_tensor *own = d->plans[l][d->rank * micro + mb];
-            sm_tensor *theirs = d->plans[l][q * micro + mb];
+            sm_tensor *own = d->all[s][d->rank * micro + mb];
+            sm_tensor *theirs = d->all[s][q * micro + mb];
             if (sm_dp_sent(starpu_mpi_isend_detached(own->handle, q, tag + mb,
                                                      MPI_COMM_WORLD, NULL, NULL), "send", own,
                            err) ||
@@ -156,19 +170,22 @@ static int sm_dp_share_plans(sm_dp *d, int l, starpu_mpi_tag_t tag, sm_error *er
     return 0;
 }
 
-int sm_dp_submit(sm_dp *d, sm_error *err)
+int sm_dp_share(sm_dp *d, sm_error *err)
 {
-    /* each transfer starts as soon as its tensor's last writer is done */
-    for (int k = 0; k < d->nsum; k++)
-        if (sm_dp_sum_one(d, k, err)) return -1;
-    starpu_mpi_tag_t tag = SM_DP_TAG + 2 * (starpu_mpi_tag_t)d->nsum;
-    for (int l = 0; l < d->r->m->dims.L; l++, tag += d->r->micro)
-        if (d->plans[l] && sm_dp_share_plans(d, l, tag, err)) return -1;
+    starpu_mpi_tag_t tag = SM_DP_TAG + 2 * (starpu_mpi_tag_t)d->r->m->nall;
+    for (int s = 0; s < d->nslots; s++, tag += d->r->micro)
+        if (d->all[s] && sm_dp_share_slot(d, s, tag, err)) return -1;
     return 0;
 }
 
-sm_tensor **sm_dp_layer_plans(sm_dp *d, int l, int *n)
+int sm_dp_sum_grads(sm_dp *d, sm_error *err)
 {
-    *n = d->r->micro * d->size;
-    return d->plans[l];
+    /* each transfer starts as soon as its gradient's last writer is done */
+    for (int k = 0; k < d->nsum; k++)
+        if (sm_dp_sum_one(d, k, err)) return -1;
+    return 0;
 }
+
+sm_tensor **sm_dp_loss_parts(sm_dp *d) { return d->all[0]; }
+sm_tensor **sm_dp_layer_plans(sm_dp *d, int l) { return d->all[sm_slot_plans(l)]; }
+sm_tensor **sm_dp_layer_bal(sm_dp *d, int l) { return d->all[sm_slot_bal(l)]; }

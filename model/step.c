@@ -186,19 +186,25 @@ static int sm_zero_grads(sm_run *r, sm_error *err)
     return 0;
 }
 
-/* The step's loss and balance loss: fixed-order sums of the micro-batches' parts. */
+int sm_run_ranks(const sm_run *r) { return r->Bg / r->B; }
+
+/* The step's loss and balance loss: fixed-order sums of the micro-batches' parts (of every
+ * rank's, in the order of one rank's run, under data parallelism). */
 static int sm_loss_sums(sm_run *r, sm_error *err)
 {
     sm_model *m = r->m;
     sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1, .err = err};
-    int L = m->dims.L, nbal = 0;
-    sm_tensor *parts[r->micro], *bal_parts[r->micro * L + 1];
-    for (int mb = 0; mb < r->micro; mb++) parts[mb] = r->mb[mb].loss_part;
-    if (sm_insert_sum_scalars(&step, r->loss, parts, r->micro, 1.0f / ((float)r->Bg * r->S)))
+    int L = m->dims.L, nbal = 0, n = r->micro * sm_run_ranks(r);
+    sm_tensor *parts[n], *bal_parts[n * L + 1];
+    if (r->dp && sm_dp_share(r->dp, err)) return -1;
+    for (int i = 0; i < n; i++) parts[i] = r->dp ? sm_dp_loss_parts(r->dp)[i] : r->mb[i].loss_part;
+    if (sm_insert_sum_scalars(&step, r->loss, parts, n, 1.0f / ((float)r->Bg * r->S)))
         return -1;
-    for (int mb = 0; mb < r->micro; mb++)
+    for (int i = 0; i < n; i++)
         for (int l = 0; l < L; l++)
-            if (m->layers[l].moe) bal_parts[nbal++] = r->mb[mb].layers[l].bal_loss;
+            if (m->layers[l].moe)
+                bal_parts[nbal++] = r->dp ? sm_dp_layer_bal(r->dp, l)[i]
+                                          : r->mb[i].layers[l].bal_loss;
     return nbal ? sm_insert_sum_scalars(&step, r->bal_total, bal_parts, nbal, 1.0f) : 0;
 }
 
@@ -227,7 +233,7 @@ int sm_run_build(sm_run *r, sm_error *err)
     if (r->pl ? sm_pipeline_build(r, err) || sm_loss_sums(r, err) : sm_run_build_plain(r, err))
         return -1;
     if (r->backward && sm_pipeline_reduce(r, err)) return -1;
-    return r->dp ? sm_dp_submit(r->dp, err) : 0;
+    return r->dp && r->backward ? sm_dp_sum_grads(r->dp, err) : 0;
 }
 
 int sm_run_set_data_parallel(sm_run *r, sm_error *err)

@@ -2,9 +2,11 @@
 # Launching under mpirun (issue 10, items 1 and 8's start-up): every rank checks the launch
 # layout and all exit with the error, each naming its rank (ep x dp against the ranks, ep
 # against the routed experts, the batch against dp); ranks running another config are caught by
-# the start-up hash; one failing rank stops them all promptly; nothing is written by any rank
-# while nothing runs over ranks; without mpirun, or with one rank, nothing changes. Every
-# mpirun is bounded by a timeout.
+# the start-up hash; one failing rank stops them all promptly; expert parallelism (and data
+# parallelism outside train) is refused and writes nothing; train with parallel.dp 2 and 4
+# gives the losses of one rank (bit for bit with engine.deterministic and micro-batches of the
+# same size), rank 0 alone writing, and resumes on every rank; without mpirun, or with one
+# rank, nothing changes. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 if ! command -v mpirun > /dev/null; then
   echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
@@ -49,8 +51,8 @@ run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.dp=2 --set train.bat
 check_ranks "a batch of 3 over dp 2 names train.batch_size" 2 \
   "train.batch_size 3 does not split over parallel.dp 2"
 
-# an agreed layout: refused until data/expert parallelism lands, by all 4 ranks, and no rank
-# writes anything (no run folder, no step line)
+# an agreed layout with expert parallelism: refused until it lands, by all 4 ranks, and no
+# rank writes anything (no run folder, no step line)
 run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.ep=2 --set parallel.dp=2
 check_ranks "ep 2 x dp 2 on 4 ranks: every rank says parallelism is not built yet" 4 \
   "data/expert parallelism is not built yet \(issue 10"
@@ -86,6 +88,10 @@ run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 3 --se
   --warmup 0 --dp 2
 check_ranks "bench --dp 2 with --batch 3 names --batch" 2 \
   "--batch 3 does not split over parallel.dp 2"
+run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 2 --seq 8 --reps 1 \
+  --warmup 0 --dp 2
+check_ranks "bench --dp 2: agreed, then not built yet (only train runs data parallelism)" 2 \
+  "data/expert parallelism is not built yet"
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" eval --model "$FIXTURE" \
   --inputs "$FIXTURE/inputs.safetensors" --forward-only --ep 2
 check_ranks "eval --ep 2 on 2 ranks: agreed, then not built yet" 2 \
@@ -111,4 +117,46 @@ rc=$?
 [ $rc -eq 0 ] && [ $? -eq 0 ] && [ -s "$TMP/one/metrics.jsonl" ] &&
   [ "$(losses "$TMP/one-mpi")" = "$(losses "$TMP/one")" ] && ! grep -q "^rank" "$TMP/out"
 ok $? "mpirun -np 1 trains as without mpirun: the same losses, no rank prefix"
+
+# data parallelism: 20 steps of examples/tiny.json on 1 and on 2 ranks (each its half of every
+# global batch) give the same losses within 1e-6 relative, and only rank 0 prints and writes
+STEPS=(--steps 20 --set log.every=1 --set eval.every=0)
+# same_losses A B TOLERANCE: the same number of train losses, each within the relative tolerance
+same_losses() {
+  paste <(losses "$1") <(losses "$2") | awk -v tol="$3" '
+    { n++; d = $1 - $2; if (d < 0) d = -d; if ($2 == "" || d > tol * ($1 < 0 ? -$1 : $1)) bad++ }
+    END { exit !(n > 0 && !bad) }'
+}
+"${TRAIN[@]}" "${STEPS[@]}" --out "$TMP/dp1" > "$TMP/out" 2>&1
+rc=$?
+run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" "${STEPS[@]}" --out "$TMP/dp2" --set parallel.dp=2
+[ $rc -eq 0 ] && [ "$(losses "$TMP/dp1" | wc -l)" -eq 20 ] &&
+  same_losses "$TMP/dp1" "$TMP/dp2" 1e-6
+ok $? "dp 2: the 20 losses of one rank within 1e-6 relative (exit $rc: \
+$(paste <(losses "$TMP/dp1") <(losses "$TMP/dp2") 2>&1 | head -3 | tr '\n' ' '))"
+[ "$(grep -c '^step ' "$TMP/out")" -eq 20 ] && ! grep -q '^rank' "$TMP/out" &&
+  [ -d "$TMP/dp2/step-000020" ] && [ "$(grep -c '"kind":"train"' "$TMP/dp2/metrics.jsonl")" -eq 20 ]
+ok $? "dp 2: one line per step (rank 0's), one metrics line per step, the final checkpoint"
+
+# bit for bit with engine.deterministic when every micro-batch holds the same sequences: one
+# rank with 4 micro-batches; 2 ranks with 2 each, stopped at step 10 and resumed (every rank
+# reads the checkpoint); 4 ranks with 1 each (5 steps)
+DET=(--set engine.deterministic=true)
+"${TRAIN[@]}" "${STEPS[@]}" "${DET[@]}" --set train.micro_batches=4 --out "$TMP/det1" \
+  > "$TMP/out" 2>&1
+rc=$?
+run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" "${STEPS[@]}" "${DET[@]}" --set parallel.dp=2 \
+  --set train.micro_batches=2 --out "$TMP/det2" --steps 10
+rc2=$rc
+run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" train --resume --out "$TMP/det2" --steps 20 \
+  --set engine.workers=1
+[ $rc -eq 0 ] && [ $rc2 -eq 0 ] && grep -q "^resumed from .*step-000010 at step 10" "$TMP/out" &&
+  [ "$(losses "$TMP/det2")" = "$(losses "$TMP/det1")" ]
+ok $? "dp 2, deterministic, resumed at step 10 on both ranks: the same 20 losses bit for bit \
+(exit $rc2, $rc)"
+run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" "${STEPS[@]}" "${DET[@]}" --set parallel.dp=4 \
+  --set train.micro_batches=1 --out "$TMP/det4" --steps 5
+[ $rc -eq 0 ] && [ "$(losses "$TMP/det4")" = "$(losses "$TMP/det1" | head -5)" ] &&
+  [ "$(losses "$TMP/det4" | wc -l)" -eq 5 ]
+ok $? "dp 4, deterministic: the first 5 losses of one rank bit for bit (exit $rc)"
 tap_done
