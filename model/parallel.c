@@ -2,7 +2,8 @@
  * (MPI finalised at exit, after a barrier), and the start-up agreement of
  * sm_engine_check_launch (the layout checks of every rank and a hash of the build and the run
  * config, exchanged between all ranks through StarPU-MPI's own thread, within
- * parallel.timeout_s). */
+ * parallel.timeout_s; then an agreed layout runs only as data parallelism in a command that
+ * runs it, model/data_parallel.c). */
 #define _GNU_SOURCE
 #include "model/parallel.h"
 
