@@ -104,7 +104,32 @@ struct sm_run {
     sm_tensor ***gcopy;
     double submit_s;                         /* time the last step spent submitting tasks */
     int has_targets;                         /* the last step had targets (a loss) */
+    int Bg;                                  /* sequences the loss averages over: B, or the
+                                              * global batch under data parallelism */
+    struct sm_dp *dp;                        /* the exchange between ranks; NULL: one rank */
 };
+
+/* data_parallel.c: a run's share of data parallelism over every rank of the job (one per
+ * rank of parallel.dp). In the step graph, sm_dp_share (once the forward pass is submitted)
+ * gives every rank all ranks' loss parts, and per MoE layer balance-loss parts and (with a
+ * backward pass) routing plans: sm_dp_loss_parts, sm_dp_layer_bal, sm_dp_layer_plans list
+ * them, micro * ranks of them, rank by rank, as one rank's run would order its micro-batches;
+ * sm_dp_sum_grads (once the backward pass is submitted) sums every gradient over the ranks in
+ * rank order. */
+typedef struct sm_dp sm_dp;
+sm_dp *sm_dp_new(sm_run *r, sm_error *err);
+void sm_dp_free(sm_dp *d);
+int sm_dp_share(sm_dp *d, sm_error *err);
+int sm_dp_sum_grads(sm_dp *d, sm_error *err);
+sm_tensor **sm_dp_loss_parts(sm_dp *d);
+sm_tensor **sm_dp_layer_plans(sm_dp *d, int l);
+sm_tensor **sm_dp_layer_bal(sm_dp *d, int l);
+/* step.c: makes r one rank's share of a data-parallel step over all the job's ranks (its B the
+ * share, the loss averaged over the global batch); nothing on one rank. Before
+ * sm_run_set_balance. */
+int sm_run_set_data_parallel(sm_run *r, sm_error *err);
+/* The ranks r's step runs over (1 without data parallelism). */
+int sm_run_ranks(const sm_run *r);
 
 /* Where a parameter's gradient goes for micro-batch mb: its copy, or its own g. */
 sm_tensor *sm_grad(const sm_run *r, const sm_param *p, int mb);

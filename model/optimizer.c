@@ -196,10 +196,12 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
     }
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         if (!o->load[l]) continue;
-        sm_tensor *plans[r->micro];
-        for (int mb = 0; mb < r->micro; mb++) plans[mb] = r->mb[mb].layers[l].plan;
+        sm_tensor *own[r->micro], **plans = own;
+        int n = r->micro * sm_run_ranks(r);
+        for (int mb = 0; mb < r->micro; mb++) own[mb] = r->mb[mb].layers[l].plan;
+        if (r->dp) plans = sm_dp_layer_plans(r->dp, l);   /* the global loads */
         c.layer = l;
-        if (sm_insert_bias_update(&c, m->layers[l].bias.w, o->load[l], plans, r->micro,
+        if (sm_insert_bias_update(&c, m->layers[l].bias.w, o->load[l], plans, n,
                                   r->router.T, r->router.K, r->router.E,
                                   (float)hp->bias_update_speed, o->clip))
             return -1;

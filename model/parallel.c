@@ -2,7 +2,8 @@
  * (MPI finalised at exit, after a barrier), and the start-up agreement of
  * sm_engine_check_launch (the layout checks of every rank and a hash of the build and the run
  * config, exchanged between all ranks through StarPU-MPI's own thread, within
- * parallel.timeout_s). */
+ * parallel.timeout_s; then an agreed layout runs only as data parallelism in a command that
+ * runs it, model/data_parallel.c). */
 #define _GNU_SOURCE
 #include "model/parallel.h"
 
@@ -212,12 +213,14 @@ static int sm_agree(const uint64_t *all, int n, const sm_error *mine, int failed
     return 0;
 }
 
-/* Until expert and data parallelism land (issue 10, items 2 and 4), a layout all ranks agree
- * on is refused here, the one place that knows nothing runs over ranks yet. */
-static int sm_refuse_ranks(sm_error *err)
+/* Until expert parallelism lands (issue 10, item 2), and for commands that do not run data
+ * parallelism, a layout all ranks agree on is refused here, the one place that knows what runs
+ * over ranks. */
+static int sm_refuse_ranks(const sm_launch *l, sm_error *err)
 {
+    if (l->ep == 1 && l->runs_dp) return 0;
     return sm_fail(err, "data/expert parallelism is not built yet (issue 10, items 2 and 4): "
-                        "run with one rank");
+                        "run with one rank%s", l->runs_dp ? " or parallel.ep 1" : "");
 }
 
 int sm_engine_check_launch(const sm_launch *given, sm_error *err)
@@ -239,7 +242,7 @@ int sm_engine_check_launch(const sm_launch *given, sm_error *err)
     uint64_t mine[SM_RECORD] = {sm_launch_hash(l.identity ? l.identity : ""), failed};
     int rc = sm_exchange(mine, all, l.timeout_s, err);
     if (rc == 0) rc = sm_agree(all, n, &local, failed, err);
-    if (rc == 0) rc = sm_refuse_ranks(err);
+    if (rc == 0) rc = sm_refuse_ranks(&l, err);
     if (!sm_mpi_abandoned) free(all);
     return rc;
 }

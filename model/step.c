@@ -68,7 +68,7 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
         return NULL;
     }
     *r = (sm_run){.m = m, .B = B, .S = S, .micro = micro, .Bm = B / micro, .T = B / micro * S,
-                  .backward = backward, .split_dx = sm_pipeline_defers_weights(o),
+                  .backward = backward, .split_dx = sm_pipeline_defers_weights(o), .Bg = B,
                   .grad_over_logits = backward && o && o->grad_over_logits};
     if (sm_run_setup(r, err) || sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
         sm_run_free(r);
@@ -86,6 +86,7 @@ void sm_run_free(sm_run *r)
 {
     if (!r) return;
     /* the step's records refer to the run's tensors: forget them, then release the tensors */
+    sm_dp_free(r->dp);
     sm_graph_step_begin(r->m->g);
     sm_tensor_list_drop(r->m->g, &r->owned);
     sm_pipeline_free(r);
@@ -136,7 +137,7 @@ int sm_stage_fwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb)
                               (float)r->m->cfg.rms_norm_eps) ||
         sm_insert_linear_fwd(&ctx, a->logits, a->xf, r->m->head.w, NULL, r->T, d, x->V) ||
         sm_insert_cross_entropy(&ctx, a->loss_part, r->backward ? a->dlogits : NULL, a->logits,
-                                a->targets, r->T, x->V, 1.0f / ((float)r->B * r->S)))
+                                a->targets, r->T, x->V, 1.0f / ((float)r->Bg * r->S)))
         return -1;
     return 0;
 }
@@ -186,19 +187,25 @@ static int sm_zero_grads(sm_run *r, sm_error *err)
     return 0;
 }
 
-/* The step's loss and balance loss: fixed-order sums of the micro-batches' parts. */
+int sm_run_ranks(const sm_run *r) { return r->Bg / r->B; }
+
+/* The step's loss and balance loss: fixed-order sums of the micro-batches' parts (of every
+ * rank's, in the order of one rank's run, under data parallelism). */
 static int sm_loss_sums(sm_run *r, sm_error *err)
 {
     sm_model *m = r->m;
     sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1, .err = err};
-    int L = m->dims.L, nbal = 0;
-    sm_tensor *parts[r->micro], *bal_parts[r->micro * L + 1];
-    for (int mb = 0; mb < r->micro; mb++) parts[mb] = r->mb[mb].loss_part;
-    if (sm_insert_sum_scalars(&step, r->loss, parts, r->micro, 1.0f / ((float)r->B * r->S)))
+    int L = m->dims.L, nbal = 0, n = r->micro * sm_run_ranks(r);
+    sm_tensor *parts[n], *bal_parts[n * L + 1];
+    if (r->dp && sm_dp_share(r->dp, err)) return -1;
+    for (int i = 0; i < n; i++) parts[i] = r->dp ? sm_dp_loss_parts(r->dp)[i] : r->mb[i].loss_part;
+    if (sm_insert_sum_scalars(&step, r->loss, parts, n, 1.0f / ((float)r->Bg * r->S)))
         return -1;
-    for (int mb = 0; mb < r->micro; mb++)
+    for (int i = 0; i < n; i++)
         for (int l = 0; l < L; l++)
-            if (m->layers[l].moe) bal_parts[nbal++] = r->mb[mb].layers[l].bal_loss;
+            if (m->layers[l].moe)
+                bal_parts[nbal++] = r->dp ? sm_dp_layer_bal(r->dp, l)[i]
+                                          : r->mb[i].layers[l].bal_loss;
     return nbal ? sm_insert_sum_scalars(&step, r->bal_total, bal_parts, nbal, 1.0f) : 0;
 }
 
@@ -226,7 +233,15 @@ int sm_run_build(sm_run *r, sm_error *err)
     if (r->backward && sm_zero_grads(r, err)) return -1;
     if (r->pl ? sm_pipeline_build(r, err) || sm_loss_sums(r, err) : sm_run_build_plain(r, err))
         return -1;
-    return r->backward ? sm_pipeline_reduce(r, err) : 0;
+    if (r->backward && sm_pipeline_reduce(r, err)) return -1;
+    return r->dp && r->backward ? sm_dp_sum_grads(r->dp, err) : 0;
+}
+
+int sm_run_set_data_parallel(sm_run *r, sm_error *err)
+{
+    if (sm_engine_size() == 1) return 0;
+    r->Bg = r->B * sm_engine_size();
+    return (r->dp = sm_dp_new(r, err)) ? 0 : -1;
 }
 
 /* Copies one micro-batch's slice of a [B*S] token array after checking every id. */
@@ -280,7 +295,7 @@ int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *l
 
 void sm_run_set_balance(sm_run *r, double alpha)
 {
-    r->bal.coef = (float)(alpha / r->B);
+    r->bal.coef = (float)(alpha / r->Bg);
 }
 
 double sm_run_balance_loss(sm_run *r)

@@ -12,6 +12,14 @@
 #include <stdio.h>
 #include <string.h>
 
+/* This rank's share of the global batch just read: the rank-th of parallel.dp equal runs of
+ * consecutive sequences, so the ranks together run the batch one rank would. */
+static size_t sm_share(const sm_trainer *t)
+{
+    return (size_t)sm_engine_rank() * (t->rc.train.batch_size / t->rc.parallel.dp) *
+           t->rc.train.seq_len;
+}
+
 /* Validation loss over the first eval.batches batches of the validation split. */
 static int sm_evaluate(sm_trainer *t, sm_error *err)
 {
@@ -23,13 +31,15 @@ static int sm_evaluate(sm_trainer *t, sm_error *err)
     for (int i = 0; i < n; i++) {
         sm_reader_next(&t->val_rd, tr->batch_size, t->ids, t->targets);
         sm_tracer_begin(t->tracer);
-        if (sm_run_step(t->eval_run, t->ids, t->targets, &loss, err) ||
+        if (sm_run_step(t->eval_run, t->ids + sm_share(t), t->targets + sm_share(t), &loss,
+                        err) ||
             sm_tracer_step(t->tracer, t->eval_run->m->g, t->step, "eval", err))
             return -1;
         sum += loss;
     }
     double val = sum / n;
     double bpb = val * ((double)t->ds.nval / (double)t->ds.val_bytes) / log(2.0);
+    if (!t->lead) return 0;
     sm_metric kv[] = {{"val_loss", val}, {"val_bpb", bpb}, {"tokens", (double)t->tokens}};
     printf("eval  %6lld | val_loss %.4f | val_bpb %.4f\n", (long long)t->step, val, bpb);
     fflush(stdout);
@@ -68,7 +78,7 @@ static int sm_train_step(sm_trainer *t, sm_step_report *s, sm_error *err)
     double t0 = sm_now();
     sm_reader_next(&t->train_rd, tr->batch_size, t->ids, t->targets);
     sm_tracer_begin(t->tracer);
-    if (sm_run_submit(t->run, t->ids, t->targets, err) ||
+    if (sm_run_submit(t->run, t->ids + sm_share(t), t->targets + sm_share(t), err) ||
         sm_optimizer_submit(t->opt, t->run, &hp, err))
         return -1;
     sm_run_wait(t->run, &s->loss);
@@ -84,7 +94,7 @@ static int sm_report(sm_trainer *t, const sm_step_report *s, double step_flops, 
     const sm_train_config *tr = &t->rc.train;
     double tps = (double)tr->batch_size * tr->seq_len / s->seconds;
     double mfu = step_flops / s->seconds / t->peak_flops, load = sm_worst_load(t);
-    if (t->step % t->rc.log.every != 0 && t->step != t->last_step) return 0;
+    if (!t->lead || (t->step % t->rc.log.every != 0 && t->step != t->last_step)) return 0;
     printf("step %6lld/%d | loss %.4f | lr %.2e | gnorm %7.3f | %7.1f ms | %7.0f tok/s | "
            "MFU %4.1f%% | load max/mean %.2f\n", (long long)t->step, tr->steps, s->loss, s->lr,
            s->grad_norm, s->seconds * 1e3, tps, 100 * mfu, load);
@@ -100,8 +110,9 @@ static int sm_report(sm_trainer *t, const sm_step_report *s, double step_flops, 
 static int sm_bad_step(sm_trainer *t, const sm_step_report *s, sm_error *err)
 {
     t->bad_steps++;
-    printf("step %6lld: non-finite loss %g or gradient norm %g: step skipped (%d in a row)\n",
-           (long long)t->step, s->loss, s->grad_norm, t->bad_steps);
+    if (t->lead)
+        printf("step %6lld: non-finite loss %g or gradient norm %g: step skipped (%d in a "
+               "row)\n", (long long)t->step, s->loss, s->grad_norm, t->bad_steps);
     if (t->bad_steps >= t->rc.train.max_bad_steps)
         return sm_fail(err, "%d non-finite steps in a row (last at step %lld, loss %g): "
                             "stopping; lower train.lr or check the data", t->bad_steps,
@@ -135,6 +146,7 @@ static int sm_train_loop(sm_trainer *t, sm_error *err)
             sm_evaluate(t, err))
             return -1;
         if (((ck->every > 0 && t->step % ck->every == 0) || last) &&
+            t->lead &&
             (sm_tracer_mark(t->tracer, "checkpoint", t->step, err) || sm_trainer_save(t, err)))
             return -1;
     }
@@ -149,11 +161,11 @@ int sm_train(const sm_train_opts *o, sm_error *err)
     if (rc == 0) rc = sm_train_loop(&t, err);
     if (sm_tracer_close(t.tracer, rc ? NULL : err)) rc = -1;
     t.tracer = NULL;
-    if (rc == 0 && o->trace.path) printf("trace: %s\n", o->trace.path);
+    if (rc == 0 && o->trace.path && t.lead) printf("trace: %s\n", o->trace.path);
     sm_error plot_err;
     snprintf(jsonl, sizeof jsonl, "%s/metrics.jsonl", t.out);
     snprintf(svg, sizeof svg, "%s/loss.svg", t.out);
-    if (t.started) {
+    if (t.started && t.lead) {
         sm_metrics_close(&t.metrics, NULL);
         if (sm_metrics_plot_svg(jsonl, svg, "starmoe training loss", &plot_err) == 0)
             printf("loss curve: %s\n", svg);

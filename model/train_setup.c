@@ -15,6 +15,7 @@
 #include "base/file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "model/model.h"
 
 /* engine.pp > 1 needs engine.sched naming one of the model's pipeline schedules. */
 static int sm_check_pipeline(const sm_run_config *rc, const char *where, sm_error *err)
@@ -129,6 +130,7 @@ static int sm_setup_data(sm_trainer *t, const char *ckpt, sm_error *err)
     sm_error none;
     t->has_val = t->ds.nval > (size_t)tr->seq_len &&
                  sm_reader_init(&t->val_rd, t->ds.val, t->ds.nval, tr->seq_len, 0, &none) == 0;
+    if (!t->lead) return 0;
     printf("data: %s, %zu documents (%zu files skipped), %zu train + %zu validation tokens, "
            "vocabulary %d (%s)\n", corpus, t->ds.ndocs, skipped, t->ds.ntrain, t->ds.nval,
            sm_tokenizer_vocab_size(t->tok), t->tok_path);
@@ -157,22 +159,42 @@ static int sm_setup_launch(sm_trainer *t, sm_error *err)
                    .timeout_s = t->rc.parallel.timeout_s,
                    .n_routed_experts = t->rc.model.n_routed_experts,
                    .batch = t->rc.train.batch_size, .batch_field = "train.batch_size",
-                   .identity = cfg};
+                   .identity = cfg, .runs_dp = 1};
     int rc = sm_engine_check_launch(&l, err);
     free(cfg);
     return rc;
 }
 
-/* Under mpirun with several ranks: the config, the engine (StarPU-MPI) and the layout agreed
- * by every rank, which for now ends in sm_engine_check_launch's refusal (nothing runs over
- * ranks yet). No rank touches the run folder. */
-static int sm_trainer_open_ranks(sm_trainer *t, const sm_train_opts *o, sm_error *err)
+/* The run config and the launch layout: with one rank in the locked run folder; under
+ * mpirun with several ranks, the engine (StarPU-MPI) started and the layout agreed by every
+ * rank before rank 0 alone opens the run folder (the other ranks only compute, and read the
+ * checkpoint they resume from). */
+static int sm_setup_launched(sm_trainer *t, const sm_train_opts *o, char *ckpt, size_t cap,
+                             sm_error *err)
 {
-    char ckpt[1200];
-    return sm_setup_config(t, o, ckpt, sizeof ckpt, err) || sm_setup_engine(t, err) ||
-                   sm_setup_launch(t, err)
+    if (sm_engine_size() == 1)
+        return sm_run_folder_open(&t->folder, o->out, err) ||
+                       sm_setup_config(t, o, ckpt, cap, err) || sm_setup_launch(t, err)
+                   ? -1
+                   : 0;
+    return sm_setup_config(t, o, ckpt, cap, err) || sm_setup_engine(t, err) ||
+                   sm_setup_launch(t, err) ||
+                   (t->lead && sm_run_folder_open(&t->folder, o->out, err))
                ? -1
-               : sm_fail(err, "train: several ranks agreed on a layout that runs nothing yet");
+               : 0;
+}
+
+/* A run of this rank's share of the global batch (all of it on one rank). */
+static sm_run *sm_setup_run(sm_trainer *t, int backward, const sm_run_opts *ro, sm_error *err)
+{
+    const sm_train_config *tr = &t->rc.train;
+    sm_run *r = sm_run_new_with(t->m, tr->batch_size / t->rc.parallel.dp, tr->seq_len,
+                                tr->micro_batches, backward, ro, err);
+    if (r && sm_run_set_data_parallel(r, err)) {
+        sm_run_free(r);
+        return NULL;
+    }
+    return r;
 }
 
 static int sm_setup_model(sm_trainer *t, sm_error *err)
@@ -185,7 +207,7 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     if (!(t->m = sm_model_new(&t->rc.model, 1, err)) || !(t->opt = sm_optimizer_new(t->m, err)))
         return -1;
     sm_model_init_random(t->m, (uint64_t)tr->seed, t->rc.model.initializer_range);
-    t->run = sm_run_new_with(t->m, tr->batch_size, tr->seq_len, tr->micro_batches, 1, &ro, err);
+    t->run = sm_setup_run(t, 1, &ro, err);
     if (!t->run && ro.pipeline) {
         char why[sizeof err->msg];
         snprintf(why, sizeof why, "%s", err->msg);
@@ -193,20 +215,21 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
                        ro.pipeline, ec->pp, tr->micro_batches, why);
     }
     if (!t->run) return -1;
-    if (ro.pipeline) {
+    if (ro.pipeline && t->lead) {
         char cut[512];
         sm_run_pipeline_summary(t->run, cut, sizeof cut);
         printf("pipeline: %s\n", cut);
     }
     sm_run_set_balance(t->run, tr->balance_alpha);
     if (t->has_val &&
-        !(t->eval_run = sm_run_new(t->m, tr->batch_size, tr->seq_len, tr->micro_batches, 0, err)))
+        !(t->eval_run = sm_setup_run(t, 0, NULL, err)))
         return -1;
     t->ids = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->ids);
     t->targets = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->targets);
     if (!t->ids || !t->targets) return sm_fail(err, "out of memory");
     t->peak_flops = sm_engine_peak_flops();
-    printf("model: %.2f M parameters, %d layers, %d experts top-%d; engine: %d workers, %s, "
+    if (t->lead)
+        printf("model: %.2f M parameters, %d layers, %d experts top-%d; engine: %d workers, %s, "
            "pp %d%s; peak %.1f GFLOP/s (SGEMM x %d)\n", sm_model_numel(t->m) * 1e-6,
            t->rc.model.num_hidden_layers, t->rc.model.n_routed_experts,
            t->rc.model.num_experts_per_tok, ec->workers, sm_engine_sched_name(), ec->pp,
@@ -247,16 +270,16 @@ int sm_trainer_open(sm_trainer *t, const sm_train_opts *o, sm_error *err)
 {
     char ckpt[1200];
     memset(t, 0, sizeof *t);
-    if (sm_engine_size() > 1) return sm_trainer_open_ranks(t, o, err);
-    if (sm_run_folder_open(&t->folder, o->out, err) ||
-        sm_setup_config(t, o, ckpt, sizeof ckpt, err) || sm_setup_launch(t, err) ||
-        sm_setup_data(t, ckpt, err) || sm_setup_model(t, err))
+    t->lead = sm_engine_rank() == 0;
+    if (sm_setup_launched(t, o, ckpt, sizeof ckpt, err) || sm_setup_data(t, ckpt, err) ||
+        sm_setup_model(t, err))
         return -1;
     if (ckpt[0]) {
         if (sm_trainer_restore(t, ckpt, err)) return -1;
-        printf("resumed from %s at step %lld\n", ckpt, (long long)t->step);
+        if (t->lead) printf("resumed from %s at step %lld\n", ckpt, (long long)t->step);
     }
-    if (sm_setup_run_files(t, ckpt[0] != '\0', err) || sm_setup_trace(t, o, err)) return -1;
+    if (t->lead && (sm_setup_run_files(t, ckpt[0] != '\0', err) || sm_setup_trace(t, o, err)))
+        return -1;
     t->started = 1;
     return 0;
 }

@@ -18,6 +18,7 @@
 typedef struct sm_trainer {
     sm_run_folder folder;        /* created when missing, locked for the job's life */
     int started;                 /* set up completely: a failure no longer undoes the folder */
+    int lead;                    /* rank 0: the one that writes the run folder and prints */
     sm_run_config rc;
     char out[1024];
     char tok_path[1200];         /* where the tokenizer was read from (messages only) */
@@ -33,7 +34,7 @@ typedef struct sm_trainer {
     sm_run *run, *eval_run;
     sm_metrics metrics;
     sm_tracer *tracer;           /* NULL without --trace */
-    int32_t *ids, *targets;      /* one batch */
+    int32_t *ids, *targets;      /* one global batch (each rank runs its share) */
     int64_t step;                /* last completed step */
     int64_t last_step;           /* stop after this one */
     int64_t tokens;

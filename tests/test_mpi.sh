@@ -2,9 +2,11 @@
 # Launching under mpirun (issue 10, items 1 and 8's start-up): every rank checks the launch
 # layout and all exit with the error, each naming its rank (ep x dp against the ranks, ep
 # against the routed experts, the batch against dp); ranks running another config are caught by
-# the start-up hash; one failing rank stops them all promptly; nothing is written by any rank
-# while nothing runs over ranks; without mpirun, or with one rank, nothing changes. Every
-# mpirun is bounded by a timeout.
+# the start-up hash; one failing rank stops them all promptly; expert parallelism (and data
+# parallelism outside train) is refused and writes nothing; train with parallel.dp 2 and 4
+# gives the losses of one rank (bit for bit with engine.deterministic and micro-batches of the
+# same size), rank 0 alone writing, and resumes on every rank; without mpirun, or with one
+# rank, nothing changes. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 if ! command -v mpirun > /dev/null; then
   echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
@@ -49,8 +51,8 @@ run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.dp=2 --set train.bat
 check_ranks "a batch of 3 over dp 2 names train.batch_size" 2 \
   "train.batch_size 3 does not split over parallel.dp 2"
 
-# an agreed layout: refused until data/expert parallelism lands, by all 4 ranks, and no rank
-# writes anything (no run folder, no step line)
+# an agreed layout with expert parallelism: refused until it lands, by all 4 ranks, and no
+# rank writes anything (no run folder, no step line)
 run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.ep=2 --set parallel.dp=2
 check_ranks "ep 2 x dp 2 on 4 ranks: every rank says parallelism is not built yet" 4 \
   "data/expert parallelism is not built yet \(issue 10"
@@ -86,6 +88,10 @@ run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 3 --se
   --warmup 0 --dp 2
 check_ranks "bench --dp 2 with --batch 3 names --batch" 2 \
   "--batch 3 does not split over parallel.dp 2"
+run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 2 --seq 8 --reps 1 \
+  --warmup 0 --dp 2
+check_ranks "bench --dp 2: agreed, then not built yet (only train runs data parallelism)" 2 \
+  "data/expert parallelism is not built yet"
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" eval --model "$FIXTURE" \
   --inputs "$FIXTURE/inputs.safetensors" --forward-only --ep 2
 check_ranks "eval --ep 2 on 2 ranks: agreed, then not built yet" 2 \
@@ -111,4 +117,48 @@ rc=$?
 [ $rc -eq 0 ] && [ $? -eq 0 ] && [ -s "$TMP/one/metrics.jsonl" ] &&
   [ "$(losses "$TMP/one-mpi")" = "$(losses "$TMP/one")" ] && ! grep -q "^rank" "$TMP/out"
 ok $? "mpirun -np 1 trains as without mpirun: the same losses, no rank prefix"
+
+# data parallelism: 20 steps of examples/tiny.json on 1 and on 2 ranks (each its half of every
+# global batch; stopped at step 10 and resumed, every rank reading the checkpoint) give the
+# same losses within 1e-6 relative, and only rank 0 prints and writes
+STEPS=(--steps 20 --set log.every=1 --set eval.every=0)
+# same_losses A B TOLERANCE: the same number of train losses, each within the relative tolerance
+same_losses() {
+  paste <(losses "$1") <(losses "$2") | awk -v tol="$3" '
+    { n++; d = $1 - $2; if (d < 0) d = -d; if ($2 == "" || d > tol * ($1 < 0 ? -$1 : $1)) bad++ }
+    END { exit !(n > 0 && !bad) }'
+}
+"${TRAIN[@]}" "${STEPS[@]}" --out "$TMP/dp1" > "$TMP/out" 2>&1
+rc1=$?
+run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" "${STEPS[@]}" --out "$TMP/dp2" --set parallel.dp=2 \
+  --steps 10
+[ $rc -eq 0 ] && [ "$(grep -c '^step ' "$TMP/out")" -eq 10 ] && ! grep -q '^rank' "$TMP/out" &&
+  [ -d "$TMP/dp2/step-000010" ] && [ "$(grep -c '"kind":"train"' "$TMP/dp2/metrics.jsonl")" -eq 10 ]
+ok $? "dp 2: one console line per step (rank 0's), one metrics line per step, the checkpoint"
+run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" train --resume --out "$TMP/dp2" --steps 20
+[ $rc1 -eq 0 ] && [ $rc -eq 0 ] && grep -q "^resumed from .*step-000010 at step 10" "$TMP/out" &&
+  [ "$(losses "$TMP/dp1" | wc -l)" -eq 20 ] && same_losses "$TMP/dp1" "$TMP/dp2" 1e-6
+ok $? "dp 2, resumed at step 10 on both ranks: the 20 losses of one rank within 1e-6 relative \
+(exit $rc1, $rc: $(paste <(losses "$TMP/dp1") <(losses "$TMP/dp2") 2>&1 | sed -n 20p))"
+
+# bit for bit with engine.deterministic when the gradient sums associate as one rank's: one rank
+# with 4 micro-batches (its 4 gradient copies summed in order) and 4 ranks with 1 each (summed
+# in rank order) give the same step numbers and the same weights
+DET=(--set engine.deterministic=true --steps 5)
+# step_numbers RUN: its train metrics without the timings, one number a line
+step_numbers() {
+  grep '"kind":"train"' "$1/metrics.jsonl" |
+    sed 's/"tokens_per_s":[^,]*,"step_ms":[^,]*,"mfu":[^,]*,//' | tr ',{}' '\n\n\n' |
+    awk -F: '$2 ~ /^[-0-9]/ { printf "%s %.17g\n", $1, $2 }'
+}
+"${TRAIN[@]}" "${STEPS[@]}" "${DET[@]}" --set train.micro_batches=4 --out "$TMP/det1" \
+  > "$TMP/out" 2>&1
+rc1=$?
+run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" "${STEPS[@]}" "${DET[@]}" --set parallel.dp=4 \
+  --set train.micro_batches=1 --out "$TMP/det4"
+[ $rc1 -eq 0 ] && [ $rc -eq 0 ] && [ "$(losses "$TMP/det4" | wc -l)" -eq 5 ] &&
+  [ "$(step_numbers "$TMP/det4")" = "$(step_numbers "$TMP/det1")" ] &&
+  cmp -s "$TMP/det1/step-000005/model.safetensors" "$TMP/det4/step-000005/model.safetensors"
+ok $? "dp 4, deterministic: loss, balance loss, gradient norm, load and weights of one rank \
+bit for bit after 5 steps (exit $rc1, $rc)"
 tap_done

@@ -1,0 +1,191 @@
+/* Data parallelism over the ranks of an mpirun (parallel.dp, parallel.ep 1): each rank runs its
+ * share of the global batch; in the same step graph, StarPU-MPI transfers give every rank all
+ * ranks' per-micro-batch loss parts, balance-loss parts and routing plans (so the loss sums run
+ * in the order of one rank's, and the router bias update counts the global expert loads), and
+ * make every gradient the sum over the ranks (gathered to rank 0, summed there in rank order by
+ * one task per gradient as soon as it is ready, sent back: the same sums whatever the
+ * timing). */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <starpu_mpi.h>
+#include <starmoe/engine.h>
+#include "tasks/dense.h"
+
+struct sm_dp {
+    sm_run *r;
+    int rank, size;
+    int nsum;                    /* gradients summed over the ranks, in a fixed order */
+    sm_tensor **sum;             /* [nsum] */
+    sm_tensor ***peer;           /* [nsum][size]: on rank 0, the other ranks' copies */
+    int nslots;                  /* per-micro-batch tensors every rank gets from all */
+    sm_tensor ***all;            /* [nslots][size * micro], rank by rank; NULL: none */
+    sm_tensor_list owned;
+};
+
+/* Message tags: one per gradient (both directions) and one per shared tensor, the same on
+ * every rank; a receiver tells senders apart by their rank. */
+enum { SM_DP_TAG = 0x44500000 };
+
+/* The shared slots: the loss parts, then per layer its plans and balance-loss parts. */
+static int sm_slot_plans(int l) { return 1 + 2 * l; }
+static int sm_slot_bal(int l) { return 2 + 2 * l; }
+
+/* This rank's tensor of slot s for micro-batch mb; NULL where the slot has none (dense
+ * layers, and plans without a backward pass: only the bias update needs them). */
+static sm_tensor *sm_slot_own(const sm_run *r, int s, int mb)
+{
+    if (s == 0) return r->mb[mb].loss_part;
+    int l = (s - 1) / 2;
+    if (!r->m->layers[l].moe) return NULL;
+    if (s == sm_slot_plans(l)) return r->backward ? r->mb[mb].layers[l].plan : NULL;
+    return r->mb[mb].layers[l].bal_loss;
+}
+
+static sm_tensor *sm_dp_like(sm_dp *d, const sm_tensor *t, int rank, sm_error *err)
+{
+    char name[300];
+    snprintf(name, sizeof name, "%s.rank%d", t->name, rank);
+    return sm_tensor_new_in(d->r->m->g, &d->owned, name, t->dtype, SM_ACT, t->ndim, t->shape,
+                            err);
+}
+
+/* The gradients summed over the ranks (checkpoint order), with a backward pass. */
+static int sm_dp_sums(sm_dp *d, sm_error *err)
+{
+    sm_run *r = d->r;
+    sm_model *m = r->m;
+    d->sum = calloc((size_t)m->nall + 1, sizeof *d->sum);
+    d->peer = calloc((size_t)m->nall + 1, sizeof *d->peer);
+    if (!d->sum || !d->peer) return sm_fail(err, "data parallelism: out of memory");
+    for (int i = 0; r->backward && i < m->nall; i++)
+        if (m->all[i].g) d->sum[d->nsum++] = m->all[i].g;
+    for (int k = 0; d->rank == 0 && k < d->nsum; k++) {
+        if (!(d->peer[k] = calloc(d->size, sizeof **d->peer)))
+            return sm_fail(err, "data parallelism: out of memory");
+        for (int q = 1; q < d->size; q++)
+            if (!(d->peer[k][q] = sm_dp_like(d, d->sum[k], q, err))) return -1;
+    }
+    return 0;
+}
+
+/* Every rank's tensors of every slot (this rank's own among them). */
+static int sm_dp_slots(sm_dp *d, sm_error *err)
+{
+    sm_run *r = d->r;
+    d->nslots = 1 + 2 * r->m->dims.L;
+    if (!(d->all = calloc(d->nslots, sizeof *d->all)))
+        return sm_fail(err, "data parallelism: out of memory");
+    for (int s = 0; s < d->nslots; s++) {
+        if (!sm_slot_own(r, s, 0)) continue;
+        if (!(d->all[s] = calloc((size_t)r->micro * d->size, sizeof **d->all)))
+            return sm_fail(err, "data parallelism: out of memory");
+        for (int q = 0; q < d->size; q++)
+            for (int mb = 0; mb < r->micro; mb++) {
+                sm_tensor *own = sm_slot_own(r, s, mb);
+                sm_tensor **t = &d->all[s][q * r->micro + mb];
+                if (!(*t = q == d->rank ? own : sm_dp_like(d, own, q, err))) return -1;
+            }
+    }
+    return 0;
+}
+
+sm_dp *sm_dp_new(sm_run *r, sm_error *err)
+{
+    sm_dp *d = calloc(1, sizeof *d);
+    if (!d) {
+        sm_fail(err, "data parallelism: out of memory");
+        return NULL;
+    }
+    *d = (sm_dp){.r = r, .rank = sm_engine_rank(), .size = sm_engine_size()};
+    if (sm_dp_sums(d, err) || sm_dp_slots(d, err)) {
+        sm_dp_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void sm_dp_free(sm_dp *d)
+{
+    if (!d) return;
+    sm_graph_step_begin(d->r->m->g);
+    sm_tensor_list_drop(d->r->m->g, &d->owned);
+    for (int k = 0; d->peer && k < d->nsum; k++) free(d->peer[k]);
+    for (int s = 0; d->all && s < d->nslots; s++) free(d->all[s]);
+    free(d->all);
+    free(d->peer);
+    free(d->sum);
+    free(d);
+}
+
+static int sm_dp_sent(int rc, const char *what, const sm_tensor *t, sm_error *err)
+{
+    return rc ? sm_fail(err, "data parallelism: StarPU-MPI refused to %s '%s' (%d)", what,
+                        t->name, rc)
+              : 0;
+}
+
+/* t summed over the ranks in rank order, on every rank: gathered to rank 0, summed by one task
+ * after t's last writer, sent back. */
+static int sm_dp_sum_one(sm_dp *d, int k, sm_error *err)
+{
+    sm_tensor *t = d->sum[k];
+    starpu_mpi_tag_t tag = SM_DP_TAG + 2 * (starpu_mpi_tag_t)k;
+    if (d->rank != 0)
+        return sm_dp_sent(starpu_mpi_isend_detached(t->handle, 0, tag, MPI_COMM_WORLD, NULL,
+                                                    NULL), "send", t, err) ||
+               sm_dp_sent(starpu_mpi_irecv_detached(t->handle, 0, tag + 1, MPI_COMM_WORLD,
+                                                    NULL, NULL), "receive", t, err);
+    for (int q = 1; q < d->size; q++)
+        if (sm_dp_sent(starpu_mpi_irecv_detached(d->peer[k][q]->handle, q, tag, MPI_COMM_WORLD,
+                                                 NULL, NULL), "receive", t, err))
+            return -1;
+    sm_op_ctx c = {.g = d->r->m->g, .layer = -1, .micro = -1, .err = err};
+    if (sm_insert_sum_tensors(&c, t, d->peer[k] + 1, d->size - 1, 1)) return -1;
+    for (int q = 1; q < d->size; q++)
+        if (sm_dp_sent(starpu_mpi_isend_detached(t->handle, q, tag + 1, MPI_COMM_WORLD, NULL,
+                                                 NULL), "send", t, err))
+            return -1;
+    return 0;
+}
+
+/* This rank's tensors of slot s to every other rank, theirs from them. */
+static int sm_dp_share_slot(sm_dp *d, int s, starpu_mpi_tag_t tag, sm_error *err)
+{
+    int micro = d->r->micro;
+    for (int mb = 0; mb < micro; mb++)
+        for (int q = 0; q < d->size; q++) {
+            if (q == d->rank) continue;
+            sm_tensor *own = d->all[s][d->rank * micro + mb];
+            sm_tensor *theirs = d->all[s][q * micro + mb];
+            if (sm_dp_sent(starpu_mpi_isend_detached(own->handle, q, tag + mb,
+                                                     MPI_COMM_WORLD, NULL, NULL), "send", own,
+                           err) ||
+                sm_dp_sent(starpu_mpi_irecv_detached(theirs->handle, q, tag + mb,
+                                                     MPI_COMM_WORLD, NULL, NULL), "receive",
+                           theirs, err))
+                return -1;
+        }
+    return 0;
+}
+
+int sm_dp_share(sm_dp *d, sm_error *err)
+{
+    starpu_mpi_tag_t tag = SM_DP_TAG + 2 * (starpu_mpi_tag_t)d->r->m->nall;
+    for (int s = 0; s < d->nslots; s++, tag += d->r->micro)
+        if (d->all[s] && sm_dp_share_slot(d, s, tag, err)) return -1;
+    return 0;
+}
+
+int sm_dp_sum_grads(sm_dp *d, sm_error *err)
+{
+    /* each transfer starts as soon as its gradient's last writer is done */
+    for (int k = 0; k < d->nsum; k++)
+        if (sm_dp_sum_one(d, k, err)) return -1;
+    return 0;
+}
+
+sm_tensor **sm_dp_loss_parts(sm_dp *d) { return d->all[0]; }
+sm_tensor **sm_dp_layer_plans(sm_dp *d, int l) { return d->all[sm_slot_plans(l)]; }
+sm_tensor **sm_dp_layer_bal(sm_dp *d, int l) { return d->all[sm_slot_bal(l)]; }
