@@ -201,8 +201,9 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
 {
     const sm_train_config *tr = &t->rc.train;
     const sm_engine_config *ec = &t->rc.engine;
+    /* nothing in training reads the logits after the loss: their gradient takes their place */
     sm_run_opts ro = {.pipeline = sm_run_pipeline_of(ec->sched), .pp = ec->pp,
-                      .deterministic = ec->deterministic};
+                      .deterministic = ec->deterministic, .grad_over_logits = 1};
     if (sm_setup_engine(t, err)) return -1;
     if (!(t->m = sm_model_new(&t->rc.model, 1, err)) || !(t->opt = sm_optimizer_new(t->m, err)))
         return -1;
