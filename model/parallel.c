@@ -91,6 +91,11 @@ int sm_parallel_start(struct starpu_conf *conf)
     return rc;
 }
 
+void sm_parallel_sync(void)
+{
+    if (sm_mpi_up && !sm_mpi_abandoned) starpu_mpi_barrier(MPI_COMM_WORLD);
+}
+
 void sm_parallel_stop(void)
 {
     if (!sm_mpi_up || sm_mpi_abandoned) return;

@@ -17,5 +17,9 @@ int sm_parallel_start(struct starpu_conf *conf);
 /* Stops StarPU-MPI; nothing after a peer stopped answering (the process is leaving anyway and
  * its requests would never complete). */
 void sm_parallel_stop(void);
+/* Waits until every rank got here (nothing on one rank). At the end of a successful run: a
+ * rank with more to write (rank 0's last checkpoint, with its fsyncs) would otherwise keep its
+ * peers past the exit barrier's grace period, and they would leave without finalising MPI. */
+void sm_parallel_sync(void);
 
 #endif

@@ -7,6 +7,7 @@
 #include "model/trainer.h"
 #include "base/clock.h"
 #include "model/model.h"
+#include "model/parallel.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -170,6 +171,7 @@ int sm_train(const sm_train_opts *o, sm_error *err)
         if (sm_metrics_plot_svg(jsonl, svg, "starmoe training loss", &plot_err) == 0)
             printf("loss curve: %s\n", svg);
     }
+    if (rc == 0) sm_parallel_sync();
     sm_trainer_close(&t);
     return rc;
 }

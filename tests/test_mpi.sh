@@ -134,7 +134,9 @@ run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" "${STEPS[@]}" --out "$TMP/dp2" --se
   --steps 10
 [ $rc -eq 0 ] && [ "$(grep -c '^step ' "$TMP/out")" -eq 10 ] && ! grep -q '^rank' "$TMP/out" &&
   [ -d "$TMP/dp2/step-000010" ] && [ "$(grep -c '"kind":"train"' "$TMP/dp2/metrics.jsonl")" -eq 10 ]
-ok $? "dp 2: one console line per step (rank 0's), one metrics line per step, the checkpoint"
+st=$?
+ok $st "dp 2: one console line per step (rank 0's), one metrics line per step, the checkpoint"
+[ $st -eq 0 ] || { echo "# exit $rc, output:"; grep -v '^step ' "$TMP/out" | head -20 | sed 's/^/#   /'; }
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" train --resume --out "$TMP/dp2" --steps 20
 [ $rc1 -eq 0 ] && [ $rc -eq 0 ] && grep -q "^resumed from .*step-000010 at step 10" "$TMP/out" &&
   [ "$(losses "$TMP/dp1" | wc -l)" -eq 20 ] && same_losses "$TMP/dp1" "$TMP/dp2" 1e-6
