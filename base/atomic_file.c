@@ -99,9 +99,10 @@ int sm_atomic_write_file(const char *path, const void *buf, size_t n, sm_error *
     return sm_atomic_commit(&a, err);
 }
 
-int sm_mkdir_p(const char *dir, sm_error *err)
+int sm_mkdir_p(const char *dir, char **created, sm_error *err)
 {
     size_t n = strlen(dir);
+    if (created) *created = NULL;
     if (n == 0) return sm_fail(err, "the folder name to create is empty");
     char *path = strdup(dir);
     int rc = path ? 0 : sm_fail(err, "%s: out of memory", dir);
@@ -109,8 +110,12 @@ int sm_mkdir_p(const char *dir, sm_error *err)
         if (path[i] != '/' && path[i] != '\0') continue;
         char keep = path[i];
         path[i] = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        if (mkdir(path, 0755) == 0) {
+            if (created && !*created && !(*created = strdup(path)))
+                rc = sm_fail(err, "%s: out of memory", dir);
+        } else if (errno != EEXIST) {
             rc = sm_fail(err, "%s: cannot create folder %s: %s", dir, path, strerror(errno));
+        }
         path[i] = keep;
     }
     free(path);

@@ -21,8 +21,10 @@ int sm_atomic_commit(sm_atomic_file *a, sm_error *err);
 void sm_atomic_abort(sm_atomic_file *a);
 /* The whole sequence for one buffer. */
 int sm_atomic_write_file(const char *path, const void *buf, size_t n, sm_error *err);
-/* Creates the folder and any missing parents (like mkdir -p); an existing folder is fine. */
-int sm_mkdir_p(const char *dir, sm_error *err);
+/* Creates the folder and any missing parents (like mkdir -p); an existing folder is fine. When
+ * created is not NULL it receives the topmost folder this call made (malloc'd), NULL when it
+ * made none, so that a caller can undo exactly what it created. */
+int sm_mkdir_p(const char *dir, char **created, sm_error *err);
 /* Removes path and everything below it (symbolic links are removed, never followed); a missing
  * path is not an error. */
 int sm_remove_tree(const char *path, sm_error *err);

@@ -429,7 +429,7 @@ int sm_ckpt_save(const char *run_dir, int64_t step, const sm_config *model_cfg,
         return sm_fail(err, "checkpoint: needs a run folder, a model config, a state, a step "
                        ">= 0 and keep >= 1");
     if (check_tensors(weights, nweights, "weights", err) ||
-        check_tensors(optim, noptim, "optimizer", err) || sm_mkdir_p(run_dir, err) ||
+        check_tensors(optim, noptim, "optimizer", err) || sm_mkdir_p(run_dir, NULL, err) ||
         clean_stale(run_dir, err))
         return -1;
     snprintf(name, sizeof name, STEP_FMT, (long long)step);

@@ -14,24 +14,6 @@
 
 #include "base/atomic_file.h"
 
-/* The shortest prefix of path (cut at a '/') that does not exist, malloc'd; NULL when every
- * prefix exists (or out of memory: then nothing will be removed, which is safe). */
-static char *first_missing(const char *path)
-{
-    char *p = strdup(path);
-    size_t n = p ? strlen(p) : 0;
-    struct stat sb;
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != '\0') continue;
-        char keep = p[i];
-        p[i] = '\0';
-        if (lstat(p, &sb) != 0 && errno == ENOENT) return p;
-        p[i] = keep;
-    }
-    free(p);
-    return NULL;
-}
-
 /* The pid written in the lock file, 0 when none is readable. */
 static long holder_pid(int fd)
 {
@@ -110,8 +92,7 @@ int sm_run_folder_open(sm_run_folder *f, const char *path, sm_error *err)
     f->lock_path = malloc(n);
     if (!f->path || !f->lock_path) return sm_fail(err, "%s: out of memory", path);
     snprintf(f->lock_path, n, "%s/.lock", path);
-    f->created = first_missing(path);
-    if (sm_mkdir_p(path, err)) return -1;
+    if (sm_mkdir_p(path, &f->created, err)) return -1;
     return take_lock(f, err);
 }
 
