@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/aprintf.h"
 #include "base/atomic_file.h"
 #include "base/file.h"
 #include "io/config_json.h"
@@ -573,6 +574,27 @@ int sm_ckpt_load_state(const char *ckpt_dir, sm_ckpt_state *st, sm_error *err)
         rc = sm_fail(err, "%s: field 'tokenizer_vocab': %d, expected >= 0", path,
                      st->tokenizer_vocab);
     return rc;
+}
+
+char *sm_ckpt_tokenizer_path(const char *ckpt_dir, const sm_ckpt_state *st, sm_error *err)
+{
+    if (!st->tokenizer[0]) {
+        sm_fail(err, "%s: the checkpoint carries no tokenizer (state.json field 'tokenizer' is "
+                     "null)", ckpt_dir);
+        return NULL;
+    }
+    char *path = sm_aprintf("%s/%s", ckpt_dir, st->tokenizer);
+    if (!path) sm_fail(err, "%s: out of memory", ckpt_dir);
+    return path;
+}
+
+int sm_ckpt_check_tokenizer(const sm_ckpt_state *st, const char *tok_path, int vocab,
+                            sm_error *err)
+{
+    if (!st->tokenizer_vocab || st->tokenizer_vocab == vocab) return 0;
+    return sm_fail(err, "%s: %d tokens, but the run trained with a tokenizer of %d (state.json "
+                        "tokenizer_vocab; inconsistent checkpoint)", tok_path, vocab,
+                   st->tokenizer_vocab);
 }
 
 char *sm_ckpt_load_run_config(const char *ckpt_dir, sm_error *err)

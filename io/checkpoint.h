@@ -83,6 +83,13 @@ int sm_ckpt_verify(const char *ckpt_dir, sm_error *err);
 /* Reads state.json (call sm_ckpt_verify first; sm_ckpt_latest did). For a folder named
  * step-NNNNNN, a state whose step is not NNNNNN is an error (an inconsistent checkpoint). */
 int sm_ckpt_load_state(const char *ckpt_dir, sm_ckpt_state *st, sm_error *err);
+/* The path of the checkpoint's tokenizer copy (malloc'd); NULL with err set when the state names
+ * none or memory runs out. */
+char *sm_ckpt_tokenizer_path(const char *ckpt_dir, const sm_ckpt_state *st, sm_error *err);
+/* 0 when a tokenizer of `vocab` tokens (read from tok_path) is the one the state records (or
+ * the state, written before it did, records none); else -1 naming both sizes. */
+int sm_ckpt_check_tokenizer(const sm_ckpt_state *st, const char *tok_path, int vocab,
+                            sm_error *err);
 /* The run config stored in state.json as indented JSON text (for sm_run_config_load_text);
  * malloc'd, free() it; NULL with err set when absent or unreadable. */
 char *sm_ckpt_load_run_config(const char *ckpt_dir, sm_error *err);

@@ -51,23 +51,10 @@ int sm_generate_text(const char *dir, const char *prompt, int max_new, const sm_
         !(cfg = sm_ckpt_load_run_config(g->ckpt, err)) ||
         sm_run_config_load_text(&rc, cfg, g->ckpt, NULL, 0, err))
         goto out;
-    if (!st.tokenizer[0]) {
-        sm_fail(err, "%s: the checkpoint carries no tokenizer (state.json field 'tokenizer' is "
-                     "null)", g->ckpt);
-        goto out;
-    }
-    if (!(tok_path = sm_aprintf("%s/%s", g->ckpt, st.tokenizer))) {
-        sm_fail(err, "%s: out of memory", g->ckpt);
-        goto out;
-    }
-    if (!(tok = sm_tokenizer_load(tok_path, err))) goto out;
-    if (st.tokenizer_vocab && sm_tokenizer_vocab_size(tok) != st.tokenizer_vocab) {
-        sm_fail(err, "%s: holds %d tokens, but the checkpoint's state.json records "
-                     "tokenizer_vocab %d", tok_path, sm_tokenizer_vocab_size(tok),
-                st.tokenizer_vocab);
-        goto out;
-    }
-    if (sm_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &nids, err) ||
+    if (!(tok_path = sm_ckpt_tokenizer_path(g->ckpt, &st, err)) ||
+        !(tok = sm_tokenizer_load(tok_path, err)) ||
+        sm_ckpt_check_tokenizer(&st, tok_path, sm_tokenizer_vocab_size(tok), err) ||
+        sm_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &nids, err) ||
         !(m = sm_model_open_hf(g->ckpt, err)))
         goto out;
     sm_sample_opts o = *so;

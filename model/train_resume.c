@@ -66,15 +66,12 @@ int sm_resume_check_state(const sm_trainer *t, const sm_ckpt_state *st, const ch
 {
     const sm_train_config *tr = &t->rc.train;
     const sm_batch_reader *r = &t->train_rd;
-    int vocab = sm_tokenizer_vocab_size(t->tok);
     if (st->step < 0 || st->step > tr->steps)
         return sm_fail(err, "%s/state.json: step %lld lies outside the run's schedule of "
                             "train.steps %d (inconsistent checkpoint)", ckpt,
                        (long long)st->step, tr->steps);
-    if (st->tokenizer_vocab && st->tokenizer_vocab != vocab)
-        return sm_fail(err, "%s: %d tokens, but the run trained with a tokenizer of %d "
-                            "(state.json tokenizer_vocab; inconsistent checkpoint)", t->tok_path,
-                       vocab, st->tokenizer_vocab);
+    if (sm_ckpt_check_tokenizer(st, t->tok_path, sm_tokenizer_vocab_size(t->tok), err))
+        return -1;
     uint64_t used = (uint64_t)st->step * (uint64_t)tr->batch_size;
     if (st->cursor >= r->nwin)
         return sm_fail(err, "%s/state.json: data cursor %llu is beyond the corpus's %zu "

@@ -85,11 +85,10 @@ static int sm_setup_tokenizer(sm_trainer *t, const char *corpus, const char *ckp
     if (ckpt[0]) {
         sm_ckpt_state st;
         if (sm_ckpt_load_state(ckpt, &st, err)) return -1;
-        if (!st.tokenizer[0])
-            return sm_fail(err, "%s: the checkpoint carries no tokenizer (state.json field "
-                                "'tokenizer' is null)", ckpt);
-        if (sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s/%s", ckpt, st.tokenizer))
-            return -1;
+        char *path = sm_ckpt_tokenizer_path(ckpt, &st, err);
+        int rc = path ? sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s", path) : -1;
+        free(path);
+        if (rc) return -1;
     } else if (d->tokenizer[0]) {
         if (sm_format_path(t->tok_path, sizeof t->tok_path, err, "%s", d->tokenizer)) return -1;
     } else {
