@@ -93,9 +93,9 @@ static int sm_train_step(sm_trainer *t, sm_step_report *s, sm_error *err)
 static int sm_report(sm_trainer *t, const sm_step_report *s, double step_flops, sm_error *err)
 {
     const sm_train_config *tr = &t->rc.train;
+    if (!t->lead || (t->step % t->rc.log.every != 0 && t->step != t->last_step)) return 0;
     double tps = (double)tr->batch_size * tr->seq_len / s->seconds;
     double mfu = step_flops / s->seconds / t->peak_flops, load = sm_worst_load(t);
-    if (!t->lead || (t->step % t->rc.log.every != 0 && t->step != t->last_step)) return 0;
     printf("step %6lld/%d | loss %.4f | lr %.2e | gnorm %7.3f | %7.1f ms | %7.0f tok/s | "
            "MFU %4.1f%% | load max/mean %.2f\n", (long long)t->step, tr->steps, s->loss, s->lr,
            s->grad_norm, s->seconds * 1e3, tps, 100 * mfu, load);

@@ -227,9 +227,9 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     t->ids = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->ids);
     t->targets = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->targets);
     if (!t->ids || !t->targets) return sm_fail(err, "out of memory");
+    if (!t->lead) return 0; /* only rank 0 reports, so only it measures the peak for MFU */
     t->peak_flops = sm_engine_peak_flops();
-    if (t->lead)
-        printf("model: %.2f M parameters, %d layers, %d experts top-%d; engine: %d workers, %s, "
+    printf("model: %.2f M parameters, %d layers, %d experts top-%d; engine: %d workers, %s, "
            "pp %d%s; peak %.1f GFLOP/s (SGEMM x %d)\n", sm_model_numel(t->m) * 1e-6,
            t->rc.model.num_hidden_layers, t->rc.model.n_routed_experts,
            t->rc.model.num_experts_per_tok, ec->workers, sm_engine_sched_name(), ec->pp,

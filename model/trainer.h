@@ -39,7 +39,7 @@ typedef struct sm_trainer {
     int64_t last_step;           /* stop after this one */
     int64_t tokens;
     int bad_steps;
-    double peak_flops;           /* measured at start-up, all workers */
+    double peak_flops;           /* measured at start-up, all workers (by the lead rank only) */
     double loss_ema;
 } sm_trainer;
 
