@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include "base/grow.h"
+#include "graph/resizable.h"
 
 #define SM_RECORD_CHUNK 4096
 
@@ -37,11 +38,14 @@ sm_graph *sm_graph_new(int execute)
 
 int sm_graph_executes(const sm_graph *g) { return g->execute; }
 
-size_t sm_tensor_bytes(const sm_tensor *t) { return t->numel * sm_dtype_size(t->dtype); }
+size_t sm_tensor_bytes(const sm_tensor *t)
+{
+    if (t->resizable) return t->handle ? sm_resizable_bytes(t->handle) : 0;
+    return t->numel * sm_dtype_size(t->dtype);
+}
 
 /* Host memory comes from an anonymous mapping: zeroed, committed page by page on first
- * touch, so capacity-sized buffers (an expert's worst-case token count) cost only what is
- * used. */
+ * touch. */
 static void *sm_map_zeroed(size_t bytes)
 {
     void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
@@ -49,14 +53,9 @@ static void *sm_map_zeroed(size_t bytes)
     return p == MAP_FAILED ? NULL : p;
 }
 
-double sm_tensor_share_bytes(const sm_tensor *t)
-{
-    return (double)sm_tensor_bytes(t) / t->nviews;
-}
-
-/* A tensor over the memory of view `shares`, or over its own zeroed memory (shares NULL). */
+/* A tensor over its own zeroed memory, or (resizable) a handle with no memory yet. */
 static sm_tensor *sm_tensor_make(sm_graph *g, const char *name, sm_dtype dtype, sm_role role,
-                                 int ndim, const int64_t *shape, sm_tensor *shares, sm_error *err)
+                                 int ndim, const int64_t *shape, int resizable, sm_error *err)
 {
     if (ndim < 1 || ndim > SM_MAX_DIMS) {
         sm_fail(err, "tensor '%s': %d dimensions (1..%d supported)", name, ndim, SM_MAX_DIMS);
@@ -77,23 +76,20 @@ static sm_tensor *sm_tensor_make(sm_graph *g, const char *name, sm_dtype dtype, 
     t->role = role;
     t->ndim = ndim;
     t->numel = 1;
-    t->nviews = 1;
+    t->resizable = resizable;
     for (int i = 0; i < ndim; i++) {
         t->shape[i] = shape[i];
         t->numel *= (size_t)shape[i];
     }
-    if (shares) {
-        t->data = shares->data;
-        t->nviews = shares->nviews;
-        t->live_views = shares->live_views;
-        ++*t->live_views;
-    } else if (!(t->data = sm_map_zeroed(sm_tensor_bytes(t)))) {
+    if (!resizable && !(t->data = sm_map_zeroed(sm_tensor_bytes(t)))) {
         sm_fail(err, "tensor '%s': cannot map %zu bytes", name, sm_tensor_bytes(t));
         free(t->name);
         free(t);
         return NULL;
     }
-    if (g->execute)
+    if (g->execute && resizable)
+        sm_resizable_register(&t->handle, sm_dtype_size(dtype));
+    else if (g->execute)
         starpu_vector_data_register(&t->handle, STARPU_MAIN_RAM, (uintptr_t)t->data,
                                     (uint32_t)(t->numel ? t->numel : 1), sm_dtype_size(dtype));
     g->nlive++;
@@ -110,56 +106,43 @@ static sm_tensor *sm_tensor_make(sm_graph *g, const char *name, sm_dtype dtype, 
 sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role role, int ndim,
                          const int64_t *shape, sm_error *err)
 {
-    return sm_tensor_make(g, name, dtype, role, ndim, shape, NULL, err);
+    return sm_tensor_make(g, name, dtype, role, ndim, shape, 0, err);
 }
 
-/* The memory goes with the last tensor using it. */
 static void sm_tensor_free(sm_tensor *t)
 {
-    if (t->handle) starpu_data_unregister(t->handle);
-    if (!t->live_views || --*t->live_views == 0) {
-        munmap(t->data, sm_tensor_bytes(t) ? sm_tensor_bytes(t) : 1);
-        free(t->live_views);
-    }
+    if (t->resizable && t->handle) sm_resizable_unregister(t->handle);
+    else if (t->handle) starpu_data_unregister(t->handle);
+    if (!t->resizable) munmap(t->data, sm_tensor_bytes(t) ? sm_tensor_bytes(t) : 1);
     free(t->name);
     free(t);
 }
 
-sm_tensor *sm_tensor_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
-                            sm_role role, int ndim, const int64_t *shape, sm_error *err)
+/* A tensor made by sm_tensor_make, recorded in `owner`. */
+static sm_tensor *sm_tensor_make_in(sm_graph *g, sm_tensor_list *owner, const char *name,
+                                    sm_dtype dtype, sm_role role, int ndim, const int64_t *shape,
+                                    int resizable, sm_error *err)
 {
     if (sm_grow(&owner->v, &owner->cap, (size_t)owner->n + 1, sizeof *owner->v)) {
         sm_fail(err, "tensor '%s': out of memory", name);
         return NULL;
     }
-    sm_tensor *t = sm_tensor_new(g, name, dtype, role, ndim, shape, err);
+    sm_tensor *t = sm_tensor_make(g, name, dtype, role, ndim, shape, resizable, err);
     if (!t) return NULL;
     owner->v[owner->n++] = t;
     return t;
 }
 
-int sm_tensor_views_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
-                           sm_role role, int ndim, const int64_t *shape, int n,
-                           sm_tensor **views, sm_error *err)
+sm_tensor *sm_tensor_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
+                            sm_role role, int ndim, const int64_t *shape, sm_error *err)
 {
-    if (n < 1) return sm_fail(err, "views of '%s': %d views (at least 1)", name, n);
-    if (sm_grow(&owner->v, &owner->cap, (size_t)owner->n + n, sizeof *owner->v))
-        return sm_fail(err, "views of '%s': out of memory", name);
-    for (int i = 0; i < n; i++) {
-        char view_name[160];
-        snprintf(view_name, sizeof view_name, "%s.%d", name, i);
-        /* on failure the views made so far stay in owner, released with it */
-        views[i] = sm_tensor_make(g, view_name, dtype, role, ndim, shape, i ? views[0] : NULL,
-                                  err);
-        if (!views[i]) return -1;
-        owner->v[owner->n++] = views[i];
-        if (i) continue;
-        if (!(views[0]->live_views = calloc(1, sizeof *views[0]->live_views)))
-            return sm_fail(err, "views of '%s': out of memory", name);
-        *views[0]->live_views = 1;
-        views[0]->nviews = n;
-    }
-    return 0;
+    return sm_tensor_make_in(g, owner, name, dtype, role, ndim, shape, 0, err);
+}
+
+sm_tensor *sm_tensor_rows_new_in(sm_graph *g, sm_tensor_list *owner, const char *name,
+                                 sm_dtype dtype, sm_role role, int64_t width, sm_error *err)
+{
+    return sm_tensor_make_in(g, owner, name, dtype, role, 2, (int64_t[]){0, width}, 1, err);
 }
 
 void sm_tensor_list_drop(sm_graph *g, sm_tensor_list *owner)
@@ -353,7 +336,15 @@ void sm_graph_wait(sm_graph *g)
 void *sm_tensor_acquire(sm_tensor *t, enum starpu_data_access_mode mode)
 {
     if (t->handle) starpu_data_acquire(t->handle, mode);
-    return t->data;
+    return t->resizable && t->handle ? starpu_data_get_local_ptr(t->handle) : t->data;
+}
+
+void *sm_tensor_acquire_resized(sm_tensor *t, size_t numel)
+{
+    void *p = sm_tensor_acquire(t, STARPU_W);
+    if (!t->resizable || !t->handle) return p;
+    return sm_resizable_resize(starpu_data_get_interface_on_node(t->handle, STARPU_MAIN_RAM),
+                               numel);
 }
 
 void sm_tensor_release(sm_tensor *t)

@@ -25,10 +25,9 @@ typedef struct sm_tensor {
     int ndim;
     int64_t shape[SM_MAX_DIMS];
     size_t numel;
-    void *data;                  /* host memory (lazily committed mapping) */
+    void *data;                  /* host memory (lazily committed mapping); NULL: resizable */
     starpu_data_handle_t handle;
-    int nviews;                  /* tensors sharing data: 1, or n for views (below) */
-    int *live_views;             /* views: how many of them are alive; NULL: own memory */
+    int resizable;               /* rows set by the task writing it (sm_tensor_rows_new_in) */
 } sm_tensor;
 
 /* What a task is, as schedulers and traces see it (task->sched_data points to it). */
@@ -90,20 +89,12 @@ typedef struct sm_tensor_list {
 /* sm_tensor_new, the tensor recorded in `owner`. */
 sm_tensor *sm_tensor_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
                             sm_role role, int ndim, const int64_t *shape, sm_error *err);
-/* n tensors ("views", named "<name>.<i>") over one zeroed allocation of `shape`, for tasks
- * that each reach their own part of it, a part known only when they run (a routed expert's rows
- * of a buffer packed by the routing plan). Each view is its own StarPU handle over the whole
- * memory, so tasks on different views run in parallel; StarPU orders tasks per view and does
- * not see that views overlap, hence the rules: every task reaching part i goes through view i
- * (a task over several parts names each of their views), and a task writing a part takes its
- * view STARPU_RW (the rest is kept, never poisoned). Host memory only: no device may hold a
- * copy. The memory is released with the last view. 0, or -1 with err filled. */
-int sm_tensor_views_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
-                           sm_role role, int ndim, const int64_t *shape, int n,
-                           sm_tensor **views, sm_error *err);
-/* The bytes a tensor stands for: its size, shared equally by views (activation memory counts
- * a packed buffer once). */
-double sm_tensor_share_bytes(const sm_tensor *t);
+/* A resizable tensor of rows of `width` elements (graph/resizable.h), recorded in `owner`:
+ * no rows until a task writing it sets how many (a routed expert's tokens, known only when
+ * the routing has run); kernels see a vector of rows * width elements. Its shape says 0 rows;
+ * sm_tensor_bytes gives its current size. Host memory only. */
+sm_tensor *sm_tensor_rows_new_in(sm_graph *g, sm_tensor_list *owner, const char *name,
+                                 sm_dtype dtype, sm_role role, int64_t width, sm_error *err);
 
 /* Releases every tensor of the list (waiting for their pending tasks) and empties it; their
  * ids go to later tensors. No record of the current step may refer to them any more (start a
@@ -127,6 +118,8 @@ void sm_graph_wait(sm_graph *g);
 /* Host access for the main thread between steps (waits for pending tasks on the tensor). */
 void *sm_tensor_acquire(sm_tensor *t, enum starpu_data_access_mode mode);
 void sm_tensor_release(sm_tensor *t);
+/* sm_tensor_acquire for writing a resizable tensor, made to hold numel elements first. */
+void *sm_tensor_acquire_resized(sm_tensor *t, size_t numel);
 
 /* Accesses of a record: tensor and mode of access i < r->naccess. */
 const sm_tensor *sm_graph_access(const sm_graph *g, const sm_task_record *r, int i,

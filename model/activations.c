@@ -1,8 +1,9 @@
 /* Allocation of a run's activations: for every micro-batch the inputs, the residual stream,
  * each layer's saved forward tensors and backward temporaries, the head and the loss.
- * Routed experts' activations and gradients are buffers packed by the routing plan: T*K rows
- * per layer and micro-batch, the rows every token routes, whatever the routing; each expert
- * reaches its rows through its own view of the buffer (graph.h), so experts run in parallel. */
+ * Routed experts' activations and gradients are resizable row buffers, one per (expert,
+ * source) a rank needs (model.h): they hold the rows the routing gives them, T*K rows per
+ * layer and micro-batch over all experts of one source, plus the rows received from the
+ * other ranks of an expert-parallel group. */
 #include "model/model.h"
 
 #include <stdio.h>
@@ -30,43 +31,81 @@ static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t
 
 #define ACT(what, n0, n1) sm_act(a, what, SM_F32, n0, n1)
 
-/* A packed buffer of `rows` rows of w elements (w = 0: one), as E views named "<what>.<e>". */
-static sm_tensor **sm_expert_acts(sm_alloc_ctx *a, const char *what, int E, int64_t rows,
-                                  int64_t w)
+/* A resizable row buffer of `width` elements per row, named "mb<m>.L<l>.<what>.<e>" for
+ * source `src` = own, "....<e>.from<src>" for another source's rows. */
+static sm_tensor *sm_rows(sm_alloc_ctx *a, const char *what, int e, int src, int64_t width)
 {
     if (a->failed) return NULL;
-    sm_tensor **v = calloc(E, sizeof *v);
     char name[128];
-    int64_t shape[2] = {rows, w};
-    snprintf(name, sizeof name, "mb%d.L%d.%s", a->mb, a->l, what);
-    if (!v || sm_tensor_views_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, w ? 2 : 1,
-                                     shape, E, v, a->err)) {
-        if (!v) sm_fail(a->err, "out of memory for the experts' activations");
+    int own = src == a->r->ep_index;
+    snprintf(name, sizeof name, own ? "mb%d.L%d.%s.%d" : "mb%d.L%d.%s.%d.from%d", a->mb, a->l,
+             what, e, src);
+    sm_tensor *t = sm_tensor_rows_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, width,
+                                         a->err);
+    if (!t) a->failed = 1;
+    return t;
+}
+
+/* n NULL entries (filled by the caller). */
+static sm_tensor **sm_slots(sm_alloc_ctx *a, int n)
+{
+    sm_tensor **v = a->failed ? NULL : calloc(n, sizeof *v);
+    if (!v && !a->failed) {
+        sm_fail(a->err, "out of memory for the experts' activations");
         a->failed = 1;
     }
     return v;
 }
 
+/* The routed experts' buffers: this rank's own rows of every expert (tokens, outputs, their
+ * gradients), and, for its own experts, every source's rows (the hidden states too). */
+static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
+{
+    const sm_run *r = a->r;
+    const sm_dims *dm = &r->m->dims;
+    int E = dm->E, n = E * r->ep, d = dm->d, mi = dm->expert_I, me = r->ep_index;
+    x->xe = sm_slots(a, n);
+    x->ye = sm_slots(a, n);
+    x->eh1 = sm_slots(a, n);
+    x->eh3 = sm_slots(a, n);
+    if (backward) {
+        x->dye = sm_slots(a, n);
+        x->dxe = sm_slots(a, n);
+        x->deh1 = sm_slots(a, n);
+        x->deh3 = sm_slots(a, n);
+        x->dge = sm_slots(a, E);
+    }
+    for (int e = 0; e < E && !a->failed; e++)
+        for (int p = 0; p < r->ep; p++) {
+            int i = sm_ex(r, e, p), here = sm_expert_here(r, e);
+            if (p != me && !here) continue;
+            x->xe[i] = sm_rows(a, "xe", e, p, d);
+            x->ye[i] = sm_rows(a, "ye", e, p, d);
+            if (here) {
+                x->eh1[i] = sm_rows(a, "h1", e, p, mi);
+                x->eh3[i] = sm_rows(a, "h3", e, p, mi);
+            }
+            if (!backward) continue;
+            x->dye[i] = sm_rows(a, "dye", e, p, d);
+            x->dxe[i] = sm_rows(a, "dxe", e, p, d);
+            if (here) {
+                x->deh1[i] = sm_rows(a, "dh1", e, p, mi);
+                x->deh3[i] = sm_rows(a, "dh3", e, p, mi);
+            }
+            if (p == me) x->dge[e] = sm_rows(a, "dge", e, p, 1);
+        }
+}
+
 static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
 {
     const sm_dims *dm = &a->r->m->dims;
-    int T = a->r->T, d = dm->d, E = dm->E, K = dm->K, mi = dm->expert_I;
-    int64_t routed = (int64_t)T * K;
+    int T = a->r->T, d = dm->d, E = dm->E, K = dm->K;
     x->plan = sm_act(a, "plan", SM_I32, sm_moe_plan_len(T, K, E), 0);
     x->w = ACT("route_w", T, K);
     x->s = ACT("route_s", T, E);
     x->bal_loss = ACT("balance_loss", 1, 0);
-    x->xe = sm_expert_acts(a, "xe", E, routed, d);
-    x->ye = sm_expert_acts(a, "ye", E, routed, d);
-    x->eh1 = sm_expert_acts(a, "h1", E, routed, mi);
-    x->eh3 = sm_expert_acts(a, "h3", E, routed, mi);
     if (dm->shared_I > 0) x->ys = ACT("shared_y", T, d);
-    if (!backward) return;
-    x->dye = sm_expert_acts(a, "dye", E, routed, d);
-    x->dge = sm_expert_acts(a, "dge", E, routed, 0);
-    x->dxe = sm_expert_acts(a, "dxe", E, routed, d);
-    x->deh1 = sm_expert_acts(a, "dh1", E, routed, mi);
-    x->deh3 = sm_expert_acts(a, "dh3", E, routed, mi);
+    sm_moe_experts(a, x, backward);
 }
 
 static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backward)

@@ -1,7 +1,10 @@
 /* The FFN half of a block as tasks, forward and backward side by side:
  *   x2 = x1 + FFN(post_attention_layernorm(x1))
  * FFN is the dense SwiGLU, or the MoE: router -> dispatch per expert -> expert FFN per
- * expert (in parallel) -> combine with the shared expert and the residual. */
+ * expert (in parallel) -> combine with the shared expert and the residual. Under expert
+ * parallelism a rank dispatches its tokens of another rank's expert to that rank, runs its own
+ * experts on the tokens of every rank of its group (one task per expert and source, so each
+ * starts when its tokens arrive) and sends the outputs back; the backward pass mirrors it. */
 #include "model/model.h"
 
 #include "tasks/dense.h"
@@ -12,11 +15,58 @@ static sm_ffn_shape sm_dense_shape(const sm_run *r, int I)
     return (sm_ffn_shape){.n = r->T, .d = r->m->dims.d, .I = I, .expert = -1};
 }
 
-static sm_ffn_shape sm_expert_shape(const sm_run *r, sm_tensor *plan, int e)
+/* Expert e's FFN; n: its mean load, for the flop estimate (the rows are known when it runs). */
+static sm_ffn_shape sm_expert_shape(const sm_run *r, int e)
 {
     const sm_router_dims *d = &r->router;
-    return (sm_ffn_shape){.n = r->T, .d = d->d, .I = r->m->dims.expert_I,
-                          .plan = plan, .expert = e, .T = d->T, .K = d->K, .E = d->E};
+    return (sm_ffn_shape){.n = d->T * d->K / d->E, .d = d->d, .I = r->m->dims.expert_I,
+                          .expert = e};
+}
+
+/* This rank's tokens of every expert: gathered, sent to the rank holding the expert (whose
+ * outputs come back), remote experts first so that their messages leave early. */
+static int sm_moe_dispatch_all(sm_run *r, const sm_op_ctx *c, int l, int mb)
+{
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    int me = r->ep_index;
+    for (int pass = 0; pass < 2; pass++)
+        for (int e = 0; e < r->router.E; e++) {
+            int owner = sm_expert_owner(r, e), i = sm_ex(r, e, me);
+            if ((owner == me) != pass) continue;
+            if (sm_insert_moe_dispatch(c, &r->router, e, a->xe[i], a->xn2, a->plan)) return -1;
+            if (owner != me &&
+                (sm_ep_send(r, a->xe[i], SM_EP_TOKENS, l, mb, e, me, owner, c->err) ||
+                 sm_ep_recv(r, a->ye[i], SM_EP_OUTPUTS, l, mb, e, me, owner, c->err)))
+                return -1;
+        }
+    return 0;
+}
+
+/* This rank's experts on every source's tokens: its own first, then the others' as they
+ * arrive, whose outputs go back. */
+static int sm_moe_experts_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
+{
+    const sm_layer_params *p = &r->m->layers[l];
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    int me = r->ep_index;
+    for (int k = 0; k < r->ep; k++) {
+        int src = (me + k) % r->ep;
+        for (int e = 0; e < r->router.E; e++) {
+            if (!sm_expert_here(r, e)) continue;
+            int i = sm_ex(r, e, src);
+            sm_ffn_shape s = sm_expert_shape(r, e);
+            const sm_ffn_params *f = &p->experts[e];
+            if (src != me &&
+                sm_ep_recv(r, a->xe[i], SM_EP_TOKENS, l, mb, e, src, src, c->err))
+                return -1;
+            if (sm_insert_swiglu_fwd(c, &s, a->ye[i], a->eh1[i], a->eh3[i], a->xe[i], f->gate.w,
+                                     f->up.w, f->down.w, NULL))
+                return -1;
+            if (src != me && sm_ep_send(r, a->ye[i], SM_EP_OUTPUTS, l, mb, e, src, src, c->err))
+                return -1;
+        }
+    }
+    return 0;
 }
 
 static int sm_moe_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
@@ -25,23 +75,18 @@ static int sm_moe_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
     sm_layer_acts *a = &r->mb[mb].layers[l];
     const sm_router_dims *rd = &r->router;
     if (sm_insert_router_fwd(c, rd, &r->bal, a->plan, a->w, a->s, a->bal_loss, a->xn2,
-                             p->router.w, p->bias.w))
+                             p->router.w, p->bias.w) ||
+        sm_moe_dispatch_all(r, c, l, mb) || sm_moe_experts_fwd(r, c, l, mb))
         return -1;
-    for (int e = 0; e < rd->E; e++) {
-        sm_ffn_shape s = sm_expert_shape(r, a->plan, e);
-        const sm_ffn_params *f = &p->experts[e];
-        if (sm_insert_moe_dispatch(c, rd, e, a->xe[e], a->xn2, a->plan) ||
-            sm_insert_swiglu_fwd(c, &s, a->ye[e], a->eh1[e], a->eh3[e], a->xe[e], f->gate.w,
-                                 f->up.w, f->down.w, NULL))
-            return -1;
-    }
     if (p->shared.I > 0) {
         sm_ffn_shape s = sm_dense_shape(r, p->shared.I);
         if (sm_insert_swiglu_fwd(c, &s, a->ys, a->h1, a->h3, a->xn2, p->shared.gate.w,
                                  p->shared.up.w, p->shared.down.w, NULL))
             return -1;
     }
-    return sm_insert_moe_combine(c, rd, r->mb[mb].x[l + 1], a->ye, a->ys, a->w, a->plan, a->x1);
+    sm_tensor *ye[rd->E];
+    for (int e = 0; e < rd->E; e++) ye[e] = a->ye[sm_ex(r, e, r->ep_index)];
+    return sm_insert_moe_combine(c, rd, r->mb[mb].x[l + 1], ye, a->ys, a->w, a->plan, a->x1);
 }
 
 int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
@@ -59,21 +104,19 @@ int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
 }
 
 /* The backward of one SwiGLU with input x and hidden h1, h3 (the dense FFN, the shared expert
- * or a routed expert), writing g->dx (overwritten), g->dh1/dh3 and the weight gradients of
- * micro-batch mb: one task for a full backward, else its B or W task. */
-static int sm_swiglu_bwd_parts(sm_run *r, const sm_op_ctx *c, const sm_ffn_shape *s,
-                               const sm_ffn_params *f, sm_ffn_grads g, sm_tensor *dy,
-                               sm_tensor *x, sm_tensor *h1, sm_tensor *h3, int mb, int parts)
+ * or a routed expert), writing g->dx (overwritten), g->dh1/dh3 and the weight gradients g->dW*
+ * (the caller's): one task for a full backward, else its B or W task. */
+static int sm_swiglu_bwd_parts(const sm_op_ctx *c, const sm_ffn_shape *s,
+                               const sm_ffn_params *f, const sm_ffn_grads *g, sm_tensor *dy,
+                               sm_tensor *x, sm_tensor *h1, sm_tensor *h3, int parts)
 {
-    g.dW1 = sm_grad(r, &f->gate, mb);
-    g.dW3 = sm_grad(r, &f->up, mb);
-    g.dW2 = sm_grad(r, &f->down, mb);
     if (parts == SM_BWD_FULL)
-        return sm_insert_swiglu_bwd(c, s, &g, dy, x, h1, h3, f->gate.w, f->up.w, f->down.w, 0);
+        return sm_insert_swiglu_bwd(c, s, g, dy, x, h1, h3, f->gate.w, f->up.w, f->down.w, 0);
     if (parts & SM_BWD_INPUT)
-        return sm_insert_swiglu_bwd_input(c, s, g.dx, g.dh1, g.dh3, dy, h1, h3, f->gate.w,
+        return sm_insert_swiglu_bwd_input(c, s, g->dx, g->dh1, g->dh3, dy, h1, h3, f->gate.w,
                                           f->up.w, f->down.w, 0);
-    return sm_insert_swiglu_bwd_weight(c, s, g.dW1, g.dW3, g.dW2, dy, x, h1, h3, g.dh1, g.dh3);
+    return sm_insert_swiglu_bwd_weight(c, s, g->dW1, g->dW3, g->dW2, dy, x, h1, h3, g->dh1,
+                                       g->dh3);
 }
 
 /* Backward of a SwiGLU over all T tokens (the dense FFN, or the shared expert): dxn2 is its
@@ -82,33 +125,81 @@ static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f
                            sm_layer_acts *a, sm_tensor *dy, int mb, int parts)
 {
     sm_ffn_shape s = sm_dense_shape(r, f->I);
-    sm_ffn_grads g = {.dx = a->dxn2, .dh1 = a->dh1, .dh3 = a->dh3};
-    return sm_swiglu_bwd_parts(r, c, &s, f, g, dy, a->xn2, a->h1, a->h3, mb, parts);
+    sm_ffn_grads g = {.dx = a->dxn2, .dh1 = a->dh1, .dh3 = a->dh3, .dW1 = sm_grad(r, &f->gate, mb),
+                      .dW3 = sm_grad(r, &f->up, mb), .dW2 = sm_grad(r, &f->down, mb)};
+    return sm_swiglu_bwd_parts(c, &s, f, &g, dy, a->xn2, a->h1, a->h3, parts);
 }
 
-/* B: dxn2 = shared expert's input grad, then += the experts' (via dispatch backward), then +=
- * the router's: a fixed order, whatever the schedule. W: every expert's weight gradients. */
+/* B, this rank's tokens: each expert's output gradient and mixing-weight gradient, the
+ * output gradients of another rank's experts sent there (their input gradients come back). */
+static int sm_moe_combine_bwd_all(sm_run *r, const sm_op_ctx *c, int l, int mb)
+{
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    sm_tensor *dy = r->mb[mb].dx[2 * l + 2];
+    int me = r->ep_index;
+    for (int pass = 0; pass < 2; pass++)
+        for (int e = 0; e < r->router.E; e++) {
+            int owner = sm_expert_owner(r, e), i = sm_ex(r, e, me);
+            if ((owner == me) != pass) continue;
+            if (sm_insert_moe_combine_bwd(c, &r->router, e, a->dye[i], a->dge[e], dy, a->ye[i],
+                                          a->w, a->plan))
+                return -1;
+            if (owner != me &&
+                (sm_ep_send(r, a->dye[i], SM_EP_OUTPUT_GRADS, l, mb, e, me, owner, c->err) ||
+                 sm_ep_recv(r, a->dxe[i], SM_EP_TOKEN_GRADS, l, mb, e, me, owner, c->err)))
+                return -1;
+        }
+    return 0;
+}
+
+/* This rank's experts' backward on every source's rows: B (input gradients, sent back to their
+ * source) and W (weight gradients, into the source's copy in deterministic mode). */
+static int sm_moe_experts_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
+{
+    const sm_layer_params *p = &r->m->layers[l];
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    int me = r->ep_index, input = parts & SM_BWD_INPUT;
+    for (int k = 0; k < r->ep; k++) {
+        int src = (me + k) % r->ep;
+        for (int e = 0; e < r->router.E; e++) {
+            if (!sm_expert_here(r, e)) continue;
+            int i = sm_ex(r, e, src);
+            sm_ffn_shape s = sm_expert_shape(r, e);
+            const sm_ffn_params *f = &p->experts[e];
+            sm_ffn_grads g = {.dx = a->dxe[i], .dh1 = a->deh1[i], .dh3 = a->deh3[i],
+                              .dW1 = sm_expert_grad(r, &f->gate, src, mb),
+                              .dW3 = sm_expert_grad(r, &f->up, src, mb),
+                              .dW2 = sm_expert_grad(r, &f->down, src, mb)};
+            if (input && src != me &&
+                sm_ep_recv(r, a->dye[i], SM_EP_OUTPUT_GRADS, l, mb, e, src, src, c->err))
+                return -1;
+            if (sm_swiglu_bwd_parts(c, &s, f, &g, a->dye[i], a->xe[i], a->eh1[i], a->eh3[i],
+                                    parts))
+                return -1;
+            if (input && src != me &&
+                sm_ep_send(r, a->dxe[i], SM_EP_TOKEN_GRADS, l, mb, e, src, src, c->err))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* B: dxn2 = shared expert's input grad, then += the experts' (via dispatch backward, in expert
+ * order), then += the router's: a fixed order, whatever the schedule. W: every expert's weight
+ * gradients. */
 static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
 {
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
     const sm_router_dims *rd = &r->router;
     sm_tensor *dy = r->mb[mb].dx[2 * l + 2];
-    for (int e = 0; e < rd->E; e++) {
-        sm_ffn_shape s = sm_expert_shape(r, a->plan, e);
-        const sm_ffn_params *f = &p->experts[e];
-        sm_ffn_grads g = {.dx = a->dxe[e], .dh1 = a->deh1[e], .dh3 = a->deh3[e]};
-        if ((parts & SM_BWD_INPUT) &&
-            sm_insert_moe_combine_bwd(c, rd, e, a->dye[e], a->dge[e], dy, a->ye[e], a->w,
-                                      a->plan))
-            return -1;
-        if (sm_swiglu_bwd_parts(r, c, &s, f, g, a->dye[e], a->xe[e], a->eh1[e], a->eh3[e], mb,
-                                parts))
-            return -1;
-    }
+    if ((parts & SM_BWD_INPUT) && sm_moe_combine_bwd_all(r, c, l, mb)) return -1;
+    if (sm_moe_experts_bwd(r, c, l, mb, parts)) return -1;
     if (p->shared.I > 0 && sm_full_ffn_bwd(r, c, &p->shared, a, dy, mb, parts)) return -1;
     if (!(parts & SM_BWD_INPUT)) return 0;
-    if (sm_insert_moe_dispatch_bwd(c, rd, a->dxn2, a->dxe, a->plan, p->shared.I > 0) ||
+    sm_tensor *dxe[rd->E];
+    for (int e = 0; e < rd->E; e++) dxe[e] = a->dxe[sm_ex(r, e, r->ep_index)];
+    if (sm_insert_moe_dispatch_bwd(c, rd, a->dxn2, dxe, a->plan, p->shared.I > 0) ||
         sm_insert_router_bwd(c, rd, &r->bal, a->dxn2, sm_grad(r, &p->router, mb), a->dge, a->s,
                              a->plan, a->xn2, p->router.w, 1))
         return -1;

@@ -20,6 +20,7 @@
 typedef struct sm_param {
     sm_tensor *w, *g;
     int index;                   /* position in the model's checkpoint-order list */
+    int expert;                  /* the routed expert it belongs to, -1 for none */
 } sm_param;
 
 typedef struct sm_ffn_params {
@@ -50,7 +51,11 @@ struct sm_model {
 };
 
 /* Activations of one layer for one micro-batch (T tokens). Forward tensors are saved for
- * backward; d-prefixed ones are backward temporaries. */
+ * backward; d-prefixed ones are backward temporaries. Routed experts' row buffers (resizable:
+ * an expert's rows are its tokens) are indexed by (expert e, source p), sm_ex(r, e, p): the
+ * rows of the tokens of expert-parallel rank p that chose e. A rank holds its own tokens' rows
+ * of every expert (p = its own index: xe, ye, dye, dxe) and all sources' rows of its own
+ * experts; the other entries are NULL. With one rank, p is 0. */
 typedef struct sm_layer_acts {
     sm_tensor *xn, *rstd_in;                 /* attention input norm */
     sm_tensor *cq, *cqn, *rstd_q, *q;        /* query path */
@@ -60,12 +65,13 @@ typedef struct sm_layer_acts {
     sm_tensor *xn2, *rstd_post;              /* FFN input norm */
     sm_tensor *h1, *h3;                      /* dense FFN (or shared expert) hidden */
     sm_tensor *plan, *w, *s, *bal_loss;      /* router */
-    sm_tensor **xe, **ye, **eh1, **eh3;      /* routed experts [E] */
+    sm_tensor **xe, **ye, **eh1, **eh3;      /* routed experts [E * ep] */
     sm_tensor *ys;                           /* shared expert output */
     /* backward */
     sm_tensor *dxn, *dcqn, *dcq, *dq, *dkpe, *dkvu, *dkvn, *dkv, *dout;
     sm_tensor *dxn2, *dh1, *dh3;
-    sm_tensor **dye, **dge, **dxe, **deh1, **deh3;
+    sm_tensor **dye, **dxe, **deh1, **deh3;  /* [E * ep] */
+    sm_tensor **dge;                         /* [E]: mixing-weight gradients of own tokens */
 } sm_layer_acts;
 
 typedef struct sm_pipeline sm_pipeline;
@@ -96,18 +102,32 @@ struct sm_run {
     sm_micro_acts *mb;                       /* [micro] */
     sm_tensor_list owned;                    /* every tensor the run created */
     sm_pipeline *pl;                         /* pipeline cut and order; NULL: none */
-    /* gradient copies: micro-batch mb accumulates its weight gradients into copy
-     * copy_of_micro[mb] (gcopy[c][param index], which may be the parameter's own g); the
-     * copies are summed into g in copy order at the end of the step. NULL: into g directly. */
+    /* gradient copies: unit u = src * micro + mb (micro-batch mb of expert-parallel source
+     * src; src is this rank's ep_index but for its routed experts) accumulates its weight
+     * gradients into copy copy_of_unit[u] (gcopy[c][param index], which may be the parameter's
+     * own g, or NULL for a copy the parameter never uses); the copies are summed into g in copy
+     * order at the end of the step. NULL: into g directly. */
     int ncopies;
-    int *copy_of_micro;
+    int *copy_of_unit;
     sm_tensor ***gcopy;
     double submit_s;                         /* time the last step spent submitting tasks */
     int has_targets;                         /* the last step had targets (a loss) */
     int Bg;                                  /* sequences the loss averages over: B, or the
                                               * global batch under data parallelism */
     struct sm_dp *dp;                        /* the exchange between ranks; NULL: one rank */
+    /* expert parallelism: the job's ranks in consecutive groups of ep; this rank is number
+     * ep_index of its group (first rank ep_first) and holds experts [ep_index * E/ep, +E/ep).
+     * ep 1: every expert here. */
+    int ep, ep_index, ep_first;
+    unsigned step_parity;                    /* 0/1 by step: message tags of steps in a row
+                                              * differ */
 };
+
+/* Index of routed-expert row buffers (sm_layer_acts): expert e, source p. */
+static inline int sm_ex(const sm_run *r, int e, int p) { return e * r->ep + p; }
+/* The expert-parallel index holding expert e, and whether it is this rank. */
+static inline int sm_expert_owner(const sm_run *r, int e) { return e / (r->m->dims.E / r->ep); }
+static inline int sm_expert_here(const sm_run *r, int e) { return sm_expert_owner(r, e) == r->ep_index; }
 
 /* data_parallel.c: a run's share of data parallelism over every rank of the job (one per
  * rank of parallel.dp). In the step graph, sm_dp_share (once the forward pass is submitted)
@@ -131,8 +151,22 @@ int sm_run_set_data_parallel(sm_run *r, sm_error *err);
 /* The ranks r's step runs over (1 without data parallelism). */
 int sm_run_ranks(const sm_run *r);
 
-/* Where a parameter's gradient goes for micro-batch mb: its copy, or its own g. */
+/* Where a parameter's gradient goes for micro-batch mb of this rank: its copy, or its own g. */
 sm_tensor *sm_grad(const sm_run *r, const sm_param *p, int mb);
+/* Where a routed expert's gradient goes for micro-batch mb of expert-parallel source p. In
+ * deterministic mode each (source, micro-batch) has its own copy, summed in that order: as one
+ * rank would sum the ep ranks' micro-batches one after the other. */
+sm_tensor *sm_expert_grad(const sm_run *r, const sm_param *p, int src, int mb);
+
+/* expert_parallel.c: the messages of expert parallelism in the step graph, as StarPU-MPI
+ * transfers of resizable row buffers, tagged by (what, layer, micro-batch, expert, source)
+ * and the step's parity. `what` is one of SM_EP_*; a send to or a receive from source p of
+ * this rank's group. */
+enum { SM_EP_TOKENS, SM_EP_OUTPUTS, SM_EP_OUTPUT_GRADS, SM_EP_TOKEN_GRADS };
+int sm_ep_send(const sm_run *r, sm_tensor *t, int what, int l, int mb, int e, int src,
+               int to, sm_error *err);
+int sm_ep_recv(const sm_run *r, sm_tensor *t, int what, int l, int mb, int e, int src,
+               int from, sm_error *err);
 
 /* Layers [first, end) of one pipeline stage, with the embedding on the first stage and the
  * final norm, head and loss on the last. */

@@ -19,6 +19,7 @@ static int sm_param_add(sm_model *m, sm_param *p, const char *name, int ndim, in
     if (!p->w) return -1;
     p->g = NULL;
     p->index = m->nall;
+    p->expert = -1;
     if (with_grad) {
         snprintf(gname, sizeof gname, "grad.%s", name);
         if (!(p->g = sm_tensor_new(m->g, gname, SM_F32, SM_GRAD, ndim, shape, err))) return -1;
@@ -35,7 +36,9 @@ static int sm_param_add(sm_model *m, sm_param *p, const char *name, int ndim, in
 
 #define SM_NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
 
-static int sm_ffn_add(sm_model *m, sm_ffn_params *f, const char *prefix, int I, sm_error *err)
+/* A SwiGLU's three weights; expert: the routed expert they belong to, -1 for none. */
+static int sm_ffn_add(sm_model *m, sm_ffn_params *f, const char *prefix, int I, int expert,
+                      sm_error *err)
 {
     char n[256];
     int d = m->dims.d;
@@ -44,6 +47,8 @@ static int sm_ffn_add(sm_model *m, sm_ffn_params *f, const char *prefix, int I, 
         sm_param_add(m, &f->gate, SM_NAME(n, "%s.gate_proj.weight", prefix), 2, I, d, 1, err) ||
         sm_param_add(m, &f->up, SM_NAME(n, "%s.up_proj.weight", prefix), 2, I, d, 1, err))
         return -1;
+    sm_param *ps[] = {&f->down, &f->gate, &f->up};
+    for (int i = 0; i < 3; i++) ps[i]->expert = m->all[ps[i]->index].expert = expert;
     return 0;
 }
 
@@ -75,7 +80,7 @@ static int sm_moe_add(sm_model *m, sm_layer_params *p, int l, sm_error *err)
     if (!p->experts) return sm_fail(err, "out of memory for %d experts", E);
     for (int e = 0; e < E; e++)
         if (sm_ffn_add(m, &p->experts[e], SM_NAME(n, "model.layers.%d.mlp.experts.%d", l, e),
-                       x->expert_I, err))
+                       x->expert_I, e, err))
             return -1;
     if (sm_param_add(m, &p->bias, SM_NAME(n, "model.layers.%d.mlp.gate.e_score_correction_bias", l),
                      1, E, 0, 0, err) ||
@@ -84,7 +89,7 @@ static int sm_moe_add(sm_model *m, sm_layer_params *p, int l, sm_error *err)
         return -1;
     if (x->shared_I > 0)
         return sm_ffn_add(m, &p->shared, SM_NAME(n, "model.layers.%d.mlp.shared_experts", l),
-                          x->shared_I, err);
+                          x->shared_I, -1, err);
     return 0;
 }
 
@@ -99,7 +104,7 @@ static int sm_layer_add(sm_model *m, int l, sm_error *err)
         return -1;
     if (p->moe ? sm_moe_add(m, p, l, err)
                : sm_ffn_add(m, &p->dense, SM_NAME(n, "model.layers.%d.mlp", l),
-                            sm_dims_ffn_width(&m->dims, l), err))
+                            sm_dims_ffn_width(&m->dims, l), -1, err))
         return -1;
     if (sm_param_add(m, &p->post_norm,
                      SM_NAME(n, "model.layers.%d.post_attention_layernorm.weight", l), 1, d, 0, 1,

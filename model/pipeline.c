@@ -42,7 +42,19 @@ const char *sm_run_pipeline_of(const char *sched)
     return sched && sm_schedule_policy_parse(sched, &p, NULL) == 0 ? sched : NULL;
 }
 
-/* Copy c of every gradient; `own` makes copy c the gradient itself. */
+/* Whether parameter p's gradient receives units of copy c: every copy, for this rank's routed
+ * experts (they take the units of every source of the group); otherwise the copies of this
+ * rank's units. */
+static int sm_copy_used(const sm_run *r, const sm_param *p, int c)
+{
+    int units = r->micro * r->ep, mine = 0;
+    if (p->expert >= 0 && sm_expert_here(r, p->expert)) return 1;
+    for (int u = r->ep_index * r->micro; u < (r->ep_index + 1) * r->micro; u++)
+        mine |= r->copy_of_unit[u] == c;
+    return units == r->micro || mine;
+}
+
+/* Copy c of every gradient that uses it; `own` makes copy c the gradient itself. */
 static int sm_copies_add(sm_run *r, int c, int own, const char *tag, sm_error *err)
 {
     sm_model *m = r->m;
@@ -51,7 +63,7 @@ static int sm_copies_add(sm_run *r, int c, int own, const char *tag, sm_error *e
     for (int i = 0; i < m->nall; i++) {
         sm_tensor *g = m->all[i].g;
         char name[300];
-        if (!g) continue;
+        if (!g || !sm_copy_used(r, &m->all[i], c)) continue;
         if (own) {
             r->gcopy[c][i] = g;
             continue;
@@ -64,18 +76,20 @@ static int sm_copies_add(sm_run *r, int c, int own, const char *tag, sm_error *e
     return 0;
 }
 
-/* ncopies copies, micro-batch mb going to copy mb * ncopies / micro; with own_first, copy 0 is
- * the gradient itself. */
+/* ncopies copies over the ep * micro units, unit u going to copy u * ncopies / units; with
+ * own_first, copy 0 is the gradient itself. */
 static int sm_copies_setup(sm_run *r, int ncopies, int own_first, sm_error *err)
 {
+    int units = r->micro * r->ep;
     r->ncopies = ncopies;
     r->gcopy = calloc(ncopies, sizeof *r->gcopy);
-    r->copy_of_micro = calloc(r->micro, sizeof *r->copy_of_micro);
-    if (!r->gcopy || !r->copy_of_micro) return sm_fail(err, "out of memory for gradient copies");
-    for (int mb = 0; mb < r->micro; mb++) r->copy_of_micro[mb] = mb * ncopies / r->micro;
+    r->copy_of_unit = calloc(units, sizeof *r->copy_of_unit);
+    if (!r->gcopy || !r->copy_of_unit) return sm_fail(err, "out of memory for gradient copies");
+    for (int u = 0; u < units; u++) r->copy_of_unit[u] = u * ncopies / units;
     for (int c = 0; c < ncopies; c++) {
         char tag[32];
-        snprintf(tag, sizeof tag, ncopies == r->micro ? "mb%d" : "copy%d", c);
+        snprintf(tag, sizeof tag, ncopies != units ? "copy%d" : r->ep > 1 ? "unit%d" : "mb%d",
+                 c);
         if (sm_copies_add(r, c, own_first && c == 0, tag, err)) return -1;
     }
     return 0;
@@ -131,7 +145,9 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
 {
     sm_schedule_policy policy;
     int pp = o && o->pp > 0 ? o->pp : 1;
-    if (o && o->deterministic && r->backward && sm_copies_setup(r, r->micro, 0, err)) return -1;
+    if (o && o->deterministic && r->backward &&
+        sm_copies_setup(r, r->micro * r->ep, 0, err))
+        return -1;
     if (!o || !o->pipeline) {
         if (pp > 1)
             return sm_fail(err, "pp %d: pipeline parallelism needs a pipeline schedule "
@@ -224,7 +240,7 @@ int sm_pipeline_reduce(sm_run *r, sm_error *err)
         if (!g) continue;
         for (int c = 0; c < r->ncopies; c++) {
             if (r->gcopy[c][i] == g) own = 1;
-            else srcs[n++] = r->gcopy[c][i];
+            else if (r->gcopy[c][i]) srcs[n++] = r->gcopy[c][i];
         }
         if (sm_insert_sum_tensors(&step, g, srcs, n, own)) return -1;
     }
@@ -235,7 +251,7 @@ void sm_pipeline_free(sm_run *r)
 {
     for (int c = 0; r->gcopy && c < r->ncopies; c++) free(r->gcopy[c]);
     free(r->gcopy);
-    free(r->copy_of_micro);
+    free(r->copy_of_unit);
     if (!r->pl) return;
     sm_schedule_free(r->pl->pipe);
     free(r->pl->span);

@@ -62,6 +62,19 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                 c->max_position_embeddings);
         return NULL;
     }
+    int ep = o && o->ep > 1 ? o->ep : 1, rank = sm_engine_rank();
+    if (sm_engine_size() % ep || c->n_routed_experts % ep) {
+        sm_fail(err, "expert parallelism over %d ranks: it needs a multiple of %d ranks (%d "
+                     "launched) and %d dividing the %d routed experts", ep, ep,
+                sm_engine_size(), ep, c->n_routed_experts);
+        return NULL;
+    }
+    if (ep > 1 && o->pipeline) {
+        sm_fail(err, "expert parallelism with the pipeline schedule '%s' is not built yet (issue "
+                     "11): run without engine.sched's pipeline, or with parallel.ep 1",
+                o->pipeline);
+        return NULL;
+    }
     sm_run *r = calloc(1, sizeof *r);
     if (!r) {
         sm_fail(err, "out of memory");
@@ -69,7 +82,8 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
     }
     *r = (sm_run){.m = m, .B = B, .S = S, .micro = micro, .Bm = B / micro, .T = B / micro * S,
                   .backward = backward, .split_dx = sm_pipeline_defers_weights(o), .Bg = B,
-                  .grad_over_logits = backward && o && o->grad_over_logits};
+                  .grad_over_logits = backward && o && o->grad_over_logits, .ep = ep,
+                  .ep_index = rank % ep, .ep_first = rank - rank % ep};
     if (sm_run_setup(r, err) || sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
         sm_run_free(r);
         return NULL;
@@ -106,10 +120,21 @@ void sm_run_free(sm_run *r)
     free(r);
 }
 
+/* The gradient of unit u = (source, micro-batch) of the ep * micro units of a group. */
+static sm_tensor *sm_grad_of_unit(const sm_run *r, const sm_param *p, int u)
+{
+    int c = r->copy_of_unit ? r->copy_of_unit[u] : -1;
+    return c < 0 ? p->g : r->gcopy[c][p->index];
+}
+
 sm_tensor *sm_grad(const sm_run *r, const sm_param *p, int mb)
 {
-    int c = r->copy_of_micro ? r->copy_of_micro[mb] : -1;
-    return c < 0 ? p->g : r->gcopy[c][p->index];
+    return sm_grad_of_unit(r, p, r->ep_index * r->micro + mb);
+}
+
+sm_tensor *sm_expert_grad(const sm_run *r, const sm_param *p, int src, int mb)
+{
+    return sm_grad_of_unit(r, p, src * r->micro + mb);
 }
 
 int sm_residual_grad_pass(const sm_op_ctx *c, sm_tensor *out, sm_tensor *in)
@@ -181,7 +206,8 @@ static int sm_zero_grads(sm_run *r, sm_error *err)
         if (!m->all[i].g) continue;
         if (sm_insert_zero(&step, m->all[i].g)) return -1;
         for (int c = 0; c < r->ncopies; c++)
-            if (r->gcopy[c][i] != m->all[i].g && sm_insert_zero(&step, r->gcopy[c][i]))
+            if (r->gcopy[c][i] && r->gcopy[c][i] != m->all[i].g &&
+                sm_insert_zero(&step, r->gcopy[c][i]))
                 return -1;
     }
     return 0;
@@ -229,6 +255,7 @@ static int sm_run_build_plain(sm_run *r, sm_error *err)
 int sm_run_build(sm_run *r, sm_error *err)
 {
     sm_graph_step_begin(r->m->g);
+    r->step_parity ^= 1u;
     if (r->pl && sm_pipeline_begin(r, err)) return -1;
     if (r->backward && sm_zero_grads(r, err)) return -1;
     if (r->pl ? sm_pipeline_build(r, err) || sm_loss_sums(r, err) : sm_run_build_plain(r, err))

@@ -69,9 +69,6 @@ int sm_op_insert(const sm_op_ctx *ctx, struct starpu_codelet *cl, const char *op
 #define SM_R(t) ((sm_access){(t), STARPU_R})
 #define SM_W(t) ((sm_access){(t), STARPU_W})
 #define SM_RW(t) ((sm_access){(t), STARPU_RW})
-/* A task writing only its part of t (an expert's rows of a packed buffer, through its view):
- * read-write, as the rest is kept. */
-#define SM_PART(t) SM_RW(t)
 /* Read-write when accumulating into t, write-only when overwriting it. */
 #define SM_ACC(t, accumulate) ((sm_access){(t), (accumulate) ? STARPU_RW : STARPU_W})
 

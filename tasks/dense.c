@@ -4,8 +4,8 @@
 #include "tasks/dense.h"
 
 #include <string.h>
+#include "graph/resizable.h"
 #include "tasks/dense_kernels.h"
-#include "tasks/moe_kernels.h"
 
 /* ---- embedding ---- */
 typedef struct { int T, d; } sm_embed_args;
@@ -171,8 +171,7 @@ int sm_insert_linear_bwd_weight(const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy
 }
 
 /* ---- SwiGLU FFN (dense, shared, or one routed expert) ---- */
-/* plan_buf: the slot of the routing plan, which follows the codelet's other buffers */
-typedef struct { sm_ffn_shape s; int accumulate, residual, plan_buf; } sm_ffn_args;
+typedef struct { sm_ffn_shape s; int accumulate, residual; } sm_ffn_args;
 /* the residual is present only with a residual */
 enum {
     SWIGLU_FWD_Y, SWIGLU_FWD_H1, SWIGLU_FWD_H3, SWIGLU_FWD_X, SWIGLU_FWD_W1, SWIGLU_FWD_W3,
@@ -194,35 +193,32 @@ enum {
     SWIGLU_BWD_W2, SWIGLU_BWD_NBUF
 };
 
-/* The rows a task works on: a routed expert's, from the plan (count[e] rows from row offset[e]
- * of its packed views), or all n from row 0. */
-typedef struct { int n, first; } sm_ffn_rows;
-
-static sm_ffn_rows sm_ffn_rows_of(void *b[], const sm_ffn_args *a)
+/* The rows a task works on: a routed expert's, as many as its row buffer `slot` (d columns)
+ * holds; otherwise all n. */
+static int sm_ffn_rows_of(void *b[], const sm_ffn_args *a, int slot)
 {
-    if (!a->s.plan) return (sm_ffn_rows){a->s.n, 0};
-    int32_t *plan = SM_BUF(b, a->plan_buf, int32_t);
-    return (sm_ffn_rows){sm_plan_count(plan, a->s.T, a->s.K, a->s.E)[a->s.expert],
-                         sm_plan_offset(plan, a->s.T, a->s.K, a->s.E)[a->s.expert]};
+    if (a->s.expert < 0) return a->s.n;
+    return (int)(STARPU_VECTOR_GET_NX(b[slot]) / (size_t)a->s.d);
 }
 
-/* The task's rows of row buffer `slot`, of d (wide = 0) or I (wide = 1) columns. */
-static float *sm_ffn_buf(void *b[], int slot, const sm_ffn_args *a, sm_ffn_rows rows, int wide)
+/* Row buffer `slot` written by the task, of n rows of d (wide = 0) or I (wide = 1) columns: a
+ * routed expert's resizable buffer takes that size. */
+static float *sm_ffn_out_buf(void *b[], int slot, const sm_ffn_args *a, int n, int wide)
 {
-    return SM_BUF(b, slot, float) + (size_t)rows.first * (wide ? a->s.I : a->s.d);
+    if (a->s.expert < 0) return SM_BUF(b, slot, float);
+    return sm_resizable_resize(b[slot], (size_t)n * (wide ? a->s.I : a->s.d));
 }
 
-/* Row buffer `slot` of the running swiglu task, at its rows (D: d columns, I: I columns). */
-#define FFN_D(slot) sm_ffn_buf(b, slot, a, rows, 0)
-#define FFN_I(slot) sm_ffn_buf(b, slot, a, rows, 1)
+#define FFN_IN(slot) SM_BUF(b, slot, float)
+#define FFN_OUT_D(slot) sm_ffn_out_buf(b, slot, a, n, 0)
+#define FFN_OUT_I(slot) sm_ffn_out_buf(b, slot, a, n, 1)
 
 static void sm_swiglu_fwd_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
-    sm_ffn_rows rows = sm_ffn_rows_of(b, a);
-    int n = rows.n;
-    float *y = FFN_D(SWIGLU_FWD_Y);
-    sm_swiglu_fwd(y, FFN_I(SWIGLU_FWD_H1), FFN_I(SWIGLU_FWD_H3), FFN_D(SWIGLU_FWD_X),
+    int n = sm_ffn_rows_of(b, a, SWIGLU_FWD_X);
+    float *y = FFN_OUT_D(SWIGLU_FWD_Y);
+    sm_swiglu_fwd(y, FFN_OUT_I(SWIGLU_FWD_H1), FFN_OUT_I(SWIGLU_FWD_H3), FFN_IN(SWIGLU_FWD_X),
                   SM_BUF(b, SWIGLU_FWD_W1, float), SM_BUF(b, SWIGLU_FWD_W3, float),
                   SM_BUF(b, SWIGLU_FWD_W2, float), n, a->s.d, a->s.I);
     if (a->residual) {
@@ -235,13 +231,13 @@ SM_CODELET(swiglu_fwd, sm_swiglu_fwd_cpu);
 static void sm_swiglu_bwd_input_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
-    sm_ffn_rows rows = sm_ffn_rows_of(b, a);
-    sm_swiglu_bwd_input(FFN_D(SWIGLU_BWD_INPUT_DX), FFN_I(SWIGLU_BWD_INPUT_DH1),
-                        FFN_I(SWIGLU_BWD_INPUT_DH3), FFN_D(SWIGLU_BWD_INPUT_DY),
-                        FFN_I(SWIGLU_BWD_INPUT_H1), FFN_I(SWIGLU_BWD_INPUT_H3),
+    int n = sm_ffn_rows_of(b, a, SWIGLU_BWD_INPUT_DY);
+    sm_swiglu_bwd_input(FFN_OUT_D(SWIGLU_BWD_INPUT_DX), FFN_OUT_I(SWIGLU_BWD_INPUT_DH1),
+                        FFN_OUT_I(SWIGLU_BWD_INPUT_DH3), FFN_IN(SWIGLU_BWD_INPUT_DY),
+                        FFN_IN(SWIGLU_BWD_INPUT_H1), FFN_IN(SWIGLU_BWD_INPUT_H3),
                         SM_BUF(b, SWIGLU_BWD_INPUT_W1, float),
                         SM_BUF(b, SWIGLU_BWD_INPUT_W3, float),
-                        SM_BUF(b, SWIGLU_BWD_INPUT_W2, float), rows.n, a->s.d, a->s.I,
+                        SM_BUF(b, SWIGLU_BWD_INPUT_W2, float), n, a->s.d, a->s.I,
                         a->accumulate);
 }
 SM_CODELET(swiglu_bwd_input, sm_swiglu_bwd_input_cpu);
@@ -249,13 +245,13 @@ SM_CODELET(swiglu_bwd_input, sm_swiglu_bwd_input_cpu);
 static void sm_swiglu_bwd_weight_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
-    sm_ffn_rows rows = sm_ffn_rows_of(b, a);
     sm_swiglu_bwd_weight(SM_BUF(b, SWIGLU_BWD_WEIGHT_DW1, float),
                          SM_BUF(b, SWIGLU_BWD_WEIGHT_DW3, float),
-                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DW2, float), FFN_D(SWIGLU_BWD_WEIGHT_DY),
-                         FFN_D(SWIGLU_BWD_WEIGHT_X), FFN_I(SWIGLU_BWD_WEIGHT_H1),
-                         FFN_I(SWIGLU_BWD_WEIGHT_H3), FFN_I(SWIGLU_BWD_WEIGHT_DH1),
-                         FFN_I(SWIGLU_BWD_WEIGHT_DH3), rows.n, a->s.d, a->s.I);
+                         SM_BUF(b, SWIGLU_BWD_WEIGHT_DW2, float), FFN_IN(SWIGLU_BWD_WEIGHT_DY),
+                         FFN_IN(SWIGLU_BWD_WEIGHT_X), FFN_IN(SWIGLU_BWD_WEIGHT_H1),
+                         FFN_IN(SWIGLU_BWD_WEIGHT_H3), FFN_IN(SWIGLU_BWD_WEIGHT_DH1),
+                         FFN_IN(SWIGLU_BWD_WEIGHT_DH3), sm_ffn_rows_of(b, a, SWIGLU_BWD_WEIGHT_DY),
+                         a->s.d, a->s.I);
 }
 SM_CODELET(swiglu_bwd_weight, sm_swiglu_bwd_weight_cpu);
 
@@ -265,12 +261,11 @@ SM_CODELET(swiglu_bwd_weight, sm_swiglu_bwd_weight_cpu);
 static void sm_swiglu_bwd_cpu(void *b[], void *arg)
 {
     const sm_ffn_args *a = arg;
-    sm_ffn_rows rows = sm_ffn_rows_of(b, a);
-    int n = rows.n;
-    float *dh1 = FFN_I(SWIGLU_BWD_DH1), *dh3 = FFN_I(SWIGLU_BWD_DH3);
-    const float *dy = FFN_D(SWIGLU_BWD_DY), *x = FFN_D(SWIGLU_BWD_X);
-    const float *h1 = FFN_I(SWIGLU_BWD_H1), *h3 = FFN_I(SWIGLU_BWD_H3);
-    sm_swiglu_bwd_input(FFN_D(SWIGLU_BWD_DX), dh1, dh3, dy, h1, h3,
+    int n = sm_ffn_rows_of(b, a, SWIGLU_BWD_DY);
+    float *dh1 = FFN_OUT_I(SWIGLU_BWD_DH1), *dh3 = FFN_OUT_I(SWIGLU_BWD_DH3);
+    const float *dy = FFN_IN(SWIGLU_BWD_DY), *x = FFN_IN(SWIGLU_BWD_X);
+    const float *h1 = FFN_IN(SWIGLU_BWD_H1), *h3 = FFN_IN(SWIGLU_BWD_H3);
+    sm_swiglu_bwd_input(FFN_OUT_D(SWIGLU_BWD_DX), dh1, dh3, dy, h1, h3,
                         SM_BUF(b, SWIGLU_BWD_W1, float), SM_BUF(b, SWIGLU_BWD_W3, float),
                         SM_BUF(b, SWIGLU_BWD_W2, float), n, a->s.d, a->s.I, a->accumulate);
     sm_swiglu_bwd_weight(SM_BUF(b, SWIGLU_BWD_DW1, float), SM_BUF(b, SWIGLU_BWD_DW3, float),
@@ -279,27 +274,22 @@ static void sm_swiglu_bwd_cpu(void *b[], void *arg)
 }
 SM_CODELET(swiglu_bwd, sm_swiglu_bwd_cpu);
 
-/* How a SwiGLU task writes row buffer t: a routed expert writes its part of a packed view
- * (read-write); otherwise read-write when accumulating, write-only when overwriting. */
+/* How a SwiGLU task writes row buffer t: a routed expert's is written whole, at the size the
+ * task gives it; otherwise read-write when accumulating, write-only when overwriting. */
 static sm_access sm_ffn_out(const sm_ffn_shape *s, sm_tensor *t, int accumulate)
 {
-    return s->plan ? SM_PART(t) : SM_ACC(t, accumulate);
-}
-
-/* Appends the plan (read) after the n other buffers and fills the args; returns the count. */
-static int sm_ffn_finish(const sm_ffn_shape *s, sm_ffn_args *a, sm_access *acc, int n)
-{
-    a->s = *s;
-    a->plan_buf = n;
-    if (s->plan) acc[n++] = SM_R(s->plan);
-    return n;
+    return SM_ACC(t, s->expert < 0 && accumulate);
 }
 
 static double sm_ffn_flops(const sm_ffn_shape *s, double gemms)
 {
-    /* routed experts: the mean load T*K/E stands in for the count known only at run time */
-    double rows = s->plan ? (double)s->T * s->K / s->E : s->n;
-    return gemms * 2.0 * rows * s->d * s->I;
+    return gemms * 2.0 * s->n * s->d * s->I;
+}
+
+/* The op name of a SwiGLU task: "expert_<what>" for a routed expert, "ffn_<what>" otherwise. */
+static const char *sm_ffn_op(const sm_ffn_shape *s, const char *expert_op, const char *ffn_op)
+{
+    return s->expert >= 0 ? expert_op : ffn_op;
 }
 
 int sm_insert_swiglu_fwd(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *y, sm_tensor *h1,
@@ -307,14 +297,15 @@ int sm_insert_swiglu_fwd(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *y
                          sm_tensor *res)
 {
     sm_ffn_args a = {.residual = res != NULL};
-    sm_access acc[SWIGLU_FWD_NBUF + 1] = {
+    sm_access acc[SWIGLU_FWD_NBUF] = {
         [SWIGLU_FWD_Y] = sm_ffn_out(s, y, 0), [SWIGLU_FWD_H1] = sm_ffn_out(s, h1, 0),
         [SWIGLU_FWD_H3] = sm_ffn_out(s, h3, 0),
         [SWIGLU_FWD_X] = SM_R(x), [SWIGLU_FWD_W1] = SM_R(W1), [SWIGLU_FWD_W3] = SM_R(W3),
         [SWIGLU_FWD_W2] = SM_R(W2), [SWIGLU_FWD_RES] = SM_R(res)};
-    int n = sm_ffn_finish(s, &a, acc, res ? SWIGLU_FWD_NBUF : SWIGLU_FWD_RES);
-    return sm_op_insert(c, &sm_cl_swiglu_fwd, s->plan ? "expert_fwd" : "ffn_fwd", SM_FORWARD,
-                        s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
+    a.s = *s;
+    return sm_op_insert(c, &sm_cl_swiglu_fwd, sm_ffn_op(s, "expert_fwd", "ffn_fwd"), SM_FORWARD,
+                        s->expert, acc, res ? SWIGLU_FWD_NBUF : SWIGLU_FWD_RES, &a, sizeof a,
+                        sm_ffn_flops(s, 3));
 }
 
 int sm_insert_swiglu_bwd_input(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *dx,
@@ -323,17 +314,17 @@ int sm_insert_swiglu_bwd_input(const sm_op_ctx *c, const sm_ffn_shape *s, sm_ten
                                int accumulate)
 {
     sm_ffn_args a = {.accumulate = accumulate};
-    sm_access acc[SWIGLU_BWD_INPUT_NBUF + 1] = {
+    sm_access acc[SWIGLU_BWD_INPUT_NBUF] = {
         [SWIGLU_BWD_INPUT_DX] = sm_ffn_out(s, dx, accumulate),
         [SWIGLU_BWD_INPUT_DH1] = sm_ffn_out(s, dh1, 0),
         [SWIGLU_BWD_INPUT_DH3] = sm_ffn_out(s, dh3, 0), [SWIGLU_BWD_INPUT_DY] = SM_R(dy),
         [SWIGLU_BWD_INPUT_H1] = SM_R(h1), [SWIGLU_BWD_INPUT_H3] = SM_R(h3),
         [SWIGLU_BWD_INPUT_W1] = SM_R(W1), [SWIGLU_BWD_INPUT_W3] = SM_R(W3),
         [SWIGLU_BWD_INPUT_W2] = SM_R(W2)};
-    int n = sm_ffn_finish(s, &a, acc, SWIGLU_BWD_INPUT_NBUF);
+    a.s = *s;
     return sm_op_insert(c, &sm_cl_swiglu_bwd_input,
-                        s->plan ? "expert_bwd_input" : "ffn_bwd_input", SM_BACKWARD_INPUT,
-                        s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
+                        sm_ffn_op(s, "expert_bwd_input", "ffn_bwd_input"), SM_BACKWARD_INPUT,
+                        s->expert, acc, SWIGLU_BWD_INPUT_NBUF, &a, sizeof a, sm_ffn_flops(s, 3));
 }
 
 int sm_insert_swiglu_bwd_weight(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *dW1,
@@ -341,16 +332,17 @@ int sm_insert_swiglu_bwd_weight(const sm_op_ctx *c, const sm_ffn_shape *s, sm_te
                                 sm_tensor *h1, sm_tensor *h3, sm_tensor *dh1, sm_tensor *dh3)
 {
     sm_ffn_args a = {0};
-    sm_access acc[SWIGLU_BWD_WEIGHT_NBUF + 1] = {
+    sm_access acc[SWIGLU_BWD_WEIGHT_NBUF] = {
         [SWIGLU_BWD_WEIGHT_DW1] = SM_RW(dW1), [SWIGLU_BWD_WEIGHT_DW3] = SM_RW(dW3),
         [SWIGLU_BWD_WEIGHT_DW2] = SM_RW(dW2), [SWIGLU_BWD_WEIGHT_DY] = SM_R(dy),
         [SWIGLU_BWD_WEIGHT_X] = SM_R(x), [SWIGLU_BWD_WEIGHT_H1] = SM_R(h1),
         [SWIGLU_BWD_WEIGHT_H3] = SM_R(h3), [SWIGLU_BWD_WEIGHT_DH1] = SM_R(dh1),
         [SWIGLU_BWD_WEIGHT_DH3] = SM_R(dh3)};
-    int n = sm_ffn_finish(s, &a, acc, SWIGLU_BWD_WEIGHT_NBUF);
+    a.s = *s;
     return sm_op_insert(c, &sm_cl_swiglu_bwd_weight,
-                        s->plan ? "expert_bwd_weight" : "ffn_bwd_weight", SM_BACKWARD_WEIGHT,
-                        s->plan ? s->expert : -1, acc, n, &a, sizeof a, sm_ffn_flops(s, 3));
+                        sm_ffn_op(s, "expert_bwd_weight", "ffn_bwd_weight"), SM_BACKWARD_WEIGHT,
+                        s->expert, acc, SWIGLU_BWD_WEIGHT_NBUF, &a, sizeof a,
+                        sm_ffn_flops(s, 3));
 }
 
 int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn_grads *g,
@@ -358,7 +350,7 @@ int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn
                          sm_tensor *W3, sm_tensor *W2, int accumulate)
 {
     sm_ffn_args a = {.accumulate = accumulate};
-    sm_access acc[SWIGLU_BWD_NBUF + 1] = {
+    sm_access acc[SWIGLU_BWD_NBUF] = {
         [SWIGLU_BWD_DX] = sm_ffn_out(s, g->dx, accumulate),
         [SWIGLU_BWD_DH1] = sm_ffn_out(s, g->dh1, 0), [SWIGLU_BWD_DH3] = sm_ffn_out(s, g->dh3, 0),
         [SWIGLU_BWD_DW1] = SM_RW(g->dW1),
@@ -366,9 +358,9 @@ int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn
         [SWIGLU_BWD_DY] = SM_R(dy), [SWIGLU_BWD_X] = SM_R(x), [SWIGLU_BWD_H1] = SM_R(h1),
         [SWIGLU_BWD_H3] = SM_R(h3), [SWIGLU_BWD_W1] = SM_R(W1), [SWIGLU_BWD_W3] = SM_R(W3),
         [SWIGLU_BWD_W2] = SM_R(W2)};
-    int n = sm_ffn_finish(s, &a, acc, SWIGLU_BWD_NBUF);
-    return sm_op_insert(c, &sm_cl_swiglu_bwd, s->plan ? "expert_bwd" : "ffn_bwd",
-                        SM_BACKWARD_INPUT, s->plan ? s->expert : -1, acc, n, &a, sizeof a,
+    a.s = *s;
+    return sm_op_insert(c, &sm_cl_swiglu_bwd, sm_ffn_op(s, "expert_bwd", "ffn_bwd"),
+                        SM_BACKWARD_INPUT, s->expert, acc, SWIGLU_BWD_NBUF, &a, sizeof a,
                         sm_ffn_flops(s, 6));
 }
 

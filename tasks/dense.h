@@ -26,13 +26,12 @@ int sm_insert_linear_bwd_input(const sm_op_ctx *c, sm_tensor *dx, sm_tensor *dy,
 int sm_insert_linear_bwd_weight(const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy, sm_tensor *x,
                                 int T, int in, int out);
 
-/* A SwiGLU FFN over n rows, or, when `plan` is not NULL, over routed expert `expert`'s rows:
- * its row buffers are then views packed by the plan (tasks/moe.h), and the count and first row
- * of the expert's rows are read from the plan when the task runs (n is unused). */
+/* A SwiGLU FFN over n rows, or, for a routed expert (expert >= 0), over the rows of its
+ * resizable input buffer, whatever their number when the task runs: the buffers it writes take
+ * that number of rows, and n is the mean count the flop estimate uses. */
 typedef struct sm_ffn_shape {
     int n, d, I;
-    sm_tensor *plan;             /* routing plan, or NULL for a dense/shared FFN */
-    int expert, T, K, E;         /* plan geometry when plan is set */
+    int expert;                  /* routed expert, -1 for a dense/shared FFN */
 } sm_ffn_shape;
 
 /* y = swiglu(x) (+ res) ; saves h1, h3. */

@@ -1,11 +1,12 @@
 /* Codelets and insert helpers of the MoE family: router, dispatch, combine and their
- * backward passes. Per-expert buffers are views of buffers packed by the routing plan
- * (graph.h): a task of expert e reaches its rows (from row offset[e]) through view e, and
- * writes them read-write. Tasks over all experts take the E views as consecutive buffers and
- * reduce them in expert order, so sums never depend on scheduling. */
+ * backward passes. Per-expert buffers are resizable row buffers (graph.h): the task writing
+ * expert e's rows sizes its buffer to the count[e] rows the plan gives it. Tasks over all
+ * experts take the E buffers as consecutive buffers and reduce them in expert order, so sums
+ * never depend on scheduling. */
 #include "tasks/moe.h"
 
 #include <stdlib.h>
+#include "graph/resizable.h"
 #include "tasks/kernel_util.h"
 
 typedef struct {
@@ -14,19 +15,20 @@ typedef struct {
     sm_balance bal;
 } sm_moe_args;
 
-/* Expert e's rows (of `width` elements) in buffer `slot`, a view packed by the plan. */
-static float *sm_expert_buf(void *b[], int slot, const int32_t *plan, int e,
+/* Expert e's row buffer in slot `slot`, sized to its count[e] rows of `width` elements: the
+ * writing task's. */
+static float *sm_expert_out(void *b[], int slot, const int32_t *plan, int e,
                             const sm_router_dims *r, int width)
 {
-    return sm_plan_expert_rows(SM_BUF(b, slot, float), plan, e, r->T, r->K, r->E, width);
+    int rows = sm_plan_count((int32_t *)plan, r->T, r->K, r->E)[e];
+    return sm_resizable_resize(b[slot], (size_t)rows * width);
 }
 
-/* Each expert's rows in the E consecutive views starting at slot `first`. */
-static const float **sm_expert_ptrs(void *b[], int first, const int32_t *plan,
-                                    const sm_router_dims *r, int width)
+/* The E experts' row buffers in consecutive slots from `first`. */
+static const float **sm_expert_ptrs(void *b[], int first, const sm_router_dims *r)
 {
     const float **p = sm_kcalloc(r->E, sizeof *p, "the experts' buffer pointers");
-    for (int e = 0; e < r->E; e++) p[e] = sm_expert_buf(b, first + e, plan, e, r, width);
+    for (int e = 0; e < r->E; e++) p[e] = SM_BUF(b, first + e, float);
     return p;
 }
 
@@ -77,7 +79,7 @@ static void sm_router_bwd_cpu(void *b[], void *arg)
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
     const int32_t *plan = SM_BUF(b, ROUTER_BWD_PLAN, int32_t);
-    const float **dge = sm_expert_ptrs(b, ROUTER_BWD_DGE, plan, r, 1);
+    const float **dge = sm_expert_ptrs(b, ROUTER_BWD_DGE, r);
     float *dw = sm_kfloats((size_t)r->T * r->K, "router_bwd: mixing-weight gradients");
     float *ds = a->bal.coef > 0 ? sm_kfloats((size_t)r->T * r->E, "router_bwd: balance gradients")
                                 : NULL;
@@ -119,7 +121,7 @@ static void sm_dispatch_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
     const int32_t *plan = SM_BUF(b, DISPATCH_PLAN, int32_t);
-    sm_moe_gather(sm_expert_buf(b, DISPATCH_XE, plan, a->e, &a->r, a->r.d),
+    sm_moe_gather(sm_expert_out(b, DISPATCH_XE, plan, a->e, &a->r, a->r.d),
                   SM_BUF(b, DISPATCH_U, float), plan, a->e, a->r.T, a->r.K, a->r.E, a->r.d);
 }
 SM_CODELET(moe_dispatch, sm_dispatch_cpu);
@@ -128,7 +130,7 @@ int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, s
                            sm_tensor *u, sm_tensor *plan)
 {
     sm_moe_args a = {.r = *r, .e = e};
-    sm_access acc[DISPATCH_NBUF] = {[DISPATCH_XE] = SM_PART(xe), [DISPATCH_U] = SM_R(u),
+    sm_access acc[DISPATCH_NBUF] = {[DISPATCH_XE] = SM_W(xe), [DISPATCH_U] = SM_R(u),
                                     [DISPATCH_PLAN] = SM_R(plan)};
     return sm_op_insert(c, &sm_cl_moe_dispatch, "dispatch", SM_COMM, e, acc, DISPATCH_NBUF, &a,
                         sizeof a, (double)r->T * r->K / r->E * r->d);
@@ -138,7 +140,7 @@ static void sm_dispatch_bwd_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
     const int32_t *plan = SM_BUF(b, DISPATCH_BWD_PLAN, int32_t);
-    const float **dxe = sm_expert_ptrs(b, DISPATCH_BWD_DXE, plan, &a->r, a->r.d);
+    const float **dxe = sm_expert_ptrs(b, DISPATCH_BWD_DXE, &a->r);
     sm_moe_gather_bwd(SM_BUF(b, DISPATCH_BWD_DU, float), dxe, plan, a->r.T, a->r.K, a->r.E,
                       a->r.d, a->accumulate);
     free(dxe);
@@ -170,7 +172,7 @@ static void sm_combine_cpu(void *b[], void *arg)
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
     const int32_t *plan = SM_BUF(b, COMBINE_PLAN, int32_t);
-    const float **ye = sm_expert_ptrs(b, COMBINE_YE, plan, r, r->d);
+    const float **ye = sm_expert_ptrs(b, COMBINE_YE, r);
     int next = COMBINE_YE + r->E;
     const float *shared = a->shared ? SM_BUF(b, next++, float) : NULL;
     float *y = SM_BUF(b, COMBINE_Y, float);
@@ -205,10 +207,9 @@ static void sm_combine_bwd_cpu(void *b[], void *arg)
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
     const int32_t *plan = SM_BUF(b, COMBINE_BWD_PLAN, int32_t);
-    sm_moe_combine_bwd(sm_expert_buf(b, COMBINE_BWD_DYE, plan, a->e, r, r->d),
-                       sm_expert_buf(b, COMBINE_BWD_DGE, plan, a->e, r, 1),
-                       SM_BUF(b, COMBINE_BWD_DY, float),
-                       sm_expert_buf(b, COMBINE_BWD_YE, plan, a->e, r, r->d),
+    sm_moe_combine_bwd(sm_expert_out(b, COMBINE_BWD_DYE, plan, a->e, r, r->d),
+                       sm_expert_out(b, COMBINE_BWD_DGE, plan, a->e, r, 1),
+                       SM_BUF(b, COMBINE_BWD_DY, float), SM_BUF(b, COMBINE_BWD_YE, float),
                        SM_BUF(b, COMBINE_BWD_W, float), plan, a->e, r->T, r->K, r->E, r->d);
 }
 SM_CODELET(moe_combine_bwd, sm_combine_bwd_cpu);
@@ -219,7 +220,7 @@ int sm_insert_moe_combine_bwd(const sm_op_ctx *c, const sm_router_dims *r, int e
 {
     sm_moe_args a = {.r = *r, .e = e};
     sm_access acc[COMBINE_BWD_NBUF] = {
-        [COMBINE_BWD_DYE] = SM_PART(dye), [COMBINE_BWD_DGE] = SM_PART(dge),
+        [COMBINE_BWD_DYE] = SM_W(dye), [COMBINE_BWD_DGE] = SM_W(dge),
         [COMBINE_BWD_DY] = SM_R(dy), [COMBINE_BWD_YE] = SM_R(ye), [COMBINE_BWD_W] = SM_R(w),
         [COMBINE_BWD_PLAN] = SM_R(plan)};
     return sm_op_insert(c, &sm_cl_moe_combine_bwd, "combine_bwd", SM_COMM, e, acc,

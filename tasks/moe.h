@@ -1,8 +1,8 @@
 /* Insert helpers of the MoE family: router scoring and selection, dispatch (gather each
  * expert's tokens), combine (weighted scatter-add, plus the shared expert and the residual),
  * and their backward passes. Kernels in moe_kernels.c; the experts' FFNs use dense.h.
- * Per-expert tensors (xe, ye, dye, dge, dxe) are views of buffers packed by the plan: T*K rows
- * in all, expert e's from row offset[e] (moe_kernels.h); tasks write them read-write. */
+ * Per-expert tensors (xe, ye, dye, dge, dxe) are resizable row buffers (graph.h) holding
+ * expert e's count[e] rows of the plan, in its order (moe_kernels.h): T*K rows in all. */
 #ifndef STARMOE_MOE_H
 #define STARMOE_MOE_H
 

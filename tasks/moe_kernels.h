@@ -8,9 +8,8 @@
  *   offset [E+1]  prefix sums of count
  *   rows   [T*K]  for each expert in turn, its tokens in increasing token order
  *   pos    [T*K]  pos[t*K+k] = row of (t, k) inside its expert's list (0 .. count-1)
- * Expert e's gathered input is [count[e], d], row r = token rows[offset[e] + r]. Buffers
- * packed by the plan hold every expert's rows in turn: T*K rows, expert e's from row offset[e]
- * (sm_plan_expert_rows); the kernels below take one expert's rows, wherever they are. */
+ * Expert e's gathered input is [count[e], d], row r = token rows[offset[e] + r]; the kernels
+ * below take one buffer of rows per expert. */
 #ifndef STARMOE_MOE_KERNELS_H
 #define STARMOE_MOE_KERNELS_H
 
@@ -29,13 +28,6 @@ static inline int32_t *sm_plan_count(int32_t *p, int T, int K, int E) { (void)E;
 static inline int32_t *sm_plan_offset(int32_t *p, int T, int K, int E) { return p + T * K + E; }
 static inline int32_t *sm_plan_rows(int32_t *p, int T, int K, int E) { return p + T * K + 2 * E + 1; }
 static inline int32_t *sm_plan_pos(int32_t *p, int T, int K, int E) { return p + 2 * T * K + 2 * E + 1; }
-/* Expert e's first row of a buffer packed by plan p, with rows of `width` elements. */
-static inline float *sm_plan_expert_rows(float *packed, const int32_t *p, int e, int T, int K,
-                                         int E, int width)
-{
-    return packed + (size_t)sm_plan_offset((int32_t *)p, T, K, E)[e] * width;
-}
-
 /* Router forward on u [T, d] with gate weight Wg [E, d] and selection bias [E] (may be NULL):
  * s [T, E] = sigmoid(u Wg^T) (saved), w [T, K] = final mixing weights of the chosen experts,
  * and the whole plan (idx, count, offset, rows, pos). */

@@ -135,7 +135,7 @@ static uint64_t sm_task_bytes(const sm_graph *g, const sm_task_record *r)
 {
     double b = 0;
     for (int a = 0; a < r->naccess; a++)
-        b += sm_tensor_share_bytes(sm_graph_access(g, r, a, NULL));
+        b += sm_tensor_bytes(sm_graph_access(g, r, a, NULL));
     return (uint64_t)b;
 }
 
@@ -231,7 +231,7 @@ static int sm_trace_memory(sm_tracer *t)
     }
     for (size_t i = 0; i < nt; i++) {
         if (t->first[i] < 0) continue;
-        double bytes = sm_tensor_share_bytes(sm_graph_tensor(t->g, (int)i));
+        double bytes = sm_tensor_bytes(sm_graph_tensor(t->g, (int)i));
         if (sm_tick_add(t, t->first[i], bytes) || sm_tick_add(t, t->last[i], -bytes)) return -1;
     }
     return sm_write_counter(t, "activation memory", "bytes");

@@ -32,6 +32,12 @@ typedef struct sm_run_opts {
      * the same results, but sm_run_logits() then reads that gradient (for runs whose logits
      * are not read: training, bench). Ignored without backward. */
     int grad_over_logits;
+    /* expert parallelism (0 or 1: none): under mpirun, the job's ranks in consecutive groups
+     * of ep; each rank holds n_routed_experts / ep of the routed experts, runs them on the
+     * tokens every rank of its group routes there, and sends its own tokens to the ranks
+     * holding their experts (every rank still runs its own sequences through everything
+     * else). The number of ranks must be a multiple of ep, and ep must divide the experts. */
+    int ep;
 } sm_run_opts;
 
 /* `sched` when it names a pipeline schedule (the ordered policy of that name runs it), else
