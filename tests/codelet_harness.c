@@ -1,5 +1,5 @@
-/* A codelet case's tensors (each with the values it must hold after the task) and the routing
- * plans of the MoE cases; the checks are in tests/test_codelets.c. */
+/* A codelet case's tensors (each with the size and values it must have after the task) and the
+ * routing plans of the MoE cases; the checks are in tests/test_codelets.c. */
 #include "tests/codelet_harness.h"
 
 #include <math.h>
@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A case tensor of n elements holding `init`: a plain tensor (nviews 0), or nviews views of
- * one buffer (views[i]; the case tensor is the buffer, through view 0). */
-static ct *fx_make(fx *f, const char *name, sm_dtype dt, size_t n, const void *init, int nviews,
-                   sm_tensor **views)
+/* A case tensor of n elements holding `init`: a plain tensor (width 0), or a resizable row
+ * tensor of n / width rows of `width` elements. */
+static ct *fx_make(fx *f, const char *name, sm_dtype dt, size_t n, const void *init,
+                   size_t width)
 {
     sm_error err = {{0}};
     if (f->n == MAX_TENSORS) {
@@ -20,37 +20,49 @@ static ct *fx_make(fx *f, const char *name, sm_dtype dt, size_t n, const void *i
     ct *x = &f->v[f->n++];
     size_t bytes = n * sm_dtype_size(dt);
     int64_t shape[1] = {(int64_t)n};
-    if (nviews)
-        x->t = sm_tensor_views_new_in(f->g, &f->owned, name, dt, SM_ACT, 1, shape, nviews,
-                                      views, &err)
-                   ? NULL
-                   : views[0];
+    if (width)
+        x->t = sm_tensor_rows_new_in(f->g, &f->owned, name, dt, SM_ACT, (int64_t)width, &err);
     else
         x->t = sm_tensor_new_in(f->g, &f->owned, name, dt, SM_ACT, 1, shape, &err);
     x->ref = calloc(n ? n : 1, sm_dtype_size(dt));
-    x->check = n;
+    x->numel = n;
     if (!x->t || !x->ref) {
         fprintf(stderr, "test_codelets: %s\n", x->t ? "out of memory" : err.msg);
         exit(1);
     }
     if (init) memcpy(x->ref, init, bytes);
-    memcpy(sm_tensor_acquire(x->t, STARPU_W), x->ref, bytes);
+    void *data = sm_tensor_acquire_resized(x->t, n);
+    if (bytes) memcpy(data, x->ref, bytes);
     sm_tensor_release(x->t);
     return x;
 }
 
 ct *fx_tensor(fx *f, const char *name, sm_dtype dt, size_t n, const void *init)
 {
-    return fx_make(f, name, dt, n, init, 0, NULL);
+    return fx_make(f, name, dt, n, init, 0);
 }
 
-ct *fx_views(fx *f, const char *name, size_t n, int nviews, sm_tensor **views)
+ct *fx_rows(fx *f, const char *name, size_t rows, size_t width)
 {
+    size_t n = rows * width;
     float *v = malloc((n ? n : 1) * sizeof *v);
     tu_fill(&f->rng, v, n, 1);
-    ct *x = fx_make(f, name, SM_F32, n, v, nviews, views);
+    ct *x = fx_make(f, name, SM_F32, n, v, width);
     free(v);
     return x;
+}
+
+void fx_resize(ct *x, size_t numel)
+{
+    size_t size = sm_dtype_size(x->t->dtype);
+    char *ref = realloc(x->ref, (numel ? numel : 1) * size);
+    if (!ref) {
+        fprintf(stderr, "test_codelets: out of memory\n");
+        exit(1);
+    }
+    if (numel > x->numel) memset(ref + x->numel * size, 0, (numel - x->numel) * size);
+    x->ref = ref;
+    x->numel = numel;
 }
 
 ct *fx_randn(fx *f, const char *name, size_t n, float std, float shift)
@@ -95,11 +107,9 @@ routed fx_route(fx *f, const sm_router_dims *r)
     x.w = fx_tensor(f, "w", SM_F32, r->T * r->K, w);
     x.s = fx_tensor(f, "s", SM_F32, r->T * r->E, s);
     const int32_t *count = sm_plan_count(plan, r->T, r->K, r->E);
-    x.e = 1;                     /* past expert 0: its rows start past row 0 */
+    x.e = 1;
     for (int e = 1; e < r->E; e++)
         if (count[e] > count[x.e] && count[e] < r->T) x.e = e;
-    x.count = count[x.e];
-    x.first = sm_plan_offset(plan, r->T, r->K, r->E)[x.e];
     free(plan);
     free(w);
     free(s);

@@ -25,7 +25,7 @@ enum { MAX_TENSORS = 48 };
 typedef struct ct {
     sm_tensor *t;
     void *ref;                   /* initial values, updated by the reference kernel */
-    size_t check;                /* leading elements compared (rows a W task leaves out) */
+    size_t numel;                /* elements of ref: the tensor's size after the task */
 } ct;
 
 /* A case being run: its graph, implementation, op context and tensors. */
@@ -50,9 +50,11 @@ ct *fx_tensor(fx *f, const char *name, sm_dtype dt, size_t n, const void *init);
 ct *fx_randn(fx *f, const char *name, size_t n, float std, float shift);
 /* n normal(0, 1) floats */
 ct *fx_rand(fx *f, const char *name, size_t n);
-/* n normal(0, 1) floats in one buffer seen through nviews views (views[i]); the case tensor
- * is the buffer (compared whole), through view 0. */
-ct *fx_views(fx *f, const char *name, size_t n, int nviews, sm_tensor **views);
+/* A resizable row tensor (graph.h) holding rows of `width` normal(0, 1) floats. */
+ct *fx_rows(fx *f, const char *name, size_t rows, size_t width);
+/* The size resizable case tensor x must have after the task: numel elements, its reference
+ * values kept up to the old size (then zeros) for the reference kernel to write. */
+void fx_resize(ct *x, size_t numel);
 /* n int32 in [0, below) */
 ct *fx_ids(fx *f, const char *name, size_t n, int below);
 /* Releases the case's tensors, reference values and task records. */
@@ -70,8 +72,9 @@ typedef struct want {
     ((want){(op), (flops), sizeof((sm_access[]){__VA_ARGS__}) / sizeof(sm_access),           \
             (sm_access[]){__VA_ARGS__}})
 
-/* Waits for the case's task, checks its record and every tensor of the case (two TAP lines
- * named after `name`), and releases the case (fx_end). rc: what the insert helper returned. */
+/* Waits for the case's task, checks its record and every tensor of the case, its size and its
+ * values (two TAP lines named after `name`), and releases the case (fx_end). rc: what the
+ * insert helper returned. */
 void fx_check(fx *f, const char *name, int rc, want w);
 /* One more TAP line for the case. */
 void fx_expect(fx *f, int cond, const char *what);
@@ -83,8 +86,6 @@ extern const sm_router_dims fx_router_dims;
 typedef struct routed {
     ct *u, *Wg, *plan, *w, *s;
     int e;                       /* an expert past expert 0 with some tokens, not all */
-    int count;                   /* its tokens */
-    int first;                   /* its first row in buffers packed by the plan */
 } routed;
 
 routed fx_route(fx *f, const sm_router_dims *r);

@@ -108,35 +108,24 @@ static void case_linear_bwd_weight(fx *f)
                   SM_R(x->t)));
 }
 
-/* ---- SwiGLU: a dense FFN over T rows, or routed expert e over its rows of buffers packed by
- * the plan (T*K rows, compared whole: the other experts' rows must stay as they were) ---- */
+/* ---- SwiGLU: a dense FFN over T rows, or a routed expert over the rows of its resizable
+ * input buffer (EXPERT_ROWS of them, not its shape's n, the mean count the flops use); the row
+ * buffers such a task writes start with STALE_ROWS rows, and must end with EXPERT_ROWS ---- */
+
+enum { EXPERT = 3, EXPERT_ROWS = 5, EXPERT_MEAN_ROWS = 2, STALE_ROWS = 7 };
 
 typedef struct ffn {
     sm_ffn_shape s;
-    int rows, first;             /* rows the task works on, from row `first` */
-    int buf_rows;                /* rows of the row buffers */
+    int rows;                    /* rows the task works on */
     const char *kind;            /* "ffn" or "expert" */
-    double mean_rows;            /* rows the flops count */
 } ffn;
 
-static ffn fx_ffn(fx *f, int routed_expert, ct **plan)
+static ffn fx_ffn(int routed_expert)
 {
-    ffn x = {.s = {.n = T, .d = D, .I = I_FF, .expert = -1}, .rows = T, .buf_rows = T,
-             .kind = "ffn", .mean_rows = T};
-    *plan = NULL;
-    if (!routed_expert) return x;
-    sm_router_dims r = fx_router_dims;
-    r.d = D;
-    routed rt = fx_route(f, &r);
-    *plan = rt.plan;
-    x.s = (sm_ffn_shape){.n = r.T, .d = D, .I = I_FF, .plan = rt.plan->t, .expert = rt.e,
-                         .T = r.T, .K = r.K, .E = r.E};
-    x.rows = rt.count;
-    x.first = rt.first;
-    x.buf_rows = r.T * r.K;
-    x.kind = "expert";
-    x.mean_rows = (double)r.T * r.K / r.E;
-    return x;
+    if (!routed_expert)
+        return (ffn){.s = {.n = T, .d = D, .I = I_FF, .expert = -1}, .rows = T, .kind = "ffn"};
+    return (ffn){.s = {.n = EXPERT_MEAN_ROWS, .d = D, .I = I_FF, .expert = EXPERT},
+                 .rows = EXPERT_ROWS, .kind = "expert"};
 }
 
 /* "<kind>_<suffix>" */
@@ -146,87 +135,83 @@ static const char *ffn_op(const ffn *x, const char *suffix, char *buf, size_t si
     return buf;
 }
 
-/* Its plan as the last buffer of acc (n entries before it); returns the count. */
-static int with_plan(sm_access *acc, int n, ct *plan)
-{
-    if (plan) acc[n++] = SM_R(plan->t);
-    return n;
-}
-
-/* Every tensor a SwiGLU task may touch, over n rows (a case uses the ones its task takes). */
+/* Every tensor a SwiGLU task may touch (a case uses the ones its task takes). */
 typedef struct ffn_tensors {
     ct *y, *x, *res, *h1, *h3, *W1, *W3, *W2;        /* forward */
     ct *dx, *dy, *dh1, *dh3, *dW1, *dW3, *dW2;       /* backward */
 } ffn_tensors;
 
-static ffn_tensors fx_ffn_tensors(fx *f, int n)
+/* The row tensors a case's task writes: y, h1, h3 (forward), dx, dh1, dh3 (backward). */
+enum ffn_writes { WRITES_NONE, WRITES_FWD, WRITES_BWD };
+
+/* A row tensor of `width` columns over the case's rows: plain for a dense FFN; resizable for a
+ * routed expert, holding STALE_ROWS rows when the task writes it (its reference: the rows the
+ * task must leave). */
+static ct *ffn_rows(fx *f, const ffn *x, const char *name, int width, int written)
 {
+    if (x->s.expert < 0) return fx_rand(f, name, (size_t)x->rows * width);
+    ct *t = fx_rows(f, name, written ? STALE_ROWS : x->rows, width);
+    if (written) fx_resize(t, (size_t)x->rows * width);
+    return t;
+}
+
+static ffn_tensors fx_ffn_tensors(fx *f, const ffn *x, enum ffn_writes writes)
+{
+    int fw = writes == WRITES_FWD, bw = writes == WRITES_BWD;
     ffn_tensors t = {
-        fx_rand(f, "y", n * D),         fx_rand(f, "x", n * D),
-        fx_rand(f, "res", n * D),       fx_rand(f, "h1", n * I_FF),
-        fx_rand(f, "h3", n * I_FF),     fx_rand(f, "W1", I_FF * D),
-        fx_rand(f, "W3", I_FF * D),     fx_rand(f, "W2", D * I_FF),
-        fx_rand(f, "dx", n * D),        fx_rand(f, "dy", n * D),
-        fx_rand(f, "dh1", n * I_FF),    fx_rand(f, "dh3", n * I_FF),
-        fx_rand(f, "dW1", I_FF * D),    fx_rand(f, "dW3", I_FF * D),
+        ffn_rows(f, x, "y", D, fw),        ffn_rows(f, x, "x", D, 0),
+        ffn_rows(f, x, "res", D, 0),       ffn_rows(f, x, "h1", I_FF, fw),
+        ffn_rows(f, x, "h3", I_FF, fw),    fx_rand(f, "W1", I_FF * D),
+        fx_rand(f, "W3", I_FF * D),        fx_rand(f, "W2", D * I_FF),
+        ffn_rows(f, x, "dx", D, bw),       ffn_rows(f, x, "dy", D, 0),
+        ffn_rows(f, x, "dh1", I_FF, bw),   ffn_rows(f, x, "dh3", I_FF, bw),
+        fx_rand(f, "dW1", I_FF * D),       fx_rand(f, "dW3", I_FF * D),
         fx_rand(f, "dW2", D * I_FF)};
     return t;
 }
 
-/* Row tensor t of case x at the case's rows: D (d columns) or I (I columns). */
-#define AT_D(x, t) (RF(t) + (size_t)(x)->first * D)
-#define AT_I(x, t) (RF(t) + (size_t)(x)->first * I_FF)
-
 /* The pure kernels of the two backward halves, on the case's tensors. */
 static void ref_swiglu_bwd_input(const ffn *x, const ffn_tensors *t, int accumulate)
 {
-    sm_swiglu_bwd_input(AT_D(x, t->dx), AT_I(x, t->dh1), AT_I(x, t->dh3), AT_D(x, t->dy),
-                        AT_I(x, t->h1), AT_I(x, t->h3), RF(t->W1), RF(t->W3), RF(t->W2), x->rows,
-                        D, I_FF, accumulate);
-    if (x->s.plan) return;       /* an expert's buffers are compared whole */
-    if (!accumulate) t->dx->check = (size_t)x->rows * D;
-    t->dh1->check = t->dh3->check = (size_t)x->rows * I_FF;
+    sm_swiglu_bwd_input(RF(t->dx), RF(t->dh1), RF(t->dh3), RF(t->dy), RF(t->h1), RF(t->h3),
+                        RF(t->W1), RF(t->W3), RF(t->W2), x->rows, D, I_FF, accumulate);
 }
 
 static void ref_swiglu_bwd_weight(const ffn *x, const ffn_tensors *t)
 {
-    sm_swiglu_bwd_weight(RF(t->dW1), RF(t->dW3), RF(t->dW2), AT_D(x, t->dy), AT_D(x, t->x),
-                         AT_I(x, t->h1), AT_I(x, t->h3), AT_I(x, t->dh1), AT_I(x, t->dh3),
-                         x->rows, D, I_FF);
+    sm_swiglu_bwd_weight(RF(t->dW1), RF(t->dW3), RF(t->dW2), RF(t->dy), RF(t->x), RF(t->h1),
+                         RF(t->h3), RF(t->dh1), RF(t->dh3), x->rows, D, I_FF);
 }
 
-/* How the case's task writes a row tensor: its part of a packed view (an expert), else
+/* How the case's task writes a row tensor: an expert's write-only (whole, resized); otherwise
  * read-write when accumulating, write-only when overwriting. */
 static sm_access out_mode(const ffn *x, ct *t, int accumulate)
 {
-    return x->s.plan ? SM_PART(t->t) : SM_ACC(t->t, accumulate);
+    return SM_ACC(t->t, x->s.expert < 0 && accumulate);
 }
+
+/* The flops of a task doing `gemms` of the case's shape. */
+static double ffn_flops(const ffn *x, double gemms) { return gemms * 2.0 * x->s.n * D * I_FF; }
 
 static void case_swiglu_fwd(fx *f)
 {
     for (int variant = 0; variant < 3; variant++) {
         int routed_expert = variant == 2, residual = variant == 1;
-        ct *plan;
-        ffn x = fx_ffn(f, routed_expert, &plan);
+        ffn x = fx_ffn(routed_expert);
         int rows = x.rows;
-        ffn_tensors t = fx_ffn_tensors(f, x.buf_rows);
+        ffn_tensors t = fx_ffn_tensors(f, &x, WRITES_FWD);
         int rc = sm_insert_swiglu_fwd(&f->c, &x.s, t.y->t, t.h1->t, t.h3->t, t.x->t, t.W1->t,
                                       t.W3->t, t.W2->t, residual ? t.res->t : NULL);
-        sm_swiglu_fwd(AT_D(&x, t.y), AT_I(&x, t.h1), AT_I(&x, t.h3), AT_D(&x, t.x), RF(t.W1),
-                      RF(t.W3), RF(t.W2), rows, D, I_FF);
+        sm_swiglu_fwd(RF(t.y), RF(t.h1), RF(t.h3), RF(t.x), RF(t.W1), RF(t.W3), RF(t.W2), rows,
+                      D, I_FF);
         for (int i = 0; residual && i < rows * D; i++) RF(t.y)[i] += RF(t.res)[i];
-        if (!routed_expert) {
-            t.y->check = (size_t)rows * D;
-            t.h1->check = t.h3->check = (size_t)rows * I_FF;
-        }
         sm_access acc[10] = {out_mode(&x, t.y, 0), out_mode(&x, t.h1, 0), out_mode(&x, t.h3, 0),
                              SM_R(t.x->t), SM_R(t.W1->t), SM_R(t.W3->t), SM_R(t.W2->t),
                              SM_R(t.res->t)};
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_fwd %s%s", x.kind, residual ? " residual" : "");
         fx_check(f, name, rc,
-                 (want){ffn_op(&x, "fwd", op, sizeof op), 3 * 2.0 * x.mean_rows * D * I_FF,
-                        with_plan(acc, 7 + residual, plan), acc});
+                 (want){ffn_op(&x, "fwd", op, sizeof op), ffn_flops(&x, 3), 7 + residual, acc});
     }
 }
 
@@ -234,9 +219,8 @@ static void case_swiglu_bwd_input(fx *f)
 {
     for (int variant = 0; variant < 3; variant++) {
         int routed_expert = variant == 2, accumulate = variant == 1;
-        ct *plan;
-        ffn x = fx_ffn(f, routed_expert, &plan);
-        ffn_tensors t = fx_ffn_tensors(f, x.buf_rows);
+        ffn x = fx_ffn(routed_expert);
+        ffn_tensors t = fx_ffn_tensors(f, &x, WRITES_BWD);
         int rc = sm_insert_swiglu_bwd_input(&f->c, &x.s, t.dx->t, t.dh1->t, t.dh3->t, t.dy->t,
                                             t.h1->t, t.h3->t, t.W1->t, t.W3->t, t.W2->t,
                                             accumulate);
@@ -248,17 +232,15 @@ static void case_swiglu_bwd_input(fx *f)
         snprintf(name, sizeof name, "swiglu_bwd_input %s%s", x.kind,
                  accumulate ? " accumulate" : "");
         fx_check(f, name, rc,
-                 (want){ffn_op(&x, "bwd_input", op, sizeof op),
-                        3 * 2.0 * x.mean_rows * D * I_FF, with_plan(acc, 9, plan), acc});
+                 (want){ffn_op(&x, "bwd_input", op, sizeof op), ffn_flops(&x, 3), 9, acc});
     }
 }
 
 static void case_swiglu_bwd_weight(fx *f)
 {
     for (int routed_expert = 0; routed_expert < 2; routed_expert++) {
-        ct *plan;
-        ffn x = fx_ffn(f, routed_expert, &plan);
-        ffn_tensors t = fx_ffn_tensors(f, x.buf_rows);
+        ffn x = fx_ffn(routed_expert);
+        ffn_tensors t = fx_ffn_tensors(f, &x, WRITES_NONE);
         int rc = sm_insert_swiglu_bwd_weight(&f->c, &x.s, t.dW1->t, t.dW3->t, t.dW2->t, t.dy->t,
                                              t.x->t, t.h1->t, t.h3->t, t.dh1->t, t.dh3->t);
         ref_swiglu_bwd_weight(&x, &t);
@@ -268,8 +250,7 @@ static void case_swiglu_bwd_weight(fx *f)
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_bwd_weight %s", x.kind);
         fx_check(f, name, rc,
-                 (want){ffn_op(&x, "bwd_weight", op, sizeof op),
-                        3 * 2.0 * x.mean_rows * D * I_FF, with_plan(acc, 9, plan), acc});
+                 (want){ffn_op(&x, "bwd_weight", op, sizeof op), ffn_flops(&x, 3), 9, acc});
     }
 }
 
@@ -277,9 +258,8 @@ static void case_swiglu_bwd(fx *f)
 {
     for (int variant = 0; variant < 3; variant++) {
         int routed_expert = variant == 2, accumulate = variant == 1;
-        ct *plan;
-        ffn x = fx_ffn(f, routed_expert, &plan);
-        ffn_tensors t = fx_ffn_tensors(f, x.buf_rows);
+        ffn x = fx_ffn(routed_expert);
+        ffn_tensors t = fx_ffn_tensors(f, &x, WRITES_BWD);
         sm_ffn_grads g = {t.dx->t, t.dh1->t, t.dh3->t, t.dW1->t, t.dW3->t, t.dW2->t};
         int rc = sm_insert_swiglu_bwd(&f->c, &x.s, &g, t.dy->t, t.x->t, t.h1->t, t.h3->t,
                                       t.W1->t, t.W3->t, t.W2->t, accumulate);
@@ -293,8 +273,7 @@ static void case_swiglu_bwd(fx *f)
         char op[32], name[64];
         snprintf(name, sizeof name, "swiglu_bwd %s%s", x.kind, accumulate ? " accumulate" : "");
         fx_check(f, name, rc,
-                 (want){ffn_op(&x, "bwd", op, sizeof op), 6 * 2.0 * x.mean_rows * D * I_FF,
-                        with_plan(acc, 13, plan), acc});
+                 (want){ffn_op(&x, "bwd", op, sizeof op), ffn_flops(&x, 6), 13, acc});
     }
 }
 

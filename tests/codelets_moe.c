@@ -1,30 +1,46 @@
 /* Codelet cases of the MoE family (tasks/moe.h): router forward and backward (with and
  * without bias and balance loss), dispatch, combine and their backward passes, on plans routed
- * by the pure router kernel. Per-expert tensors are views of buffers packed by the plan
- * (T*K rows), compared whole: a task must leave the other experts' rows as they were. */
+ * by the pure router kernel. Per-expert tensors are resizable row buffers, one per expert,
+ * expert e's holding its count[e] rows of the plan; the buffer a task writes starts with other
+ * rows, and must end with exactly count[e] rows. */
 #include <stddef.h>
+#include <stdio.h>
 #include "tasks/moe.h"
 #include "tests/codelet_harness.h"
 
-enum { MAXE = 8 };
+/* rows more than its count a written expert buffer starts with */
+enum { MAXE = 8, STALE_ROWS = 2 };
 
-/* Expert e's rows of packed case tensor x, rows of `width` elements. */
-static float *rows_of(ct *x, const routed *rt, int e, const sm_router_dims *r, int width)
-{
-    return sm_plan_expert_rows(RF(x), RI(rt->plan), e, r->T, r->K, r->E, width);
-}
+/* The E per-expert row buffers of a case: x[e] (tensor t[e], reference rows[e]). */
+typedef struct experts {
+    ct *x[MAXE];
+    sm_tensor *t[MAXE];
+    const float *rows[MAXE];
+} experts;
 
-/* A buffer packed by rt's plan (T*K rows of `width`) as E views (views[e]), with each
- * expert's rows in rows[e] and its views read in acc[0..E-1]. */
-static ct *fx_packed(fx *f, const char *name, const routed *rt, const sm_router_dims *r,
-                     int width, sm_tensor **views, const float **rows, sm_access *acc)
+/* Buffers "<name>.<e>" of rows of `width` elements, expert e's with its count[e] rows of rt's
+ * plan, except expert `written` (-1: none), the task's output: it starts with STALE_ROWS more
+ * rows, and its reference with the count[e] rows the task must leave. */
+static experts fx_experts(fx *f, const char *name, const routed *rt, const sm_router_dims *r,
+                          int width, int written)
 {
-    ct *x = fx_views(f, name, (size_t)r->T * r->K * width, r->E, views);
+    experts x;
+    const int32_t *count = sm_plan_count(RI(rt->plan), r->T, r->K, r->E);
     for (int e = 0; e < r->E; e++) {
-        rows[e] = rows_of(x, rt, e, r, width);
-        acc[e] = SM_R(views[e]);
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s.%d", name, e);
+        x.x[e] = fx_rows(f, buf, (size_t)count[e] + (e == written ? STALE_ROWS : 0), width);
+        if (e == written) fx_resize(x.x[e], (size_t)count[e] * width);
+        x.t[e] = x.x[e]->t;
+        x.rows[e] = RF(x.x[e]);
     }
     return x;
+}
+
+/* The E buffers, read, as acc[0..E-1]. */
+static void read_experts(sm_access *acc, const experts *x, const sm_router_dims *r)
+{
+    for (int e = 0; e < r->E; e++) acc[e] = SM_R(x->t[e]);
 }
 
 static void case_router_fwd(fx *f)
@@ -64,15 +80,14 @@ static void case_router_bwd(fx *f)
         sm_balance bal = {.S = 4, .coef = variant ? 0.01f : 0};
         routed rt = fx_route(f, r);
         ct *du = fx_rand(f, "du", r->T * r->d), *dWg = fx_rand(f, "dWg", r->E * r->d);
-        sm_tensor *dget[MAXE];
-        const float *dgep[MAXE];
+        experts dge = fx_experts(f, "dge", &rt, r, 1, -1);
         sm_access acc[6 + MAXE] = {SM_ACC(du->t, accumulate), SM_RW(dWg->t), SM_R(rt.s->t),
                                    SM_R(rt.plan->t), SM_R(rt.u->t), SM_R(rt.Wg->t)};
-        fx_packed(f, "dge", &rt, r, 1, dget, dgep, acc + 6);
-        int rc = sm_insert_router_bwd(&f->c, r, &bal, du->t, dWg->t, dget, rt.s->t, rt.plan->t,
+        read_experts(acc + 6, &dge, r);
+        int rc = sm_insert_router_bwd(&f->c, r, &bal, du->t, dWg->t, dge.t, rt.s->t, rt.plan->t,
                                       rt.u->t, rt.Wg->t, accumulate);
         float dw[8 * 2], ds[8 * 8];
-        sm_moe_collect_dw(dw, dgep, RI(rt.plan), r->T, r->K, r->E);
+        sm_moe_collect_dw(dw, dge.rows, RI(rt.plan), r->T, r->K, r->E);
         if (bal.coef > 0)
             sm_balance_loss(ds, RF(rt.s), RI(rt.plan), r->T, bal.S, r->K, r->E, bal.coef);
         sm_router_bwd(RF(du), RF(dWg), dw, bal.coef > 0 ? ds : NULL, RF(rt.s), RI(rt.plan),
@@ -86,13 +101,11 @@ static void case_moe_dispatch(fx *f)
 {
     const sm_router_dims *r = &fx_router_dims;
     routed rt = fx_route(f, r);
-    sm_tensor *xe[MAXE];
-    ct *packed = fx_views(f, "xe", (size_t)r->T * r->K * r->d, r->E, xe);
-    int rc = sm_insert_moe_dispatch(&f->c, r, rt.e, xe[rt.e], rt.u->t, rt.plan->t);
-    sm_moe_gather(rows_of(packed, &rt, rt.e, r, r->d), RF(rt.u), RI(rt.plan), rt.e, r->T, r->K,
-                  r->E, r->d);
+    experts xe = fx_experts(f, "xe", &rt, r, r->d, rt.e);
+    int rc = sm_insert_moe_dispatch(&f->c, r, rt.e, xe.t[rt.e], rt.u->t, rt.plan->t);
+    sm_moe_gather(RF(xe.x[rt.e]), RF(rt.u), RI(rt.plan), rt.e, r->T, r->K, r->E, r->d);
     fx_check(f, "moe_dispatch", rc,
-             WANT("dispatch", (double)r->T * r->K / r->E * r->d, SM_PART(xe[rt.e]),
+             WANT("dispatch", (double)r->T * r->K / r->E * r->d, SM_W(xe.t[rt.e]),
                   SM_R(rt.u->t), SM_R(rt.plan->t)));
 }
 
@@ -102,12 +115,11 @@ static void case_moe_dispatch_bwd(fx *f)
     for (int accumulate = 0; accumulate < 2; accumulate++) {
         routed rt = fx_route(f, r);
         ct *du = fx_rand(f, "du", r->T * r->d);
-        sm_tensor *dxe[MAXE];
-        const float *dxep[MAXE];
+        experts dxe = fx_experts(f, "dxe", &rt, r, r->d, -1);
         sm_access acc[2 + MAXE] = {SM_ACC(du->t, accumulate), SM_R(rt.plan->t)};
-        fx_packed(f, "dxe", &rt, r, r->d, dxe, dxep, acc + 2);
-        int rc = sm_insert_moe_dispatch_bwd(&f->c, r, du->t, dxe, rt.plan->t, accumulate);
-        sm_moe_gather_bwd(RF(du), dxep, RI(rt.plan), r->T, r->K, r->E, r->d, accumulate);
+        read_experts(acc + 2, &dxe, r);
+        int rc = sm_insert_moe_dispatch_bwd(&f->c, r, du->t, dxe.t, rt.plan->t, accumulate);
+        sm_moe_gather_bwd(RF(du), dxe.rows, RI(rt.plan), r->T, r->K, r->E, r->d, accumulate);
         fx_check(f, accumulate ? "moe_dispatch_bwd accumulate" : "moe_dispatch_bwd", rc,
                  (want){"dispatch_bwd", (double)r->T * r->K * r->d, 2 + r->E, acc});
     }
@@ -120,18 +132,17 @@ static void case_moe_combine(fx *f)
         routed rt = fx_route(f, r);
         ct *y = fx_rand(f, "y", r->T * r->d), *shared = fx_rand(f, "shared", r->T * r->d);
         ct *res = fx_rand(f, "res", r->T * r->d);
-        sm_tensor *ye[MAXE];
-        const float *yep[MAXE];
+        experts ye = fx_experts(f, "ye", &rt, r, r->d, -1);
         sm_access acc[5 + MAXE] = {SM_W(y->t), SM_R(rt.w->t), SM_R(rt.plan->t)};
-        fx_packed(f, "ye", &rt, r, r->d, ye, yep, acc + 3);
+        read_experts(acc + 3, &ye, r);
         int n = 3 + r->E;
         if (extras) {
             acc[n++] = SM_R(shared->t);
             acc[n++] = SM_R(res->t);
         }
-        int rc = sm_insert_moe_combine(&f->c, r, y->t, ye, extras ? shared->t : NULL, rt.w->t,
+        int rc = sm_insert_moe_combine(&f->c, r, y->t, ye.t, extras ? shared->t : NULL, rt.w->t,
                                        rt.plan->t, extras ? res->t : NULL);
-        sm_moe_combine(RF(y), yep, extras ? RF(shared) : NULL, RF(rt.w), RI(rt.plan), r->T, r->K,
+        sm_moe_combine(RF(y), ye.rows, extras ? RF(shared) : NULL, RF(rt.w), RI(rt.plan), r->T, r->K,
                        r->E, r->d);
         for (int i = 0; extras && i < r->T * r->d; i++) RF(y)[i] += RF(res)[i];
         fx_check(f, extras ? "moe_combine shared residual" : "moe_combine", rc,
@@ -143,21 +154,18 @@ static void case_moe_combine_bwd(fx *f)
 {
     const sm_router_dims *r = &fx_router_dims;
     routed rt = fx_route(f, r);
-    size_t routed_rows = (size_t)r->T * r->K;
-    sm_tensor *dyev[MAXE], *dgev[MAXE], *yev[MAXE];
-    ct *dye = fx_views(f, "dye", routed_rows * r->d, r->E, dyev);
-    ct *dge = fx_views(f, "dge", routed_rows, r->E, dgev);
-    ct *dy = fx_rand(f, "dy", r->T * r->d), *ye = fx_views(f, "ye", routed_rows * r->d, r->E, yev);
     int e = rt.e;
-    int rc = sm_insert_moe_combine_bwd(&f->c, r, e, dyev[e], dgev[e], dy->t, yev[e], rt.w->t,
+    experts dye = fx_experts(f, "dye", &rt, r, r->d, e);
+    experts dge = fx_experts(f, "dge", &rt, r, 1, e);
+    experts ye = fx_experts(f, "ye", &rt, r, r->d, -1);
+    ct *dy = fx_rand(f, "dy", r->T * r->d);
+    int rc = sm_insert_moe_combine_bwd(&f->c, r, e, dye.t[e], dge.t[e], dy->t, ye.t[e], rt.w->t,
                                        rt.plan->t);
-    sm_moe_combine_bwd(rows_of(dye, &rt, e, r, r->d), rows_of(dge, &rt, e, r, 1), RF(dy),
-                       rows_of(ye, &rt, e, r, r->d), RF(rt.w), RI(rt.plan), e, r->T, r->K, r->E,
-                       r->d);
+    sm_moe_combine_bwd(RF(dye.x[e]), RF(dge.x[e]), RF(dy), ye.rows[e], RF(rt.w), RI(rt.plan), e,
+                       r->T, r->K, r->E, r->d);
     fx_check(f, "moe_combine_bwd", rc,
-             WANT("combine_bwd", 3.0 * r->T * r->K / r->E * r->d, SM_PART(dyev[e]),
-                  SM_PART(dgev[e]), SM_R(dy->t), SM_R(yev[e]), SM_R(rt.w->t),
-                  SM_R(rt.plan->t)));
+             WANT("combine_bwd", 3.0 * r->T * r->K / r->E * r->d, SM_W(dye.t[e]), SM_W(dge.t[e]),
+                  SM_R(dy->t), SM_R(ye.t[e]), SM_R(rt.w->t), SM_R(rt.plan->t)));
 }
 
 const helper_case codelet_cases_moe[] = {

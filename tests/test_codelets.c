@@ -2,11 +2,12 @@
  * optimizer) runs on small tensors in an executing graph, once per implementation (the CPU
  * codelets now; each implementation is one entry of `impls`, selected by a scheduling context
  * of its workers), and is compared with its pure kernel called here on the same inputs
- * (bitwise where the implementation runs the same code). Its recorded task is checked too: op
+ * (bitwise where the implementation runs the same code); a resizable row tensor (a routed
+ * expert's buffer) must also have the size the kernel gives it. Its recorded task is checked: op
  * name, buffers in the documented order with the weakest correct access modes (R inputs, W
  * pure outputs, RW only where a value is kept or accumulated), flops by the formula. Write
- * poisoning is on, so a kernel that reads a write-only buffer fails; the poisoning itself is
- * checked first. A helper declared in a tasks/ header without a case fails the test. The cases
+ * poisoning is on, so a kernel that reads a write-only buffer fails; the poisoning and the
+ * size check themselves are checked first. A helper declared in a tasks/ header without a case fails the test. The cases
  * are in tests/codelets_<family>.c, the harness in tests/codelet_harness.h. */
 #include <math.h>
 #include <stdio.h>
@@ -74,7 +75,8 @@ static int same_value(const fx *f, const void *a, const void *b, size_t i, size_
     return fabsf(x - y) <= 1e-4f * (1 + fabsf(y)) || (isnan(x) && isnan(y));
 }
 
-/* Every tensor of the case holds its reference values. */
+/* Every tensor of the case has its reference size (a resizable one: as the task left it) and
+ * holds its reference values. */
 static int values_match(fx *f, const char *name)
 {
     int ok = 1;
@@ -82,7 +84,13 @@ static int values_match(fx *f, const char *name)
         const ct *x = &f->v[k];
         size_t size = sm_dtype_size(x->t->dtype);
         const void *got = sm_tensor_acquire(x->t, STARPU_R);
-        for (size_t i = 0; i < x->check; i++)
+        size_t numel = sm_tensor_bytes(x->t) / size;
+        if (numel != x->numel) {
+            tap_diag("%s: %s holds %zu elements, the kernel gives %zu", name, x->t->name, numel,
+                     x->numel);
+            ok = 0;
+        }
+        for (size_t i = 0; numel == x->numel && i < numel; i++)
             if (!same_value(f, got, x->ref, i, size, x->t->dtype)) {
                 double g = x->t->dtype == SM_F32 ? ((const float *)got)[i]
                          : x->t->dtype == SM_I32 ? ((const int32_t *)got)[i]
@@ -213,6 +221,23 @@ static void test_poison(fx *f)
     sm_codelet_poison_writes(1);
 }
 
+/* ---- the size check of resizable tensors ---- */
+
+/* A resizable tensor of 3 rows fails the check against a reference of 4 rows, and passes it
+ * against its own 3. */
+static void test_size_check(fx *f)
+{
+    ct *x = fx_rows(f, "rows", 3, 2);
+    fx_resize(x, 4 * 2);
+    int longer = values_match(f, "size check (a failure is expected)");
+    fx_resize(x, 3 * 2);
+    int same = values_match(f, "size check");
+    tap_ok(!longer && same, "a resizable tensor of 3 rows fails the check against 4 reference "
+                            "rows (%s), passes it against 3 (%s)",
+           longer ? "passed" : "failed", same ? "passed" : "failed");
+    fx_end(f);
+}
+
 /* ---- implementations: each runs every case on its own workers ---- */
 
 static void run_impl(sm_graph *g, const impl *im)
@@ -248,6 +273,7 @@ int main(void)
     sm_graph *g = sm_graph_new(1);
     fx f = {.g = g, .im = &impls[0], .c = {.g = g, .layer = -1, .micro = -1}};
     test_poison(&f);
+    test_size_check(&f);
     for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++) run_impl(g, &impls[i]);
     sm_graph_free(g);
     sm_engine_shutdown();
