@@ -1,10 +1,12 @@
-/* Data parallelism over the ranks of an mpirun (parallel.dp, parallel.ep 1): each rank runs its
- * share of the global batch; in the same step graph, StarPU-MPI transfers give every rank all
- * ranks' per-micro-batch loss parts, balance-loss parts and routing plans (so the loss sums run
- * in the order of one rank's, and the router bias update counts the global expert loads), and
- * make every gradient the sum over the ranks (gathered to rank 0, summed there in rank order by
- * one task per gradient as soon as it is ready, sent back: the same sums whatever the
- * timing). */
+/* Data parallelism over the ranks of an mpirun (every rank runs its share of the global batch,
+ * with or without expert parallelism): in the same step graph, StarPU-MPI transfers give every
+ * rank all ranks' per-micro-batch loss parts, balance-loss parts and routing plans (so the loss
+ * sums run in the order of one rank's, and the router bias update counts the global expert
+ * loads), and make every gradient the sum over the ranks by a chain in rank order: rank q adds
+ * its micro-batches' gradients to the running sum of ranks 0..q-1 it receives and passes it on
+ * (as soon as its part is ready), and the last rank sends the total back to all. The additions
+ * thus associate as one rank's over the same micro-batches, whatever the timing: bit for bit
+ * one rank's in deterministic mode. */
 #include "model/model.h"
 
 #include <stdio.h>
@@ -18,7 +20,8 @@ struct sm_dp {
     int rank, size;
     int nsum;                    /* gradients summed over the ranks, in a fixed order */
     sm_tensor **sum;             /* [nsum] */
-    sm_tensor ***peer;           /* [nsum][size]: on rank 0, the other ranks' copies */
+    sm_tensor **partial;         /* [nsum]: on rank q > 0, the sum of ranks 0..q-1's */
+    sm_tensor **partial_of;      /* [nall]: the partial sum of parameter i's gradient, or NULL */
     int nslots;                  /* per-micro-batch tensors every rank gets from all */
     sm_tensor ***all;            /* [nslots][size * micro], rank by rank; NULL: none */
     sm_tensor_list owned;
@@ -51,21 +54,26 @@ static sm_tensor *sm_dp_like(sm_dp *d, const sm_tensor *t, int rank, sm_error *e
                             err);
 }
 
-/* The gradients summed over the ranks (checkpoint order), with a backward pass. */
+/* The gradients summed over the ranks (checkpoint order), with a backward pass, and the
+ * running sums this rank receives. */
 static int sm_dp_sums(sm_dp *d, sm_error *err)
 {
     sm_run *r = d->r;
     sm_model *m = r->m;
     d->sum = calloc((size_t)m->nall + 1, sizeof *d->sum);
-    d->peer = calloc((size_t)m->nall + 1, sizeof *d->peer);
-    if (!d->sum || !d->peer) return sm_fail(err, "data parallelism: out of memory");
-    for (int i = 0; r->backward && i < m->nall; i++)
-        if (m->all[i].g) d->sum[d->nsum++] = m->all[i].g;
-    for (int k = 0; d->rank == 0 && k < d->nsum; k++) {
-        if (!(d->peer[k] = calloc(d->size, sizeof **d->peer)))
-            return sm_fail(err, "data parallelism: out of memory");
-        for (int q = 1; q < d->size; q++)
-            if (!(d->peer[k][q] = sm_dp_like(d, d->sum[k], q, err))) return -1;
+    d->partial = calloc((size_t)m->nall + 1, sizeof *d->partial);
+    d->partial_of = calloc((size_t)m->nall + 1, sizeof *d->partial_of);
+    if (!d->sum || !d->partial || !d->partial_of)
+        return sm_fail(err, "data parallelism: out of memory");
+    for (int i = 0; r->backward && i < m->nall; i++) {
+        if (!m->all[i].g) continue;
+        d->sum[d->nsum] = m->all[i].g;
+        if (d->rank > 0) {
+            sm_tensor *t = sm_dp_like(d, m->all[i].g, d->rank - 1, err);
+            if (!t) return -1;
+            d->partial[d->nsum] = d->partial_of[i] = t;
+        }
+        d->nsum++;
     }
     return 0;
 }
@@ -111,10 +119,10 @@ void sm_dp_free(sm_dp *d)
     if (!d) return;
     sm_graph_step_begin(d->r->m->g);
     sm_tensor_list_drop(d->r->m->g, &d->owned);
-    for (int k = 0; d->peer && k < d->nsum; k++) free(d->peer[k]);
     for (int s = 0; d->all && s < d->nslots; s++) free(d->all[s]);
     free(d->all);
-    free(d->peer);
+    free(d->partial_of);
+    free(d->partial);
     free(d->sum);
     free(d);
 }
@@ -126,29 +134,9 @@ static int sm_dp_sent(int rc, const char *what, const sm_tensor *t, sm_error *er
               : 0;
 }
 
-/* t summed over the ranks in rank order, on every rank: gathered to rank 0, summed by one task
- * after t's last writer, sent back. */
-static int sm_dp_sum_one(sm_dp *d, int k, sm_error *err)
-{
-    sm_tensor *t = d->sum[k];
-    starpu_mpi_tag_t tag = SM_DP_TAG + 2 * (starpu_mpi_tag_t)k;
-    if (d->rank != 0)
-        return sm_dp_sent(starpu_mpi_isend_detached(t->handle, 0, tag, MPI_COMM_WORLD, NULL,
-                                                    NULL), "send", t, err) ||
-               sm_dp_sent(starpu_mpi_irecv_detached(t->handle, 0, tag + 1, MPI_COMM_WORLD,
-                                                    NULL, NULL), "receive", t, err);
-    for (int q = 1; q < d->size; q++)
-        if (sm_dp_sent(starpu_mpi_irecv_detached(d->peer[k][q]->handle, q, tag, MPI_COMM_WORLD,
-                                                 NULL, NULL), "receive", t, err))
-            return -1;
-    sm_op_ctx c = {.g = d->r->m->g, .layer = -1, .micro = -1, .err = err};
-    if (sm_insert_sum_tensors(&c, t, d->peer[k] + 1, d->size - 1, 1)) return -1;
-    for (int q = 1; q < d->size; q++)
-        if (sm_dp_sent(starpu_mpi_isend_detached(t->handle, q, tag + 1, MPI_COMM_WORLD, NULL,
-                                                 NULL), "send", t, err))
-            return -1;
-    return 0;
-}
+/* The chain's messages of gradient k: its running sum from the previous rank (tag), its own
+ * sum (running sum included) to the next (tag), the total from the last rank (tag + 1). */
+static starpu_mpi_tag_t sm_dp_grad_tag(int k) { return SM_DP_TAG + 2 * (starpu_mpi_tag_t)k; }
 
 /* This rank's tensors of slot s to every other rank, theirs from them. */
 static int sm_dp_share_slot(sm_dp *d, int s, starpu_mpi_tag_t tag, sm_error *err)
@@ -178,11 +166,36 @@ int sm_dp_share(sm_dp *d, sm_error *err)
     return 0;
 }
 
+int sm_dp_receive_partials(sm_dp *d, sm_error *err)
+{
+    for (int k = 0; d->rank > 0 && k < d->nsum; k++)
+        if (sm_dp_sent(starpu_mpi_irecv_detached(d->partial[k]->handle, d->rank - 1,
+                                                 sm_dp_grad_tag(k), MPI_COMM_WORLD, NULL, NULL),
+                       "receive", d->partial[k], err))
+            return -1;
+    return 0;
+}
+
+sm_tensor *sm_dp_partial(const sm_dp *d, int param) { return d->partial_of[param]; }
+
 int sm_dp_sum_grads(sm_dp *d, sm_error *err)
 {
     /* each transfer starts as soon as its gradient's last writer is done */
-    for (int k = 0; k < d->nsum; k++)
-        if (sm_dp_sum_one(d, k, err)) return -1;
+    int last = d->size - 1;
+    for (int k = 0; k < d->nsum; k++) {
+        sm_tensor *g = d->sum[k];
+        starpu_mpi_tag_t tag = sm_dp_grad_tag(k);
+        if (d->rank < last &&
+            (sm_dp_sent(starpu_mpi_isend_detached(g->handle, d->rank + 1, tag, MPI_COMM_WORLD,
+                                                  NULL, NULL), "send", g, err) ||
+             sm_dp_sent(starpu_mpi_irecv_detached(g->handle, last, tag + 1, MPI_COMM_WORLD,
+                                                  NULL, NULL), "receive", g, err)))
+            return -1;
+        for (int q = 0; d->rank == last && q < last; q++)
+            if (sm_dp_sent(starpu_mpi_isend_detached(g->handle, q, tag + 1, MPI_COMM_WORLD,
+                                                     NULL, NULL), "send", g, err))
+                return -1;
+    }
     return 0;
 }
 

@@ -129,17 +129,21 @@ static inline int sm_ex(const sm_run *r, int e, int p) { return e * r->ep + p; }
 static inline int sm_expert_owner(const sm_run *r, int e) { return e / (r->m->dims.E / r->ep); }
 static inline int sm_expert_here(const sm_run *r, int e) { return sm_expert_owner(r, e) == r->ep_index; }
 
-/* data_parallel.c: a run's share of data parallelism over every rank of the job (one per
- * rank of parallel.dp). In the step graph, sm_dp_share (once the forward pass is submitted)
- * gives every rank all ranks' loss parts, and per MoE layer balance-loss parts and (with a
- * backward pass) routing plans: sm_dp_loss_parts, sm_dp_layer_bal, sm_dp_layer_plans list
- * them, micro * ranks of them, rank by rank, as one rank's run would order its micro-batches;
- * sm_dp_sum_grads (once the backward pass is submitted) sums every gradient over the ranks in
- * rank order. */
+/* data_parallel.c: a run's share of data parallelism over every rank of the job. In the step
+ * graph, sm_dp_share (once the forward pass is submitted) gives every rank all ranks' loss
+ * parts, and per MoE layer balance-loss parts and (with a backward pass) routing plans:
+ * sm_dp_loss_parts, sm_dp_layer_bal, sm_dp_layer_plans list them, micro * ranks of them, rank
+ * by rank, as one rank's run would order its micro-batches. Gradients are summed over the
+ * ranks by a chain in rank order: sm_dp_receive_partials (before the step's gradient
+ * reduction) receives on rank q > 0 the running sum of ranks 0..q-1 of every gradient
+ * (sm_dp_partial, by parameter index; the reduction adds this rank's gradient to it); then
+ * sm_dp_sum_grads passes each sum on and brings the total back to every rank. */
 typedef struct sm_dp sm_dp;
 sm_dp *sm_dp_new(sm_run *r, sm_error *err);
 void sm_dp_free(sm_dp *d);
 int sm_dp_share(sm_dp *d, sm_error *err);
+int sm_dp_receive_partials(sm_dp *d, sm_error *err);
+sm_tensor *sm_dp_partial(const sm_dp *d, int param);
 int sm_dp_sum_grads(sm_dp *d, sm_error *err);
 sm_tensor **sm_dp_loss_parts(sm_dp *d);
 sm_tensor **sm_dp_layer_plans(sm_dp *d, int l);
@@ -199,7 +203,8 @@ int sm_pipeline_begin(sm_run *r, sm_error *err);
 int sm_pipeline_build(sm_run *r, sm_error *err);
 /* The run's schedule (NULL without a pipeline). */
 const struct sm_schedule *sm_pipeline_schedule(const sm_run *r);
-/* Sums each gradient's copies into it (a no-op without copies). */
+/* Sums each gradient's copies into it, after the running sum of the previous ranks under data
+ * parallelism (sm_dp_partial): a no-op on one rank without copies. */
 int sm_pipeline_reduce(sm_run *r, sm_error *err);
 void sm_pipeline_free(sm_run *r);
 /* Whether weight gradients may run late (per-boundary residual gradients needed). */

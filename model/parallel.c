@@ -140,10 +140,11 @@ static int sm_check_layout(const sm_launch *l, int nranks, sm_error *err)
         return sm_fail(err, "launch layout: parallel.ep %d does not divide "
                        "model.n_routed_experts %d (each expert-parallel rank holds the same "
                        "number of experts)", l->ep, l->n_routed_experts);
-    if (l->batch % l->dp)
-        return sm_fail(err, "launch layout: %s %d does not split over parallel.dp %d "
-                       "data-parallel ranks (make it a multiple of %d)", l->batch_field,
-                       l->batch, l->dp, l->dp);
+    if (l->batch % (l->ep * l->dp))
+        return sm_fail(err, "launch layout: %s %d does not split over the %d ranks of parallel.ep "
+                       "%d x parallel.dp %d (each rank runs its own sequences: make it a "
+                       "multiple of %d)", l->batch_field, l->batch, l->ep * l->dp, l->ep, l->dp,
+                       l->ep * l->dp);
     return 0;
 }
 
@@ -218,14 +219,13 @@ static int sm_agree(const uint64_t *all, int n, const sm_error *mine, int failed
     return 0;
 }
 
-/* Until expert parallelism lands (issue 10, item 2), and for commands that do not run data
- * parallelism, a layout all ranks agree on is refused here, the one place that knows what runs
- * over ranks. */
+/* Commands that do not run over ranks yet (eval, bench) refuse a layout all ranks agree on
+ * here, the one place that knows what runs over ranks. */
 static int sm_refuse_ranks(const sm_launch *l, sm_error *err)
 {
-    if (l->ep == 1 && l->runs_dp) return 0;
-    return sm_fail(err, "data/expert parallelism is not built yet (issue 10, items 2 and 4): "
-                        "run with one rank%s", l->runs_dp ? " or parallel.ep 1" : "");
+    if (l->runs_dp) return 0;
+    return sm_fail(err, "this command does not run over several ranks yet (issue 10): run it "
+                        "with one rank");
 }
 
 int sm_engine_check_launch(const sm_launch *given, sm_error *err)

@@ -234,10 +234,12 @@ int sm_pipeline_reduce(sm_run *r, sm_error *err)
 {
     sm_model *m = r->m;
     sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1, .err = err};
-    for (int i = 0; r->ncopies && i < m->nall; i++) {
-        sm_tensor *g = m->all[i].g, *srcs[r->ncopies];
-        int n = 0, own = 0;
-        if (!g) continue;
+    for (int i = 0; i < m->nall; i++) {
+        sm_tensor *g = m->all[i].g, *srcs[r->ncopies + 1];
+        sm_tensor *partial = r->dp && g ? sm_dp_partial(r->dp, i) : NULL;
+        int n = 0, own = !r->ncopies;  /* without copies, g holds this rank's sum */
+        if (!g || (!r->ncopies && !partial)) continue;
+        if (partial) srcs[n++] = partial;
         for (int c = 0; c < r->ncopies; c++) {
             if (r->gcopy[c][i] == g) own = 1;
             else if (r->gcopy[c][i]) srcs[n++] = r->gcopy[c][i];

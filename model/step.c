@@ -260,6 +260,7 @@ int sm_run_build(sm_run *r, sm_error *err)
     if (r->backward && sm_zero_grads(r, err)) return -1;
     if (r->pl ? sm_pipeline_build(r, err) || sm_loss_sums(r, err) : sm_run_build_plain(r, err))
         return -1;
+    if (r->backward && r->dp && sm_dp_receive_partials(r->dp, err)) return -1;
     if (r->backward && sm_pipeline_reduce(r, err)) return -1;
     return r->dp && r->backward ? sm_dp_sum_grads(r->dp, err) : 0;
 }

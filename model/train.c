@@ -13,12 +13,12 @@
 #include <stdio.h>
 #include <string.h>
 
-/* This rank's share of the global batch just read: the rank-th of parallel.dp equal runs of
- * consecutive sequences, so the ranks together run the batch one rank would. */
+/* This rank's share of the global batch just read: the rank-th of the job's equal runs of
+ * consecutive sequences (the training run's batch), so the ranks together run the batch one
+ * rank would. */
 static size_t sm_share(const sm_trainer *t)
 {
-    return (size_t)sm_engine_rank() * (t->rc.train.batch_size / t->rc.parallel.dp) *
-           t->rc.train.seq_len;
+    return (size_t)sm_engine_rank() * t->run->B * t->rc.train.seq_len;
 }
 
 /* Validation loss over the first eval.batches batches of the validation split. */

@@ -187,7 +187,7 @@ static int sm_setup_launched(sm_trainer *t, const sm_train_opts *o, char *ckpt, 
 static sm_run *sm_setup_run(sm_trainer *t, int backward, const sm_run_opts *ro, sm_error *err)
 {
     const sm_train_config *tr = &t->rc.train;
-    sm_run *r = sm_run_new_with(t->m, tr->batch_size / t->rc.parallel.dp, tr->seq_len,
+    sm_run *r = sm_run_new_with(t->m, tr->batch_size / sm_engine_size(), tr->seq_len,
                                 tr->micro_batches, backward, ro, err);
     if (r && sm_run_set_data_parallel(r, err)) {
         sm_run_free(r);
@@ -202,7 +202,9 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     const sm_engine_config *ec = &t->rc.engine;
     /* nothing in training reads the logits after the loss: their gradient takes their place */
     sm_run_opts ro = {.pipeline = sm_run_pipeline_of(ec->sched), .pp = ec->pp,
-                      .deterministic = ec->deterministic, .grad_over_logits = 1};
+                      .deterministic = ec->deterministic, .grad_over_logits = 1,
+                      .ep = t->rc.parallel.ep};
+    sm_run_opts eval_ro = {.ep = t->rc.parallel.ep};
     if (sm_setup_engine(t, err)) return -1;
     if (!(t->m = sm_model_new(&t->rc.model, 1, err)) || !(t->opt = sm_optimizer_new(t->m, err)))
         return -1;
@@ -222,7 +224,7 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     }
     sm_run_set_balance(t->run, tr->balance_alpha);
     if (t->has_val &&
-        !(t->eval_run = sm_setup_run(t, 0, NULL, err)))
+        !(t->eval_run = sm_setup_run(t, 0, &eval_ro, err)))
         return -1;
     t->ids = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->ids);
     t->targets = malloc((size_t)tr->batch_size * tr->seq_len * sizeof *t->targets);

@@ -274,11 +274,13 @@ static void sm_swiglu_bwd_cpu(void *b[], void *arg)
 }
 SM_CODELET(swiglu_bwd, sm_swiglu_bwd_cpu);
 
-/* How a SwiGLU task writes row buffer t: a routed expert's is written whole, at the size the
- * task gives it; otherwise read-write when accumulating, write-only when overwriting. */
-static sm_access sm_ffn_out(const sm_ffn_shape *s, sm_tensor *t, int accumulate)
+/* A routed expert's input gradient cannot accumulate: its buffer takes the size of its rows. */
+static int sm_ffn_check_accumulate(const sm_op_ctx *c, const sm_ffn_shape *s, int accumulate)
 {
-    return SM_ACC(t, s->expert < 0 && accumulate);
+    return s->expert >= 0 && accumulate
+               ? sm_fail(c->err, "swiglu backward of routed expert %d: an expert's input "
+                                 "gradient is written, never accumulated", s->expert)
+               : 0;
 }
 
 static double sm_ffn_flops(const sm_ffn_shape *s, double gemms)
@@ -298,8 +300,8 @@ int sm_insert_swiglu_fwd(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *y
 {
     sm_ffn_args a = {.residual = res != NULL};
     sm_access acc[SWIGLU_FWD_NBUF] = {
-        [SWIGLU_FWD_Y] = sm_ffn_out(s, y, 0), [SWIGLU_FWD_H1] = sm_ffn_out(s, h1, 0),
-        [SWIGLU_FWD_H3] = sm_ffn_out(s, h3, 0),
+        [SWIGLU_FWD_Y] = SM_W(y), [SWIGLU_FWD_H1] = SM_W(h1),
+        [SWIGLU_FWD_H3] = SM_W(h3),
         [SWIGLU_FWD_X] = SM_R(x), [SWIGLU_FWD_W1] = SM_R(W1), [SWIGLU_FWD_W3] = SM_R(W3),
         [SWIGLU_FWD_W2] = SM_R(W2), [SWIGLU_FWD_RES] = SM_R(res)};
     a.s = *s;
@@ -313,11 +315,12 @@ int sm_insert_swiglu_bwd_input(const sm_op_ctx *c, const sm_ffn_shape *s, sm_ten
                                sm_tensor *h3, sm_tensor *W1, sm_tensor *W3, sm_tensor *W2,
                                int accumulate)
 {
+    if (sm_ffn_check_accumulate(c, s, accumulate)) return -1;
     sm_ffn_args a = {.accumulate = accumulate};
     sm_access acc[SWIGLU_BWD_INPUT_NBUF] = {
-        [SWIGLU_BWD_INPUT_DX] = sm_ffn_out(s, dx, accumulate),
-        [SWIGLU_BWD_INPUT_DH1] = sm_ffn_out(s, dh1, 0),
-        [SWIGLU_BWD_INPUT_DH3] = sm_ffn_out(s, dh3, 0), [SWIGLU_BWD_INPUT_DY] = SM_R(dy),
+        [SWIGLU_BWD_INPUT_DX] = SM_ACC(dx, accumulate),
+        [SWIGLU_BWD_INPUT_DH1] = SM_W(dh1),
+        [SWIGLU_BWD_INPUT_DH3] = SM_W(dh3), [SWIGLU_BWD_INPUT_DY] = SM_R(dy),
         [SWIGLU_BWD_INPUT_H1] = SM_R(h1), [SWIGLU_BWD_INPUT_H3] = SM_R(h3),
         [SWIGLU_BWD_INPUT_W1] = SM_R(W1), [SWIGLU_BWD_INPUT_W3] = SM_R(W3),
         [SWIGLU_BWD_INPUT_W2] = SM_R(W2)};
@@ -349,10 +352,11 @@ int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn
                          sm_tensor *dy, sm_tensor *x, sm_tensor *h1, sm_tensor *h3, sm_tensor *W1,
                          sm_tensor *W3, sm_tensor *W2, int accumulate)
 {
+    if (sm_ffn_check_accumulate(c, s, accumulate)) return -1;
     sm_ffn_args a = {.accumulate = accumulate};
     sm_access acc[SWIGLU_BWD_NBUF] = {
-        [SWIGLU_BWD_DX] = sm_ffn_out(s, g->dx, accumulate),
-        [SWIGLU_BWD_DH1] = sm_ffn_out(s, g->dh1, 0), [SWIGLU_BWD_DH3] = sm_ffn_out(s, g->dh3, 0),
+        [SWIGLU_BWD_DX] = SM_ACC(g->dx, accumulate),
+        [SWIGLU_BWD_DH1] = SM_W(g->dh1), [SWIGLU_BWD_DH3] = SM_W(g->dh3),
         [SWIGLU_BWD_DW1] = SM_RW(g->dW1),
         [SWIGLU_BWD_DW3] = SM_RW(g->dW3), [SWIGLU_BWD_DW2] = SM_RW(g->dW2),
         [SWIGLU_BWD_DY] = SM_R(dy), [SWIGLU_BWD_X] = SM_R(x), [SWIGLU_BWD_H1] = SM_R(h1),
