@@ -15,6 +15,7 @@
 #include "build_config.h"
 #include "model/parallel.h"
 #include "schedulers/registry.h"
+#include "schedulers/yielding.h"
 #include "tasks/dense_kernels.h"
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
 #include <cblas.h>
@@ -82,8 +83,13 @@ int sm_engine_init(const sm_engine_opts *o, sm_error *err)
     }
     conf.sched_policy_name = e.policy ? NULL : e.name;
     conf.sched_policy = e.policy;
+    /* ranks sharing the host's cores: idle workers leave them to the others */
+    if (ranks > 1 && sm_parallel_local_ranks() > 1 && sm_sched_policy_of(&e)) {
+        conf.sched_policy = sm_sched_yielding(sm_sched_policy_of(&e));
+        conf.sched_policy_name = NULL;
+    }
     /* StarPU looks a set STARPU_SCHED up by name first; ours it would not find */
-    if (e.policy) unsetenv("STARPU_SCHED");
+    if (conf.sched_policy) unsetenv("STARPU_SCHED");
     conf.ncuda = 0;
     conf.nopencl = 0;
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS

@@ -2,6 +2,7 @@
 # built-ins), the pipeline schedule generators, their timing simulator and its reports.
 libstarmoe_core_la_SOURCES += schedulers/registry.c schedulers/registry.h \
 	schedulers/ordered.c schedulers/ordered.h \
+	schedulers/yielding.c schedulers/yielding.h \
 	schedulers/schedule.c schedulers/schedule.h \
 	schedulers/simulate.c schedulers/simulate.h \
 	schedulers/render.c schedulers/render.h \

@@ -59,14 +59,20 @@ static int sm_find_plugin(const char *name, sm_sched_entry *out)
     return 0;
 }
 
+struct starpu_sched_policy *sm_sched_policy_of(const sm_sched_entry *e)
+{
+    const char *name = e->name ? e->name : "lws";
+    if (e->policy) return e->policy;
+    for (struct starpu_sched_policy **p = starpu_sched_get_predefined_policies(); *p; p++)
+        if ((*p)->policy_name && !strcmp((*p)->policy_name, name)) return *p;
+    return NULL;
+}
+
 static int sm_find_builtin(const char *name, sm_sched_entry *out)
 {
-    for (struct starpu_sched_policy **p = starpu_sched_get_predefined_policies(); *p; p++)
-        if ((*p)->policy_name && !strcmp((*p)->policy_name, name)) {
-            *out = sm_entry(*p, SM_SCHED_STARPU, NULL);
-            return 1;
-        }
-    return 0;
+    struct starpu_sched_policy *p = sm_sched_policy_of(&(sm_sched_entry){.name = name});
+    if (p) *out = sm_entry(p, SM_SCHED_STARPU, NULL);
+    return p != NULL;
 }
 
 static int sm_find_known(const char *name, sm_sched_entry *out)

@@ -31,6 +31,10 @@ int sm_sched_load_lib(const char *path, sm_error *err);
 /* Finds a policy by name: starmoe's, then the plugins', then StarPU's built-ins. */
 int sm_sched_find(const char *name, sm_sched_entry *out, sm_error *err);
 
+/* The policy structure of an entry (a built-in's from StarPU's list); with no name, StarPU's
+ * default policy, the one it starts without being told (lws). NULL: not known. */
+struct starpu_sched_policy *sm_sched_policy_of(const sm_sched_entry *e);
+
 /* Lists every known policy, one line each, grouped by origin. */
 void sm_sched_print(FILE *f);
 

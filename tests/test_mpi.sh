@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Launching under mpirun (issue 10, items 1 and 8's start-up): every rank checks the launch
-# layout and all exit with the error, each naming its rank (ep x dp against the ranks, ep
-# against the routed experts, the batch against dp); ranks running another config are caught by
-# the start-up hash; one failing rank stops them all promptly; expert parallelism (and data
-# parallelism outside train) is refused and writes nothing; train with parallel.dp 2 and 4
-# gives the losses of one rank (bit for bit with engine.deterministic and micro-batches of the
-# same size), rank 0 alone writing, and resumes on every rank; without mpirun, or with one
-# rank, nothing changes. Every mpirun is bounded by a timeout.
+# Launching under mpirun (issue 10): every rank checks the launch layout and all exit with the
+# error, each naming its rank (ep x dp against the ranks, ep against the routed experts, the
+# batch against the ranks); ranks running another config are caught by the start-up hash; one
+# failing rank stops them all promptly; commands that do not run over ranks (bench, eval)
+# refuse; train with data parallelism (dp 2) and expert parallelism (ep 2, ep 4, ep 2 x dp 2)
+# gives the losses of one rank (bit for bit with engine.deterministic, whatever the layout),
+# rank 0 alone writing, and resumes on every rank; without mpirun, or with one rank, nothing
+# changes. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 if ! command -v mpirun > /dev/null; then
   echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
@@ -49,13 +49,13 @@ check_ranks "ep 3 not dividing the 16 routed experts names model.n_routed_expert
 run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.dp=2 --set train.batch_size=3 \
   --set train.micro_batches=1
 check_ranks "a batch of 3 over dp 2 names train.batch_size" 2 \
-  "train.batch_size 3 does not split over parallel.dp 2"
+  "train.batch_size 3 does not split over the 2 ranks of parallel.ep 1 x parallel.dp 2"
 
-# an agreed layout with expert parallelism: refused until it lands, by all 4 ranks, and no
-# rank writes anything (no run folder, no step line)
-run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.ep=2 --set parallel.dp=2
-check_ranks "ep 2 x dp 2 on 4 ranks: every rank says parallelism is not built yet" 4 \
-  "data/expert parallelism is not built yet \(issue 10"
+# expert-parallel ranks run their own sequences too: the batch splits over ep x dp
+run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.ep=2 --set parallel.dp=2 \
+  --set train.batch_size=6 --set train.micro_batches=1
+check_ranks "a batch of 6 over ep 2 x dp 2 names train.batch_size and the 4 ranks" 4 \
+  "train.batch_size 6 does not split over the 4 ranks of parallel.ep 2 x parallel.dp 2"
 [ ! -e "$TMP/run" ] && ! grep -q "^step" "$TMP/out"
 ok $? "no rank wrote a run folder or printed a step line"
 
@@ -87,15 +87,15 @@ ok $? "a silent peer: rank 0 names it after parallel.timeout_s 3 s (took ${took}
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 3 --seq 8 --reps 1 \
   --warmup 0 --dp 2
 check_ranks "bench --dp 2 with --batch 3 names --batch" 2 \
-  "--batch 3 does not split over parallel.dp 2"
+  "--batch 3 does not split over the 2 ranks of parallel.ep 1 x parallel.dp 2"
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 2 --seq 8 --reps 1 \
   --warmup 0 --dp 2
-check_ranks "bench --dp 2: agreed, then not built yet (only train runs data parallelism)" 2 \
-  "data/expert parallelism is not built yet"
+check_ranks "bench --dp 2: agreed, then refused (only train runs over ranks)" 2 \
+  "this command does not run over several ranks yet"
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" eval --model "$FIXTURE" \
   --inputs "$FIXTURE/inputs.safetensors" --forward-only --ep 2
-check_ranks "eval --ep 2 on 2 ranks: agreed, then not built yet" 2 \
-  "data/expert parallelism is not built yet"
+check_ranks "eval --ep 2 on 2 ranks: agreed, then refused" 2 \
+  "this command does not run over several ranks yet"
 
 # without mpirun: the layout is checked against one rank, keys are checked as ever
 expect_error "--set parallel.ep=2 on one rank names the fields" \
@@ -143,9 +143,31 @@ run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" train --resume --out "$TMP/dp2" --step
 ok $? "dp 2, resumed at step 10 on both ranks: the 20 losses of one rank within 1e-6 relative \
 (exit $rc1, $rc: $(paste <(losses "$TMP/dp1") <(losses "$TMP/dp2") 2>&1 | sed -n 20p))"
 
-# bit for bit with engine.deterministic when the gradient sums associate as one rank's: one rank
-# with 4 micro-batches (its 4 gradient copies summed in order) and 4 ranks with 1 each (summed
-# in rank order) give the same step numbers and the same weights
+# expert parallelism: 20 steps of examples/tiny.json over ep 2 (2 ranks; stopped at step 10 and
+# resumed), ep 4 and ep 2 x dp 2 (4 ranks) give the losses of one rank within 1e-6 relative
+run_ranks "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" "${STEPS[@]}" --out "$TMP/ep2" --set parallel.ep=2 \
+  --steps 10
+rc_a=$rc
+run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" train --resume --out "$TMP/ep2" --steps 20
+[ $rc_a -eq 0 ] && [ $rc -eq 0 ] && grep -q "^resumed from .*step-000010 at step 10" "$TMP/out" &&
+  [ "$(losses "$TMP/ep2" | wc -l)" -eq 20 ] && same_losses "$TMP/dp1" "$TMP/ep2" 1e-6 &&
+  ! grep -q '^rank' "$TMP/out"
+ok $? "ep 2, resumed at step 10: the 20 losses of one rank within 1e-6 relative (exit $rc_a, \
+$rc: $(paste <(losses "$TMP/dp1") <(losses "$TMP/ep2") 2>&1 | sed -n 20p))"
+for layout in "ep=4 dp=1" "ep=2 dp=2"; do
+  set -- $layout
+  run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" "${STEPS[@]}" --out "$TMP/$1$2" \
+    --set "parallel.$1" --set "parallel.$2"
+  [ $rc -eq 0 ] && [ "$(losses "$TMP/$1$2" | wc -l)" -eq 20 ] &&
+    same_losses "$TMP/dp1" "$TMP/$1$2" 1e-6
+  ok $? "$1 x $2 on 4 ranks: the 20 losses of one rank within 1e-6 relative (exit $rc: \
+$(paste <(losses "$TMP/dp1") <(losses "$TMP/$1$2") 2>&1 | sed -n 20p))"
+done
+
+# bit for bit with engine.deterministic, whatever the layout, with micro-batches of the same
+# size: one rank with 4 micro-batches (its 4 gradient copies summed in order) and 2 or 4 ranks
+# (the chain adding each rank's micro-batches in rank order) give the same step numbers and
+# the same weights
 DET=(--set engine.deterministic=true --steps 5)
 # step_numbers RUN: its train metrics without the timings, one number a line
 step_numbers() {
@@ -156,11 +178,16 @@ step_numbers() {
 "${TRAIN[@]}" "${STEPS[@]}" "${DET[@]}" --set train.micro_batches=4 --out "$TMP/det1" \
   > "$TMP/out" 2>&1
 rc1=$?
-run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" "${STEPS[@]}" "${DET[@]}" --set parallel.dp=4 \
-  --set train.micro_batches=1 --out "$TMP/det4"
-[ $rc1 -eq 0 ] && [ $rc -eq 0 ] && [ "$(losses "$TMP/det4" | wc -l)" -eq 5 ] &&
-  [ "$(step_numbers "$TMP/det4")" = "$(step_numbers "$TMP/det1")" ] &&
-  cmp -s "$TMP/det1/step-000005/model.safetensors" "$TMP/det4/step-000005/model.safetensors"
-ok $? "dp 4, deterministic: loss, balance loss, gradient norm, load and weights of one rank \
-bit for bit after 5 steps (exit $rc1, $rc)"
+for layout in "2 dp=2 2" "4 dp=4 1" "2 ep=2 2" "4 ep=4 1" "4 ep=2,dp=2 1"; do
+  set -- $layout
+  sets=()
+  for kv in ${2//,/ }; do sets+=(--set "parallel.$kv"); done
+  run_ranks "${MPIRUN[@]}" -np "$1" "${TRAIN[@]}" "${STEPS[@]}" "${DET[@]}" "${sets[@]}" \
+    --set train.micro_batches="$3" --out "$TMP/det-$2"
+  [ $rc1 -eq 0 ] && [ $rc -eq 0 ] && [ "$(losses "$TMP/det-$2" | wc -l)" -eq 5 ] &&
+    [ "$(step_numbers "$TMP/det-$2")" = "$(step_numbers "$TMP/det1")" ] &&
+    cmp -s "$TMP/det1/step-000005/model.safetensors" "$TMP/det-$2/step-000005/model.safetensors"
+  ok $? "${2/,/ x } on $1 ranks, $3 micro-batches each, deterministic: loss, balance loss, \
+gradient norm, load and weights of one rank bit for bit after 5 steps (exit $rc1, $rc)"
+done
 tap_done
