@@ -7,7 +7,7 @@
 
 static const char *sm_eval_usage =
     "--model DIR --inputs FILE [--dump OUT.safetensors] [--forward-only] [--micro M]\n"
-    "       [--dot FILE] [--workers N] [--sched NAME] " SM_CLI_PARALLEL_USAGE "\n"
+    "       [--deterministic] [--dot FILE] [--workers N] [--sched NAME] " SM_CLI_PARALLEL_USAGE "\n"
     "       " SM_CLI_TRACE_USAGE;
 
 int sm_cmd_eval(int argc, char **argv)
@@ -17,6 +17,7 @@ int sm_cmd_eval(int argc, char **argv)
         {"dump", required_argument, 0, 'd'},  {"forward-only", no_argument, 0, 'f'},
         {"micro", required_argument, 0, 'u'}, {"dot", required_argument, 0, 'g'},
         {"help", no_argument, 0, 'h'},        SM_CLI_ENGINE_OPTS,
+        {"deterministic", no_argument, 0, SM_OPT_DETERMINISTIC},
         SM_CLI_PARALLEL_OPTS,                 SM_CLI_TRACE_OPTS,
         {0, 0, 0, 0}};
     sm_eval_opts o = {.micro = 1, .trace = SM_TRACE_OPTS_DEFAULT};
@@ -35,6 +36,7 @@ int sm_cmd_eval(int argc, char **argv)
         case 'd': o.dump = optarg; break;
         case 'f': o.forward_only = 1; break;
         case 'g': o.dot = optarg; break;
+        case SM_OPT_DETERMINISTIC: o.deterministic = 1; break;
         case 'u':
             if (sm_cli_int("micro", optarg, 1, 4096, &v)) return 2;
             o.micro = (int)v;
@@ -54,13 +56,14 @@ int sm_cmd_eval(int argc, char **argv)
     sm_error err = {{0}};
     double loss = 0;
     size_t ntasks = 0;
-    int rc = sm_eval(&o, &loss, &ntasks, &err);
+    int rc = sm_eval(&o, &loss, &ntasks, &err), lead = sm_engine_rank() == 0;
     sm_engine_shutdown();
     free(identity);
     if (rc) {
         sm_cli_error("eval", err.msg);
         return 1;
     }
+    if (!lead) return 0; /* rank 0 reports for all */
     if (isnan(loss))
         printf("no loss (no targets given)");
     else

@@ -1,12 +1,15 @@
 /* `starmoe eval`: one forward (and backward) step of a Hugging Face model on given tokens,
  * dumped with the names and shapes of the reference fixtures, and traced when asked. Without
- * targets (forward only) there is no loss: it is reported as NaN and not dumped. */
+ * targets (forward only) there is no loss: it is reported as NaN and not dumped. Under mpirun
+ * every rank runs its share of the sequences (with expert parallelism when asked) and rank 0
+ * gathers the per-token results and writes the dump. */
 #include "model/model.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "io/safetensors.h"
+#include "model/parallel.h"
 #include "trace/recorder.h"
 
 typedef struct sm_tokens {
@@ -55,15 +58,20 @@ static int sm_dump_f32(sm_st_writer *w, const char *name, int ndim, const int64_
     return sm_st_writer_add(w, name, SM_F32, ndim, shape, data, err);
 }
 
-static int sm_dump_routing(sm_st_writer *w, sm_run *r, int l, sm_error *err)
+/* Per-token results are gathered rank by rank (the order of the inputs' sequences) into the
+ * buffers' first part on rank 0, after this rank's own in their last part. */
+static int sm_dump_routing(sm_st_writer *w, sm_run *r, int l, int ranks, sm_error *err)
 {
     const sm_config *c = sm_model_config(r->m);
-    int64_t shape[2] = {(int64_t)r->B * r->S, c->num_experts_per_tok};
-    int32_t *idx = malloc(shape[0] * shape[1] * sizeof *idx);
-    float *wt = malloc(shape[0] * shape[1] * sizeof *wt);
+    int64_t shape[2] = {(int64_t)r->B * r->S * ranks, c->num_experts_per_tok};
+    size_t all = (size_t)shape[0] * shape[1], mine = all / ranks;
+    int32_t *idx = malloc((all + mine) * sizeof *idx);
+    float *wt = malloc((all + mine) * sizeof *wt);
     char name[96];
     int rc = -1;
-    if (idx && wt && sm_run_routing(r, l, idx, wt) == 0) {
+    if (idx && wt && sm_run_routing(r, l, idx + all, wt + all) == 0) {
+        sm_parallel_gather(idx + all, mine * sizeof *idx, idx);
+        sm_parallel_gather(wt + all, mine * sizeof *wt, wt);
         snprintf(name, sizeof name, "routing.layers.%d.indices", l);
         rc = sm_st_writer_add(w, name, SM_I32, 2, shape, idx, err);
         snprintf(name, sizeof name, "routing.layers.%d.weights", l);
@@ -76,27 +84,32 @@ static int sm_dump_routing(sm_st_writer *w, sm_run *r, int l, sm_error *err)
     return rc;
 }
 
+/* The dump, written by rank 0 (every rank takes part in the gathers). */
 static int sm_dump(const sm_eval_opts *o, sm_run *r, double loss, sm_error *err)
 {
     const sm_config *c = sm_model_config(r->m);
-    int64_t lshape[3] = {r->B, r->S, c->vocab_size}, hshape[3] = {r->B, r->S, c->hidden_size};
+    int ranks = sm_run_ranks(r), B = r->B * ranks;
+    int64_t lshape[3] = {B, r->S, c->vocab_size}, hshape[3] = {B, r->S, c->hidden_size};
+    size_t widest = (size_t)(c->vocab_size > c->hidden_size ? c->vocab_size : c->hidden_size);
+    size_t tokens = (size_t)r->B * r->S;
     sm_st_writer *w = sm_st_writer_new();
-    float *buf = malloc((size_t)r->B * r->S * (c->vocab_size > c->hidden_size ? c->vocab_size
-                                                                               : c->hidden_size) *
-                        sizeof *buf);
+    float *buf = malloc(tokens * widest * (ranks + 1) * sizeof *buf), *mine = buf;
     float lossf = (float)loss;
     char name[320];
     int rc = (!w || !buf) ? sm_fail(err, "out of memory for the dump") : 0;
     if (!rc) {
-        sm_run_logits(r, buf);
+        buf = mine + tokens * widest;
+        sm_run_logits(r, mine);
+        sm_parallel_gather(mine, tokens * c->vocab_size * sizeof *mine, buf);
         rc = sm_dump_f32(w, "logits", 3, lshape, buf, err);
     }
     if (!rc && r->has_targets) rc = sm_dump_f32(w, "loss", 1, (int64_t[]){1}, &lossf, err);
     for (int l = 0; !rc && l < c->num_hidden_layers; l++) {
-        sm_run_hidden(r, l, buf);
+        sm_run_hidden(r, l, mine);
+        sm_parallel_gather(mine, tokens * c->hidden_size * sizeof *mine, buf);
         snprintf(name, sizeof name, "hidden.layers.%d.output", l);
         rc = sm_dump_f32(w, name, 3, hshape, buf, err);
-        if (!rc && sm_config_layer_is_moe(c, l)) rc = sm_dump_routing(w, r, l, err);
+        if (!rc && sm_config_layer_is_moe(c, l)) rc = sm_dump_routing(w, r, l, ranks, err);
     }
     for (int i = 0; !rc && !o->forward_only && i < sm_model_nparams(r->m); i++) {
         const float *g = sm_model_param_grad(r->m, i);
@@ -106,9 +119,9 @@ static int sm_dump(const sm_eval_opts *o, sm_run *r, double loss, sm_error *err)
         snprintf(name, sizeof name, "grad.%s", sm_model_param_name(r->m, i));
         rc = sm_dump_f32(w, name, ndim, shape, g, err);
     }
-    if (!rc) rc = sm_st_writer_write(w, o->dump, err);
+    if (!rc && sm_engine_rank() == 0) rc = sm_st_writer_write(w, o->dump, err);
     sm_st_writer_free(w);
-    free(buf);
+    free(mine);
     return rc;
 }
 
@@ -144,10 +157,17 @@ int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
     l.n_routed_experts = m->cfg.n_routed_experts;
     l.batch = tk.B;
     l.batch_field = "the batch of --inputs";
+    l.runs_dp = 1;
     if (sm_engine_check_launch(&l, err)) goto out;
-    if (!(r = sm_run_new(m, tk.B, tk.S, o->micro > 0 ? o->micro : 1, !o->forward_only, err)))
+    sm_run_opts ro = {.deterministic = o->deterministic, .ep = l.ep};
+    int B = tk.B / sm_engine_size();
+    if (!(r = sm_run_new_with(m, B, tk.S, o->micro > 0 ? o->micro : 1, !o->forward_only, &ro,
+                              err)) ||
+        sm_run_set_data_parallel(r, err))
         goto out;
-    if (sm_eval_step(o, r, &tk, loss, err)) goto out;
+    size_t first = (size_t)sm_engine_rank() * B * tk.S;
+    sm_tokens share = {B, tk.S, tk.ids + first, tk.targets ? tk.targets + first : NULL};
+    if (sm_eval_step(o, r, &share, loss, err)) goto out;
     if (!tk.targets) *loss = NAN; /* no targets: no loss */
     if (ntasks) *ntasks = sm_run_ntasks(r);
     if (o->dot && sm_run_write_dot(r, o->dot, err)) goto out;

@@ -96,6 +96,25 @@ void sm_parallel_sync(void)
     if (sm_mpi_up && !sm_mpi_abandoned) starpu_mpi_barrier(MPI_COMM_WORLD);
 }
 
+enum { SM_GATHER_TAG = 0x47410000 };
+
+void sm_parallel_gather(const void *mine, size_t bytes, void *all)
+{
+    int me = sm_engine_rank(), n = sm_engine_size();
+    starpu_data_handle_t h;
+    if (me == 0) memcpy(all, mine, bytes);
+    for (int r = me == 0 ? 1 : n; r < n; r++) {
+        starpu_vector_data_register(&h, STARPU_MAIN_RAM, (uintptr_t)((char *)all + r * bytes),
+                                    (uint32_t)bytes, 1);
+        starpu_mpi_recv(h, r, SM_GATHER_TAG + r, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        starpu_data_unregister(h);
+    }
+    if (me == 0) return;
+    starpu_vector_data_register(&h, STARPU_MAIN_RAM, (uintptr_t)mine, (uint32_t)bytes, 1);
+    starpu_mpi_send(h, 0, SM_GATHER_TAG + me, MPI_COMM_WORLD);
+    starpu_data_unregister(h);
+}
+
 void sm_parallel_stop(void)
 {
     if (!sm_mpi_up || sm_mpi_abandoned) return;

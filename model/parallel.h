@@ -21,5 +21,9 @@ void sm_parallel_stop(void);
  * rank with more to write (rank 0's last checkpoint, with its fsyncs) would otherwise keep its
  * peers past the exit barrier's grace period, and they would leave without finalising MPI. */
 void sm_parallel_sync(void);
+/* Gathers every rank's `bytes` bytes at `mine` into `all` on rank 0 (rank r's at all + r *
+ * bytes; all is not touched on the others), after the step's tasks: for results rank 0 alone
+ * writes. A copy on one rank. */
+void sm_parallel_gather(const void *mine, size_t bytes, void *all);
 
 #endif

@@ -2,8 +2,8 @@
 # Launching under mpirun (issue 10): every rank checks the launch layout and all exit with the
 # error, each naming its rank (ep x dp against the ranks, ep against the routed experts, the
 # batch against the ranks); ranks running another config are caught by the start-up hash; one
-# failing rank stops them all promptly; commands that do not run over ranks (bench, eval)
-# refuse; train with data parallelism (dp 2) and expert parallelism (ep 2, ep 4, ep 2 x dp 2)
+# failing rank stops them all promptly; bench (not run over ranks yet) refuses; the fixture
+# eval over 2 expert-parallel ranks dumps what one rank does; train with data parallelism (dp 2) and expert parallelism (ep 2, ep 4, ep 2 x dp 2)
 # gives the losses of one rank (bit for bit with engine.deterministic, whatever the layout),
 # rank 0 alone writing, and resumes on every rank; without mpirun, or with one rank, nothing
 # changes. Every mpirun is bounded by a timeout.
@@ -92,10 +92,20 @@ run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 2 --se
   --warmup 0 --dp 2
 check_ranks "bench --dp 2: agreed, then refused (only train runs over ranks)" 2 \
   "this command does not run over several ranks yet"
+
+# the fixture eval under expert parallelism (each rank one of the two sequences, the experts
+# split over the ranks): rank 0 dumps the logits, loss, hidden states, routing and gradients
+# of one rank bit for bit (one rank with the same micro-batches, deterministic)
+"$STARMOE" eval --model "$FIXTURE" --inputs "$FIXTURE/inputs.safetensors" --micro 2 \
+  --deterministic --dump "$TMP/eval1.safetensors" > "$TMP/out1" 2>&1
+rc1=$?
 run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" eval --model "$FIXTURE" \
-  --inputs "$FIXTURE/inputs.safetensors" --forward-only --ep 2
-check_ranks "eval --ep 2 on 2 ranks: agreed, then refused" 2 \
-  "this command does not run over several ranks yet"
+  --inputs "$FIXTURE/inputs.safetensors" --ep 2 --dump "$TMP/eval2.safetensors"
+[ $rc1 -eq 0 ] && [ $rc -eq 0 ] && cmp -s "$TMP/eval1.safetensors" "$TMP/eval2.safetensors" &&
+  [ "$(grep -c '^loss' "$TMP/out")" -eq 1 ] &&
+  [ "$(grep -o 'loss [0-9.]*' "$TMP/out")" = "$(grep -o 'loss [0-9.]*' "$TMP/out1")" ]
+ok $? "eval --ep 2 on 2 ranks: the dump of one rank bit for bit, one report line (exit $rc1, \
+$rc: $(grep -v '^\[starpu' "$TMP/out" | head -c 300))"
 
 # without mpirun: the layout is checked against one rank, keys are checked as ever
 expect_error "--set parallel.ep=2 on one rank names the fields" \

@@ -58,6 +58,7 @@ typedef struct sm_eval_opts {
     const char *dump;            /* output safetensors, NULL for none */
     int forward_only;
     int micro;                   /* micro-batches (default 1) */
+    int deterministic;           /* per-micro-batch gradient copies (sm_run_opts) */
     const char *dot;             /* write the step's DAG here when not NULL */
     sm_trace_opts trace;         /* execution trace of the step (step 1), trace.path NULL: none */
     sm_launch launch;            /* ep, dp, timeout_s and identity (the model's routed experts
@@ -66,7 +67,9 @@ typedef struct sm_eval_opts {
 
 /* Loads the model and inputs, runs forward (and backward), and dumps logits, loss,
  * routing.layers.N.{indices,weights}, hidden.layers.N.output and grad.<HF name>. Inputs without
- * targets (forward only) have no loss: *loss is NaN and the dump has no "loss". */
+ * targets (forward only) have no loss: *loss is NaN and the dump has no "loss". Under mpirun
+ * (launch.ep x launch.dp ranks) each rank runs its share of the sequences and rank 0 writes
+ * the dump of them all, as one rank would. */
 SM_API int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err);
 
 /* ---- benchmark ---- */
