@@ -28,6 +28,15 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
         "trace_s_median", r->trace_s, "pp", o->run.pp > 0 ? o->run.pp : 1, "pipeline",
         o->run.pipeline, "deterministic", o->run.deterministic, "stages", r->pipeline,
         "loss_first", r->loss_first, "loss_last", r->loss_last);
+    json_object_set_new(j, "ranks", json_integer(sm_engine_size()));
+    json_object_set_new(j, "ep", json_integer(o->launch.ep > 0 ? o->launch.ep : 1));
+    json_object_set_new(j, "dp", json_integer(o->launch.dp > 0 ? o->launch.dp : 1));
+    json_object_set_new(j, "ep_rows_per_token", json_real(r->ep_rows_per_token));
+    json_object_set_new(j, "ep_bytes_per_token", json_real(r->ep_bytes_per_token));
+    json_object_set_new(j, "ep_ranks_per_token", json_real(r->ep_ranks_per_token));
+    json_object_set_new(j, "ep_ranks_max", json_integer(r->ep_ranks_max));
+    json_object_set_new(j, "ep_ranks_unlimited", json_real(r->ep_ranks_unlimited));
+    json_object_set_new(j, "ep_ranks_unlimited_max", json_integer(r->ep_ranks_unlimited_max));
     char *s = json_dumps(j, JSON_COMPACT);
     puts(s);
     free(s);
@@ -37,9 +46,14 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
 static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
 {
     printf("model %.2f M params, batch %d x seq %d, %d micro-batches, %d workers, sched %s, "
-           "pp %d%s\n", r->params * 1e-6, o->B, o->S, o->micro, r->workers,
+           "pp %d%s", r->params * 1e-6, o->B, o->S, o->micro, r->workers,
            sm_engine_sched_name(), o->run.pp > 0 ? o->run.pp : 1,
            o->run.deterministic ? ", deterministic" : "");
+    if (sm_engine_size() > 1)
+        printf(", %d ranks (ep %d x dp %d; figures of rank 0, micro-batches per rank)",
+               sm_engine_size(), o->launch.ep > 0 ? o->launch.ep : 1,
+               o->launch.dp > 0 ? o->launch.dp : 1);
+    printf("\n");
     if (o->run.pipeline) printf("pipeline       %s\n", r->pipeline);
     printf("forward        median %8.2f ms  min %8.2f  max %8.2f  (%zu tasks)\n",
            r->fwd.median * 1e3, r->fwd.min * 1e3, r->fwd.max * 1e3, r->tasks_fwd);
@@ -51,6 +65,12 @@ static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
     printf("runtime        submit %.2f ms/step, workers busy %.1f%%, empty task %.2f us -> "
            "overhead %.2f%% of a step\n",
            r->submit_s * 1e3, 100 * r->busy_share, r->task_overhead_us, 100 * r->overhead_share);
+    if (r->ep_rows_per_token > 0)
+        printf("expert-par.    %.2f rows (%.0f bytes) sent per token over the MoE layers; a "
+               "token's experts on %.2f ranks per layer (max %d), %.2f (max %d) without the "
+               "group limit\n", r->ep_rows_per_token, r->ep_bytes_per_token,
+               r->ep_ranks_per_token, r->ep_ranks_max, r->ep_ranks_unlimited,
+               r->ep_ranks_unlimited_max);
     if (o->trace.path)
         printf("trace          %.3f ms/step writing %s (%.2f%% of a step)\n", r->trace_s * 1e3,
                o->trace.path, 100 * r->trace_s / r->step.median);
@@ -116,7 +136,9 @@ int sm_cmd_bench(int argc, char **argv)
     o.launch.identity = identity;
     sm_bench_result res;
     int rc = sm_bench(&o, &res, &err);
-    if (rc == 0) (strcmp(format, "json") ? sm_print_text : sm_print_json)(&o, &res);
+    /* rank 0 reports for all */
+    if (rc == 0 && sm_engine_rank() == 0)
+        (strcmp(format, "json") ? sm_print_text : sm_print_json)(&o, &res);
     sm_engine_shutdown();
     free(identity);
     if (rc) sm_cli_error("bench", err.msg);

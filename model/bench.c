@@ -1,6 +1,8 @@
 /* `starmoe bench`: median/min/max time of forward and forward+backward steps, tokens/s,
  * GFLOP/s, and the runtime's share of a step (submission time, worker busy share, and the
- * cost of an empty task times the task count); with a trace, its writing time per step. */
+ * cost of an empty task times the task count); with a trace, its writing time per step. Under
+ * mpirun every rank runs its share of the batch (expert parallelism with --ep), and the
+ * expert-parallel traffic of rank 0's tokens is reported. */
 #include "model/model.h"
 
 #include <math.h>
@@ -130,6 +132,36 @@ static int sm_bench_trace(const sm_bench_opts *o, const sm_model *m, sm_tracer *
     return rc;
 }
 
+/* A run of this rank's share of the batch (all of it on one rank). */
+static sm_run *sm_bench_run(sm_model *m, const sm_bench_opts *o, int backward,
+                            const sm_run_opts *ro, sm_error *err)
+{
+    sm_run *r = sm_run_new_with(m, o->B / sm_engine_size(), o->S, o->micro, backward, ro, err);
+    if (r && sm_run_set_data_parallel(r, err)) {
+        sm_run_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* The expert-parallel traffic of the timed step's tokens (nothing without it). */
+static void sm_bench_traffic(sm_run *r, sm_bench_result *res)
+{
+    sm_ep_traffic t;
+    if (r->ep == 1) return;
+    sm_ep_traffic_of(r, &t);
+    if (t.tokens == 0) return;
+    int nlayers = 0;
+    for (int l = 0; l < r->m->dims.L; l++) nlayers += r->m->layers[l].moe;
+    /* each remote row goes out and comes back, in the forward and in the backward pass */
+    res->ep_rows_per_token = t.remote_rows / t.tokens * nlayers;
+    res->ep_bytes_per_token = 4.0 * res->ep_rows_per_token * r->m->dims.d * sizeof(float);
+    res->ep_ranks_per_token = t.ranks / t.tokens;
+    res->ep_ranks_max = t.ranks_max;
+    res->ep_ranks_unlimited = t.ranks_unlimited / t.tokens;
+    res->ep_ranks_unlimited_max = t.ranks_unlimited_max;
+}
+
 static sm_model *sm_bench_model(const sm_bench_opts *o, sm_error *err)
 {
     if (o->model_dir) return sm_model_open_hf(o->model_dir, err);
@@ -168,21 +200,24 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     sm_random_tokens(tg, n, m->cfg.vocab_size, &s);
     /* the forward-only run is freed before the training run is built, so the peak memory is
      * the training step's own */
-    if (!(fwd = sm_run_new(m, o->B, o->S, o->micro, 0, err)) ||
-        sm_bench_trace(o, m, &tm.tracer, err) || sm_time_steps(fwd, NULL, o, ids, tg, &tm, err))
+    sm_run_opts fro = {.ep = l.ep}, ro = o->run;
+    ro.ep = l.ep;
+    ro.grad_over_logits = 1; /* nothing reads the logits */
+    size_t first = (size_t)sm_engine_rank() * (o->B / sm_engine_size()) * o->S;
+    if (!(fwd = sm_bench_run(m, o, 0, &fro, err)) || sm_bench_trace(o, m, &tm.tracer, err) ||
+        sm_time_steps(fwd, NULL, o, ids + first, tg + first, &tm, err))
         goto out;
     res->fwd = sm_stats(tm.wall, o->reps);
     res->tasks_fwd = sm_run_ntasks(fwd);
     res->flops_fwd = sm_run_flops(fwd);
     sm_run_free(fwd);
     fwd = NULL;
-    sm_run_opts ro = o->run;
-    ro.grad_over_logits = 1; /* nothing reads the logits */
-    if (!(step = sm_run_new_with(m, o->B, o->S, o->micro, 1, &ro, err)) ||
+    if (!(step = sm_bench_run(m, o, 1, &ro, err)) ||
         (o->train && !(opt = sm_optimizer_new(m, err))))
         goto out;
     sm_run_set_balance(step, o->train ? 1e-4 : 0.0);
-    if (sm_time_steps(step, opt, o, ids, tg, &tm, err)) goto out;
+    if (sm_time_steps(step, opt, o, ids + first, tg + first, &tm, err)) goto out;
+    sm_bench_traffic(step, res);
     res->step = sm_stats(tm.wall, o->reps);
     res->loss_first = tm.loss_first;
     res->loss_last = tm.loss_last;
@@ -192,7 +227,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     res->busy_share = sm_median(tm.busy, o->reps);
     res->trace_s = sm_median(tm.trace, o->reps);
     res->tokens_per_s = n / res->step.median;
-    res->gflops_per_s = res->flops_step / res->step.median * 1e-9;
+    res->gflops_per_s = res->flops_step * sm_run_ranks(step) / res->step.median * 1e-9;
     res->workers = (int)starpu_worker_get_count();
     res->params = sm_model_numel(m);
     sm_run_pipeline_summary(step, res->pipeline, sizeof res->pipeline);

@@ -157,7 +157,6 @@ int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
     l.n_routed_experts = m->cfg.n_routed_experts;
     l.batch = tk.B;
     l.batch_field = "the batch of --inputs";
-    l.runs_dp = 1;
     if (sm_engine_check_launch(&l, err)) goto out;
     sm_run_opts ro = {.deterministic = o->deterministic, .ep = l.ep};
     int B = tk.B / sm_engine_size();

@@ -4,6 +4,7 @@
  * are resizable, so a message carries exactly the rows the routing sent (model/model.h). */
 #include "model/model.h"
 
+#include <stdlib.h>
 #include <starpu_mpi.h>
 
 /* Tags of expert parallelism, above those of data parallelism and the start-up check: one per
@@ -44,4 +45,64 @@ int sm_ep_recv(const sm_run *r, sm_tensor *t, int what, int l, int mb, int e, in
                                                    sm_ep_tag(r, what, l, mb, e, src),
                                                    MPI_COMM_WORLD, NULL, NULL),
                          "receive", t, rank, err);
+}
+
+/* Distinct expert-parallel ranks holding the experts in list[0..K-1]. */
+static int sm_ranks_of(const sm_run *r, const int32_t *list, int K)
+{
+    int n = 0;
+    for (int k = 0; k < K; k++) {
+        int owner = sm_expert_owner(r, list[k]), seen = 0;
+        for (int j = 0; j < k; j++) seen |= sm_expert_owner(r, list[j]) == owner;
+        n += !seen;
+    }
+    return n;
+}
+
+/* The K experts of highest biased score s + bias over all experts (no group limit), into
+ * top[0..K-1]. */
+static void sm_top_unlimited(const float *s, const float *bias, int E, int K, int32_t *top)
+{
+    for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int e = 0; e < E; e++) {
+            int taken = 0;
+            for (int j = 0; j < k; j++) taken |= top[j] == e;
+            float v = s[e] + (bias ? bias[e] : 0.0f);
+            if (!taken && (best < 0 || v > s[best] + (bias ? bias[best] : 0.0f))) best = e;
+        }
+        top[k] = best;
+    }
+}
+
+void sm_ep_traffic_of(sm_run *r, sm_ep_traffic *t)
+{
+    const sm_router_dims *d = &r->router;
+    int32_t top[d->K];
+    *t = (sm_ep_traffic){0};
+    for (int l = 0; l < r->m->dims.L; l++) {
+        const sm_layer_params *p = &r->m->layers[l];
+        if (!p->moe) continue;
+        const float *bias = sm_tensor_acquire(p->bias.w, STARPU_R);
+        for (int mb = 0; mb < r->micro; mb++) {
+            sm_layer_acts *a = &r->mb[mb].layers[l];
+            const int32_t *plan = sm_tensor_acquire(a->plan, STARPU_R);
+            const float *s = sm_tensor_acquire(a->s, STARPU_R);
+            for (int i = 0; i < d->T; i++) {
+                const int32_t *idx = plan + (size_t)i * d->K;
+                int n = sm_ranks_of(r, idx, d->K);
+                for (int k = 0; k < d->K; k++) t->remote_rows += !sm_expert_here(r, idx[k]);
+                sm_top_unlimited(s + (size_t)i * d->E, bias, d->E, d->K, top);
+                int u = sm_ranks_of(r, top, d->K);
+                t->ranks += n;
+                t->ranks_unlimited += u;
+                if (n > t->ranks_max) t->ranks_max = n;
+                if (u > t->ranks_unlimited_max) t->ranks_unlimited_max = u;
+                t->tokens++;
+            }
+            sm_tensor_release(a->s);
+            sm_tensor_release(a->plan);
+        }
+        sm_tensor_release(p->bias.w);
+    }
 }

@@ -171,6 +171,16 @@ int sm_ep_send(const sm_run *r, sm_tensor *t, int what, int l, int mb, int e, in
                int to, sm_error *err);
 int sm_ep_recv(const sm_run *r, sm_tensor *t, int what, int l, int mb, int e, int src,
                int from, sm_error *err);
+/* What this rank's tokens of the last step sent over expert parallelism, summed over MoE layers
+ * and micro-batches (read from the routing plans after the step): tokens, rows sent to experts
+ * on other ranks (one per token and remote expert, each way), and the expert-parallel ranks a
+ * token's experts sit on, with the routing's group limit and without it (the same biased
+ * scores, top-k over all experts). */
+typedef struct sm_ep_traffic {
+    double tokens, remote_rows, ranks, ranks_unlimited;
+    int ranks_max, ranks_unlimited_max;
+} sm_ep_traffic;
+void sm_ep_traffic_of(sm_run *r, sm_ep_traffic *t);
 
 /* Layers [first, end) of one pipeline stage, with the embedding on the first stage and the
  * final norm, head and loss on the last. */

@@ -238,15 +238,6 @@ static int sm_agree(const uint64_t *all, int n, const sm_error *mine, int failed
     return 0;
 }
 
-/* Commands that do not run over ranks yet (eval, bench) refuse a layout all ranks agree on
- * here, the one place that knows what runs over ranks. */
-static int sm_refuse_ranks(const sm_launch *l, sm_error *err)
-{
-    if (l->runs_dp) return 0;
-    return sm_fail(err, "this command does not run over several ranks yet (issue 10): run it "
-                        "with one rank");
-}
-
 int sm_engine_check_launch(const sm_launch *given, sm_error *err)
 {
     int n = sm_engine_size();
@@ -266,7 +257,6 @@ int sm_engine_check_launch(const sm_launch *given, sm_error *err)
     uint64_t mine[SM_RECORD] = {sm_launch_hash(l.identity ? l.identity : ""), failed};
     int rc = sm_exchange(mine, all, l.timeout_s, err);
     if (rc == 0) rc = sm_agree(all, n, &local, failed, err);
-    if (rc == 0) rc = sm_refuse_ranks(&l, err);
     if (!sm_mpi_abandoned) free(all);
     return rc;
 }

@@ -158,7 +158,7 @@ static int sm_setup_launch(sm_trainer *t, sm_error *err)
                    .timeout_s = t->rc.parallel.timeout_s,
                    .n_routed_experts = t->rc.model.n_routed_experts,
                    .batch = t->rc.train.batch_size, .batch_field = "train.batch_size",
-                   .identity = cfg, .runs_dp = 1};
+                   .identity = cfg};
     int rc = sm_engine_check_launch(&l, err);
     free(cfg);
     return rc;

@@ -2,8 +2,8 @@
 # Launching under mpirun (issue 10): every rank checks the launch layout and all exit with the
 # error, each naming its rank (ep x dp against the ranks, ep against the routed experts, the
 # batch against the ranks); ranks running another config are caught by the start-up hash; one
-# failing rank stops them all promptly; bench (not run over ranks yet) refuses; the fixture
-# eval over 2 expert-parallel ranks dumps what one rank does; train with data parallelism (dp 2) and expert parallelism (ep 2, ep 4, ep 2 x dp 2)
+# failing rank stops them all promptly; bench and the fixture eval over 2 expert-parallel ranks
+# report what one rank does (eval's dump bit for bit); train with data parallelism (dp 2) and expert parallelism (ep 2, ep 4, ep 2 x dp 2)
 # gives the losses of one rank (bit for bit with engine.deterministic, whatever the layout),
 # rank 0 alone writing, and resumes on every rank; without mpirun, or with one rank, nothing
 # changes. Every mpirun is bounded by a timeout.
@@ -88,10 +88,26 @@ run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 3 --se
   --warmup 0 --dp 2
 check_ranks "bench --dp 2 with --batch 3 names --batch" 2 \
   "--batch 3 does not split over the 2 ranks of parallel.ep 1 x parallel.dp 2"
-run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 2 --seq 8 --reps 1 \
-  --warmup 0 --dp 2
-check_ranks "bench --dp 2: agreed, then refused (only train runs over ranks)" 2 \
-  "this command does not run over several ranks yet"
+# bench over 2 expert-parallel ranks: rank 0 alone reports, with the first and last losses of
+# one rank and the expert-parallel traffic (a token's experts on at most topk_group ranks)
+"$STARMOE" bench --config "$MODEL" --batch 4 --seq 16 --reps 2 --warmup 1 --train \
+  --micro 2 > "$TMP/out1" 2>&1
+rc1=$?
+run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 4 --seq 16 --reps 2 \
+  --warmup 1 --train --ep 2 --format json
+topk_group=$(grep -o '"topk_group": *[0-9]*' "$MODEL" | grep -o '[0-9]*$')
+[ $rc1 -eq 0 ] && [ $rc -eq 0 ] && [ "$(grep -c '"ep_rows_per_token"' "$TMP/out")" -eq 1 ] &&
+  python3 - "$TMP/out" "$TMP/out1" "$topk_group" << 'EOF'
+import json, re, sys
+j = json.loads([l for l in open(sys.argv[1]) if l.startswith('{')][0])
+one = re.search(r'first step ([0-9.]+), last ([0-9.]+)', open(sys.argv[2]).read())
+assert j['ranks'] == 2 and j['ep'] == 2
+assert '%.8f' % j['loss_first'] == one.group(1) and '%.8f' % j['loss_last'] == one.group(2)
+assert j['ep_rows_per_token'] > 0 and j['ep_bytes_per_token'] > 0
+assert 1 <= j['ep_ranks_per_token'] <= j['ep_ranks_max'] <= min(2, int(sys.argv[3]))
+EOF
+ok $? "bench --ep 2 on 2 ranks: one report, one rank's losses, the traffic (exit $rc1, $rc: \
+$(grep -v '^\[starpu' "$TMP/out" | head -c 300))"
 
 # the fixture eval under expert parallelism (each rank one of the two sequences, the experts
 # split over the ranks): rank 0 dumps the logits, loss, hidden states, routing and gradients

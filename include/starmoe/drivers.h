@@ -94,7 +94,7 @@ typedef struct sm_bench_stats {
 typedef struct sm_bench_result {
     sm_bench_stats fwd, step;    /* forward only; forward + backward (+ optimizer with train) */
     double tokens_per_s;         /* B*S / step median */
-    double gflops_per_s;         /* step flops / step median */
+    double gflops_per_s;         /* step flops (of every rank) / step median */
     double flops_fwd, flops_step;
     size_t tasks_fwd, tasks_step;
     double submit_s;             /* median time spent submitting a step's tasks */
@@ -110,6 +110,13 @@ typedef struct sm_bench_result {
      * so they show a change did not alter the numerics (with train, the last includes every
      * optimizer step before it) */
     double loss_first, loss_last;
+    /* expert parallelism (zeros without it), for rank 0's tokens of the timed step, per token
+     * over all MoE layers: rows sent to experts on other ranks (one per token and remote
+     * expert; each goes out and comes back in the forward and in the backward pass) and their
+     * bytes; per token and MoE layer: the expert-parallel ranks its experts sit on (mean, max),
+     * and the same for a top-k without the routing's group limit */
+    double ep_rows_per_token, ep_bytes_per_token, ep_ranks_per_token, ep_ranks_unlimited;
+    int ep_ranks_max, ep_ranks_unlimited_max;
 } sm_bench_result;
 
 /* Times `warmup` + `reps` forward and forward+backward steps on seeded random tokens. */

@@ -46,7 +46,6 @@ typedef struct sm_launch {
     int batch;                   /* global batch in sequences, and the field that set it */
     const char *batch_field;     /* ("train.batch_size", "--batch") */
     const char *identity;        /* text every rank must share: the effective run config */
-    int runs_dp;                 /* the command runs data/expert parallelism (train) */
 } sm_launch;
 
 /* Checks the layout on every rank, before any work: the ranks launched must number ep * dp, ep
@@ -54,8 +53,7 @@ typedef struct sm_launch {
  * its own sequences). With several ranks (the engine started) the ranks then exchange a status
  * and a hash of the library's build and of l->identity, within l->timeout_s: a rank whose hash
  * differs from rank 0's, or that failed its checks, makes every rank fail, naming it. Returns 0
- * when all ranks agree: with one rank, or in a command that runs data/expert parallelism
- * (l->runs_dp); other commands are told that they do not run over ranks yet. */
+ * when all ranks agree. */
 SM_API int sm_engine_check_launch(const sm_launch *l, sm_error *err);
 
 #endif
