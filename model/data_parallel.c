@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <starpu_mpi.h>
+#include "model/comm.h"
 #include <starmoe/engine.h>
 #include "tasks/dense.h"
 
@@ -127,13 +128,6 @@ void sm_dp_free(sm_dp *d)
     free(d);
 }
 
-static int sm_dp_sent(int rc, const char *what, const sm_tensor *t, sm_error *err)
-{
-    return rc ? sm_fail(err, "data parallelism: StarPU-MPI refused to %s '%s' (%d)", what,
-                        t->name, rc)
-              : 0;
-}
-
 /* The chain's messages of gradient k: its running sum from the previous rank (tag), its own
  * sum (running sum included) to the next (tag), the total from the last rank (tag + 1). */
 static starpu_mpi_tag_t sm_dp_grad_tag(int k) { return SM_DP_TAG + 2 * (starpu_mpi_tag_t)k; }
@@ -147,12 +141,8 @@ static int sm_dp_share_slot(sm_dp *d, int s, starpu_mpi_tag_t tag, sm_error *err
             if (q == d->rank) continue;
             sm_tensor *own = d->all[s][d->rank * micro + mb];
             sm_tensor *theirs = d->all[s][q * micro + mb];
-            if (sm_dp_sent(starpu_mpi_isend_detached(own->handle, q, tag + mb,
-                                                     MPI_COMM_WORLD, NULL, NULL), "send", own,
-                           err) ||
-                sm_dp_sent(starpu_mpi_irecv_detached(theirs->handle, q, tag + mb,
-                                                     MPI_COMM_WORLD, NULL, NULL), "receive",
-                           theirs, err))
+            if (sm_comm_send(own->handle, q, tag + mb, own->name, err) ||
+                sm_comm_recv(theirs->handle, q, tag + mb, theirs->name, err))
                 return -1;
         }
     return 0;
@@ -169,9 +159,8 @@ int sm_dp_share(sm_dp *d, sm_error *err)
 int sm_dp_receive_partials(sm_dp *d, sm_error *err)
 {
     for (int k = 0; d->rank > 0 && k < d->nsum; k++)
-        if (sm_dp_sent(starpu_mpi_irecv_detached(d->partial[k]->handle, d->rank - 1,
-                                                 sm_dp_grad_tag(k), MPI_COMM_WORLD, NULL, NULL),
-                       "receive", d->partial[k], err))
+        if (sm_comm_recv(d->partial[k]->handle, d->rank - 1, sm_dp_grad_tag(k),
+                         d->partial[k]->name, err))
             return -1;
     return 0;
 }
@@ -185,16 +174,11 @@ int sm_dp_sum_grads(sm_dp *d, sm_error *err)
     for (int k = 0; k < d->nsum; k++) {
         sm_tensor *g = d->sum[k];
         starpu_mpi_tag_t tag = sm_dp_grad_tag(k);
-        if (d->rank < last &&
-            (sm_dp_sent(starpu_mpi_isend_detached(g->handle, d->rank + 1, tag, MPI_COMM_WORLD,
-                                                  NULL, NULL), "send", g, err) ||
-             sm_dp_sent(starpu_mpi_irecv_detached(g->handle, last, tag + 1, MPI_COMM_WORLD,
-                                                  NULL, NULL), "receive", g, err)))
+        if (d->rank < last && (sm_comm_send(g->handle, d->rank + 1, tag, g->name, err) ||
+                               sm_comm_recv(g->handle, last, tag + 1, g->name, err)))
             return -1;
         for (int q = 0; d->rank == last && q < last; q++)
-            if (sm_dp_sent(starpu_mpi_isend_detached(g->handle, q, tag + 1, MPI_COMM_WORLD,
-                                                     NULL, NULL), "send", g, err))
-                return -1;
+            if (sm_comm_send(g->handle, q, tag + 1, g->name, err)) return -1;
     }
     return 0;
 }

@@ -3,7 +3,7 @@ libstarmoe_core_la_SOURCES += model/model.h model/engine.c model/model.c model/p
 	model/activations.c model/attention_block.c model/ffn_block.c model/step.c model/pipeline.c model/stage_cut.c model/eval.c model/bench.c \
 	 model/optimizer.c model/generate.c model/generate_text.c model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h \
 	model/train_resume.c model/parallel.c model/parallel.h model/data_parallel.c \
-	model/expert_parallel.c
+	model/expert_parallel.c model/comm.c model/comm.h
 starmoeinclude_HEADERS += include/starmoe/starmoe.h include/starmoe/engine.h \
 	include/starmoe/model.h include/starmoe/run.h include/starmoe/optimizer.h \
 	include/starmoe/drivers.h include/starmoe/train.h
@@ -30,7 +30,7 @@ EXTRA_DIST += tests/test_resume_faults.sh
 
 # Launching under mpirun: layout checks on every rank, the start-up hash, a failing rank stopping
 # all, a silent peer timed out (tests/mpi_idle), one rank unchanged.
-TESTS += tests/test_mpi.sh
-EXTRA_DIST += tests/test_mpi.sh
+TESTS += tests/test_mpi.sh tests/test_mpi_faults.sh
+EXTRA_DIST += tests/test_mpi.sh tests/test_mpi_faults.sh
 check_PROGRAMS += tests/mpi_idle
 tests_mpi_idle_LDADD = $(MPI_LIBS)

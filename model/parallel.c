@@ -18,15 +18,16 @@
 #include <starpu_mpi.h>
 #include <starmoe/engine.h>
 #include "base/clock.h"
+#include "model/comm.h"
 
-static int sm_mpi_up, sm_mpi_abandoned;
+static int sm_mpi_up;
 static void *sm_mpi_kept[2];     /* what pending requests of an abandoned exchange still use */
 
 /* Gives up on an exchange whose requests stay pending: no unregistering, no shutdown, no
  * barrier at exit, and their buffers kept. */
 static void sm_abandon(void *flags, void *records)
 {
-    sm_mpi_abandoned = 1;
+    sm_comm_abandon();
     sm_mpi_kept[0] = flags;
     sm_mpi_kept[1] = records;
 }
@@ -65,7 +66,7 @@ static void sm_mpi_finish(void)
 {
     MPI_Request req;
     int done = 0;
-    if (sm_mpi_abandoned || MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS) return;
+    if (sm_comm_abandoned() || MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS) return;
     for (double end = sm_now() + SM_EXIT_GRACE_S; !done && sm_now() < end; usleep(1000))
         MPI_Test(&req, &done, MPI_STATUS_IGNORE);
     if (done) MPI_Finalize();
@@ -93,7 +94,7 @@ int sm_parallel_start(struct starpu_conf *conf)
 
 void sm_parallel_sync(void)
 {
-    if (sm_mpi_up && !sm_mpi_abandoned) starpu_mpi_barrier(MPI_COMM_WORLD);
+    if (sm_mpi_up && !sm_comm_abandoned()) starpu_mpi_barrier(MPI_COMM_WORLD);
 }
 
 enum { SM_GATHER_TAG = 0x47410000 };
@@ -117,7 +118,7 @@ void sm_parallel_gather(const void *mine, size_t bytes, void *all)
 
 void sm_parallel_stop(void)
 {
-    if (!sm_mpi_up || sm_mpi_abandoned) return;
+    if (!sm_mpi_up || sm_comm_abandoned()) return;
     starpu_mpi_shutdown();
     if (starpu_is_initialized()) starpu_shutdown();
     sm_mpi_up = 0;
@@ -167,7 +168,16 @@ static int sm_check_layout(const sm_launch *l, int nranks, sm_error *err)
     return 0;
 }
 
-enum { SM_RECORD = 2, SM_LAUNCH_TAG = 0x534d0000 };
+/* A rank's start-up record: {hash, failed, pid, host} */
+enum { SM_RECORD = 4, SM_LAUNCH_TAG = 0x534d0000 };
+
+/* FNV-1a of this host's name: ranks with the same one share the host. */
+static uint64_t sm_host_hash(void)
+{
+    char name[256] = "";
+    gethostname(name, sizeof name - 1);
+    return sm_fnv1a(0xcbf29ce484222325ull, name, strlen(name));
+}
 
 static void sm_count_done(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
 
@@ -221,7 +231,7 @@ static int sm_exchange(const uint64_t *mine, uint64_t *all, double timeout_s, sm
     return 0;
 }
 
-/* The agreement of all ranks on the exchanged records {hash, failed}. */
+/* The agreement of all ranks on the exchanged records. */
 static int sm_agree(const uint64_t *all, int n, const sm_error *mine, int failed, sm_error *err)
 {
     for (int r = 1; r < n; r++)
@@ -254,9 +264,16 @@ int sm_engine_check_launch(const sm_launch *given, sm_error *err)
                        "StarPU-MPI", n);
     uint64_t *all = calloc((size_t)n * SM_RECORD, sizeof *all);
     if (!all) return sm_fail(err, "start-up: out of memory");
-    uint64_t mine[SM_RECORD] = {sm_launch_hash(l.identity ? l.identity : ""), failed};
+    uint64_t mine[SM_RECORD] = {sm_launch_hash(l.identity ? l.identity : ""), failed,
+                                (uint64_t)getpid(), sm_host_hash()};
     int rc = sm_exchange(mine, all, l.timeout_s, err);
     if (rc == 0) rc = sm_agree(all, n, &local, failed, err);
-    if (!sm_mpi_abandoned) free(all);
+    if (rc == 0) {
+        /* a rank lost on this host is named by the others when mpirun stops them */
+        for (int r = 0; r < n && r < SM_COMM_MAX_RANKS; r++)
+            sm_comm_peer(r, all[r * SM_RECORD + 3] == mine[3] ? (int)all[r * SM_RECORD + 2] : 0);
+        sm_comm_watch_signals();
+    }
+    if (!sm_comm_abandoned()) free(all);
     return rc;
 }

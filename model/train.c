@@ -6,6 +6,7 @@
  * for evaluations and checkpoints. */
 #include "model/trainer.h"
 #include "base/clock.h"
+#include "model/comm.h"
 #include "model/model.h"
 #include "model/parallel.h"
 
@@ -21,6 +22,15 @@ static size_t sm_share(const sm_trainer *t)
     return (size_t)sm_engine_rank() * t->run->B * t->rc.train.seq_len;
 }
 
+/* Waits for the submitted step (`kind` "train" or "eval"); under mpirun, fails naming the
+ * ranks it waits for when no task finished for parallel.timeout_s. */
+static int sm_wait_step(const sm_trainer *t, const char *kind, sm_error *err)
+{
+    char what[64];
+    snprintf(what, sizeof what, "%s step %lld", kind, (long long)t->step + 1);
+    return sm_comm_wait(t->rc.parallel.timeout_s, what, err);
+}
+
 /* Validation loss over the first eval.batches batches of the validation split. */
 static int sm_evaluate(sm_trainer *t, sm_error *err)
 {
@@ -32,10 +42,11 @@ static int sm_evaluate(sm_trainer *t, sm_error *err)
     for (int i = 0; i < n; i++) {
         sm_reader_next(&t->val_rd, tr->batch_size, t->ids, t->targets);
         sm_tracer_begin(t->tracer);
-        if (sm_run_step(t->eval_run, t->ids + sm_share(t), t->targets + sm_share(t), &loss,
-                        err) ||
-            sm_tracer_step(t->tracer, t->eval_run->m->g, t->step, "eval", err))
+        if (sm_run_submit(t->eval_run, t->ids + sm_share(t), t->targets + sm_share(t), err) ||
+            sm_wait_step(t, "eval", err))
             return -1;
+        sm_run_wait(t->eval_run, &loss);
+        if (sm_tracer_step(t->tracer, t->eval_run->m->g, t->step, "eval", err)) return -1;
         sum += loss;
     }
     double val = sum / n;
@@ -80,7 +91,7 @@ static int sm_train_step(sm_trainer *t, sm_step_report *s, sm_error *err)
     sm_reader_next(&t->train_rd, tr->batch_size, t->ids, t->targets);
     sm_tracer_begin(t->tracer);
     if (sm_run_submit(t->run, t->ids + sm_share(t), t->targets + sm_share(t), err) ||
-        sm_optimizer_submit(t->opt, t->run, &hp, err))
+        sm_optimizer_submit(t->opt, t->run, &hp, err) || sm_wait_step(t, "train", err))
         return -1;
     sm_run_wait(t->run, &s->loss);
     sm_optimizer_result(t->opt, &s->grad_norm, &s->applied);

@@ -15,6 +15,7 @@
 #include "base/file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "model/comm.h"
 #include "model/model.h"
 
 /* engine.pp > 1 needs engine.sched naming one of the model's pipeline schedules. */
@@ -291,10 +292,14 @@ void sm_trainer_close(sm_trainer *t)
     sm_tracer_close(t->tracer, NULL);
     sm_metrics_close(&t->metrics, NULL);
     sm_run_folder_close(&t->folder, !t->started);
-    sm_run_free(t->run);
-    sm_run_free(t->eval_run);
-    sm_optimizer_free(t->opt);
-    sm_model_free(t->m);
+    /* after a wait gave up on a peer, tasks stay pending forever: releasing their data would
+     * wait for them; the process is leaving anyway */
+    if (!sm_comm_abandoned()) {
+        sm_run_free(t->run);
+        sm_run_free(t->eval_run);
+        sm_optimizer_free(t->opt);
+        sm_model_free(t->m);
+    }
     if (t->engine_up) sm_engine_shutdown();
     sm_reader_free(&t->train_rd);
     if (t->has_val) sm_reader_free(&t->val_rd);
