@@ -46,6 +46,19 @@ static sm_tensor *sm_rows(sm_alloc_ctx *a, const char *what, int e, int src, int
     return t;
 }
 
+/* A resizable buffer exchanged with rank q of the group: "mb<m>.L<l>.<what><q>". */
+static sm_tensor *sm_exchange_rows(sm_alloc_ctx *a, const char *what, int q, int64_t width,
+                                   sm_dtype dt)
+{
+    if (a->failed) return NULL;
+    char name[128];
+    snprintf(name, sizeof name, "mb%d.L%d.%s%d", a->mb, a->l, what, q);
+    sm_tensor *t = sm_tensor_rows_new_in(a->r->m->g, &a->r->owned, name, dt, SM_ACT, width,
+                                         a->err);
+    if (!t) a->failed = 1;
+    return t;
+}
+
 /* n NULL entries (filled by the caller). */
 static sm_tensor **sm_slots(sm_alloc_ctx *a, int n)
 {
@@ -57,8 +70,9 @@ static sm_tensor **sm_slots(sm_alloc_ctx *a, int n)
     return v;
 }
 
-/* The routed experts' buffers: this rank's own rows of every expert (tokens, outputs, their
- * gradients), and, for its own experts, every source's rows (the hidden states too). */
+/* The routed experts' buffers: this rank's own rows of every expert (outputs, gradients; its
+ * tokens of its own experts), for its own experts every source's rows (the hidden states
+ * too), and the tokens exchanged with each other rank of the group. */
 static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
 {
     const sm_run *r = a->r;
@@ -75,11 +89,22 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
         x->deh3 = sm_slots(a, n);
         x->dge = sm_slots(a, E);
     }
+    x->tok_out = sm_slots(a, r->ep);
+    x->idx_out = sm_slots(a, r->ep);
+    x->tok_in = sm_slots(a, r->ep);
+    x->idx_in = sm_slots(a, r->ep);
+    for (int q = 0; q < r->ep && !a->failed; q++) {
+        if (q == me) continue;
+        x->tok_out[q] = sm_exchange_rows(a, "tokens_to", q, d, SM_F32);
+        x->idx_out[q] = sm_exchange_rows(a, "index_to", q, 1, SM_I32);
+        x->tok_in[q] = sm_exchange_rows(a, "tokens_from", q, d, SM_F32);
+        x->idx_in[q] = sm_exchange_rows(a, "index_from", q, 1, SM_I32);
+    }
     for (int e = 0; e < E && !a->failed; e++)
         for (int p = 0; p < r->ep; p++) {
             int i = sm_ex(r, e, p), here = sm_expert_here(r, e);
             if (p != me && !here) continue;
-            x->xe[i] = sm_rows(a, "xe", e, p, d);
+            if (here) x->xe[i] = sm_rows(a, "xe", e, p, d);
             x->ye[i] = sm_rows(a, "ye", e, p, d);
             if (here) {
                 x->eh1[i] = sm_rows(a, "h1", e, p, mi);

@@ -153,9 +153,13 @@ static void sm_bench_traffic(sm_run *r, sm_bench_result *res)
     if (t.tokens == 0) return;
     int nlayers = 0;
     for (int l = 0; l < r->m->dims.L; l++) nlayers += r->m->layers[l].moe;
-    /* each remote row goes out and comes back, in the forward and in the backward pass */
-    res->ep_rows_per_token = t.remote_rows / t.tokens * nlayers;
-    res->ep_bytes_per_token = 4.0 * res->ep_rows_per_token * r->m->dims.d * sizeof(float);
+    /* rows of hidden_size floats sent: a token once to each other rank holding one of its
+     * experts; then, per (token, remote expert), the output back, the output's gradient out and
+     * the input's gradient back (plus a 4-byte index per pair with the tokens) */
+    double rows = (t.remote_ranks + 3.0 * t.remote_pairs) / t.tokens;
+    res->ep_rows_per_token = rows * nlayers;
+    res->ep_bytes_per_token = nlayers * (rows * r->m->dims.d * sizeof(float) +
+                                         t.remote_pairs / t.tokens * sizeof(int32_t));
     res->ep_ranks_per_token = t.ranks / t.tokens;
     res->ep_ranks_max = t.ranks_max;
     res->ep_ranks_unlimited = t.ranks_unlimited / t.tokens;

@@ -13,7 +13,7 @@ static const starpu_mpi_tag_t SM_EP_TAG = (starpu_mpi_tag_t)1 << 40;
 
 static starpu_mpi_tag_t sm_ep_tag(const sm_run *r, int what, int l, int mb, int e, int src)
 {
-    int64_t k = (int64_t)r->step_parity * 4 + what;
+    int64_t k = (int64_t)r->step_parity * SM_EP_KINDS + what;
     k = k * r->m->dims.L + l;
     k = k * r->micro + mb;
     k = k * r->m->dims.E + e;
@@ -77,8 +77,12 @@ void sm_ep_traffic_of(sm_run *r, sm_ep_traffic *t)
             const float *s = sm_tensor_acquire(a->s, STARPU_R);
             for (int i = 0; i < d->T; i++) {
                 const int32_t *idx = plan + (size_t)i * d->K;
-                int n = sm_ranks_of(r, idx, d->K);
-                for (int k = 0; k < d->K; k++) t->remote_rows += !sm_expert_here(r, idx[k]);
+                int n = sm_ranks_of(r, idx, d->K), here = 0;
+                for (int k = 0; k < d->K; k++) {
+                    t->remote_pairs += !sm_expert_here(r, idx[k]);
+                    here |= sm_expert_here(r, idx[k]);
+                }
+                t->remote_ranks += n - here;
                 sm_top_unlimited(s + (size_t)i * d->E, bias, d->E, d->K, top);
                 int u = sm_ranks_of(r, top, d->K);
                 t->ranks += n;

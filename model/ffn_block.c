@@ -23,22 +23,27 @@ static sm_ffn_shape sm_expert_shape(const sm_run *r, int e)
                           .expert = e};
 }
 
-/* This rank's tokens of every expert: gathered, sent to the rank holding the expert (whose
- * outputs come back), remote experts first so that their messages leave early. */
+/* This rank's tokens: to every other rank of the group, once each, those choosing one of its
+ * experts (with their index; the outputs come back per expert), first so that the messages
+ * leave early; then its own experts' rows. */
 static int sm_moe_dispatch_all(sm_run *r, const sm_op_ctx *c, int l, int mb)
 {
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    int me = r->ep_index;
-    for (int pass = 0; pass < 2; pass++)
-        for (int e = 0; e < r->router.E; e++) {
-            int owner = sm_expert_owner(r, e), i = sm_ex(r, e, me);
-            if ((owner == me) != pass) continue;
-            if (sm_insert_moe_dispatch(c, &r->router, e, a->xe[i], a->xn2, a->plan)) return -1;
-            if (owner != me &&
-                (sm_ep_send(r, a->xe[i], SM_EP_TOKENS, l, mb, e, me, owner, c->err) ||
-                 sm_ep_recv(r, a->ye[i], SM_EP_OUTPUTS, l, mb, e, me, owner, c->err)))
+    int me = r->ep_index, per = r->router.E / r->ep;
+    for (int k = 1; k < r->ep; k++) {
+        int q = (me + k) % r->ep;
+        if (sm_insert_moe_dispatch_rank(c, &r->router, q * per, (q + 1) * per, a->tok_out[q],
+                                        a->idx_out[q], a->xn2, a->plan) ||
+            sm_ep_send(r, a->tok_out[q], SM_EP_TOKENS, l, mb, 0, me, q, c->err) ||
+            sm_ep_send(r, a->idx_out[q], SM_EP_TOKEN_INDEX, l, mb, 0, me, q, c->err))
+            return -1;
+        for (int e = q * per; e < (q + 1) * per; e++)
+            if (sm_ep_recv(r, a->ye[sm_ex(r, e, me)], SM_EP_OUTPUTS, l, mb, e, me, q, c->err))
                 return -1;
-        }
+    }
+    for (int e = me * per; e < (me + 1) * per; e++)
+        if (sm_insert_moe_dispatch(c, &r->router, e, a->xe[sm_ex(r, e, me)], a->xn2, a->plan))
+            return -1;
     return 0;
 }
 
@@ -48,16 +53,19 @@ static int sm_moe_experts_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
 {
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    int me = r->ep_index;
+    int me = r->ep_index, per = r->router.E / r->ep;
     for (int k = 0; k < r->ep; k++) {
         int src = (me + k) % r->ep;
-        for (int e = 0; e < r->router.E; e++) {
-            if (!sm_expert_here(r, e)) continue;
+        if (src != me &&
+            (sm_ep_recv(r, a->tok_in[src], SM_EP_TOKENS, l, mb, 0, src, src, c->err) ||
+             sm_ep_recv(r, a->idx_in[src], SM_EP_TOKEN_INDEX, l, mb, 0, src, src, c->err)))
+            return -1;
+        for (int e = me * per; e < (me + 1) * per; e++) {
             int i = sm_ex(r, e, src);
             sm_ffn_shape s = sm_expert_shape(r, e);
             const sm_ffn_params *f = &p->experts[e];
-            if (src != me &&
-                sm_ep_recv(r, a->xe[i], SM_EP_TOKENS, l, mb, e, src, src, c->err))
+            if (src != me && sm_insert_moe_take_rows(c, &r->router, e, e - me * per, per,
+                                                     a->xe[i], a->tok_in[src], a->idx_in[src]))
                 return -1;
             if (sm_insert_swiglu_fwd(c, &s, a->ye[i], a->eh1[i], a->eh3[i], a->xe[i], f->gate.w,
                                      f->up.w, f->down.w, NULL))

@@ -72,6 +72,10 @@ typedef struct sm_layer_acts {
     sm_tensor *dxn2, *dh1, *dh3;
     sm_tensor **dye, **dxe, **deh1, **deh3;  /* [E * ep] */
     sm_tensor **dge;                         /* [E]: mixing-weight gradients of own tokens */
+    /* expert parallelism, per rank q of the group (NULL at this rank's own index): this rank's
+     * tokens for q's experts, each once, and their index (sm_moe_pack_for_rank); q's tokens for
+     * this rank's experts and their index */
+    sm_tensor **tok_out, **idx_out, **tok_in, **idx_in;
 } sm_layer_acts;
 
 typedef struct sm_pipeline sm_pipeline;
@@ -165,19 +169,23 @@ sm_tensor *sm_expert_grad(const sm_run *r, const sm_param *p, int src, int mb);
 /* expert_parallel.c: the messages of expert parallelism in the step graph, as StarPU-MPI
  * transfers of resizable row buffers, tagged by (what, layer, micro-batch, expert, source)
  * and the step's parity. `what` is one of SM_EP_*; a send to or a receive from source p of
- * this rank's group. */
-enum { SM_EP_TOKENS, SM_EP_OUTPUTS, SM_EP_OUTPUT_GRADS, SM_EP_TOKEN_GRADS };
+ * this rank's group. Tokens go once per rank (SM_EP_TOKENS with SM_EP_TOKEN_INDEX, expert 0),
+ * the rest once per token and expert. */
+enum {
+    SM_EP_TOKENS, SM_EP_TOKEN_INDEX, SM_EP_OUTPUTS, SM_EP_OUTPUT_GRADS, SM_EP_TOKEN_GRADS,
+    SM_EP_KINDS
+};
 int sm_ep_send(const sm_run *r, sm_tensor *t, int what, int l, int mb, int e, int src,
                int to, sm_error *err);
 int sm_ep_recv(const sm_run *r, sm_tensor *t, int what, int l, int mb, int e, int src,
                int from, sm_error *err);
 /* What this rank's tokens of the last step sent over expert parallelism, summed over MoE layers
- * and micro-batches (read from the routing plans after the step): tokens, rows sent to experts
- * on other ranks (one per token and remote expert, each way), and the expert-parallel ranks a
- * token's experts sit on, with the routing's group limit and without it (the same biased
+ * and micro-batches (read from the routing plans after the step): tokens, (token, expert)
+ * pairs and (token, rank) pairs with the expert on another rank, and the expert-parallel ranks
+ * a token's experts sit on, with the routing's group limit and without it (the same biased
  * scores, top-k over all experts). */
 typedef struct sm_ep_traffic {
-    double tokens, remote_rows, ranks, ranks_unlimited;
+    double tokens, remote_pairs, remote_ranks, ranks, ranks_unlimited;
     int ranks_max, ranks_unlimited_max;
 } sm_ep_traffic;
 void sm_ep_traffic_of(sm_run *r, sm_ep_traffic *t);

@@ -108,8 +108,10 @@ void sm_run_free(sm_run *r)
         sm_micro_acts *a = &r->mb[mb];
         for (int l = 0; a->layers && l < r->m->cfg.num_hidden_layers; l++) {
             sm_layer_acts *x = &a->layers[l];
-            sm_tensor ***lists[] = {&x->xe, &x->ye, &x->eh1, &x->eh3, &x->dye, &x->dge,
-                                    &x->dxe, &x->deh1, &x->deh3};
+            sm_tensor ***lists[] = {&x->xe,      &x->ye,      &x->eh1,    &x->eh3,
+                                    &x->dye,     &x->dge,     &x->dxe,    &x->deh1,
+                                    &x->deh3,    &x->tok_out, &x->idx_out, &x->tok_in,
+                                    &x->idx_in};
             for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) free(*lists[i]);
         }
         free(a->layers);

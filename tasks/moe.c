@@ -12,6 +12,7 @@
 typedef struct {
     sm_router_dims r;
     int e, accumulate, residual, shared, bias;
+    int e1, j, nexperts;         /* dispatch to a rank: experts [e, e1); take: expert j of n */
     sm_balance bal;
 } sm_moe_args;
 
@@ -134,6 +135,59 @@ int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, s
                                     [DISPATCH_PLAN] = SM_R(plan)};
     return sm_op_insert(c, &sm_cl_moe_dispatch, "dispatch", SM_COMM, e, acc, DISPATCH_NBUF, &a,
                         sizeof a, (double)r->T * r->K / r->E * r->d);
+}
+
+/* ---- dispatch to another rank, and its rows taken there ---- */
+enum { DISPATCH_RANK_XS, DISPATCH_RANK_XI, DISPATCH_RANK_U, DISPATCH_RANK_PLAN,
+       DISPATCH_RANK_NBUF };
+enum { TAKE_ROWS_XE, TAKE_ROWS_XS, TAKE_ROWS_XI, TAKE_ROWS_NBUF };
+
+static void sm_dispatch_rank_cpu(void *b[], void *arg)
+{
+    const sm_moe_args *a = arg;
+    const sm_router_dims *r = &a->r;
+    const int32_t *plan = SM_BUF(b, DISPATCH_RANK_PLAN, int32_t);
+    const int32_t *count = sm_plan_count((int32_t *)plan, r->T, r->K, r->E);
+    int pairs = 0;
+    for (int e = a->e; e < a->e1; e++) pairs += count[e];
+    float *xs = sm_resizable_resize(b[DISPATCH_RANK_XS], (size_t)pairs * r->d);
+    int32_t *xi = sm_resizable_resize(b[DISPATCH_RANK_XI], (size_t)(a->e1 - a->e) + pairs);
+    int n = sm_moe_pack_for_rank(xs, xi, SM_BUF(b, DISPATCH_RANK_U, float), plan, a->e, a->e1,
+                                 r->T, r->K, r->E, r->d);
+    sm_resizable_resize(b[DISPATCH_RANK_XS], (size_t)n * r->d);
+}
+SM_CODELET(moe_dispatch_rank, sm_dispatch_rank_cpu);
+
+int sm_insert_moe_dispatch_rank(const sm_op_ctx *c, const sm_router_dims *r, int e0, int e1,
+                                sm_tensor *xs, sm_tensor *xi, sm_tensor *u, sm_tensor *plan)
+{
+    sm_moe_args a = {.r = *r, .e = e0, .e1 = e1};
+    sm_access acc[DISPATCH_RANK_NBUF] = {
+        [DISPATCH_RANK_XS] = SM_W(xs), [DISPATCH_RANK_XI] = SM_W(xi),
+        [DISPATCH_RANK_U] = SM_R(u), [DISPATCH_RANK_PLAN] = SM_R(plan)};
+    return sm_op_insert(c, &sm_cl_moe_dispatch_rank, "dispatch_rank", SM_COMM, -1, acc,
+                        DISPATCH_RANK_NBUF, &a, sizeof a,
+                        (double)r->T * r->K * (e1 - e0) / r->E * r->d);
+}
+
+static void sm_take_rows_cpu(void *b[], void *arg)
+{
+    const sm_moe_args *a = arg;
+    const int32_t *xi = SM_BUF(b, TAKE_ROWS_XI, int32_t);
+    float *xe = sm_resizable_resize(b[TAKE_ROWS_XE],
+                                    (size_t)sm_moe_index_count(xi, a->j) * a->r.d);
+    sm_moe_take_rows(xe, SM_BUF(b, TAKE_ROWS_XS, float), xi, a->nexperts, a->j, a->r.d);
+}
+SM_CODELET(moe_take_rows, sm_take_rows_cpu);
+
+int sm_insert_moe_take_rows(const sm_op_ctx *c, const sm_router_dims *r, int e, int j,
+                            int nexperts, sm_tensor *xe, sm_tensor *xs, sm_tensor *xi)
+{
+    sm_moe_args a = {.r = *r, .e = e, .j = j, .nexperts = nexperts};
+    sm_access acc[TAKE_ROWS_NBUF] = {[TAKE_ROWS_XE] = SM_W(xe), [TAKE_ROWS_XS] = SM_R(xs),
+                                     [TAKE_ROWS_XI] = SM_R(xi)};
+    return sm_op_insert(c, &sm_cl_moe_take_rows, "take_rows", SM_COMM, e, acc, TAKE_ROWS_NBUF,
+                        &a, sizeof a, (double)r->T * r->K / r->E * r->d);
 }
 
 static void sm_dispatch_bwd_cpu(void *b[], void *arg)

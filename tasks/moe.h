@@ -27,6 +27,13 @@ int sm_insert_router_bwd(const sm_op_ctx *c, const sm_router_dims *r, const sm_b
                          sm_tensor *plan, sm_tensor *u, sm_tensor *Wg, int accumulate);
 int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, sm_tensor *xe,
                            sm_tensor *u, sm_tensor *plan);
+/* Dispatch to the rank holding experts [e0, e1): xs the rows of the tokens choosing any of them
+ * (each once, in token order), xi their index (sm_moe_pack_for_rank); both resizable. */
+int sm_insert_moe_dispatch_rank(const sm_op_ctx *c, const sm_router_dims *r, int e0, int e1,
+                                sm_tensor *xs, sm_tensor *xi, sm_tensor *u, sm_tensor *plan);
+/* There: expert e's rows xe (resizable), expert number j of the nexperts of xi, from xs. */
+int sm_insert_moe_take_rows(const sm_op_ctx *c, const sm_router_dims *r, int e, int j,
+                            int nexperts, sm_tensor *xe, sm_tensor *xs, sm_tensor *xi);
 int sm_insert_moe_dispatch_bwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *du,
                                sm_tensor **dxe, sm_tensor *plan, int accumulate);
 /* y = res + shared + sum_k w * ye (res and shared may be NULL). */

@@ -217,6 +217,36 @@ void sm_moe_gather(float *xe, const float *u, const int32_t *plan, int e, int T,
         memcpy(xe + (size_t)r * d, u + (size_t)p.rows[p.offset[e] + r] * d, (size_t)d * sizeof *xe);
 }
 
+int sm_moe_pack_for_rank(float *xs, int32_t *xi, const float *u, const int32_t *plan, int e0,
+                         int e1, int T, int K, int E, int d)
+{
+    plan_view p = plan_view_of(plan, T, K, E);
+    int32_t *row_of = sm_kcalloc((size_t)T, sizeof *row_of, "pack_for_rank: token rows");
+    int n = 0;
+    for (int t = 0; t < T; t++) {
+        int chosen = 0;
+        for (int k = 0; k < K; k++) chosen |= p.idx[t * K + k] >= e0 && p.idx[t * K + k] < e1;
+        row_of[t] = chosen ? n : -1;
+        if (chosen) memcpy(xs + (size_t)n++ * d, u + (size_t)t * d, (size_t)d * sizeof *xs);
+    }
+    int32_t *at = xi + (e1 - e0);
+    for (int e = e0; e < e1; e++) {
+        xi[e - e0] = p.count[e];
+        for (int r = 0; r < p.count[e]; r++) *at++ = row_of[p.rows[p.offset[e] + r]];
+    }
+    free(row_of);
+    return n;
+}
+
+int sm_moe_take_rows(float *xe, const float *xs, const int32_t *xi, int nexperts, int j, int d)
+{
+    const int32_t *rows = xi + nexperts;
+    for (int i = 0; i < j; i++) rows += xi[i];
+    for (int r = 0; r < xi[j]; r++)
+        memcpy(xe + (size_t)r * d, xs + (size_t)rows[r] * d, (size_t)d * sizeof *xe);
+    return xi[j];
+}
+
 void sm_moe_gather_bwd(float *du, const float *const *dxe, const int32_t *plan, int T, int K,
                        int E, int d, int accumulate)
 {

@@ -52,6 +52,18 @@ double sm_balance_loss(float *ds, const float *s, const int32_t *plan, int T, in
 /* Dispatch of expert e: xe [count[e], d] = u[rows of e]. */
 void sm_moe_gather(float *xe, const float *u, const int32_t *plan, int e, int T, int K, int E,
                    int d);
+/* Dispatch to the rank holding experts [e0, e1): each token choosing one of them once, in token
+ * order, xs [n, d] (returns n, the tokens; xs must hold count of [e0, e1) rows: at most that
+ * many), and the index xi: first the e1 - e0 counts, then for each expert in turn the rows of
+ * xs of its tokens, in its order (xi holds e1 - e0 + the experts' counts entries). */
+int sm_moe_pack_for_rank(float *xs, int32_t *xi, const float *u, const int32_t *plan, int e0,
+                         int e1, int T, int K, int E, int d);
+/* On the rank holding the experts: expert j's (0 = e0) rows xe = xs[xi's rows of j]; returns
+ * their count. */
+int sm_moe_take_rows(float *xe, const float *xs, const int32_t *xi, int nexperts, int j, int d);
+/* Expert j's row count in an index xi of nexperts experts. */
+static inline int sm_moe_index_count(const int32_t *xi, int j) { return xi[j]; }
+
 /* Backward of all dispatches: du (=|+=) sum over experts e = 0..E-1 (in that order) of the
  * rows of dxe[e] scattered back to their tokens. */
 void sm_moe_gather_bwd(float *du, const float *const *dxe, const int32_t *plan, int T, int K,

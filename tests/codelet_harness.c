@@ -52,6 +52,12 @@ ct *fx_rows(fx *f, const char *name, size_t rows, size_t width)
     return x;
 }
 
+ct *fx_rows_of(fx *f, const char *name, sm_dtype dt, size_t rows, size_t width,
+               const void *init)
+{
+    return fx_make(f, name, dt, rows * width, init, width);
+}
+
 void fx_resize(ct *x, size_t numel)
 {
     size_t size = sm_dtype_size(x->t->dtype);

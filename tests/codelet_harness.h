@@ -52,6 +52,9 @@ ct *fx_randn(fx *f, const char *name, size_t n, float std, float shift);
 ct *fx_rand(fx *f, const char *name, size_t n);
 /* A resizable row tensor (graph.h) holding rows of `width` normal(0, 1) floats. */
 ct *fx_rows(fx *f, const char *name, size_t rows, size_t width);
+/* A resizable case tensor of rows * width elements of type dt holding `init`. */
+ct *fx_rows_of(fx *f, const char *name, sm_dtype dt, size_t rows, size_t width,
+               const void *init);
 /* The size resizable case tensor x must have after the task: numel elements, its reference
  * values kept up to the old size (then zeros) for the reference kernel to write. */
 void fx_resize(ct *x, size_t numel);

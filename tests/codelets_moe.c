@@ -5,6 +5,7 @@
  * rows, and must end with exactly count[e] rows. */
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #include "tasks/moe.h"
 #include "tests/codelet_harness.h"
 
@@ -109,6 +110,67 @@ static void case_moe_dispatch(fx *f)
                   SM_R(rt.u->t), SM_R(rt.plan->t)));
 }
 
+/* Expert j of [e0, e1) taken from a pack for its rank gives the rows of the per-expert
+ * dispatch, for every j: the two paths to an expert's rows agree. */
+static int pack_matches_gather(const float *xs, const int32_t *xi, const routed *rt,
+                               const sm_router_dims *r, int e0, int e1)
+{
+    const int32_t *count = sm_plan_count(RI(rt->plan), r->T, r->K, r->E);
+    int same = 1;
+    for (int e = e0; e < e1; e++) {
+        float a[64 * 16], b[64 * 16];
+        int n = sm_moe_take_rows(a, xs, xi, e1 - e0, e - e0, r->d);
+        sm_moe_gather(b, RF(rt->u), RI(rt->plan), e, r->T, r->K, r->E, r->d);
+        same &= n == count[e] && memcmp(a, b, (size_t)n * r->d * sizeof *a) == 0;
+    }
+    return same;
+}
+
+static void case_moe_dispatch_rank(fx *f)
+{
+    const sm_router_dims *r = &fx_router_dims;
+    routed rt = fx_route(f, r);
+    int e0 = r->E / 2, e1 = r->E, pairs = 0;
+    const int32_t *count = sm_plan_count(RI(rt.plan), r->T, r->K, r->E);
+    for (int e = e0; e < e1; e++) pairs += count[e];
+    ct *xs = fx_rows(f, "xs", STALE_ROWS, r->d);
+    ct *xi = fx_rows_of(f, "xi", SM_I32, STALE_ROWS, 1, (int32_t[]){-5, -5});
+    fx_resize(xs, (size_t)pairs * r->d);
+    fx_resize(xi, (size_t)(e1 - e0) + pairs);
+    int rc = sm_insert_moe_dispatch_rank(&f->c, r, e0, e1, xs->t, xi->t, rt.u->t, rt.plan->t);
+    int n = sm_moe_pack_for_rank(RF(xs), RI(xi), RF(rt.u), RI(rt.plan), e0, e1, r->T, r->K,
+                                 r->E, r->d);
+    fx_resize(xs, (size_t)n * r->d);
+    fx_expect(f, n > 0 && n <= pairs && n <= r->T, "moe_dispatch_rank: each token sent once");
+    fx_expect(f, pack_matches_gather(RF(xs), RI(xi), &rt, r, e0, e1),
+              "moe_dispatch_rank: every expert's rows taken from the pack are its dispatch");
+    fx_check(f, "moe_dispatch_rank", rc,
+             WANT("dispatch_rank", (double)r->T * r->K * (e1 - e0) / r->E * r->d, SM_W(xs->t),
+                  SM_W(xi->t), SM_R(rt.u->t), SM_R(rt.plan->t)));
+}
+
+static void case_moe_take_rows(fx *f)
+{
+    const sm_router_dims *r = &fx_router_dims;
+    routed rt = fx_route(f, r);
+    int e0 = 0, e1 = r->E / 2, j = 1;
+    float xs_v[64 * 16];
+    int32_t xi_v[64 * 8];
+    int n = sm_moe_pack_for_rank(xs_v, xi_v, RF(rt.u), RI(rt.plan), e0, e1, r->T, r->K, r->E,
+                                 r->d);
+    int nidx = e1 - e0;
+    for (int e = e0; e < e1; e++) nidx += xi_v[e - e0];
+    ct *xs = fx_rows_of(f, "xs", SM_F32, (size_t)n, r->d, xs_v);
+    ct *xi = fx_rows_of(f, "xi", SM_I32, (size_t)nidx, 1, xi_v);
+    ct *xe = fx_rows(f, "xe", (size_t)xi_v[j] + STALE_ROWS, r->d);
+    fx_resize(xe, (size_t)xi_v[j] * r->d);
+    int rc = sm_insert_moe_take_rows(&f->c, r, e0 + j, j, e1 - e0, xe->t, xs->t, xi->t);
+    sm_moe_take_rows(RF(xe), RF(xs), RI(xi), e1 - e0, j, r->d);
+    fx_check(f, "moe_take_rows", rc,
+             WANT("take_rows", (double)r->T * r->K / r->E * r->d, SM_W(xe->t), SM_R(xs->t),
+                  SM_R(xi->t)));
+}
+
 static void case_moe_dispatch_bwd(fx *f)
 {
     const sm_router_dims *r = &fx_router_dims;
@@ -170,5 +232,6 @@ static void case_moe_combine_bwd(fx *f)
 
 const helper_case codelet_cases_moe[] = {
     HELPER_CASE(router_fwd), HELPER_CASE(router_bwd), HELPER_CASE(moe_dispatch),
+    HELPER_CASE(moe_dispatch_rank), HELPER_CASE(moe_take_rows),
     HELPER_CASE(moe_dispatch_bwd), HELPER_CASE(moe_combine), HELPER_CASE(moe_combine_bwd),
     {NULL, NULL}};

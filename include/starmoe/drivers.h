@@ -111,10 +111,11 @@ typedef struct sm_bench_result {
      * optimizer step before it) */
     double loss_first, loss_last;
     /* expert parallelism (zeros without it), for rank 0's tokens of the timed step, per token
-     * over all MoE layers: rows sent to experts on other ranks (one per token and remote
-     * expert; each goes out and comes back in the forward and in the backward pass) and their
-     * bytes; per token and MoE layer: the expert-parallel ranks its experts sit on (mean, max),
-     * and the same for a top-k without the routing's group limit */
+     * over all MoE layers: rows of hidden states sent (a token once to each other rank holding
+     * one of its experts; per token and remote expert its output back, the output's gradient
+     * out and the input's gradient back) and their bytes (with the tokens' index); per token
+     * and MoE layer: the expert-parallel ranks its experts sit on (mean, max), and the same for
+     * a top-k without the routing's group limit */
     double ep_rows_per_token, ep_bytes_per_token, ep_ranks_per_token, ep_ranks_unlimited;
     int ep_ranks_max, ep_ranks_unlimited_max;
 } sm_bench_result;
