@@ -180,6 +180,27 @@ run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" train --resume --out "$TMP/ep2" --step
   ! grep -q '^rank' "$TMP/out"
 ok $? "ep 2, resumed at step 10: the 20 losses of one rank within 1e-6 relative (exit $rc_a, \
 $rc: $(paste <(losses "$TMP/dp1") <(losses "$TMP/ep2") 2>&1 | sed -n 20p))"
+# another layout resumes a checkpoint (parameters and optimizer state are read whole by every
+# rank): the ep 2 run's step-10 checkpoint continues on one rank, and a one-rank checkpoint on
+# ep 4 x 4 ranks; their losses stay within 1e-5 of the uninterrupted runs (micro-batches of
+# another size sum in another order)
+rm -rf "$TMP/ep2-on-1" "$TMP/one-on-4"
+mkdir -p "$TMP/ep2-on-1" "$TMP/one-on-4"
+cp -r "$TMP/ep2/run.json" "$TMP/ep2/tokenizer.bpe" "$TMP/ep2/step-000010" "$TMP/ep2-on-1/"
+grep -E '"step":([1-9]|10),' "$TMP/ep2/metrics.jsonl" > "$TMP/ep2-on-1/metrics.jsonl"
+"$STARMOE" train --resume --out "$TMP/ep2-on-1" --steps 20 --set parallel.ep=1 > "$TMP/out" 2>&1
+rc_a=$?
+cp -r "$TMP/dp1/run.json" "$TMP/dp1/tokenizer.bpe" "$TMP/one-on-4/"
+"${TRAIN[@]}" "${STEPS[@]}" --steps 10 --out "$TMP/one-on-4" > /dev/null 2>&1
+run_ranks "${MPIRUN[@]}" -np 4 "$STARMOE" train --resume --out "$TMP/one-on-4" --steps 20 \
+  --set parallel.ep=4
+[ $rc_a -eq 0 ] && [ $rc -eq 0 ] && grep -q "^resumed from .*step-000010 at step 10" "$TMP/out" &&
+  [ "$(losses "$TMP/ep2-on-1" | wc -l)" -eq 20 ] && same_losses "$TMP/ep2" "$TMP/ep2-on-1" 1e-5 &&
+  [ "$(losses "$TMP/one-on-4" | wc -l)" -eq 20 ] && same_losses "$TMP/dp1" "$TMP/one-on-4" 1e-5
+ok $? "an ep 2 checkpoint resumed on one rank and a one-rank checkpoint on ep 4: 20 losses each \
+within 1e-5 of the uninterrupted runs (exit $rc_a, $rc: \
+$(paste <(losses "$TMP/ep2") <(losses "$TMP/ep2-on-1") 2>&1 | sed -n 20p))"
+
 for layout in "ep=4 dp=1" "ep=2 dp=2"; do
   set -- $layout
   run_ranks "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" "${STEPS[@]}" --out "$TMP/$1$2" \
