@@ -33,6 +33,7 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
     json_object_set_new(j, "dp", json_integer(o->launch.dp > 0 ? o->launch.dp : 1));
     json_object_set_new(j, "ep_rows_per_token", json_real(r->ep_rows_per_token));
     json_object_set_new(j, "ep_bytes_per_token", json_real(r->ep_bytes_per_token));
+    json_object_set_new(j, "ep_bytes_unlimited", json_real(r->ep_bytes_unlimited));
     json_object_set_new(j, "ep_ranks_per_token", json_real(r->ep_ranks_per_token));
     json_object_set_new(j, "ep_ranks_max", json_integer(r->ep_ranks_max));
     json_object_set_new(j, "ep_ranks_unlimited", json_real(r->ep_ranks_unlimited));
@@ -66,11 +67,11 @@ static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
            "overhead %.2f%% of a step\n",
            r->submit_s * 1e3, 100 * r->busy_share, r->task_overhead_us, 100 * r->overhead_share);
     if (r->ep_rows_per_token > 0)
-        printf("expert-par.    %.2f rows (%.0f bytes) sent per token over the MoE layers; a "
-               "token's experts on %.2f ranks per layer (max %d), %.2f (max %d) without the "
-               "group limit\n", r->ep_rows_per_token, r->ep_bytes_per_token,
-               r->ep_ranks_per_token, r->ep_ranks_max, r->ep_ranks_unlimited,
-               r->ep_ranks_unlimited_max);
+        printf("expert-par.    %.2f rows (%.0f bytes; %.0f without the group limit) sent per "
+               "token over the MoE layers; a token's experts on %.2f ranks per layer (max %d), "
+               "%.2f (max %d) without the group limit\n", r->ep_rows_per_token,
+               r->ep_bytes_per_token, r->ep_bytes_unlimited, r->ep_ranks_per_token,
+               r->ep_ranks_max, r->ep_ranks_unlimited, r->ep_ranks_unlimited_max);
     if (o->trace.path)
         printf("trace          %.3f ms/step writing %s (%.2f%% of a step)\n", r->trace_s * 1e3,
                o->trace.path, 100 * r->trace_s / r->step.median);

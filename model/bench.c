@@ -144,6 +144,19 @@ static sm_run *sm_bench_run(sm_model *m, const sm_bench_opts *o, int backward,
     return r;
 }
 
+/* Rows of hidden states (and bytes, with the tokens' index) one token sends over the MoE layers:
+ * once to each other rank holding one of its experts; then per (token, remote expert) the
+ * output back, the output's gradient out and the input's gradient back. */
+static double sm_ep_rows(const sm_ep_route_count *c, double tokens)
+{
+    return (c->remote_ranks + 3.0 * c->remote_pairs) / tokens;
+}
+
+static double sm_ep_bytes(const sm_ep_route_count *c, double tokens, int d)
+{
+    return sm_ep_rows(c, tokens) * d * sizeof(float) + c->remote_pairs / tokens * sizeof(int32_t);
+}
+
 /* The expert-parallel traffic of the timed step's tokens (nothing without it). */
 static void sm_bench_traffic(sm_run *r, sm_bench_result *res)
 {
@@ -151,19 +164,16 @@ static void sm_bench_traffic(sm_run *r, sm_bench_result *res)
     if (r->ep == 1) return;
     sm_ep_traffic_of(r, &t);
     if (t.tokens == 0) return;
-    int nlayers = 0;
+    int nlayers = 0, d = r->m->dims.d;
     for (int l = 0; l < r->m->dims.L; l++) nlayers += r->m->layers[l].moe;
-    /* rows of hidden_size floats sent: a token once to each other rank holding one of its
-     * experts; then, per (token, remote expert), the output back, the output's gradient out and
-     * the input's gradient back (plus a 4-byte index per pair with the tokens) */
-    double rows = (t.remote_ranks + 3.0 * t.remote_pairs) / t.tokens;
-    res->ep_rows_per_token = rows * nlayers;
-    res->ep_bytes_per_token = nlayers * (rows * r->m->dims.d * sizeof(float) +
-                                         t.remote_pairs / t.tokens * sizeof(int32_t));
-    res->ep_ranks_per_token = t.ranks / t.tokens;
-    res->ep_ranks_max = t.ranks_max;
-    res->ep_ranks_unlimited = t.ranks_unlimited / t.tokens;
-    res->ep_ranks_unlimited_max = t.ranks_unlimited_max;
+    double per_layer = t.tokens / nlayers; /* tokens of one layer */
+    res->ep_rows_per_token = sm_ep_rows(&t.routed, per_layer);
+    res->ep_bytes_per_token = sm_ep_bytes(&t.routed, per_layer, d);
+    res->ep_bytes_unlimited = sm_ep_bytes(&t.unlimited, per_layer, d);
+    res->ep_ranks_per_token = t.routed.ranks / t.tokens;
+    res->ep_ranks_max = t.routed.ranks_max;
+    res->ep_ranks_unlimited = t.unlimited.ranks / t.tokens;
+    res->ep_ranks_unlimited_max = t.unlimited.ranks_max;
 }
 
 static sm_model *sm_bench_model(const sm_bench_opts *o, sm_error *err)

@@ -62,6 +62,19 @@ static void sm_top_unlimited(const float *s, const float *bias, int E, int K, in
     }
 }
 
+/* Adds one token's experts list[0..K-1] to c. */
+static void sm_count_route(const sm_run *r, const int32_t *list, int K, sm_ep_route_count *c)
+{
+    int n = sm_ranks_of(r, list, K), here = 0;
+    for (int k = 0; k < K; k++) {
+        c->remote_pairs += !sm_expert_here(r, list[k]);
+        here |= sm_expert_here(r, list[k]);
+    }
+    c->remote_ranks += n - here;
+    c->ranks += n;
+    if (n > c->ranks_max) c->ranks_max = n;
+}
+
 void sm_ep_traffic_of(sm_run *r, sm_ep_traffic *t)
 {
     const sm_router_dims *d = &r->router;
@@ -76,19 +89,9 @@ void sm_ep_traffic_of(sm_run *r, sm_ep_traffic *t)
             const int32_t *plan = sm_tensor_acquire(a->plan, STARPU_R);
             const float *s = sm_tensor_acquire(a->s, STARPU_R);
             for (int i = 0; i < d->T; i++) {
-                const int32_t *idx = plan + (size_t)i * d->K;
-                int n = sm_ranks_of(r, idx, d->K), here = 0;
-                for (int k = 0; k < d->K; k++) {
-                    t->remote_pairs += !sm_expert_here(r, idx[k]);
-                    here |= sm_expert_here(r, idx[k]);
-                }
-                t->remote_ranks += n - here;
+                sm_count_route(r, plan + (size_t)i * d->K, d->K, &t->routed);
                 sm_top_unlimited(s + (size_t)i * d->E, bias, d->E, d->K, top);
-                int u = sm_ranks_of(r, top, d->K);
-                t->ranks += n;
-                t->ranks_unlimited += u;
-                if (n > t->ranks_max) t->ranks_max = n;
-                if (u > t->ranks_unlimited_max) t->ranks_unlimited_max = u;
+                sm_count_route(r, top, d->K, &t->unlimited);
                 t->tokens++;
             }
             sm_tensor_release(a->s);

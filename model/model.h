@@ -184,9 +184,13 @@ int sm_ep_recv(const sm_run *r, sm_tensor *t, int what, int l, int mb, int e, in
  * pairs and (token, rank) pairs with the expert on another rank, and the expert-parallel ranks
  * a token's experts sit on, with the routing's group limit and without it (the same biased
  * scores, top-k over all experts). */
+typedef struct sm_ep_route_count {
+    double remote_pairs, remote_ranks, ranks;
+    int ranks_max;
+} sm_ep_route_count;
 typedef struct sm_ep_traffic {
-    double tokens, remote_pairs, remote_ranks, ranks, ranks_unlimited;
-    int ranks_max, ranks_unlimited_max;
+    double tokens;
+    sm_ep_route_count routed, unlimited;
 } sm_ep_traffic;
 void sm_ep_traffic_of(sm_run *r, sm_ep_traffic *t);
 
