@@ -93,12 +93,21 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
     x->idx_out = sm_slots(a, r->ep);
     x->tok_in = sm_slots(a, r->ep);
     x->idx_in = sm_slots(a, r->ep);
+    x->grad_out = sm_slots(a, r->ep);
+    x->wt_out = sm_slots(a, r->ep);
+    x->grad_in = sm_slots(a, r->ep);
+    x->wt_in = sm_slots(a, r->ep);
     for (int q = 0; q < r->ep && !a->failed; q++) {
         if (q == me) continue;
         x->tok_out[q] = sm_exchange_rows(a, "tokens_to", q, d, SM_F32);
         x->idx_out[q] = sm_exchange_rows(a, "index_to", q, 1, SM_I32);
         x->tok_in[q] = sm_exchange_rows(a, "tokens_from", q, d, SM_F32);
         x->idx_in[q] = sm_exchange_rows(a, "index_from", q, 1, SM_I32);
+        if (!backward) continue;
+        x->grad_out[q] = sm_exchange_rows(a, "grads_to", q, d, SM_F32);
+        x->wt_out[q] = sm_exchange_rows(a, "weights_to", q, 1, SM_F32);
+        x->grad_in[q] = sm_exchange_rows(a, "grads_from", q, d, SM_F32);
+        x->wt_in[q] = sm_exchange_rows(a, "weights_from", q, 1, SM_F32);
     }
     for (int e = 0; e < E && !a->failed; e++)
         for (int p = 0; p < r->ep; p++) {
@@ -111,7 +120,7 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
                 x->eh3[i] = sm_rows(a, "h3", e, p, mi);
             }
             if (!backward) continue;
-            x->dye[i] = sm_rows(a, "dye", e, p, d);
+            if (here) x->dye[i] = sm_rows(a, "dye", e, p, d);
             x->dxe[i] = sm_rows(a, "dxe", e, p, d);
             if (here) {
                 x->deh1[i] = sm_rows(a, "dh1", e, p, mi);

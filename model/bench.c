@@ -144,17 +144,18 @@ static sm_run *sm_bench_run(sm_model *m, const sm_bench_opts *o, int backward,
     return r;
 }
 
-/* Rows of hidden states (and bytes, with the tokens' index) one token sends over the MoE layers:
- * once to each other rank holding one of its experts; then per (token, remote expert) the
- * output back, the output's gradient out and the input's gradient back. */
+/* Rows of hidden states (and bytes, with the tokens' index and the mixing weights) one token
+ * sends over the MoE layers: it and its output gradient once to each other rank holding one of
+ * its experts; per (token, remote expert) the output back and the input's gradient back. */
 static double sm_ep_rows(const sm_ep_route_count *c, double tokens)
 {
-    return (c->remote_ranks + 3.0 * c->remote_pairs) / tokens;
+    return 2.0 * (c->remote_ranks + c->remote_pairs) / tokens;
 }
 
 static double sm_ep_bytes(const sm_ep_route_count *c, double tokens, int d)
 {
-    return sm_ep_rows(c, tokens) * d * sizeof(float) + c->remote_pairs / tokens * sizeof(int32_t);
+    return sm_ep_rows(c, tokens) * d * sizeof(float) +
+           c->remote_pairs / tokens * (sizeof(int32_t) + sizeof(float));
 }
 
 /* The expert-parallel traffic of the timed step's tokens (nothing without it). */

@@ -65,7 +65,8 @@ static int sm_moe_experts_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
             sm_ffn_shape s = sm_expert_shape(r, e);
             const sm_ffn_params *f = &p->experts[e];
             if (src != me && sm_insert_moe_take_rows(c, &r->router, e, e - me * per, per,
-                                                     a->xe[i], a->tok_in[src], a->idx_in[src]))
+                                                     a->xe[i], a->tok_in[src], a->idx_in[src],
+                                                     NULL))
                 return -1;
             if (sm_insert_swiglu_fwd(c, &s, a->ye[i], a->eh1[i], a->eh3[i], a->xe[i], f->gate.w,
                                      f->up.w, f->down.w, NULL))
@@ -138,25 +139,33 @@ static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f
     return sm_swiglu_bwd_parts(c, &s, f, &g, dy, a->xn2, a->h1, a->h3, parts);
 }
 
-/* B, this rank's tokens: each expert's output gradient and mixing-weight gradient, the
- * output gradients of another rank's experts sent there (their input gradients come back). */
+/* B, this rank's tokens: to every other rank of the group, once each, the output gradient of
+ * the tokens choosing one of its experts (with the mixing weights: that rank scales them per
+ * expert; the input gradients come back per expert), first so that the messages leave early;
+ * then each expert's mixing-weight gradient, and its own experts' output gradients. */
 static int sm_moe_combine_bwd_all(sm_run *r, const sm_op_ctx *c, int l, int mb)
 {
     sm_layer_acts *a = &r->mb[mb].layers[l];
     sm_tensor *dy = r->mb[mb].dx[2 * l + 2];
-    int me = r->ep_index;
-    for (int pass = 0; pass < 2; pass++)
-        for (int e = 0; e < r->router.E; e++) {
-            int owner = sm_expert_owner(r, e), i = sm_ex(r, e, me);
-            if ((owner == me) != pass) continue;
-            if (sm_insert_moe_combine_bwd(c, &r->router, e, a->dye[i], a->dge[e], dy, a->ye[i],
-                                          a->w, a->plan))
+    int me = r->ep_index, per = r->router.E / r->ep;
+    for (int k = 1; k < r->ep; k++) {
+        int q = (me + k) % r->ep;
+        if (sm_insert_moe_grads_for_rank(c, &r->router, q * per, (q + 1) * per, a->grad_out[q],
+                                         a->wt_out[q], dy, a->w, a->plan) ||
+            sm_ep_send(r, a->grad_out[q], SM_EP_GRAD_ROWS, l, mb, 0, me, q, c->err) ||
+            sm_ep_send(r, a->wt_out[q], SM_EP_GRAD_WEIGHTS, l, mb, 0, me, q, c->err))
+            return -1;
+        for (int e = q * per; e < (q + 1) * per; e++)
+            if (sm_ep_recv(r, a->dxe[sm_ex(r, e, me)], SM_EP_TOKEN_GRADS, l, mb, e, me, q,
+                           c->err))
                 return -1;
-            if (owner != me &&
-                (sm_ep_send(r, a->dye[i], SM_EP_OUTPUT_GRADS, l, mb, e, me, owner, c->err) ||
-                 sm_ep_recv(r, a->dxe[i], SM_EP_TOKEN_GRADS, l, mb, e, me, owner, c->err)))
-                return -1;
-        }
+    }
+    for (int e = 0; e < r->router.E; e++) {
+        int i = sm_ex(r, e, me);
+        if (sm_insert_moe_combine_bwd(c, &r->router, e, sm_expert_here(r, e) ? a->dye[i] : NULL,
+                                      a->dge[e], dy, a->ye[i], a->w, a->plan))
+            return -1;
+    }
     return 0;
 }
 
@@ -166,11 +175,14 @@ static int sm_moe_experts_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int 
 {
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    int me = r->ep_index, input = parts & SM_BWD_INPUT;
+    int me = r->ep_index, input = parts & SM_BWD_INPUT, per = r->router.E / r->ep;
     for (int k = 0; k < r->ep; k++) {
         int src = (me + k) % r->ep;
-        for (int e = 0; e < r->router.E; e++) {
-            if (!sm_expert_here(r, e)) continue;
+        if (input && src != me &&
+            (sm_ep_recv(r, a->grad_in[src], SM_EP_GRAD_ROWS, l, mb, 0, src, src, c->err) ||
+             sm_ep_recv(r, a->wt_in[src], SM_EP_GRAD_WEIGHTS, l, mb, 0, src, src, c->err)))
+            return -1;
+        for (int e = me * per; e < (me + 1) * per; e++) {
             int i = sm_ex(r, e, src);
             sm_ffn_shape s = sm_expert_shape(r, e);
             const sm_ffn_params *f = &p->experts[e];
@@ -179,7 +191,8 @@ static int sm_moe_experts_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int 
                               .dW3 = sm_expert_grad(r, &f->up, src, mb),
                               .dW2 = sm_expert_grad(r, &f->down, src, mb)};
             if (input && src != me &&
-                sm_ep_recv(r, a->dye[i], SM_EP_OUTPUT_GRADS, l, mb, e, src, src, c->err))
+                sm_insert_moe_take_rows(c, &r->router, e, e - me * per, per, a->dye[i],
+                                        a->grad_in[src], a->idx_in[src], a->wt_in[src]))
                 return -1;
             if (sm_swiglu_bwd_parts(c, &s, f, &g, a->dye[i], a->xe[i], a->eh1[i], a->eh3[i],
                                     parts))

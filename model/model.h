@@ -74,8 +74,10 @@ typedef struct sm_layer_acts {
     sm_tensor **dge;                         /* [E]: mixing-weight gradients of own tokens */
     /* expert parallelism, per rank q of the group (NULL at this rank's own index): this rank's
      * tokens for q's experts, each once, and their index (sm_moe_pack_for_rank); q's tokens for
-     * this rank's experts and their index */
+     * this rank's experts and their index; backward: the output gradients of those tokens and
+     * the mixing weights of their rows, both ways */
     sm_tensor **tok_out, **idx_out, **tok_in, **idx_in;
+    sm_tensor **grad_out, **wt_out, **grad_in, **wt_in;
 } sm_layer_acts;
 
 typedef struct sm_pipeline sm_pipeline;
@@ -169,11 +171,12 @@ sm_tensor *sm_expert_grad(const sm_run *r, const sm_param *p, int src, int mb);
 /* expert_parallel.c: the messages of expert parallelism in the step graph, as StarPU-MPI
  * transfers of resizable row buffers, tagged by (what, layer, micro-batch, expert, source)
  * and the step's parity. `what` is one of SM_EP_*; a send to or a receive from source p of
- * this rank's group. Tokens go once per rank (SM_EP_TOKENS with SM_EP_TOKEN_INDEX, expert 0),
- * the rest once per token and expert. */
+ * this rank's group. Tokens and their output gradients go once per rank (SM_EP_TOKENS with
+ * SM_EP_TOKEN_INDEX, SM_EP_GRAD_ROWS with SM_EP_GRAD_WEIGHTS; expert 0), outputs and input
+ * gradients once per token and expert. */
 enum {
-    SM_EP_TOKENS, SM_EP_TOKEN_INDEX, SM_EP_OUTPUTS, SM_EP_OUTPUT_GRADS, SM_EP_TOKEN_GRADS,
-    SM_EP_KINDS
+    SM_EP_TOKENS, SM_EP_TOKEN_INDEX, SM_EP_OUTPUTS, SM_EP_GRAD_ROWS, SM_EP_GRAD_WEIGHTS,
+    SM_EP_TOKEN_GRADS, SM_EP_KINDS
 };
 int sm_ep_send(const sm_run *r, sm_tensor *t, int what, int l, int mb, int e, int src,
                int to, sm_error *err);

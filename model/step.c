@@ -111,7 +111,8 @@ void sm_run_free(sm_run *r)
             sm_tensor ***lists[] = {&x->xe,      &x->ye,      &x->eh1,    &x->eh3,
                                     &x->dye,     &x->dge,     &x->dxe,    &x->deh1,
                                     &x->deh3,    &x->tok_out, &x->idx_out, &x->tok_in,
-                                    &x->idx_in};
+                                    &x->idx_in,  &x->grad_out, &x->wt_out, &x->grad_in,
+                                    &x->wt_in};
             for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) free(*lists[i]);
         }
         free(a->layers);

@@ -13,6 +13,7 @@ typedef struct {
     sm_router_dims r;
     int e, accumulate, residual, shared, bias;
     int e1, j, nexperts;         /* dispatch to a rank: experts [e, e1); take: expert j of n */
+    int weighted, with_dye;      /* take: times the weights; combine_bwd: writes dye */
     sm_balance bal;
 } sm_moe_args;
 
@@ -140,7 +141,10 @@ int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, s
 /* ---- dispatch to another rank, and its rows taken there ---- */
 enum { DISPATCH_RANK_XS, DISPATCH_RANK_XI, DISPATCH_RANK_U, DISPATCH_RANK_PLAN,
        DISPATCH_RANK_NBUF };
-enum { TAKE_ROWS_XE, TAKE_ROWS_XS, TAKE_ROWS_XI, TAKE_ROWS_NBUF };
+/* the weights are present only with weights */
+enum { TAKE_ROWS_XE, TAKE_ROWS_XS, TAKE_ROWS_XI, TAKE_ROWS_WS, TAKE_ROWS_NBUF };
+enum { GRADS_RANK_GS, GRADS_RANK_WS, GRADS_RANK_DY, GRADS_RANK_W, GRADS_RANK_PLAN,
+       GRADS_RANK_NBUF };
 
 static void sm_dispatch_rank_cpu(void *b[], void *arg)
 {
@@ -170,24 +174,63 @@ int sm_insert_moe_dispatch_rank(const sm_op_ctx *c, const sm_router_dims *r, int
                         (double)r->T * r->K * (e1 - e0) / r->E * r->d);
 }
 
+/* The output gradients of a rank's experts: dy's rows of the tokens choosing one of them,
+ * each once (the order of sm_moe_pack_for_rank), and the mixing weights of their rows. */
+static void sm_grads_rank_cpu(void *b[], void *arg)
+{
+    const sm_moe_args *a = arg;
+    const sm_router_dims *r = &a->r;
+    const int32_t *plan = SM_BUF(b, GRADS_RANK_PLAN, int32_t);
+    const int32_t *count = sm_plan_count((int32_t *)plan, r->T, r->K, r->E);
+    int pairs = 0;
+    for (int e = a->e; e < a->e1; e++) pairs += count[e];
+    float *gs = sm_resizable_resize(b[GRADS_RANK_GS], (size_t)pairs * r->d);
+    int32_t *index = sm_kcalloc((size_t)(a->e1 - a->e) + pairs, sizeof *index,
+                                "grads_for_rank: index");
+    int n = sm_moe_pack_for_rank(gs, index, SM_BUF(b, GRADS_RANK_DY, float), plan, a->e, a->e1,
+                                 r->T, r->K, r->E, r->d);
+    free(index);
+    sm_resizable_resize(b[GRADS_RANK_GS], (size_t)n * r->d);
+    sm_moe_pair_weights(sm_resizable_resize(b[GRADS_RANK_WS], (size_t)pairs),
+                        SM_BUF(b, GRADS_RANK_W, float), plan, a->e, a->e1, r->T, r->K, r->E);
+}
+SM_CODELET(moe_grads_rank, sm_grads_rank_cpu);
+
+int sm_insert_moe_grads_for_rank(const sm_op_ctx *c, const sm_router_dims *r, int e0, int e1,
+                                 sm_tensor *gs, sm_tensor *ws, sm_tensor *dy, sm_tensor *w,
+                                 sm_tensor *plan)
+{
+    sm_moe_args a = {.r = *r, .e = e0, .e1 = e1};
+    sm_access acc[GRADS_RANK_NBUF] = {
+        [GRADS_RANK_GS] = SM_W(gs), [GRADS_RANK_WS] = SM_W(ws), [GRADS_RANK_DY] = SM_R(dy),
+        [GRADS_RANK_W] = SM_R(w), [GRADS_RANK_PLAN] = SM_R(plan)};
+    return sm_op_insert(c, &sm_cl_moe_grads_rank, "grads_for_rank", SM_COMM, -1, acc,
+                        GRADS_RANK_NBUF, &a, sizeof a,
+                        (double)r->T * r->K * (e1 - e0) / r->E * r->d);
+}
+
 static void sm_take_rows_cpu(void *b[], void *arg)
 {
     const sm_moe_args *a = arg;
     const int32_t *xi = SM_BUF(b, TAKE_ROWS_XI, int32_t);
     float *xe = sm_resizable_resize(b[TAKE_ROWS_XE],
                                     (size_t)sm_moe_index_count(xi, a->j) * a->r.d);
-    sm_moe_take_rows(xe, SM_BUF(b, TAKE_ROWS_XS, float), xi, a->nexperts, a->j, a->r.d);
+    sm_moe_take_rows(xe, SM_BUF(b, TAKE_ROWS_XS, float), xi,
+                     a->weighted ? SM_BUF(b, TAKE_ROWS_WS, float) : NULL, a->nexperts, a->j,
+                     a->r.d);
 }
 SM_CODELET(moe_take_rows, sm_take_rows_cpu);
 
 int sm_insert_moe_take_rows(const sm_op_ctx *c, const sm_router_dims *r, int e, int j,
-                            int nexperts, sm_tensor *xe, sm_tensor *xs, sm_tensor *xi)
+                            int nexperts, sm_tensor *xe, sm_tensor *xs, sm_tensor *xi,
+                            sm_tensor *ws)
 {
-    sm_moe_args a = {.r = *r, .e = e, .j = j, .nexperts = nexperts};
+    sm_moe_args a = {.r = *r, .e = e, .j = j, .nexperts = nexperts, .weighted = ws != NULL};
     sm_access acc[TAKE_ROWS_NBUF] = {[TAKE_ROWS_XE] = SM_W(xe), [TAKE_ROWS_XS] = SM_R(xs),
-                                     [TAKE_ROWS_XI] = SM_R(xi)};
-    return sm_op_insert(c, &sm_cl_moe_take_rows, "take_rows", SM_COMM, e, acc, TAKE_ROWS_NBUF,
-                        &a, sizeof a, (double)r->T * r->K / r->E * r->d);
+                                     [TAKE_ROWS_XI] = SM_R(xi), [TAKE_ROWS_WS] = SM_R(ws)};
+    return sm_op_insert(c, &sm_cl_moe_take_rows, ws ? "take_grads" : "take_rows", SM_COMM, e, acc,
+                        ws ? TAKE_ROWS_NBUF : TAKE_ROWS_WS, &a, sizeof a,
+                        (ws ? 2.0 : 1.0) * r->T * r->K / r->E * r->d);
 }
 
 static void sm_dispatch_bwd_cpu(void *b[], void *arg)
@@ -216,9 +259,10 @@ int sm_insert_moe_dispatch_bwd(const sm_op_ctx *c, const sm_router_dims *r, sm_t
 /* ---- combine ---- */
 /* ye[e] is slot COMBINE_YE + e; then shared and res follow when present */
 enum { COMBINE_Y, COMBINE_W, COMBINE_PLAN, COMBINE_YE };
+/* dye (last) is present only when this rank holds the expert */
 enum {
-    COMBINE_BWD_DYE, COMBINE_BWD_DGE, COMBINE_BWD_DY, COMBINE_BWD_YE, COMBINE_BWD_W,
-    COMBINE_BWD_PLAN, COMBINE_BWD_NBUF
+    COMBINE_BWD_DGE, COMBINE_BWD_DY, COMBINE_BWD_YE, COMBINE_BWD_W, COMBINE_BWD_PLAN,
+    COMBINE_BWD_DYE, COMBINE_BWD_NBUF
 };
 
 static void sm_combine_cpu(void *b[], void *arg)
@@ -261,7 +305,8 @@ static void sm_combine_bwd_cpu(void *b[], void *arg)
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
     const int32_t *plan = SM_BUF(b, COMBINE_BWD_PLAN, int32_t);
-    sm_moe_combine_bwd(sm_expert_out(b, COMBINE_BWD_DYE, plan, a->e, r, r->d),
+    sm_moe_combine_bwd(a->with_dye ? sm_expert_out(b, COMBINE_BWD_DYE, plan, a->e, r, r->d)
+                                   : NULL,
                        sm_expert_out(b, COMBINE_BWD_DGE, plan, a->e, r, 1),
                        SM_BUF(b, COMBINE_BWD_DY, float), SM_BUF(b, COMBINE_BWD_YE, float),
                        SM_BUF(b, COMBINE_BWD_W, float), plan, a->e, r->T, r->K, r->E, r->d);
@@ -272,11 +317,11 @@ int sm_insert_moe_combine_bwd(const sm_op_ctx *c, const sm_router_dims *r, int e
                               sm_tensor *dge, sm_tensor *dy, sm_tensor *ye, sm_tensor *w,
                               sm_tensor *plan)
 {
-    sm_moe_args a = {.r = *r, .e = e};
+    sm_moe_args a = {.r = *r, .e = e, .with_dye = dye != NULL};
     sm_access acc[COMBINE_BWD_NBUF] = {
-        [COMBINE_BWD_DYE] = SM_W(dye), [COMBINE_BWD_DGE] = SM_W(dge),
-        [COMBINE_BWD_DY] = SM_R(dy), [COMBINE_BWD_YE] = SM_R(ye), [COMBINE_BWD_W] = SM_R(w),
-        [COMBINE_BWD_PLAN] = SM_R(plan)};
+        [COMBINE_BWD_DGE] = SM_W(dge), [COMBINE_BWD_DY] = SM_R(dy), [COMBINE_BWD_YE] = SM_R(ye),
+        [COMBINE_BWD_W] = SM_R(w), [COMBINE_BWD_PLAN] = SM_R(plan), [COMBINE_BWD_DYE] = SM_W(dye)};
     return sm_op_insert(c, &sm_cl_moe_combine_bwd, "combine_bwd", SM_COMM, e, acc,
-                        COMBINE_BWD_NBUF, &a, sizeof a, 3.0 * r->T * r->K / r->E * r->d);
+                        dye ? COMBINE_BWD_NBUF : COMBINE_BWD_DYE, &a, sizeof a,
+                        (dye ? 3.0 : 2.0) * r->T * r->K / r->E * r->d);
 }

@@ -31,15 +31,23 @@ int sm_insert_moe_dispatch(const sm_op_ctx *c, const sm_router_dims *r, int e, s
  * (each once, in token order), xi their index (sm_moe_pack_for_rank); both resizable. */
 int sm_insert_moe_dispatch_rank(const sm_op_ctx *c, const sm_router_dims *r, int e0, int e1,
                                 sm_tensor *xs, sm_tensor *xi, sm_tensor *u, sm_tensor *plan);
-/* There: expert e's rows xe (resizable), expert number j of the nexperts of xi, from xs. */
+/* Backward, to the same rank: gs dy's rows of those tokens (each once, as xs), ws the mixing
+ * weights of the experts' rows (sm_moe_pair_weights); both resizable. */
+int sm_insert_moe_grads_for_rank(const sm_op_ctx *c, const sm_router_dims *r, int e0, int e1,
+                                 sm_tensor *gs, sm_tensor *ws, sm_tensor *dy, sm_tensor *w,
+                                 sm_tensor *plan);
+/* There: expert e's rows xe (resizable), expert number j of the nexperts of xi, from xs, each
+ * times its weight in ws when ws is not NULL (the experts' output gradients). */
 int sm_insert_moe_take_rows(const sm_op_ctx *c, const sm_router_dims *r, int e, int j,
-                            int nexperts, sm_tensor *xe, sm_tensor *xs, sm_tensor *xi);
+                            int nexperts, sm_tensor *xe, sm_tensor *xs, sm_tensor *xi,
+                            sm_tensor *ws);
 int sm_insert_moe_dispatch_bwd(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *du,
                                sm_tensor **dxe, sm_tensor *plan, int accumulate);
 /* y = res + shared + sum_k w * ye (res and shared may be NULL). */
 int sm_insert_moe_combine(const sm_op_ctx *c, const sm_router_dims *r, sm_tensor *y,
                           sm_tensor **ye, sm_tensor *shared, sm_tensor *w, sm_tensor *plan,
                           sm_tensor *res);
+/* dye NULL: the expert is on another rank, which computes its output gradient (dge only). */
 int sm_insert_moe_combine_bwd(const sm_op_ctx *c, const sm_router_dims *r, int e, sm_tensor *dye,
                               sm_tensor *dge, sm_tensor *dy, sm_tensor *ye, sm_tensor *w,
                               sm_tensor *plan);

@@ -238,12 +238,33 @@ int sm_moe_pack_for_rank(float *xs, int32_t *xi, const float *u, const int32_t *
     return n;
 }
 
-int sm_moe_take_rows(float *xe, const float *xs, const int32_t *xi, int nexperts, int j, int d)
+void sm_moe_pair_weights(float *ws, const float *w, const int32_t *plan, int e0, int e1, int T,
+                         int K, int E)
 {
-    const int32_t *rows = xi + nexperts;
-    for (int i = 0; i < j; i++) rows += xi[i];
-    for (int r = 0; r < xi[j]; r++)
-        memcpy(xe + (size_t)r * d, xs + (size_t)rows[r] * d, (size_t)d * sizeof *xe);
+    plan_view p = plan_view_of(plan, T, K, E);
+    for (int e = e0; e < e1; e++)
+        for (int r = 0; r < p.count[e]; r++) {
+            int t = p.rows[p.offset[e] + r];
+            *ws++ = w[t * K + slot_of(p.idx, t, K, e)];
+        }
+}
+
+int sm_moe_take_rows(float *xe, const float *xs, const int32_t *xi, const float *ws,
+                     int nexperts, int j, int d)
+{
+    size_t first = 0;
+    for (int i = 0; i < j; i++) first += (size_t)xi[i];
+    const int32_t *rows = xi + nexperts + first;
+    for (int r = 0; r < xi[j]; r++) {
+        const float *src = xs + (size_t)rows[r] * d;
+        float *dst = xe + (size_t)r * d;
+        if (!ws) {
+            memcpy(dst, src, (size_t)d * sizeof *dst);
+            continue;
+        }
+        float wk = ws[first + r];
+        for (int i = 0; i < d; i++) dst[i] = wk * src[i];
+    }
     return xi[j];
 }
 
@@ -286,7 +307,7 @@ void sm_moe_combine_bwd(float *dye, float *dge, const float *dy, const float *ye
         int t = p.rows[p.offset[e] + r];
         float wk = w[t * K + slot_of(p.idx, t, K, e)];
         const float *g = dy + (size_t)t * d, *y = ye + (size_t)r * d;
-        for (int i = 0; i < d; i++) dye[(size_t)r * d + i] = wk * g[i];
+        for (int i = 0; dye && i < d; i++) dye[(size_t)r * d + i] = wk * g[i];
         dge[r] = sm_dotf(g, y, d);
     }
 }

@@ -58,9 +58,14 @@ void sm_moe_gather(float *xe, const float *u, const int32_t *plan, int e, int T,
  * xs of its tokens, in its order (xi holds e1 - e0 + the experts' counts entries). */
 int sm_moe_pack_for_rank(float *xs, int32_t *xi, const float *u, const int32_t *plan, int e0,
                          int e1, int T, int K, int E, int d);
-/* On the rank holding the experts: expert j's (0 = e0) rows xe = xs[xi's rows of j]; returns
- * their count. */
-int sm_moe_take_rows(float *xe, const float *xs, const int32_t *xi, int nexperts, int j, int d);
+/* ws = the mixing weights of the rows of experts [e0, e1), expert by expert in its order (the
+ * order of an index xi of sm_moe_pack_for_rank). */
+void sm_moe_pair_weights(float *ws, const float *w, const int32_t *plan, int e0, int e1, int T,
+                         int K, int E);
+/* On the rank holding the experts: expert j's (0 = e0) rows xe = xs[xi's rows of j], each
+ * times its weight in ws (laid out as xi's rows) when ws is not NULL; returns their count. */
+int sm_moe_take_rows(float *xe, const float *xs, const int32_t *xi, const float *ws,
+                     int nexperts, int j, int d);
 /* Expert j's row count in an index xi of nexperts experts. */
 static inline int sm_moe_index_count(const int32_t *xi, int j) { return xi[j]; }
 
@@ -71,8 +76,9 @@ void sm_moe_gather_bwd(float *du, const float *const *dxe, const int32_t *plan, 
 /* Combine: y[t] = (shared ? shared[t] : 0) + sum_k w[t,k] * ye[idx[t,k]][pos[t,k]], k in order. */
 void sm_moe_combine(float *y, const float *const *ye, const float *shared, const float *w,
                     const int32_t *plan, int T, int K, int E, int d);
-/* Combine backward for expert e: dye [count[e], d] = w * dy[token] and dge [count[e]], the
- * gradient of the mixing weight of each of e's rows, dge[r] = dy[token] . ye[r]. */
+/* Combine backward for expert e: dye [count[e], d] = w * dy[token] (skipped when dye is NULL:
+ * the rank holding the expert computes it) and dge [count[e]], the gradient of the mixing
+ * weight of each of e's rows, dge[r] = dy[token] . ye[r]. */
 void sm_moe_combine_bwd(float *dye, float *dge, const float *dy, const float *ye, const float *w,
                         const int32_t *plan, int e, int T, int K, int E, int d);
 /* Collects the per-expert dge into dw [T, K]: dw[t*K+k] = dge[idx[t,k]][pos[t,k]]. */

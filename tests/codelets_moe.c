@@ -119,7 +119,7 @@ static int pack_matches_gather(const float *xs, const int32_t *xi, const routed 
     int same = 1;
     for (int e = e0; e < e1; e++) {
         float a[64 * 16], b[64 * 16];
-        int n = sm_moe_take_rows(a, xs, xi, e1 - e0, e - e0, r->d);
+        int n = sm_moe_take_rows(a, xs, xi, NULL, e1 - e0, e - e0, r->d);
         sm_moe_gather(b, RF(rt->u), RI(rt->plan), e, r->T, r->K, r->E, r->d);
         same &= n == count[e] && memcmp(a, b, (size_t)n * r->d * sizeof *a) == 0;
     }
@@ -164,11 +164,28 @@ static void case_moe_take_rows(fx *f)
     ct *xi = fx_rows_of(f, "xi", SM_I32, (size_t)nidx, 1, xi_v);
     ct *xe = fx_rows(f, "xe", (size_t)xi_v[j] + STALE_ROWS, r->d);
     fx_resize(xe, (size_t)xi_v[j] * r->d);
-    int rc = sm_insert_moe_take_rows(&f->c, r, e0 + j, j, e1 - e0, xe->t, xs->t, xi->t);
-    sm_moe_take_rows(RF(xe), RF(xs), RI(xi), e1 - e0, j, r->d);
+    int rc = sm_insert_moe_take_rows(&f->c, r, e0 + j, j, e1 - e0, xe->t, xs->t, xi->t, NULL);
+    sm_moe_take_rows(RF(xe), RF(xs), RI(xi), NULL, e1 - e0, j, r->d);
     fx_check(f, "moe_take_rows", rc,
              WANT("take_rows", (double)r->T * r->K / r->E * r->d, SM_W(xe->t), SM_R(xs->t),
                   SM_R(xi->t)));
+    /* with weights: the output gradients of expert j, each row times its weight */
+    rt = fx_route(f, r);
+    n = sm_moe_pack_for_rank(xs_v, xi_v, RF(rt.u), RI(rt.plan), e0, e1, r->T, r->K, r->E, r->d);
+    nidx = e1 - e0;
+    for (int e = e0; e < e1; e++) nidx += xi_v[e - e0];
+    float ws_v[64];
+    sm_moe_pair_weights(ws_v, RF(rt.w), RI(rt.plan), e0, e1, r->T, r->K, r->E);
+    xs = fx_rows_of(f, "gs", SM_F32, (size_t)n, r->d, xs_v);
+    xi = fx_rows_of(f, "xi", SM_I32, (size_t)nidx, 1, xi_v);
+    ct *ws = fx_rows_of(f, "ws", SM_F32, (size_t)(nidx - (e1 - e0)), 1, ws_v);
+    xe = fx_rows(f, "dye", (size_t)xi_v[j] + STALE_ROWS, r->d);
+    fx_resize(xe, (size_t)xi_v[j] * r->d);
+    rc = sm_insert_moe_take_rows(&f->c, r, e0 + j, j, e1 - e0, xe->t, xs->t, xi->t, ws->t);
+    sm_moe_take_rows(RF(xe), RF(xs), RI(xi), RF(ws), e1 - e0, j, r->d);
+    fx_check(f, "moe_take_rows weighted", rc,
+             WANT("take_grads", 2.0 * r->T * r->K / r->E * r->d, SM_W(xe->t), SM_R(xs->t),
+                  SM_R(xi->t), SM_R(ws->t)));
 }
 
 static void case_moe_dispatch_bwd(fx *f)
@@ -215,23 +232,67 @@ static void case_moe_combine(fx *f)
 static void case_moe_combine_bwd(fx *f)
 {
     const sm_router_dims *r = &fx_router_dims;
+    for (int remote = 0; remote < 2; remote++) {
+        routed rt = fx_route(f, r);
+        int e = rt.e;
+        experts dye = fx_experts(f, "dye", &rt, r, r->d, remote ? -1 : e);
+        experts dge = fx_experts(f, "dge", &rt, r, 1, e);
+        experts ye = fx_experts(f, "ye", &rt, r, r->d, -1);
+        ct *dy = fx_rand(f, "dy", r->T * r->d);
+        /* an expert on another rank: only the mixing-weight gradients, dye left as it was */
+        sm_tensor *dye_t = remote ? NULL : dye.t[e];
+        int rc = sm_insert_moe_combine_bwd(&f->c, r, e, dye_t, dge.t[e], dy->t, ye.t[e],
+                                           rt.w->t, rt.plan->t);
+        sm_moe_combine_bwd(remote ? NULL : RF(dye.x[e]), RF(dge.x[e]), RF(dy), ye.rows[e],
+                           RF(rt.w), RI(rt.plan), e, r->T, r->K, r->E, r->d);
+        double flops = (remote ? 2.0 : 3.0) * r->T * r->K / r->E * r->d;
+        if (remote)
+            fx_check(f, "moe_combine_bwd remote expert", rc,
+                     WANT("combine_bwd", flops, SM_W(dge.t[e]), SM_R(dy->t), SM_R(ye.t[e]),
+                          SM_R(rt.w->t), SM_R(rt.plan->t)));
+        else
+            fx_check(f, "moe_combine_bwd", rc,
+                     WANT("combine_bwd", flops, SM_W(dge.t[e]), SM_R(dy->t), SM_R(ye.t[e]),
+                          SM_R(rt.w->t), SM_R(rt.plan->t), SM_W(dye.t[e])));
+    }
+}
+
+/* The output gradients sent to a rank and scaled there equal the combine backward's. */
+static void case_moe_grads_for_rank(fx *f)
+{
+    const sm_router_dims *r = &fx_router_dims;
     routed rt = fx_route(f, r);
-    int e = rt.e;
-    experts dye = fx_experts(f, "dye", &rt, r, r->d, e);
-    experts dge = fx_experts(f, "dge", &rt, r, 1, e);
-    experts ye = fx_experts(f, "ye", &rt, r, r->d, -1);
+    int e0 = r->E / 2, e1 = r->E, pairs = 0;
+    const int32_t *count = sm_plan_count(RI(rt.plan), r->T, r->K, r->E);
+    for (int e = e0; e < e1; e++) pairs += count[e];
     ct *dy = fx_rand(f, "dy", r->T * r->d);
-    int rc = sm_insert_moe_combine_bwd(&f->c, r, e, dye.t[e], dge.t[e], dy->t, ye.t[e], rt.w->t,
-                                       rt.plan->t);
-    sm_moe_combine_bwd(RF(dye.x[e]), RF(dge.x[e]), RF(dy), ye.rows[e], RF(rt.w), RI(rt.plan), e,
-                       r->T, r->K, r->E, r->d);
-    fx_check(f, "moe_combine_bwd", rc,
-             WANT("combine_bwd", 3.0 * r->T * r->K / r->E * r->d, SM_W(dye.t[e]), SM_W(dge.t[e]),
-                  SM_R(dy->t), SM_R(ye.t[e]), SM_R(rt.w->t), SM_R(rt.plan->t)));
+    ct *gs = fx_rows(f, "gs", STALE_ROWS, r->d), *ws = fx_rows(f, "ws", STALE_ROWS, 1);
+    fx_resize(gs, (size_t)pairs * r->d);
+    fx_resize(ws, (size_t)pairs);
+    int rc = sm_insert_moe_grads_for_rank(&f->c, r, e0, e1, gs->t, ws->t, dy->t, rt.w->t,
+                                          rt.plan->t);
+    int32_t xi[8 + 64];
+    int n = sm_moe_pack_for_rank(RF(gs), xi, RF(dy), RI(rt.plan), e0, e1, r->T, r->K, r->E,
+                                 r->d);
+    fx_resize(gs, (size_t)n * r->d);
+    sm_moe_pair_weights(RF(ws), RF(rt.w), RI(rt.plan), e0, e1, r->T, r->K, r->E);
+    int same = 1;
+    for (int e = e0; e < e1; e++) {
+        float taken[64 * 16], want[64 * 16], ye[64 * 16] = {0}, dge[64];
+        int m = sm_moe_take_rows(taken, RF(gs), xi, RF(ws), e1 - e0, e - e0, r->d);
+        sm_moe_combine_bwd(want, dge, RF(dy), ye, RF(rt.w), RI(rt.plan), e, r->T, r->K, r->E,
+                           r->d);
+        same &= m == count[e] && memcmp(taken, want, (size_t)m * r->d * sizeof *want) == 0;
+    }
+    fx_expect(f, same, "moe_grads_for_rank: every expert's output gradient taken and scaled "
+                       "there is the combine backward's, bit for bit");
+    fx_check(f, "moe_grads_for_rank", rc,
+             WANT("grads_for_rank", (double)r->T * r->K * (e1 - e0) / r->E * r->d, SM_W(gs->t),
+                  SM_W(ws->t), SM_R(dy->t), SM_R(rt.w->t), SM_R(rt.plan->t)));
 }
 
 const helper_case codelet_cases_moe[] = {
     HELPER_CASE(router_fwd), HELPER_CASE(router_bwd), HELPER_CASE(moe_dispatch),
-    HELPER_CASE(moe_dispatch_rank), HELPER_CASE(moe_take_rows),
+    HELPER_CASE(moe_dispatch_rank), HELPER_CASE(moe_take_rows), HELPER_CASE(moe_grads_for_rank),
     HELPER_CASE(moe_dispatch_bwd), HELPER_CASE(moe_combine), HELPER_CASE(moe_combine_bwd),
     {NULL, NULL}};

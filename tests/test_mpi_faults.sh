@@ -16,11 +16,17 @@ TRAIN=("$STARMOE" train --config "$CONFIG" --set engine.workers=1 --set eval.eve
        --set eval.batches=1 --set log.every=1 --set parallel.ep=2
        --set engine.deterministic=true --set checkpoint.every=4 --set checkpoint.keep=1000)
 
-# rank_pid N: the pid of rank N of the job started by this shell (its OMPI_COMM_WORLD_RANK)
+# descendants PID: every process below PID
+descendants() {
+  local c
+  for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done
+}
+# rank_pid JOB N: the pid of rank N (its OMPI_COMM_WORLD_RANK) of the job whose shell pid is
+# JOB (other jobs on the machine are never touched)
 rank_pid() {
   local p
-  for p in $(pgrep -f "starmoe train"); do
-    if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then
+  for p in $(descendants "$1"); do
+    if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
       echo "$p"
       return
     fi
@@ -42,7 +48,7 @@ ok $? "an uninterrupted run of 12 steps over ep 2"
 job=$!
 wait_for "$TMP/run/step-000004" 60
 sleep 0.3
-victim=$(rank_pid 1)
+victim=$(rank_pid "$job" 1)
 killed_at=$(date +%s)
 [ -n "$victim" ] && kill -9 "$victim"
 wait $job
@@ -71,7 +77,7 @@ uninterrupted run bit for bit (exit $rc)"
   > "$TMP/out" 2>&1 &
 job=$!
 wait_for "$TMP/stopped/step-000004" 60
-victim=$(rank_pid 1)
+victim=$(rank_pid "$job" 1)
 stopped_at=$(date +%s)
 [ -n "$victim" ] && kill -STOP "$victim"
 wait $job

@@ -111,9 +111,9 @@ typedef struct sm_bench_result {
      * optimizer step before it) */
     double loss_first, loss_last;
     /* expert parallelism (zeros without it), for rank 0's tokens of the timed step, per token
-     * over all MoE layers: rows of hidden states sent (a token once to each other rank holding
-     * one of its experts; per token and remote expert its output back, the output's gradient
-     * out and the input's gradient back) and their bytes (with the tokens' index), and the
+     * over all MoE layers: rows of hidden states sent (a token and its output gradient once to
+     * each other rank holding one of its experts; per token and remote expert its output back
+     * and its input gradient back) and their bytes (with the index and mixing weights), and the
      * bytes of a top-k without the routing's group limit on the same scores; per token and MoE
      * layer: the expert-parallel ranks its experts sit on (mean, max), with and without it */
     double ep_rows_per_token, ep_bytes_per_token, ep_bytes_unlimited;
