@@ -32,5 +32,8 @@ EXTRA_DIST += tests/test_resume_faults.sh
 # all, a silent peer timed out (tests/mpi_idle), one rank unchanged.
 TESTS += tests/test_mpi.sh tests/test_mpi_faults.sh
 EXTRA_DIST += tests/test_mpi.sh tests/test_mpi_faults.sh
+# Rank traces under mpirun: one file per rank, messages, clocks, merge and per-rank summary.
+TESTS += tests/test_mpi_trace.sh
+EXTRA_DIST += tests/test_mpi_trace.sh
 check_PROGRAMS += tests/mpi_idle
 tests_mpi_idle_LDADD = $(MPI_LIBS)

@@ -5,8 +5,8 @@
  * rank 0's). Counters are derived from the same records: ready tasks (pushed to the scheduler,
  * not yet started) and activation memory (the bytes of each activation tensor from its first
  * access to its last one in the step). A step's messages between ranks are slices on lanes of
- * their own, one per direction and peer (more when several are in flight at once). All scratch
- * memory is kept from step to step. */
+ * their own: one per peer for receives, and for sends one per peer and message in flight at once.
+ * All scratch memory is kept from step to step. */
 #include "trace/recorder.h"
 
 #include <math.h>
@@ -24,7 +24,7 @@
 /* Message lanes' tids come after the workers'. */
 enum { SM_MSG_TID = 1000 };
 
-/* A lane of messages: one direction, one peer, its last message completed at free_ns. */
+/* A lane of messages: one direction, one peer, its last message ended at free_ns. */
 typedef struct sm_msg_lane {
     int send, peer;
     int64_t free_ns;
@@ -346,24 +346,32 @@ static int sm_message_starts(sm_tracer *t, const sm_trace_message *m, size_t n)
     return 0;
 }
 
-/* The lane of the message's direction and peer, named when new. */
-static int sm_message_lane(sm_tracer *t, const sm_trace_message *m)
+/* The lane of a message that starts at start_ns: for a receive, the one lane of its peer; for a
+ * send, the first lane of sends to its peer free by then. Named when new. */
+static int sm_message_lane(sm_tracer *t, const sm_trace_message *m, int64_t start_ns)
 {
-    size_t k;
-    for (k = 0; k < t->nmsg_lanes; k++)
-        if (t->msg_lanes[k].send == m->send && t->msg_lanes[k].peer == m->peer) return (int)k;
+    size_t k, same = 0;
+    for (k = 0; k < t->nmsg_lanes; k++) {
+        const sm_msg_lane *l = &t->msg_lanes[k];
+        if (l->send != m->send || l->peer != m->peer) continue;
+        if (!m->send || l->free_ns <= start_ns) return (int)k;
+        same++;
+    }
     char name[64];
     if (sm_grow(&t->msg_lanes, &t->cap_msg_lanes, k + 1, sizeof *t->msg_lanes)) return -1;
     t->msg_lanes[k] = (sm_msg_lane){m->send, m->peer, 0};
     t->nmsg_lanes++;
-    snprintf(name, sizeof name, "%s rank %d", m->send ? "send to" : "recv from", m->peer);
+    int at = snprintf(name, sizeof name, "%s rank %d", m->send ? "send to" : "recv from",
+                      m->peer);
+    if (same) snprintf(name + at, sizeof name - (size_t)at, " (%zu)", same + 1);
     return sm_trace_writer_lane(t->w, SM_MSG_TID + (int)k, name) ? -1 : (int)k;
 }
 
-/* The completed messages of the step. StarPU-MPI's thread takes the messages of one direction
- * and peer one at a time, so they are written in order of completion, each from when it could
- * start (or the previous one's completion, when later) to its own: a lane per direction and
- * peer whose slices never overlap. */
+/* The completed messages of the step, in order of completion. A send spans from when it could
+ * start to its completion; sends in flight together take lanes of their own. Receives from one
+ * peer are posted long before their data comes: each spans from when it could start, or from
+ * the previous receive's completion when later (the wait for it alone), to its own completion,
+ * so they share one lane and their union is the time the rank waited for that peer's data. */
 static int sm_trace_messages(sm_tracer *t)
 {
     const sm_trace_message *m;
@@ -378,10 +386,10 @@ static int sm_trace_messages(sm_tracer *t)
     for (size_t j = 0; j < n; j++) {
         const sm_trace_message *x = &m[t->by_handle[j].i];
         if (!(x->end_us > 0)) continue;
-        int k = sm_message_lane(t, x);
-        if (k < 0) return -1;
         int64_t end = (int64_t)t->by_handle[j].key;
         int64_t ready = sm_trace_ns(t, t->msg_start[t->by_handle[j].i]);
+        int k = sm_message_lane(t, x, ready);
+        if (k < 0) return -1;
         int64_t start = ready > t->msg_lanes[k].free_ns ? ready : t->msg_lanes[k].free_ns;
         t->msg_lanes[k].free_ns = end;
         sm_trace_msg e = {.what = x->what, .send = x->send, .peer = x->peer,
