@@ -2,11 +2,12 @@
 # Rank traces (issue 10): a 2-rank expert-parallel training run of examples/tiny.json traced with
 # --trace writes one trace per rank (rank 1's in PATH.rank1.json), each checked by
 # tests/trace_check, with pid = rank and its messages as slices on lanes per direction and peer
-# (one for receives, one per send in flight at once; with peer, tag and bytes); rank 0's sends are rank 1's receives (same tags, same bytes); the clock
-# offsets to rank 0 measured at start-up and at the end agree to within their error (one host:
-# no drift); in the merged timeline no receive ends before its send starts; trace summary gives
-# per rank communication = overlapped + exposed, as text and JSON. A one-rank trace has no
-# messages and no clock offset. Every mpirun is bounded by a timeout.
+# (one for receives, one per send in flight at once; with peer, tag and bytes); rank 0's sends
+# are rank 1's receives (same tags, same bytes); the clock offsets to rank 0 measured at start-up
+# and at the end agree to within their error (one host: no drift); in the merged timeline no
+# receive ends before its send starts; trace summary gives per rank communication = overlapped +
+# exposed, as text and JSON. A one-rank trace has no messages and no clock offset. Every mpirun
+# is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 if ! command -v mpirun > /dev/null; then
   echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
@@ -17,13 +18,6 @@ MPIRUN=(timeout -k 5 120 mpirun --oversubscribe --bind-to none)
 check_tool=${TRACE_CHECK:-./tests/trace_check}
 TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --steps 2
        --set engine.workers=1 --set eval.batches=1)
-# each PASS/FAIL line of the checker becomes a TAP line
-checks() { # label, checker arguments...
-  local label=$1 line; shift
-  while IFS= read -r line; do
-    case $line in PASS\ *) ok 0 "$label: ${line#PASS }" ;; FAIL\ *) ok 1 "$label: ${line#FAIL }" ;; esac
-  done < <("$check_tool" "$@")
-}
 
 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.ep=2 --out "$TMP/run" \
   --trace "$TMP/t.json" > "$TMP/out" 2>&1
@@ -35,7 +29,7 @@ for r in 0 1; do
   f=$TMP/t.json; [ $r -gt 0 ] && f=$TMP/t.rank$r.json
   "$STARMOE" trace summary "$f" --format json > "$TMP/s$r.json"
   ok $? "trace summary of rank $r's trace"
-  checks "rank $r" "$f" "$TMP/s$r.json"
+  checks "rank $r" "$check_tool" "$f" "$TMP/s$r.json"
 done
 
 # the rank traces against each other: pids, lanes, messages matched by step graph and tag,
@@ -87,9 +81,7 @@ say(rtt > 0 and c.get("rtt_us", 0) > 0 and
     f"(drift {c.get('drift_us')} us, error {c.get('error_us')} us)")
 EOF
 ok $? "the rank traces compare ($(tail -c 300 "$TMP/pairs.txt"))"
-while IFS= read -r line; do
-  case $line in PASS\ *) ok 0 "${line#PASS }" ;; FAIL\ *) ok 1 "${line#FAIL }" ;; esac
-done < "$TMP/pairs.txt"
+checks "ranks" cat "$TMP/pairs.txt"
 
 # one timeline, one summary
 "$STARMOE" trace merge "$TMP/t.json" "$TMP/t.rank1.json" -o "$TMP/all.json" > /dev/null
