@@ -62,8 +62,8 @@ static int sm_clock_message(sm_clock_msg *m, int send, int peer, int64_t tag, do
     return 0;
 }
 
-/* Whether rank `rank` pings rank 0 once more after `rounds` rounds whose shortest round trip
- * was best_us. */
+/* Whether a rank pings rank 0 once more after `rounds` ping-pongs whose shortest round trip was
+ * best_us. */
 static int sm_clock_more(int rounds, double best_us)
 {
     return rounds < SM_CLOCK_MIN_ROUNDS ||
@@ -108,8 +108,6 @@ static int sm_clock_measure(sm_trace_ranks *c, sm_error *err)
     return rc;
 }
 
-static void sm_forget(void) { sm_comm_forget(); }
-
 char *sm_rank_trace_path(const char *path, int rank)
 {
     const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
@@ -137,7 +135,7 @@ int sm_rank_tracer_open(sm_tracer **t, const sm_trace_opts *o, const sm_trace_me
     if (sm_engine_size() == 1)
         return sm_tracer_open(t, o, sm_engine_sched_name(), meta, nmeta, NULL, err);
     sm_trace_ranks ranks = {.rank = sm_engine_rank(), .nranks = sm_engine_size(),
-                            .forget = sm_forget, .messages = sm_comm_messages};
+                            .forget = sm_comm_forget, .messages = sm_comm_messages};
     sm_trace_opts mine = *o;
     char *path = ranks.rank ? sm_rank_trace_path(o->path, ranks.rank) : NULL;
     if (ranks.rank && !path) return sm_fail(err, "%s: out of memory", o->path);

@@ -6,8 +6,8 @@
 # are rank 1's receives (same tags, same bytes); the clock offsets to rank 0 measured at start-up
 # and at the end agree to within their error (one host: no drift); in the merged timeline no
 # receive ends before its send starts; trace summary gives per rank communication = overlapped +
-# exposed, as text and JSON. A one-rank trace has no messages and no clock offset. Every mpirun
-# is bounded by a timeout.
+# exposed, as text and JSON. eval over ep 2 writes a file per rank too. A one-rank trace has no
+# messages and no clock offset. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 if ! command -v mpirun > /dev/null; then
   echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
@@ -104,6 +104,15 @@ sys.exit(not (len(r) == 2 and [x["rank"] for x in r] == [0, 1] and
                   1e-9 * x["communication_us"] + 1e-6 for x in r)))
 EOF
 ok $? "per rank in JSON: communication > 0 = overlapped + exposed"
+
+# eval over ep 2: each rank its own file too (they used to share one)
+"${MPIRUN[@]}" -np 2 "$STARMOE" eval --model "$FIXTURE" --inputs "$FIXTURE/inputs.safetensors" \
+  --ep 2 --trace "$TMP/eval.json" > "$TMP/out" 2>&1
+rc=$?
+[ $rc -eq 0 ] && grep -q '"pid":0,' "$TMP/eval.json" && ! grep -q '"pid":1,' "$TMP/eval.json" &&
+  grep -q '"pid":1,"tid":1000,' "$TMP/eval.rank1.json"
+ok $? "eval --ep 2 --trace: rank 0's file and rank 1's, each with its messages (exit $rc)"
+checks "eval rank 1" "$check_tool" "$TMP/eval.rank1.json"
 
 # one rank: no messages, no clock offset, rank 0
 "${TRAIN[@]}" --out "$TMP/one" --trace "$TMP/one.json" > "$TMP/out1" 2>&1 &&
