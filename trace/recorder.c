@@ -375,6 +375,8 @@ static int sm_message_lane(sm_tracer *t, const sm_trace_message *m, int64_t star
 static int sm_trace_messages(sm_tracer *t)
 {
     const sm_trace_message *m;
+    /* Paje traces leave messages out (trace/writer.h): no lanes for them either */
+    if (t->o.format == SM_TRACE_PAJE) return 0;
     size_t n = t->ranks.messages ? t->ranks.messages(&m) : 0;
     if (n == 0) return 0;
     if (sm_message_starts(t, m, n)) return -1;
