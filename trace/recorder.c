@@ -59,9 +59,9 @@ struct sm_tracer {
     int64_t *first, *last;       /* per tensor: first access start, last access end (ns) */
     size_t cap_first, cap_last;
     sm_trace_ranks ranks;        /* nranks 0: one process */
-    double *msg_start;           /* per message of the step: when it could start (us) */
+    double *msg_ready;           /* per message of the step: when it could start (us) */
     sm_msg_key *by_handle, *by_tensor;
-    size_t cap_msg_start, cap_by_handle, cap_by_tensor;
+    size_t cap_msg_ready, cap_by_handle, cap_by_tensor;
     sm_msg_lane *msg_lanes;
     size_t nmsg_lanes, cap_msg_lanes;
     int oom;
@@ -318,17 +318,17 @@ static int sm_messages_by_tensor(sm_tracer *t, const sm_trace_message *m, size_t
     return 0;
 }
 
-/* When each message could start (t->msg_start): StarPU-MPI reports only its completion, so a
+/* When each message could start (t->msg_ready): StarPU-MPI reports only its completion, so a
  * send starts once the last task submitted before it that writes its tensor has ended (its data
  * is ready), a receive once the last task submitted before it that accesses its tensor has
  * ended (its buffer is free); neither before it was posted nor after it completed. */
-static int sm_message_starts(sm_tracer *t, const sm_trace_message *m, size_t n)
+static int sm_message_ready(sm_tracer *t, const sm_trace_message *m, size_t n)
 {
     size_t nt;
-    if (sm_grow(&t->msg_start, &t->cap_msg_start, n, sizeof *t->msg_start) ||
+    if (sm_grow(&t->msg_ready, &t->cap_msg_ready, n, sizeof *t->msg_ready) ||
         sm_messages_by_tensor(t, m, n, &nt))
         return -1;
-    for (size_t i = 0; i < n; i++) t->msg_start[i] = m[i].posted_us;
+    for (size_t i = 0; i < n; i++) t->msg_ready[i] = m[i].posted_us;
     for (size_t k = 0, nk = sm_graph_ntasks(t->g); nt && k < nk; k++) {
         const sm_task_record *r = sm_graph_task(t->g, k);
         for (int a = 0; r->done && a < r->naccess; a++) {
@@ -338,11 +338,11 @@ static int sm_message_starts(sm_tracer *t, const sm_trace_message *m, size_t n)
                  j++) {
                 size_t i = t->by_tensor[j].i;
                 if (r->submit_us <= m[i].posted_us && (!m[i].send || (mode & STARPU_W)))
-                    t->msg_start[i] = fmax(t->msg_start[i], r->end_us);
+                    t->msg_ready[i] = fmax(t->msg_ready[i], r->end_us);
             }
         }
     }
-    for (size_t i = 0; i < n; i++) t->msg_start[i] = fmin(t->msg_start[i], m[i].end_us);
+    for (size_t i = 0; i < n; i++) t->msg_ready[i] = fmin(t->msg_ready[i], m[i].end_us);
     return 0;
 }
 
@@ -379,7 +379,7 @@ static int sm_trace_messages(sm_tracer *t)
     if (t->o.format == SM_TRACE_PAJE) return 0;
     size_t n = t->ranks.messages ? t->ranks.messages(&m) : 0;
     if (n == 0) return 0;
-    if (sm_message_starts(t, m, n)) return -1;
+    if (sm_message_ready(t, m, n)) return -1;
     /* by_handle's room, free again, sorts them by completion (times since the trace began are
      * positive) */
     for (size_t i = 0; i < n; i++)
@@ -389,7 +389,7 @@ static int sm_trace_messages(sm_tracer *t)
         const sm_trace_message *x = &m[t->by_handle[j].i];
         if (!(x->end_us > 0)) continue;
         int64_t end = (int64_t)t->by_handle[j].key;
-        int64_t ready = sm_trace_ns(t, t->msg_start[t->by_handle[j].i]);
+        int64_t ready = sm_trace_ns(t, t->msg_ready[t->by_handle[j].i]);
         int k = sm_message_lane(t, x, ready);
         if (k < 0) return -1;
         int64_t start = ready > t->msg_lanes[k].free_ns ? ready : t->msg_lanes[k].free_ns;
@@ -474,7 +474,7 @@ int sm_tracer_close(sm_tracer *t, sm_error *err)
     free(t->ticks);
     free(t->first);
     free(t->last);
-    free(t->msg_start);
+    free(t->msg_ready);
     free(t->by_handle);
     free(t->by_tensor);
     free(t->msg_lanes);
