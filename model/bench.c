@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "base/clock.h"
-#include "trace/recorder.h"
+#include "model/rank_trace.h"
 #include "tasks/dense.h"
 
 static int sm_cmp_double(const void *a, const void *b)
@@ -127,7 +127,7 @@ static int sm_bench_trace(const sm_bench_opts *o, const sm_model *m, sm_tracer *
              o->train ? ", train" : "", o->run.pipeline ? o->run.pipeline : "none",
              o->run.pp > 0 ? o->run.pp : 1, o->run.deterministic ? ", deterministic" : "");
     sm_trace_meta meta[] = {{"command", "bench"}, {"settings", settings}, {"config", text}};
-    int rc = sm_tracer_open(t, &o->trace, sm_engine_sched_name(), meta, 3, err);
+    int rc = sm_rank_tracer_open(t, &o->trace, meta, 3, err);
     free(text);
     return rc;
 }
@@ -250,7 +250,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     res->overhead_share = res->tasks_step * res->task_overhead_us * 1e-6 / res->step.median;
     rc = 0;
 out:
-    if (sm_tracer_close(tm.tracer, rc ? NULL : err)) rc = -1;
+    if (sm_rank_tracer_close(tm.tracer, rc != 0, rc ? NULL : err)) rc = -1;
     sm_run_free(fwd);
     sm_run_free(step);
     sm_optimizer_free(opt);

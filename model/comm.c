@@ -1,4 +1,7 @@
-/* Messages of the step graph, counted per peer while pending, and the watched wait (comm.h). */
+/* Messages of the step graph, counted per peer while pending and recorded for the trace when
+ * asked, and the watched wait (comm.h). A completion callback finds its message by a cookie: the
+ * peer, the message's index in the log and the log's generation (a callback of a forgotten step
+ * records nothing). */
 #include "model/comm.h"
 
 #include <errno.h>
@@ -7,18 +10,119 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <starpu_mpi.h>
 #include <starmoe/engine.h>
 #include "base/clock.h"
+#include "base/grow.h"
 
 /* messages not yet received from each rank */
 static atomic_int sm_pending_from[SM_COMM_MAX_RANKS];
 static atomic_int sm_abandoned;
 
-static void sm_received(void *arg) { atomic_fetch_sub(&sm_pending_from[(intptr_t)arg], 1); }
+/* ---- the record of a step's messages ---- */
+
+_Static_assert(sizeof(uintptr_t) >= 8, "the completion cookie needs 64 bits");
+enum { SM_PEER_BITS = 12, SM_INDEX_BITS = 32, SM_GENERATION_BITS = 19 };
+_Static_assert(SM_COMM_MAX_RANKS <= 1 << SM_PEER_BITS, "ranks fit the cookie");
+
+static pthread_mutex_t sm_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static sm_trace_message *sm_log, *sm_log_copy;
+static size_t sm_nlog, sm_cap_log, sm_cap_log_copy;
+static uintptr_t sm_log_generation;
+static atomic_int sm_recording;
+
+void sm_comm_record(int on) { atomic_store(&sm_recording, on); }
+
+void sm_comm_forget(void)
+{
+    pthread_mutex_lock(&sm_log_lock);
+    sm_nlog = 0;
+    sm_log_generation = (sm_log_generation + 1) & (((uintptr_t)1 << SM_GENERATION_BITS) - 1);
+    pthread_mutex_unlock(&sm_log_lock);
+}
+
+/* Records a message being posted; its cookie (the peer alone when not recording or out of
+ * memory). */
+static uintptr_t sm_log_posted(starpu_data_handle_t h, int send, int peer, int64_t tag,
+                               const char *what)
+{
+    uintptr_t cookie = (uintptr_t)peer;
+    if (!atomic_load(&sm_recording)) return cookie;
+    pthread_mutex_lock(&sm_log_lock);
+    if (sm_nlog < (1ull << SM_INDEX_BITS) - 1 &&
+        sm_grow(&sm_log, &sm_cap_log, sm_nlog + 1, sizeof *sm_log) == 0) {
+        sm_trace_message *m = &sm_log[sm_nlog++];
+        *m = (sm_trace_message){.send = send, .peer = peer, .tag = tag, .handle = h,
+                                .posted_us = starpu_timing_now()};
+        snprintf(m->what, sizeof m->what, "%s", what);
+        cookie |= ((sm_log_generation << SM_INDEX_BITS | sm_nlog) << SM_PEER_BITS);
+    }
+    pthread_mutex_unlock(&sm_log_lock);
+    return cookie;
+}
+
+/* Forgets a message StarPU-MPI refused (the last one posted). */
+static void sm_log_refused(uintptr_t cookie)
+{
+    pthread_mutex_lock(&sm_log_lock);
+    if (cookie >> SM_PEER_BITS && (cookie >> SM_PEER_BITS & ((1ull << SM_INDEX_BITS) - 1)) ==
+                                      sm_nlog)
+        sm_nlog--;
+    pthread_mutex_unlock(&sm_log_lock);
+}
+
+/* A message completed: its end and size, when its step is still the one recorded. */
+static void sm_log_done(uintptr_t cookie)
+{
+    uintptr_t index = cookie >> SM_PEER_BITS & ((1ull << SM_INDEX_BITS) - 1);
+    if (!index) return;
+    double now = starpu_timing_now();
+    pthread_mutex_lock(&sm_log_lock);
+    if (cookie >> (SM_PEER_BITS + SM_INDEX_BITS) == sm_log_generation && index <= sm_nlog) {
+        sm_trace_message *m = &sm_log[index - 1];
+        m->bytes = starpu_data_get_size(m->handle);
+        m->end_us = now;
+    }
+    pthread_mutex_unlock(&sm_log_lock);
+}
+
+/* The messages of the log not complete yet. */
+static size_t sm_log_pending(void)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&sm_log_lock);
+    for (size_t i = 0; i < sm_nlog; i++) n += !(sm_log[i].end_us > 0);
+    pthread_mutex_unlock(&sm_log_lock);
+    return n;
+}
+
+size_t sm_comm_messages(const sm_trace_message **m)
+{
+    /* a send may complete a little after the tasks of its step are done */
+    for (double until = sm_now() + SM_COMM_COMPLETE_S; sm_log_pending() && sm_now() < until;)
+        sched_yield();
+    pthread_mutex_lock(&sm_log_lock);
+    size_t n = sm_nlog;
+    if (sm_grow(&sm_log_copy, &sm_cap_log_copy, n, sizeof *sm_log_copy)) n = 0;
+    if (n) memcpy(sm_log_copy, sm_log, n * sizeof *sm_log);
+    pthread_mutex_unlock(&sm_log_lock);
+    *m = sm_log_copy;
+    return n;
+}
+
+static void sm_sent(void *arg) { sm_log_done((uintptr_t)arg); }
+
+static void sm_received(void *arg)
+{
+    uintptr_t cookie = (uintptr_t)arg;
+    sm_log_done(cookie);
+    atomic_fetch_sub(&sm_pending_from[cookie & (SM_COMM_MAX_RANKS - 1)], 1);
+}
 
 static int sm_refused(int rc, const char *verb, const char *what, int peer, sm_error *err)
 {
@@ -30,8 +134,12 @@ static int sm_refused(int rc, const char *verb, const char *what, int peer, sm_e
 int sm_comm_send(starpu_data_handle_t h, int peer, int64_t tag, const char *what,
                  sm_error *err)
 {
-    return sm_refused(starpu_mpi_isend_detached(h, peer, tag, MPI_COMM_WORLD, NULL, NULL),
-                      "send", what, peer, err);
+    if (peer < 0 || peer >= SM_COMM_MAX_RANKS)
+        return sm_fail(err, "send %s: rank %d is out of range", what, peer);
+    uintptr_t cookie = sm_log_posted(h, 1, peer, tag, what);
+    int rc = starpu_mpi_isend_detached(h, peer, tag, MPI_COMM_WORLD, sm_sent, (void *)cookie);
+    if (rc) sm_log_refused(cookie);
+    return sm_refused(rc, "send", what, peer, err);
 }
 
 int sm_comm_recv(starpu_data_handle_t h, int peer, int64_t tag, const char *what,
@@ -40,9 +148,13 @@ int sm_comm_recv(starpu_data_handle_t h, int peer, int64_t tag, const char *what
     if (peer < 0 || peer >= SM_COMM_MAX_RANKS)
         return sm_fail(err, "receive %s: rank %d is out of range", what, peer);
     atomic_fetch_add(&sm_pending_from[peer], 1);
+    uintptr_t cookie = sm_log_posted(h, 0, peer, tag, what);
     int rc = starpu_mpi_irecv_detached(h, peer, tag, MPI_COMM_WORLD, sm_received,
-                                       (void *)(intptr_t)peer);
-    if (rc) atomic_fetch_sub(&sm_pending_from[peer], 1);
+                                       (void *)cookie);
+    if (rc) {
+        sm_log_refused(cookie);
+        atomic_fetch_sub(&sm_pending_from[peer], 1);
+    }
     return sm_refused(rc, "receive", what, peer, err);
 }
 

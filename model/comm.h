@@ -7,6 +7,7 @@
 
 #include <starpu.h>
 #include <starmoe/error.h>
+#include "trace/recorder.h"
 
 /* Sends (receives) handle h to (from) rank `peer` with `tag`, once the tasks before it on h are
  * done (the tasks after it wait for it). -1 with err naming `what` when StarPU-MPI refuses. */
@@ -14,6 +15,17 @@ int sm_comm_send(starpu_data_handle_t h, int peer, int64_t tag, const char *what
                  sm_error *err);
 int sm_comm_recv(starpu_data_handle_t h, int peer, int64_t tag, const char *what,
                  sm_error *err);
+
+/* The messages of a step, for its trace (model/rank_trace.c turns them on): each send and
+ * receive with its peer, tag, tensor name, handle and the time it was posted; the completion
+ * callback (on StarPU-MPI's thread) adds its end and the handle's size then. Off by default. */
+void sm_comm_record(int on);
+/* Forgets the recorded messages (a step graph is about to be submitted). */
+void sm_comm_forget(void);
+/* The messages recorded since sm_comm_forget, once complete (those still pending after
+ * SM_COMM_COMPLETE_S seconds have end_us 0): a copy, valid until the next call. */
+size_t sm_comm_messages(const sm_trace_message **m);
+#define SM_COMM_COMPLETE_S 2.0
 
 /* Waits for every submitted task. Under mpirun, gives up when no task finished for timeout_s
  * seconds: -1 with err naming `what` and the ranks this one still waits for messages from, and

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include "io/safetensors.h"
 #include "model/parallel.h"
-#include "trace/recorder.h"
+#include "model/rank_trace.h"
 
 typedef struct sm_tokens {
     int B, S;
@@ -134,14 +134,14 @@ static int sm_eval_step(const sm_eval_opts *o, sm_run *r, const sm_tokens *tk, d
     if (o->trace.path && !cfg) return sm_fail(err, "%s: out of memory", o->trace.path);
     sm_trace_meta meta[] = {{"command", "eval"}, {"model", o->model_dir},
                             {"inputs", o->inputs}, {"config", cfg}};
-    int rc = sm_tracer_open(&tr, &o->trace, sm_engine_sched_name(), meta, 4, err);
+    int rc = sm_rank_tracer_open(&tr, &o->trace, meta, 4, err);
     free(cfg);
     if (rc) return -1;
     sm_tracer_begin(tr);
     rc = sm_run_step(r, tk->ids, tk->targets, loss, err);
     if (rc == 0)
         rc = sm_tracer_step(tr, r->m->g, 1, o->forward_only ? "forward" : "forward+backward", err);
-    if (sm_tracer_close(tr, rc ? NULL : err)) rc = -1;
+    if (sm_rank_tracer_close(tr, rc != 0, rc ? NULL : err)) rc = -1;
     return rc;
 }
 

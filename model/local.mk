@@ -3,7 +3,7 @@ libstarmoe_core_la_SOURCES += model/model.h model/engine.c model/model.c model/p
 	model/activations.c model/attention_block.c model/ffn_block.c model/step.c model/pipeline.c model/stage_cut.c model/eval.c model/bench.c \
 	 model/optimizer.c model/generate.c model/generate_text.c model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h \
 	model/train_resume.c model/parallel.c model/parallel.h model/data_parallel.c \
-	model/expert_parallel.c model/comm.c model/comm.h
+	model/expert_parallel.c model/comm.c model/comm.h model/rank_trace.c model/rank_trace.h
 starmoeinclude_HEADERS += include/starmoe/starmoe.h include/starmoe/engine.h \
 	include/starmoe/model.h include/starmoe/run.h include/starmoe/optimizer.h \
 	include/starmoe/drivers.h include/starmoe/train.h
@@ -32,5 +32,8 @@ EXTRA_DIST += tests/test_resume_faults.sh
 # all, a silent peer timed out (tests/mpi_idle), one rank unchanged.
 TESTS += tests/test_mpi.sh tests/test_mpi_faults.sh
 EXTRA_DIST += tests/test_mpi.sh tests/test_mpi_faults.sh
+# Rank traces under mpirun: one file per rank, messages, clocks, merge and per-rank summary.
+TESTS += tests/test_mpi_trace.sh
+EXTRA_DIST += tests/test_mpi_trace.sh
 check_PROGRAMS += tests/mpi_idle
 tests_mpi_idle_LDADD = $(MPI_LIBS)

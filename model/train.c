@@ -9,6 +9,7 @@
 #include "model/comm.h"
 #include "model/model.h"
 #include "model/parallel.h"
+#include "model/rank_trace.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -171,9 +172,13 @@ int sm_train(const sm_train_opts *o, sm_error *err)
     char jsonl[1200], svg[1200];
     int rc = sm_trainer_open(&t, o, err);
     if (rc == 0) rc = sm_train_loop(&t, err);
-    if (sm_tracer_close(t.tracer, rc ? NULL : err)) rc = -1;
+    if (sm_rank_tracer_close(t.tracer, rc != 0, rc ? NULL : err)) rc = -1;
     t.tracer = NULL;
-    if (rc == 0 && o->trace.path && t.lead) printf("trace: %s\n", o->trace.path);
+    if (rc == 0 && o->trace.path && t.lead) {
+        char said[1200];
+        sm_rank_trace_say(o->trace.path, said, sizeof said);
+        printf("trace: %s\n", said);
+    }
     sm_error plot_err;
     snprintf(jsonl, sizeof jsonl, "%s/metrics.jsonl", t.out);
     snprintf(svg, sizeof svg, "%s/loss.svg", t.out);

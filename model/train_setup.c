@@ -15,6 +15,7 @@
 #include "base/file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "model/rank_trace.h"
 #include "model/comm.h"
 #include "model/model.h"
 
@@ -264,7 +265,7 @@ static int sm_setup_trace(sm_trainer *t, const sm_train_opts *o, sm_error *err)
     char *cfg = sm_run_config_to_text(&t->rc, err);
     if (!cfg) return -1;
     sm_trace_meta meta[] = {{"command", "train"}, {"run_folder", t->out}, {"config", cfg}};
-    int rc = sm_tracer_open(&t->tracer, &o->trace, sm_engine_sched_name(), meta, 3, err);
+    int rc = sm_rank_tracer_open(&t->tracer, &o->trace, meta, 3, err);
     free(cfg);
     return rc;
 }
@@ -281,7 +282,8 @@ int sm_trainer_open(sm_trainer *t, const sm_train_opts *o, sm_error *err)
         if (sm_trainer_restore(t, ckpt, err)) return -1;
         if (t->lead) printf("resumed from %s at step %lld\n", ckpt, (long long)t->step);
     }
-    if (t->lead && (sm_setup_run_files(t, ckpt[0] != '\0', err) || sm_setup_trace(t, o, err)))
+    /* every rank traces, each in its own file (model/rank_trace.h) */
+    if ((t->lead && sm_setup_run_files(t, ckpt[0] != '\0', err)) || sm_setup_trace(t, o, err))
         return -1;
     t->started = 1;
     return 0;
@@ -289,7 +291,7 @@ int sm_trainer_open(sm_trainer *t, const sm_train_opts *o, sm_error *err)
 
 void sm_trainer_close(sm_trainer *t)
 {
-    sm_tracer_close(t->tracer, NULL);
+    sm_rank_tracer_close(t->tracer, 1, NULL);
     sm_metrics_close(&t->metrics, NULL);
     sm_run_folder_close(&t->folder, !t->started);
     /* after a wait gave up on a peer, tasks stay pending forever: releasing their data would

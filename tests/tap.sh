@@ -1,6 +1,17 @@
 # TAP helpers for the shell tests (sourced). ok COND-EXIT-STATUS "name"
 tap_n=0 tap_failed=0
 ok() { tap_n=$((tap_n + 1)); if [ "$1" -eq 0 ]; then echo "ok $tap_n - $2"; else echo "not ok $tap_n - $2"; tap_failed=$((tap_failed + 1)); fi; }
+# checks LABEL COMMAND...: each "PASS what" or "FAIL what (why)" line the command prints (e.g.
+# tests/trace_check) becomes a TAP line "LABEL: what"
+checks() {
+  local label=$1 line; shift
+  while IFS= read -r line; do
+    case $line in
+      PASS\ *) ok 0 "$label: ${line#PASS }" ;;
+      FAIL\ *) ok 1 "$label: ${line#FAIL }" ;;
+    esac
+  done < <("$@")
+}
 tap_done() { echo "1..$tap_n"; [ "$tap_failed" -eq 0 ]; }
 STARMOE=${STARMOE:-./starmoe}
 FIXTURE=${STARMOE_SRCDIR:-..}/tests/fixtures/dsv3-tiny-a

@@ -19,13 +19,6 @@ small=(--set train.batch_size=4 --set train.seq_len=32 --set train.micro_batches
        --set data.doc_separator=\"\")
 train() { "$STARMOE" train --config "$src/examples/tiny.json" --data "$TMP/corpus" "${small[@]}" "$@"; }
 skip() { tap_n=$((tap_n + 1)); echo "ok $tap_n # SKIP $1"; }
-# each PASS/FAIL line of the checker becomes a TAP line
-checks() { # label, checker arguments...
-  local label=$1 line; shift
-  while IFS= read -r line; do
-    case $line in PASS\ *) ok 0 "$label: ${line#PASS }" ;; FAIL\ *) ok 1 "$label: ${line#FAIL }" ;; esac
-  done < <("$check_tool" "$@")
-}
 count() { grep -c "$1" "$2"; }
 
 # ---- a traced training run
@@ -33,7 +26,7 @@ train --out "$TMP/run" --trace "$TMP/train.json" --trace-deps > "$TMP/train.log"
 ok $? "train --trace --trace-deps runs ($(tail -1 "$TMP/train.log"))"
 "$STARMOE" trace summary "$TMP/train.json" --format json > "$TMP/summary.json"
 ok $? "trace summary --format json"
-checks "train" "$TMP/train.json" "$TMP/summary.json"
+checks "train" "$check_tool" "$TMP/train.json" "$TMP/summary.json"
 [ "$(count '"kind":"train","tasks"' "$TMP/train.json")" -eq 3 ]; ok $? "one training step graph per step"
 [ "$(count '"kind":"eval","tasks"' "$TMP/train.json")" -eq 6 ]; ok $? "evaluation batches traced (2 at steps 0, 2 and 3)"
 grep -q '"cat":"evaluation"' "$TMP/train.json" && grep -q '"cat":"checkpoint"' "$TMP/train.json"
@@ -50,7 +43,7 @@ done
 # ---- a step range: only step 2 (its training graph and the evaluation after it)
 train --out "$TMP/range" --trace "$TMP/range.json" --trace-steps 2:2 > /dev/null 2>&1
 ok $? "train --trace-steps 2:2 runs"
-checks "steps 2:2" "$TMP/range.json"
+checks "steps 2:2" "$check_tool" "$TMP/range.json"
 [ "$(count '"kind":"train","tasks"' "$TMP/range.json")" -eq 1 ] && ! grep -q '"step":[013],' "$TMP/range.json"
 ok $? "only step 2 is traced"
 
@@ -82,7 +75,7 @@ step=$(sed -n 's/.*"tasks_step":\([0-9]*\).*/\1/p' "$TMP/bench.log")
 [ -n "$fwd" ] && [ "$(count '"ph":"X"' "$TMP/bench.json")" -eq $((3 * (fwd + step))) ]
 ok $? "bench trace: every timed step's tasks (3 x ($fwd + $step))"
 grep -q '"trace_s_median":' "$TMP/bench.log"; ok $? "bench reports the trace's writing time"
-checks "bench" "$TMP/bench.json"
+checks "bench" "$check_tool" "$TMP/bench.json"
 
 # ---- merging two ranks
 "$STARMOE" trace merge "$TMP/eval.json" "$TMP/eval.json" -o "$TMP/merged.json" > /dev/null
@@ -155,6 +148,7 @@ expect_error() { # name, pattern, command...
   if [ $rc -ge 1 ] && [ $rc -le 2 ] && grep -qiE "$pattern" "$TMP/out"; then ok 0 "$name"
   else ok 1 "$name (exit $rc: $(head -c 300 "$TMP/out"))"; fi
 }
+# (the cut may fall inside an event, "FILE:LINE: truncated", or just after one, "FILE: truncated")
 head -c 20000 "$TMP/eval.json" > "$TMP/truncated.json"
 printf '[{"ph":"X"}]\n' > "$TMP/array.json"
 printf '{"otherData":{"command":"train"}}\n' > "$TMP/noevents.json"
@@ -164,7 +158,7 @@ printf '{"traceEvents":[1]}\n' > "$TMP/notevent.json"
 for cmd in summary html; do
   args=(); [ $cmd = html ] && args=(-o "$TMP/x.html")
   expect_error "$cmd: missing file" "none.json.*cannot open" "$STARMOE" trace $cmd "$TMP/none.json" "${args[@]}"
-  expect_error "$cmd: truncated JSON" "truncated.json:[0-9]+: truncated" "$STARMOE" trace $cmd "$TMP/truncated.json" "${args[@]}"
+  expect_error "$cmd: truncated JSON" "truncated.json(:[0-9]+)?: truncated" "$STARMOE" trace $cmd "$TMP/truncated.json" "${args[@]}"
   expect_error "$cmd: not an object" "array.json:1: the top level is not a JSON object" "$STARMOE" trace $cmd "$TMP/array.json" "${args[@]}"
   expect_error "$cmd: traceEvents missing" "noevents.json: no \"traceEvents\"" "$STARMOE" trace $cmd "$TMP/noevents.json" "${args[@]}"
   expect_error "$cmd: event with a wrong type" "wrongtype.json:3: event 1 \(\"a\"\): \"ts\" must be a number" "$STARMOE" trace $cmd "$TMP/wrongtype.json" "${args[@]}"
@@ -182,7 +176,7 @@ expect_error "html -o its input is refused" "eval.json: the output is the input"
 expect_error "html -o a link to its input is refused" "eval-link.json: the output is the input" \
   "$STARMOE" trace html "$TMP/eval.json" -o "$TMP/eval-link.json"
 cmp -s "$TMP/eval.json" "$TMP/keep.json"; ok $? "the input trace is unchanged"
-expect_error "a merge with a truncated input fails" "truncated.json:[0-9]+: truncated" \
+expect_error "a merge with a truncated input fails" "truncated.json(:[0-9]+)?: truncated" \
   "$STARMOE" trace merge "$TMP/eval.json" "$TMP/truncated.json" -o "$TMP/partial.json"
 ! ls "$TMP" | grep -q '^partial\.json'; ok $? "the failed merge left no output, not even a temporary file"
 cp "$TMP/merged.json" "$TMP/merged.keep"

@@ -8,7 +8,9 @@
  * inside the run's span ("run begin" .. "run end"); every dependency ended before its consumer
  * started; flows pair up, one per dependency; the metadata names scheduler, StarPU version,
  * git revision and config; the summary's per-op totals add up to the slices' durations and
- * per-worker busy + idle to the makespan. */
+ * per-worker busy + idle to the makespan. Messages between ranks (slices of category "message"
+ * in a rank's trace) are no tasks: each carries its direction, peer, tag and bytes, and their
+ * lanes do not overlap themselves either. */
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -36,12 +38,12 @@ typedef struct slice {
 } slice;
 
 typedef struct facts {
-    slice *v;
-    size_t n;
+    slice *v;                    /* tasks and messages */
+    size_t n, nmsgs;
     long long step_tasks, deps, flows_s, flows_f;
     double run_begin, run_end, lo, hi, dur_sum;
     double slo, shi;             /* first slice start, last slice end */
-    int bad_fields;
+    int bad_fields, bad_msgs;
     char first_bad[256];
 } facts;
 
@@ -97,10 +99,38 @@ static void check_args(facts *f, const json_t *ev, double ts)
     f->deps += (long long)json_array_size(json_object_get(a, "deps"));
 }
 
+static int is_message(const json_t *ev)
+{
+    const char *cat = json_string_value(json_object_get(ev, "cat"));
+    return cat && !strcmp(cat, "message");
+}
+
+/* A message between ranks: its args, its time. */
+static void see_message(facts *f, const json_t *ev, double ts, double dur)
+{
+    const json_t *a = json_object_get(ev, "args");
+    const char *dir = json_string_value(json_object_get(a, "dir"));
+    long long pid = json_integer_value(json_object_get(ev, "pid"));
+    const json_t *peer = json_object_get(a, "peer");
+    f->bad_msgs += !dir || (strcmp(dir, "send") && strcmp(dir, "recv")) ||
+                   !json_is_integer(peer) || json_integer_value(peer) == pid ||
+                   !json_is_integer(json_object_get(a, "tag")) ||
+                   !(json_number_value(json_object_get(a, "bytes")) > 0) ||
+                   !json_string_length(json_object_get(ev, "name")) || !(dur >= 0);
+    see_time(f, ts);
+    see_time(f, ts + dur);
+    f->nmsgs++;
+    f->v[f->n++] = (slice){ts, ts + dur, pid, json_integer_value(json_object_get(ev, "tid")), -1};
+}
+
 static void see_slice(facts *f, const json_t *ev)
 {
     double ts = json_number_value(json_object_get(ev, "ts"));
     double dur = json_number_value(json_object_get(ev, "dur"));
+    if (is_message(ev)) {
+        see_message(f, ev, ts, dur);
+        return;
+    }
     if (!json_is_number(json_object_get(ev, "ts")) || !json_is_number(json_object_get(ev, "dur")) ||
         dur < 0)
         bad(f, "ts/dur", ev);
@@ -171,6 +201,7 @@ static void check_deps(facts *f, const json_t *events)
     qsort(f->v, f->n, sizeof *f->v, cmp_id);
     json_array_foreach(events, i, ev) {
         if (strcmp(json_string_value(json_object_get(ev, "ph")), "X")) continue;
+        if (is_message(ev)) continue;
         const json_t *a = json_object_get(ev, "args"), *d;
         double ts = json_number_value(json_object_get(ev, "ts"));
         size_t k;
@@ -209,9 +240,11 @@ static void check_summary(const facts *f, const char *path)
         ops += json_number_value(json_object_get(v, "total_us"));
         count += json_integer_value(json_object_get(v, "count"));
     }
-    check(fabs(ops - f->dur_sum) <= 1e-6 * f->dur_sum + 1e-3 && count == (long long)f->n,
+    check(fabs(ops - f->dur_sum) <= 1e-6 * f->dur_sum + 1e-3 &&
+              count == (long long)(f->n - f->nmsgs),
           "summary: per-op totals add up to the slices' durations",
-          "ops %.6f us vs slices %.6f us, %lld vs %zu tasks", ops, f->dur_sum, count, f->n);
+          "ops %.6f us vs slices %.6f us, %lld vs %zu tasks", ops, f->dur_sum, count,
+          f->n - f->nmsgs);
     json_array_foreach(json_object_get(s, "workers"), i, v) {
         double sum = json_number_value(json_object_get(v, "busy_us")) +
                      json_number_value(json_object_get(v, "idle_us"));
@@ -242,8 +275,12 @@ int main(int argc, char **argv)
     }
     facts f = {0};
     scan(&f, events);
-    check(f.n > 0 && (long long)f.n == f.step_tasks, "one slice per task of the traced graphs",
-          "%zu slices, the step marks count %lld tasks", f.n, f.step_tasks);
+    size_t tasks = f.n - f.nmsgs;
+    check(tasks > 0 && (long long)tasks == f.step_tasks, "one slice per task of the traced graphs",
+          "%zu slices, the step marks count %lld tasks", tasks, f.step_tasks);
+    if (f.nmsgs)
+        check(f.bad_msgs == 0, "every message carries its direction, another rank as peer, tag "
+                               "and bytes", "%d of %zu messages lack one", f.bad_msgs, f.nmsgs);
     check(f.bad_fields == 0, "every slice carries op, category, step, mb, layer, expert, stage, "
                              "times, prediction, flops and bytes",
           "%d bad fields, first: %s", f.bad_fields, f.first_bad);

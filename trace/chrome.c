@@ -268,6 +268,36 @@ int sm_trace_writer_task(sm_trace_writer *w, const sm_trace_task *t)
     return sm_event_end(w);
 }
 
+int sm_trace_writer_message(sm_trace_writer *w, const sm_trace_msg *m)
+{
+    if (w->paje) return 0;
+    sm_line *l = sm_event(w);
+    ln_lit(l, "\"name\":");
+    ln_str(l, m->what);
+    ln_lit(l, ",\"cat\":\"message\",\"ph\":\"X\",\"ts\":");
+    ln_us(l, m->start_ns);
+    ln_lit(l, ",\"dur\":");
+    ln_us(l, m->end_ns - m->start_ns);
+    ln_where(l, w->rank, m->tid);
+    if (m->send) ln_lit(l, ",\"args\":{\"dir\":\"send\",\"peer\":");
+    else ln_lit(l, ",\"args\":{\"dir\":\"recv\",\"peer\":");
+    ln_i64(l, m->peer);
+    ln_lit(l, ",\"tag\":");
+    ln_i64(l, m->tag);
+    ln_lit(l, ",\"bytes\":");
+    ln_u64(l, m->bytes);
+    ln_lit(l, ",\"graph\":");
+    ln_i64(l, m->graph);
+    ln_lit(l, ",\"step\":");
+    ln_i64(l, m->step);
+    ln_lit(l, ",\"posted_us\":");
+    ln_us(l, m->posted_ns);
+    ln_lit(l, ",\"ready_us\":");
+    ln_us(l, m->ready_ns);
+    ln_lit(l, "}}");
+    return sm_event_end(w);
+}
+
 /* One end of an arrow: "s" binds to the producer's slice, "f" (bp "e") to the consumer's. */
 static int sm_chrome_flow_end(sm_trace_writer *w, int start, uint64_t id, int tid, int64_t ns)
 {

@@ -2,8 +2,9 @@
  * scanner and its events are copied to the output with their processes renumbered (each
  * input's pids get fresh ones, in order of appearance, and its process names say which file
  * they came from) and their task and flow ids shifted past the previous inputs' ids, so that
- * dependencies stay within their rank. Times are kept: each rank's clock starts when its trace
- * began. The inputs' metadata is kept under "inputN.key" in otherData. The output may not be
+ * dependencies stay within their rank. Times are kept: the traces of one run's ranks are all on
+ * rank 0's clock (model/rank_trace.h), so the k-th input (its pid k) takes its place on one
+ * timeline. The inputs' metadata is kept under "inputN.key" in otherData. The output may not be
  * one of the inputs and appears only once complete (trace/output.h). */
 #include "trace/read.h"
 #include "trace/output.h"

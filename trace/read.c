@@ -370,6 +370,26 @@ static int sm_slice_args(sm_loader *L, const json_t *a, sm_trace_slice *sl, cons
     return deps ? sm_slice_deps(L, deps, sl) : 0;
 }
 
+/* A message's args: dir ("send" or "recv"), peer, and optionally tag and bytes. */
+static int sm_load_message(sm_loader *L, const json_t *args, sm_trace_msg_slice *m)
+{
+    sm_trace_data *d = L->d;
+    int bad = !args;
+    if (bad) return sm_trace_event_fail(L->pos, L->ev, L->err, "a message needs \"args\"");
+    const json_t *dir = sm_member(L, args, "dir", 1, sm_is_string, "a string", &bad);
+    m->peer = bad ? 0 : (int)sm_int(L, args, "peer", 1, 0, &bad);
+    m->tag = bad ? 0 : sm_int(L, args, "tag", 0, -1, &bad);
+    m->bytes = bad ? 0 : sm_nonneg(L, args, "bytes", 0, 0, DBL_MAX, "", &bad);
+    if (bad) return -1;
+    m->send = !strcmp(json_string_value(dir), "send");
+    if (!m->send && strcmp(json_string_value(dir), "recv"))
+        return sm_trace_event_fail(L->pos, L->ev, L->err, "\"dir\" must be \"send\" or "
+                                   "\"recv\"");
+    if (sm_grow(&d->msgs, &d->cap_msgs, d->nmsgs + 1, sizeof *d->msgs)) return sm_oom(L);
+    d->msgs[d->nmsgs++] = *m;
+    return 0;
+}
+
 static int sm_load_slice(sm_loader *L, const json_t *ev)
 {
     sm_trace_data *d = L->d;
@@ -387,6 +407,10 @@ static int sm_load_slice(sm_loader *L, const json_t *ev)
     if (sl.ts + sl.dur > SM_TRACE_MAX_US)
         return sm_trace_event_fail(L->pos, ev, L->err, "the task ends at %g us (\"ts\" + "
                                    "\"dur\"), after %g us", sl.ts + sl.dur, SM_TRACE_MAX_US);
+    if (cat && !strcmp(json_string_value(cat), "message")) {
+        sm_trace_msg_slice m = {.ts = sl.ts, .dur = sl.dur, .pid = (int)pid};
+        return sm_load_message(L, args, &m);
+    }
     const char *op = json_string_value(name);
     sl.submit = sl.ready = sl.ts;
     if (args && sm_slice_args(L, args, &sl, &op)) return -1;
@@ -579,6 +603,7 @@ void sm_trace_data_free(sm_trace_data *d)
     free(d->lanes);
     free(d->marks);
     free(d->points);
+    free(d->msgs);
     sm_strtab_free(&d->ops);
     sm_strtab_free(&d->cats);
     sm_strtab_free(&d->counters);

@@ -2,7 +2,8 @@
  * that hands each event of "traceEvents" to a callback (the file is mapped, events are parsed
  * one at a time), a loader that keeps what the summary and the report need in compact arrays,
  * and the summary itself (trace/summary.c). Errors name the file, the line and the event. The
- * loader refuses what no run can have written: times outside [0, SM_TRACE_MAX_US], a task
+ * loader keeps messages between ranks (category "message") apart from the tasks. It refuses what
+ * no run can have written: times outside [0, SM_TRACE_MAX_US], a task
  * submitted after it was ready or ready after it started, two tasks with one id, a dependency on
  * a task of another step graph or one that ended after its consumer started. */
 #ifndef STARMOE_IO_TRACE_READ_H
@@ -71,6 +72,13 @@ typedef struct sm_trace_slice {
     int line;
 } sm_trace_slice;
 
+/* A message between ranks (an "X" slice of category "message"), kept apart from the tasks. */
+typedef struct sm_trace_msg_slice {
+    double ts, dur, bytes;
+    int pid, peer, send;
+    int64_t tag;
+} sm_trace_msg_slice;
+
 typedef struct sm_trace_lane {
     int pid, tid;
     char *name;                  /* thread_name, NULL when not given */
@@ -109,6 +117,8 @@ typedef struct sm_trace_data {
     size_t nmarks, cap_marks;
     sm_trace_point *points;
     size_t npoints, cap_points;
+    sm_trace_msg_slice *msgs;    /* messages between ranks (not in slices) */
+    size_t nmsgs, cap_msgs;
     json_t *meta;                /* otherData, NULL when absent */
     double begin, end;           /* first start and last end of a slice */
     int multi_pid;               /* lanes of more than one process (merged ranks) */
@@ -146,6 +156,15 @@ typedef struct sm_stage_stat {
                                     of its workers in it, their idle time inside the span */
 } sm_stage_stat;
 
+/* A rank's messages (a process of the trace that has some): their time (the union of their
+ * slices), the part of it during which a task of the rank ran, and the rest (exposed). */
+typedef struct sm_rank_stat {
+    int pid;
+    size_t sends, recvs;
+    double bytes_sent, bytes_received;
+    double comm, overlapped, exposed;  /* us; overlapped + exposed = comm */
+} sm_rank_stat;
+
 typedef struct sm_trace_stats {
     size_t tasks;
     int64_t graphs;              /* distinct step graphs */
@@ -163,6 +182,8 @@ typedef struct sm_trace_stats {
     double graphs_span;          /* sum over graphs of first start to last end */
     double comm, comm_overlapped; /* communication time, and the part of it during which another
                                      worker ran a compute task */
+    sm_rank_stat *ranks;         /* per process with messages, by pid */
+    int nranks;
 } sm_trace_stats;
 
 int sm_trace_summarise(const sm_trace_data *d, sm_trace_stats *s, sm_error *err);

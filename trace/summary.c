@@ -4,7 +4,9 @@
  * path — per step graph the longest chain through the recorded dependencies ("deps" of each
  * slice's args) weighted by durations, summed over graphs — against the graphs' spans; and the
  * share of communication time (category "communication") during which another worker ran a
- * compute task (forward, backward or optimizer). */
+ * compute task (forward, backward or optimizer); per rank that has messages between ranks, their
+ * time (the union of their slices), the part of it overlapped by the rank's tasks (any task
+ * running) and the exposed rest. */
 #include "trace/read.h"
 
 #include <math.h>
@@ -279,6 +281,97 @@ static int sm_sum_overlap(const sm_trace_data *d, sm_trace_stats *s)
     return rc;
 }
 
+/* An interval of time. */
+typedef struct sm_span {
+    double a, b;
+} sm_span;
+
+static int sm_cmp_span(const void *x, const void *y)
+{
+    const sm_span *p = x, *q = y;
+    return (p->a > q->a) - (p->a < q->a);
+}
+
+/* Sorts v[0..n) and merges it into disjoint spans in place; their count. */
+static size_t sm_union(sm_span *v, size_t n)
+{
+    size_t m = 0;
+    qsort(v, n, sizeof *v, sm_cmp_span);
+    for (size_t i = 0; i < n; i++) {
+        if (m && v[i].a <= v[m - 1].b) v[m - 1].b = fmax(v[m - 1].b, v[i].b);
+        else v[m++] = v[i];
+    }
+    return m;
+}
+
+static double sm_length(const sm_span *v, size_t n)
+{
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += v[i].b - v[i].a;
+    return sum;
+}
+
+/* Length of the intersection of two unions. */
+static double sm_common(const sm_span *x, size_t nx, const sm_span *y, size_t ny)
+{
+    double sum = 0;
+    for (size_t i = 0, j = 0; i < nx && j < ny;) {
+        sum += fmax(0, fmin(x[i].b, y[j].b) - fmax(x[i].a, y[j].a));
+        if (x[i].b < y[j].b) i++;
+        else j++;
+    }
+    return sum;
+}
+
+/* One rank's messages against its tasks (comm and task: scratch of nmsgs and nslices spans). */
+static void sm_rank_comm(const sm_trace_data *d, sm_rank_stat *r, sm_span *comm, sm_span *task)
+{
+    size_t nc = 0, nt = 0;
+    for (size_t i = 0; i < d->nmsgs; i++) {
+        const sm_trace_msg_slice *m = &d->msgs[i];
+        if (m->pid != r->pid) continue;
+        comm[nc++] = (sm_span){m->ts, m->ts + m->dur};
+        if (m->send) r->sends++, r->bytes_sent += m->bytes;
+        else r->recvs++, r->bytes_received += m->bytes;
+    }
+    for (size_t i = 0; i < d->nslices; i++)
+        if (d->lanes[d->slices[i].lane].pid == r->pid)
+            task[nt++] = (sm_span){d->slices[i].ts, d->slices[i].ts + d->slices[i].dur};
+    nc = sm_union(comm, nc);
+    nt = sm_union(task, nt);
+    r->comm = sm_length(comm, nc);
+    r->overlapped = sm_common(comm, nc, task, nt);
+    r->exposed = r->comm - r->overlapped;
+}
+
+static int sm_cmp_int(const void *a, const void *b)
+{
+    return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
+}
+
+/* Per process with messages, by pid. */
+static int sm_sum_ranks(const sm_trace_data *d, sm_trace_stats *s)
+{
+    if (!d->nmsgs) return 0;
+    int *pids = malloc(d->nmsgs * sizeof *pids);
+    sm_span *comm = malloc(d->nmsgs * sizeof *comm);
+    sm_span *task = malloc((d->nslices ? d->nslices : 1) * sizeof *task);
+    int rc = pids && comm && task ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < d->nmsgs; i++) pids[i] = d->msgs[i].pid;
+    if (rc == 0) qsort(pids, d->nmsgs, sizeof *pids, sm_cmp_int);
+    for (size_t i = 0; rc == 0 && i < d->nmsgs; i++)
+        if (i == 0 || pids[i] != pids[i - 1]) pids[s->nranks++] = pids[i];
+    if (rc == 0 && !(s->ranks = calloc((size_t)s->nranks, sizeof *s->ranks))) rc = -1;
+    for (int k = 0; rc == 0 && k < s->nranks; k++) {
+        s->ranks[k].pid = pids[k];
+        sm_rank_comm(d, &s->ranks[k], comm, task);
+    }
+    free(pids);
+    free(comm);
+    free(task);
+    return rc;
+}
+
 int sm_trace_summarise(const sm_trace_data *d, sm_trace_stats *s, sm_error *err)
 {
     memset(s, 0, sizeof *s);
@@ -287,7 +380,7 @@ int sm_trace_summarise(const sm_trace_data *d, sm_trace_stats *s, sm_error *err)
     s->end = d->end;
     s->makespan = d->nslices ? d->end - d->begin : 0;
     if (sm_sum_ops(d, s) || sm_sum_workers(d, s) || sm_sum_stages(d, s) ||
-        sm_sum_critical(d, s) || sm_sum_overlap(d, s)) {
+        sm_sum_critical(d, s) || sm_sum_overlap(d, s) || sm_sum_ranks(d, s)) {
         sm_trace_stats_free(s);
         return sm_fail(err, "out of memory for the trace summary");
     }
@@ -299,6 +392,7 @@ void sm_trace_stats_free(sm_trace_stats *s)
     free(s->ops);
     free(s->workers);
     free(s->stages);
+    free(s->ranks);
     memset(s, 0, sizeof *s);
 }
 
@@ -344,6 +438,22 @@ static void sm_print_stages(const sm_trace_stats *s, FILE *f)
     }
 }
 
+static void sm_print_ranks(const sm_trace_stats *s, FILE *f)
+{
+    if (!s->nranks) return;
+    fprintf(f, "\nmessages between ranks: communication = union of the rank's message slices, "
+               "overlapped = while a task of the rank ran, exposed = the rest\n");
+    fprintf(f, "%-6s %7s %7s %10s %10s %10s %14s %11s %8s\n", "rank", "sends", "recvs",
+            "sent MB", "recv MB", "comm ms", "overlapped ms", "exposed ms", "exposed");
+    for (int i = 0; i < s->nranks; i++) {
+        const sm_rank_stat *r = &s->ranks[i];
+        fprintf(f, "%-6d %7zu %7zu %10.3f %10.3f %10.3f %14.3f %11.3f %7.1f%%\n", r->pid,
+                r->sends, r->recvs, r->bytes_sent * 1e-6, r->bytes_received * 1e-6,
+                r->comm * 1e-3, r->overlapped * 1e-3, r->exposed * 1e-3,
+                sm_pct(r->exposed, r->comm));
+    }
+}
+
 void sm_trace_stats_print(const sm_trace_data *d, const sm_trace_stats *s, const char *path,
                             FILE *f)
 {
@@ -364,6 +474,7 @@ void sm_trace_stats_print(const sm_trace_data *d, const sm_trace_stats *s, const
     fprintf(f, "overlap        %.3f ms of %.3f ms communication (%.1f%%) ran while another worker "
                "computed\n", s->comm_overlapped * 1e-3, s->comm * 1e-3,
             sm_pct(s->comm_overlapped, s->comm));
+    sm_print_ranks(s, f);
 }
 
 static json_t *sm_ops_json(const sm_trace_data *d, const sm_trace_stats *s)
@@ -420,9 +531,28 @@ static json_t *sm_stages_json(const sm_trace_stats *s)
     return a;
 }
 
+static json_t *sm_ranks_json(const sm_trace_stats *s)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < s->nranks; i++) {
+        const sm_rank_stat *r = &s->ranks[i];
+        if (json_array_append_new(a, json_pack("{s:i,s:I,s:I,s:f,s:f,s:f,s:f,s:f}", "rank",
+                                               r->pid, "sends", (json_int_t)r->sends, "recvs",
+                                               (json_int_t)r->recvs, "bytes_sent", r->bytes_sent,
+                                               "bytes_received", r->bytes_received,
+                                               "communication_us", r->comm, "overlapped_us",
+                                               r->overlapped, "exposed_us", r->exposed))) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* The summary; "ranks" only when the trace holds messages between ranks. */
 json_t *sm_trace_stats_json(const sm_trace_data *d, const sm_trace_stats *s)
 {
-    return json_pack("{s:I,s:I,s:f,s:f,s:f,s:f,s:o,s:o,s:o,s:{s:f,s:I,s:f},s:{s:f,s:f,s:f}}",
+    json_t *j = json_pack("{s:I,s:I,s:f,s:f,s:f,s:f,s:o,s:o,s:o,s:{s:f,s:I,s:f},s:{s:f,s:f,s:f}}",
                      "tasks", (json_int_t)s->tasks, "graphs", (json_int_t)s->graphs,
                      "begin_us", s->begin, "end_us", s->end, "makespan_us", s->makespan,
                      "busy_us", s->busy, "ops", sm_ops_json(d, s), "workers",
@@ -431,6 +561,11 @@ json_t *sm_trace_stats_json(const sm_trace_data *d, const sm_trace_stats *s)
                      "graphs_span_us", s->graphs_span, "overlap", "communication_us", s->comm,
                      "overlapped_us", s->comm_overlapped, "share",
                      s->comm > 0 ? s->comm_overlapped / s->comm : 0.0);
+    if (j && s->nranks && json_object_set_new(j, "ranks", sm_ranks_json(s))) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
 }
 
 int sm_trace_summary(const char *path, FILE *out, int json, sm_error *err)

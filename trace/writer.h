@@ -4,7 +4,8 @@
  * trace is never held in memory. The Chrome file:
  *   {"otherData": {...run metadata, strings...},
  *    "traceEvents": [ lane names ("M"), one "X" slice per task, "i" instants, "C" counters,
- *                     "s"/"f" flow arrows ],
+ *                     "s"/"f" flow arrows, "X" slices of cat "message" for messages between
+ *                     ranks ],
  *    "displayTimeUnit": "ms"}
  * with pid = rank and tid = worker. */
 #ifndef STARMOE_IO_TRACE_H
@@ -31,6 +32,18 @@ typedef struct sm_trace_task {
     int ndeps;
 } sm_trace_task;
 
+/* A message between ranks (a run over several ranks): a slice of category "message" on its own
+ * lane, with args dir ("send" or "recv"), peer, tag, bytes, graph, step, posted_us and
+ * ready_us. */
+typedef struct sm_trace_msg {
+    const char *what;            /* the tensor's name: the slice's name */
+    int send, peer, tid;
+    int64_t tag, graph, step;
+    uint64_t bytes;
+    int64_t posted_ns, ready_ns; /* posted to StarPU-MPI; its data ready or its buffer free */
+    int64_t start_ns, end_ns;
+} sm_trace_msg;
+
 /* A key and value of an instant's arguments (str NULL: the number). */
 typedef struct sm_trace_arg {
     const char *key;
@@ -51,6 +64,8 @@ sm_trace_writer *sm_trace_writer_open(const char *path, sm_trace_format format, 
 /* Names a worker's lane. */
 int sm_trace_writer_lane(sm_trace_writer *w, int tid, const char *name);
 int sm_trace_writer_task(sm_trace_writer *w, const sm_trace_task *t);
+/* A message's slice (Chrome only: Paje traces leave messages out). */
+int sm_trace_writer_message(sm_trace_writer *w, const sm_trace_msg *m);
 /* An arrow from task `from` (on lane from_tid, at from_ns) to task `to`; id unique. */
 int sm_trace_writer_flow(sm_trace_writer *w, uint64_t id, int from_tid, int64_t from_ns,
                          int to_tid, int64_t to_ns);
