@@ -15,7 +15,7 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # one worker per rank on a machine of few cores (the engine's default under mpirun, or
 # engine.workers=1 for train)
-MPIRUN=(timeout -k 5 120 mpirun --oversubscribe --bind-to none)
+MPIRUN=(timeout -k 5 240 mpirun --oversubscribe --bind-to none)
 CONFIG=${STARMOE_SRCDIR:-..}/examples/tiny.json MODEL=${STARMOE_SRCDIR:-..}/configs/tiny.json
 TRAIN=("$STARMOE" train --config "$CONFIG" --set engine.workers=1 --out "$TMP/run" --steps 1
        --set eval.batches=1)

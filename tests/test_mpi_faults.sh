@@ -10,7 +10,7 @@ if ! command -v mpirun > /dev/null; then
   exit 0
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPIRUN=(timeout -k 5 120 mpirun --oversubscribe --bind-to none -np 2)
+MPIRUN=(timeout -k 5 240 mpirun --oversubscribe --bind-to none -np 2)
 CONFIG=${STARMOE_SRCDIR:-..}/examples/tiny.json
 TRAIN=("$STARMOE" train --config "$CONFIG" --set engine.workers=1 --set eval.every=0
        --set eval.batches=1 --set log.every=1 --set parallel.ep=2
