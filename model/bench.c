@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "base/clock.h"
+#include "model/comm.h"
+#include "model/parallel.h"
 #include "model/rank_trace.h"
 #include "tasks/dense.h"
 
@@ -95,7 +97,9 @@ static int sm_time_steps(sm_run *r, sm_optimizer *opt, const sm_bench_opts *o,
         double loss, t0 = sm_now();
         sm_worker_busy(1);
         sm_tracer_begin(tm->tracer);
-        if (sm_run_submit(r, ids, tg, err) || (opt && sm_optimizer_submit(opt, r, &sm_bench_hp, err)))
+        if (sm_run_submit(r, ids, tg, err) ||
+            (opt && sm_optimizer_submit(opt, r, &sm_bench_hp, err)) ||
+            sm_comm_wait(sm_launch_timeout(&o->launch), "bench step", err))
             return -1;
         sm_run_wait(r, &loss);
         if (opt) sm_optimizer_result(opt, NULL, NULL);
@@ -251,10 +255,13 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     rc = 0;
 out:
     if (sm_rank_tracer_close(tm.tracer, rc != 0, rc ? NULL : err)) rc = -1;
-    sm_run_free(fwd);
-    sm_run_free(step);
-    sm_optimizer_free(opt);
-    sm_model_free(m);
+    /* after a wait gave up on a peer, releasing the runs would wait for their tasks forever */
+    if (!sm_comm_abandoned()) {
+        sm_run_free(fwd);
+        sm_run_free(step);
+        sm_optimizer_free(opt);
+        sm_model_free(m);
+    }
     free(ids);
     free(tg);
     free(buf);

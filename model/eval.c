@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include "io/safetensors.h"
+#include "model/comm.h"
 #include "model/parallel.h"
 #include "model/rank_trace.h"
 
@@ -138,7 +139,9 @@ static int sm_eval_step(const sm_eval_opts *o, sm_run *r, const sm_tokens *tk, d
     free(cfg);
     if (rc) return -1;
     sm_tracer_begin(tr);
-    rc = sm_run_step(r, tk->ids, tk->targets, loss, err);
+    rc = sm_run_submit(r, tk->ids, tk->targets, err) ||
+         sm_comm_wait(sm_launch_timeout(&o->launch), "eval step", err);
+    if (rc == 0) sm_run_wait(r, loss);
     if (rc == 0)
         rc = sm_tracer_step(tr, r->m->g, 1, o->forward_only ? "forward" : "forward+backward", err);
     if (sm_rank_tracer_close(tr, rc != 0, rc ? NULL : err)) rc = -1;
@@ -172,8 +175,11 @@ int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
     if (o->dot && sm_run_write_dot(r, o->dot, err)) goto out;
     rc = o->dump ? sm_dump(o, r, *loss, err) : 0;
 out:
-    sm_run_free(r);
-    sm_model_free(m);
+    /* after a wait gave up on a peer, releasing the run would wait for its tasks forever */
+    if (!sm_comm_abandoned()) {
+        sm_run_free(r);
+        sm_model_free(m);
+    }
     free(tk.ids);
     free(tk.targets);
     return rc;

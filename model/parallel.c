@@ -97,6 +97,8 @@ void sm_parallel_sync(void)
     if (sm_mpi_up && !sm_comm_abandoned()) starpu_mpi_barrier(MPI_COMM_WORLD);
 }
 
+double sm_launch_timeout(const sm_launch *l) { return l->timeout_s > 0 ? l->timeout_s : 120; }
+
 enum { SM_GATHER_TAG = 0x47410000 };
 
 void sm_parallel_gather(const void *mine, size_t bytes, void *all)
@@ -255,7 +257,7 @@ int sm_engine_check_launch(const sm_launch *given, sm_error *err)
     sm_launch l = *given;       /* zero fields take the defaults: one rank, 120 s */
     if (l.ep < 1) l.ep = 1;
     if (l.dp < 1) l.dp = 1;
-    if (!(l.timeout_s > 0)) l.timeout_s = 120;
+    l.timeout_s = sm_launch_timeout(&l);
     if (!l.batch_field) l.batch_field = "the batch";
     int failed = sm_check_layout(&l, n, &local) != 0;
     if (n == 1) return failed ? sm_fail(err, "%s", local.msg) : 0;

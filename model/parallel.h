@@ -4,6 +4,7 @@
 #define STARMOE_PARALLEL_H
 
 #include <starpu.h>
+#include <starmoe/engine.h>
 #include <starmoe/error.h>
 
 /* Ranks launched on the whole job and on this host, from mpirun's environment (1 without). */
@@ -21,6 +22,8 @@ void sm_parallel_stop(void);
  * rank with more to write (rank 0's last checkpoint, with its fsyncs) would otherwise keep its
  * peers past the exit barrier's grace period, and they would leave without finalising MPI. */
 void sm_parallel_sync(void);
+/* How long a rank waits for the others: l->timeout_s, or 120 s when it is not set. */
+double sm_launch_timeout(const sm_launch *l);
 /* Gathers every rank's `bytes` bytes at `mine` into `all` on rank 0 (rank r's at all + r *
  * bytes; all is not touched on the others), after the step's tasks: for results rank 0 alone
  * writes. A copy on one rank. */
