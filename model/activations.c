@@ -3,17 +3,36 @@
  * Routed experts' activations and gradients are resizable row buffers, one per (expert,
  * source) a rank needs (model.h): they hold the rows the routing gives them, T*K rows per
  * layer and micro-batch over all experts of one source, plus the rows received from the
- * other ranks of an expert-parallel group. */
+ * other ranks of an expert-parallel group.
+ * A layer's backward temporaries are dead once its backward is done: without a pipeline
+ * (sm_run.share_bwd) layers share them, layer l using set l % SM_BWD_SETS of its
+ * micro-batch. StarPU orders a set's writers after the previous layer's readers; with two
+ * sets, layer l's backward never waits for layer l + 1's weight gradients. */
 #include "model/model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include "base/grow.h"
+
+#define SM_BWD_SETS 2
+
+/* A shared backward temporary: what, its shape (or expert and source for row buffers), its
+ * set. */
+typedef struct sm_shared_bwd {
+    const char *what;
+    int set, e, src;
+    int64_t n0, n1;
+    sm_tensor *t;
+} sm_shared_bwd;
 
 typedef struct sm_alloc_ctx {
     sm_run *r;
     int l, mb;
     sm_error *err;
     int failed;
+    sm_shared_bwd *shared;       /* the current micro-batch's shared temporaries */
+    size_t nshared, cap_shared;
 } sm_alloc_ctx;
 
 static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t n0, int64_t n1)
@@ -31,6 +50,50 @@ static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t
 
 #define ACT(what, n0, n1) sm_act(a, what, SM_F32, n0, n1)
 
+/* The shared temporary matching k in the current micro-batch, or NULL. */
+static sm_tensor *sm_shared_find(const sm_alloc_ctx *a, const sm_shared_bwd *k)
+{
+    for (size_t i = 0; i < a->nshared; i++) {
+        const sm_shared_bwd *s = &a->shared[i];
+        if (s->set == k->set && s->e == k->e && s->src == k->src && s->n0 == k->n0 &&
+            s->n1 == k->n1 && !strcmp(s->what, k->what))
+            return s->t;
+    }
+    return NULL;
+}
+
+static void sm_shared_add(sm_alloc_ctx *a, sm_shared_bwd *k, sm_tensor *t)
+{
+    if (!t) return;
+    if (sm_grow(&a->shared, &a->cap_shared, a->nshared + 1, sizeof *a->shared)) {
+        sm_fail(a->err, "out of memory for the backward temporaries");
+        a->failed = 1;
+        return;
+    }
+    k->t = t;
+    a->shared[a->nshared++] = *k;
+}
+
+/* A backward temporary of the current layer: its own, or its set's ("mb<m>.bwd<s>.<what>"). */
+static sm_tensor *sm_bwd(sm_alloc_ctx *a, const char *what, int64_t n0, int64_t n1)
+{
+    if (a->failed || !a->r->share_bwd) return ACT(what, n0, n1);
+    sm_shared_bwd k = {.what = what, .set = a->l % SM_BWD_SETS, .e = -1, .src = -1, .n0 = n0,
+                       .n1 = n1};
+    sm_tensor *t = sm_shared_find(a, &k);
+    if (t) return t;
+    char name[128];
+    int64_t shape[2] = {n0, n1};
+    snprintf(name, sizeof name, "mb%d.bwd%d.%s", a->mb, k.set, what);
+    t = sm_tensor_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, n1 ? 2 : 1, shape,
+                         a->err);
+    if (!t) a->failed = 1;
+    sm_shared_add(a, &k, t);
+    return t;
+}
+
+#define BWD(what, n0, n1) sm_bwd(a, what, n0, n1)
+
 /* A resizable row buffer of `width` elements per row, named "mb<m>.L<l>.<what>.<e>" for
  * source `src` = own, "....<e>.from<src>" for another source's rows. */
 static sm_tensor *sm_rows(sm_alloc_ctx *a, const char *what, int e, int src, int64_t width)
@@ -43,6 +106,23 @@ static sm_tensor *sm_rows(sm_alloc_ctx *a, const char *what, int e, int src, int
     sm_tensor *t = sm_tensor_rows_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, width,
                                          a->err);
     if (!t) a->failed = 1;
+    return t;
+}
+
+/* A resizable backward temporary of the current layer: its own, or its set's
+ * ("mb<m>.bwd<s>.<what>.<e>", "....<e>.from<src>"). */
+static sm_tensor *sm_bwd_rows(sm_alloc_ctx *a, const char *what, int e, int src, int64_t width)
+{
+    if (a->failed || !a->r->share_bwd) return sm_rows(a, what, e, src, width);
+    sm_shared_bwd k = {.what = what, .set = a->l % SM_BWD_SETS, .e = e, .src = src, .n1 = width};
+    sm_tensor *t = sm_shared_find(a, &k);
+    if (t) return t;
+    char name[128];
+    snprintf(name, sizeof name, src == a->r->ep_index ? "mb%d.bwd%d.%s.%d" :
+             "mb%d.bwd%d.%s.%d.from%d", a->mb, k.set, what, e, src);
+    t = sm_tensor_rows_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, width, a->err);
+    if (!t) a->failed = 1;
+    sm_shared_add(a, &k, t);
     return t;
 }
 
@@ -111,13 +191,13 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
                 x->eh3[i] = sm_rows(a, "h3", e, p, mi);
             }
             if (!backward) continue;
-            x->dye[i] = sm_rows(a, "dye", e, p, d);
-            x->dxe[i] = sm_rows(a, "dxe", e, p, d);
+            x->dye[i] = sm_bwd_rows(a, "dye", e, p, d);
+            x->dxe[i] = sm_bwd_rows(a, "dxe", e, p, d);
             if (here) {
-                x->deh1[i] = sm_rows(a, "dh1", e, p, mi);
-                x->deh3[i] = sm_rows(a, "dh3", e, p, mi);
+                x->deh1[i] = sm_bwd_rows(a, "dh1", e, p, mi);
+                x->deh3[i] = sm_bwd_rows(a, "dh3", e, p, mi);
             }
-            if (p == me) x->dge[e] = sm_rows(a, "dge", e, p, 1);
+            if (p == me) x->dge[e] = sm_bwd_rows(a, "dge", e, p, 1);
         }
 }
 
@@ -160,21 +240,21 @@ static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backwar
     }
     if (sm_dims_layer_is_moe(dm, l)) sm_moe_acts(a, x, backward);
     if (!backward) return;
-    x->dxn = ACT("dxn", T, d);
+    x->dxn = BWD("dxn", T, d);
     if (dq > 0) {
-        x->dcqn = ACT("dcqn", T, dq);
-        x->dcq = ACT("dcq", T, dq);
+        x->dcqn = BWD("dcqn", T, dq);
+        x->dcq = BWD("dcq", T, dq);
     }
-    x->dq = ACT("dq", T, dm->q_w);
-    x->dkpe = ACT("dkpe", T, dr);
-    x->dkvu = ACT("dkvu", T, dm->kv_b_w);
-    x->dkvn = ACT("dkvn", T, dc);
-    x->dkv = ACT("dkv", T, dm->kv_a_w);
-    x->dout = ACT("dattn_o", T, dm->o_w);
-    x->dxn2 = ACT("dxn2", T, d);
+    x->dq = BWD("dq", T, dm->q_w);
+    x->dkpe = BWD("dkpe", T, dr);
+    x->dkvu = BWD("dkvu", T, dm->kv_b_w);
+    x->dkvn = BWD("dkvn", T, dc);
+    x->dkv = BWD("dkv", T, dm->kv_a_w);
+    x->dout = BWD("dattn_o", T, dm->o_w);
+    x->dxn2 = BWD("dxn2", T, d);
     if (ffn_I > 0) {
-        x->dh1 = ACT("dffn_h1", T, ffn_I);
-        x->dh3 = ACT("dffn_h3", T, ffn_I);
+        x->dh1 = BWD("dffn_h1", T, ffn_I);
+        x->dh3 = BWD("dffn_h3", T, ffn_I);
     }
 }
 
@@ -228,7 +308,9 @@ int sm_run_alloc(sm_run *r, sm_error *err)
     if (!(r->mb = calloc(r->micro, sizeof *r->mb))) return sm_fail(err, "out of memory");
     for (int mb = 0; mb < r->micro && !a.failed; mb++) {
         a.mb = mb;
+        a.nshared = 0;
         sm_micro_alloc(&a, &r->mb[mb]);
     }
+    free(a.shared);
     return a.failed ? -1 : 0;
 }
