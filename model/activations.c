@@ -7,7 +7,10 @@
  * A layer's backward temporaries are dead once its backward is done: without a pipeline
  * (sm_run.share_bwd) layers share them, layer l using set l % SM_BWD_SETS of its
  * micro-batch. StarPU orders a set's writers after the previous layer's readers; with two
- * sets, layer l's backward never waits for layer l + 1's weight gradients. */
+ * sets, layer l's backward never waits for layer l + 1's weight gradients. The shared
+ * expert's output, read only by its layer's combine, is one tensor per micro-batch in every
+ * run: the next layer writes it only after that combine anyway (its input is the combine's
+ * output). */
 #include "model/model.h"
 
 #include <stdio.h>
@@ -16,22 +19,22 @@
 #include "base/grow.h"
 
 #define SM_BWD_SETS 2
+#define SM_FWD_SET -1            /* forward temporaries' set */
 
-/* A shared backward temporary: what, its shape (or expert and source for row buffers), its
- * set. */
-typedef struct sm_shared_bwd {
+/* A shared temporary: what, its shape (or expert and source for row buffers), its set. */
+typedef struct sm_shared_act {
     const char *what;
     int set, e, src;
     int64_t n0, n1;
     sm_tensor *t;
-} sm_shared_bwd;
+} sm_shared_act;
 
 typedef struct sm_alloc_ctx {
     sm_run *r;
     int l, mb;
     sm_error *err;
     int failed;
-    sm_shared_bwd *shared;       /* the current micro-batch's shared temporaries */
+    sm_shared_act *shared;       /* the current micro-batch's shared temporaries */
     size_t nshared, cap_shared;
 } sm_alloc_ctx;
 
@@ -51,10 +54,10 @@ static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t
 #define ACT(what, n0, n1) sm_act(a, what, SM_F32, n0, n1)
 
 /* The shared temporary matching k in the current micro-batch, or NULL. */
-static sm_tensor *sm_shared_find(const sm_alloc_ctx *a, const sm_shared_bwd *k)
+static sm_tensor *sm_shared_find(const sm_alloc_ctx *a, const sm_shared_act *k)
 {
     for (size_t i = 0; i < a->nshared; i++) {
-        const sm_shared_bwd *s = &a->shared[i];
+        const sm_shared_act *s = &a->shared[i];
         if (s->set == k->set && s->e == k->e && s->src == k->src && s->n0 == k->n0 &&
             s->n1 == k->n1 && !strcmp(s->what, k->what))
             return s->t;
@@ -62,7 +65,7 @@ static sm_tensor *sm_shared_find(const sm_alloc_ctx *a, const sm_shared_bwd *k)
     return NULL;
 }
 
-static void sm_shared_add(sm_alloc_ctx *a, sm_shared_bwd *k, sm_tensor *t)
+static void sm_shared_add(sm_alloc_ctx *a, sm_shared_act *k, sm_tensor *t)
 {
     if (!t) return;
     if (sm_grow(&a->shared, &a->cap_shared, a->nshared + 1, sizeof *a->shared)) {
@@ -74,22 +77,30 @@ static void sm_shared_add(sm_alloc_ctx *a, sm_shared_bwd *k, sm_tensor *t)
     a->shared[a->nshared++] = *k;
 }
 
-/* A backward temporary of the current layer: its own, or its set's ("mb<m>.bwd<s>.<what>"). */
-static sm_tensor *sm_bwd(sm_alloc_ctx *a, const char *what, int64_t n0, int64_t n1)
+/* The current micro-batch's tensor of set `set` ("mb<m>.bwd<s>.<what>"; SM_FWD_SET:
+ * "mb<m>.fwd.<what>"), made by the first layer asking for it. */
+static sm_tensor *sm_shared(sm_alloc_ctx *a, const char *what, int set, int64_t n0, int64_t n1)
 {
-    if (a->failed || !a->r->share_bwd) return ACT(what, n0, n1);
-    sm_shared_bwd k = {.what = what, .set = a->l % SM_BWD_SETS, .e = -1, .src = -1, .n0 = n0,
-                       .n1 = n1};
+    if (a->failed) return NULL;
+    sm_shared_act k = {.what = what, .set = set, .e = -1, .src = -1, .n0 = n0, .n1 = n1};
     sm_tensor *t = sm_shared_find(a, &k);
     if (t) return t;
     char name[128];
     int64_t shape[2] = {n0, n1};
-    snprintf(name, sizeof name, "mb%d.bwd%d.%s", a->mb, k.set, what);
+    if (set == SM_FWD_SET) snprintf(name, sizeof name, "mb%d.fwd.%s", a->mb, what);
+    else snprintf(name, sizeof name, "mb%d.bwd%d.%s", a->mb, set, what);
     t = sm_tensor_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, n1 ? 2 : 1, shape,
                          a->err);
     if (!t) a->failed = 1;
     sm_shared_add(a, &k, t);
     return t;
+}
+
+/* A backward temporary of the current layer: its own, or its set's. */
+static sm_tensor *sm_bwd(sm_alloc_ctx *a, const char *what, int64_t n0, int64_t n1)
+{
+    if (!a->r->share_bwd) return ACT(what, n0, n1);
+    return sm_shared(a, what, a->l % SM_BWD_SETS, n0, n1);
 }
 
 #define BWD(what, n0, n1) sm_bwd(a, what, n0, n1)
@@ -114,7 +125,7 @@ static sm_tensor *sm_rows(sm_alloc_ctx *a, const char *what, int e, int src, int
 static sm_tensor *sm_bwd_rows(sm_alloc_ctx *a, const char *what, int e, int src, int64_t width)
 {
     if (a->failed || !a->r->share_bwd) return sm_rows(a, what, e, src, width);
-    sm_shared_bwd k = {.what = what, .set = a->l % SM_BWD_SETS, .e = e, .src = src, .n1 = width};
+    sm_shared_act k = {.what = what, .set = a->l % SM_BWD_SETS, .e = e, .src = src, .n1 = width};
     sm_tensor *t = sm_shared_find(a, &k);
     if (t) return t;
     char name[128];
@@ -209,7 +220,7 @@ static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
     x->w = ACT("route_w", T, K);
     x->s = ACT("route_s", T, E);
     x->bal_loss = ACT("balance_loss", 1, 0);
-    if (dm->shared_I > 0) x->ys = ACT("shared_y", T, d);
+    if (dm->shared_I > 0) x->ys = sm_shared(a, "shared_y", SM_FWD_SET, T, d);
     sm_moe_experts(a, x, backward);
 }
 
