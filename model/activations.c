@@ -5,9 +5,11 @@
  * layer and micro-batch over all experts of one source, plus the rows received from the
  * other ranks of an expert-parallel group.
  * A layer's backward temporaries are dead once its backward is done: without a pipeline
- * (sm_run.share_bwd) layers share them, layer l using set l % SM_BWD_SETS of its
- * micro-batch. StarPU orders a set's writers after the previous layer's readers; with two
- * sets, layer l's backward never waits for layer l + 1's weight gradients. The shared
+ * (sm_run.share_bwd) layers share them, layer l using set l % sets of its micro-batch, and
+ * StarPU orders a set's writers after the previous user's readers. The FFN's have one set:
+ * every task reading them is on the way to the residual gradient that layer l - 1's backward
+ * starts from. The attention's have two: its weight-gradient tasks are not, and layer l - 1
+ * does not wait for layer l + 1's. The shared
  * expert's output, read only by its layer's combine, is one tensor per micro-batch in every
  * run: the next layer writes it only after that combine anyway (its input is the combine's
  * output). */
@@ -18,7 +20,8 @@
 #include <string.h>
 #include "base/grow.h"
 
-#define SM_BWD_SETS 2
+#define SM_ATTN_SETS 2
+#define SM_FFN_SETS 1
 #define SM_FWD_SET -1            /* forward temporaries' set */
 
 /* A shared temporary: what, its shape (or expert and source for row buffers), its set. */
@@ -96,14 +99,15 @@ static sm_tensor *sm_shared(sm_alloc_ctx *a, const char *what, int set, int64_t 
     return t;
 }
 
-/* A backward temporary of the current layer: its own, or its set's. */
-static sm_tensor *sm_bwd(sm_alloc_ctx *a, const char *what, int64_t n0, int64_t n1)
+/* A backward temporary of the current layer: its own, or its set's of `sets`. */
+static sm_tensor *sm_bwd(sm_alloc_ctx *a, const char *what, int sets, int64_t n0, int64_t n1)
 {
     if (!a->r->share_bwd) return ACT(what, n0, n1);
-    return sm_shared(a, what, a->l % SM_BWD_SETS, n0, n1);
+    return sm_shared(a, what, a->l % sets, n0, n1);
 }
 
-#define BWD(what, n0, n1) sm_bwd(a, what, n0, n1)
+#define ATTN_BWD(what, n0, n1) sm_bwd(a, what, SM_ATTN_SETS, n0, n1)
+#define FFN_BWD(what, n0, n1) sm_bwd(a, what, SM_FFN_SETS, n0, n1)
 
 /* A resizable row buffer of `width` elements per row, named "mb<m>.L<l>.<what>.<e>" for
  * source `src` = own, "....<e>.from<src>" for another source's rows. */
@@ -120,12 +124,12 @@ static sm_tensor *sm_rows(sm_alloc_ctx *a, const char *what, int e, int src, int
     return t;
 }
 
-/* A resizable backward temporary of the current layer: its own, or its set's
+/* A routed expert's resizable backward temporary of the current layer: its own, or its set's
  * ("mb<m>.bwd<s>.<what>.<e>", "....<e>.from<src>"). */
 static sm_tensor *sm_bwd_rows(sm_alloc_ctx *a, const char *what, int e, int src, int64_t width)
 {
     if (a->failed || !a->r->share_bwd) return sm_rows(a, what, e, src, width);
-    sm_shared_act k = {.what = what, .set = a->l % SM_BWD_SETS, .e = e, .src = src, .n1 = width};
+    sm_shared_act k = {.what = what, .set = a->l % SM_FFN_SETS, .e = e, .src = src, .n1 = width};
     sm_tensor *t = sm_shared_find(a, &k);
     if (t) return t;
     char name[128];
@@ -251,21 +255,21 @@ static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backwar
     }
     if (sm_dims_layer_is_moe(dm, l)) sm_moe_acts(a, x, backward);
     if (!backward) return;
-    x->dxn = BWD("dxn", T, d);
+    x->dxn = ATTN_BWD("dxn", T, d);
     if (dq > 0) {
-        x->dcqn = BWD("dcqn", T, dq);
-        x->dcq = BWD("dcq", T, dq);
+        x->dcqn = ATTN_BWD("dcqn", T, dq);
+        x->dcq = ATTN_BWD("dcq", T, dq);
     }
-    x->dq = BWD("dq", T, dm->q_w);
-    x->dkpe = BWD("dkpe", T, dr);
-    x->dkvu = BWD("dkvu", T, dm->kv_b_w);
-    x->dkvn = BWD("dkvn", T, dc);
-    x->dkv = BWD("dkv", T, dm->kv_a_w);
-    x->dout = BWD("dattn_o", T, dm->o_w);
-    x->dxn2 = BWD("dxn2", T, d);
+    x->dq = ATTN_BWD("dq", T, dm->q_w);
+    x->dkpe = ATTN_BWD("dkpe", T, dr);
+    x->dkvu = ATTN_BWD("dkvu", T, dm->kv_b_w);
+    x->dkvn = ATTN_BWD("dkvn", T, dc);
+    x->dkv = ATTN_BWD("dkv", T, dm->kv_a_w);
+    x->dout = ATTN_BWD("dattn_o", T, dm->o_w);
+    x->dxn2 = FFN_BWD("dxn2", T, d);
     if (ffn_I > 0) {
-        x->dh1 = BWD("dffn_h1", T, ffn_I);
-        x->dh3 = BWD("dffn_h3", T, ffn_I);
+        x->dh1 = FFN_BWD("dffn_h1", T, ffn_I);
+        x->dh3 = FFN_BWD("dffn_h3", T, ffn_I);
     }
 }
 
