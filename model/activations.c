@@ -9,10 +9,9 @@
  * StarPU orders a set's writers after the previous user's readers. The FFN's have one set:
  * every task reading them is on the way to the residual gradient that layer l - 1's backward
  * starts from. The attention's have two: its weight-gradient tasks are not, and layer l - 1
- * does not wait for layer l + 1's. The shared
- * expert's output, read only by its layer's combine, is one tensor per micro-batch in every
- * run: the next layer writes it only after that combine anyway (its input is the combine's
- * output). */
+ * does not wait for layer l + 1's. The shared expert's output, read only by its layer's
+ * combine, is one tensor per micro-batch in every run: the next layer writes it only after
+ * that combine anyway (its input is the combine's output). */
 #include "model/model.h"
 
 #include <stdio.h>
@@ -24,10 +23,10 @@
 #define SM_FFN_SETS 1
 #define SM_FWD_SET -1            /* forward temporaries' set */
 
-/* A shared temporary: what, its shape (or expert and source for row buffers), its set. */
+/* A shared temporary: what, its shape, its set. */
 typedef struct sm_shared_act {
     const char *what;
-    int set, e, src;
+    int set;
     int64_t n0, n1;
     sm_tensor *t;
 } sm_shared_act;
@@ -39,6 +38,8 @@ typedef struct sm_alloc_ctx {
     int failed;
     sm_shared_act *shared;       /* the current micro-batch's shared temporaries */
     size_t nshared, cap_shared;
+    sm_layer_acts *rows_of_set[SM_FFN_SETS]; /* the layer whose experts' backward row buffers
+                                              * a set's layers share (NULL: none yet) */
 } sm_alloc_ctx;
 
 static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t n0, int64_t n1)
@@ -61,8 +62,7 @@ static sm_tensor *sm_shared_find(const sm_alloc_ctx *a, const sm_shared_act *k)
 {
     for (size_t i = 0; i < a->nshared; i++) {
         const sm_shared_act *s = &a->shared[i];
-        if (s->set == k->set && s->e == k->e && s->src == k->src && s->n0 == k->n0 &&
-            s->n1 == k->n1 && !strcmp(s->what, k->what))
+        if (s->set == k->set && s->n0 == k->n0 && s->n1 == k->n1 && !strcmp(s->what, k->what))
             return s->t;
     }
     return NULL;
@@ -72,7 +72,7 @@ static void sm_shared_add(sm_alloc_ctx *a, sm_shared_act *k, sm_tensor *t)
 {
     if (!t) return;
     if (sm_grow(&a->shared, &a->cap_shared, a->nshared + 1, sizeof *a->shared)) {
-        sm_fail(a->err, "out of memory for the backward temporaries");
+        sm_fail(a->err, "out of memory for the shared temporaries");
         a->failed = 1;
         return;
     }
@@ -85,7 +85,7 @@ static void sm_shared_add(sm_alloc_ctx *a, sm_shared_act *k, sm_tensor *t)
 static sm_tensor *sm_shared(sm_alloc_ctx *a, const char *what, int set, int64_t n0, int64_t n1)
 {
     if (a->failed) return NULL;
-    sm_shared_act k = {.what = what, .set = set, .e = -1, .src = -1, .n0 = n0, .n1 = n1};
+    sm_shared_act k = {.what = what, .set = set, .n0 = n0, .n1 = n1};
     sm_tensor *t = sm_shared_find(a, &k);
     if (t) return t;
     char name[128];
@@ -124,20 +124,20 @@ static sm_tensor *sm_rows(sm_alloc_ctx *a, const char *what, int e, int src, int
     return t;
 }
 
-/* A routed expert's resizable backward temporary of the current layer: its own, or its set's
- * ("mb<m>.bwd<s>.<what>.<e>", "....<e>.from<src>"). */
-static sm_tensor *sm_bwd_rows(sm_alloc_ctx *a, const char *what, int e, int src, int64_t width)
+/* A routed expert's resizable backward temporary of the current layer (entry i of its array):
+ * the same entry of `shared`, the array of the layer it shares them with, else its own (a
+ * shared set's named "mb<m>.bwd<s>.<what>.<e>", "....<e>.from<src>"). */
+static sm_tensor *sm_bwd_rows(sm_alloc_ctx *a, sm_tensor **shared, int i, const char *what,
+                              int e, int src, int64_t width)
 {
     if (a->failed || !a->r->share_bwd) return sm_rows(a, what, e, src, width);
-    sm_shared_act k = {.what = what, .set = a->l % SM_FFN_SETS, .e = e, .src = src, .n1 = width};
-    sm_tensor *t = sm_shared_find(a, &k);
-    if (t) return t;
+    if (shared) return shared[i];
     char name[128];
     snprintf(name, sizeof name, src == a->r->ep_index ? "mb%d.bwd%d.%s.%d" :
-             "mb%d.bwd%d.%s.%d.from%d", a->mb, k.set, what, e, src);
-    t = sm_tensor_rows_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, width, a->err);
+             "mb%d.bwd%d.%s.%d.from%d", a->mb, a->l % SM_FFN_SETS, what, e, src);
+    sm_tensor *t = sm_tensor_rows_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, width,
+                                         a->err);
     if (!t) a->failed = 1;
-    sm_shared_add(a, &k, t);
     return t;
 }
 
@@ -173,6 +173,7 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
     const sm_run *r = a->r;
     const sm_dims *dm = &r->m->dims;
     int E = dm->E, n = E * r->ep, d = dm->d, mi = dm->expert_I, me = r->ep_index;
+    sm_layer_acts *prev = a->rows_of_set[a->l % SM_FFN_SETS];
     x->xe = sm_slots(a, n);
     x->ye = sm_slots(a, n);
     x->eh1 = sm_slots(a, n);
@@ -206,14 +207,15 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
                 x->eh3[i] = sm_rows(a, "h3", e, p, mi);
             }
             if (!backward) continue;
-            x->dye[i] = sm_bwd_rows(a, "dye", e, p, d);
-            x->dxe[i] = sm_bwd_rows(a, "dxe", e, p, d);
+            x->dye[i] = sm_bwd_rows(a, prev ? prev->dye : NULL, i, "dye", e, p, d);
+            x->dxe[i] = sm_bwd_rows(a, prev ? prev->dxe : NULL, i, "dxe", e, p, d);
             if (here) {
-                x->deh1[i] = sm_bwd_rows(a, "dh1", e, p, mi);
-                x->deh3[i] = sm_bwd_rows(a, "dh3", e, p, mi);
+                x->deh1[i] = sm_bwd_rows(a, prev ? prev->deh1 : NULL, i, "dh1", e, p, mi);
+                x->deh3[i] = sm_bwd_rows(a, prev ? prev->deh3 : NULL, i, "dh3", e, p, mi);
             }
-            if (p == me) x->dge[e] = sm_bwd_rows(a, "dge", e, p, 1);
+            if (p == me) x->dge[e] = sm_bwd_rows(a, prev ? prev->dge : NULL, e, "dge", e, p, 1);
         }
+    if (backward) a->rows_of_set[a->l % SM_FFN_SETS] = x;
 }
 
 static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
@@ -324,6 +326,7 @@ int sm_run_alloc(sm_run *r, sm_error *err)
     for (int mb = 0; mb < r->micro && !a.failed; mb++) {
         a.mb = mb;
         a.nshared = 0;
+        memset(a.rows_of_set, 0, sizeof a.rows_of_set);
         sm_micro_alloc(&a, &r->mb[mb]);
     }
     free(a.shared);
