@@ -3,17 +3,43 @@
  * Routed experts' activations and gradients are resizable row buffers, one per (expert,
  * source) a rank needs (model.h): they hold the rows the routing gives them, T*K rows per
  * layer and micro-batch over all experts of one source, plus the rows received from the
- * other ranks of an expert-parallel group. */
+ * other ranks of an expert-parallel group.
+ * A layer's backward temporaries are dead once its backward is done: without a pipeline
+ * (sm_run.share_bwd) layers share them, layer l using set l % sets of its micro-batch, and
+ * StarPU orders a set's writers after the previous user's readers. The FFN's have one set:
+ * every task reading them is on the way to the residual gradient that layer l - 1's backward
+ * starts from. The attention's have two: its weight-gradient tasks are not, and layer l - 1
+ * does not wait for layer l + 1's. The shared expert's output, read only by its layer's
+ * combine, is one tensor per micro-batch in every run: the next layer writes it only after
+ * that combine anyway (its input is the combine's output). */
 #include "model/model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include "base/grow.h"
+
+#define SM_ATTN_SETS 2
+#define SM_FFN_SETS 1
+#define SM_FWD_SET -1            /* forward temporaries' set */
+
+/* A shared temporary: what, its shape, its set. */
+typedef struct sm_shared_act {
+    const char *what;
+    int set;
+    int64_t n0, n1;
+    sm_tensor *t;
+} sm_shared_act;
 
 typedef struct sm_alloc_ctx {
     sm_run *r;
     int l, mb;
     sm_error *err;
     int failed;
+    sm_shared_act *shared;       /* the current micro-batch's shared temporaries */
+    size_t nshared, cap_shared;
+    sm_layer_acts *rows_of_set[SM_FFN_SETS]; /* the layer whose experts' backward row buffers
+                                              * a set's layers share (NULL: none yet) */
 } sm_alloc_ctx;
 
 static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t n0, int64_t n1)
@@ -31,6 +57,58 @@ static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t
 
 #define ACT(what, n0, n1) sm_act(a, what, SM_F32, n0, n1)
 
+/* The shared temporary matching k in the current micro-batch, or NULL. */
+static sm_tensor *sm_shared_find(const sm_alloc_ctx *a, const sm_shared_act *k)
+{
+    for (size_t i = 0; i < a->nshared; i++) {
+        const sm_shared_act *s = &a->shared[i];
+        if (s->set == k->set && s->n0 == k->n0 && s->n1 == k->n1 && !strcmp(s->what, k->what))
+            return s->t;
+    }
+    return NULL;
+}
+
+static void sm_shared_add(sm_alloc_ctx *a, sm_shared_act *k, sm_tensor *t)
+{
+    if (!t) return;
+    if (sm_grow(&a->shared, &a->cap_shared, a->nshared + 1, sizeof *a->shared)) {
+        sm_fail(a->err, "out of memory for the shared temporaries");
+        a->failed = 1;
+        return;
+    }
+    k->t = t;
+    a->shared[a->nshared++] = *k;
+}
+
+/* The current micro-batch's tensor of set `set` ("mb<m>.bwd<s>.<what>"; SM_FWD_SET:
+ * "mb<m>.fwd.<what>"), made by the first layer asking for it. */
+static sm_tensor *sm_shared(sm_alloc_ctx *a, const char *what, int set, int64_t n0, int64_t n1)
+{
+    if (a->failed) return NULL;
+    sm_shared_act k = {.what = what, .set = set, .n0 = n0, .n1 = n1};
+    sm_tensor *t = sm_shared_find(a, &k);
+    if (t) return t;
+    char name[128];
+    int64_t shape[2] = {n0, n1};
+    if (set == SM_FWD_SET) snprintf(name, sizeof name, "mb%d.fwd.%s", a->mb, what);
+    else snprintf(name, sizeof name, "mb%d.bwd%d.%s", a->mb, set, what);
+    t = sm_tensor_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, n1 ? 2 : 1, shape,
+                         a->err);
+    if (!t) a->failed = 1;
+    sm_shared_add(a, &k, t);
+    return t;
+}
+
+/* A backward temporary of the current layer: its own, or its set's of `sets`. */
+static sm_tensor *sm_bwd(sm_alloc_ctx *a, const char *what, int sets, int64_t n0, int64_t n1)
+{
+    if (!a->r->share_bwd) return ACT(what, n0, n1);
+    return sm_shared(a, what, a->l % sets, n0, n1);
+}
+
+#define ATTN_BWD(what, n0, n1) sm_bwd(a, what, SM_ATTN_SETS, n0, n1)
+#define FFN_BWD(what, n0, n1) sm_bwd(a, what, SM_FFN_SETS, n0, n1)
+
 /* A resizable row buffer of `width` elements per row, named "mb<m>.L<l>.<what>.<e>" for
  * source `src` = own, "....<e>.from<src>" for another source's rows. */
 static sm_tensor *sm_rows(sm_alloc_ctx *a, const char *what, int e, int src, int64_t width)
@@ -40,6 +118,23 @@ static sm_tensor *sm_rows(sm_alloc_ctx *a, const char *what, int e, int src, int
     int own = src == a->r->ep_index;
     snprintf(name, sizeof name, own ? "mb%d.L%d.%s.%d" : "mb%d.L%d.%s.%d.from%d", a->mb, a->l,
              what, e, src);
+    sm_tensor *t = sm_tensor_rows_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, width,
+                                         a->err);
+    if (!t) a->failed = 1;
+    return t;
+}
+
+/* A routed expert's resizable backward temporary of the current layer (entry i of its array):
+ * the same entry of `shared`, the array of the layer it shares them with, else its own (a
+ * shared set's named "mb<m>.bwd<s>.<what>.<e>", "....<e>.from<src>"). */
+static sm_tensor *sm_bwd_rows(sm_alloc_ctx *a, sm_tensor **shared, int i, const char *what,
+                              int e, int src, int64_t width)
+{
+    if (a->failed || !a->r->share_bwd) return sm_rows(a, what, e, src, width);
+    if (shared) return shared[i];
+    char name[128];
+    snprintf(name, sizeof name, src == a->r->ep_index ? "mb%d.bwd%d.%s.%d" :
+             "mb%d.bwd%d.%s.%d.from%d", a->mb, a->l % SM_FFN_SETS, what, e, src);
     sm_tensor *t = sm_tensor_rows_new_in(a->r->m->g, &a->r->owned, name, SM_F32, SM_ACT, width,
                                          a->err);
     if (!t) a->failed = 1;
@@ -78,6 +173,7 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
     const sm_run *r = a->r;
     const sm_dims *dm = &r->m->dims;
     int E = dm->E, n = E * r->ep, d = dm->d, mi = dm->expert_I, me = r->ep_index;
+    sm_layer_acts *prev = a->rows_of_set[a->l % SM_FFN_SETS];
     x->xe = sm_slots(a, n);
     x->ye = sm_slots(a, n);
     x->eh1 = sm_slots(a, n);
@@ -120,14 +216,15 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
                 x->eh3[i] = sm_rows(a, "h3", e, p, mi);
             }
             if (!backward) continue;
-            if (here) x->dye[i] = sm_rows(a, "dye", e, p, d);
-            x->dxe[i] = sm_rows(a, "dxe", e, p, d);
+            if (here) x->dye[i] = sm_bwd_rows(a, prev ? prev->dye : NULL, i, "dye", e, p, d);
+            x->dxe[i] = sm_bwd_rows(a, prev ? prev->dxe : NULL, i, "dxe", e, p, d);
             if (here) {
-                x->deh1[i] = sm_rows(a, "dh1", e, p, mi);
-                x->deh3[i] = sm_rows(a, "dh3", e, p, mi);
+                x->deh1[i] = sm_bwd_rows(a, prev ? prev->deh1 : NULL, i, "dh1", e, p, mi);
+                x->deh3[i] = sm_bwd_rows(a, prev ? prev->deh3 : NULL, i, "dh3", e, p, mi);
             }
-            if (p == me) x->dge[e] = sm_rows(a, "dge", e, p, 1);
+            if (p == me) x->dge[e] = sm_bwd_rows(a, prev ? prev->dge : NULL, e, "dge", e, p, 1);
         }
+    if (backward) a->rows_of_set[a->l % SM_FFN_SETS] = x;
 }
 
 static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
@@ -138,7 +235,7 @@ static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
     x->w = ACT("route_w", T, K);
     x->s = ACT("route_s", T, E);
     x->bal_loss = ACT("balance_loss", 1, 0);
-    if (dm->shared_I > 0) x->ys = ACT("shared_y", T, d);
+    if (dm->shared_I > 0) x->ys = sm_shared(a, "shared_y", SM_FWD_SET, T, d);
     sm_moe_experts(a, x, backward);
 }
 
@@ -169,21 +266,21 @@ static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backwar
     }
     if (sm_dims_layer_is_moe(dm, l)) sm_moe_acts(a, x, backward);
     if (!backward) return;
-    x->dxn = ACT("dxn", T, d);
+    x->dxn = ATTN_BWD("dxn", T, d);
     if (dq > 0) {
-        x->dcqn = ACT("dcqn", T, dq);
-        x->dcq = ACT("dcq", T, dq);
+        x->dcqn = ATTN_BWD("dcqn", T, dq);
+        x->dcq = ATTN_BWD("dcq", T, dq);
     }
-    x->dq = ACT("dq", T, dm->q_w);
-    x->dkpe = ACT("dkpe", T, dr);
-    x->dkvu = ACT("dkvu", T, dm->kv_b_w);
-    x->dkvn = ACT("dkvn", T, dc);
-    x->dkv = ACT("dkv", T, dm->kv_a_w);
-    x->dout = ACT("dattn_o", T, dm->o_w);
-    x->dxn2 = ACT("dxn2", T, d);
+    x->dq = ATTN_BWD("dq", T, dm->q_w);
+    x->dkpe = ATTN_BWD("dkpe", T, dr);
+    x->dkvu = ATTN_BWD("dkvu", T, dm->kv_b_w);
+    x->dkvn = ATTN_BWD("dkvn", T, dc);
+    x->dkv = ATTN_BWD("dkv", T, dm->kv_a_w);
+    x->dout = ATTN_BWD("dattn_o", T, dm->o_w);
+    x->dxn2 = FFN_BWD("dxn2", T, d);
     if (ffn_I > 0) {
-        x->dh1 = ACT("dffn_h1", T, ffn_I);
-        x->dh3 = ACT("dffn_h3", T, ffn_I);
+        x->dh1 = FFN_BWD("dffn_h1", T, ffn_I);
+        x->dh3 = FFN_BWD("dffn_h3", T, ffn_I);
     }
 }
 
@@ -237,7 +334,10 @@ int sm_run_alloc(sm_run *r, sm_error *err)
     if (!(r->mb = calloc(r->micro, sizeof *r->mb))) return sm_fail(err, "out of memory");
     for (int mb = 0; mb < r->micro && !a.failed; mb++) {
         a.mb = mb;
+        a.nshared = 0;
+        memset(a.rows_of_set, 0, sizeof a.rows_of_set);
         sm_micro_alloc(&a, &r->mb[mb]);
     }
+    free(a.shared);
     return a.failed ? -1 : 0;
 }

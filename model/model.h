@@ -100,6 +100,8 @@ struct sm_run {
     int B, S, micro, Bm, T;                  /* T = Bm*S tokens per micro-batch */
     int backward;
     int split_dx;                            /* one residual gradient per block boundary */
+    int share_bwd;                           /* layers share backward temporaries (no pipeline:
+                                              * activations.c) */
     int grad_over_logits;                    /* dlogits is logits (sm_run_opts) */
     sm_mla_dims mla;
     sm_router_dims router;

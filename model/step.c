@@ -82,6 +82,7 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
     }
     *r = (sm_run){.m = m, .B = B, .S = S, .micro = micro, .Bm = B / micro, .T = B / micro * S,
                   .backward = backward, .split_dx = sm_pipeline_defers_weights(o), .Bg = B,
+                  .share_bwd = backward && !(o && o->pipeline),
                   .grad_over_logits = backward && o && o->grad_over_logits, .ep = ep,
                   .ep_index = rank % ep, .ep_first = rank - rank % ep};
     if (sm_run_setup(r, err) || sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
