@@ -213,11 +213,11 @@ for run in runs:
 print()
 print("| config | layout | ranks | workers/rank | tok/s | vs 1 rank | step ms | loss first -> last |"
       " = 1 rank | EP rows/tok | EP KB/tok | ranks/tok (max) | no group limit (max) |"
-      " peak RSS MB, max/rank (all) | comm exposed |")
-print("|---|---|---:|---:|---:|---:|---:|---|:-:|---:|---:|---:|---:|---:|---|")
+      " peak RSS MB, max/rank (all) | others' CPU | comm exposed |")
+print("|---|---|---:|---:|---:|---:|---:|---|:-:|---:|---:|---:|---:|---:|---:|---|")
 for w in rows:
     ep = w["ep"] > 1
-    print("| %s | %s%s | %d | %d | %.0f | %s | %.1f | %.6f -> %.6f | %s | %s | %s | %s | %s | %.0f (%.0f) | n/a |" % (
+    print("| %s | %s%s | %d | %d | %.0f | %s | %.1f | %.8f -> %.8f | %s | %s | %s | %s | %s | %.0f (%.0f) | %.0f%% | n/a |" % (
         w["config"], w["layout"], " (oversubscribed)" if w["oversubscribed"] else "", w["ranks"],
         w["workers_per_rank"], w["tokens_per_s"],
         "%.2f" % w["vs_one_rank"] if w["vs_one_rank"] else "",
@@ -226,12 +226,13 @@ for w in rows:
         "%.1f" % (w["ep_bytes_per_token"] / 1024) if ep else "-",
         "%.2f (%d)" % (w["ep_ranks_per_token"], w["ep_ranks_max"]) if ep else "-",
         "%.2f (%d)" % (w["ep_ranks_unlimited"], w["ep_ranks_unlimited_max"]) if ep else "-",
-        w["peak_rss_mb_max"], w["peak_rss_mb_sum"]))
+        w["peak_rss_mb_max"], w["peak_rss_mb_sum"], 100 * w["others_cpu_share"]))
 print()
 print("= / ~ / MISMATCH: first and last loss equal to the one-rank run's / within %g relative /"
       " not." % tol)
 print("EP columns: rank 0's tokens, all MoE layers; a row goes out and comes back in the forward"
       " and in the backward pass (bytes = 4 x rows x hidden_size x 4).")
+print("others' CPU: the share of the machine's CPU time other processes took during the run.")
 print("comm exposed: overlapped vs exposed communication is not measured by this script yet"
       " (to come from `starmoe trace summary` of a traced step).")
 over = [w for w in rows if w["oversubscribed"]]
