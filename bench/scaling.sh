@@ -233,8 +233,9 @@ print("= / ~ / MISMATCH: first and last loss equal to the one-rank run's / withi
 print("EP columns: rank 0's tokens, all MoE layers; a row goes out and comes back in the forward"
       " and in the backward pass (bytes = 4 x rows x hidden_size x 4).")
 print("others' CPU: the share of the machine's CPU time other processes took during the run.")
-print("comm exposed: overlapped vs exposed communication is not measured by this script yet"
-      " (to come from `starmoe trace summary` of a traced step).")
+print("comm exposed: NOT MEASURED YET: the share of each rank's communication time not"
+      " overlapped by its tasks, to come from `starmoe trace summary` of a traced step (being"
+      " added elsewhere); n/a is not a zero.")
 over = [w for w in rows if w["oversubscribed"]]
 if over:
     print("OVERSUBSCRIBED: %s run more workers (ranks x workers per rank) than the %d cores,"
