@@ -10,7 +10,9 @@
 # must equal the one-rank run's: checked, a difference is flagged), rank 0's expert-parallel
 # traffic (rows and bytes sent per token over all MoE layers; ranks a token's experts sit on
 # per MoE layer, with the routing's group limit and without it), and each rank's peak
-# resident memory (GNU time's maximum RSS around every rank; the table gives the largest).
+# resident memory (GNU time's maximum RSS around every rank; the table gives the largest and
+# the sum). Its column "comm exposed" (communication not overlapped by tasks) stays n/a until
+# `starmoe trace summary` of a traced step reports it.
 # Every layout runs the same micro-batch size (MICRO_SEQS sequences, default 2), so a rank
 # runs batch / ranks / MICRO_SEQS micro-batches: the losses are then comparable bit for bit.
 #
@@ -28,9 +30,9 @@
 # Every run's JSON, with the machine and its load, goes to bench/results/scaling-<date>.json.
 #
 # Several ranks on one host share its cores: the engine gives each rank (cores / local ranks
-# - 1, at least 1) workers, and StarPU-MPI's own thread runs beside them; on a machine with
-# fewer cores than ranks x 2 the ranks oversubscribe the cores (the output says so), and the
-# figures measure the engine's overheads, not the speed-up of more machines.
+# - 1, at least 1) workers, and StarPU-MPI's own thread runs beside them; a machine with fewer
+# cores than ranks x 2 is oversubscribed (the table marks layouts with more workers than
+# cores), and the figures measure the engine's overheads, not the speed-up of more machines.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
