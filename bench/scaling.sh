@@ -11,8 +11,9 @@
 # traffic (rows and bytes sent per token over all MoE layers; ranks a token's experts sit on
 # per MoE layer, with the routing's group limit and without it), and each rank's peak
 # resident memory (GNU time's maximum RSS around every rank; the table gives the largest and
-# the sum). Its column "comm exposed" (communication not overlapped by tasks) stays n/a until
-# `starmoe trace summary` of a traced step reports it.
+# the sum). Every step is traced (each rank its own file); "comm exposed" is the share of the
+# ranks' communication time during which none of their tasks ran (`starmoe trace summary` of
+# the merged traces).
 # Every layout runs the same micro-batch size (MICRO_SEQS sequences, default 2), so a rank
 # runs batch / ranks / MICRO_SEQS micro-batches: the losses are then comparable bit for bit.
 #
@@ -144,7 +145,7 @@ for c in $CONFIGS; do
         run_ranks "$n" "$d" timeout "$TIMEOUT" "${SM[@]}" bench --config "$cpath" \
             --batch "$batch" --seq "$seq" --micro $((batch / n / MICRO_SEQS)) --train \
             --reps "$REPS" --warmup "$WARMUP" --ep "$ep" --dp "$dp" "${det[@]}" \
-            --format json >"$d/out" 2>"$d/err" || rc=$?
+            --trace "$d/trace.json" --format json >"$d/out" 2>"$d/err" || rc=$?
         wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
         j1=$(busy_jiffies)
         out=$(grep '^{' "$d/out" | tail -n 1 || true)
@@ -154,10 +155,20 @@ for c in $CONFIGS; do
             exit 1
         fi
         ranks=$(cat "$d"/rank.* | awk '{ printf "%s[%s,%s,%s,%s]", (NR > 1 ? "," : ""), $1, $2, $3, $4 }')
-        printf '{"config":"%s","config_path":"%s","layout":"%s","ranks":%d,"ep":%d,"dp":%d,"wall_s":%s,"busy_s":%s,"load_before":%s,"cpu_busy_before_pct":%d,"waited_s":%d,"rank_rss_kb_user_sys_wall":[%s],"result":%s}\n' \
+        # communication against computation: the ranks' traces merged (in rank order), summed
+        comm=null
+        if [ "$n" -gt 1 ]; then
+            traces=("$d/trace.json")
+            for ((q = 1; q < n; q++)); do traces+=("$d/trace.rank$q.json"); done
+            "${SM[@]}" trace merge "${traces[@]}" -o "$d/merged.json" >/dev/null 2>&1 &&
+                comm=$("${SM[@]}" trace summary "$d/merged.json" --format json 2>/dev/null |
+                    "$PYTHON" -c 'import json,sys; r=json.load(sys.stdin).get("ranks") or []; c=sum(x["communication_us"] for x in r); e=sum(x["exposed_us"] for x in r); print(json.dumps({"communication_us": c, "exposed_us": e}) if r else "null")' ||
+                    echo null)
+        fi
+        printf '{"config":"%s","config_path":"%s","layout":"%s","ranks":%d,"ep":%d,"dp":%d,"wall_s":%s,"busy_s":%s,"load_before":%s,"cpu_busy_before_pct":%d,"waited_s":%d,"rank_rss_kb_user_sys_wall":[%s],"comm":%s,"result":%s}\n' \
             "$c" "${cpath#"$ROOT"/}" "$lay" "$n" "$ep" "$dp" "$wall" \
             "$(awk -v j=$((j1 - j0)) -v hz="$HZ" 'BEGIN { printf "%.3f", j / hz }')" "$l0" "$BUSY" \
-            "$WAITED" "$ranks" "$out" >>"$RUNS"
+            "$WAITED" "$ranks" "$comm" "$out" >>"$RUNS"
         others=$(cat "$d"/rank.* | awk -v j=$((j1 - j0)) -v hz="$HZ" -v w="$wall" -v n="$NPROC" \
             '{ own += $2 + $3 } END { o = (j / hz - own) / (w * n) * 100; printf "%.0f", o < 0 ? 0 : o }')
         "$PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); print("  %-9s %-8s %7.0f tok/s  step %8.1f ms  loss %.8f -> %.8f  (%.0f s; others took %s%% of the CPUs)" % (sys.argv[2], sys.argv[3], r["tokens_per_s"], 1e3 * r["step_s_median"], r["loss_first"], r["loss_last"], float(sys.argv[4]), sys.argv[5]))' \
@@ -210,7 +221,10 @@ for run in runs:
         ep_ranks_unlimited=r["ep_ranks_unlimited"],
         ep_ranks_unlimited_max=r["ep_ranks_unlimited_max"],
         peak_rss_mb_max=max(rss) / 1024, peak_rss_mb_sum=sum(rss) / 1024,
-        others_cpu_share=others, comm_exposed=None))
+        others_cpu_share=others,
+        comm_ms=run["comm"]["communication_us"] / 1e3 if run.get("comm") else None,
+        comm_exposed=run["comm"]["exposed_us"] / run["comm"]["communication_us"]
+        if run.get("comm") and run["comm"]["communication_us"] > 0 else None))
 
 print()
 print("| config | layout | ranks | workers/rank | tok/s | vs 1 rank | step ms | loss first -> last |"
@@ -219,7 +233,7 @@ print("| config | layout | ranks | workers/rank | tok/s | vs 1 rank | step ms | 
 print("|---|---|---:|---:|---:|---:|---:|---|:-:|---:|---:|---:|---:|---:|---:|---|")
 for w in rows:
     ep = w["ep"] > 1
-    print("| %s | %s%s | %d | %d | %.0f | %s | %.1f | %.8f -> %.8f | %s | %s | %s | %s | %s | %.0f (%.0f) | %.0f%% | n/a |" % (
+    print("| %s | %s%s | %d | %d | %.0f | %s | %.1f | %.8f -> %.8f | %s | %s | %s | %s | %s | %.0f (%.0f) | %.0f%% | %s |" % (
         w["config"], w["layout"], " (oversubscribed)" if w["oversubscribed"] else "", w["ranks"],
         w["workers_per_rank"], w["tokens_per_s"],
         "%.2f" % w["vs_one_rank"] if w["vs_one_rank"] else "",
@@ -228,16 +242,19 @@ for w in rows:
         "%.1f" % (w["ep_bytes_per_token"] / 1024) if ep else "-",
         "%.2f (%d)" % (w["ep_ranks_per_token"], w["ep_ranks_max"]) if ep else "-",
         "%.2f (%d)" % (w["ep_ranks_unlimited"], w["ep_ranks_unlimited_max"]) if ep else "-",
-        w["peak_rss_mb_max"], w["peak_rss_mb_sum"], 100 * w["others_cpu_share"]))
+        w["peak_rss_mb_max"], w["peak_rss_mb_sum"], 100 * w["others_cpu_share"],
+        "%.0f%% of %.0f ms" % (100 * w["comm_exposed"], w["comm_ms"])
+        if w["comm_exposed"] is not None else "-"))
 print()
 print("= / ~ / MISMATCH: first and last loss equal to the one-rank run's / within %g relative /"
       " not." % tol)
-print("EP columns: rank 0's tokens, all MoE layers; a row goes out and comes back in the forward"
-      " and in the backward pass (bytes = 4 x rows x hidden_size x 4).")
+print("EP columns: rank 0's tokens, all MoE layers: a token and its output gradient go once to"
+      " each other rank holding one of its experts, an expert's output and input gradient come"
+      " back per (token, expert) (bytes: rows x hidden_size x 4, plus index and weights).")
 print("others' CPU: the share of the machine's CPU time other processes took during the run.")
-print("comm exposed: NOT MEASURED YET: the share of each rank's communication time not"
-      " overlapped by its tasks, to come from `starmoe trace summary` of a traced step (being"
-      " added elsewhere); n/a is not a zero.")
+print("comm exposed: over every rank's traced steps (warm-up included), the share of its"
+      " communication time (the union of its message slices) during which none of its tasks ran,"
+      " of the total communication time (`starmoe trace summary` of the merged rank traces).")
 over = [w for w in rows if w["oversubscribed"]]
 if over:
     print("OVERSUBSCRIBED: %s run more workers (ranks x workers per rank) than the %d cores,"

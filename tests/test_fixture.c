@@ -1,5 +1,5 @@
 /* The engine against the official DeepSeek-V3 code and our float64 reference: for each
- * fixture folder (tests/fixtures/*, or the arguments) runs
+ * fixture folder (every folder under tests/fixtures, or the arguments) runs
  * forward and backward through StarPU and compares logits (max abs <= 1e-4), loss (<= 1e-5), routing sets per token (identical),
  * hidden states, and every gradient (relative Frobenius <= 1e-4), with 1 and 2 micro-batches. */
 #include <stdio.h>
@@ -20,6 +20,7 @@ typedef struct fixture {
 static float *read_expected(fixture *fx, const char *name, size_t *n)
 {
     const sm_st_tensor *t = sm_st_find(&fx->expected, name);
+    *n = 0;
     if (!t) return NULL;
     *n = (size_t)sm_st_numel(t);
     float *v = malloc(*n * sizeof *v);
