@@ -8,14 +8,9 @@
 # rank 0 alone writing, and resumes on every rank; without mpirun, or with one rank, nothing
 # changes. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
-if ! command -v mpirun > /dev/null; then
-  echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
-  exit 0
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+. "$(dirname "$0")/mpi.sh"
 # one worker per rank on a machine of few cores (the engine's default under mpirun, or
 # engine.workers=1 for train)
-MPIRUN=(timeout -k 5 240 mpirun --oversubscribe --bind-to none)
 CONFIG=${STARMOE_SRCDIR:-..}/examples/tiny.json MODEL=${STARMOE_SRCDIR:-..}/configs/tiny.json
 TRAIN=("$STARMOE" train --config "$CONFIG" --set engine.workers=1 --out "$TMP/run" --steps 1
        --set eval.batches=1)

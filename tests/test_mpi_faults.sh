@@ -5,12 +5,8 @@
 # deterministic); a rank stopped with SIGSTOP makes the other give up after parallel.timeout_s,
 # naming the step and the rank it waits for. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
-if ! command -v mpirun > /dev/null; then
-  echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
-  exit 0
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPIRUN=(timeout -k 5 240 mpirun --oversubscribe --bind-to none -np 2)
+. "$(dirname "$0")/mpi.sh"
+MPIRUN+=(-np 2)
 CONFIG=${STARMOE_SRCDIR:-..}/examples/tiny.json
 TRAIN=("$STARMOE" train --config "$CONFIG" --set engine.workers=1 --set eval.every=0
        --set eval.batches=1 --set log.every=1 --set parallel.ep=2

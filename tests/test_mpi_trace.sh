@@ -9,12 +9,7 @@
 # exposed, as text and JSON. eval over ep 2 writes a file per rank too. A one-rank trace has no
 # messages and no clock offset. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
-if ! command -v mpirun > /dev/null; then
-  echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
-  exit 0
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPIRUN=(timeout -k 5 240 mpirun --oversubscribe --bind-to none)
+. "$(dirname "$0")/mpi.sh"
 check_tool=${TRACE_CHECK:-./tests/trace_check}
 TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --steps 2
        --set engine.workers=1 --set eval.batches=1)
