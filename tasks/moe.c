@@ -151,9 +151,7 @@ static void sm_dispatch_rank_cpu(void *b[], void *arg)
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
     const int32_t *plan = SM_BUF(b, DISPATCH_RANK_PLAN, int32_t);
-    const int32_t *count = sm_plan_count((int32_t *)plan, r->T, r->K, r->E);
-    int pairs = 0;
-    for (int e = a->e; e < a->e1; e++) pairs += count[e];
+    int pairs = sm_plan_rows_between(plan, a->e, a->e1, r->T, r->K, r->E);
     float *xs = sm_resizable_resize(b[DISPATCH_RANK_XS], (size_t)pairs * r->d);
     int32_t *xi = sm_resizable_resize(b[DISPATCH_RANK_XI], (size_t)(a->e1 - a->e) + pairs);
     int n = sm_moe_pack_for_rank(xs, xi, SM_BUF(b, DISPATCH_RANK_U, float), plan, a->e, a->e1,
@@ -181,15 +179,11 @@ static void sm_grads_rank_cpu(void *b[], void *arg)
     const sm_moe_args *a = arg;
     const sm_router_dims *r = &a->r;
     const int32_t *plan = SM_BUF(b, GRADS_RANK_PLAN, int32_t);
-    const int32_t *count = sm_plan_count((int32_t *)plan, r->T, r->K, r->E);
-    int pairs = 0;
-    for (int e = a->e; e < a->e1; e++) pairs += count[e];
+    int pairs = sm_plan_rows_between(plan, a->e, a->e1, r->T, r->K, r->E);
     float *gs = sm_resizable_resize(b[GRADS_RANK_GS], (size_t)pairs * r->d);
-    int32_t *index = sm_kcalloc((size_t)(a->e1 - a->e) + pairs, sizeof *index,
-                                "grads_for_rank: index");
-    int n = sm_moe_pack_for_rank(gs, index, SM_BUF(b, GRADS_RANK_DY, float), plan, a->e, a->e1,
+    /* the rank has the index of the same tokens from the forward pass */
+    int n = sm_moe_pack_for_rank(gs, NULL, SM_BUF(b, GRADS_RANK_DY, float), plan, a->e, a->e1,
                                  r->T, r->K, r->E, r->d);
-    free(index);
     sm_resizable_resize(b[GRADS_RANK_GS], (size_t)n * r->d);
     sm_moe_pair_weights(sm_resizable_resize(b[GRADS_RANK_WS], (size_t)pairs),
                         SM_BUF(b, GRADS_RANK_W, float), plan, a->e, a->e1, r->T, r->K, r->E);

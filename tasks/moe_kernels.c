@@ -229,8 +229,8 @@ int sm_moe_pack_for_rank(float *xs, int32_t *xi, const float *u, const int32_t *
         row_of[t] = chosen ? n : -1;
         if (chosen) memcpy(xs + (size_t)n++ * d, u + (size_t)t * d, (size_t)d * sizeof *xs);
     }
-    int32_t *at = xi + (e1 - e0);
-    for (int e = e0; e < e1; e++) {
+    int32_t *at = xi ? xi + (e1 - e0) : NULL;
+    for (int e = e0; at && e < e1; e++) {
         xi[e - e0] = p.count[e];
         for (int r = 0; r < p.count[e]; r++) *at++ = row_of[p.rows[p.offset[e] + r]];
     }

@@ -52,10 +52,16 @@ double sm_balance_loss(float *ds, const float *s, const int32_t *plan, int T, in
 /* Dispatch of expert e: xe [count[e], d] = u[rows of e]. */
 void sm_moe_gather(float *xe, const float *u, const int32_t *plan, int e, int T, int K, int E,
                    int d);
+/* The rows plan p routes to experts [e0, e1): the sum of their counts. */
+static inline int sm_plan_rows_between(const int32_t *p, int e0, int e1, int T, int K, int E)
+{
+    const int32_t *offset = sm_plan_offset((int32_t *)p, T, K, E);
+    return offset[e1] - offset[e0];
+}
 /* Dispatch to the rank holding experts [e0, e1): each token choosing one of them once, in token
- * order, xs [n, d] (returns n, the tokens; xs must hold count of [e0, e1) rows: at most that
- * many), and the index xi: first the e1 - e0 counts, then for each expert in turn the rows of
- * xs of its tokens, in its order (xi holds e1 - e0 + the experts' counts entries). */
+ * order, xs [n, d] (returns n, the tokens; xs must hold sm_plan_rows_between rows: at most that
+ * many), and, unless xi is NULL, the index xi: first the e1 - e0 counts, then for each expert in
+ * turn the rows of xs of its tokens, in its order (e1 - e0 + sm_plan_rows_between entries). */
 int sm_moe_pack_for_rank(float *xs, int32_t *xi, const float *u, const int32_t *plan, int e0,
                          int e1, int T, int K, int E, int d);
 /* ws = the mixing weights of the rows of experts [e0, e1), expert by expert in its order (the

@@ -130,9 +130,8 @@ static void case_moe_dispatch_rank(fx *f)
 {
     const sm_router_dims *r = &fx_router_dims;
     routed rt = fx_route(f, r);
-    int e0 = r->E / 2, e1 = r->E, pairs = 0;
-    const int32_t *count = sm_plan_count(RI(rt.plan), r->T, r->K, r->E);
-    for (int e = e0; e < e1; e++) pairs += count[e];
+    int e0 = r->E / 2, e1 = r->E;
+    int pairs = sm_plan_rows_between(RI(rt.plan), e0, e1, r->T, r->K, r->E);
     ct *xs = fx_rows(f, "xs", STALE_ROWS, r->d);
     ct *xi = fx_rows_of(f, "xi", SM_I32, STALE_ROWS, 1, (int32_t[]){-5, -5});
     fx_resize(xs, (size_t)pairs * r->d);
@@ -262,9 +261,9 @@ static void case_moe_grads_for_rank(fx *f)
 {
     const sm_router_dims *r = &fx_router_dims;
     routed rt = fx_route(f, r);
-    int e0 = r->E / 2, e1 = r->E, pairs = 0;
+    int e0 = r->E / 2, e1 = r->E;
+    int pairs = sm_plan_rows_between(RI(rt.plan), e0, e1, r->T, r->K, r->E);
     const int32_t *count = sm_plan_count(RI(rt.plan), r->T, r->K, r->E);
-    for (int e = e0; e < e1; e++) pairs += count[e];
     ct *dy = fx_rand(f, "dy", r->T * r->d);
     ct *gs = fx_rows(f, "gs", STALE_ROWS, r->d), *ws = fx_rows(f, "ws", STALE_ROWS, 1);
     fx_resize(gs, (size_t)pairs * r->d);
