@@ -41,6 +41,7 @@ int sm_graph_executes(const sm_graph *g) { return g->execute; }
 size_t sm_tensor_bytes(const sm_tensor *t)
 {
     if (t->resizable) return t->handle ? sm_resizable_bytes(t->handle) : 0;
+    if (t->absent) return 0;
     return t->numel * sm_dtype_size(t->dtype);
 }
 
@@ -53,10 +54,14 @@ static void *sm_map_zeroed(size_t bytes)
     return p == MAP_FAILED ? NULL : p;
 }
 
-/* A tensor over its own zeroed memory, or (resizable) a handle with no memory yet. */
+enum { SM_MADE_FIXED, SM_MADE_RESIZABLE, SM_MADE_ABSENT };
+
+/* A tensor over its own zeroed memory, (resizable) a handle with no memory yet, or (absent)
+ * neither. */
 static sm_tensor *sm_tensor_make(sm_graph *g, const char *name, sm_dtype dtype, sm_role role,
-                                 int ndim, const int64_t *shape, int resizable, sm_error *err)
+                                 int ndim, const int64_t *shape, int kind, sm_error *err)
 {
+    int resizable = kind == SM_MADE_RESIZABLE;
     if (ndim < 1 || ndim > SM_MAX_DIMS) {
         sm_fail(err, "tensor '%s': %d dimensions (1..%d supported)", name, ndim, SM_MAX_DIMS);
         return NULL;
@@ -77,11 +82,12 @@ static sm_tensor *sm_tensor_make(sm_graph *g, const char *name, sm_dtype dtype, 
     t->ndim = ndim;
     t->numel = 1;
     t->resizable = resizable;
+    t->absent = kind == SM_MADE_ABSENT;
     for (int i = 0; i < ndim; i++) {
         t->shape[i] = shape[i];
         t->numel *= (size_t)shape[i];
     }
-    if (!resizable && !(t->data = sm_map_zeroed(sm_tensor_bytes(t)))) {
+    if (kind == SM_MADE_FIXED && !(t->data = sm_map_zeroed(sm_tensor_bytes(t)))) {
         sm_fail(err, "tensor '%s': cannot map %zu bytes", name, sm_tensor_bytes(t));
         free(t->name);
         free(t);
@@ -89,7 +95,7 @@ static sm_tensor *sm_tensor_make(sm_graph *g, const char *name, sm_dtype dtype, 
     }
     if (g->execute && resizable)
         sm_resizable_register(&t->handle, sm_dtype_size(dtype));
-    else if (g->execute)
+    else if (g->execute && !t->absent)
         starpu_vector_data_register(&t->handle, STARPU_MAIN_RAM, (uintptr_t)t->data,
                                     (uint32_t)(t->numel ? t->numel : 1), sm_dtype_size(dtype));
     g->nlive++;
@@ -106,14 +112,20 @@ static sm_tensor *sm_tensor_make(sm_graph *g, const char *name, sm_dtype dtype, 
 sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role role, int ndim,
                          const int64_t *shape, sm_error *err)
 {
-    return sm_tensor_make(g, name, dtype, role, ndim, shape, 0, err);
+    return sm_tensor_make(g, name, dtype, role, ndim, shape, SM_MADE_FIXED, err);
+}
+
+sm_tensor *sm_tensor_absent(sm_graph *g, const char *name, sm_dtype dtype, sm_role role,
+                            int ndim, const int64_t *shape, sm_error *err)
+{
+    return sm_tensor_make(g, name, dtype, role, ndim, shape, SM_MADE_ABSENT, err);
 }
 
 static void sm_tensor_free(sm_tensor *t)
 {
     if (t->resizable && t->handle) sm_resizable_unregister(t->handle);
     else if (t->handle) starpu_data_unregister(t->handle);
-    if (!t->resizable) munmap(t->data, sm_tensor_bytes(t) ? sm_tensor_bytes(t) : 1);
+    if (t->data && !t->resizable) munmap(t->data, sm_tensor_bytes(t) ? sm_tensor_bytes(t) : 1);
     free(t->name);
     free(t);
 }
@@ -121,13 +133,13 @@ static void sm_tensor_free(sm_tensor *t)
 /* A tensor made by sm_tensor_make, recorded in `owner`. */
 static sm_tensor *sm_tensor_make_in(sm_graph *g, sm_tensor_list *owner, const char *name,
                                     sm_dtype dtype, sm_role role, int ndim, const int64_t *shape,
-                                    int resizable, sm_error *err)
+                                    int kind, sm_error *err)
 {
     if (sm_grow(&owner->v, &owner->cap, (size_t)owner->n + 1, sizeof *owner->v)) {
         sm_fail(err, "tensor '%s': out of memory", name);
         return NULL;
     }
-    sm_tensor *t = sm_tensor_make(g, name, dtype, role, ndim, shape, resizable, err);
+    sm_tensor *t = sm_tensor_make(g, name, dtype, role, ndim, shape, kind, err);
     if (!t) return NULL;
     owner->v[owner->n++] = t;
     return t;
@@ -136,13 +148,14 @@ static sm_tensor *sm_tensor_make_in(sm_graph *g, sm_tensor_list *owner, const ch
 sm_tensor *sm_tensor_new_in(sm_graph *g, sm_tensor_list *owner, const char *name, sm_dtype dtype,
                             sm_role role, int ndim, const int64_t *shape, sm_error *err)
 {
-    return sm_tensor_make_in(g, owner, name, dtype, role, ndim, shape, 0, err);
+    return sm_tensor_make_in(g, owner, name, dtype, role, ndim, shape, SM_MADE_FIXED, err);
 }
 
 sm_tensor *sm_tensor_rows_new_in(sm_graph *g, sm_tensor_list *owner, const char *name,
                                  sm_dtype dtype, sm_role role, int64_t width, sm_error *err)
 {
-    return sm_tensor_make_in(g, owner, name, dtype, role, 2, (int64_t[]){0, width}, 1, err);
+    return sm_tensor_make_in(g, owner, name, dtype, role, 2, (int64_t[]){0, width},
+                             SM_MADE_RESIZABLE, err);
 }
 
 void sm_tensor_list_drop(sm_graph *g, sm_tensor_list *owner)
@@ -271,6 +284,9 @@ static int sm_check_accesses(const sm_graph *g, const sm_task_meta *meta, const 
         if (t->id < 0 || t->id >= g->ntensors || g->tensors[t->id] != t)
             return sm_insert_fail(err, meta, "buffer %d (tensor '%s') is not a tensor of this "
                                   "graph (made in another graph, or released)", i, t->name);
+        if (t->absent)
+            return sm_insert_fail(err, meta, "buffer %d (tensor '%s') is held by another rank",
+                                  i, t->name);
         if (m != STARPU_R && m != STARPU_W && m != STARPU_RW)
             return sm_insert_fail(err, meta, "buffer %d (tensor '%s') has access mode %d (R, W "
                                   "or RW expected)", i, t->name, (int)m);

@@ -28,6 +28,7 @@ typedef struct sm_tensor {
     void *data;                  /* host memory (lazily committed mapping); NULL: resizable */
     starpu_data_handle_t handle;
     int resizable;               /* rows set by the task writing it (sm_tensor_rows_new_in) */
+    int absent;                  /* held by another rank: name and shape only (sm_tensor_absent) */
 } sm_tensor;
 
 /* What a task is, as schedulers and traces see it (task->sched_data points to it). */
@@ -78,6 +79,10 @@ int sm_graph_executes(const sm_graph *g);
 sm_tensor *sm_tensor_new(sm_graph *g, const char *name, sm_dtype dtype, sm_role role, int ndim,
                          const int64_t *shape, sm_error *err);
 size_t sm_tensor_bytes(const sm_tensor *t);
+/* A tensor this process does not hold (another rank's shard of the model): its name, dtype,
+ * role and shape, but no memory and no handle; no task may use it. sm_tensor_bytes gives 0. */
+sm_tensor *sm_tensor_absent(sm_graph *g, const char *name, sm_dtype dtype, sm_role role,
+                            int ndim, const int64_t *shape, sm_error *err);
 
 /* Tensors with one owner (a run's activations, an optimizer's state), released together. */
 typedef struct sm_tensor_list {

@@ -19,14 +19,14 @@
 #include "base/aprintf.h"
 #include "base/atomic_file.h"
 #include "base/file.h"
+#include "base/grow.h"
 #include "io/config_json.h"
+#include "io/hf_model.h"
 #include "io/safetensors.h"
 
 #define PATH_CAP 4096
 #define STEP_FMT "step-%06lld"
 
-static const char *const core_files[] = {"model.safetensors", "optimizer.safetensors",
-                                         "config.json", "state.json"};
 
 /* ---- file tables ---- */
 
@@ -230,14 +230,25 @@ static int retire(const char *run_dir, const char *name, sm_error *err)
 
 /* ---- writing ---- */
 
-/* Everything one save needs. */
+/* The sets of tensors a checkpoint holds, each as BASE.safetensors or as shards listed in
+ * BASE.safetensors.index.json. */
+static const char *const tensor_sets[] = {"model", "optimizer"};
+
+/* Shard `shard` (0-based) of n of a set: BASE.safetensors when n is 1, else Hugging Face's
+ * BASE-0000s-of-0000n.safetensors (1-based). */
+static void shard_name(char *buf, size_t cap, const char *base, int shard, int n)
+{
+    if (n == 1) snprintf(buf, cap, "%s.safetensors", base);
+    else snprintf(buf, cap, "%s-%05d-of-%05d.safetensors", base, shard + 1, n);
+}
+
+/* Everything the finishing writer needs. */
 typedef struct save_job {
     const char *dir;             /* the .tmp folder being filled */
     int64_t step;
+    int nshards;
     const sm_config *model;
     const char *run_config;
-    const sm_ckpt_tensor *weights, *optim;
-    int nweights, noptim;
     const sm_ckpt_state *st;
     const sm_ckpt_file *tokenizer; /* NULL when none */
 } save_job;
@@ -256,18 +267,30 @@ static int check_tensors(const sm_ckpt_tensor *t, int n, const char *what, sm_er
     return 0;
 }
 
+/* Whether a file name is one the checkpoint's own files use (or may use for shards). */
+static int own_name(const char *name)
+{
+    if (strcmp(name, "config.json") == 0 || strcmp(name, "state.json") == 0 ||
+        strcmp(name, "manifest.json") == 0)
+        return 1;
+    for (size_t i = 0; i < SM_COUNT(tensor_sets); i++) {
+        size_t n = strlen(tensor_sets[i]);
+        if (strncmp(name, tensor_sets[i], n) == 0 && (name[n] == '.' || name[n] == '-'))
+            return 1;
+    }
+    return 0;
+}
+
 /* The tokenizer's file name: not hidden, and not one of the checkpoint's own files. */
 static int check_tokenizer_name(const save_job *j, sm_error *err)
 {
     const char *name = j->tokenizer ? j->tokenizer->name : NULL;
     if (!j->tokenizer) return 0;
-    if (!name || !plain_name(name) || strlen(name) >= sizeof ((sm_ckpt_state *)0)->tokenizer ||
-        strcmp(name, "manifest.json") == 0)
+    if (!name || !plain_name(name) || strlen(name) >= sizeof ((sm_ckpt_state *)0)->tokenizer)
         return sm_fail(err, "checkpoint: unusable tokenizer file name '%s'", name ? name : "");
-    for (size_t i = 0; i < SM_COUNT(core_files); i++)
-        if (strcmp(name, core_files[i]) == 0)
-            return sm_fail(err, "checkpoint: the tokenizer's file name %s clashes with the "
-                                "checkpoint's own", name);
+    if (own_name(name))
+        return sm_fail(err, "checkpoint: the tokenizer's file name %s clashes with the "
+                            "checkpoint's own", name);
     if (!j->tokenizer->data && j->tokenizer->size)
         return sm_fail(err, "checkpoint: tokenizer %s: no data", name);
     return 0;
@@ -297,6 +320,52 @@ static int write_tensors(const char *dir, const char *file, const sm_ckpt_tensor
     if (rc) in_file(path, err);
     if (rc == 0) rc = sm_st_writer_write(w, path, err);
     sm_st_writer_free(w);
+    return rc;
+}
+
+/* Adds shard `file`'s tensors to weight_map, and their bytes to *total. */
+static int index_shard(const char *dir, const char *file, json_t *wm, int64_t *total,
+                       sm_error *err)
+{
+    char path[PATH_CAP];
+    sm_st_file f;
+    if (join(path, dir, file, err) || sm_st_open(&f, path, err)) return -1;
+    int rc = 0;
+    for (int i = 0; i < f.ntensors && rc == 0; i++) {
+        const sm_st_tensor *t = &f.tensors[i];
+        if (json_object_get(wm, t->name))
+            rc = sm_fail(err, "%s: tensor '%s' is also in %s", path, t->name,
+                         json_string_value(json_object_get(wm, t->name)));
+        else if (json_object_set_new(wm, t->name, json_string(file)))
+            rc = sm_fail(err, "%s: out of memory", path);
+        *total += (int64_t)(t->end - t->begin);
+    }
+    sm_st_close(&f);
+    return rc;
+}
+
+/* BASE.safetensors.index.json over the shards of set BASE that the writers left in the
+ * folder, as Hugging Face writes it: {"metadata": {"total_size": bytes}, "weight_map":
+ * {tensor: shard file}}. */
+static int write_index(const save_job *j, const char *base, sm_error *err)
+{
+    char file[128], path[PATH_CAP];
+    int64_t total = 0;
+    json_t *wm = json_object(), *root = NULL;
+    snprintf(file, sizeof file, "%s.safetensors.index.json", base);
+    int rc = join(path, j->dir, file, err);
+    if (rc == 0 && !wm) rc = sm_fail(err, "%s: out of memory", path);
+    for (int s = 0; s < j->nshards && rc == 0; s++) {
+        char shard[128];
+        shard_name(shard, sizeof shard, base, s, j->nshards);
+        rc = index_shard(j->dir, shard, wm, &total, err);
+    }
+    if (rc == 0 && !(root = json_pack("{s:{s:I},s:O}", "metadata", "total_size",
+                                      (json_int_t)total, "weight_map", wm)))
+        rc = sm_fail(err, "%s: out of memory", path);
+    if (rc == 0) rc = sm_json_save(root, path, err);
+    json_decref(root);
+    json_decref(wm);
     return rc;
 }
 
@@ -362,32 +431,51 @@ static int add_entry(const save_job *j, json_t *files, const char *name, sm_erro
     return 0;
 }
 
+static int by_string(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every file the save wrote into the private folder (all but the manifest), sorted by name;
+ * malloc'd names in a malloc'd list. */
+static int list_written(const char *dir, char ***names, size_t *n, sm_error *err)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t cap = 0;
+    int rc = 0;
+    if (!d) return sm_fail(err, "%s: cannot open folder: %s", dir, strerror(errno));
+    while (rc == 0 && (e = readdir(d))) {
+        if (!plain_name(e->d_name) || strcmp(e->d_name, "manifest.json") == 0) continue;
+        if (sm_grow(names, &cap, *n + 1, sizeof **names) || !((*names)[*n] = strdup(e->d_name)))
+            rc = sm_fail(err, "%s: out of memory", dir);
+        else
+            (*n)++;
+    }
+    closedir(d);
+    if (*n) qsort(*names, *n, sizeof **names, by_string);
+    return rc;
+}
+
 static int write_manifest(const save_job *j, sm_error *err)
 {
-    char path[PATH_CAP];
+    char path[PATH_CAP], **names = NULL;
+    size_t n = 0;
     manifest_head h = {j->step};
     json_t *root = sm_fields_emit(&manifest_table, &h), *files = json_object();
     int rc = join(path, j->dir, "manifest.json", err);
     if (rc == 0 && (!root || !files || json_object_set(root, "files", files)))
         rc = sm_fail(err, "%s: out of memory", path);
-    for (size_t i = 0; i < SM_COUNT(core_files) && rc == 0; i++)
-        rc = add_entry(j, files, core_files[i], err);
-    if (rc == 0 && j->tokenizer) rc = add_entry(j, files, j->tokenizer->name, err);
+    if (rc == 0) rc = list_written(j->dir, &names, &n, err);
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0) rc = add_entry(j, files, names[i], err);
+        free(names[i]);
+    }
+    free(names);
     if (rc == 0) rc = sm_json_save(root, path, err);
     json_decref(files);
     json_decref(root);
     return rc;
-}
-
-static int write_contents(save_job *j, sm_error *err)
-{
-    if (check_tokenizer_name(j, err) ||
-        write_tensors(j->dir, "model.safetensors", j->weights, j->nweights, err) ||
-        write_tensors(j->dir, "optimizer.safetensors", j->optim, j->noptim, err) ||
-        write_config(j, err) || write_tokenizer(j, err) || write_state(j, err) ||
-        write_manifest(j, err))
-        return -1;
-    return 0;
 }
 
 /* Renames the filled .tmp folder to run_dir/name, replacing a folder of that name. */
@@ -417,34 +505,94 @@ static int prune(const char *run_dir, int64_t step, int keep, sm_error *err)
     return rc;
 }
 
+int sm_ckpt_tmp_path(const char *run_dir, int64_t step, const char *job, char *tmp, size_t cap,
+                     sm_error *err)
+{
+    char name[160];
+    if (!run_dir || !*run_dir || step < 0 || !job || !plain_name(job) || strlen(job) > 64)
+        return sm_fail(err, "checkpoint: needs a run folder, a step >= 0 and a job name");
+    snprintf(name, sizeof name, ".tmp-" STEP_FMT "-%s", (long long)step, job);
+    if (snprintf(tmp, cap, "%s/%s", run_dir, name) >= (int)cap)
+        return sm_fail(err, "%s/%s: path longer than the caller's buffer", run_dir, name);
+    return 0;
+}
+
+int sm_ckpt_save_begin(const char *run_dir, int64_t step, const char *job, char *tmp,
+                       size_t cap, sm_error *err)
+{
+    if (sm_ckpt_tmp_path(run_dir, step, job, tmp, cap, err) || sm_mkdir_p(run_dir, NULL, err) ||
+        clean_stale(run_dir, err))
+        return -1;
+    if (mkdir(tmp, 0755) != 0)
+        return sm_fail(err, "%s: cannot create folder: %s", tmp, strerror(errno));
+    return 0;
+}
+
+int sm_ckpt_save_shard(const char *tmp, int shard, int nshards, const sm_ckpt_tensor *weights,
+                       int nweights, const sm_ckpt_tensor *optim, int noptim, sm_error *err)
+{
+    char file[128];
+    const sm_ckpt_tensor *sets[] = {weights, optim};
+    int counts[] = {nweights, noptim};
+    if (nshards < 1 || shard < 0 || shard >= nshards)
+        return sm_fail(err, "checkpoint: shard %d of %d", shard, nshards);
+    for (size_t i = 0; i < SM_COUNT(tensor_sets); i++) {
+        shard_name(file, sizeof file, tensor_sets[i], shard, nshards);
+        if (check_tensors(sets[i], counts[i], tensor_sets[i], err) ||
+            write_tensors(tmp, file, sets[i], counts[i], err))
+            return -1;
+    }
+    return 0;
+}
+
+int sm_ckpt_save_finish(const char *run_dir, const char *tmp, int64_t step, int nshards,
+                        const sm_config *model_cfg, const char *run_config_json,
+                        const sm_ckpt_state *st, const sm_ckpt_file *tokenizer, int keep,
+                        char *saved_path, size_t cap, sm_error *err)
+{
+    char name[40];
+    save_job j = {tmp, step, nshards, model_cfg, run_config_json, st, tokenizer};
+    if (!model_cfg || !st || keep < 1)
+        return sm_fail(err, "checkpoint: needs a model config, a state and keep >= 1");
+    int rc = check_tokenizer_name(&j, err);
+    for (size_t i = 0; i < SM_COUNT(tensor_sets) && rc == 0 && nshards > 1; i++)
+        rc = write_index(&j, tensor_sets[i], err);
+    snprintf(name, sizeof name, STEP_FMT, (long long)step);
+    if (rc || write_config(&j, err) || write_tokenizer(&j, err) || write_state(&j, err) ||
+        write_manifest(&j, err) || install(run_dir, tmp, name, err))
+        return -1;
+    if (prune(run_dir, step, keep, err)) return -1;
+    if (saved_path && snprintf(saved_path, cap, "%s/%s", run_dir, name) >= (int)cap)
+        return sm_fail(err, "%s/%s: path longer than the caller's buffer", run_dir, name);
+    return 0;
+}
+
+void sm_ckpt_save_abandon(const char *tmp)
+{
+    sm_remove_tree(tmp, NULL); /* best effort: the next save removes what remains */
+}
+
 int sm_ckpt_save(const char *run_dir, int64_t step, const sm_config *model_cfg,
                  const char *run_config_json, const sm_ckpt_tensor *weights, int nweights,
                  const sm_ckpt_tensor *optim, int noptim, const sm_ckpt_state *st,
                  const sm_ckpt_file *tokenizer, int keep, char *saved_path, size_t cap,
                  sm_error *err)
 {
-    char name[40], tmpname[80], tmp[PATH_CAP];
-    save_job j = {tmp, step, model_cfg, run_config_json, weights, optim, nweights, noptim, st,
-                  tokenizer};
+    char tmp[PATH_CAP], job[32];
     if (!run_dir || !*run_dir || !model_cfg || !st || step < 0 || keep < 1)
         return sm_fail(err, "checkpoint: needs a run folder, a model config, a state, a step "
                        ">= 0 and keep >= 1");
     if (check_tensors(weights, nweights, "weights", err) ||
-        check_tensors(optim, noptim, "optimizer", err) || sm_mkdir_p(run_dir, NULL, err) ||
-        clean_stale(run_dir, err))
+        check_tensors(optim, noptim, "optimizer", err))
         return -1;
-    snprintf(name, sizeof name, STEP_FMT, (long long)step);
-    snprintf(tmpname, sizeof tmpname, ".tmp-%s-%ld", name, (long)getpid());
-    if (join(tmp, run_dir, tmpname, err)) return -1;
-    if (mkdir(tmp, 0755) != 0)
-        return sm_fail(err, "%s: cannot create folder: %s", tmp, strerror(errno));
-    if (write_contents(&j, err) || install(run_dir, tmp, name, err)) {
-        sm_remove_tree(tmp, NULL); /* best effort: the next save removes what remains */
+    snprintf(job, sizeof job, "%ld", (long)getpid());
+    if (sm_ckpt_save_begin(run_dir, step, job, tmp, sizeof tmp, err)) return -1;
+    if (sm_ckpt_save_shard(tmp, 0, 1, weights, nweights, optim, noptim, err) ||
+        sm_ckpt_save_finish(run_dir, tmp, step, 1, model_cfg, run_config_json, st, tokenizer,
+                            keep, saved_path, cap, err)) {
+        sm_ckpt_save_abandon(tmp);
         return -1;
     }
-    if (prune(run_dir, step, keep, err)) return -1;
-    if (saved_path && snprintf(saved_path, cap, "%s/%s", run_dir, name) >= (int)cap)
-        return sm_fail(err, "%s/%s: path longer than the caller's buffer", run_dir, name);
     return 0;
 }
 
@@ -489,9 +637,17 @@ static int check_manifest(const char *dir, const char *mpath, const json_t *root
                        (long long)folder_step(dir));
     if (!json_is_object(files))
         return sm_fail(err, "%s: field 'files': expected an object", mpath);
-    for (size_t i = 0; i < SM_COUNT(core_files); i++)
-        if (!json_object_get(files, core_files[i]))
-            return sm_fail(err, "%s: field 'files': %s is not listed", mpath, core_files[i]);
+    for (size_t i = 0; i < SM_COUNT(tensor_sets); i++) {
+        char one[64], index[80];
+        snprintf(one, sizeof one, "%s.safetensors", tensor_sets[i]);
+        snprintf(index, sizeof index, "%s.index.json", one);
+        if (!json_object_get(files, one) && !json_object_get(files, index))
+            return sm_fail(err, "%s: field 'files': neither %s nor %s is listed", mpath, one,
+                           index);
+    }
+    if (!json_object_get(files, "config.json") || !json_object_get(files, "state.json"))
+        return sm_fail(err, "%s: field 'files': config.json or state.json is not listed", mpath);
+
     json_object_foreach(files, name, v) {
         if (check_entry(dir, mpath, name, v, err)) return -1;
     }
@@ -611,19 +767,21 @@ char *sm_ckpt_load_run_config(const char *ckpt_dir, sm_error *err)
     return text;
 }
 
-int sm_ckpt_load_tensors(const char *ckpt_dir, const char *file, const sm_ckpt_tensor *dst,
+int sm_ckpt_load_tensors(const char *ckpt_dir, const char *set, const sm_ckpt_tensor *dst,
                          int n, sm_error *err)
 {
-    char path[PATH_CAP];
-    sm_st_file f;
-    if (!plain_name(file)) return sm_fail(err, "%s: '%s' is not a file name", ckpt_dir, file);
-    if (check_tensors(dst, n, file, err) || join(path, ckpt_dir, file, err) ||
-        sm_st_open(&f, path, err))
-        return -1;
+    sm_hf_model f;
+    if (!plain_name(set)) return sm_fail(err, "%s: '%s' is not a tensor set name", ckpt_dir, set);
+    if (check_tensors(dst, n, set, err) || sm_hf_open_tensors(&f, ckpt_dir, set, err)) return -1;
     int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++)
-        rc = sm_st_read_f32(&f, dst[i].name, dst[i].ndim, dst[i].shape, (float *)dst[i].data,
-                            err);
-    sm_st_close(&f);
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (!sm_hf_has(&f, dst[i].name))
+            rc = sm_fail(err, "%s: no tensor '%s' in the checkpoint's %s tensors", ckpt_dir,
+                         dst[i].name, set);
+        else
+            rc = sm_hf_load_f32(&f, dst[i].name, dst[i].ndim, dst[i].shape,
+                                (float *)dst[i].data, err);
+    }
+    sm_hf_close(&f);
     return rc;
 }

@@ -2,6 +2,9 @@
  *   model.safetensors      the weights under their Hugging Face names, F32, and
  *   config.json            the Hugging Face model config: `starmoe eval --model` reads the folder;
  *   optimizer.safetensors  the AdamW moments, by the caller's names, F32;
+ *                          (both sets of tensors, when several processes write them, are
+ *                          sharded as Hugging Face shards them: model-00001-of-00004.safetensors
+ *                          ... and model.safetensors.index.json, optimizer-*-of-* likewise)
  *   state.json             step, RNG words, data reader epoch/cursor, counters, the tokenizer
  *                          file name and vocabulary size, and the run config (u64 values as
  *                          decimal strings);
@@ -52,6 +55,28 @@ typedef struct sm_ckpt_file {
     size_t size;
 } sm_ckpt_file;
 
+/* Saving in parts, when each of several processes holds a part of the tensors (the caller
+ * orders the calls across processes: begin, every shard, then finish):
+ * sm_ckpt_save_begin (one process) removes stale .tmp-* folders and creates the private folder
+ * RUN_DIR/.tmp-step-NNNNNN-JOB, its path to tmp; sm_ckpt_save_shard (each writer) writes shard
+ * `shard` of nshards of both tensor sets into it; sm_ckpt_save_finish (the process that began)
+ * writes the index of each set over the shards found there (a tensor in two shards is an
+ * error), config.json, the tokenizer, state.json and the manifest of every file, then installs
+ * and prunes as sm_ckpt_save does. After a failure, sm_ckpt_save_abandon removes the private
+ * folder (or the next save does). */
+int sm_ckpt_save_begin(const char *run_dir, int64_t step, const char *job, char *tmp,
+                       size_t cap, sm_error *err);
+/* The private folder's path sm_ckpt_save_begin creates (for the other writers). */
+int sm_ckpt_tmp_path(const char *run_dir, int64_t step, const char *job, char *tmp, size_t cap,
+                     sm_error *err);
+int sm_ckpt_save_shard(const char *tmp, int shard, int nshards, const sm_ckpt_tensor *weights,
+                       int nweights, const sm_ckpt_tensor *optim, int noptim, sm_error *err);
+int sm_ckpt_save_finish(const char *run_dir, const char *tmp, int64_t step, int nshards,
+                        const sm_config *model_cfg, const char *run_config_json,
+                        const sm_ckpt_state *st, const sm_ckpt_file *tokenizer, int keep,
+                        char *saved_path, size_t cap, sm_error *err);
+void sm_ckpt_save_abandon(const char *tmp);
+
 /* Writes RUN_DIR/step-NNNNNN (NNNNNN = step, at least 6 digits) as described above, creating
  * RUN_DIR if needed; the caller owns RUN_DIR (one saver at a time: the trainer holds the run
  * folder's lock). First removes the .tmp-* folders that earlier saves (killed or failed) left in
@@ -76,7 +101,8 @@ int sm_ckpt_latest(const char *run_dir, char *path, size_t cap, sm_error *err);
 
 /* Checks the manifest against the files: every listed file present with its size and CRC-32C
  * (a flipped byte or a truncated file is an error naming the file, and for a CRC the expected
- * and the found value), the four core files listed, and, for a folder named step-NNNNNN, the
+ * and the found value), config.json, state.json and both tensor sets (a file or an index)
+ * listed, and, for a folder named step-NNNNNN, the
  * manifest's step equal to NNNNNN. */
 int sm_ckpt_verify(const char *ckpt_dir, sm_error *err);
 
@@ -93,9 +119,10 @@ int sm_ckpt_check_tokenizer(const sm_ckpt_state *st, const char *tok_path, int v
 /* The run config stored in state.json as indented JSON text (for sm_run_config_load_text);
  * malloc'd, free() it; NULL with err set when absent or unreadable. */
 char *sm_ckpt_load_run_config(const char *ckpt_dir, sm_error *err);
-/* Loads each dst tensor by name from `file` ("model.safetensors" or "optimizer.safetensors")
- * after checking its shape; errors name the file and the tensor. */
-int sm_ckpt_load_tensors(const char *ckpt_dir, const char *file, const sm_ckpt_tensor *dst,
+/* Loads each dst tensor by name from tensor set `set` ("model" or "optimizer": one file or
+ * shards with an index, whatever number of processes wrote them) after checking its shape;
+ * errors name the file and the tensor. */
+int sm_ckpt_load_tensors(const char *ckpt_dir, const char *set, const sm_ckpt_tensor *dst,
                          int n, sm_error *err);
 
 /* CRC-32C (Castagnoli), chainable: sm_crc32c(sm_crc32c(0, a, na), b, nb) = CRC of a then b. */

@@ -1,5 +1,5 @@
 /* Hugging Face model folders: config.json plus either one model.safetensors or the shards that
- * model.safetensors.index.json names; tensors are looked up by name across the shards and
+ * model.safetensors.index.json names (any other set of tensors stored the same way too); tensors are looked up by name across the shards and
  * loaded as float32, FP8 E4M3 weights dequantised with their `_scale_inv` block grid. */
 #include "io/hf_model.h"
 
@@ -59,10 +59,10 @@ static int open_file(sm_hf_model *m, const char *name, sm_error *err)
     return rc;
 }
 
-static int open_single(sm_hf_model *m, sm_error *err)
+static int open_single(sm_hf_model *m, const char *file, sm_error *err)
 {
     if (!(m->files = calloc(1, sizeof *m->files))) return sm_fail(err, "%s: out of memory", m->dir);
-    if (open_file(m, "model.safetensors", err)) return -1;
+    if (open_file(m, file, err)) return -1;
     const sm_st_file *f = &m->files[0];
     name_ref *refs = malloc((size_t)(f->ntensors + 1) * sizeof *refs);
     if (!refs) return sm_fail(err, "%s: out of memory", m->dir);
@@ -144,27 +144,40 @@ static int open_index(sm_hf_model *m, const char *index, sm_error *err)
     return rc;
 }
 
-static int open_tensors(sm_hf_model *m, sm_error *err)
+/* BASE.safetensors.index.json and its shards, or else BASE.safetensors. */
+static int open_tensors(sm_hf_model *m, const char *base, sm_error *err)
 {
-    char *index = join(m->dir, "model.safetensors.index.json");
+    char file[256], index_name[280];
+    if (snprintf(file, sizeof file, "%s.safetensors", base) >= (int)sizeof file)
+        return sm_fail(err, "%s: tensor file name '%s' too long", m->dir, base);
+    snprintf(index_name, sizeof index_name, "%s.index.json", file);
+    char *index = join(m->dir, index_name);
     if (!index) return sm_fail(err, "%s: out of memory", m->dir);
     /* any index that is there but unreadable (a loop, a FIFO) is reported, not skipped */
     int rc = access(index, F_OK) == 0 || errno != ENOENT ? open_index(m, index, err)
-                                                         : open_single(m, err);
+                                                         : open_single(m, file, err);
     free(index);
+    return rc;
+}
+
+int sm_hf_open_tensors(sm_hf_model *m, const char *dir, const char *base, sm_error *err)
+{
+    memset(m, 0, sizeof *m);
+    if (!(m->dir = strdup(dir))) return sm_fail(err, "%s: out of memory", dir);
+    int rc = open_tensors(m, base, err);
+    if (rc) sm_hf_close(m);
     return rc;
 }
 
 int sm_hf_open(sm_hf_model *m, const char *dir, sm_error *err)
 {
-    memset(m, 0, sizeof *m);
-    if (!(m->dir = strdup(dir))) return sm_fail(err, "%s: out of memory", dir);
     char *config = join(dir, "config.json");
-    int rc = config ? sm_config_load_json(&m->config, config, err)
+    sm_config c;
+    memset(m, 0, sizeof *m);
+    int rc = config ? sm_config_load_json(&c, config, err)
                     : sm_fail(err, "%s: out of memory", dir);
     free(config);
-    if (rc == 0) rc = open_tensors(m, err);
-    if (rc) sm_hf_close(m);
+    if (rc == 0 && (rc = sm_hf_open_tensors(m, dir, "model", err)) == 0) m->config = c;
     return rc;
 }
 

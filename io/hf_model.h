@@ -22,6 +22,9 @@ typedef struct sm_hf_model {
 /* Opens DIR: reads and validates config.json, then the index (if any) and every shard it names
  * (a name listed in the index but missing from its shard is an error). */
 int sm_hf_open(sm_hf_model *m, const char *dir, sm_error *err);
+/* Opens the tensors stored as BASE.safetensors, or as the shards BASE.safetensors.index.json
+ * names, in DIR (a checkpoint's "optimizer" set); no config (m->config is zero). */
+int sm_hf_open_tensors(sm_hf_model *m, const char *dir, const char *base, sm_error *err);
 void sm_hf_close(sm_hf_model *m);
 
 /* 1 when the folder holds a tensor of that name. */

@@ -181,10 +181,14 @@ static void sm_bench_traffic(sm_run *r, sm_bench_result *res)
     res->ep_ranks_unlimited_max = t.unlimited.ranks_max;
 }
 
+/* The model, or under expert parallelism this rank's block of its routed experts (a layout
+ * that does not split them gets the whole model, and the launch check's error). */
 static sm_model *sm_bench_model(const sm_bench_opts *o, sm_error *err)
 {
-    if (o->model_dir) return sm_model_open_hf(o->model_dir, err);
-    sm_model *m = sm_model_new(o->config, 1, err);
+    int ep = o->launch.ep > 1 ? o->launch.ep : 1, at = sm_engine_rank() % ep;
+    if (o->model_dir) return sm_model_open_hf_shard(o->model_dir, ep, at, err);
+    if (o->config->n_routed_experts % ep) ep = 1, at = 0;
+    sm_model *m = sm_model_new_shard(o->config, 1, ep, at, err);
     if (m) sm_model_init_random(m, o->seed, o->config->initializer_range);
     return m;
 }

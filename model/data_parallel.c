@@ -16,11 +16,19 @@
 #include <starmoe/engine.h>
 #include "tasks/dense.h"
 
+/* The ranks a gradient is summed over: first, first + stride, ... (all ranks, or for a routed
+ * expert sharded over expert parallelism, the ranks holding the same experts). */
+typedef struct sm_chain {
+    int first, stride, last;
+} sm_chain;
+
 struct sm_dp {
     sm_run *r;
     int rank, size;
     int nsum;                    /* gradients summed over the ranks, in a fixed order */
     sm_tensor **sum;             /* [nsum] */
+    int *param;                  /* [nsum]: the parameter index of each */
+    sm_chain *chain;             /* [nsum] */
     sm_tensor **partial;         /* [nsum]: on rank q > 0, the sum of ranks 0..q-1's */
     sm_tensor **partial_of;      /* [nall]: the partial sum of parameter i's gradient, or NULL */
     int nslots;                  /* per-micro-batch tensors every rank gets from all */
@@ -55,6 +63,16 @@ static sm_tensor *sm_dp_like(sm_dp *d, const sm_tensor *t, int rank, sm_error *e
                             err);
 }
 
+/* The ranks parameter p's gradient is summed over: every rank, but for the routed experts of
+ * a model sharded over expert parallelism, whose gradients live on the ranks of their shard
+ * (one per data-parallel group, in rank order: as one rank orders their micro-batches). */
+static sm_chain sm_chain_of(const sm_dp *d, const sm_param *p)
+{
+    int sharded = d->r->m->shard_ep > 1 && p->expert >= 0;
+    int stride = sharded ? d->r->ep : 1, first = sharded ? d->r->ep_index : 0;
+    return (sm_chain){first, stride, first + stride * (d->size / stride - 1)};
+}
+
 /* The gradients summed over the ranks (checkpoint order), with a backward pass, and the
  * running sums this rank receives. */
 static int sm_dp_sums(sm_dp *d, sm_error *err)
@@ -62,15 +80,21 @@ static int sm_dp_sums(sm_dp *d, sm_error *err)
     sm_run *r = d->r;
     sm_model *m = r->m;
     d->sum = calloc((size_t)m->nall + 1, sizeof *d->sum);
+    d->param = calloc((size_t)m->nall + 1, sizeof *d->param);
+    d->chain = calloc((size_t)m->nall + 1, sizeof *d->chain);
     d->partial = calloc((size_t)m->nall + 1, sizeof *d->partial);
     d->partial_of = calloc((size_t)m->nall + 1, sizeof *d->partial_of);
-    if (!d->sum || !d->partial || !d->partial_of)
+    if (!d->sum || !d->param || !d->chain || !d->partial || !d->partial_of)
         return sm_fail(err, "data parallelism: out of memory");
     for (int i = 0; r->backward && i < m->nall; i++) {
         if (!m->all[i].g) continue;
+        sm_chain ch = sm_chain_of(d, &m->all[i]);
+        if (ch.first == ch.last) continue;           /* held by this rank alone */
         d->sum[d->nsum] = m->all[i].g;
-        if (d->rank > 0) {
-            sm_tensor *t = sm_dp_like(d, m->all[i].g, d->rank - 1, err);
+        d->param[d->nsum] = i;
+        d->chain[d->nsum] = ch;
+        if (d->rank > ch.first) {
+            sm_tensor *t = sm_dp_like(d, m->all[i].g, d->rank - ch.stride, err);
             if (!t) return -1;
             d->partial[d->nsum] = d->partial_of[i] = t;
         }
@@ -124,13 +148,16 @@ void sm_dp_free(sm_dp *d)
     free(d->all);
     free(d->partial_of);
     free(d->partial);
+    free(d->chain);
+    free(d->param);
     free(d->sum);
     free(d);
 }
 
-/* The chain's messages of gradient k: its running sum from the previous rank (tag), its own
- * sum (running sum included) to the next (tag), the total from the last rank (tag + 1). */
-static starpu_mpi_tag_t sm_dp_grad_tag(int k) { return SM_DP_TAG + 2 * (starpu_mpi_tag_t)k; }
+/* The chain's messages of parameter i's gradient: its running sum from the previous rank
+ * (tag), its own sum (running sum included) to the next (tag), the total from the last rank
+ * (tag + 1). */
+static starpu_mpi_tag_t sm_dp_grad_tag(int i) { return SM_DP_TAG + 2 * (starpu_mpi_tag_t)i; }
 
 /* This rank's tensors of slot s to every other rank, theirs from them. */
 static int sm_dp_share_slot(sm_dp *d, int s, starpu_mpi_tag_t tag, sm_error *err)
@@ -150,7 +177,7 @@ static int sm_dp_share_slot(sm_dp *d, int s, starpu_mpi_tag_t tag, sm_error *err
 
 int sm_dp_share(sm_dp *d, sm_error *err)
 {
-    starpu_mpi_tag_t tag = SM_DP_TAG + 2 * (starpu_mpi_tag_t)d->r->m->nall;
+    starpu_mpi_tag_t tag = sm_dp_grad_tag(d->r->m->nall);
     for (int s = 0; s < d->nslots; s++, tag += d->r->micro)
         if (d->all[s] && sm_dp_share_slot(d, s, tag, err)) return -1;
     return 0;
@@ -158,9 +185,9 @@ int sm_dp_share(sm_dp *d, sm_error *err)
 
 int sm_dp_receive_partials(sm_dp *d, sm_error *err)
 {
-    for (int k = 0; d->rank > 0 && k < d->nsum; k++)
-        if (sm_comm_recv(d->partial[k]->handle, d->rank - 1, sm_dp_grad_tag(k),
-                         d->partial[k]->name, err))
+    for (int k = 0; k < d->nsum; k++)
+        if (d->partial[k] && sm_comm_recv(d->partial[k]->handle, d->rank - d->chain[k].stride,
+                                          sm_dp_grad_tag(d->param[k]), d->partial[k]->name, err))
             return -1;
     return 0;
 }
@@ -170,14 +197,15 @@ sm_tensor *sm_dp_partial(const sm_dp *d, int param) { return d->partial_of[param
 int sm_dp_sum_grads(sm_dp *d, sm_error *err)
 {
     /* each transfer starts as soon as its gradient's last writer is done */
-    int last = d->size - 1;
     for (int k = 0; k < d->nsum; k++) {
         sm_tensor *g = d->sum[k];
-        starpu_mpi_tag_t tag = sm_dp_grad_tag(k);
-        if (d->rank < last && (sm_comm_send(g->handle, d->rank + 1, tag, g->name, err) ||
-                               sm_comm_recv(g->handle, last, tag + 1, g->name, err)))
+        sm_chain ch = d->chain[k];
+        starpu_mpi_tag_t tag = sm_dp_grad_tag(d->param[k]);
+        if (d->rank < ch.last &&
+            (sm_comm_send(g->handle, d->rank + ch.stride, tag, g->name, err) ||
+             sm_comm_recv(g->handle, ch.last, tag + 1, g->name, err)))
             return -1;
-        for (int q = 0; d->rank == last && q < last; q++)
+        for (int q = ch.first; d->rank == ch.last && q < ch.last; q += ch.stride)
             if (sm_comm_send(g->handle, q, tag + 1, g->name, err)) return -1;
     }
     return 0;

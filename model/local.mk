@@ -37,3 +37,6 @@ TESTS += tests/test_mpi_trace.sh
 EXTRA_DIST += tests/test_mpi_trace.sh
 check_PROGRAMS += tests/mpi_idle
 tests_mpi_idle_LDADD = $(MPI_LIBS)
+# Whether two checkpoints hold the same tensors bit for bit, whatever their sharding.
+check_PROGRAMS += tests/ckpt_same
+tests_ckpt_same_LDADD = $(TEST_LIBS)

@@ -8,7 +8,17 @@
 
 sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err)
 {
+    return sm_model_new_shard(cfg, execute, 1, 0, err);
+}
+
+sm_model *sm_model_new_shard(const sm_config *cfg, int execute, int ep, int index, sm_error *err)
+{
     if (sm_config_validate(cfg, "model config", err)) return NULL;
+    if (ep < 1 || index < 0 || index >= ep || cfg->n_routed_experts % ep) {
+        sm_fail(err, "expert shard %d of %d: expected 0 <= shard < ep, and ep dividing the "
+                     "model's n_routed_experts %d", index, ep, cfg->n_routed_experts);
+        return NULL;
+    }
     sm_model *m = calloc(1, sizeof *m);
     if (!m) {
         sm_fail(err, "out of memory");
@@ -16,6 +26,8 @@ sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err)
     }
     m->cfg = *cfg;
     m->dims = sm_dims_of(cfg);
+    m->shard_ep = ep;
+    m->shard_index = index;
     if (!(m->g = sm_graph_new(execute))) sm_fail(err, "out of memory for the task graph");
     if (!m->g || sm_params_create(m, err)) {
         sm_model_free(m);
@@ -26,12 +38,17 @@ sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err)
 
 sm_model *sm_model_open_hf(const char *dir, sm_error *err)
 {
+    return sm_model_open_hf_shard(dir, 1, 0, err);
+}
+
+sm_model *sm_model_open_hf_shard(const char *dir, int ep, int index, sm_error *err)
+{
     char *path = sm_aprintf("%s/config.json", dir);
     sm_config cfg;
     int rc = path ? sm_config_load_json(&cfg, path, err) : sm_fail(err, "%s: out of memory", dir);
     free(path);
     if (rc) return NULL;
-    sm_model *m = sm_model_new(&cfg, 1, err);
+    sm_model *m = sm_model_new_shard(&cfg, 1, ep, index, err);
     if (m && sm_model_load_hf(m, dir, err)) {
         sm_model_free(m);
         return NULL;
@@ -62,6 +79,7 @@ int sm_model_param_shape(const sm_model *m, int i, int64_t *shape)
 }
 
 float *sm_model_param_data(sm_model *m, int i) { return m->all[i].w->data; }
+int sm_model_param_held(const sm_model *m, int i) { return !m->all[i].w->absent; }
 
 const float *sm_model_param_grad(sm_model *m, int i)
 {

@@ -48,7 +48,16 @@ struct sm_model {
     sm_layer_params *layers;
     sm_param *all;                           /* every parameter, checkpoint order */
     int nall, capall;
+    /* the routed experts held here: block shard_index of shard_ep (sm_model_new_shard); the
+     * others' parameters are absent tensors without gradient. 1, 0: every expert. */
+    int shard_ep, shard_index;
 };
+
+/* Whether routed expert e's parameters are held by this model. */
+static inline int sm_model_holds_expert(const sm_model *m, int e)
+{
+    return e / (m->dims.E / m->shard_ep) == m->shard_index;
+}
 
 /* Activations of one layer for one micro-batch (T tokens). Forward tensors are saved for
  * backward; d-prefixed ones are backward temporaries. Routed experts' row buffers (resizable:

@@ -6,16 +6,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "model/comm.h"
 #include "tasks/optim.h"
 
 struct sm_optimizer {
     sm_model *m;
     int ngroups;
-    sm_param_group *groups;
+    sm_param_group *groups;      /* n = 0 for the groups of experts held by other ranks */
+    int *expert_of;              /* per group: its routed expert, -1 for none */
     sm_tensor **sumsq;           /* per group */
     sm_tensor *clip;
     sm_tensor **load;            /* per layer, NULL for dense layers */
-    sm_tensor **states;          /* m, v interleaved per trainable parameter */
+    sm_tensor **states;          /* m, v interleaved per trainable parameter held */
+    int *state_param;            /* per state: its parameter's index */
     int nstates;
     int64_t steps;
     sm_tensor_list owned;        /* every tensor the optimizer created */
@@ -23,20 +26,28 @@ struct sm_optimizer {
 
 /* Parameters per optimizer task: consecutive trainable parameters (checkpoint order) up to
  * this many values, so the tasks are even enough to keep every worker busy at the end of the
- * step, whatever the layer sizes. A fixed size: the grouping never depends on the machine. */
+ * step, whatever the layer sizes. A fixed size: the grouping never depends on the machine. A
+ * routed expert's parameters form groups of their own, so that whatever the expert-parallel
+ * layout, each group is held whole by one rank and the sums of squares of the global norm
+ * associate as on one rank. */
 #define SM_GROUP_VALUES (256 * 1024)
 
-/* group_of[i] for every parameter (-1 without gradient); returns the number of groups. */
-static int sm_assign_groups(const sm_model *m, int *group_of)
+/* Whether parameter i is trained (its gradient may be another rank's: an absent expert's). */
+static int sm_trained(const sm_model *m, int i) { return m->all[i].g || m->all[i].w->absent; }
+
+/* group_of[i] for every parameter (-1 untrained) and expert_of[k] for every group (-1 outside
+ * routed experts); returns the number of groups. */
+static int sm_assign_groups(const sm_model *m, int *group_of, int *expert_of)
 {
     int G = 0;
     size_t filled = 0;
     for (int i = 0; i < m->nall; i++) {
         group_of[i] = -1;
-        if (!m->all[i].g) continue;
+        if (!sm_trained(m, i)) continue;
         size_t n = m->all[i].w->numel;
-        if (G == 0 || (filled > 0 && filled + n > SM_GROUP_VALUES)) {
-            G++;
+        int e = m->all[i].expert;
+        if (G == 0 || expert_of[G - 1] != e || (filled > 0 && filled + n > SM_GROUP_VALUES)) {
+            expert_of[G++] = e;
             filled = 0;
         }
         group_of[i] = G - 1;
@@ -54,6 +65,7 @@ static int sm_group_layer(const sm_param_group *g)
 
 static int sm_group_alloc(sm_param_group *g, int n)
 {
+    n = n ? n : 1;               /* a group held by another rank stays empty */
     g->w = calloc(n, sizeof *g->w);
     g->g = calloc(n, sizeof *g->g);
     g->m = calloc(n, sizeof *g->m);
@@ -62,14 +74,18 @@ static int sm_group_alloc(sm_param_group *g, int n)
     return g->w && g->g && g->m && g->v && g->decay ? 0 : -1;
 }
 
-static sm_tensor *sm_state_new(sm_optimizer *o, const sm_tensor *w, const char *suffix,
+static sm_tensor *sm_state_new(sm_optimizer *o, const sm_param *p, const char *suffix,
                                sm_error *err)
 {
+    const sm_tensor *w = p->w;
     char name[300];
     snprintf(name, sizeof name, "%s.%s", w->name, suffix);
     sm_tensor *t = sm_tensor_new_in(o->m->g, &o->owned, name, SM_F32, SM_OPT_STATE, w->ndim,
                                     w->shape, err);
-    if (t) o->states[o->nstates++] = t;
+    if (t) {
+        o->state_param[o->nstates] = p->index;
+        o->states[o->nstates++] = t;
+    }
     return t;
 }
 
@@ -77,17 +93,20 @@ static int sm_optimizer_groups(sm_optimizer *o, sm_error *err)
 {
     sm_model *m = o->m;
     int *group_of = calloc(m->nall ? m->nall : 1, sizeof *group_of);
-    int G = group_of ? sm_assign_groups(m, group_of) : 0, *count = calloc(G ? G : 1, sizeof *count);
+    o->expert_of = calloc(m->nall ? m->nall : 1, sizeof *o->expert_of);
+    int G = group_of && o->expert_of ? sm_assign_groups(m, group_of, o->expert_of) : 0;
+    int *count = calloc(G ? G : 1, sizeof *count);
     o->ngroups = G;
     o->groups = calloc(G ? G : 1, sizeof *o->groups);
-    o->states = calloc(2 * (size_t)m->nall, sizeof *o->states);
-    if (!group_of || !count || !o->groups || !o->states) {
+    o->states = calloc(2 * (size_t)m->nall + 1, sizeof *o->states);
+    o->state_param = calloc(2 * (size_t)m->nall + 1, sizeof *o->state_param);
+    if (!group_of || !o->expert_of || !count || !o->groups || !o->states || !o->state_param) {
         free(count);
         free(group_of);
         return sm_fail(err, "out of memory for the optimizer");
     }
     for (int i = 0; i < m->nall; i++)
-        if (group_of[i] >= 0) count[group_of[i]]++;
+        if (group_of[i] >= 0 && m->all[i].g) count[group_of[i]]++;
     for (int k = 0; k < G; k++)
         if (sm_group_alloc(&o->groups[k], count[k])) {
             free(count);
@@ -102,8 +121,8 @@ static int sm_optimizer_groups(sm_optimizer *o, sm_error *err)
         g->w[g->n] = w;
         g->g[g->n] = m->all[i].g;
         g->decay[g->n] = w->ndim == 2 ? 1.0f : 0.0f;
-        if (!(g->m[g->n] = sm_state_new(o, w, "exp_avg", err)) ||
-            !(g->v[g->n] = sm_state_new(o, w, "exp_avg_sq", err))) {
+        if (!(g->m[g->n] = sm_state_new(o, &m->all[i], "exp_avg", err)) ||
+            !(g->v[g->n] = sm_state_new(o, &m->all[i], "exp_avg_sq", err))) {
             free(group_of);
             return -1;
         }
@@ -169,10 +188,37 @@ void sm_optimizer_free(sm_optimizer *o)
         free(g->decay);
     }
     free(o->groups);
+    free(o->expert_of);
     free(o->sumsq);
     free(o->load);
     free(o->states);
+    free(o->state_param);
     free(o);
+}
+
+/* Message tags of the experts' sums of squares: one per group. */
+enum { SM_SUMSQ_TAG = 0x53510000 };
+
+/* With the routed experts sharded over the ranks of an expert-parallel group, each rank sends
+ * the sums of squares of its experts' groups to the others and receives theirs, so that every
+ * rank's clip decision reads every group's, in group order. */
+static int sm_share_expert_sumsq(sm_optimizer *o, const sm_run *r, sm_error *err)
+{
+    const sm_model *m = o->m;
+    for (int k = 0; m->shard_ep > 1 && k < o->ngroups; k++) {
+        if (o->expert_of[k] < 0) continue;
+        int owner = sm_expert_owner(r, o->expert_of[k]);
+        sm_tensor *s = o->sumsq[k];
+        for (int q = 0; q < r->ep; q++) {
+            if (q == r->ep_index || (owner != r->ep_index && q != owner)) continue;
+            int rc = owner == r->ep_index
+                         ? sm_comm_send(s->handle, r->ep_first + q, SM_SUMSQ_TAG + k, s->name, err)
+                         : sm_comm_recv(s->handle, r->ep_first + q, SM_SUMSQ_TAG + k, s->name,
+                                        err);
+            if (rc) return -1;
+        }
+    }
+    return 0;
 }
 
 int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_error *err)
@@ -185,14 +231,15 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
     if (!r->backward) return sm_fail(err, "the optimizer needs a run with a backward pass");
     for (int k = 0; k < o->ngroups; k++) {
         c.layer = sm_group_layer(&o->groups[k]);
-        if (sm_insert_grad_sumsq(&c, &o->groups[k], o->sumsq[k])) return -1;
+        if (o->groups[k].n && sm_insert_grad_sumsq(&c, &o->groups[k], o->sumsq[k])) return -1;
     }
+    if (sm_share_expert_sumsq(o, r, err)) return -1;
     c.layer = -1;
     if (sm_insert_clip_decide(&c, o->clip, o->sumsq, o->ngroups, r->loss, (float)hp->grad_clip))
         return -1;
     for (int k = 0; k < o->ngroups; k++) {
         c.layer = sm_group_layer(&o->groups[k]);
-        if (sm_insert_adamw(&c, &o->groups[k], o->clip, &ahp)) return -1;
+        if (o->groups[k].n && sm_insert_adamw(&c, &o->groups[k], o->clip, &ahp)) return -1;
     }
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         if (!o->load[l]) continue;
@@ -232,6 +279,7 @@ int64_t sm_optimizer_steps(const sm_optimizer *o) { return o->steps; }
 void sm_optimizer_set_steps(sm_optimizer *o, int64_t steps) { o->steps = steps; }
 int sm_optimizer_nstates(const sm_optimizer *o) { return o->nstates; }
 const char *sm_optimizer_state_name(const sm_optimizer *o, int i) { return o->states[i]->name; }
+int sm_optimizer_state_param(const sm_optimizer *o, int i) { return o->state_param[i]; }
 
 float *sm_optimizer_state_data(sm_optimizer *o, int i, int64_t *shape, int *ndim)
 {

@@ -118,6 +118,87 @@ void sm_parallel_gather(const void *mine, size_t bytes, void *all)
     starpu_data_unregister(h);
 }
 
+enum { SM_AGREE_TAG = 0x41470000 };
+
+/* A received word: set when it has arrived (StarPU-MPI's thread), then released. */
+typedef struct sm_arrival {
+    starpu_data_handle_t h;
+    atomic_int arrived;
+} sm_arrival;
+
+static void sm_arrived(void *arg)
+{
+    sm_arrival *a = arg;
+    starpu_data_release(a->h);
+    atomic_store(&a->arrived, 1);
+}
+
+/* Receives int *word from rank `from` (tag), *a tracking its arrival. */
+static int sm_agree_recv(sm_arrival *a, int *word, int from, int64_t tag, sm_error *err)
+{
+    starpu_vector_data_register(&a->h, STARPU_MAIN_RAM, (uintptr_t)word, 1, sizeof *word);
+    atomic_init(&a->arrived, 0);
+    if (sm_comm_recv(a->h, from, tag, "agreement", err)) return -1;
+    return starpu_data_acquire_cb(a->h, STARPU_R, sm_arrived, a) ? sm_fail(err, "agreement: "
+                                  "StarPU refused to wait for rank %d", from) : 0;
+}
+
+/* Waits until the n words of a have arrived, at most timeout_s. */
+static int sm_agree_wait(sm_arrival *a, const int *from, int n, double timeout_s,
+                         const char *what, sm_error *err)
+{
+    double end = sm_now() + timeout_s;
+    for (int i = 0; i < n; i++)
+        while (!atomic_load(&a[i].arrived)) {
+            if (sm_now() > end) {
+                sm_comm_abandon();
+                return sm_fail(err, "%s: rank %d did not answer within parallel.timeout_s %g s "
+                                    "(stopped, or too slow: raise parallel.timeout_s)", what,
+                               from[i], timeout_s);
+            }
+            usleep(1000);
+        }
+    return 0;
+}
+
+int sm_parallel_agree(int ok, double timeout_s, const char *what, sm_error *err)
+{
+    int me = sm_engine_rank(), n = sm_engine_size(), verdict = ok ? -1 : me, rc = 0;
+    if (n == 1) return verdict;
+    int *word = calloc(n, sizeof *word), *from = calloc(n, sizeof *from);
+    sm_arrival *a = calloc(n, sizeof *a);
+    starpu_data_handle_t mine;
+    if (!word || !from || !a) {
+        free(word), free(from), free(a);
+        sm_fail(err, "%s: out of memory", what);
+        return -2;
+    }
+    word[0] = ok;
+    starpu_vector_data_register(&mine, STARPU_MAIN_RAM, (uintptr_t)&word[0], 1, sizeof *word);
+    int nrecv = me == 0 ? n - 1 : 1;
+    for (int i = 0; i < nrecv && rc == 0; i++) {
+        from[i] = me == 0 ? i + 1 : 0;
+        rc = sm_agree_recv(&a[i], me == 0 ? &word[i + 1] : &verdict, from[i],
+                           SM_AGREE_TAG + (me == 0 ? i + 1 : 0), err);
+    }
+    if (rc == 0 && me > 0) rc = sm_comm_send(mine, 0, SM_AGREE_TAG + me, "agreement", err);
+    if (rc == 0) rc = sm_agree_wait(a, from, nrecv, timeout_s, what, err);
+    if (rc == 0 && me == 0) {
+        for (int r = 0; r < n && verdict < 0; r++)
+            if (!word[r]) verdict = r;
+        word[0] = verdict;
+        for (int r = 1; r < n && rc == 0; r++)
+            rc = sm_comm_send(mine, r, SM_AGREE_TAG, "agreement", err);
+    }
+    if (!sm_comm_abandoned()) {
+        for (int i = 0; i < nrecv; i++)
+            if (a[i].h) starpu_data_unregister(a[i].h);
+        starpu_data_unregister(mine);
+    }
+    free(word), free(from), free(a);
+    return rc ? -2 : verdict;
+}
+
 void sm_parallel_stop(void)
 {
     if (!sm_mpi_up || sm_comm_abandoned()) return;

@@ -28,5 +28,10 @@ double sm_launch_timeout(const sm_launch *l);
  * bytes; all is not touched on the others), after the step's tasks: for results rank 0 alone
  * writes. A copy on one rank. */
 void sm_parallel_gather(const void *mine, size_t bytes, void *all);
+/* Every rank says whether its part of a joint action went well (ok 1 or 0) and learns about
+ * all: returns the lowest rank that failed, -1 when none did; -2 with err set (naming `what`
+ * and the ranks it waited for, the engine abandoned) when a rank did not answer within
+ * timeout_s. Between steps (no task pending). -1 on one rank when ok. */
+int sm_parallel_agree(int ok, double timeout_s, const char *what, sm_error *err);
 
 #endif

@@ -9,18 +9,20 @@
 #include <string.h>
 #include "io/hf_model.h"
 
-/* Adds parameter `name` of the given shape; with_grad = 0 for non-trainable buffers. */
+/* Adds parameter `name` of the given shape; with_grad = 0 for non-trainable buffers, -1 for a
+ * parameter another rank holds (absent here, without gradient). */
 static int sm_param_add(sm_model *m, sm_param *p, const char *name, int ndim, int64_t d0,
                         int64_t d1, int with_grad, sm_error *err)
 {
     int64_t shape[2] = {d0, d1};
     char gname[272];
-    p->w = sm_tensor_new(m->g, name, SM_F32, SM_PARAM, ndim, shape, err);
+    p->w = with_grad < 0 ? sm_tensor_absent(m->g, name, SM_F32, SM_PARAM, ndim, shape, err)
+                         : sm_tensor_new(m->g, name, SM_F32, SM_PARAM, ndim, shape, err);
     if (!p->w) return -1;
     p->g = NULL;
     p->index = m->nall;
     p->expert = -1;
-    if (with_grad) {
+    if (with_grad > 0) {
         snprintf(gname, sizeof gname, "grad.%s", name);
         if (!(p->g = sm_tensor_new(m->g, gname, SM_F32, SM_GRAD, ndim, shape, err))) return -1;
     }
@@ -41,11 +43,13 @@ static int sm_ffn_add(sm_model *m, sm_ffn_params *f, const char *prefix, int I, 
                       sm_error *err)
 {
     char n[256];
-    int d = m->dims.d;
+    int d = m->dims.d, here = expert < 0 || sm_model_holds_expert(m, expert) ? 1 : -1;
     f->I = I;
-    if (sm_param_add(m, &f->down, SM_NAME(n, "%s.down_proj.weight", prefix), 2, d, I, 1, err) ||
-        sm_param_add(m, &f->gate, SM_NAME(n, "%s.gate_proj.weight", prefix), 2, I, d, 1, err) ||
-        sm_param_add(m, &f->up, SM_NAME(n, "%s.up_proj.weight", prefix), 2, I, d, 1, err))
+    if (sm_param_add(m, &f->down, SM_NAME(n, "%s.down_proj.weight", prefix), 2, d, I, here,
+                     err) ||
+        sm_param_add(m, &f->gate, SM_NAME(n, "%s.gate_proj.weight", prefix), 2, I, d, here,
+                     err) ||
+        sm_param_add(m, &f->up, SM_NAME(n, "%s.up_proj.weight", prefix), 2, I, d, here, err))
         return -1;
     sm_param *ps[] = {&f->down, &f->gate, &f->up};
     for (int i = 0; i < 3; i++) ps[i]->expert = m->all[ps[i]->index].expert = expert;
@@ -134,18 +138,24 @@ int sm_model_load_hf(sm_model *m, const char *dir, sm_error *err)
     int rc = 0;
     for (int i = 0; i < m->nall && rc == 0; i++) {
         sm_tensor *t = m->all[i].w;
+        if (t->absent) continue;
         rc = sm_hf_load_f32(&hf, t->name, t->ndim, t->shape, t->data, err);
     }
     sm_hf_close(&hf);
     return rc;
 }
 
-/* splitmix64 + Box-Muller: the same weights for the same seed on every machine. */
+/* splitmix64 + Box-Muller: the same weights for the same seed on every machine. Each value
+ * takes two steps of the generator, whose state only ever grows by SM_SPLITMIX_STEP: a tensor
+ * another rank holds is skipped by advancing it, so every rank draws the values one rank
+ * would. */
+#define SM_SPLITMIX_STEP 0x9E3779B97F4A7C15ull
+
 static double sm_init_normal(uint64_t *s)
 {
     double u[2];
     for (int i = 0; i < 2; i++) {
-        uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+        uint64_t z = (*s += SM_SPLITMIX_STEP);
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
         u[i] = ((double)((z ^ (z >> 31)) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
@@ -159,6 +169,10 @@ void sm_model_init_random(sm_model *m, uint64_t seed, double std)
     for (int i = 0; i < m->nall; i++) {
         sm_tensor *t = m->all[i].w;
         float *w = t->data;
+        if (t->absent) {             /* a routed expert's matrix */
+            s += 2 * (uint64_t)t->numel * SM_SPLITMIX_STEP;
+            continue;
+        }
         int is_bias = m->all[i].g == NULL;
         for (size_t k = 0; k < t->numel; k++)
             w[k] = is_bias ? 0.0f : t->ndim == 1 ? 1.0f : (float)(std * sm_init_normal(&s));

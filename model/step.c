@@ -69,6 +69,12 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                 sm_engine_size(), ep, c->n_routed_experts);
         return NULL;
     }
+    if (m->shard_ep > 1 && (ep != m->shard_ep || rank % ep != m->shard_index)) {
+        sm_fail(err, "the model holds expert shard %d of %d, but this run is expert-parallel "
+                     "rank %d of %d: build the model with sm_model_new_shard(.., %d, %d, ..)",
+                m->shard_index, m->shard_ep, rank % ep, ep, ep, rank % ep);
+        return NULL;
+    }
     if (ep > 1 && o->pipeline) {
         sm_fail(err, "expert parallelism with the pipeline schedule '%s' is not built yet (issue "
                      "11): run without engine.sched's pipeline, or with parallel.ep 1",

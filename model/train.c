@@ -159,7 +159,6 @@ static int sm_train_loop(sm_trainer *t, sm_error *err)
             sm_evaluate(t, err))
             return -1;
         if (((ck->every > 0 && t->step % ck->every == 0) || last) &&
-            t->lead &&
             (sm_tracer_mark(t->tracer, "checkpoint", t->step, err) || sm_trainer_save(t, err)))
             return -1;
     }

@@ -1,51 +1,118 @@
 /* Checkpoints of a training job: weights under their Hugging Face names, AdamW moments, the
  * tokenizer (from memory), and the counters and data position that make a resumed run continue
- * bit for bit. */
+ * bit for bit. With the routed experts sharded over expert parallelism, the ranks of the first
+ * data-parallel group each write their shard (rank 0 with every replicated tensor) into one
+ * folder, in three agreed rounds (rank 0 begins, every writer writes, rank 0 finishes); any
+ * rank resumes from any layout, reading the tensors it holds by name. */
 #include "model/trainer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include "model/model.h"
+#include "model/parallel.h"
+
+/* Which held tensors a list takes: all (to load), or this rank's share of a save. */
+enum { SM_LIST_HELD, SM_LIST_SHARE };
+
+/* Whether parameter i goes into this rank's list. */
+static int sm_listed(const sm_trainer *t, int i, int which)
+{
+    const sm_model *m = t->m;
+    if (!sm_model_param_held(m, i)) return 0;
+    return which == SM_LIST_HELD || sm_engine_rank() == 0 || m->all[i].expert >= 0;
+}
 
 /* The model's parameters (or the optimizer's moments) as checkpoint tensors. */
-static sm_ckpt_tensor *sm_weight_list(sm_trainer *t, int optim, int *n)
+static sm_ckpt_tensor *sm_weight_list(sm_trainer *t, int optim, int which, int *n)
 {
-    *n = optim ? sm_optimizer_nstates(t->opt) : sm_model_nparams(t->m);
-    sm_ckpt_tensor *v = calloc(*n ? *n : 1, sizeof *v);
-    for (int i = 0; v && i < *n; i++) {
+    int all = optim ? sm_optimizer_nstates(t->opt) : sm_model_nparams(t->m);
+    sm_ckpt_tensor *v = calloc(all ? all : 1, sizeof *v);
+    *n = 0;
+    for (int i = 0; v && i < all; i++) {
+        if (!sm_listed(t, optim ? sm_optimizer_state_param(t->opt, i) : i, which)) continue;
+        sm_ckpt_tensor *c = &v[(*n)++];
         if (optim) {
-            v[i].name = sm_optimizer_state_name(t->opt, i);
-            v[i].data = sm_optimizer_state_data(t->opt, i, v[i].shape, &v[i].ndim);
+            c->name = sm_optimizer_state_name(t->opt, i);
+            c->data = sm_optimizer_state_data(t->opt, i, c->shape, &c->ndim);
         } else {
-            v[i].name = sm_model_param_name(t->m, i);
-            v[i].ndim = sm_model_param_shape(t->m, i, v[i].shape);
-            v[i].data = sm_model_param_data(t->m, i);
+            c->name = sm_model_param_name(t->m, i);
+            c->ndim = sm_model_param_shape(t->m, i, c->shape);
+            c->data = sm_model_param_data(t->m, i);
         }
     }
     return v;
 }
 
-int sm_trainer_save(sm_trainer *t, sm_error *err)
+static sm_ckpt_state sm_state_of(const sm_trainer *t)
 {
-    int nw, no, rc = -1;
-    sm_ckpt_tensor *w = sm_weight_list(t, 0, &nw), *opt = sm_weight_list(t, 1, &no);
-    char *cfg = sm_run_config_to_text(&t->rc, err);
-    sm_ckpt_state st = {.rng = {(uint64_t)t->rc.train.seed}, .epoch = t->train_rd.epoch,
-                        .cursor = t->train_rd.cursor, .tokens = t->tokens,
-                        .loss_ema = t->loss_ema, .bad_steps = t->bad_steps,
-                        .optim_steps = sm_optimizer_steps(t->opt),
-                        .tokenizer_vocab = sm_tokenizer_vocab_size(t->tok)};
-    sm_ckpt_file tok = {"tokenizer.bpe", t->tok_text, t->tok_len};
-    char saved[1400];
-    if (w && opt && cfg)
-        rc = sm_ckpt_save(t->out, t->step, &t->rc.model, cfg, w, nw, opt, no, &st, &tok,
-                          t->rc.checkpoint.keep, saved, sizeof saved, err);
-    else if (!cfg)
-        rc = -1;
-    else
-        rc = sm_fail(err, "out of memory for the checkpoint");
-    if (rc == 0) printf("checkpoint step %lld: %s\n", (long long)t->step, saved);
+    return (sm_ckpt_state){.rng = {(uint64_t)t->rc.train.seed}, .epoch = t->train_rd.epoch,
+                           .cursor = t->train_rd.cursor, .tokens = t->tokens,
+                           .loss_ema = t->loss_ema, .bad_steps = t->bad_steps,
+                           .optim_steps = sm_optimizer_steps(t->opt),
+                           .tokenizer_vocab = sm_tokenizer_vocab_size(t->tok)};
+}
+
+/* One round of a sharded save: every rank says how its part went. 0 when all went well; -1
+ * otherwise, err saying why (this rank's own error, or which rank failed). */
+static int sm_save_round(const sm_trainer *t, int rc, const char *part, sm_error *err)
+{
+    char what[96];
+    snprintf(what, sizeof what, "checkpoint step %lld (%s)", (long long)t->step, part);
+    int failed = sm_parallel_agree(rc == 0, t->rc.parallel.timeout_s, what, err);
+    if (failed == -1 || failed == -2 || failed == sm_engine_rank()) return failed == -1 ? 0 : -1;
+    return sm_fail(err, "%s: rank %d failed (its own message says why)", what, failed);
+}
+
+/* This rank's share of the save, written as shard `shard` of nshards into tmp. */
+static int sm_save_share(sm_trainer *t, const char *tmp, int shard, int nshards, sm_error *err)
+{
+    int nw, no, rc;
+    sm_ckpt_tensor *w = sm_weight_list(t, 0, SM_LIST_SHARE, &nw);
+    sm_ckpt_tensor *opt = sm_weight_list(t, 1, SM_LIST_SHARE, &no);
+    rc = w && opt ? sm_ckpt_save_shard(tmp, shard, nshards, w, nw, opt, no, err)
+                  : sm_fail(err, "out of memory for the checkpoint");
     free(w);
     free(opt);
+    return rc;
+}
+
+int sm_trainer_save(sm_trainer *t, sm_error *err)
+{
+    int nshards = t->m->shard_ep, rank = sm_engine_rank(), lead = rank == 0, rc;
+    sm_ckpt_state st = sm_state_of(t);
+    sm_ckpt_file tok = {"tokenizer.bpe", t->tok_text, t->tok_len};
+    char *cfg = lead ? sm_run_config_to_text(&t->rc, err) : NULL;
+    char saved[1400], tmp[1400], job[32];
+    snprintf(job, sizeof job, "ranks%d", sm_engine_size());
+    if (nshards == 1 && !lead) return 0;
+    if (nshards == 1) {
+        int nw, no;
+        sm_ckpt_tensor *w = sm_weight_list(t, 0, SM_LIST_HELD, &nw);
+        sm_ckpt_tensor *opt = sm_weight_list(t, 1, SM_LIST_HELD, &no);
+        rc = !cfg ? -1
+             : w && opt ? sm_ckpt_save(t->out, t->step, &t->rc.model, cfg, w, nw, opt, no, &st,
+                                       &tok, t->rc.checkpoint.keep, saved, sizeof saved, err)
+                        : sm_fail(err, "out of memory for the checkpoint");
+        free(w);
+        free(opt);
+    } else {
+        /* the writers are the ranks of the first data-parallel group: rank j holds shard j */
+        rc = lead ? (cfg ? sm_ckpt_save_begin(t->out, t->step, job, tmp, sizeof tmp, err) : -1)
+                  : sm_ckpt_tmp_path(t->out, t->step, job, tmp, sizeof tmp, err);
+        rc = sm_save_round(t, rc, "begin", err);
+        if (rc == 0)
+            rc = sm_save_round(t, rank < nshards ? sm_save_share(t, tmp, rank, nshards, err) : 0,
+                               "shards", err);
+        if (rc == 0)
+            rc = sm_save_round(t, lead ? sm_ckpt_save_finish(t->out, tmp, t->step, nshards,
+                                                             &t->rc.model, cfg, &st, &tok,
+                                                             t->rc.checkpoint.keep, saved,
+                                                             sizeof saved, err)
+                                       : 0,
+                               "finish", err);
+        if (rc && lead) sm_ckpt_save_abandon(tmp);
+    }
+    if (rc == 0 && lead) printf("checkpoint step %lld: %s\n", (long long)t->step, saved);
     free(cfg);
     return rc;
 }
@@ -54,12 +121,13 @@ int sm_trainer_restore(sm_trainer *t, const char *ckpt_dir, sm_error *err)
 {
     int nw, no, rc = -1;
     sm_ckpt_state st;
-    sm_ckpt_tensor *w = sm_weight_list(t, 0, &nw), *opt = sm_weight_list(t, 1, &no);
+    sm_ckpt_tensor *w = sm_weight_list(t, 0, SM_LIST_HELD, &nw);
+    sm_ckpt_tensor *opt = sm_weight_list(t, 1, SM_LIST_HELD, &no);
     if (!w || !opt) rc = sm_fail(err, "out of memory for the checkpoint");
     else if (sm_ckpt_load_state(ckpt_dir, &st, err) == 0 &&
              sm_resume_check_state(t, &st, ckpt_dir, err) == 0 &&
-             sm_ckpt_load_tensors(ckpt_dir, "model.safetensors", w, nw, err) == 0 &&
-             sm_ckpt_load_tensors(ckpt_dir, "optimizer.safetensors", opt, no, err) == 0) {
+             sm_ckpt_load_tensors(ckpt_dir, "model", w, nw, err) == 0 &&
+             sm_ckpt_load_tensors(ckpt_dir, "optimizer", opt, no, err) == 0) {
         t->step = st.step;
         t->tokens = st.tokens;
         t->loss_ema = st.loss_ema;

@@ -207,8 +207,11 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
                       .deterministic = ec->deterministic, .grad_over_logits = 1,
                       .ep = t->rc.parallel.ep};
     sm_run_opts eval_ro = {.ep = t->rc.parallel.ep};
+    int ep = ro.ep > 1 ? ro.ep : 1;
     if (sm_setup_engine(t, err)) return -1;
-    if (!(t->m = sm_model_new(&t->rc.model, 1, err)) || !(t->opt = sm_optimizer_new(t->m, err)))
+    /* each rank holds its block of the routed experts (the layout was checked before) */
+    if (!(t->m = sm_model_new_shard(&t->rc.model, 1, ep, sm_engine_rank() % ep, err)) ||
+        !(t->opt = sm_optimizer_new(t->m, err)))
         return -1;
     sm_model_init_random(t->m, (uint64_t)tr->seed, t->rc.model.initializer_range);
     t->run = sm_setup_run(t, 1, &ro, err);

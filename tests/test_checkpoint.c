@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <jansson.h>
 #include <unistd.h>
 
 #include "io/checkpoint.h"
@@ -211,8 +212,8 @@ static int loads_back(const char *dir, const ckpt *c, int64_t step, sm_error *er
     tset_like(&o, &c->o);
     sm_error_clear(err);
     int ok = sm_ckpt_verify(dir, err) == 0 && sm_ckpt_load_state(dir, &st, err) == 0 &&
-             sm_ckpt_load_tensors(dir, "model.safetensors", w.t, w.n, err) == 0 &&
-             sm_ckpt_load_tensors(dir, "optimizer.safetensors", o.t, o.n, err) == 0 &&
+             sm_ckpt_load_tensors(dir, "model", w.t, w.n, err) == 0 &&
+             sm_ckpt_load_tensors(dir, "optimizer", o.t, o.n, err) == 0 &&
              tset_equal(&w, &c->w) && tset_equal(&o, &c->o) && st.step == step &&
              memcmp(st.rng, want.rng, sizeof st.rng) == 0 && st.epoch == want.epoch &&
              st.cursor == want.cursor && st.tokens == want.tokens &&
@@ -304,12 +305,12 @@ static void test_round_trip(void)
 
     tset_like(&w, &b.w);
     w.t[1].shape[0] = 32;
-    tap_ok(sm_ckpt_load_tensors(saved, "model.safetensors", w.t, w.n, &err) == -1 &&
+    tap_ok(sm_ckpt_load_tensors(saved, "model", w.t, w.n, &err) == -1 &&
                strstr(err.msg, "model.safetensors") && strstr(err.msg, w.t[1].name),
            "a shape mismatch names file and tensor: %s", err.msg);
     w.t[1].shape[0] = 64;
     w.t[2].name = "model.nonexistent.weight";
-    tap_ok(sm_ckpt_load_tensors(saved, "model.safetensors", w.t, w.n, &err) == -1 &&
+    tap_ok(sm_ckpt_load_tensors(saved, "model", w.t, w.n, &err) == -1 &&
                strstr(err.msg, "model.nonexistent.weight"),
            "a missing tensor is named: %s", err.msg);
     tap_ok(sm_ckpt_load_tensors(saved, "../x", w.t, w.n, &err) == -1, "file must be a plain name");
@@ -383,7 +384,7 @@ static void test_corruption(void)
                   "\"files\": {\"model.safetensors\": {\"size\": 1, \"crc32c\": \"0\"}}}");
     snprintf(found, sizeof found, "%s/step-000010", run_dir);
     tap_ok(sm_ckpt_verify(found, &err) == -1 && strstr(err.msg, "manifest.json") &&
-               strstr(err.msg, "optimizer.safetensors is not listed"),
+               strstr(err.msg, "neither optimizer.safetensors nor"),
            "a manifest that leaves a core file out: %s", err.msg);
     write_text(p, "{\"format\": \"starmoe-checkpoint\", \"version\": 1, \"step\": 10, "
                   "\"files\": {\"../../etc/passwd\": {\"size\": 1, \"crc32c\": \"0\"}, "
@@ -604,6 +605,72 @@ static void test_kill(void)
     ckpt_free(&big);
 }
 
+/* Saving in shards, as the ranks of expert parallelism do: the tensors split over three
+ * writers (one of them writing nothing but its share of the moments), one folder with
+ * Hugging Face's shard names and indexes, every tensor loading back by name, the folder opening
+ * as a Hugging Face model; a tensor written by two shards is refused. */
+static void test_shards(void)
+{
+    sm_error err = {{0}};
+    char run_dir[600], tmp[1024], saved[1024], list[1024], p[1200];
+    ckpt a, back;
+    ckpt_init(&a, 11, 64, 16);
+    sm_ckpt_state st = state_for(3);
+    char *rc_text = sm_run_config_to_text(&run, &err);
+    snprintf(run_dir, sizeof run_dir, "%s/run-shards", root);
+    int r = sm_ckpt_save_begin(run_dir, 3, "ranks3", tmp, sizeof tmp, &err);
+    /* shard 0: tensor 0 and its moment; 1: tensors 1, 2; 2: the moments of 1 and 2 */
+    if (r == 0) r = sm_ckpt_save_shard(tmp, 0, 3, a.w.t, 1, a.o.t, 1, &err);
+    if (r == 0) r = sm_ckpt_save_shard(tmp, 1, 3, a.w.t + 1, 2, a.o.t, 0, &err);
+    if (r == 0) r = sm_ckpt_save_shard(tmp, 2, 3, a.w.t, 0, a.o.t + 1, 2, &err);
+    if (r == 0)
+        r = sm_ckpt_save_finish(run_dir, tmp, 3, 3, &cfg, rc_text, &st, &tok, 2, saved,
+                                sizeof saved, &err);
+    listing(saved, list, sizeof list);
+    tap_ok(r == 0 && strstr(list, "model-00001-of-00003.safetensors model-00002-of-00003."
+                                  "safetensors model-00003-of-00003.safetensors model.safetensors"
+                                  ".index.json optimizer-00001-of-00003") &&
+               strstr(list, "optimizer.safetensors.index.json") && sm_ckpt_verify(saved, &err) == 0,
+           "three shards: %s %s", list, err.msg);
+    tset_like(&back.w, &a.w);
+    tset_like(&back.o, &a.o);
+    r = sm_ckpt_load_tensors(saved, "model", back.w.t, back.w.n, &err) ||
+        sm_ckpt_load_tensors(saved, "optimizer", back.o.t, back.o.n, &err);
+    tap_ok(r == 0 && tset_equal(&a.w, &back.w) && tset_equal(&a.o, &back.o),
+           "every tensor loads back by name, bit for bit %s", err.msg);
+    sm_hf_model m;
+    r = sm_hf_open(&m, saved, &err);
+    tap_ok(r == 0 && m.nfiles == 2 && m.nnames == a.w.n,
+           "the folder opens as a Hugging Face model (%d shards with weights, %d tensors) %s",
+           r ? 0 : m.nfiles, r ? 0 : m.nnames, err.msg);
+    if (r == 0) sm_hf_close(&m);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", saved);
+    json_error_t jerr;
+    json_t *index = json_load_file(p, 0, &jerr);
+    json_int_t total = json_integer_value(json_object_get(json_object_get(index, "metadata"),
+                                                          "total_size"));
+    tap_ok(total == (64 * 16 + 64 * 16 + 16) * 4 &&
+               json_object_size(json_object_get(index, "weight_map")) == 3,
+           "the index records every tensor and the total size (%lld bytes)", (long long)total);
+    json_decref(index);
+
+    r = sm_ckpt_save_begin(run_dir, 4, "ranks2", tmp, sizeof tmp, &err);
+    if (r == 0) r = sm_ckpt_save_shard(tmp, 0, 2, a.w.t, 2, a.o.t, 3, &err);
+    if (r == 0) r = sm_ckpt_save_shard(tmp, 1, 2, a.w.t + 1, 2, a.o.t, 0, &err);
+    if (r == 0)
+        r = sm_ckpt_save_finish(run_dir, tmp, 4, 2, &cfg, rc_text, &st, &tok, 2, saved,
+                                sizeof saved, &err);
+    if (r) sm_ckpt_save_abandon(tmp);
+    tap_ok(r == -1 && strstr(err.msg, a.w.t[1].name) && strstr(err.msg, "also in"),
+           "a tensor in two shards is refused: %s", err.msg);
+    tap_ok(sm_ckpt_latest(run_dir, p, sizeof p, &err) == 0 && strstr(p, "step-000003"),
+           "the earlier checkpoint stays the latest: %s", p);
+    free(rc_text);
+    tset_free(&back.w);
+    tset_free(&back.o);
+    ckpt_free(&a);
+}
+
 int main(void)
 {
     sm_error err = {{0}};
@@ -622,6 +689,7 @@ int main(void)
     snprintf(run.data.tokenizer, sizeof run.data.tokenizer, "%s", tok_path);
     test_crc();
     test_round_trip();
+    test_shards();
     test_corruption();
     test_inconsistent();
     test_stale_and_pruning();

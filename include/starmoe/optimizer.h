@@ -33,10 +33,12 @@ SM_API int sm_optimizer_loads(sm_optimizer *o, int l, float *load);
 /* Applied steps so far (AdamW's bias-correction count); settable when resuming. */
 SM_API int64_t sm_optimizer_steps(const sm_optimizer *o);
 SM_API void sm_optimizer_set_steps(sm_optimizer *o, int64_t steps);
-/* Moment tensors for checkpoints: 2 per trainable parameter, named "<param>.exp_avg" and
+/* Moment tensors for checkpoints: 2 per trainable parameter held (sm_model_param_held), named "<param>.exp_avg" and
  * "<param>.exp_avg_sq", shape of the parameter. */
 SM_API int sm_optimizer_nstates(const sm_optimizer *o);
 SM_API const char *sm_optimizer_state_name(const sm_optimizer *o, int i);
 SM_API float *sm_optimizer_state_data(sm_optimizer *o, int i, int64_t *shape, int *ndim);
+/* The parameter (its index among sm_model_param_name's) that state tensor i belongs to. */
+SM_API int sm_optimizer_state_param(const sm_optimizer *o, int i);
 
 #endif
