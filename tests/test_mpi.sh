@@ -5,7 +5,8 @@
 # failing rank stops them all promptly; bench and the fixture eval over 2 expert-parallel ranks
 # report what one rank does (eval's dump bit for bit); train with data parallelism (dp 2) and expert parallelism (ep 2, ep 4, ep 2 x dp 2)
 # gives the losses of one rank (bit for bit with engine.deterministic, whatever the layout),
-# rank 0 alone writing, and resumes on every rank; without mpirun, or with one rank, nothing
+# rank 0 alone printing, the expert shards written by their ranks into one checkpoint that
+# resumes on any layout and loads in one process; without mpirun, or with one rank, nothing
 # changes. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 . "$(dirname "$0")/mpi.sh"
@@ -233,4 +234,15 @@ for layout in "2 dp=2 2" "4 dp=4 1" "2 ep=2 2" "4 ep=4 1" "4 ep=2,dp=2 1"; do
   ok $? "${2/,/ x } on $1 ranks, $3 micro-batches each, deterministic: loss, balance loss, \
 gradient norm, load, weights and moments of one rank bit for bit after 5 steps (exit $rc1, $rc)"
 done
+
+# an ep 2 checkpoint (two shards and an index) loads whole in one process: generate continues a
+# prompt as from the one-rank checkpoint
+gen() { "$STARMOE" generate --ckpt "$1" --prompt "the" --tokens 12 --temperature 0 --workers 1; }
+ls "$TMP/det-ep=2/step-000005" > "$TMP/ls"
+gen "$TMP/det1/step-000005" > "$TMP/gen1" 2>&1 && gen "$TMP/det-ep=2/step-000005" > "$TMP/gen2" 2>&1 &&
+  grep -q "^model-00002-of-00002.safetensors" "$TMP/ls" && grep -q "^model.safetensors.index.json" "$TMP/ls" &&
+  grep -q "^optimizer-00001-of-00002.safetensors" "$TMP/ls" && [ -s "$TMP/gen1" ] &&
+  cmp -s "$TMP/gen1" "$TMP/gen2"
+ok $? "an ep 2 checkpoint ($(tr '\n' ' ' < "$TMP/ls")) loads in one process: generate gives the \
+one-rank checkpoint's text"
 tap_done
