@@ -42,6 +42,9 @@ while [ "$(newest "$k")" -lt 5 ] && [ $round -lt 8 ]; do
   done
   sleep 0.$((RANDOM % 4))$((RANDOM % 10))
   kill -9 -- -$pid 2>/dev/null; wait $pid 2>/dev/null
+  # a killed trainer holds the run folder's lock until the kernel has torn it down, which takes
+  # a while on a loaded machine: wait (at most 30 s) until the lock is free
+  [ -e "$k/.lock" ] && timeout 30 flock -x "$k/.lock" true
   round=$((round + 1))
 done
 from=$(newest "$k")
