@@ -72,9 +72,12 @@ static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
                "%.2f (max %d) without the group limit\n", r->ep_rows_per_token,
                r->ep_bytes_per_token, r->ep_bytes_unlimited, r->ep_ranks_per_token,
                r->ep_ranks_max, r->ep_ranks_unlimited, r->ep_ranks_unlimited_max);
-    if (o->trace.path)
+    if (o->trace.path) {
+        char where[1200];
+        sm_trace_where(o->trace.path, where, sizeof where);
         printf("trace          %.3f ms/step writing %s (%.2f%% of a step)\n", r->trace_s * 1e3,
-               o->trace.path, 100 * r->trace_s / r->step.median);
+               where, 100 * r->trace_s / r->step.median);
+    }
 }
 
 int sm_cmd_bench(int argc, char **argv)

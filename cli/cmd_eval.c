@@ -68,7 +68,9 @@ int sm_cmd_eval(int argc, char **argv)
         printf("no loss (no targets given)");
     else
         printf("loss %.8f", loss);
-    printf("  tasks %zu%s%s%s%s\n", ntasks, o.dump ? "  dump " : "",
-           o.dump ? o.dump : "", o.trace.path ? "  trace " : "", o.trace.path ? o.trace.path : "");
+    char where[1200] = "";
+    if (o.trace.path) sm_trace_where(o.trace.path, where, sizeof where);
+    printf("  tasks %zu%s%s%s%s\n", ntasks, o.dump ? "  dump " : "", o.dump ? o.dump : "",
+           o.trace.path ? "  trace " : "", where);
     return 0;
 }

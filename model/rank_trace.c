@@ -118,7 +118,7 @@ char *sm_rank_trace_path(const char *path, int rank)
     return p;
 }
 
-void sm_rank_trace_say(const char *path, char *buf, size_t cap)
+void sm_trace_where(const char *path, char *buf, size_t cap)
 {
     char *one = sm_engine_size() > 1 ? sm_rank_trace_path(path, 1) : NULL;
     if (one)

@@ -22,8 +22,5 @@ int sm_rank_tracer_open(sm_tracer **t, const sm_trace_opts *o, const sm_trace_me
 int sm_rank_tracer_close(sm_tracer *t, int failed, sm_error *err);
 /* The file rank `rank` writes for `path`: malloc'd, NULL when out of memory. */
 char *sm_rank_trace_path(const char *path, int rank);
-/* "PATH" alone, or "PATH (rank 0; rank R: P.rankR.json)" over ranks, for the commands'
- * "trace:" line. */
-void sm_rank_trace_say(const char *path, char *buf, size_t cap);
 
 #endif

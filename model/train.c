@@ -175,7 +175,7 @@ int sm_train(const sm_train_opts *o, sm_error *err)
     t.tracer = NULL;
     if (rc == 0 && o->trace.path && t.lead) {
         char said[1200];
-        sm_rank_trace_say(o->trace.path, said, sizeof said);
+        sm_trace_where(o->trace.path, said, sizeof said);
         printf("trace: %s\n", said);
     }
     sm_error plot_err;

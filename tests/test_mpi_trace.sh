@@ -108,8 +108,10 @@ ok $? "per rank in JSON: communication > 0 = overlapped + exposed"
   --ep 2 --trace "$TMP/eval.json" > "$TMP/out" 2>&1
 rc=$?
 [ $rc -eq 0 ] && grep -q '"pid":0,' "$TMP/eval.json" && ! grep -q '"pid":1,' "$TMP/eval.json" &&
-  grep -q '"pid":1,"tid":1000,' "$TMP/eval.rank1.json" && clean "$TMP/out"
-ok $? "eval --ep 2 --trace: rank 0's file and rank 1's, each with its messages (exit $rc)"
+  grep -q '"pid":1,"tid":1000,' "$TMP/eval.rank1.json" && clean "$TMP/out" &&
+  grep -qF "trace $TMP/eval.json (rank 0; rank 1: $TMP/eval.rank1.json" "$TMP/out"
+ok $? "eval --ep 2 --trace: rank 0's file and rank 1's, each with its messages, both named \
+(exit $rc: $(grep -o 'trace .*' "$TMP/out" | head -c 200))"
 checks "eval rank 1" "$check_tool" "$TMP/eval.rank1.json"
 
 # one rank: no messages, no clock offset, rank 0

@@ -30,6 +30,12 @@ SM_API int sm_trace_parse_steps(const char *text, sm_trace_opts *o, sm_error *er
 /* Parses --trace-format: "chrome" or "paje". */
 SM_API int sm_trace_parse_format(const char *text, sm_trace_opts *o, sm_error *err);
 
+/* What a command says of the trace it wrote to `path`: the path on one rank; under mpirun
+ * (every rank writes its own: rank R's is PATH with ".rankR" before the extension) rank 0's
+ * path and rank 1's, e.g. "run.json (rank 0; rank 1: run.rank1.json, and so on: one per
+ * rank)". */
+SM_API void sm_trace_where(const char *path, char *buf, size_t cap);
+
 /* Reads a Chrome trace and prints per op family the count, total, mean and share of time; per
  * worker busy and idle time; per pipeline stage the bubble; the critical path against the
  * makespan; the compute/communication overlap. json = 1 prints one JSON object instead. */
