@@ -21,6 +21,9 @@ typedef struct sm_param {
     sm_tensor *w, *g;
     int index;                   /* position in the model's checkpoint-order list */
     int expert;                  /* the routed expert it belongs to, -1 for none */
+    int layer;                   /* its decoder layer; -1 for the embedding, num_hidden_layers
+                                  * for the final norm and the head (a pipeline stage holds
+                                  * whole layers) */
 } sm_param;
 
 typedef struct sm_ffn_params {
@@ -51,6 +54,7 @@ struct sm_model {
     /* the routed experts held here: block shard_index of shard_ep (sm_model_new_shard); the
      * others' parameters are absent tensors without gradient. 1, 0: every expert. */
     int shard_ep, shard_index;
+    int adding_layer;                        /* while the parameters are created */
 };
 
 /* Whether routed expert e's parameters are held by this model. */

@@ -27,9 +27,9 @@ struct sm_optimizer {
 /* Parameters per optimizer task: consecutive trainable parameters (checkpoint order) up to
  * this many values, so the tasks are even enough to keep every worker busy at the end of the
  * step, whatever the layer sizes. A fixed size: the grouping never depends on the machine. A
- * routed expert's parameters form groups of their own, so that whatever the expert-parallel
- * layout, each group is held whole by one rank and the sums of squares of the global norm
- * associate as on one rank. */
+ * group never spans two layers (sm_param.layer) nor two routed experts, so that whatever the
+ * layout over ranks (expert shards, pipeline stages), each group is held whole by one rank
+ * and the sums of squares of the global norm associate as on one rank. */
 #define SM_GROUP_VALUES (256 * 1024)
 
 /* Whether parameter i is trained (its gradient may be another rank's: an absent expert's). */
@@ -45,8 +45,9 @@ static int sm_assign_groups(const sm_model *m, int *group_of, int *expert_of)
         group_of[i] = -1;
         if (!sm_trained(m, i)) continue;
         size_t n = m->all[i].w->numel;
-        int e = m->all[i].expert;
-        if (G == 0 || expert_of[G - 1] != e || (filled > 0 && filled + n > SM_GROUP_VALUES)) {
+        int e = m->all[i].expert, new_layer = i > 0 && m->all[i].layer != m->all[i - 1].layer;
+        if (G == 0 || expert_of[G - 1] != e || new_layer ||
+            (filled > 0 && filled + n > SM_GROUP_VALUES)) {
             expert_of[G++] = e;
             filled = 0;
         }

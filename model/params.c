@@ -22,6 +22,7 @@ static int sm_param_add(sm_model *m, sm_param *p, const char *name, int ndim, in
     p->g = NULL;
     p->index = m->nall;
     p->expert = -1;
+    p->layer = m->adding_layer;
     if (with_grad > 0) {
         snprintf(gname, sizeof gname, "grad.%s", name);
         if (!(p->g = sm_tensor_new(m->g, gname, SM_F32, SM_GRAD, ndim, shape, err))) return -1;
@@ -121,10 +122,12 @@ int sm_params_create(sm_model *m, sm_error *err)
 {
     const sm_dims *x = &m->dims;
     if (!(m->layers = calloc(x->L, sizeof *m->layers))) return sm_fail(err, "out of memory");
+    m->adding_layer = -1;
     if (sm_param_add(m, &m->embed, "model.embed_tokens.weight", 2, x->V, x->d, 1, err))
         return -1;
     for (int l = 0; l < x->L; l++)
-        if (sm_layer_add(m, l, err)) return -1;
+        if ((m->adding_layer = l, sm_layer_add(m, l, err))) return -1;
+    m->adding_layer = x->L;
     if (sm_param_add(m, &m->final_norm, "model.norm.weight", 1, x->d, 0, 1, err) ||
         sm_param_add(m, &m->head, "lm_head.weight", 2, x->V, x->d, 1, err))
         return -1;
