@@ -6,7 +6,17 @@
  * its micro-batches' gradients to the running sum of ranks 0..q-1 it receives and passes it on
  * (as soon as its part is ready), and the last rank sends the total back to all. The additions
  * thus associate as one rank's over the same micro-batches, whatever the timing: bit for bit
- * one rank's in deterministic mode. */
+ * one rank's in deterministic mode.
+ *
+ * The gradients travel in buckets, one message each way per bucket: gradients of one chain and
+ * one layer (the embedding, the final norm and the head are each their own), taken in reverse
+ * checkpoint order (the order the backward finishes them) up to SM_BUCKET_VALUES floats (a
+ * larger gradient is a bucket of its own). A bucket is thus complete as soon as its layer's
+ * backward is, and its sums go on while the backward of the layers before runs. The grouping
+ * depends only on the model and the chain, so it is the same on every rank of the chain. A
+ * bucket of several gradients is packed into one tensor (a pack task) for each send, and
+ * unpacked (an unpack task) into the members' running sums or totals after each receive; a
+ * bucket of one gradient goes as the gradient itself. */
 #include "model/model.h"
 
 #include <stdio.h>
@@ -22,6 +32,20 @@ typedef struct sm_chain {
     int first, stride, last;
 } sm_chain;
 
+/* Gradients of one chain and one layer summed over the ranks as one message each way. */
+typedef struct sm_bucket {
+    sm_chain chain;
+    int layer;                   /* the members' layer (sm_layer_of) */
+    int n;                       /* members, in the order the backward finishes them */
+    sm_tensor **g, **partial;    /* [n]: each member's gradient, and its running sum (or NULL) */
+    size_t numel;                /* floats of the members together */
+    sm_tensor *t;                /* several members: them one after another; NULL: one member */
+    starpu_mpi_tag_t tag;        /* its first member's (sm_dp_grad_tag) */
+} sm_bucket;
+
+/* The most floats a bucket of several gradients holds (4 MB). */
+enum { SM_BUCKET_VALUES = 1 << 20 };
+
 struct sm_dp {
     sm_run *r;
     int rank, size;
@@ -31,13 +55,16 @@ struct sm_dp {
     sm_chain *chain;             /* [nsum] */
     sm_tensor **partial;         /* [nsum]: on rank q > 0, the sum of ranks 0..q-1's */
     sm_tensor **partial_of;      /* [nall]: the partial sum of parameter i's gradient, or NULL */
+    int nbuckets;
+    sm_bucket *bucket;           /* [nbuckets], in the order their members' backward ends */
+    sm_tensor **bucket_g, **bucket_partial;  /* [nsum]: the buckets' members, bucket by bucket */
     int nslots;                  /* per-micro-batch tensors every rank gets from all */
     sm_tensor ***all;            /* [nslots][size * micro], rank by rank; NULL: none */
     sm_tensor_list owned;
 };
 
-/* Message tags: one per gradient (both directions) and one per shared tensor, the same on
- * every rank; a receiver tells senders apart by their rank. */
+/* Message tags: one per bucket of gradients (both directions) and one per shared tensor, the
+ * same on every rank; a receiver tells senders apart by their rank. */
 enum { SM_DP_TAG = 0x44500000 };
 
 /* The shared slots: the loss parts, then per layer its plans and balance-loss parts. */
@@ -103,6 +130,81 @@ static int sm_dp_sums(sm_dp *d, sm_error *err)
     return 0;
 }
 
+/* The chain's messages of parameter i's gradient (or of the bucket it starts): its running
+ * sum from the previous rank (tag), its own sum (running sum included) to the next (tag), the
+ * total from the last rank (tag + 1). */
+static starpu_mpi_tag_t sm_dp_grad_tag(int i) { return SM_DP_TAG + 2 * (starpu_mpi_tag_t)i; }
+
+/* The layer parameter i belongs to ("model.layers.N."), or for the embedding, final norm and
+ * head, each its own, -1 - i. */
+static int sm_layer_of(const sm_model *m, int i)
+{
+    int l;
+    return sscanf(m->all[i].w->name, "model.layers.%d.", &l) == 1 ? l : -1 - i;
+}
+
+static int sm_chain_same(sm_chain a, sm_chain b)
+{
+    return a.first == b.first && a.stride == b.stride && a.last == b.last;
+}
+
+/* Bucket b of sum k: its chain's bucket of the same layer, unless k would make it hold more
+ * than SM_BUCKET_VALUES floats; -1: a new one. */
+static int sm_bucket_joined(const sm_dp *d, int k, int layer)
+{
+    for (int b = d->nbuckets - 1; b >= 0 && d->bucket[b].layer == layer; b--)
+        if (sm_chain_same(d->bucket[b].chain, d->chain[k]))
+            return d->bucket[b].numel + d->sum[k]->numel <= SM_BUCKET_VALUES ? b : -1;
+    return -1;
+}
+
+/* The buckets of the summed gradients, and the tensors of those of several members. */
+static int sm_dp_buckets(sm_dp *d, sm_error *err)
+{
+    sm_model *m = d->r->m;
+    int *of = calloc((size_t)d->nsum + 1, sizeof *of);  /* each sum's bucket */
+    d->bucket = calloc((size_t)d->nsum + 1, sizeof *d->bucket);
+    d->bucket_g = calloc((size_t)d->nsum + 1, sizeof *d->bucket_g);
+    d->bucket_partial = calloc((size_t)d->nsum + 1, sizeof *d->bucket_partial);
+    if (!of || !d->bucket || !d->bucket_g || !d->bucket_partial) {
+        free(of);
+        return sm_fail(err, "data parallelism: out of memory");
+    }
+    for (int k = d->nsum - 1; k >= 0; k--) {
+        int layer = sm_layer_of(m, d->param[k]), b = sm_bucket_joined(d, k, layer);
+        if (b < 0) {
+            b = d->nbuckets++;
+            d->bucket[b] = (sm_bucket){.chain = d->chain[k], .layer = layer,
+                                       .tag = sm_dp_grad_tag(d->param[k])};
+        }
+        d->bucket[b].numel += d->sum[k]->numel;
+        d->bucket[b].n++;
+        of[k] = b;
+    }
+    for (int b = 0, at = 0; b < d->nbuckets; b++) {
+        d->bucket[b].g = d->bucket_g + at;
+        d->bucket[b].partial = d->bucket_partial + at;
+        at += d->bucket[b].n;
+        d->bucket[b].n = 0;          /* counted again as the members go in */
+    }
+    for (int k = d->nsum - 1; k >= 0; k--) {
+        sm_bucket *b = &d->bucket[of[k]];
+        b->partial[b->n] = d->partial[k];
+        b->g[b->n++] = d->sum[k];
+    }
+    free(of);
+    for (int b = 0; b < d->nbuckets; b++) {
+        sm_bucket *bk = &d->bucket[b];
+        char name[300];
+        int64_t numel = (int64_t)bk->numel;
+        if (bk->n == 1) continue;
+        snprintf(name, sizeof name, "bucket.%s", bk->g[0]->name);
+        bk->t = sm_tensor_new_in(m->g, &d->owned, name, SM_F32, SM_ACT, 1, &numel, err);
+        if (!bk->t) return -1;
+    }
+    return 0;
+}
+
 /* Every rank's tensors of every slot (this rank's own among them). */
 static int sm_dp_slots(sm_dp *d, sm_error *err)
 {
@@ -132,7 +234,7 @@ sm_dp *sm_dp_new(sm_run *r, sm_error *err)
         return NULL;
     }
     *d = (sm_dp){.r = r, .rank = sm_engine_rank(), .size = sm_engine_size()};
-    if (sm_dp_sums(d, err) || sm_dp_slots(d, err)) {
+    if (sm_dp_sums(d, err) || sm_dp_buckets(d, err) || sm_dp_slots(d, err)) {
         sm_dp_free(d);
         return NULL;
     }
@@ -146,6 +248,9 @@ void sm_dp_free(sm_dp *d)
     sm_tensor_list_drop(d->r->m->g, &d->owned);
     for (int s = 0; d->all && s < d->nslots; s++) free(d->all[s]);
     free(d->all);
+    free(d->bucket_partial);
+    free(d->bucket_g);
+    free(d->bucket);
     free(d->partial_of);
     free(d->partial);
     free(d->chain);
@@ -153,11 +258,6 @@ void sm_dp_free(sm_dp *d)
     free(d->sum);
     free(d);
 }
-
-/* The chain's messages of parameter i's gradient: its running sum from the previous rank
- * (tag), its own sum (running sum included) to the next (tag), the total from the last rank
- * (tag + 1). */
-static starpu_mpi_tag_t sm_dp_grad_tag(int i) { return SM_DP_TAG + 2 * (starpu_mpi_tag_t)i; }
 
 /* This rank's tensors of slot s to every other rank, theirs from them. */
 static int sm_dp_share_slot(sm_dp *d, int s, starpu_mpi_tag_t tag, sm_error *err)
@@ -183,31 +283,52 @@ int sm_dp_share(sm_dp *d, sm_error *err)
     return 0;
 }
 
+/* The step-wide tasks of the sums (outside layers and micro-batches). */
+static sm_op_ctx sm_dp_ctx(const sm_dp *d, sm_error *err)
+{
+    return (sm_op_ctx){.g = d->r->m->g, .layer = -1, .micro = -1, .err = err};
+}
+
 int sm_dp_receive_partials(sm_dp *d, sm_error *err)
 {
-    for (int k = 0; k < d->nsum; k++)
-        if (d->partial[k] && sm_comm_recv(d->partial[k]->handle, d->rank - d->chain[k].stride,
-                                          sm_dp_grad_tag(d->param[k]), d->partial[k]->name, err))
+    sm_op_ctx c = sm_dp_ctx(d, err);
+    for (int b = 0; b < d->nbuckets; b++) {
+        const sm_bucket *bk = &d->bucket[b];
+        sm_tensor *in = bk->t ? bk->t : bk->partial[0];
+        if (d->rank == bk->chain.first) continue;
+        if (sm_comm_recv(in->handle, d->rank - bk->chain.stride, bk->tag, in->name, err) ||
+            (bk->t && sm_insert_unpack(&c, bk->t, bk->partial, bk->n)))
             return -1;
+    }
     return 0;
 }
 
 sm_tensor *sm_dp_partial(const sm_dp *d, int param) { return d->partial_of[param]; }
 
+/* Bucket bk's sums here, running sum included, to the next rank and the total back from the
+ * last; on the last rank, the total to every other. */
+static int sm_dp_sum_bucket(sm_dp *d, const sm_bucket *bk, sm_error *err)
+{
+    sm_op_ctx c = sm_dp_ctx(d, err);
+    sm_chain ch = bk->chain;
+    sm_tensor *t = bk->t ? bk->t : bk->g[0];
+    if (bk->t && sm_insert_pack(&c, bk->t, bk->g, bk->n)) return -1;
+    if (d->rank == ch.last) {
+        for (int q = ch.first; q < ch.last; q += ch.stride)
+            if (sm_comm_send(t->handle, q, bk->tag + 1, t->name, err)) return -1;
+        return 0;
+    }
+    if (sm_comm_send(t->handle, d->rank + ch.stride, bk->tag, t->name, err) ||
+        sm_comm_recv(t->handle, ch.last, bk->tag + 1, t->name, err))
+        return -1;
+    return bk->t ? sm_insert_unpack(&c, bk->t, bk->g, bk->n) : 0;
+}
+
 int sm_dp_sum_grads(sm_dp *d, sm_error *err)
 {
-    /* each transfer starts as soon as its gradient's last writer is done */
-    for (int k = 0; k < d->nsum; k++) {
-        sm_tensor *g = d->sum[k];
-        sm_chain ch = d->chain[k];
-        starpu_mpi_tag_t tag = sm_dp_grad_tag(d->param[k]);
-        if (d->rank < ch.last &&
-            (sm_comm_send(g->handle, d->rank + ch.stride, tag, g->name, err) ||
-             sm_comm_recv(g->handle, ch.last, tag + 1, g->name, err)))
-            return -1;
-        for (int q = ch.first; d->rank == ch.last && q < ch.last; q += ch.stride)
-            if (sm_comm_send(g->handle, q, tag + 1, g->name, err)) return -1;
-    }
+    /* each bucket's transfers start as soon as its members' last writers are done */
+    for (int b = 0; b < d->nbuckets; b++)
+        if (sm_dp_sum_bucket(d, &d->bucket[b], err)) return -1;
     return 0;
 }
 

@@ -35,6 +35,9 @@ EXTRA_DIST += tests/test_mpi.sh tests/test_mpi_faults.sh tests/mpi.sh
 # Rank traces under mpirun: one file per rank, messages, clocks, merge and per-rank summary.
 TESTS += tests/test_mpi_trace.sh
 EXTRA_DIST += tests/test_mpi_trace.sh
+# Gradients summed over data-parallel ranks in buckets: one message each way per bucket.
+TESTS += tests/test_mpi_buckets.sh
+EXTRA_DIST += tests/test_mpi_buckets.sh
 check_PROGRAMS += tests/mpi_idle
 tests_mpi_idle_LDADD = $(MPI_LIBS)
 # Whether two checkpoints hold the same tensors bit for bit, whatever their sharding.

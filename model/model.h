@@ -155,10 +155,14 @@ static inline int sm_expert_here(const sm_run *r, int e) { return sm_expert_owne
  * parts, and per MoE layer balance-loss parts and (with a backward pass) routing plans:
  * sm_dp_loss_parts, sm_dp_layer_bal, sm_dp_layer_plans list them, micro * ranks of them, rank
  * by rank, as one rank's run would order its micro-batches. Gradients are summed over the
- * ranks by a chain in rank order: sm_dp_receive_partials (before the step's gradient
- * reduction) receives on rank q > 0 the running sum of ranks 0..q-1 of every gradient
- * (sm_dp_partial, by parameter index; the reduction adds this rank's gradient to it); then
- * sm_dp_sum_grads passes each sum on and brings the total back to every rank. */
+ * ranks by a chain in rank order, in buckets (one message each way per bucket: the gradients
+ * of one chain and one layer, in the order the backward finishes them, up to a fixed size;
+ * the same grouping on every rank): sm_dp_receive_partials (before the step's gradient
+ * reduction) receives on rank q > 0 the running sum of ranks 0..q-1 of every bucket and
+ * unpacks it into its gradients' running sums (sm_dp_partial, by parameter index; the
+ * reduction adds this rank's gradient to it); then sm_dp_sum_grads packs each bucket's sums,
+ * passes them on as soon as its layer's backward is done, and brings the total back to every
+ * rank. */
 typedef struct sm_dp sm_dp;
 sm_dp *sm_dp_new(sm_run *r, sm_error *err);
 void sm_dp_free(sm_dp *d);

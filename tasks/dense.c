@@ -1,6 +1,6 @@
 /* Codelets and insert helpers of the dense op families over the pure kernels of
  * dense_kernels.c: embedding, RMSNorm, linear, SwiGLU FFN (dense, shared and routed experts),
- * cross-entropy and the small utilities a step needs (scalar sums, zeroing). */
+ * cross-entropy and the small utilities a step needs (scalar sums, zeroing, buckets). */
 #include "tasks/dense.h"
 
 #include <string.h>
@@ -469,6 +469,71 @@ int sm_insert_sum_tensors(const sm_op_ctx *c, sm_tensor *out, sm_tensor **srcs, 
     for (int i = 0; i < n; i++) acc[SUM_TENSORS_SRCS + i] = SM_R(srcs[i]);
     return sm_op_insert(c, &sm_cl_sum_tensors, "grad_reduce", SM_COMM, -1, acc,
                         SUM_TENSORS_SRCS + n, &a, sizeof a, (double)n * out->numel);
+}
+
+/* ---- buckets: one message for several tensors ---- */
+typedef struct { int n; } sm_bucket_args;
+/* member i is slot BUCKET_MEMBERS + i */
+enum { BUCKET_T, BUCKET_MEMBERS };
+
+/* The members' pointers and sizes of a pack or unpack task's buffers. */
+static void sm_bucket_members(void *b[], int n, float **member, size_t *numel)
+{
+    for (int i = 0; i < n; i++) {
+        member[i] = SM_BUF(b, BUCKET_MEMBERS + i, float);
+        numel[i] = STARPU_VECTOR_GET_NX(b[BUCKET_MEMBERS + i]);
+    }
+}
+
+static void sm_pack_cpu(void *b[], void *arg)
+{
+    const sm_bucket_args *a = arg;
+    float *member[a->n];
+    size_t numel[a->n];
+    sm_bucket_members(b, a->n, member, numel);
+    sm_pack(SM_BUF(b, BUCKET_T, float), (const float *const *)member, numel, a->n);
+}
+SM_CODELET(pack, sm_pack_cpu);
+
+static void sm_unpack_cpu(void *b[], void *arg)
+{
+    const sm_bucket_args *a = arg;
+    float *member[a->n];
+    size_t numel[a->n];
+    sm_bucket_members(b, a->n, member, numel);
+    sm_unpack(member, numel, a->n, SM_BUF(b, BUCKET_T, float));
+}
+SM_CODELET(unpack, sm_unpack_cpu);
+
+/* Inserts a pack (pack = 1) or unpack task between bucket and its n members, whose sizes
+ * must add up to the bucket's. */
+static int sm_insert_bucket(const sm_op_ctx *c, int pack, sm_tensor *bucket, sm_tensor **members,
+                            int n)
+{
+    sm_bucket_args a = {n};
+    sm_access acc[BUCKET_MEMBERS + n];
+    size_t numel = 0;
+    acc[BUCKET_T] = pack ? SM_W(bucket) : SM_R(bucket);
+    for (int i = 0; i < n; i++) {
+        acc[BUCKET_MEMBERS + i] = pack ? SM_R(members[i]) : SM_W(members[i]);
+        numel += members[i]->numel;
+    }
+    const char *op = pack ? "pack" : "unpack";
+    if (n < 1 || numel != bucket->numel)
+        return sm_fail(c->err, "%s: bucket %s holds %zu floats, its %d members %zu", op,
+                       bucket->name, bucket->numel, n, numel);
+    return sm_op_insert(c, pack ? &sm_cl_pack : &sm_cl_unpack, op, SM_COMM, -1, acc,
+                        BUCKET_MEMBERS + n, &a, sizeof a, 0);
+}
+
+int sm_insert_pack(const sm_op_ctx *c, sm_tensor *bucket, sm_tensor **members, int n)
+{
+    return sm_insert_bucket(c, 1, bucket, members, n);
+}
+
+int sm_insert_unpack(const sm_op_ctx *c, sm_tensor *bucket, sm_tensor **members, int n)
+{
+    return sm_insert_bucket(c, 0, bucket, members, n);
 }
 
 enum { ZERO_T, ZERO_NBUF };

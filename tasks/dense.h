@@ -70,6 +70,11 @@ int sm_insert_copy(const sm_op_ctx *c, sm_phase phase, sm_tensor *dst, sm_tensor
  * gradient's copies (DualPipe's two directions, deterministic per-micro-batch copies). */
 int sm_insert_sum_tensors(const sm_op_ctx *c, sm_tensor *out, sm_tensor **srcs, int n,
                           int accumulate);
+/* bucket = members[0] ++ members[1] ++ ... (float tensors whose sizes add up to the bucket's):
+ * several tensors sent between ranks as one message (phase comm). */
+int sm_insert_pack(const sm_op_ctx *c, sm_tensor *bucket, sm_tensor **members, int n);
+/* Each of members[0..n) = its slice of bucket: the inverse of sm_insert_pack. */
+int sm_insert_unpack(const sm_op_ctx *c, sm_tensor *bucket, sm_tensor **members, int n);
 /* t = 0 (e.g. gradients at the start of a step). */
 int sm_insert_zero(const sm_op_ctx *c, sm_tensor *t);
 /* An empty task reading and writing t: measures the runtime's own cost per task. */

@@ -187,6 +187,21 @@ double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targ
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Buckets */
+
+void sm_pack(float *bucket, const float *const *member, const size_t *numel, int n)
+{
+    for (int i = 0; i < n; bucket += numel[i], i++)
+        memcpy(bucket, member[i], numel[i] * sizeof *bucket);
+}
+
+void sm_unpack(float *const *member, const size_t *numel, int n, const float *bucket)
+{
+    for (int i = 0; i < n; bucket += numel[i], i++)
+        memcpy(member[i], bucket, numel[i] * sizeof *bucket);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Machine peak */
 
 SM_SIMD_KERNEL

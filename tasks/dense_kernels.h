@@ -54,6 +54,12 @@ double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targ
  * out starts from its own value instead (out += src[0] + ...). src[i] must not alias out. */
 void sm_sum_into(float *out, const float *const *src, int n, size_t numel, int accumulate);
 
+/* Buckets (several tensors sent between ranks as one message): sm_pack writes
+ * bucket = member[0] ++ member[1] ++ ... ++ member[n-1], member i holding numel[i] floats;
+ * sm_unpack is its inverse, each member[i] = its slice of bucket. Exact copies. */
+void sm_pack(float *bucket, const float *const *member, const size_t *numel, int n);
+void sm_unpack(float *const *member, const size_t *numel, int n, const float *bucket);
+
 /* Single-thread SGEMM speed on n x n matrices, timed for about `seconds`: the per-core peak the
  * trainer's MFU is measured against. */
 double sm_sgemm_gflops(int n, double seconds);

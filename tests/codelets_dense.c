@@ -352,6 +352,54 @@ static void case_sum_tensors(fx *f)
     }
 }
 
+/* a bucket of three members (sizes 5, 7, 3) and the members themselves */
+enum { BUCKET_N = 3, BUCKET_NUMEL = 15 };
+static const size_t bucket_sizes[BUCKET_N] = {5, 7, 3};
+
+static void case_pack(fx *f)
+{
+    ct *bucket = fx_rand(f, "bucket", BUCKET_NUMEL), *m[BUCKET_N];
+    sm_tensor *members[BUCKET_N];
+    const float *src[BUCKET_N];
+    for (int i = 0; i < BUCKET_N; i++) {
+        m[i] = fx_rand(f, "member", bucket_sizes[i]);
+        members[i] = m[i]->t;
+        src[i] = RF(m[i]);
+    }
+    int rc = sm_insert_pack(&f->c, bucket->t, members, BUCKET_N);
+    sm_pack(RF(bucket), src, bucket_sizes, BUCKET_N);
+    fx_expect(f, RF(bucket)[5] == src[1][0] && RF(bucket)[14] == src[2][2],
+              "pack: member 1 starts at 5, member 2 ends the bucket");
+    fx_check(f, "pack", rc, WANT("pack", 0, SM_W(bucket->t), SM_R(members[0]), SM_R(members[1]),
+                                 SM_R(members[2])));
+}
+
+static void case_unpack(fx *f)
+{
+    ct *bucket = fx_rand(f, "bucket", BUCKET_NUMEL), *m[BUCKET_N];
+    ct *other = fx_rand(f, "other", BUCKET_NUMEL + 1);
+    sm_tensor *members[BUCKET_N];
+    float *dst[BUCKET_N];
+    for (int i = 0; i < BUCKET_N; i++) {
+        m[i] = fx_rand(f, "member", bucket_sizes[i]);
+        members[i] = m[i]->t;
+        dst[i] = RF(m[i]);
+    }
+    sm_error err = {0};
+    sm_op_ctx refused = f->c;
+    refused.err = &err;
+    fx_expect(f, sm_insert_unpack(&refused, other->t, members, BUCKET_N) == -1 &&
+                     strstr(err.msg, "holds 16 floats, its 3 members 15") &&
+                     sm_graph_ntasks(f->g) == 0,
+              "unpack: members of another size than the bucket are refused");
+    int rc = sm_insert_unpack(&f->c, bucket->t, members, BUCKET_N);
+    sm_unpack(dst, bucket_sizes, BUCKET_N, RF(bucket));
+    fx_expect(f, dst[1][0] == RF(bucket)[5] && dst[2][2] == RF(bucket)[14],
+              "unpack: member 1 starts at 5, member 2 ends the bucket");
+    fx_check(f, "unpack", rc, WANT("unpack", 0, SM_R(bucket->t), SM_W(members[0]),
+                                   SM_W(members[1]), SM_W(members[2])));
+}
+
 static void case_zero(fx *f)
 {
     ct *t = fx_rand(f, "t", 13);
@@ -372,5 +420,5 @@ const helper_case codelet_cases_dense[] = {
     HELPER_CASE(rmsnorm_bwd), HELPER_CASE(linear_fwd), HELPER_CASE(linear_bwd_input),
     HELPER_CASE(linear_bwd_weight), HELPER_CASE(swiglu_fwd), HELPER_CASE(swiglu_bwd_input),
     HELPER_CASE(swiglu_bwd_weight), HELPER_CASE(swiglu_bwd), HELPER_CASE(cross_entropy),
-    HELPER_CASE(sum_scalars), HELPER_CASE(copy), HELPER_CASE(sum_tensors), HELPER_CASE(zero),
-    HELPER_CASE(nop), {NULL, NULL}};
+    HELPER_CASE(sum_scalars), HELPER_CASE(copy), HELPER_CASE(sum_tensors), HELPER_CASE(pack),
+    HELPER_CASE(unpack), HELPER_CASE(zero), HELPER_CASE(nop), {NULL, NULL}};
