@@ -9,7 +9,7 @@
  * one rank's in deterministic mode.
  *
  * The gradients travel in buckets, one message each way per bucket: gradients of one chain and
- * one layer (the embedding, the final norm and the head are each their own), taken in reverse
+ * one layer (sm_param.layer: the embedding, and the final norm with the head), taken in reverse
  * checkpoint order (the order the backward finishes them) up to SM_BUCKET_VALUES floats (a
  * larger gradient is a bucket of its own). A bucket is thus complete as soon as its layer's
  * backward is, and its sums go on while the backward of the layers before runs. The grouping
@@ -35,7 +35,7 @@ typedef struct sm_chain {
 /* Gradients of one chain and one layer summed over the ranks as one message each way. */
 typedef struct sm_bucket {
     sm_chain chain;
-    int layer;                   /* the members' layer (sm_layer_of) */
+    int layer;                   /* the members' layer (sm_param.layer) */
     int n;                       /* members, in the order the backward finishes them */
     sm_tensor **g, **partial;    /* [n]: each member's gradient, and its running sum (or NULL) */
     size_t numel;                /* floats of the members together */
@@ -135,14 +135,6 @@ static int sm_dp_sums(sm_dp *d, sm_error *err)
  * total from the last rank (tag + 1). */
 static starpu_mpi_tag_t sm_dp_grad_tag(int i) { return SM_DP_TAG + 2 * (starpu_mpi_tag_t)i; }
 
-/* The layer parameter i belongs to ("model.layers.N."), or for the embedding, final norm and
- * head, each its own, -1 - i. */
-static int sm_layer_of(const sm_model *m, int i)
-{
-    int l;
-    return sscanf(m->all[i].w->name, "model.layers.%d.", &l) == 1 ? l : -1 - i;
-}
-
 static int sm_chain_same(sm_chain a, sm_chain b)
 {
     return a.first == b.first && a.stride == b.stride && a.last == b.last;
@@ -171,7 +163,7 @@ static int sm_dp_buckets(sm_dp *d, sm_error *err)
         return sm_fail(err, "data parallelism: out of memory");
     }
     for (int k = d->nsum - 1; k >= 0; k--) {
-        int layer = sm_layer_of(m, d->param[k]), b = sm_bucket_joined(d, k, layer);
+        int layer = m->all[d->param[k]].layer, b = sm_bucket_joined(d, k, layer);
         if (b < 0) {
             b = d->nbuckets++;
             d->bucket[b] = (sm_bucket){.chain = d->chain[k], .layer = layer,
