@@ -12,6 +12,9 @@
 # median over rounds of each run's median step (tokens/s), and the ratio starmoe / PyTorch's best
 # setting (the one with the highest median), for the training step and for forward only; also
 # the ratio of the fastest single steps, and where the time goes (forward, backward, optimizer).
+# Memory: each run is its own process; its peak resident set (getrusage's ru_maxrss, reported by
+# both benchmarks as peak_rss_bytes) is taken per run, the median over rounds is tabled, with the
+# ratio starmoe / PyTorch's best setting's peak and / the lowest PyTorch peak (goal: <= 0.6).
 # Results (every run's JSON, the summary, machine, load) go to bench/results/compare-<date>.json.
 #
 # Before each run it waits (at most QUIET_MAX=120 s) until the CPUs are at most QUIET_PCT=15 %
@@ -104,7 +107,7 @@ run_one() {
         -v n="$NPROC" 'BEGIN { o = (j / hz - u - s) / (r * n) * 100; printf "%.0f", o < 0 ? 0 : o }')
     printf '{"round":%d,"name":"%s",%s,"cpu_busy_before_pct":%d,"waited_s":%d,"others_pct":%d,"load_before":%s,"load_after":%s,"result":%s}\n' \
         "$round" "$name" "$tags" "$BUSY" "$WAITED" "$others" "$l0" "$(load)" "$out" >>"$RUNS"
-    "$PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); print("  round %s %-16s %7.0f tok/s  step %7.1f ms  fwd %7.1f ms   (others used %s%% of the CPUs during the run%s)" % (sys.argv[2], sys.argv[3], r["tokens_per_s"], 1e3*r["step_s_median"], 1e3*r["fwd_s_median"], sys.argv[4], ": DISTURBED" if int(sys.argv[4]) > 10 else ""))' "$out" "$round" "$name" "$others"
+    "$PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); print("  round %s %-16s %7.0f tok/s  step %7.1f ms  fwd %7.1f ms  peak %6.0f MiB   (others used %s%% of the CPUs during the run%s)" % (sys.argv[2], sys.argv[3], r["tokens_per_s"], 1e3*r["step_s_median"], 1e3*r["fwd_s_median"], r["peak_rss_bytes"] / 2**20, sys.argv[4], ": DISTURBED" if int(sys.argv[4]) > 10 else ""))' "$out" "$round" "$name" "$others"
 }
 
 echo "starmoe vs PyTorch eager: $(basename "$CONFIG"), batch $B x seq $T, $ROUNDS rounds, $REPS reps per run"
@@ -167,12 +170,15 @@ def summ(name):
             "step_s_median": med([r["result"]["step_s_median"] for r in rs]),
             "fwd_s_median": med([r["result"]["fwd_s_median"] for r in rs]),
             "step_s_min": min(r["result"]["step_s_min"] for r in rs),
-            "fwd_s_min": min(r["result"]["fwd_s_min"] for r in rs)}
+            "fwd_s_min": min(r["result"]["fwd_s_min"] for r in rs),
+            "peak_rss_bytes_median": med([r["result"]["peak_rss_bytes"] for r in rs]),
+            "peak_rss_bytes_max": max(r["result"]["peak_rss_bytes"] for r in rs)}
 S = {n: summ(n) for n in groups}
 sm = S["starmoe"]
 torch_names = [n for n in S if not n.startswith("starmoe")]
 best = max(torch_names, key=lambda n: S[n]["tokens_per_s_median"])
 best_f = max(torch_names, key=lambda n: S[n]["fwd_tokens_per_s_median"])
+least_mem = min(torch_names, key=lambda n: S[n]["peak_rss_bytes_median"])
 # paired per-round ratios (each round's starmoe run against the same round's PyTorch run)
 def paired(key, tname):
     by_round = {}
@@ -190,6 +196,11 @@ summary = {
     "pytorch_fastest_train": min(torch_names, key=lambda n: S[n]["step_s_min"]),
     "pytorch_fastest_fwd": min(torch_names, key=lambda n: S[n]["fwd_s_min"]),
     "goal_ratio": 2.0,
+    # peak resident memory of the training run (medians over rounds): starmoe / PyTorch
+    "pytorch_least_memory": least_mem,
+    "ratio_peak_rss": sm["peak_rss_bytes_median"] / S[best]["peak_rss_bytes_median"],
+    "ratio_peak_rss_least": sm["peak_rss_bytes_median"] / S[least_mem]["peak_rss_bytes_median"],
+    "goal_ratio_peak_rss": 0.6,
 }
 t0 = next(r["result"] for r in runs if r["name"] == best)
 sm0 = next(r["result"] for r in runs if r["name"] == "starmoe")
@@ -209,12 +220,14 @@ json.dump({"meta": meta, "summary": summary, "runs": runs}, open(sys.argv[2], "w
 print()
 print("medians over %d rounds (each run: median of %d steps after 1 warmup); tokens/s, min-max in ()"
       % (ROUNDS, REPS))
-print("%-16s %22s %22s" % ("", "train step", "forward only"))
+print("and the run's peak resident memory, MiB")
+print("%-16s %22s %22s %9s" % ("", "train step", "forward only", "peak MiB"))
 def row(n, label=None):
     s = S[n]
-    print("%-16s %8.0f (%5.0f-%5.0f) %8.0f (%5.0f-%5.0f)" % (label or n, s["tokens_per_s_median"],
-          s["tokens_per_s_min"], s["tokens_per_s_max"], s["fwd_tokens_per_s_median"],
-          s["fwd_tokens_per_s_min"], s["fwd_tokens_per_s_max"]))
+    print("%-16s %8.0f (%5.0f-%5.0f) %8.0f (%5.0f-%5.0f) %9.0f" % (label or n,
+          s["tokens_per_s_median"], s["tokens_per_s_min"], s["tokens_per_s_max"],
+          s["fwd_tokens_per_s_median"], s["fwd_tokens_per_s_min"], s["fwd_tokens_per_s_max"],
+          s["peak_rss_bytes_median"] / 2**20))
 row("starmoe", "starmoe (w=%s)" % meta["starmoe_workers"])
 if "starmoe-fwdbwd" in S:
     row("starmoe-fwdbwd", "starmoe no-optim")
@@ -238,6 +251,15 @@ print("| train step, fastest single step | %.0f | %.0f %s | %.2f | |" % (ntok / 
       ntok / S[ft]["step_s_min"], ft.replace("pytorch", ""), summary["ratio_train_fastest_step"]))
 print("| forward only, fastest single pass | %.0f | %.0f %s | %.2f | |" % (ntok / sm["fwd_s_min"],
       ntok / S[ff]["fwd_s_min"], ff.replace("pytorch", ""), summary["ratio_fwd_fastest_step"]))
+print()
+print("| peak resident memory of the training run, MiB (median of rounds) | starmoe | PyTorch | "
+      "starmoe / PyTorch |")
+print("|---|---:|---:|---:|")
+for label, n, key in (("against the best setting", best, "ratio_peak_rss"),
+                      ("against the least memory", least_mem, "ratio_peak_rss_least")):
+    print("| %s %s | %.0f | %.0f | %.2f |" % (label, n.replace("pytorch", ""),
+          sm["peak_rss_bytes_median"] / 2**20, S[n]["peak_rss_bytes_median"] / 2**20,
+          summary[key]))
 if "starmoe-fwdbwd" in S:
     tb = S[best]
     tfb = med([r["result"]["fwdbwd_s_median"] for r in groups[best]])
@@ -262,6 +284,9 @@ if "starmoe-fwdbwd" in S:
 print()
 print("goal: starmoe >= 2x PyTorch's best training throughput -> %s (%.2fx)" %
       ("met" if summary["ratio_train"] >= 2 else "NOT met", summary["ratio_train"]))
+print("goal: starmoe's peak memory <= 0.6 x PyTorch's (best setting's) -> %s (%.2f; %.2f of the "
+      "least)" % ("met" if summary["ratio_peak_rss"] <= 0.6 else "NOT met",
+                  summary["ratio_peak_rss"], summary["ratio_peak_rss_least"]))
 print("other processes' share of the CPUs during each run, %%: %s%s" %
       (" ".join(str(x) for x in meta["others_pct"]),
        "  (runs over 10% were disturbed: rerun on a quieter machine)"

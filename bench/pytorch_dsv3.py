@@ -31,6 +31,7 @@ zero router bias (as `starmoe bench` initializes them); tokens uniform in [0, vo
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -446,7 +447,9 @@ def bench(args):
            "tokens_per_s": ntok / st["median"], "step_s_median": st["median"],
            "step_s_min": st["min"], "step_s_max": st["max"],
            "fwdbwd_s_median": statistics.median(fb), "update_s_median": statistics.median(upd),
-           "loss_first": losses[0], "loss_last": losses[-1], "foreach": args.foreach}
+           "loss_first": losses[0], "loss_last": losses[-1], "foreach": args.foreach,
+           # the process's peak resident memory, as `starmoe bench` measures its own (KiB)
+           "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if fwd:
         fs = stats(fwd)
         res.update({"fwd_s_median": fs["median"], "fwd_s_min": fs["min"], "fwd_s_max": fs["max"],
@@ -471,6 +474,7 @@ def bench(args):
         print("throughput     %.0f tokens/s (forward only %s tokens/s); loss %.4f -> %.4f" %
               (res["tokens_per_s"], "%.0f" % res["fwd_tokens_per_s"] if fwd else "-",
                losses[0], losses[-1]))
+        print("memory         peak resident %.1f MiB" % (res["peak_rss_bytes"] / 2**20))
     return 0
 
 

@@ -38,6 +38,8 @@ static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
     json_object_set_new(j, "ep_ranks_max", json_integer(r->ep_ranks_max));
     json_object_set_new(j, "ep_ranks_unlimited", json_real(r->ep_ranks_unlimited));
     json_object_set_new(j, "ep_ranks_unlimited_max", json_integer(r->ep_ranks_unlimited_max));
+    json_object_set_new(j, "peak_rss_bytes", json_integer((json_int_t)r->peak_rss_bytes));
+    json_object_set_new(j, "peak_rss_max_bytes", json_integer((json_int_t)r->peak_rss_max_bytes));
     char *s = json_dumps(j, JSON_COMPACT);
     puts(s);
     free(s);
@@ -66,6 +68,11 @@ static void sm_print_text(const sm_bench_opts *o, const sm_bench_result *r)
     printf("runtime        submit %.2f ms/step, workers busy %.1f%%, empty task %.2f us -> "
            "overhead %.2f%% of a step\n",
            r->submit_s * 1e3, 100 * r->busy_share, r->task_overhead_us, 100 * r->overhead_share);
+    printf("memory         peak resident %.1f MiB", r->peak_rss_bytes / 1048576.0);
+    if (sm_engine_size() > 1)
+        printf(" (rank 0; the largest of the %d ranks %.1f MiB)", sm_engine_size(),
+               r->peak_rss_max_bytes / 1048576.0);
+    printf("\n");
     if (r->ep_rows_per_token > 0)
         printf("expert-par.    %.2f rows (%.0f bytes; %.0f without the group limit) sent per "
                "token over the MoE layers; a token's experts on %.2f ranks per layer (max %d), "

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include "base/clock.h"
 #include "model/comm.h"
 #include "model/parallel.h"
@@ -162,6 +163,22 @@ static double sm_ep_bytes(const sm_ep_route_count *c, double tokens, int d)
            c->remote_pairs / tokens * (sizeof(int32_t) + sizeof(float));
 }
 
+/* The process's peak resident memory (rank 0's) and the largest over the ranks, after the
+ * timed steps of every rank. */
+static void sm_bench_peak_rss(sm_bench_result *res)
+{
+    struct rusage u;
+    size_t mine = getrusage(RUSAGE_SELF, &u) == 0 ? (size_t)u.ru_maxrss * 1024 : 0; /* KiB */
+    int n = sm_engine_size();
+    size_t *all = calloc((size_t)n, sizeof *all);
+    res->peak_rss_bytes = res->peak_rss_max_bytes = mine;
+    if (!all) return; /* then rank 0's alone */
+    sm_parallel_gather(&mine, sizeof mine, all);
+    for (int r = 0; r < n && sm_engine_rank() == 0; r++)
+        if (all[r] > res->peak_rss_max_bytes) res->peak_rss_max_bytes = all[r];
+    free(all);
+}
+
 /* The expert-parallel traffic of the timed step's tokens (nothing without it). */
 static void sm_bench_traffic(sm_run *r, sm_bench_result *res)
 {
@@ -241,6 +258,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     sm_run_set_balance(step, o->train ? 1e-4 : 0.0);
     if (sm_time_steps(step, opt, o, ids + first, tg + first, &tm, err)) goto out;
     sm_bench_traffic(step, res);
+    sm_bench_peak_rss(res);
     res->step = sm_stats(tm.wall, o->reps);
     res->loss_first = tm.loss_first;
     res->loss_last = tm.loss_last;

@@ -86,7 +86,8 @@ run_ranks "${MPIRUN[@]}" -np 2 "$STARMOE" bench --config "$MODEL" --batch 3 --se
 check_ranks "bench --dp 2 with --batch 3 names --batch" 2 \
   "--batch 3 does not split over the 2 ranks of parallel.ep 1 x parallel.dp 2"
 # bench over 2 expert-parallel ranks: rank 0 alone reports, with the first and last losses of
-# one rank and the expert-parallel traffic (a token's experts on at most topk_group ranks)
+# one rank, the expert-parallel traffic (a token's experts on at most topk_group ranks) and the
+# peak resident memory (rank 0's, and at least as much for the largest of the ranks)
 "$STARMOE" bench --config "$MODEL" --batch 4 --seq 16 --reps 2 --warmup 1 --train \
   --micro 2 > "$TMP/out1" 2>&1
 rc1=$?
@@ -102,8 +103,10 @@ assert j['ranks'] == 2 and j['ep'] == 2
 assert '%.8f' % j['loss_first'] == one.group(1) and '%.8f' % j['loss_last'] == one.group(2)
 assert j['ep_rows_per_token'] > 0 and j['ep_bytes_per_token'] > 0
 assert 1 <= j['ep_ranks_per_token'] <= j['ep_ranks_max'] <= min(2, int(sys.argv[3]))
+assert 1 << 20 < j['peak_rss_bytes'] <= j['peak_rss_max_bytes'] < 1 << 40
+assert re.search(r'memory +peak resident [0-9.]+ MiB', open(sys.argv[2]).read())
 EOF
-ok $? "bench --ep 2 on 2 ranks: one report, one rank's losses, the traffic (exit $rc1, $rc: \
+ok $? "bench --ep 2 on 2 ranks: one report, losses, traffic, peak memory (exit $rc1, $rc: \
 $(grep -v '^\[starpu' "$TMP/out" | head -c 300))"
 
 # the fixture eval under expert parallelism (each rank one of the two sequences, the experts

@@ -119,6 +119,9 @@ typedef struct sm_bench_result {
     double ep_rows_per_token, ep_bytes_per_token, ep_bytes_unlimited;
     double ep_ranks_per_token, ep_ranks_unlimited;
     int ep_ranks_max, ep_ranks_unlimited_max;
+    /* the process's peak resident memory (getrusage's ru_maxrss) once the timed steps are
+     * done: rank 0's, and the largest over the ranks (the same on one rank) */
+    size_t peak_rss_bytes, peak_rss_max_bytes;
 } sm_bench_result;
 
 /* Times `warmup` + `reps` forward and forward+backward steps on seeded random tokens. */
