@@ -50,6 +50,7 @@ static const sm_field engine_fields[] = {
 static const sm_field parallel_fields[] = {
     SM_FIELD(sm_parallel_config, ep, SM_F_INT, SM_OPTIONAL),
     SM_FIELD(sm_parallel_config, dp, SM_F_INT, SM_OPTIONAL),
+    SM_FIELD(sm_parallel_config, pp, SM_F_INT, SM_OPTIONAL),
     SM_FIELD(sm_parallel_config, timeout_s, SM_F_NUM, SM_OPTIONAL),
 };
 
@@ -114,6 +115,7 @@ void sm_run_config_defaults(sm_run_config *rc)
     snprintf(rc->engine.sched, sizeof rc->engine.sched, "lws");
     rc->parallel.ep = 1;
     rc->parallel.dp = 1;
+    rc->parallel.pp = 1;
     rc->parallel.timeout_s = 120;
 }
 
@@ -146,6 +148,7 @@ static const range_rule range_rules[] = {
     RI(checkpoint.keep, 1, ANY),       RI(log.every, 1, ANY),
     RI(engine.workers, 1, 64),         RI(engine.pp, 1, 64),
     RI(parallel.ep, 1, 4096),          RI(parallel.dp, 1, 4096),
+    RI(parallel.pp, 1, 4096),
     RD(parallel.timeout_s, 0, 1, ANY, 0),
 };
 

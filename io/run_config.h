@@ -66,7 +66,9 @@ typedef struct sm_parallel_config {
     int ep;                      /* expert-parallel ranks, in [1, 4096], divides
                                     model.n_routed_experts */
     int dp;                      /* data-parallel ranks, in [1, 4096], splits train.batch_size;
-                                    the ranks launched must number ep * dp */
+                                    the ranks launched must number pp * ep * dp */
+    int pp;                      /* pipeline ranks, in [1, 4096]: each a pipeline rank of
+                                    engine.sched's schedule (with ep and dp 1 for now) */
     double timeout_s;            /* how long a rank waits for its peers, > 0 */
 } sm_parallel_config;
 

@@ -21,6 +21,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <starpu_mpi.h>
 #include "model/comm.h"
 #include <starmoe/engine.h>
@@ -29,7 +30,8 @@
 /* The ranks a gradient is summed over: first, first + stride, ... (all ranks, or for a routed
  * expert sharded over expert parallelism, the ranks holding the same experts). */
 typedef struct sm_chain {
-    int first, stride, last;
+    int n;
+    const int *rank;             /* [n], in summing order (interned: equal chains share it) */
 } sm_chain;
 
 /* Gradients of one chain and one layer summed over the ranks as one message each way. */
@@ -55,6 +57,8 @@ struct sm_dp {
     sm_chain *chain;             /* [nsum] */
     sm_tensor **partial;         /* [nsum]: on rank q > 0, the sum of ranks 0..q-1's */
     sm_tensor **partial_of;      /* [nall]: the partial sum of parameter i's gradient, or NULL */
+    int nchains;
+    int **chains;                /* the distinct chains' rank lists */
     int nbuckets;
     sm_bucket *bucket;           /* [nbuckets], in the order their members' backward ends */
     sm_tensor **bucket_g, **bucket_partial;  /* [nsum]: the buckets' members, bucket by bucket */
@@ -90,14 +94,55 @@ static sm_tensor *sm_dp_like(sm_dp *d, const sm_tensor *t, int rank, sm_error *e
                             err);
 }
 
-/* The ranks parameter p's gradient is summed over: every rank, but for the routed experts of
- * a model sharded over expert parallelism, whose gradients live on the ranks of their shard
- * (one per data-parallel group, in rank order: as one rank orders their micro-batches). */
-static sm_chain sm_chain_of(const sm_dp *d, const sm_param *p)
+static int sm_chain_pos(sm_chain ch, int rank)
 {
-    int sharded = d->r->m->shard_ep > 1 && p->expert >= 0;
-    int stride = sharded ? d->r->ep : 1, first = sharded ? d->r->ep_index : 0;
-    return (sm_chain){first, stride, first + stride * (d->size / stride - 1)};
+    for (int i = 0; i < ch.n; i++)
+        if (ch.rank[i] == rank) return i;
+    return -1;
+}
+
+static int sm_chain_same(sm_chain a, sm_chain b)
+{
+    return a.n == b.n && memcmp(a.rank, b.rank, a.n * sizeof *a.rank) == 0;
+}
+
+/* The chain of `n` ranks at `list`, interned in d. */
+static int sm_chain_intern(sm_dp *d, const int *list, int n, sm_chain *out, sm_error *err)
+{
+    for (int c = 0; c < d->nchains; c++)
+        if (sm_chain_same((sm_chain){n, d->chains[c]}, (sm_chain){n, list})) {
+            *out = (sm_chain){n, d->chains[c]};
+            return 0;
+        }
+    int **grown = realloc(d->chains, (size_t)(d->nchains + 1) * sizeof *grown);
+    int *copy = malloc((size_t)n * sizeof *copy);
+    if (grown) d->chains = grown;
+    if (!grown || !copy) {
+        free(copy);
+        return sm_fail(err, "data parallelism: out of memory");
+    }
+    memcpy(copy, list, (size_t)n * sizeof *copy);
+    d->chains[d->nchains++] = copy;
+    *out = (sm_chain){n, copy};
+    return 0;
+}
+
+/* The ranks parameter p's gradient is summed over, in the order one rank would sum its
+ * parts: every rank in rank order; for the routed experts of a model sharded over expert
+ * parallelism, the ranks of their shard (one per data-parallel group); with pipeline ranks on
+ * MPI ranks, the ranks running its stage first, in direction order (DualPipe's two), then the
+ * others, which add nothing. */
+static int sm_chain_of(sm_dp *d, const sm_param *p, sm_chain *out, sm_error *err)
+{
+    const sm_run *r = d->r;
+    int sharded = r->m->shard_ep > 1 && p->expert >= 0, stride = sharded ? r->ep : 1, n = 0;
+    int list[d->size], seen[d->size];
+    memset(seen, 0, sizeof seen);
+    if (r->pp_ranks > 1 && r->pl) n = sm_pipeline_producers(r, p->layer, list);
+    for (int i = 0; i < n; i++) seen[list[i]] = 1;
+    for (int q = sharded ? r->ep_index : 0; q < d->size; q += stride)
+        if (!seen[q]) list[n++] = q;
+    return sm_chain_intern(d, list, n, out, err);
 }
 
 /* The gradients summed over the ranks (checkpoint order), with a backward pass, and the
@@ -114,14 +159,16 @@ static int sm_dp_sums(sm_dp *d, sm_error *err)
     if (!d->sum || !d->param || !d->chain || !d->partial || !d->partial_of)
         return sm_fail(err, "data parallelism: out of memory");
     for (int i = 0; r->backward && i < m->nall; i++) {
+        sm_chain ch;
         if (!m->all[i].g) continue;
-        sm_chain ch = sm_chain_of(d, &m->all[i]);
-        if (ch.first == ch.last) continue;           /* held by this rank alone */
+        if (sm_chain_of(d, &m->all[i], &ch, err)) return -1;
+        if (ch.n == 1) continue;                     /* held by this rank alone */
         d->sum[d->nsum] = m->all[i].g;
         d->param[d->nsum] = i;
         d->chain[d->nsum] = ch;
-        if (d->rank > ch.first) {
-            sm_tensor *t = sm_dp_like(d, m->all[i].g, d->rank - ch.stride, err);
+        int at = sm_chain_pos(ch, d->rank);
+        if (at > 0) {
+            sm_tensor *t = sm_dp_like(d, m->all[i].g, ch.rank[at - 1], err);
             if (!t) return -1;
             d->partial[d->nsum] = d->partial_of[i] = t;
         }
@@ -134,11 +181,6 @@ static int sm_dp_sums(sm_dp *d, sm_error *err)
  * sum from the previous rank (tag), its own sum (running sum included) to the next (tag), the
  * total from the last rank (tag + 1). */
 static starpu_mpi_tag_t sm_dp_grad_tag(int i) { return SM_DP_TAG + 2 * (starpu_mpi_tag_t)i; }
-
-static int sm_chain_same(sm_chain a, sm_chain b)
-{
-    return a.first == b.first && a.stride == b.stride && a.last == b.last;
-}
 
 /* Bucket b of sum k: its chain's bucket of the same layer, unless k would make it hold more
  * than SM_BUCKET_VALUES floats; -1: a new one. */
@@ -201,8 +243,10 @@ static int sm_dp_buckets(sm_dp *d, sm_error *err)
 static int sm_dp_slots(sm_dp *d, sm_error *err)
 {
     sm_run *r = d->r;
-    d->nslots = 1 + 2 * r->m->dims.L;
-    if (!(d->all = calloc(d->nslots, sizeof *d->all)))
+    /* pipeline ranks share their sequences: nothing of the data to share (model/pipeline.c
+     * sends what the other stages need) */
+    d->nslots = d->size / r->pp_ranks > 1 ? 1 + 2 * r->m->dims.L : 0;
+    if (!(d->all = calloc(d->nslots + 1, sizeof *d->all)))
         return sm_fail(err, "data parallelism: out of memory");
     for (int s = 0; s < d->nslots; s++) {
         if (!sm_slot_own(r, s, 0)) continue;
@@ -245,6 +289,8 @@ void sm_dp_free(sm_dp *d)
     free(d->bucket);
     free(d->partial_of);
     free(d->partial);
+    for (int c = 0; c < d->nchains; c++) free(d->chains[c]);
+    free(d->chains);
     free(d->chain);
     free(d->param);
     free(d->sum);
@@ -287,8 +333,9 @@ int sm_dp_receive_partials(sm_dp *d, sm_error *err)
     for (int b = 0; b < d->nbuckets; b++) {
         const sm_bucket *bk = &d->bucket[b];
         sm_tensor *in = bk->t ? bk->t : bk->partial[0];
-        if (d->rank == bk->chain.first) continue;
-        if (sm_comm_recv(in->handle, d->rank - bk->chain.stride, bk->tag, in->name, err) ||
+        int at = sm_chain_pos(bk->chain, d->rank);
+        if (at == 0) continue;
+        if (sm_comm_recv(in->handle, bk->chain.rank[at - 1], bk->tag, in->name, err) ||
             (bk->t && sm_insert_unpack(&c, bk->t, bk->partial, bk->n)))
             return -1;
     }
@@ -304,14 +351,15 @@ static int sm_dp_sum_bucket(sm_dp *d, const sm_bucket *bk, sm_error *err)
     sm_op_ctx c = sm_dp_ctx(d, err);
     sm_chain ch = bk->chain;
     sm_tensor *t = bk->t ? bk->t : bk->g[0];
+    int at = sm_chain_pos(ch, d->rank), last = ch.rank[ch.n - 1];
     if (bk->t && sm_insert_pack(&c, bk->t, bk->g, bk->n)) return -1;
-    if (d->rank == ch.last) {
-        for (int q = ch.first; q < ch.last; q += ch.stride)
-            if (sm_comm_send(t->handle, q, bk->tag + 1, t->name, err)) return -1;
+    if (at == ch.n - 1) {
+        for (int i = 0; i < ch.n - 1; i++)
+            if (sm_comm_send(t->handle, ch.rank[i], bk->tag + 1, t->name, err)) return -1;
         return 0;
     }
-    if (sm_comm_send(t->handle, d->rank + ch.stride, bk->tag, t->name, err) ||
-        sm_comm_recv(t->handle, ch.last, bk->tag + 1, t->name, err))
+    if (sm_comm_send(t->handle, ch.rank[at + 1], bk->tag, t->name, err) ||
+        sm_comm_recv(t->handle, last, bk->tag + 1, t->name, err))
         return -1;
     return bk->t ? sm_insert_unpack(&c, bk->t, bk->g, bk->n) : 0;
 }
@@ -324,6 +372,6 @@ int sm_dp_sum_grads(sm_dp *d, sm_error *err)
     return 0;
 }
 
-sm_tensor **sm_dp_loss_parts(sm_dp *d) { return d->all[0]; }
+sm_tensor **sm_dp_loss_parts(sm_dp *d) { return d->nslots ? d->all[0] : NULL; }
 sm_tensor **sm_dp_layer_plans(sm_dp *d, int l) { return d->all[sm_slot_plans(l)]; }
 sm_tensor **sm_dp_layer_bal(sm_dp *d, int l) { return d->all[sm_slot_bal(l)]; }

@@ -35,6 +35,9 @@ EXTRA_DIST += tests/test_mpi.sh tests/test_mpi_faults.sh tests/mpi.sh
 # Rank traces under mpirun: one file per rank, messages, clocks, merge and per-rank summary.
 TESTS += tests/test_mpi_trace.sh
 EXTRA_DIST += tests/test_mpi_trace.sh
+# Pipeline stages on MPI ranks: every policy against the one-rank run, resume, bad layouts.
+TESTS += tests/test_mpi_pipeline.sh
+EXTRA_DIST += tests/test_mpi_pipeline.sh
 # Gradients summed over data-parallel ranks in buckets: one message each way per bucket.
 TESTS += tests/test_mpi_buckets.sh
 EXTRA_DIST += tests/test_mpi_buckets.sh

@@ -140,6 +140,9 @@ struct sm_run {
      * ep_index of its group (first rank ep_first) and holds experts [ep_index * E/ep, +E/ep).
      * ep 1: every expert here. */
     int ep, ep_index, ep_first;
+    /* pipeline stages on MPI ranks: this rank is pipeline rank pp_index of pp_ranks (1, 0:
+     * none), and runs share `share` of the job's size / pp_ranks shares of the global batch */
+    int pp_ranks, pp_index, share;
     unsigned step_parity;                    /* 0/1 by step: message tags of steps in a row
                                               * differ */
 };
@@ -245,6 +248,10 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err);
 /* At the start of a step, before any of its tasks: the run's lanes, every sequence at 0. */
 int sm_pipeline_begin(sm_run *r, sm_error *err);
 int sm_pipeline_build(sm_run *r, sm_error *err);
+/* With pipeline ranks on MPI ranks: the MPI ranks running the stage that holds `layer`
+ * (sm_param.layer), in direction order (two for DualPipe's stages, else one); returns how
+ * many. */
+int sm_pipeline_producers(const sm_run *r, int layer, int *ranks);
 /* The run's schedule (NULL without a pipeline). */
 const struct sm_schedule *sm_pipeline_schedule(const sm_run *r);
 /* Sums each gradient's copies into it, after the running sum of the previous ranks under data

@@ -247,7 +247,7 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
         sm_tensor *own[r->micro], **plans = own;
         int n = r->micro * sm_run_ranks(r);
         for (int mb = 0; mb < r->micro; mb++) own[mb] = r->mb[mb].layers[l].plan;
-        if (r->dp) plans = sm_dp_layer_plans(r->dp, l);   /* the global loads */
+        if (r->dp && sm_dp_loss_parts(r->dp)) plans = sm_dp_layer_plans(r->dp, l); /* global */
         c.layer = l;
         if (sm_insert_bias_update(&c, m->layers[l].bias.w, o->load[l], plans, n,
                                   r->router.T, r->router.K, r->router.E,

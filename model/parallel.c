@@ -233,12 +233,19 @@ static uint64_t sm_launch_hash(const char *identity)
 
 static int sm_check_layout(const sm_launch *l, int nranks, sm_error *err)
 {
-    if ((long)l->ep * l->dp != nranks)
-        return sm_fail(err, "launch layout: parallel.ep %d x parallel.dp %d = %ld rank%s, but %d "
-                       "rank%s launched (run mpirun -np %ld, or set parallel.ep and "
-                       "parallel.dp to multiply to %d)", l->ep, l->dp, (long)l->ep * l->dp,
-                       (long)l->ep * l->dp == 1 ? "" : "s", nranks,
-                       nranks == 1 ? " was" : "s were", (long)l->ep * l->dp, nranks);
+    int pp = l->pp > 1 ? l->pp : 1;
+    long n = (long)pp * l->ep * l->dp;
+    if (n != nranks)
+        return sm_fail(err, "launch layout: parallel.pp %d x parallel.ep %d x parallel.dp %d = "
+                       "%ld rank%s, but %d rank%s launched (run mpirun -np %ld, or set "
+                       "parallel.pp, parallel.ep and parallel.dp to multiply to %d)", pp, l->ep,
+                       l->dp, n, n == 1 ? "" : "s", nranks, nranks == 1 ? " was" : "s were", n,
+                       nranks);
+    if (pp > 1 && (l->ep > 1 || l->dp > 1))
+        return sm_fail(err, "launch layout: parallel.pp %d with parallel.ep %d and parallel.dp "
+                       "%d: pipeline ranks together with expert or data parallelism are not "
+                       "built yet (issue 11): set parallel.ep and parallel.dp to 1", pp, l->ep,
+                       l->dp);
     if (l->n_routed_experts % l->ep)
         return sm_fail(err, "launch layout: parallel.ep %d does not divide "
                        "model.n_routed_experts %d (each expert-parallel rank holds the same "

@@ -8,11 +8,13 @@
  * micro-batch order. */
 #include "model/model.h"
 
+#include <starpu_mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "schedulers/ordered.h"
 #include "schedulers/schedule.h"
+#include "model/comm.h"
 #include "schedulers/simulate.h"
 #include "tasks/dense.h"
 
@@ -127,10 +129,19 @@ static int sm_order_slots(sm_pipeline *pl, sm_error *err)
     return 0;
 }
 
+/* The lanes of this process: one per pipeline rank, or only its own when the pipeline ranks
+ * are MPI ranks. */
+static int sm_lanes(const sm_run *r) { return r->pp_ranks > 1 ? 1 : r->pl->pipe->pp; }
+
 /* The engine side: the policy in force must order lanes, one lane per rank. */
 static int sm_bind_lanes(const sm_run *r, const sm_run_opts *o, sm_error *err)
 {
     if (!sm_graph_executes(r->m->g)) return 0;
+    if (r->pp_ranks > 1 && !sm_ordered_active())
+        return sm_fail(err, "pipeline '%s' over %d ranks needs an ordered scheduling policy: "
+                            "set engine.sched to %s (the policy in force is '%s')", o->pipeline,
+                       r->pp_ranks, o->pipeline, sm_engine_sched_name());
+    if (r->pp_ranks > 1) return sm_ordered_set_lanes(1, err);
     if (!sm_ordered_active())
         return sm_fail(err, "pipeline '%s' needs an ordered scheduling policy: run with --sched "
                             "%s (the policy in force is '%s')", o->pipeline, o->pipeline,
@@ -171,23 +182,161 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
     return sm_bind_lanes(r, o, err);
 }
 
-/* One op of rank `rank`'s program: its chunk's stage, for its micro-batch. */
+/* ---- pipeline ranks on MPI ranks ---- */
+
+/* Message tags: what, where (a layer boundary 0..L, or a layer), micro-batch. */
+enum { SM_PP_TAG = 0x50500000 };
+enum { SM_PP_ACT, SM_PP_GRAD, SM_PP_LOSS, SM_PP_BAL, SM_PP_PLAN };
+
+static starpu_mpi_tag_t sm_pp_tag(const sm_run *r, int what, int at, int mb)
+{
+    return SM_PP_TAG + (((starpu_mpi_tag_t)what * (r->m->dims.L + 1) + at) * r->micro + mb);
+}
+
+/* The MPI rank of pipeline rank p in this rank's pipeline group. */
+static int sm_pp_mpi(const sm_run *r, int p)
+{
+    return p * (sm_engine_size() / r->pp_ranks) + r->share;
+}
+
+/* The pipeline rank running stage `stage` of direction `dir`. */
+static int sm_stage_owner(const sm_pipeline *pl, int dir, int stage)
+{
+    for (int p = 0; p < pl->pipe->pp; p++)
+        for (int k = 0; k < pl->pipe->nchunks; k++) {
+            int d, s;
+            sm_schedule_locate(pl->pipe, p, k, &d, &s);
+            if (d == dir && s == stage) return p;
+        }
+    return -1;
+}
+
+/* The stage holding layer l (L: the head). */
+static int sm_stage_of_layer(const sm_pipeline *pl, int l, int L)
+{
+    for (int s = 0; s < pl->pipe->nstages; s++)
+        if ((l < L && l >= pl->span[s].first && l < pl->span[s].end) || (l == L && pl->span[s].head))
+            return s;
+    return -1;
+}
+
+static int sm_dir_of(const sm_run *r, int mb)
+{
+    return mb / sm_schedule_micro_per_dir(r->pl->pipe);
+}
+
+/* The pipeline rank that computes micro-batch mb's layer l (L: its head and loss). */
+static int sm_producer(const sm_run *r, int mb, int l)
+{
+    return sm_stage_owner(r->pl, sm_dir_of(r, mb), sm_stage_of_layer(r->pl, l, r->m->dims.L));
+}
+
+/* Tensor t of micro-batch mb's layer l (L: the loss part) from its producer to every other
+ * pipeline rank: the producer sends, the others receive. */
+static int sm_pp_share(sm_run *r, sm_tensor *t, int what, int l, int mb, sm_error *err)
+{
+    int from = sm_producer(r, mb, l);
+    starpu_mpi_tag_t tag = sm_pp_tag(r, what, l, mb);
+    if (from != r->pp_index)
+        return sm_comm_recv(t->handle, sm_pp_mpi(r, from), tag, t->name, err);
+    for (int p = 0; p < r->pp_ranks; p++)
+        if (p != r->pp_index && sm_comm_send(t->handle, sm_pp_mpi(r, p), tag, t->name, err))
+            return -1;
+    return 0;
+}
+
+/* The boundary tensors of an op's stage: before it, the input from the stage before (a
+ * forward's activation) or after (a backward's gradient) when another pipeline rank runs it;
+ * after it, its output to the rank running the next stage that way. */
+static int sm_pp_boundary(sm_run *r, int dir, int stage, int mb, int kind, int after,
+                          sm_error *err)
+{
+    const sm_pipeline *pl = r->pl;
+    const sm_stage_span *sp = &pl->span[stage];
+    int fwd = kind == SM_SLOT_F, input = kind == SM_SLOT_B || kind == SM_SLOT_BW;
+    if (!fwd && !input) return 0;
+    /* forward: in from stage - 1 at sp->first, out to stage + 1 at sp->end; backward mirrored */
+    int toward = fwd == after ? stage + 1 : stage - 1, at = toward > stage ? sp->end : sp->first;
+    if (toward < 0 || toward >= pl->pipe->nstages) return 0;
+    int peer = sm_stage_owner(pl, dir, toward);
+    if (peer == r->pp_index) return 0;
+    sm_tensor *t = fwd ? r->mb[mb].x[at] : r->mb[mb].dx[2 * at];
+    starpu_mpi_tag_t tag = sm_pp_tag(r, fwd ? SM_PP_ACT : SM_PP_GRAD, at, mb);
+    return after ? sm_comm_send(t->handle, sm_pp_mpi(r, peer), tag, t->name, err)
+                 : sm_comm_recv(t->handle, sm_pp_mpi(r, peer), tag, t->name, err);
+}
+
+/* After a forward on this rank: its loss part, balance-loss parts and routing plans to the
+ * other pipeline ranks (for the loss sums and the router bias updates every rank runs). */
+static int sm_pp_share_forward(sm_run *r, const sm_stage_span *sp, int mb, sm_error *err)
+{
+    for (int l = sp->first; l < sp->end; l++) {
+        sm_layer_acts *a = &r->mb[mb].layers[l];
+        if (!r->m->layers[l].moe) continue;
+        if (sm_pp_share(r, a->bal_loss, SM_PP_BAL, l, mb, err) ||
+            (r->backward && sm_pp_share(r, a->plan, SM_PP_PLAN, l, mb, err)))
+            return -1;
+    }
+    return sp->head ? sm_pp_share(r, r->mb[mb].loss_part, SM_PP_LOSS, r->m->dims.L, mb, err)
+                    : 0;
+}
+
+/* What this rank receives of the forwards others run (sm_pp_share_forward's other side). */
+static int sm_pp_receive_forwards(sm_run *r, sm_error *err)
+{
+    int L = r->m->dims.L;
+    for (int mb = 0; mb < r->micro; mb++) {
+        for (int l = 0; l < L; l++) {
+            sm_layer_acts *a = &r->mb[mb].layers[l];
+            if (!r->m->layers[l].moe || sm_producer(r, mb, l) == r->pp_index) continue;
+            if (sm_pp_share(r, a->bal_loss, SM_PP_BAL, l, mb, err) ||
+                (r->backward && sm_pp_share(r, a->plan, SM_PP_PLAN, l, mb, err)))
+                return -1;
+        }
+        if (sm_producer(r, mb, L) != r->pp_index &&
+            sm_pp_share(r, r->mb[mb].loss_part, SM_PP_LOSS, L, mb, err))
+            return -1;
+    }
+    return 0;
+}
+
+int sm_pipeline_producers(const sm_run *r, int layer, int *ranks)
+{
+    const sm_pipeline *pl = r->pl;
+    int L = r->m->dims.L, n = 0;
+    /* the embedding is in stage 0, the final norm and head in the last */
+    int stage = layer < 0 ? 0 : sm_stage_of_layer(pl, layer, L);
+    for (int dir = 0; dir < pl->pipe->ndirs; dir++) {
+        int q = sm_pp_mpi(r, sm_stage_owner(pl, dir, stage));
+        if (n == 0 || ranks[0] != q) ranks[n++] = q;
+    }
+    return n;
+}
+
+/* One op of rank `rank`'s program: its chunk's stage, for its micro-batch (with the boundary
+ * messages when the pipeline ranks are MPI ranks). */
 static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op, sm_error *err)
 {
     sm_pipeline *pl = r->pl;
-    int dir, stage;
+    int dir, stage, over = r->pp_ranks > 1, rc = -1;
     sm_schedule_locate(pl->pipe, rank, op->chunk, &dir, &stage);
     int mb = dir * sm_schedule_micro_per_dir(pl->pipe) + op->micro;
     sm_op_ctx c = {.g = r->m->g, .layer = -1, .micro = mb, .stage = rank,
-                   .order_next = pl->order_next, .lane = rank, .err = err};
+                   .order_next = pl->order_next, .lane = over ? 0 : rank, .err = err};
     const sm_stage_span *sp = &pl->span[stage];
+    if (over && sm_pp_boundary(r, dir, stage, mb, op->kind, 0, err)) return -1;
     switch (op->kind) {
-    case SM_SLOT_F: return sm_stage_fwd(r, &c, sp, mb);
-    case SM_SLOT_B: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_INPUT);
-    case SM_SLOT_W: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_WEIGHT);
-    case SM_SLOT_BW: return sm_stage_bwd(r, &c, sp, mb, SM_BWD_FULL);
+    case SM_SLOT_F: rc = sm_stage_fwd(r, &c, sp, mb); break;
+    case SM_SLOT_B: rc = sm_stage_bwd(r, &c, sp, mb, SM_BWD_INPUT); break;
+    case SM_SLOT_W: rc = sm_stage_bwd(r, &c, sp, mb, SM_BWD_WEIGHT); break;
+    case SM_SLOT_BW: rc = sm_stage_bwd(r, &c, sp, mb, SM_BWD_FULL); break;
+    default:
+        return sm_fail(err, "pipeline: rank %d: slot op of unknown kind %d", rank,
+                       (int)op->kind);
     }
-    return sm_fail(err, "pipeline: rank %d: slot op of unknown kind %d", rank, (int)op->kind);
+    if (rc || !over) return rc;
+    if (sm_pp_boundary(r, dir, stage, mb, op->kind, 1, err)) return -1;
+    return op->kind == SM_SLOT_F ? sm_pp_share_forward(r, sp, mb, err) : 0;
 }
 
 int sm_run_pipeline_summary(const sm_run *r, char *buf, size_t n)
@@ -216,7 +365,7 @@ int sm_pipeline_begin(sm_run *r, sm_error *err)
 {
     memset(r->pl->order_next, 0, r->pl->pipe->pp * sizeof *r->pl->order_next);
     /* lanes again, not only a restart: another run may have set other lanes since */
-    return sm_graph_executes(r->m->g) ? sm_ordered_set_lanes(r->pl->pipe->pp, err) : 0;
+    return sm_graph_executes(r->m->g) ? sm_ordered_set_lanes(sm_lanes(r), err) : 0;
 }
 
 int sm_pipeline_build(sm_run *r, sm_error *err)
@@ -224,10 +373,12 @@ int sm_pipeline_build(sm_run *r, sm_error *err)
     sm_pipeline *pl = r->pl;
     for (int i = 0; i < pl->nslots; i++) {
         const sm_slot *s = &pl->pipe->slots[pl->order[i].rank][pl->order[i].slot];
+        /* over MPI ranks, this rank's own program only */
+        if (r->pp_ranks > 1 && pl->order[i].rank != r->pp_index) continue;
         for (int k = 0; k < s->nops; k++)
             if (sm_emit_op(r, pl->order[i].rank, &s->op[k], err)) return -1;
     }
-    return 0;
+    return r->pp_ranks > 1 ? sm_pp_receive_forwards(r, err) : 0;
 }
 
 int sm_pipeline_reduce(sm_run *r, sm_error *err)

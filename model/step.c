@@ -63,6 +63,14 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
         return NULL;
     }
     int ep = o && o->ep > 1 ? o->ep : 1, rank = sm_engine_rank();
+    int ppr = o && o->pp_ranks > 1 ? o->pp_ranks : 1, shares = sm_engine_size() / ppr;
+    if (sm_engine_size() % ppr || (ppr > 1 && ep > 1) ||
+        (ppr > 1 && o->pipeline && o->pp != ppr)) {
+        sm_fail(err, "pipeline over %d ranks: it needs a multiple of %d ranks (%d launched), "
+                     "no expert parallelism (ep %d) and the schedule's pp equal to it (pp %d)",
+                ppr, ppr, sm_engine_size(), ep, o ? o->pp : 0);
+        return NULL;
+    }
     if (sm_engine_size() % ep || c->n_routed_experts % ep) {
         sm_fail(err, "expert parallelism over %d ranks: it needs a multiple of %d ranks (%d "
                      "launched) and %d dividing the %d routed experts", ep, ep,
@@ -90,7 +98,8 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                   .backward = backward, .split_dx = sm_pipeline_defers_weights(o), .Bg = B,
                   .share_bwd = backward && !(o && o->pipeline),
                   .grad_over_logits = backward && o && o->grad_over_logits, .ep = ep,
-                  .ep_index = rank % ep, .ep_first = rank - rank % ep};
+                  .ep_index = rank % ep, .ep_first = rank - rank % ep, .pp_ranks = ppr,
+                  .pp_index = rank / shares, .share = rank % shares};
     if (sm_run_setup(r, err) || sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
         sm_run_free(r);
         return NULL;
@@ -234,14 +243,15 @@ static int sm_loss_sums(sm_run *r, sm_error *err)
     int L = m->dims.L, nbal = 0, n = r->micro * sm_run_ranks(r);
     sm_tensor *parts[n], *bal_parts[n * L + 1];
     if (r->dp && sm_dp_share(r->dp, err)) return -1;
-    for (int i = 0; i < n; i++) parts[i] = r->dp ? sm_dp_loss_parts(r->dp)[i] : r->mb[i].loss_part;
+    sm_tensor **shared = r->dp ? sm_dp_loss_parts(r->dp) : NULL;
+    for (int i = 0; i < n; i++) parts[i] = shared ? shared[i] : r->mb[i].loss_part;
     if (sm_insert_sum_scalars(&step, r->loss, parts, n, 1.0f / ((float)r->Bg * r->S)))
         return -1;
     for (int i = 0; i < n; i++)
         for (int l = 0; l < L; l++)
             if (m->layers[l].moe)
-                bal_parts[nbal++] = r->dp ? sm_dp_layer_bal(r->dp, l)[i]
-                                          : r->mb[i].layers[l].bal_loss;
+                bal_parts[nbal++] = shared ? sm_dp_layer_bal(r->dp, l)[i]
+                                           : r->mb[i].layers[l].bal_loss;
     return nbal ? sm_insert_sum_scalars(&step, r->bal_total, bal_parts, nbal, 1.0f) : 0;
 }
 
@@ -278,7 +288,7 @@ int sm_run_build(sm_run *r, sm_error *err)
 int sm_run_set_data_parallel(sm_run *r, sm_error *err)
 {
     if (sm_engine_size() == 1) return 0;
-    r->Bg = r->B * sm_engine_size();
+    r->Bg = r->B * (sm_engine_size() / r->pp_ranks);
     return (r->dp = sm_dp_new(r, err)) ? 0 : -1;
 }
 

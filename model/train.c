@@ -15,12 +15,12 @@
 #include <stdio.h>
 #include <string.h>
 
-/* This rank's share of the global batch just read: the rank-th of the job's equal runs of
- * consecutive sequences (the training run's batch), so the ranks together run the batch one
- * rank would. */
+/* This rank's share of the global batch just read: the run's share-th of the job's equal
+ * runs of consecutive sequences (pipeline ranks share theirs), so the ranks together run the
+ * batch one rank would. */
 static size_t sm_share(const sm_trainer *t)
 {
-    return (size_t)sm_engine_rank() * t->run->B * t->rc.train.seq_len;
+    return (size_t)t->run->share * t->run->B * t->rc.train.seq_len;
 }
 
 /* Waits for the submitted step (`kind` "train" or "eval"); under mpirun, fails naming the

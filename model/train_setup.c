@@ -156,7 +156,7 @@ static int sm_setup_launch(sm_trainer *t, sm_error *err)
 {
     char *cfg = sm_run_config_to_text(&t->rc, err);
     if (!cfg) return -1;
-    sm_launch l = {.ep = t->rc.parallel.ep, .dp = t->rc.parallel.dp,
+    sm_launch l = {.ep = t->rc.parallel.ep, .dp = t->rc.parallel.dp, .pp = t->rc.parallel.pp,
                    .timeout_s = t->rc.parallel.timeout_s,
                    .n_routed_experts = t->rc.model.n_routed_experts,
                    .batch = t->rc.train.batch_size, .batch_field = "train.batch_size",
@@ -189,8 +189,10 @@ static int sm_setup_launched(sm_trainer *t, const sm_train_opts *o, char *ckpt, 
 static sm_run *sm_setup_run(sm_trainer *t, int backward, const sm_run_opts *ro, sm_error *err)
 {
     const sm_train_config *tr = &t->rc.train;
-    sm_run *r = sm_run_new_with(t->m, tr->batch_size / sm_engine_size(), tr->seq_len,
-                                tr->micro_batches, backward, ro, err);
+    /* pipeline ranks share their sequences */
+    int shares = sm_engine_size() / t->rc.parallel.pp;
+    sm_run *r = sm_run_new_with(t->m, tr->batch_size / shares, tr->seq_len, tr->micro_batches,
+                                backward, ro, err);
     if (r && sm_run_set_data_parallel(r, err)) {
         sm_run_free(r);
         return NULL;
@@ -203,10 +205,16 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     const sm_train_config *tr = &t->rc.train;
     const sm_engine_config *ec = &t->rc.engine;
     /* nothing in training reads the logits after the loss: their gradient takes their place */
-    sm_run_opts ro = {.pipeline = sm_run_pipeline_of(ec->sched), .pp = ec->pp,
+    int ppr = t->rc.parallel.pp;
+    sm_run_opts ro = {.pipeline = sm_run_pipeline_of(ec->sched), .pp = ppr > 1 ? ppr : ec->pp,
                       .deterministic = ec->deterministic, .grad_over_logits = 1,
-                      .ep = t->rc.parallel.ep};
-    sm_run_opts eval_ro = {.ep = t->rc.parallel.ep};
+                      .ep = t->rc.parallel.ep, .pp_ranks = ppr};
+    sm_run_opts eval_ro = {.ep = t->rc.parallel.ep, .pp_ranks = ppr};
+    if (ppr > 1 && (ec->pp > 1 || !ro.pipeline))
+        return sm_fail(err, "parallel.pp %d puts pipeline ranks on MPI ranks: it needs "
+                            "engine.sched naming a pipeline schedule (gpipe, 1f1b, zbh1, "
+                            "dualpipe or dualpipev; here '%s') and engine.pp 1 (here %d)", ppr,
+                       ec->sched, ec->pp);
     int ep = ro.ep > 1 ? ro.ep : 1;
     if (sm_setup_engine(t, err)) return -1;
     /* each rank holds its block of the routed experts (the layout was checked before) */
@@ -218,8 +226,9 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     if (!t->run && ro.pipeline) {
         char why[sizeof err->msg];
         snprintf(why, sizeof why, "%s", err->msg);
-        return sm_fail(err, "engine.sched '%s' with engine.pp %d and train.micro_batches %d: %s",
-                       ro.pipeline, ec->pp, tr->micro_batches, why);
+        return sm_fail(err, "engine.sched '%s' with %s %d and train.micro_batches %d: %s",
+                       ro.pipeline, ppr > 1 ? "parallel.pp" : "engine.pp", ro.pp,
+                       tr->micro_batches, why);
     }
     if (!t->run) return -1;
     if (ro.pipeline && t->lead) {

@@ -41,6 +41,7 @@ SM_API int sm_engine_size(void);
  * 120 s). */
 typedef struct sm_launch {
     int ep, dp;                  /* expert- and data-parallel ranks (parallel.ep, parallel.dp) */
+    int pp;                      /* pipeline ranks (parallel.pp; 0 is 1) */
     double timeout_s;            /* how long to wait for the other ranks (parallel.timeout_s) */
     int n_routed_experts;        /* the model's (model.n_routed_experts) */
     int batch;                   /* global batch in sequences, and the field that set it */
@@ -48,9 +49,10 @@ typedef struct sm_launch {
     const char *identity;        /* text every rank must share: the effective run config */
 } sm_launch;
 
-/* Checks the layout on every rank, before any work: the ranks launched must number ep * dp, ep
- * must divide the routed experts, and the batch must split over the ep * dp ranks (each runs
- * its own sequences). With several ranks (the engine started) the ranks then exchange a status
+/* Checks the layout on every rank, before any work: the ranks launched must number pp * ep *
+ * dp, ep must divide the routed experts, and the batch must split over the ep * dp ranks (each
+ * runs its own sequences; the pp pipeline ranks of a group share theirs); pp > 1 runs alone
+ * (ep and dp 1) for now. With several ranks (the engine started) the ranks then exchange a status
  * and a hash of the library's build and of l->identity, within l->timeout_s: a rank whose hash
  * differs from rank 0's, or that failed its checks, makes every rank fail, naming it. Returns 0
  * when all ranks agree. */

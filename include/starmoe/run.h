@@ -38,6 +38,11 @@ typedef struct sm_run_opts {
      * holding their experts (every rank still runs its own sequences through everything
      * else). The number of ranks must be a multiple of ep, and ep must divide the experts. */
     int ep;
+    /* pipeline stages on MPI ranks (0 or 1: none): the job's ranks in pp_ranks groups of
+     * consecutive ranks, group r running pipeline rank r of `pipeline` (pp must equal it),
+     * every group on the same sequences, stage boundaries sent and received between them.
+     * A run without a pipeline (evaluation) runs the whole model on every rank. */
+    int pp_ranks;
 } sm_run_opts;
 
 /* `sched` when it names a pipeline schedule (the ordered policy of that name runs it), else

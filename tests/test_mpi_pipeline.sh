@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Pipeline stages on MPI ranks (issue 11, item 1 and 3): `--set parallel.pp=P` with a pipeline
+# policy puts pipeline rank r on MPI rank r, activations and their gradients sent and received
+# between them inside the step graph. Every policy at pp 2 (and 1f1b, dualpipe, dualpipev at
+# pp 4) gives, with engine.deterministic, the step numbers, weights and moments of the one-rank
+# unpipelined run bit for bit; without it, the losses within 1e-6; a pp 2 run stopped and
+# resumed goes on bit for bit; bad layouts are refused before any work. Every mpirun is bounded
+# by a timeout.
+. "$(dirname "$0")/tap.sh"
+. "$(dirname "$0")/mpi.sh"
+CKPT_SAME=$(dirname "$STARMOE")/tests/ckpt_same
+TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --set engine.workers=1
+       --set eval.batches=1 --set log.every=1 --steps 4)
+DET=(--set engine.deterministic=true)
+
+# step_numbers RUN: its train metrics without the timings, one number a line
+step_numbers() {
+  grep '"kind":"train"' "$1/metrics.jsonl" |
+    sed 's/"tokens_per_s":[^,]*,"step_ms":[^,]*,"mfu":[^,]*,//' | tr ',{}' '\n\n\n' |
+    awk -F: '$2 ~ /^[-0-9]/ { printf "%s %.17g\n", $1, $2 }'
+}
+# same RUN1 RUN2: the step numbers and the last checkpoint's tensors bit for bit
+same() {
+  [ "$(step_numbers "$1" | wc -l)" -gt 0 ] && [ "$(step_numbers "$1")" = "$(step_numbers "$2")" ] &&
+    "$CKPT_SAME" "$1/step-000004" "$2/step-000004"
+}
+# pp_run NAME NP MICRO ARGS...: a run over NP pipeline ranks; its exit status in $rc
+pp_run() {
+  local name=$1 np=$2 micro=$3; shift 3
+  "${MPIRUN[@]}" -np "$np" "${TRAIN[@]}" --set parallel.pp="$np" --set train.micro_batches="$micro" \
+    --out "$TMP/$name" "$@" > "$TMP/out-$name" 2>&1
+  rc=$?
+}
+why() { [ "$rc" -eq 0 ] || grep -v '^\[starpu' "$TMP/out-$1" | grep -iE 'error|rank [0-9]+:' | head -2; }
+
+for micro in 4 8; do
+  "${TRAIN[@]}" "${DET[@]}" --set train.micro_batches=$micro --out "$TMP/one-$micro" \
+    > "$TMP/out-one" 2>&1 || echo "# the one-rank run failed"
+done
+for pol in gpipe 1f1b zbh1 dualpipe dualpipev; do
+  pp_run "$pol" 2 4 "${DET[@]}" --set engine.sched=$pol
+  [ $rc -eq 0 ] && same "$TMP/one-4" "$TMP/$pol"
+  ok $? "$pol on 2 ranks, deterministic: loss, balance loss, gradient norm, load, weights and \
+moments of the one-rank unpipelined run bit for bit (exit $rc $(why "$pol"))"
+done
+grep -q "^pipeline: 1f1b, 2 ranks: stage 0 = embedding" "$TMP/out-1f1b" &&
+  [ "$(grep -c '^step ' "$TMP/out-1f1b")" -eq 4 ]
+ok $? "rank 0 alone prints the cut and one line per step"
+for pol in 1f1b dualpipe dualpipev; do
+  pp_run "$pol-4" 4 8 "${DET[@]}" --set engine.sched=$pol
+  [ $rc -eq 0 ] && same "$TMP/one-8" "$TMP/$pol-4"
+  ok $? "$pol on 4 ranks, 8 micro-batches, deterministic: the one-rank run bit for bit \
+(exit $rc $(why "$pol-4"))"
+done
+
+# without engine.deterministic: the losses within 1e-6 relative
+"${TRAIN[@]}" --set train.micro_batches=4 --out "$TMP/one-nd" > "$TMP/out-one" 2>&1
+for pol in 1f1b dualpipe; do
+  pp_run "$pol-nd" 2 4 --set engine.sched=$pol
+  [ $rc -eq 0 ] && paste <(grep -o '"loss":[^,]*' "$TMP/one-nd/metrics.jsonl" | cut -d: -f2) \
+    <(grep -o '"loss":[^,]*' "$TMP/$pol-nd/metrics.jsonl" | cut -d: -f2) |
+    awk '{ n++; d = $1 - $2; if (d < 0) d = -d; if (d > 1e-6 * ($1 < 0 ? -$1 : $1)) bad++ }
+         END { exit !(n == 4 && bad == 0) }'
+  ok $? "$pol on 2 ranks: the 4 losses of one rank within 1e-6 relative (exit $rc)"
+done
+
+# stopped after step 2 and resumed: bit for bit the uninterrupted run
+pp_run resumed 2 4 "${DET[@]}" --set engine.sched=zbh1 --steps 2 &&
+  "${MPIRUN[@]}" -np 2 "$STARMOE" train --resume --out "$TMP/resumed" --steps 4 \
+    > "$TMP/out-resumed" 2>&1
+rc=$?
+[ $rc -eq 0 ] && same "$TMP/zbh1" "$TMP/resumed"
+ok $? "zbh1 on 2 ranks stopped after step 2 and resumed: the uninterrupted run bit for bit \
+(exit $rc $(why resumed))"
+
+# bad layouts: refused on every rank before any work, naming the fields
+pp_run nopolicy 2 4
+[ $rc -ne 0 ] && grep -q "rank 0: .*parallel.pp 2 .*engine.sched" "$TMP/out-nopolicy" &&
+  grep -q "rank 1: .*parallel.pp 2 .*engine.sched" "$TMP/out-nopolicy" && [ ! -d "$TMP/nopolicy" ]
+ok $? "parallel.pp without a pipeline policy: every rank names parallel.pp and engine.sched \
+($(grep -m1 'rank 0:' "$TMP/out-nopolicy" | head -c 200))"
+"${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.pp=2 --set parallel.ep=2 \
+  --set engine.sched=1f1b --out "$TMP/ppep" > "$TMP/out-ppep" 2>&1
+rc=$?
+[ $rc -ne 0 ] && grep -q "rank 0: .*parallel.pp 2 with parallel.ep 2" "$TMP/out-ppep"
+ok $? "parallel.pp with parallel.ep: refused, not built yet ($(grep -m1 'rank 0:' \
+"$TMP/out-ppep" | head -c 200))"
+"${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.pp=4 --set engine.sched=1f1b \
+  --out "$TMP/count" > "$TMP/out-count" 2>&1
+rc=$?
+[ $rc -ne 0 ] && grep -q "rank 1: .*parallel.pp 4 x parallel.ep 1 x parallel.dp 1 = 4 ranks, but 2" \
+  "$TMP/out-count"
+ok $? "parallel.pp 4 on 2 ranks names the count ($(grep -m1 'rank 1:' "$TMP/out-count" | head -c 200))"
+pp_run fewmicro 2 2 --set engine.sched=dualpipe
+[ $rc -ne 0 ] && grep -q "rank 0: .*dualpipe.*micro" "$TMP/out-fewmicro"
+ok $? "dualpipe with 2 micro-batches on 2 ranks: refused naming them ($(grep -m1 "rank 0:" "$TMP/out-fewmicro" | head -c 200))"
+tap_done
