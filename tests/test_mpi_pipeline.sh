@@ -53,6 +53,37 @@ for pol in 1f1b dualpipe dualpipev; do
 (exit $rc $(why "$pol-4"))"
 done
 
+# from the rank traces: each rank ran only its stage's tasks, in its program's order (one
+# worker: starts in order), and sent or received every boundary activation (x2, the input of
+# layer 2) and residual gradient (dres) of the 4 micro-batches
+pp_run traced 2 4 --set engine.sched=1f1b --steps 2 --trace "$TMP/t.json"
+ok $rc "1f1b on 2 ranks with --trace (exit $rc $(why traced))"
+checks "pipeline trace" python3 - "$TMP/t.json" "$TMP/t.rank1.json" << 'EOF'
+import collections, json, re, sys
+def say(ok, what):
+    print(("PASS " if ok else "FAIL ") + what)
+for rank, path in enumerate(sys.argv[1:]):
+    ev = json.load(open(path))["traceEvents"]
+    tasks = [e for e in ev if e.get("ph") == "X" and e.get("cat") != "message"
+             and e["args"].get("order", -1) >= 0]
+    graphs = collections.defaultdict(list)
+    for e in tasks:
+        graphs[e["args"]["graph"]].append(e)
+    say(len(graphs) == 2, f"rank {rank}: ordered tasks in {len(graphs)} step graphs (2 steps)")
+    for g, ts in sorted(graphs.items()):
+        say(all(e["args"]["stage"] == rank for e in ts),
+            f"rank {rank}, graph {g}: only its own stage's tasks ({len(ts)})")
+        by_order = sorted(ts, key=lambda e: e["args"]["order"])
+        say(all(a["ts"] <= b["ts"] for a, b in zip(by_order, by_order[1:])),
+            f"rank {rank}, graph {g}: tasks started in program order")
+        msgs = [e for e in ev if e.get("cat") == "message" and e["args"]["graph"] == g]
+        kinds = collections.Counter((e["name"].split(".", 1)[1], e["args"]["dir"])
+                                    for e in msgs if re.match(r"mb[0-9]+[.](x2|dres)$", e["name"]))
+        want = {("x2", "send"): 4, ("dres", "recv"): 4} if rank == 0 else \
+               {("x2", "recv"): 4, ("dres", "send"): 4}
+        say(dict(kinds) == want, f"rank {rank}, graph {g}: boundary messages {dict(kinds)}")
+EOF
+
 # without engine.deterministic: the losses within 1e-6 relative
 "${TRAIN[@]}" --set train.micro_batches=4 --out "$TMP/one-nd" > "$TMP/out-one" 2>&1
 for pol in 1f1b dualpipe; do
