@@ -17,18 +17,36 @@ typedef struct sm_schedule_costs {
 /* Costs must be finite and >= 0; err names the field. */
 SM_API int sm_schedule_costs_check(const sm_schedule_costs *c, sm_error *err);
 
+/* Communication (docs/pipeline-schedules.md §4.1): `p2p` is one transfer between ranks (a
+ * forward's activation to the next stage, a backward's gradient to the previous one), which
+ * delays its consumer; `ep` the expert-parallel all-to-all of one chunk's F or B (W has none),
+ * which stretches the slot; `overlap` models DualPipe's overlapped pair hiding both: its own
+ * all-to-alls run under its computation (the pair lasts max(FB, 2 ep)) and its outputs'
+ * transfers arrive by its end. Times in the costs' unit, finite and >= 0. */
+typedef struct sm_schedule_comm {
+    double p2p;
+    double ep;
+    int overlap;
+} sm_schedule_comm;
+
 typedef struct sm_schedule_report_opts {
     const char *policy;          /* "gpipe", "1f1b", "zbh1", "dualpipe" or "dualpipev" */
     int pp;                      /* ranks */
     int micro;                   /* micro-batches, all directions together */
     sm_schedule_costs costs;
+    sm_schedule_comm comm;       /* comm.p2p < 0: the trace's message time (0 without one) */
+    const char *costs_from;      /* a Chrome trace of a pipelined training run: its per-rank
+                                    costs (and p2p time, when it has messages) replace `costs`,
+                                    and policy, pp, micro default to the trace's (NULL: none) */
+    int all;                     /* one comparison table over the five policies instead */
     int json;                    /* one JSON object instead of the text report */
     int width;                   /* most columns of time in the text report's Gantt chart */
     const char *svg;             /* also write the SVG timeline here (NULL: none) */
 } sm_schedule_report_opts;
 
 /* Builds the schedule's programs, simulates them and writes the report to out: the per-rank
- * programs, the Gantt chart, the makespan and each rank's bubble and peak activations. */
+ * programs, the Gantt chart, the makespan and each rank's bubble, exposed communication and
+ * peak activations; with `all`, one row per policy (those the pp and micro allow). */
 SM_API int sm_schedule_report(const sm_schedule_report_opts *o, FILE *out, sm_error *err);
 
 #endif

@@ -1,0 +1,179 @@
+/* Slot costs from a pipelined run's Chrome trace: every scheduled task (one numbered in its
+ * rank's program, args.order >= 0) adds its time to its rank's F, B or W by its phase; the means
+ * divide by the chunk ops a rank runs in a step (docs/pipeline-schedules.md §4.4). */
+#include "schedulers/trace_costs.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "base/grow.h"
+#include "base/phase.h"
+#include "trace/read.h"
+
+enum { SM_PART_F, SM_PART_B, SM_PART_W, SM_NPARTS };
+
+/* The span of one step graph: all its tasks, and its scheduled ones. */
+typedef struct sm_graph_span {
+    int64_t graph;
+    double lo, hi, sched_lo, sched_hi;
+} sm_graph_span;
+
+typedef struct sm_cost_scan {
+    const sm_trace_data *d;
+    sm_graph_span *graphs;
+    size_t ngraphs, cap;
+    double (*sum)[SM_NPARTS];    /* [pp] us */
+} sm_cost_scan;
+
+/* Which part a scheduled task counts to, -1 none: its phase; an expert-parallel move (phase
+ * communication) by its op, "..._bwd" in the input backward, else the forward. */
+static int sm_task_part(const sm_trace_data *d, const sm_trace_slice *sl)
+{
+    const char *op = d->ops.v[sl->op];
+    size_t n = strlen(op);
+    switch (sm_phase_by_name(d->cats.v[sl->cat])) {
+    case SM_FORWARD: return SM_PART_F;
+    case SM_BACKWARD_INPUT: return SM_PART_B;
+    case SM_BACKWARD_WEIGHT: return SM_PART_W;
+    case SM_COMM: return n >= 4 && !strcmp(op + n - 4, "_bwd") ? SM_PART_B : SM_PART_F;
+    default: return -1;
+    }
+}
+
+static sm_graph_span *sm_graph_find(sm_cost_scan *s, int64_t graph)
+{
+    for (size_t i = 0; i < s->ngraphs; i++)
+        if (s->graphs[i].graph == graph) return &s->graphs[i];
+    return NULL;
+}
+
+/* The step graphs holding scheduled tasks, and the trace's ranks and micro-batches. */
+static int sm_find_graphs(sm_cost_scan *s, sm_trace_costs *out)
+{
+    const sm_trace_data *d = s->d;
+    for (size_t i = 0; i < d->nslices; i++) {
+        const sm_trace_slice *sl = &d->slices[i];
+        if (sl->order < 0 || sl->micro < 0) continue;
+        if (sl->stage + 1 > out->pp) out->pp = sl->stage + 1;
+        if (sl->micro + 1 > out->micro) out->micro = sl->micro + 1;
+        if (sm_graph_find(s, sl->graph)) continue;
+        if (sm_grow(&s->graphs, &s->cap, s->ngraphs + 1, sizeof *s->graphs)) return -1;
+        s->graphs[s->ngraphs++] = (sm_graph_span){sl->graph, INFINITY, -INFINITY, INFINITY,
+                                                  -INFINITY};
+    }
+    return 0;
+}
+
+static void sm_sum_tasks(sm_cost_scan *s)
+{
+    const sm_trace_data *d = s->d;
+    for (size_t i = 0; i < d->nslices; i++) {
+        const sm_trace_slice *sl = &d->slices[i];
+        sm_graph_span *g = sm_graph_find(s, sl->graph);
+        if (!g) continue;
+        g->lo = fmin(g->lo, sl->ts);
+        g->hi = fmax(g->hi, sl->ts + sl->dur);
+        int part = sl->order >= 0 && sl->micro >= 0 ? sm_task_part(d, sl) : -1;
+        if (part < 0) continue;
+        g->sched_lo = fmin(g->sched_lo, sl->ts);
+        g->sched_hi = fmax(g->sched_hi, sl->ts + sl->dur);
+        s->sum[sl->stage][part] += sl->dur;
+    }
+}
+
+/* The mean time of one message: of the sends when there are some (a receive may be posted long
+ * before its data leaves), else of all. */
+static void sm_message_time(const sm_trace_data *d, sm_trace_costs *out)
+{
+    size_t sends = 0;
+    for (size_t i = 0; i < d->nmsgs; i++) sends += d->msgs[i].send != 0;
+    double total = 0;
+    for (size_t i = 0; i < d->nmsgs; i++)
+        if (!sends || d->msgs[i].send) total += d->msgs[i].dur;
+    out->messages = sends ? sends : d->nmsgs;
+    out->p2p = out->messages ? total / (double)out->messages / 1e3 : 0;
+}
+
+/* Means in ms from the sums: ops = chunk ops of one kind a rank runs per step graph. */
+static void sm_cost_means(const sm_cost_scan *s, int ops, sm_trace_costs *out)
+{
+    double n = (double)ops * (double)s->ngraphs * 1e3;
+    for (int r = 0; r < out->pp; r++) {
+        sm_schedule_costs *c = &out->rank[r];
+        c->f = s->sum[r][SM_PART_F] / n;
+        c->b = s->sum[r][SM_PART_B] / n;
+        c->w = s->sum[r][SM_PART_W] / n;
+        c->fb = c->f + c->b + c->w;
+        out->mean.f += c->f / out->pp;
+        out->mean.b += c->b / out->pp;
+        out->mean.w += c->w / out->pp;
+        out->mean.fb += c->fb / out->pp;
+    }
+    for (size_t i = 0; i < s->ngraphs; i++) {
+        out->step_span += (s->graphs[i].hi - s->graphs[i].lo) / (double)s->ngraphs / 1e3;
+        out->pipe_span +=
+            (s->graphs[i].sched_hi - s->graphs[i].sched_lo) / (double)s->ngraphs / 1e3;
+    }
+}
+
+/* The trace's scheduler as a pipeline policy, and the chunk ops of one kind per rank and step. */
+static int sm_trace_schedule(const sm_trace_data *d, const char *path, sm_trace_costs *out,
+                             int *ops, sm_error *err)
+{
+    const char *name = sm_trace_meta_str(d, "scheduler");
+    sm_error why = {{0}};
+    if (sm_schedule_policy_parse(name, &out->policy, &why))
+        return sm_fail(err, "%s: otherData \"scheduler\" '%s' is no pipeline schedule (%s)", path,
+                       name, why.msg);
+    sm_schedule *p = sm_schedule_new(out->policy, out->pp, out->micro, &why);
+    if (!p)
+        return sm_fail(err, "%s: %d ranks and %d micro-batches: %s", path, out->pp, out->micro,
+                       why.msg);
+    *ops = out->micro * p->nchunks / p->ndirs;
+    sm_schedule_free(p);
+    return 0;
+}
+
+static int sm_costs_from(const sm_trace_data *d, const char *path, sm_trace_costs *out,
+                         sm_error *err)
+{
+    sm_cost_scan s = {.d = d};
+    int ops = 0, rc = -1;
+    if (sm_find_graphs(&s, out)) {
+        sm_fail(err, "%s: out of memory", path);
+    } else if (!s.ngraphs) {
+        sm_fail(err, "%s: no task has an \"order\" in a pipeline rank's program: not a trace of "
+                     "a pipelined training run (engine.pp > 1 and engine.sched a schedule)", path);
+    } else if (sm_trace_schedule(d, path, out, &ops, err) == 0) {
+        s.sum = calloc((size_t)out->pp, sizeof *s.sum);
+        out->rank = calloc((size_t)out->pp, sizeof *out->rank);
+        if (!s.sum || !out->rank) {
+            sm_fail(err, "%s: out of memory", path);
+        } else {
+            out->steps = (int)s.ngraphs;
+            sm_sum_tasks(&s);
+            sm_cost_means(&s, ops, out);
+            sm_message_time(d, out);
+            rc = 0;
+        }
+    }
+    free(s.graphs);
+    free(s.sum);
+    return rc;
+}
+
+int sm_trace_costs_load(const char *path, sm_trace_costs *out, sm_error *err)
+{
+    *out = (sm_trace_costs){0};
+    sm_trace_data d;
+    int rc = sm_trace_load(&d, path, err) ? -1 : sm_costs_from(&d, path, out, err);
+    sm_trace_data_free(&d);
+    return rc;
+}
+
+void sm_trace_costs_free(sm_trace_costs *c)
+{
+    free(c->rank);
+    *c = (sm_trace_costs){0};
+}
