@@ -1,6 +1,8 @@
-/* Slot costs from a pipelined run's Chrome trace: every scheduled task (one numbered in its
- * rank's program, args.order >= 0) adds its time to its rank's F, B or W by its phase; the means
- * divide by the chunk ops a rank runs in a step (docs/pipeline-schedules.md §4.4). */
+/* Slot costs from a pipelined run's Chrome trace: a rank's scheduled tasks (numbered in its
+ * program, args.order >= 0) taken in program order form runs of one micro-batch and one
+ * direction (forward, or backward); each task adds its share of its run's wall time (first start
+ * to last end: the gaps between the tasks included) to its rank's F, B or W by its phase; the
+ * means divide by the chunk ops a rank runs in a step (docs/pipeline-schedules.md §4.4). */
 #include "schedulers/trace_costs.h"
 
 #include <math.h>
@@ -19,11 +21,20 @@ typedef struct sm_graph_span {
     double lo, hi, sched_lo, sched_hi;
 } sm_graph_span;
 
+/* A scheduled task, for sorting into program order. */
+typedef struct sm_sched_task {
+    int64_t graph, order;
+    int stage, part;
+    size_t slice;
+} sm_sched_task;
+
 typedef struct sm_cost_scan {
     const sm_trace_data *d;
     sm_graph_span *graphs;
     size_t ngraphs, cap;
     double (*sum)[SM_NPARTS];    /* [pp] us */
+    sm_sched_task *tasks;
+    size_t ntasks, cap_tasks;
 } sm_cost_scan;
 
 /* Which part a scheduled task counts to, -1 none: its phase; an expert-parallel move (phase
@@ -65,7 +76,16 @@ static int sm_find_graphs(sm_cost_scan *s, sm_trace_costs *out)
     return 0;
 }
 
-static void sm_sum_tasks(sm_cost_scan *s)
+static int sm_task_cmp(const void *a, const void *b)
+{
+    const sm_sched_task *x = a, *y = b;
+    if (x->graph != y->graph) return x->graph < y->graph ? -1 : 1;
+    if (x->stage != y->stage) return x->stage < y->stage ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* The graphs' spans, and the scheduled tasks in program order. */
+static int sm_collect_tasks(sm_cost_scan *s)
 {
     const sm_trace_data *d = s->d;
     for (size_t i = 0; i < d->nslices; i++) {
@@ -78,7 +98,36 @@ static void sm_sum_tasks(sm_cost_scan *s)
         if (part < 0) continue;
         g->sched_lo = fmin(g->sched_lo, sl->ts);
         g->sched_hi = fmax(g->sched_hi, sl->ts + sl->dur);
-        s->sum[sl->stage][part] += sl->dur;
+        if (sm_grow(&s->tasks, &s->cap_tasks, s->ntasks + 1, sizeof *s->tasks)) return -1;
+        s->tasks[s->ntasks++] = (sm_sched_task){sl->graph, sl->order, sl->stage, part, i};
+    }
+    qsort(s->tasks, s->ntasks, sizeof *s->tasks, sm_task_cmp);
+    return 0;
+}
+
+/* Whether task j continues the run of task i: same graph, rank, micro-batch and direction. */
+static int sm_same_run(const sm_cost_scan *s, const sm_sched_task *i, const sm_sched_task *j)
+{
+    const sm_trace_slice *a = &s->d->slices[i->slice], *b = &s->d->slices[j->slice];
+    return i->graph == j->graph && i->stage == j->stage && a->micro == b->micro &&
+           (i->part == SM_PART_F) == (j->part == SM_PART_F);
+}
+
+/* Each run's wall time, shared among its tasks in proportion to their durations. */
+static void sm_sum_runs(sm_cost_scan *s)
+{
+    for (size_t at = 0, end; at < s->ntasks; at = end) {
+        double lo = INFINITY, hi = -INFINITY, busy = 0;
+        for (end = at; end < s->ntasks && sm_same_run(s, &s->tasks[at], &s->tasks[end]); end++) {
+            const sm_trace_slice *sl = &s->d->slices[s->tasks[end].slice];
+            lo = fmin(lo, sl->ts);
+            hi = fmax(hi, sl->ts + sl->dur);
+            busy += sl->dur;
+        }
+        for (size_t k = at; k < end && busy > 0; k++) {
+            const sm_sched_task *t = &s->tasks[k];
+            s->sum[t->stage][t->part] += s->d->slices[t->slice].dur * (hi - lo) / busy;
+        }
     }
 }
 
@@ -148,11 +197,11 @@ static int sm_costs_from(const sm_trace_data *d, const char *path, sm_trace_cost
     } else if (sm_trace_schedule(d, path, out, &ops, err) == 0) {
         s.sum = calloc((size_t)out->pp, sizeof *s.sum);
         out->rank = calloc((size_t)out->pp, sizeof *out->rank);
-        if (!s.sum || !out->rank) {
+        if (!s.sum || !out->rank || sm_collect_tasks(&s)) {
             sm_fail(err, "%s: out of memory", path);
         } else {
             out->steps = (int)s.ngraphs;
-            sm_sum_tasks(&s);
+            sm_sum_runs(&s);
             sm_cost_means(&s, ops, out);
             sm_message_time(d, out);
             rc = 0;
@@ -160,6 +209,7 @@ static int sm_costs_from(const sm_trace_data *d, const char *path, sm_trace_cost
     }
     free(s.graphs);
     free(s.sum);
+    free(s.tasks);
     return rc;
 }
 

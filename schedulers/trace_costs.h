@@ -14,8 +14,9 @@ typedef struct sm_trace_costs {
     sm_schedule_policy policy;   /* the trace's scheduler */
     int pp, micro;               /* ranks (args.stage) and micro-batches (args.mb) */
     int steps;                   /* step graphs with scheduled tasks */
-    sm_schedule_costs *rank;     /* [pp], ms per chunk op; FB = F + B + W (the engine runs a
-                                    pair's forward tasks, then its backward's) */
+    sm_schedule_costs *rank;     /* [pp], ms per chunk op, the gaps between a slot's tasks
+                                    included; FB = F + B + W (the engine runs a pair's forward
+                                    tasks, then its backward's) */
     sm_schedule_costs mean;      /* the mean over ranks */
     size_t messages;             /* message slices the p2p time is the mean of (0: none) */
     double p2p;                  /* ms, 0 without messages */
