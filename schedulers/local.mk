@@ -14,7 +14,8 @@ starmoeinclude_HEADERS += include/starmoe/schedule.h
 check_PROGRAMS += tests/test_schedule tests/test_schedule_comm tests/test_ordered
 TESTS += tests/test_schedule tests/test_schedule_comm tests/test_ordered tests/test_sched_cli.sh \
 	tests/test_schedule_costs.sh
-EXTRA_DIST += tests/test_sched_cli.sh tests/test_schedule_costs.sh docs/writing-a-policy.md docs/pipeline-schedules.md
+EXTRA_DIST += tests/test_sched_cli.sh tests/test_schedule_costs.sh \
+	tests/fixtures/schedule-costs-trace.json docs/writing-a-policy.md docs/pipeline-schedules.md
 tests_test_schedule_LDADD = $(TEST_LIBS)
 tests_test_schedule_comm_LDADD = $(TEST_LIBS)
 tests_test_ordered_LDADD = $(TEST_LIBS)

@@ -39,14 +39,22 @@ static void sm_print_measured(FILE *f, const sm_trace_costs *t, double makespan)
             t->pipe_span, t->step_span, makespan, makespan / t->pipe_span);
 }
 
-static void sm_json_trace(FILE *f, const char *path, const sm_trace_costs *t, double makespan)
+/* s as a JSON string, quotes included. */
+static void sm_json_string(FILE *f, const char *s)
 {
-    fprintf(f, ",\"costs_from\":{\"trace\":\"");
-    for (const char *c = path; *c; c++)
+    fputc('"', f);
+    for (const char *c = s; *c; c++)
         if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
         else if ((unsigned char)*c < 0x20) fprintf(f, "\\u%04x", *c);
         else fputc(*c, f);
-    fprintf(f, "\",\"policy\":\"%s\",\"pp\":%d,\"micro\":%d,\"steps\":%d,\"messages\":%zu,"
+    fputc('"', f);
+}
+
+static void sm_json_trace(FILE *f, const char *path, const sm_trace_costs *t, double makespan)
+{
+    fprintf(f, ",\"costs_from\":{\"trace\":");
+    sm_json_string(f, path);
+    fprintf(f, ",\"policy\":\"%s\",\"pp\":%d,\"micro\":%d,\"steps\":%d,\"messages\":%zu,"
                "\"p2p_ms\":%.10g,\"scheduled_span_ms\":%.10g,\"step_span_ms\":%.10g,"
                "\"predicted_over_measured\":%.10g}",
             sm_schedule_policy_name(t->policy), t->pp, t->micro, t->steps, t->messages, t->p2p,
@@ -161,9 +169,13 @@ static int sm_report_all(const sm_schedule_report_opts *o, const sm_report_input
         sm_schedule_sim sim;
         if (o->json && k) fputc(',', out);
         if (!p) {
-            if (o->json) fprintf(out, "{\"policy\":\"%s\",\"skipped\":true}",
-                                 sm_schedule_policy_name(k));
-            else fprintf(out, "%-10s %s\n", sm_schedule_policy_name(k), why.msg);
+            if (o->json) {
+                fprintf(out, "{\"policy\":\"%s\",\"skipped\":", sm_schedule_policy_name(k));
+                sm_json_string(out, why.msg);
+                fputc('}', out);
+            } else {
+                fprintf(out, "%-10s %s\n", sm_schedule_policy_name(k), why.msg);
+            }
             continue;
         }
         double free_step;

@@ -30,7 +30,21 @@ grep -qE '^rank 0: busy [0-9.]+  bubble [0-9.]+  exposed comm [0-9.]+ \(p2p wait
 grep -qE '^\{"policy":"1f1b",.*"comm":\{"p2p":0.5,.*"exposed_comm_max":[0-9.]+,.*"p2p_wait":' "$TMP/j"
 ok $? "--format json has the communication and each rank's exposed part"
 
-# ---- costs measured in a trace
+# ---- costs from a hand-made trace (1f1b, pp 2, 2 micro-batches, 1 step; times in us): rank 0
+# F0 = 100 + 100, F1 = 200; BW0 = B 300 + W 100; BW1 = B 300, a gap of 50, W 50, whose wall 400
+# is shared 8/7 each: B 342.857, W 57.143. Rank 1: F 100 each, B0 300, B1 300 + combine_bwd 50.
+# Two sends of 20 and 40 us, a receive ignored; scheduled tasks 0 .. 1500, the optimizer to 1600.
+"$STARMOE" schedule --costs-from "$src/tests/fixtures/schedule-costs-trace.json" > "$TMP/h" 2>&1
+ok $? "schedule --costs-from a hand-made trace"
+grep -qx '  rank 0: F=0.2 B=0.321429 W=0.0785714 FB=0.6' "$TMP/h"
+ok $? "rank 0: runs of one micro-batch and direction, gaps inside a run shared by duration"
+grep -qx '  rank 1: F=0.1 B=0.325 W=0 FB=0.425' "$TMP/h"
+ok $? "rank 1: F and B of one micro-batch are two runs; a _bwd move counts to B"
+grep -qx '  p2p 0.03 ms: the mean of 2 messages' "$TMP/h"; ok $? "p2p: the mean of the sends"
+grep -q '^measured: scheduled tasks span 1.5 ms per step (whole step 1.6 ms)' "$TMP/h"
+ok $? "measured spans: the scheduled tasks, and the whole step graph"
+
+# ---- costs measured in a real trace
 mkdir -p "$TMP/corpus"
 cp "$src"/model/*.c "$TMP/corpus/"
 timeout 300 "$STARMOE" train --config "$src/examples/tiny.json" --data "$TMP/corpus" \
