@@ -1,5 +1,6 @@
 /* Pipeline schedules on their own, without an engine: a policy's per-rank programs, simulated
- * with given slot costs and reported as text, one JSON object or an SVG timeline (the
+ * with given slot costs or costs measured in a trace, with or without communication, and
+ * reported as text, one JSON object or an SVG timeline, or compared over every policy (the
  * `schedule` command; docs/pipeline-schedules.md). */
 #ifndef STARMOE_SCHEDULE_H
 #define STARMOE_SCHEDULE_H
