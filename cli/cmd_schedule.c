@@ -69,6 +69,7 @@ int sm_cmd_schedule(int argc, char **argv)
     sm_schedule_report_opts o = {.costs = {1, 1, 1, 2.5}, .comm = {.p2p = -1},
                                  .width = SM_GANTT_WIDTH};
     int cost_given = 0;
+    const char *costs_from = NULL;
     const char *format = "text";
     long v;
     int opt;
@@ -83,19 +84,31 @@ int sm_cmd_schedule(int argc, char **argv)
         case 'C': if (sm_parse_time("comm", optarg, &o.comm.p2p)) return 2; break;
         case 'E': if (sm_parse_time("ep-comm", optarg, &o.comm.ep)) return 2; break;
         case 'O': o.comm.overlap = 1; break;
-        case 't': o.costs_from = optarg; break;
+        case 't': costs_from = optarg; break;
         case 'a': o.all = 1; break;
         case 'h': printf("usage: starmoe schedule %s\n", sm_schedule_usage); return 0;
         default: return sm_cli_usage_error("schedule", sm_schedule_usage);
         }
     }
-    int need = !o.costs_from && (!o.pp || !o.micro || (!o.policy && !o.all));
+    int need = !costs_from && (!o.pp || !o.micro || (!o.policy && !o.all));
     if (need || optind < argc || (o.all && (o.policy || o.svg)) ||
-        (cost_given && o.costs_from) || (strcmp(format, "text") && strcmp(format, "json")))
+        (cost_given && costs_from) || (strcmp(format, "text") && strcmp(format, "json")))
         return sm_cli_usage_error("schedule", sm_schedule_usage);
     o.json = !strcmp(format, "json");
     sm_error err = {{0}};
-    if (sm_schedule_report(&o, stdout, &err) == 0) return 0;
+    sm_trace_pipeline t;
+    sm_schedule_measured measured;
+    int rc = costs_from ? sm_trace_pipeline_load(costs_from, &t, &err) : 0;
+    if (rc == 0 && costs_from) {
+        measured = (sm_schedule_measured){
+            .source = costs_from, .policy = t.scheduler, .pp = t.ranks, .micro = t.micro,
+            .steps = t.steps, .f = t.f, .b = t.b, .w = t.w, .messages = t.messages,
+            .p2p = t.message_ms, .step = t.step_ms, .scheduled = t.scheduled_ms};
+        o.measured = &measured;
+    }
+    if (rc == 0) rc = sm_schedule_report(&o, stdout, &err);
+    if (costs_from) sm_trace_pipeline_free(&t);
+    if (rc == 0) return 0;
     fprintf(stderr, "starmoe schedule: %s\n", err.msg);
     return 1;
 }

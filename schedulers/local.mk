@@ -6,7 +6,7 @@ libstarmoe_core_la_SOURCES += schedulers/registry.c schedulers/registry.h \
 	schedulers/schedule.c schedulers/schedule.h \
 	schedulers/simulate.c schedulers/simulate.h \
 	schedulers/render.c schedulers/render.h \
-	schedulers/trace_costs.c schedulers/trace_costs.h \
+	schedulers/measured.c schedulers/measured.h \
 	schedulers/report.c
 
 starmoeinclude_HEADERS += include/starmoe/schedule.h

@@ -4,39 +4,41 @@
 #include <starmoe/schedule.h>
 
 #include <stdlib.h>
+#include "schedulers/measured.h"
 #include "schedulers/render.h"
-#include "schedulers/trace_costs.h"
 
-/* Everything a report simulates with, after the trace's defaults are applied. */
+/* Everything a report simulates with, after the measured run's defaults are applied. */
 typedef struct sm_report_input {
     const char *policy;
     int pp, micro;
     sm_schedule_model model;
-    const sm_trace_costs *trace; /* NULL: no --costs-from */
+    const sm_schedule_measured *measured; /* NULL: costs given */
+    const sm_measured_costs *costs;       /* derived from `measured` */
 } sm_report_input;
 
-static void sm_print_trace_costs(FILE *f, const char *path, const sm_trace_costs *t)
+static void sm_print_measured_costs(FILE *f, const sm_report_input *in)
 {
+    const sm_schedule_measured *m = in->measured;
     fprintf(f, "costs from %s: %s, %d ranks, %d micro-batches, %d step%s; ms per chunk op\n",
-            path, sm_schedule_policy_name(t->policy), t->pp, t->micro, t->steps,
-            t->steps == 1 ? "" : "s");
-    for (int r = 0; r < t->pp; r++) {
+            m->source, sm_schedule_policy_name(in->costs->policy), m->pp, m->micro, m->steps,
+            m->steps == 1 ? "" : "s");
+    for (int r = 0; r < m->pp; r++) {
         fprintf(f, "  rank %d: ", r);
-        sm_schedule_print_costs(f, &t->rank[r]);
+        sm_schedule_print_costs(f, &in->costs->rank[r]);
         fputc('\n', f);
     }
     fprintf(f, "  mean:   ");
-    sm_schedule_print_costs(f, &t->mean);
-    if (t->messages) fprintf(f, "\n  p2p %g ms: the mean of %zu messages\n", t->p2p, t->messages);
+    sm_schedule_print_costs(f, &in->costs->mean);
+    if (m->messages) fprintf(f, "\n  p2p %g ms: the mean of %zu messages\n", m->p2p, m->messages);
     else fprintf(f, "\n  p2p: the trace has no messages\n");
 }
 
 /* The measured step against the prediction. */
-static void sm_print_measured(FILE *f, const sm_trace_costs *t, double makespan)
+static void sm_print_measured(FILE *f, const sm_schedule_measured *m, double makespan)
 {
     fprintf(f, "measured: scheduled tasks span %g ms per step (whole step %g ms); predicted "
                "makespan %g ms = %.3f x measured\n",
-            t->pipe_span, t->step_span, makespan, makespan / t->pipe_span);
+            m->scheduled, m->step, makespan, makespan / m->scheduled);
 }
 
 /* s as a JSON string, quotes included. */
@@ -50,15 +52,16 @@ static void sm_json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static void sm_json_trace(FILE *f, const char *path, const sm_trace_costs *t, double makespan)
+static void sm_json_measured(FILE *f, const sm_report_input *in, double makespan)
 {
+    const sm_schedule_measured *m = in->measured;
     fprintf(f, ",\"costs_from\":{\"trace\":");
-    sm_json_string(f, path);
+    sm_json_string(f, m->source);
     fprintf(f, ",\"policy\":\"%s\",\"pp\":%d,\"micro\":%d,\"steps\":%d,\"messages\":%zu,"
                "\"p2p_ms\":%.10g,\"scheduled_span_ms\":%.10g,\"step_span_ms\":%.10g,"
                "\"predicted_over_measured\":%.10g}",
-            sm_schedule_policy_name(t->policy), t->pp, t->micro, t->steps, t->messages, t->p2p,
-            t->pipe_span, t->step_span, makespan / t->pipe_span);
+            sm_schedule_policy_name(in->costs->policy), m->pp, m->micro, m->steps, m->messages,
+            m->p2p, m->scheduled, m->step, makespan / m->scheduled);
 }
 
 /* One policy, reported in full. */
@@ -75,12 +78,12 @@ static int sm_report_one(const sm_schedule_report_opts *o, const sm_report_input
         if (o->json) {
             fputc('{', out);
             sm_schedule_print_json(out, p, &in->model, &sim);
-            if (in->trace) sm_json_trace(out, o->costs_from, in->trace, sim.makespan);
+            if (in->measured) sm_json_measured(out, in, sim.makespan);
             fprintf(out, "}\n");
         } else {
-            if (in->trace) sm_print_trace_costs(out, o->costs_from, in->trace);
+            if (in->measured) sm_print_measured_costs(out, in);
             sm_schedule_print_text(out, p, &in->model, &sim, o->width);
-            if (in->trace) sm_print_measured(out, in->trace, sim.makespan);
+            if (in->measured) sm_print_measured(out, in->measured, sim.makespan);
         }
         if (o->svg) rc = sm_schedule_write_svg(o->svg, p, &sim, err);
         sm_schedule_sim_free(&sim);
@@ -192,29 +195,28 @@ static int sm_report_all(const sm_schedule_report_opts *o, const sm_report_input
 
 int sm_schedule_report(const sm_schedule_report_opts *o, FILE *out, sm_error *err)
 {
+    const sm_schedule_measured *m = o->measured;
     sm_report_input in = {.policy = o->policy, .pp = o->pp, .micro = o->micro,
-                          .model = {.costs = o->costs, .comm = o->comm}};
-    sm_trace_costs t;
-    if (o->costs_from) {
-        if (sm_trace_costs_load(o->costs_from, &t, err)) {
-            sm_trace_costs_free(&t);
+                          .model = {.costs = o->costs, .comm = o->comm}, .measured = m};
+    sm_measured_costs costs;
+    if (m) {
+        if (sm_measured_costs_new(m, &costs, err)) {
+            sm_measured_costs_free(&costs);
             return -1;
         }
-        in.trace = &t;
-        if (!in.policy) in.policy = sm_schedule_policy_name(t.policy);
-        if (!in.pp) in.pp = t.pp;
-        if (!in.micro) in.micro = t.micro;
-        in.model.costs = t.mean;
-        in.model.rank_costs = in.pp == t.pp ? t.rank : NULL;
-        if (o->comm.p2p < 0) in.model.comm.p2p = t.p2p;
-    } else if (o->comm.p2p < 0) {
-        in.model.comm.p2p = 0;
+        in.costs = &costs;
+        if (!in.policy) in.policy = sm_schedule_policy_name(costs.policy);
+        if (!in.pp) in.pp = m->pp;
+        if (!in.micro) in.micro = m->micro;
+        in.model.costs = costs.mean;
+        in.model.rank_costs = in.pp == m->pp ? costs.rank : NULL;
     }
+    if (o->comm.p2p < 0) in.model.comm.p2p = m ? m->p2p : 0;
     int rc;
     if (in.pp < 1 || in.micro < 1 || (!o->all && !in.policy))
-        rc = sm_fail(err, "schedule: policy, pp >= 1 and micro >= 1 are needed (or a trace "
-                          "to take them from)");
+        rc = sm_fail(err, "schedule: policy, pp >= 1 and micro >= 1 are needed (or a measured "
+                          "run to take them from)");
     else rc = o->all ? sm_report_all(o, &in, out, err) : sm_report_one(o, &in, out, err);
-    if (o->costs_from) sm_trace_costs_free(&t);
+    if (m) sm_measured_costs_free(&costs);
     return rc;
 }

@@ -30,15 +30,26 @@ typedef struct sm_schedule_comm {
     int overlap;
 } sm_schedule_comm;
 
+/* Slot times measured in a pipelined run (e.g. include/starmoe/trace.h's sm_trace_pipeline),
+ * which the report turns into each rank's costs per chunk op (docs/pipeline-schedules.md §4.4). */
+typedef struct sm_schedule_measured {
+    const char *source;          /* where they come from, for the report */
+    const char *policy;          /* the run's schedule */
+    int pp, micro, steps;
+    const double *f, *b, *w;     /* [pp] per rank, summed over every step */
+    size_t messages;             /* messages p2p is the mean of (0: none) */
+    double p2p;
+    double step, scheduled;      /* per step: the whole step, its scheduled tasks */
+} sm_schedule_measured;
+
 typedef struct sm_schedule_report_opts {
     const char *policy;          /* "gpipe", "1f1b", "zbh1", "dualpipe" or "dualpipev" */
     int pp;                      /* ranks */
     int micro;                   /* micro-batches, all directions together */
     sm_schedule_costs costs;
-    sm_schedule_comm comm;       /* comm.p2p < 0: the trace's message time (0 without one) */
-    const char *costs_from;      /* a Chrome trace of a pipelined training run: its per-rank
-                                    costs (and p2p time, when it has messages) replace `costs`,
-                                    and policy, pp, micro default to the trace's (NULL: none) */
+    sm_schedule_comm comm;       /* comm.p2p < 0: the measured message time (0 without) */
+    const sm_schedule_measured *measured; /* NULL, or its per-rank costs (and p2p time) replace
+                                    `costs`, and policy, pp, micro default to its own */
     int all;                     /* one comparison table over the five policies instead */
     int json;                    /* one JSON object instead of the text report */
     int width;                   /* most columns of time in the text report's Gantt chart */

@@ -1,9 +1,9 @@
-/* Slot costs from a pipelined run's Chrome trace: a rank's scheduled tasks (numbered in its
- * program, args.order >= 0) taken in program order form runs of one micro-batch and one
- * direction (forward, or backward); each task adds its share of its run's wall time (first start
- * to last end: the gaps between the tasks included) to its rank's F, B or W by its phase; the
- * means divide by the chunk ops a rank runs in a step (docs/pipeline-schedules.md §4.4). */
-#include "schedulers/trace_costs.h"
+/* The time a pipelined run's Chrome trace shows in each rank's slots: a rank's scheduled tasks
+ * (numbered in its program, args.order >= 0) taken in program order form runs of one
+ * micro-batch and one direction (forward, or backward); each task adds its share of its run's
+ * wall time (first start to last end: the gaps between the tasks included) to its rank's F, B
+ * or W by its phase (docs/pipeline-schedules.md §4.4). */
+#include <starmoe/trace.h>
 
 #include <math.h>
 #include <stdint.h>
@@ -32,7 +32,7 @@ typedef struct sm_cost_scan {
     const sm_trace_data *d;
     sm_graph_span *graphs;
     size_t ngraphs, cap;
-    double (*sum)[SM_NPARTS];    /* [pp] us */
+    double *sum[SM_NPARTS];      /* the output's f, b, w: [ranks] ms */
     sm_sched_task *tasks;
     size_t ntasks, cap_tasks;
 } sm_cost_scan;
@@ -60,13 +60,13 @@ static sm_graph_span *sm_graph_find(sm_cost_scan *s, int64_t graph)
 }
 
 /* The step graphs holding scheduled tasks, and the trace's ranks and micro-batches. */
-static int sm_find_graphs(sm_cost_scan *s, sm_trace_costs *out)
+static int sm_find_graphs(sm_cost_scan *s, sm_trace_pipeline *out)
 {
     const sm_trace_data *d = s->d;
     for (size_t i = 0; i < d->nslices; i++) {
         const sm_trace_slice *sl = &d->slices[i];
         if (sl->order < 0 || sl->micro < 0) continue;
-        if (sl->stage + 1 > out->pp) out->pp = sl->stage + 1;
+        if (sl->stage + 1 > out->ranks) out->ranks = sl->stage + 1;
         if (sl->micro + 1 > out->micro) out->micro = sl->micro + 1;
         if (sm_graph_find(s, sl->graph)) continue;
         if (sm_grow(&s->graphs, &s->cap, s->ngraphs + 1, sizeof *s->graphs)) return -1;
@@ -126,14 +126,14 @@ static void sm_sum_runs(sm_cost_scan *s)
         }
         for (size_t k = at; k < end && busy > 0; k++) {
             const sm_sched_task *t = &s->tasks[k];
-            s->sum[t->stage][t->part] += s->d->slices[t->slice].dur * (hi - lo) / busy;
+            s->sum[t->part][t->stage] += s->d->slices[t->slice].dur * (hi - lo) / busy / 1e3;
         }
     }
 }
 
 /* The mean time of one message: of the sends when there are some (a receive may be posted long
  * before its data leaves), else of all. */
-static void sm_message_time(const sm_trace_data *d, sm_trace_costs *out)
+static void sm_message_time(const sm_trace_data *d, sm_trace_pipeline *out)
 {
     size_t sends = 0;
     for (size_t i = 0; i < d->nmsgs; i++) sends += d->msgs[i].send != 0;
@@ -141,89 +141,64 @@ static void sm_message_time(const sm_trace_data *d, sm_trace_costs *out)
     for (size_t i = 0; i < d->nmsgs; i++)
         if (!sends || d->msgs[i].send) total += d->msgs[i].dur;
     out->messages = sends ? sends : d->nmsgs;
-    out->p2p = out->messages ? total / (double)out->messages / 1e3 : 0;
+    out->message_ms = out->messages ? total / (double)out->messages / 1e3 : 0;
 }
 
-/* Means in ms from the sums: ops = chunk ops of one kind a rank runs per step graph. */
-static void sm_cost_means(const sm_cost_scan *s, int ops, sm_trace_costs *out)
+/* Means over the step graphs of their spans, in ms. */
+static void sm_spans(const sm_cost_scan *s, sm_trace_pipeline *out)
 {
-    double n = (double)ops * (double)s->ngraphs * 1e3;
-    for (int r = 0; r < out->pp; r++) {
-        sm_schedule_costs *c = &out->rank[r];
-        c->f = s->sum[r][SM_PART_F] / n;
-        c->b = s->sum[r][SM_PART_B] / n;
-        c->w = s->sum[r][SM_PART_W] / n;
-        c->fb = c->f + c->b + c->w;
-        out->mean.f += c->f / out->pp;
-        out->mean.b += c->b / out->pp;
-        out->mean.w += c->w / out->pp;
-        out->mean.fb += c->fb / out->pp;
-    }
     for (size_t i = 0; i < s->ngraphs; i++) {
-        out->step_span += (s->graphs[i].hi - s->graphs[i].lo) / (double)s->ngraphs / 1e3;
-        out->pipe_span +=
-            (s->graphs[i].sched_hi - s->graphs[i].sched_lo) / (double)s->ngraphs / 1e3;
+        const sm_graph_span *g = &s->graphs[i];
+        out->step_ms += (g->hi - g->lo) / (double)s->ngraphs / 1e3;
+        out->scheduled_ms += (g->sched_hi - g->sched_lo) / (double)s->ngraphs / 1e3;
     }
 }
 
-/* The trace's scheduler as a pipeline policy, and the chunk ops of one kind per rank and step. */
-static int sm_trace_schedule(const sm_trace_data *d, const char *path, sm_trace_costs *out,
-                             int *ops, sm_error *err)
-{
-    const char *name = sm_trace_meta_str(d, "scheduler");
-    sm_error why = {{0}};
-    if (sm_schedule_policy_parse(name, &out->policy, &why))
-        return sm_fail(err, "%s: otherData \"scheduler\" '%s' is no pipeline schedule (%s)", path,
-                       name, why.msg);
-    sm_schedule *p = sm_schedule_new(out->policy, out->pp, out->micro, &why);
-    if (!p)
-        return sm_fail(err, "%s: %d ranks and %d micro-batches: %s", path, out->pp, out->micro,
-                       why.msg);
-    *ops = out->micro * p->nchunks / p->ndirs;
-    sm_schedule_free(p);
-    return 0;
-}
-
-static int sm_costs_from(const sm_trace_data *d, const char *path, sm_trace_costs *out,
-                         sm_error *err)
+static int sm_pipeline_from(const sm_trace_data *d, const char *path, sm_trace_pipeline *out,
+                            sm_error *err)
 {
     sm_cost_scan s = {.d = d};
-    int ops = 0, rc = -1;
+    int rc = -1;
     if (sm_find_graphs(&s, out)) {
         sm_fail(err, "%s: out of memory", path);
     } else if (!s.ngraphs) {
         sm_fail(err, "%s: no task has an \"order\" in a pipeline rank's program: not a trace of "
                      "a pipelined training run (engine.pp > 1 and engine.sched a schedule)", path);
-    } else if (sm_trace_schedule(d, path, out, &ops, err) == 0) {
-        s.sum = calloc((size_t)out->pp, sizeof *s.sum);
-        out->rank = calloc((size_t)out->pp, sizeof *out->rank);
-        if (!s.sum || !out->rank || sm_collect_tasks(&s)) {
+    } else {
+        size_t n = (size_t)out->ranks;
+        out->scheduler = strdup(sm_trace_meta_str(d, "scheduler"));
+        s.sum[SM_PART_F] = out->f = calloc(n, sizeof(double));
+        s.sum[SM_PART_B] = out->b = calloc(n, sizeof(double));
+        s.sum[SM_PART_W] = out->w = calloc(n, sizeof(double));
+        if (!out->scheduler || !out->f || !out->b || !out->w || sm_collect_tasks(&s)) {
             sm_fail(err, "%s: out of memory", path);
         } else {
             out->steps = (int)s.ngraphs;
             sm_sum_runs(&s);
-            sm_cost_means(&s, ops, out);
+            sm_spans(&s, out);
             sm_message_time(d, out);
             rc = 0;
         }
     }
     free(s.graphs);
-    free(s.sum);
     free(s.tasks);
     return rc;
 }
 
-int sm_trace_costs_load(const char *path, sm_trace_costs *out, sm_error *err)
+int sm_trace_pipeline_load(const char *path, sm_trace_pipeline *out, sm_error *err)
 {
-    *out = (sm_trace_costs){0};
+    *out = (sm_trace_pipeline){0};
     sm_trace_data d;
-    int rc = sm_trace_load(&d, path, err) ? -1 : sm_costs_from(&d, path, out, err);
+    int rc = sm_trace_load(&d, path, err) ? -1 : sm_pipeline_from(&d, path, out, err);
     sm_trace_data_free(&d);
     return rc;
 }
 
-void sm_trace_costs_free(sm_trace_costs *c)
+void sm_trace_pipeline_free(sm_trace_pipeline *p)
 {
-    free(c->rank);
-    *c = (sm_trace_costs){0};
+    free(p->scheduler);
+    free(p->f);
+    free(p->b);
+    free(p->w);
+    *p = (sm_trace_pipeline){0};
 }
