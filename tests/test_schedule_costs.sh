@@ -20,14 +20,17 @@ for p in gpipe 1f1b zbh1 dualpipe dualpipev; do
 done
 grep -qE '^1f1b +8 +85\.6 +4\.6 ' "$TMP/all"; ok $? "--all: 1f1b step 85.6, 4.6 of it communication"
 "$STARMOE" schedule --all --pp 3 --micro 12 > "$TMP/odd" 2>&1
-grep -q '^dualpipe .*needs an even number of ranks' "$TMP/odd"; ok $? "--all: dualpipe at pp 3 says why not"
+grep -q '^dualpipe .*needs an even number of ranks' "$TMP/odd"
+ok $? "--all: dualpipe at pp 3 says why not"
 "$STARMOE" schedule --policy dualpipe --pp 4 --micro 8 --comm 0.2 --ep-comm 0.5 --overlap \
   > "$TMP/d" 2>&1
 ok $? "schedule dualpipe --comm 0.2 --ep-comm 0.5 --overlap"
-grep -qE '^rank 0: busy [0-9.]+  bubble [0-9.]+  exposed comm [0-9.]+ \(p2p wait [0-9.]+, all-to-all [0-9.]+\)' \
-  "$TMP/d"; ok $? "each rank's exposed communication, split into p2p wait and all-to-all"
+rank0='^rank 0: busy [0-9.]+  bubble [0-9.]+  exposed comm [0-9.]+ '
+grep -qE "$rank0"'\(p2p wait [0-9.]+, all-to-all [0-9.]+\)' "$TMP/d"
+ok $? "each rank's exposed communication, split into p2p wait and all-to-all"
 "$STARMOE" schedule --policy 1f1b --pp 4 --micro 8 --comm 0.5 --format json > "$TMP/j" 2>&1
-grep -qE '^\{"policy":"1f1b",.*"comm":\{"p2p":0.5,.*"exposed_comm_max":[0-9.]+,.*"p2p_wait":' "$TMP/j"
+grep -qE '^\{"policy":"1f1b",.*"comm":\{"p2p":0.5,.*"exposed_comm_max":[0-9.]+,.*"p2p_wait":' \
+  "$TMP/j"
 ok $? "--format json has the communication and each rank's exposed part"
 
 # ---- costs from a hand-made trace (1f1b, pp 2, 2 micro-batches, 1 step; times in us): rank 0
@@ -58,20 +61,23 @@ timeout 60 "$STARMOE" schedule --costs-from "$TMP/t.json" > "$TMP/c" 2>&1
 ok $? "schedule --costs-from the trace ($(grep -E '^measured' "$TMP/c"))"
 grep -q "^costs from $TMP/t.json: 1f1b, 2 ranks, 4 micro-batches, 3 steps" "$TMP/c"
 ok $? "policy, ranks, micro-batches and steps are the trace's"
+derived=$(grep -E '^  rank' "$TMP/c" | tr -s ' ' | tr '\n' ';')
 awk '/^  rank [01]: F=/ {
        split($3, f, "="); split($4, b, "="); split($5, w, "="); split($6, fb, "=");
        d = fb[2] - (f[2] + b[2] + w[2]); if (d < 0) d = -d;
        if (f[2] > 0 && b[2] > 0 && w[2] > 0 && d <= 1e-3 * fb[2]) n++ }
      END { exit n != 2 }' "$TMP/c"
-ok $? "both ranks' F, B, W are positive and FB = F + B + W: $(grep -E '^  rank' "$TMP/c" | tr -s ' ' | tr '\n' ';')"
+ok $? "both ranks' F, B, W are positive and FB = F + B + W:$derived"
 grep -q '^  p2p: the trace has no messages' "$TMP/c"; ok $? "one process: no message time"
 awk '/^measured:/ { r = $(NF - 2); exit !(r >= 0.5 && r <= 1.2) } END { }' "$TMP/c"
 ok $? "predicted makespan within [0.5, 1.2] of the measured span of the scheduled tasks"
 grep -qx 'makespan [0-9.]*' "$TMP/c"; ok $? "the simulated timeline follows"
 "$STARMOE" schedule --costs-from "$TMP/t.json" --all --comm 1 > "$TMP/ca" 2>&1
-grep -qE '^zbh1 +2 ' "$TMP/ca"; ok $? "--costs-from --all --comm: the measured costs under every policy"
+grep -qE '^zbh1 +2 ' "$TMP/ca"
+ok $? "--costs-from --all --comm: the measured costs under every policy"
 "$STARMOE" schedule --costs-from "$TMP/t.json" --format json > "$TMP/cj" 2>&1
-grep -qE '"costs_from":\{"trace":".*","policy":"1f1b","pp":2,"micro":4,"steps":3,.*"predicted_over_measured":' "$TMP/cj"
+grep -qE '"costs_from":\{"trace":".*","policy":"1f1b","pp":2,"micro":4,"steps":3,' "$TMP/cj" &&
+  grep -q '"predicted_over_measured":' "$TMP/cj"
 ok $? "--format json: the trace's figures"
 grep -q '"ranks":\[{"rank":0,.*"costs":{"F":' "$TMP/cj"; ok $? "--format json: each rank's costs"
 
