@@ -19,12 +19,29 @@ int sm_schedule_stage_copies(const sm_schedule *p) { return p->policy == SM_SCHE
 
 /* ---- text ---- */
 
-static void sm_print_header(FILE *f, const sm_schedule *p, const sm_schedule_costs *c)
+void sm_schedule_print_costs(FILE *f, const sm_schedule_costs *c)
+{
+    fprintf(f, "F=%g B=%g W=%g FB=%g", c->f, c->b, c->w, c->fb);
+}
+
+static int sm_has_comm(const sm_schedule_comm *c) { return c->p2p > 0 || c->ep > 0; }
+
+void sm_schedule_print_comm(FILE *f, const sm_schedule_comm *c)
+{
+    if (sm_has_comm(c))
+        fprintf(f, ", p2p %g, all-to-all %g, overlap %s", c->p2p, c->ep, c->overlap ? "on" : "off");
+}
+
+static void sm_print_header(FILE *f, const sm_schedule *p, const sm_schedule_model *m)
 {
     fprintf(f, "%s: %d ranks, %d micro-batches", sm_schedule_policy_name(p->policy), p->pp, p->micro);
     if (p->ndirs == 2) fprintf(f, " (%d per direction)", sm_schedule_micro_per_dir(p));
-    fprintf(f, ", %d stages, %d stage chunk%s per rank; costs F=%g B=%g W=%g FB=%g\n", p->nstages,
-            p->nchunks, p->nchunks > 1 ? "s" : "", c->f, c->b, c->w, c->fb);
+    fprintf(f, ", %d stages, %d stage chunk%s per rank; costs ", p->nstages, p->nchunks,
+            p->nchunks > 1 ? "s" : "");
+    if (m->rank_costs) fprintf(f, "per rank");
+    else sm_schedule_print_costs(f, &m->costs);
+    sm_schedule_print_comm(f, &m->comm);
+    fputc('\n', f);
 }
 
 static void sm_print_programs(FILE *f, const sm_schedule *p)
@@ -73,33 +90,52 @@ static void sm_print_gantt(FILE *f, const sm_schedule *p, const sm_schedule_sim 
     }
 }
 
-static void sm_print_summary(FILE *f, const sm_schedule *p, const sm_schedule_sim *s)
+static void sm_print_summary(FILE *f, const sm_schedule *p, const sm_schedule_model *m,
+                             const sm_schedule_sim *s)
 {
     fprintf(f, "makespan %g\n", s->makespan);
-    for (int r = 0; r < p->pp; r++)
-        fprintf(f, "rank %d: busy %g  bubble %g  peak activations %d\n", r, s->busy[r],
-                s->bubble[r], s->peak_act[r]);
-    fprintf(f, "bubble max %g; parameters: %d stage chunk%s per rank, %d cop%s of each stage\n",
-            s->bubble_max, p->nchunks, p->nchunks > 1 ? "s" : "", sm_schedule_stage_copies(p),
+    for (int r = 0; r < p->pp; r++) {
+        fprintf(f, "rank %d: busy %g  bubble %g  ", r, s->busy[r], s->bubble[r]);
+        if (sm_has_comm(&m->comm))
+            fprintf(f, "exposed comm %g (p2p wait %g, all-to-all %g)  ",
+                    s->p2p_wait[r] + s->a2a[r], s->p2p_wait[r], s->a2a[r]);
+        fprintf(f, "peak activations %d\n", s->peak_act[r]);
+    }
+    fprintf(f, "bubble max %g; ", s->bubble_max);
+    if (sm_has_comm(&m->comm)) fprintf(f, "exposed comm max %g; ", s->exposed_max);
+    fprintf(f, "parameters: %d stage chunk%s per rank, %d cop%s of each stage\n",
+            p->nchunks, p->nchunks > 1 ? "s" : "", sm_schedule_stage_copies(p),
             sm_schedule_stage_copies(p) > 1 ? "ies" : "y");
 }
 
-void sm_schedule_print_text(FILE *f, const sm_schedule *p, const sm_schedule_costs *c, const sm_schedule_sim *s,
-                        int width)
+void sm_schedule_print_text(FILE *f, const sm_schedule *p, const sm_schedule_model *m,
+                            const sm_schedule_sim *s, int width)
 {
-    sm_print_header(f, p, c);
+    sm_print_header(f, p, m);
     sm_print_programs(f, p);
     sm_print_gantt(f, p, s, width);
-    sm_print_summary(f, p, s);
+    sm_print_summary(f, p, m, s);
 }
 
 /* ---- JSON ---- */
 
-static void sm_json_rank(FILE *f, const sm_schedule *p, const sm_schedule_sim *s, int r)
+/* "costs":{...}, */
+static void sm_json_costs(FILE *f, const sm_schedule_costs *c)
+{
+    fprintf(f, "\"costs\":{\"F\":%.10g,\"B\":%.10g,\"W\":%.10g,\"FB\":%.10g},", c->f, c->b, c->w,
+            c->fb);
+}
+
+static void sm_json_rank(FILE *f, const sm_schedule *p, const sm_schedule_model *m,
+                         const sm_schedule_sim *s, int r)
 {
     char tok[64];
-    fprintf(f, "{\"rank\":%d,\"busy\":%.10g,\"bubble\":%.10g,\"peak_activations\":%d,\"slots\":[",
-            r, s->busy[r], s->bubble[r], s->peak_act[r]);
+    fprintf(f, "{\"rank\":%d,\"busy\":%.10g,\"bubble\":%.10g,\"p2p_wait\":%.10g,"
+               "\"all_to_all\":%.10g,\"exposed_comm\":%.10g,\"peak_activations\":%d,",
+            r, s->busy[r], s->bubble[r], s->p2p_wait[r], s->a2a[r], s->p2p_wait[r] + s->a2a[r],
+            s->peak_act[r]);
+    if (m->rank_costs) sm_json_costs(f, &m->rank_costs[r]);
+    fprintf(f, "\"slots\":[");
     for (int i = 0; i < p->nslots[r]; i++) {
         sm_slot_format(p, &p->slots[r][i], tok, sizeof tok);
         fprintf(f, "%s{\"op\":\"%s\",\"start\":%.10g,\"end\":%.10g}", i ? "," : "", tok,
@@ -108,20 +144,23 @@ static void sm_json_rank(FILE *f, const sm_schedule *p, const sm_schedule_sim *s
     fprintf(f, "]}");
 }
 
-void sm_schedule_print_json(FILE *f, const sm_schedule *p, const sm_schedule_costs *c, const sm_schedule_sim *s)
+void sm_schedule_print_json(FILE *f, const sm_schedule *p, const sm_schedule_model *m,
+                            const sm_schedule_sim *s)
 {
-    fprintf(f, "{\"policy\":\"%s\",\"pp\":%d,\"micro\":%d,\"stages\":%d,\"directions\":%d,"
+    fprintf(f, "\"policy\":\"%s\",\"pp\":%d,\"micro\":%d,\"stages\":%d,\"directions\":%d,"
                "\"chunks_per_rank\":%d,\"stage_copies\":%d,",
             sm_schedule_policy_name(p->policy), p->pp, p->micro, p->nstages, p->ndirs, p->nchunks,
             sm_schedule_stage_copies(p));
-    fprintf(f, "\"costs\":{\"F\":%.10g,\"B\":%.10g,\"W\":%.10g,\"FB\":%.10g},", c->f, c->b, c->w,
-            c->fb);
-    fprintf(f, "\"makespan\":%.10g,\"bubble_max\":%.10g,\"ranks\":[", s->makespan, s->bubble_max);
+    sm_json_costs(f, &m->costs);
+    fprintf(f, "\"comm\":{\"p2p\":%.10g,\"all_to_all\":%.10g,\"overlap\":%s},", m->comm.p2p,
+            m->comm.ep, m->comm.overlap ? "true" : "false");
+    fprintf(f, "\"makespan\":%.10g,\"bubble_max\":%.10g,\"exposed_comm_max\":%.10g,\"ranks\":[",
+            s->makespan, s->bubble_max, s->exposed_max);
     for (int r = 0; r < p->pp; r++) {
         if (r) fputc(',', f);
-        sm_json_rank(f, p, s, r);
+        sm_json_rank(f, p, m, s, r);
     }
-    fprintf(f, "]}\n");
+    fputc(']', f);
 }
 
 /* ---- SVG ---- */

@@ -3,7 +3,7 @@
 # outputs: trace/output.c).
 libstarmoe_core_la_SOURCES += trace/recorder.c trace/recorder.h trace/writer.h trace/chrome.c \
 	trace/paje.c trace/read.h trace/read.c trace/summary.c trace/html.c trace/html_page.c \
-	trace/merge.c trace/output.c trace/output.h
+	trace/merge.c trace/output.c trace/output.h trace/pipeline_times.c
 starmoeinclude_HEADERS += include/starmoe/trace.h
 check_PROGRAMS += tests/test_trace_io
 TESTS += tests/test_trace_io

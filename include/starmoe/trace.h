@@ -45,6 +45,27 @@ SM_API int sm_trace_summary(const char *path, FILE *out, int json, sm_error *err
  * details, the per-op breakdown and the summary. */
 SM_API int sm_trace_html(const char *path, const char *out_path, sm_error *err);
 
+/* The time a pipelined training run spent in each pipeline rank's slots, read from its Chrome
+ * trace (`starmoe schedule --costs-from`; docs/pipeline-schedules.md §4.4): the tasks numbered
+ * in a rank's program (args.order), in program order, form runs of one micro-batch and one
+ * direction; a run's wall time goes to F, B and W by its tasks' phases and durations. */
+typedef struct sm_trace_pipeline {
+    char *scheduler;             /* otherData "scheduler" ("" when absent) */
+    int ranks, micro;            /* largest args.stage and args.mb of a scheduled task, + 1 */
+    int steps;                   /* step graphs with scheduled tasks */
+    double *f, *b, *w;           /* [ranks] ms over every step: forward, input backward, weight
+                                    backward (communication tasks: "..._bwd" to b, else f) */
+    size_t messages;             /* message slices between ranks: the sends, else all */
+    double message_ms;           /* their mean duration, 0 without */
+    double step_ms;              /* mean over steps: first start to last end of the step graph */
+    double scheduled_ms;         /* the same over its scheduled tasks */
+} sm_trace_pipeline;
+
+/* Fails naming the file when it has no scheduled tasks. Free with sm_trace_pipeline_free (also
+ * after a failure). */
+SM_API int sm_trace_pipeline_load(const char *path, sm_trace_pipeline *out, sm_error *err);
+SM_API void sm_trace_pipeline_free(sm_trace_pipeline *p);
+
 /* Concatenates the events of n Chrome traces (one per rank) into one, giving each input's
  * processes their own pid and keeping task and flow ids distinct. */
 SM_API int sm_trace_merge(const char *const *paths, int n, const char *out_path, sm_error *err);
