@@ -166,7 +166,9 @@ static int sm_pipeline_from(const sm_trace_data *d, const char *path, sm_trace_p
                      "a pipelined training run (engine.pp > 1 and engine.sched a schedule)", path);
     } else {
         size_t n = (size_t)out->ranks;
-        out->scheduler = strdup(sm_trace_meta_str(d, "scheduler"));
+        /* a merged trace of ranks keeps rank 0's metadata as input0.* */
+        const char *sched = sm_trace_meta_str(d, "scheduler");
+        out->scheduler = strdup(*sched ? sched : sm_trace_meta_str(d, "input0.scheduler"));
         s.sum[SM_PART_F] = out->f = calloc(n, sizeof(double));
         s.sum[SM_PART_B] = out->b = calloc(n, sizeof(double));
         s.sum[SM_PART_W] = out->w = calloc(n, sizeof(double));
