@@ -12,29 +12,6 @@ TRAIN=("$STARMOE" train --config "$CONFIG" --set engine.workers=1 --set eval.eve
        --set eval.batches=1 --set log.every=1 --set parallel.ep=2
        --set engine.deterministic=true --set checkpoint.every=4 --set checkpoint.keep=1000)
 
-# descendants PID: every process below PID
-descendants() {
-  local c
-  for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done
-}
-# rank_pid JOB N: the pid of rank N (its OMPI_COMM_WORLD_RANK) of the job whose shell pid is
-# JOB (other jobs on the machine are never touched)
-rank_pid() {
-  local p
-  for p in $(descendants "$1"); do
-    if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
-      echo "$p"
-      return
-    fi
-  done
-}
-# wait_for PATH SECONDS: until PATH exists
-wait_for() {
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do [ -e "$1" ] && return 0; sleep 0.1; done
-  return 1
-}
-
 # the run to compare with: 12 steps, uninterrupted
 "${MPIRUN[@]}" "${TRAIN[@]}" --steps 12 --out "$TMP/whole" > "$TMP/out" 2>&1
 ok $? "an uninterrupted run of 12 steps over ep 2"

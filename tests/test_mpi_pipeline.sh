@@ -4,8 +4,8 @@
 # between them inside the step graph. Every policy at pp 2 (and 1f1b, dualpipe, dualpipev at
 # pp 4) gives, with engine.deterministic, the step numbers, weights and moments of the one-rank
 # unpipelined run bit for bit; without it, the losses within 1e-6; a pp 2 run stopped and
-# resumed goes on bit for bit; bad layouts are refused before any work. Every mpirun is bounded
-# by a timeout.
+# resumed goes on bit for bit; a killed rank is named by the other; bad layouts are refused
+# before any work. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 . "$(dirname "$0")/mpi.sh"
 CKPT_SAME=$(dirname "$STARMOE")/tests/ckpt_same
@@ -103,6 +103,22 @@ rc=$?
 [ $rc -eq 0 ] && same "$TMP/zbh1" "$TMP/resumed"
 ok $? "zbh1 on 2 ranks stopped after step 2 and resumed: the uninterrupted run bit for bit \
 (exit $rc $(why resumed))"
+
+# rank 1 killed mid-run: rank 0 names it and the job ends within 30 s
+"${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.pp=2 --set engine.sched=1f1b \
+  --set train.micro_batches=4 --steps 1000 --set eval.every=0 --set log.every=1 \
+  --out "$TMP/killed" > "$TMP/out-killed" 2>&1 &
+job=$!
+for i in $(seq 1 300); do grep -q "^step  *2/" "$TMP/out-killed" && break; sleep 0.1; done
+victim=$(rank_pid $job 1)
+start=$(date +%s)
+[ -n "$victim" ] && kill -9 "$victim"
+wait $job
+rc=$? took=$(($(date +%s) - start))
+[ -n "$victim" ] && [ $rc -ne 0 ] && [ $took -le 30 ] &&
+  grep -q "^rank 0: .*rank 1 (pid $victim) was lost" "$TMP/out-killed"
+ok $? "1f1b on 2 ranks, rank 1 killed (pid $victim): rank 0 names it and the job ends within 30 s \
+(took $took s, exit $rc)"
 
 # bad layouts: refused on every rank before any work, naming the fields
 pp_run nopolicy 2 4
