@@ -31,7 +31,7 @@ EXTRA_DIST += tests/test_resume_faults.sh
 # Launching under mpirun: layout checks on every rank, the start-up hash, a failing rank stopping
 # all, a silent peer timed out (tests/mpi_idle), one rank unchanged.
 TESTS += tests/test_mpi.sh tests/test_mpi_faults.sh
-EXTRA_DIST += tests/test_mpi.sh tests/test_mpi_faults.sh tests/mpi.sh
+EXTRA_DIST += tests/test_mpi.sh tests/test_mpi_faults.sh tests/mpi.sh tests/browser.sh
 # Rank traces under mpirun: one file per rank, messages, clocks, merge and per-rank summary.
 TESTS += tests/test_mpi_trace.sh
 EXTRA_DIST += tests/test_mpi_trace.sh

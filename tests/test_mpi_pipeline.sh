@@ -8,6 +8,7 @@
 # before any work. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 . "$(dirname "$0")/mpi.sh"
+. "$(dirname "$0")/browser.sh"
 CKPT_SAME=$(dirname "$STARMOE")/tests/ckpt_same
 TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --set engine.workers=1
        --set eval.batches=1 --set log.every=1 --steps 4)
@@ -83,6 +84,27 @@ for rank, path in enumerate(sys.argv[1:]):
                {("x2", "recv"): 4, ("dres", "send"): 4}
         say(dict(kinds) == want, f"rank {rank}, graph {g}: boundary messages {dict(kinds)}")
 EOF
+
+# the merged timeline: trace summary gives each pipeline rank's bubble and exposed
+# communication, schedule --costs-from predicts the step from it, Chromium draws its report
+"$STARMOE" trace merge "$TMP/t.json" "$TMP/t.rank1.json" -o "$TMP/all.json" > /dev/null &&
+  "$STARMOE" trace summary "$TMP/all.json" > "$TMP/summary"
+rc=$?
+[ $rc -eq 0 ] && grep -qE "^0 +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+%" "$TMP/summary" &&
+  grep -qE "^1 +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+%" "$TMP/summary" &&
+  grep -qE "^1 +[0-9]+ +[0-9]+ .*%$" "$TMP/summary"
+ok $? "trace summary of the merged ranks: each pipeline rank's bubble and exposed communication"
+"$STARMOE" schedule --policy 1f1b --pp 2 --micro 4 --costs-from "$TMP/all.json" > "$TMP/predicted"
+rc=$?
+[ $rc -eq 0 ] && grep -q "^measured: .* predicted makespan .* x measured" "$TMP/predicted"
+ok $? "schedule --costs-from the merged trace predicts the step ($(grep '^measured' \
+"$TMP/predicted" | sed 's/.*= //'))"
+if command -v chromium > /dev/null; then
+  "$STARMOE" trace html "$TMP/all.json" -o "$TMP/all.html" > /dev/null && page_ok "$TMP/all.html"
+  ok $? "Chromium draws the merged ranks' report ($(cat "$TMP/body"))"
+else
+  skip "chromium not installed"
+fi
 
 # without engine.deterministic: the losses within 1e-6 relative
 "${TRAIN[@]}" --set train.micro_batches=4 --out "$TMP/one-nd" > "$TMP/out-one" 2>&1

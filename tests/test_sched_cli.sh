@@ -15,7 +15,6 @@ expect_error() { # name, pattern, command...
   if [ $rc -ge 1 ] && [ $rc -le 2 ] && grep -qiE -e "$pattern" "$TMP/out"; then ok 0 "$name"
   else ok 1 "$name (exit $rc: $(head -c 300 "$TMP/out"))"; fi
 }
-skip() { tap_n=$((tap_n + 1)); echo "ok $tap_n - # SKIP $1"; }
 
 # ---- the registry
 "$STARMOE" eval --sched help > "$TMP/help" 2>&1

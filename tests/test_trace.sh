@@ -8,6 +8,7 @@
 # and bad flags get errors naming the file; outputs that are an input are refused, a failed
 # merge leaves no output, absurd times and dependencies are refused naming the event and field.
 . "$(dirname "$0")/tap.sh"
+. "$(dirname "$0")/browser.sh"
 src=${STARMOE_SRCDIR:-..}
 check_tool=${TRACE_CHECK:-./tests/trace_check}
 out_dir=tests/test_trace.out
@@ -18,7 +19,6 @@ small=(--set train.batch_size=4 --set train.seq_len=32 --set train.micro_batches
        --set checkpoint.every=2 --set log.every=1 --set data.val_fraction=0.1
        --set data.doc_separator=\"\")
 train() { "$STARMOE" train --config "$src/examples/tiny.json" --data "$TMP/corpus" "${small[@]}" "$@"; }
-skip() { tap_n=$((tap_n + 1)); echo "ok $tap_n # SKIP $1"; }
 count() { grep -c "$1" "$2"; }
 
 # ---- a traced training run
@@ -89,19 +89,6 @@ ok $? "the merged trace holds both ranks' tasks under two pids"
 "$STARMOE" trace html "$TMP/train.json" -o "$out_dir/report.html" > /dev/null
 ok $? "trace html writes a report"
 ! grep -qiE '<(script|link)[^>]* src=|https?://' "$out_dir/report.html"; ok $? "the report is self-contained (no external script, style or URL)"
-chromium_cmd() { # output flags..., page
-  local profile; profile=$(mktemp -d "$TMP/chromium.XXXXXX")
-  timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-    --disable-background-networking --disable-component-update --disable-sync \
-    --user-data-dir="$profile" --window-size=1400,900 "$@" 2> /dev/null
-}
-# a page passes when its script drew lanes and boxes and reported no error
-page_ok() { # page
-  local body; body=$(chromium_cmd --dump-dom "file://$(realpath "$1")" | grep -o '<body[^>]*>')
-  echo "$body" > "$TMP/body"
-  echo "$body" | grep -qE 'data-lanes="[1-9]' && echo "$body" | grep -qE 'data-boxes="[1-9]' &&
-    ! echo "$body" | grep -q 'data-error='
-}
 if command -v chromium > /dev/null; then
   page_ok "$out_dir/report.html"; ok $? "Chromium draws the lanes and task boxes, no script error ($(cat "$TMP/body"))"
   grep -q "data-slices=\"$(count '"ph":"X"' "$TMP/train.json")\"" "$TMP/body"; ok $? "the page holds every task"
