@@ -6,8 +6,7 @@
 # (`starmoe trace merge`) each pipeline rank's bubble and exposed communication (`starmoe trace
 # summary --format json`) and the makespan the simulator predicts from the costs measured in
 # the same trace (`starmoe schedule --costs-from`), as a ratio to the measured scheduled span.
-# Writes the table as JSON
-# to bench/results/pipeline-ranks-DATE.json.
+# Writes the table as JSON to bench/results/pipeline-ranks-DATE.json.
 #   STARMOE=build/starmoe CONFIG=examples/small.json BATCH=8 SEQ=256 MICRO=4 PP=2 STEPS=3 \
 #     bash bench/pipeline_ranks.sh
 # POLICIES (default "gpipe 1f1b zbh1 dualpipe dualpipev"). As root, OpenMPI needs
