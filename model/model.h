@@ -57,10 +57,14 @@ struct sm_model {
     int adding_layer;                        /* while the parameters are created */
 };
 
+/* The block of routed expert e when E experts are split in `ep` contiguous blocks (a model's
+ * expert shards, a run's expert-parallel ranks). */
+static inline int sm_expert_block(int e, int E, int ep) { return e / (E / ep); }
+
 /* Whether routed expert e's parameters are held by this model. */
 static inline int sm_model_holds_expert(const sm_model *m, int e)
 {
-    return e / (m->dims.E / m->shard_ep) == m->shard_index;
+    return sm_expert_block(e, m->dims.E, m->shard_ep) == m->shard_index;
 }
 
 /* Activations of one layer for one micro-batch (T tokens). Forward tensors are saved for
@@ -150,7 +154,10 @@ struct sm_run {
 /* Index of routed-expert row buffers (sm_layer_acts): expert e, source p. */
 static inline int sm_ex(const sm_run *r, int e, int p) { return e * r->ep + p; }
 /* The expert-parallel index holding expert e, and whether it is this rank. */
-static inline int sm_expert_owner(const sm_run *r, int e) { return e / (r->m->dims.E / r->ep); }
+static inline int sm_expert_owner(const sm_run *r, int e)
+{
+    return sm_expert_block(e, r->m->dims.E, r->ep);
+}
 static inline int sm_expert_here(const sm_run *r, int e) { return sm_expert_owner(r, e) == r->ep_index; }
 
 /* data_parallel.c: a run's share of data parallelism over every rank of the job. In the step

@@ -14,6 +14,7 @@ struct sm_optimizer {
     int ngroups;
     sm_param_group *groups;      /* n = 0 for the groups of experts held by other ranks */
     int *expert_of;              /* per group: its routed expert, -1 for none */
+    int *layer_of;               /* per group: its decoder layer, -1 outside layers */
     sm_tensor **sumsq;           /* per group */
     sm_tensor *clip;
     sm_tensor **load;            /* per layer, NULL for dense layers */
@@ -35,9 +36,10 @@ struct sm_optimizer {
 /* Whether parameter i is trained (its gradient may be another rank's: an absent expert's). */
 static int sm_trained(const sm_model *m, int i) { return m->all[i].g || m->all[i].w->absent; }
 
-/* group_of[i] for every parameter (-1 untrained) and expert_of[k] for every group (-1 outside
- * routed experts); returns the number of groups. */
-static int sm_assign_groups(const sm_model *m, int *group_of, int *expert_of)
+/* group_of[i] for every parameter (-1 untrained), and for every group expert_of[k] (-1
+ * outside routed experts) and layer_of[k] (the layer its tasks are traced under, -1 outside
+ * decoder layers); returns the number of groups. */
+static int sm_assign_groups(const sm_model *m, int *group_of, int *expert_of, int *layer_of)
 {
     int G = 0;
     size_t filled = 0;
@@ -48,6 +50,8 @@ static int sm_assign_groups(const sm_model *m, int *group_of, int *expert_of)
         int e = m->all[i].expert, new_layer = i > 0 && m->all[i].layer != m->all[i - 1].layer;
         if (G == 0 || expert_of[G - 1] != e || new_layer ||
             (filled > 0 && filled + n > SM_GROUP_VALUES)) {
+            int l = m->all[i].layer;
+            layer_of[G] = l >= 0 && l < m->dims.L ? l : -1;
             expert_of[G++] = e;
             filled = 0;
         }
@@ -55,13 +59,6 @@ static int sm_assign_groups(const sm_model *m, int *group_of, int *expert_of)
         filled += n;
     }
     return G;
-}
-
-/* The layer a group's tasks are traced under: that of its first parameter, -1 outside. */
-static int sm_group_layer(const sm_param_group *g)
-{
-    int l;
-    return g->n && sscanf(g->w[0]->name, "model.layers.%d.", &l) == 1 ? l : -1;
 }
 
 static int sm_group_alloc(sm_param_group *g, int n)
@@ -95,13 +92,17 @@ static int sm_optimizer_groups(sm_optimizer *o, sm_error *err)
     sm_model *m = o->m;
     int *group_of = calloc(m->nall ? m->nall : 1, sizeof *group_of);
     o->expert_of = calloc(m->nall ? m->nall : 1, sizeof *o->expert_of);
-    int G = group_of && o->expert_of ? sm_assign_groups(m, group_of, o->expert_of) : 0;
+    o->layer_of = calloc(m->nall ? m->nall : 1, sizeof *o->layer_of);
+    int G = group_of && o->expert_of && o->layer_of
+                ? sm_assign_groups(m, group_of, o->expert_of, o->layer_of)
+                : 0;
     int *count = calloc(G ? G : 1, sizeof *count);
     o->ngroups = G;
     o->groups = calloc(G ? G : 1, sizeof *o->groups);
     o->states = calloc(2 * (size_t)m->nall + 1, sizeof *o->states);
     o->state_param = calloc(2 * (size_t)m->nall + 1, sizeof *o->state_param);
-    if (!group_of || !o->expert_of || !count || !o->groups || !o->states || !o->state_param) {
+    if (!group_of || !o->expert_of || !o->layer_of || !count || !o->groups || !o->states ||
+        !o->state_param) {
         free(count);
         free(group_of);
         return sm_fail(err, "out of memory for the optimizer");
@@ -190,6 +191,7 @@ void sm_optimizer_free(sm_optimizer *o)
     }
     free(o->groups);
     free(o->expert_of);
+    free(o->layer_of);
     free(o->sumsq);
     free(o->load);
     free(o->states);
@@ -231,7 +233,7 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
                        .step = o->steps + 1};
     if (!r->backward) return sm_fail(err, "the optimizer needs a run with a backward pass");
     for (int k = 0; k < o->ngroups; k++) {
-        c.layer = sm_group_layer(&o->groups[k]);
+        c.layer = o->layer_of[k];
         if (o->groups[k].n && sm_insert_grad_sumsq(&c, &o->groups[k], o->sumsq[k])) return -1;
     }
     if (sm_share_expert_sumsq(o, r, err)) return -1;
@@ -239,7 +241,7 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
     if (sm_insert_clip_decide(&c, o->clip, o->sumsq, o->ngroups, r->loss, (float)hp->grad_clip))
         return -1;
     for (int k = 0; k < o->ngroups; k++) {
-        c.layer = sm_group_layer(&o->groups[k]);
+        c.layer = o->layer_of[k];
         if (o->groups[k].n && sm_insert_adamw(&c, &o->groups[k], o->clip, &ahp)) return -1;
     }
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
