@@ -266,17 +266,24 @@ static int sm_pp_boundary(sm_run *r, int dir, int stage, int mb, int kind, int a
                  : sm_comm_recv(t->handle, sm_pp_mpi(r, peer), tag, t->name, err);
 }
 
+/* Micro-batch mb's balance-loss part and (with a backward pass) routing plan of MoE layer l,
+ * from the rank that computes them to the others (sm_pp_share). */
+static int sm_pp_share_layer(sm_run *r, int l, int mb, sm_error *err)
+{
+    sm_layer_acts *a = &r->mb[mb].layers[l];
+    if (!r->m->layers[l].moe) return 0;
+    return sm_pp_share(r, a->bal_loss, SM_PP_BAL, l, mb, err) ||
+                   (r->backward && sm_pp_share(r, a->plan, SM_PP_PLAN, l, mb, err))
+               ? -1
+               : 0;
+}
+
 /* After a forward on this rank: its loss part, balance-loss parts and routing plans to the
  * other pipeline ranks (for the loss sums and the router bias updates every rank runs). */
 static int sm_pp_share_forward(sm_run *r, const sm_stage_span *sp, int mb, sm_error *err)
 {
-    for (int l = sp->first; l < sp->end; l++) {
-        sm_layer_acts *a = &r->mb[mb].layers[l];
-        if (!r->m->layers[l].moe) continue;
-        if (sm_pp_share(r, a->bal_loss, SM_PP_BAL, l, mb, err) ||
-            (r->backward && sm_pp_share(r, a->plan, SM_PP_PLAN, l, mb, err)))
-            return -1;
-    }
+    for (int l = sp->first; l < sp->end; l++)
+        if (sm_pp_share_layer(r, l, mb, err)) return -1;
     return sp->head ? sm_pp_share(r, r->mb[mb].loss_part, SM_PP_LOSS, r->m->dims.L, mb, err)
                     : 0;
 }
@@ -286,13 +293,9 @@ static int sm_pp_receive_forwards(sm_run *r, sm_error *err)
 {
     int L = r->m->dims.L;
     for (int mb = 0; mb < r->micro; mb++) {
-        for (int l = 0; l < L; l++) {
-            sm_layer_acts *a = &r->mb[mb].layers[l];
-            if (!r->m->layers[l].moe || sm_producer(r, mb, l) == r->pp_index) continue;
-            if (sm_pp_share(r, a->bal_loss, SM_PP_BAL, l, mb, err) ||
-                (r->backward && sm_pp_share(r, a->plan, SM_PP_PLAN, l, mb, err)))
+        for (int l = 0; l < L; l++)
+            if (sm_producer(r, mb, l) != r->pp_index && sm_pp_share_layer(r, l, mb, err))
                 return -1;
-        }
         if (sm_producer(r, mb, L) != r->pp_index &&
             sm_pp_share(r, r->mb[mb].loss_part, SM_PP_LOSS, L, mb, err))
             return -1;
