@@ -11,7 +11,8 @@
 #include "model/model.h"
 #include "model/parallel.h"
 
-/* Which held tensors a list takes: all (to load), or this rank's share of a save. */
+/* Which held tensors a list takes: all (to load), or this rank's share of a save (rank 0's:
+ * all it holds). */
 enum { SM_LIST_HELD, SM_LIST_SHARE };
 
 /* Whether parameter i goes into this rank's list. */
@@ -76,42 +77,37 @@ static int sm_save_share(sm_trainer *t, const char *tmp, int shard, int nshards,
     return rc;
 }
 
+/* A part of the save: its outcome as is on one writer, agreed by every rank when several
+ * write (sm_save_round). */
+static int sm_save_part(const sm_trainer *t, int rc, const char *part, sm_error *err)
+{
+    return t->m->shard_ep > 1 ? sm_save_round(t, rc, part, err) : rc;
+}
+
 int sm_trainer_save(sm_trainer *t, sm_error *err)
 {
     int nshards = t->m->shard_ep, rank = sm_engine_rank(), lead = rank == 0, rc;
+    if (nshards == 1 && !lead) return 0; /* rank 0 writes alone */
     sm_ckpt_state st = sm_state_of(t);
     sm_ckpt_file tok = {"tokenizer.bpe", t->tok_text, t->tok_len};
     char *cfg = lead ? sm_run_config_to_text(&t->rc, err) : NULL;
     char saved[1400], tmp[1400], job[32];
     snprintf(job, sizeof job, "ranks%d", sm_engine_size());
-    if (nshards == 1 && !lead) return 0;
-    if (nshards == 1) {
-        int nw, no;
-        sm_ckpt_tensor *w = sm_weight_list(t, 0, SM_LIST_HELD, &nw);
-        sm_ckpt_tensor *opt = sm_weight_list(t, 1, SM_LIST_HELD, &no);
-        rc = !cfg ? -1
-             : w && opt ? sm_ckpt_save(t->out, t->step, &t->rc.model, cfg, w, nw, opt, no, &st,
-                                       &tok, t->rc.checkpoint.keep, saved, sizeof saved, err)
-                        : sm_fail(err, "out of memory for the checkpoint");
-        free(w);
-        free(opt);
-    } else {
-        /* the writers are the ranks of the first data-parallel group: rank j holds shard j */
-        rc = lead ? (cfg ? sm_ckpt_save_begin(t->out, t->step, job, tmp, sizeof tmp, err) : -1)
-                  : sm_ckpt_tmp_path(t->out, t->step, job, tmp, sizeof tmp, err);
-        rc = sm_save_round(t, rc, "begin", err);
-        if (rc == 0)
-            rc = sm_save_round(t, rank < nshards ? sm_save_share(t, tmp, rank, nshards, err) : 0,
-                               "shards", err);
-        if (rc == 0)
-            rc = sm_save_round(t, lead ? sm_ckpt_save_finish(t->out, tmp, t->step, nshards,
-                                                             &t->rc.model, cfg, &st, &tok,
-                                                             t->rc.checkpoint.keep, saved,
-                                                             sizeof saved, err)
-                                       : 0,
-                               "finish", err);
-        if (rc && lead) sm_ckpt_save_abandon(tmp);
-    }
+    /* the writers are the ranks of the first data-parallel group: rank j holds shard j */
+    rc = lead ? (cfg ? sm_ckpt_save_begin(t->out, t->step, job, tmp, sizeof tmp, err) : -1)
+              : sm_ckpt_tmp_path(t->out, t->step, job, tmp, sizeof tmp, err);
+    rc = sm_save_part(t, rc, "begin", err);
+    if (rc == 0)
+        rc = sm_save_part(t, rank < nshards ? sm_save_share(t, tmp, rank, nshards, err) : 0,
+                          "shards", err);
+    if (rc == 0)
+        rc = sm_save_part(t, lead ? sm_ckpt_save_finish(t->out, tmp, t->step, nshards,
+                                                        &t->rc.model, cfg, &st, &tok,
+                                                        t->rc.checkpoint.keep, saved,
+                                                        sizeof saved, err)
+                                  : 0,
+                          "finish", err);
+    if (rc && lead) sm_ckpt_save_abandon(tmp);
     if (rc == 0 && lead) printf("checkpoint step %lld: %s\n", (long long)t->step, saved);
     free(cfg);
     return rc;
