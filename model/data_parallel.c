@@ -63,7 +63,7 @@ struct sm_dp {
     sm_bucket *bucket;           /* [nbuckets], in the order their members' backward ends */
     sm_tensor **bucket_g, **bucket_partial;  /* [nsum]: the buckets' members, bucket by bucket */
     int nslots;                  /* per-micro-batch tensors every rank gets from all */
-    sm_tensor ***all;            /* [nslots][size * micro], rank by rank; NULL: none */
+    sm_tensor ***all;            /* [nslots][shares * micro], share by share; NULL: none */
     sm_tensor_list owned;
 };
 
@@ -128,19 +128,24 @@ static int sm_chain_intern(sm_dp *d, const int *list, int n, sm_chain *out, sm_e
 }
 
 /* The ranks parameter p's gradient is summed over, in the order one rank would sum its
- * parts: every rank in rank order; for the routed experts of a model sharded over expert
- * parallelism, the ranks of their shard (one per data-parallel group); with pipeline ranks on
- * MPI ranks, the ranks running its stage first, in direction order (DualPipe's two), then the
- * others, which add nothing. */
+ * parts: the shares of the batch in order (for the routed experts of a model sharded over
+ * expert parallelism, the shares holding their shard, one per data-parallel group), each by
+ * the ranks computing it (with pipeline ranks on MPI ranks, those running p's stage, in
+ * direction order: DualPipe's two), then the ranks holding p that add nothing (the other
+ * pipeline ranks). */
 static int sm_chain_of(sm_dp *d, const sm_param *p, sm_chain *out, sm_error *err)
 {
     const sm_run *r = d->r;
     int sharded = r->m->shard_ep > 1 && p->expert >= 0, stride = sharded ? r->ep : 1, n = 0;
-    int list[d->size], seen[d->size];
+    int first = sharded ? r->ep_index : 0, list[d->size], seen[d->size];
     memset(seen, 0, sizeof seen);
-    if (r->pp_ranks > 1 && r->pl) n = sm_pipeline_producers(r, p->layer, list);
-    for (int i = 0; i < n; i++) seen[list[i]] = 1;
-    for (int q = sharded ? r->ep_index : 0; q < d->size; q += stride)
+    for (int s = first; s < r->shares; s += stride) {
+        int at = n;
+        if (r->pp_ranks > 1 && r->pl) n += sm_pipeline_producers(r, p, s, list + n);
+        else list[n++] = s;
+        for (int i = at; i < n; i++) seen[list[i]] = 1;
+    }
+    for (int q = first; q < d->size; q += stride)
         if (!seen[q]) list[n++] = q;
     return sm_chain_intern(d, list, n, out, err);
 }
@@ -243,20 +248,22 @@ static int sm_dp_buckets(sm_dp *d, sm_error *err)
 static int sm_dp_slots(sm_dp *d, sm_error *err)
 {
     sm_run *r = d->r;
-    /* pipeline ranks share their sequences: nothing of the data to share (model/pipeline.c
-     * sends what the other stages need) */
-    d->nslots = d->size / r->pp_ranks > 1 ? 1 + 2 * r->m->dims.L : 0;
+    /* the shares of a pipeline rank's group exchange them; pipeline ranks share their
+     * sequences (model/pipeline.c sends what the other stages need) */
+    d->nslots = r->shares > 1 ? 1 + 2 * r->m->dims.L : 0;
     if (!(d->all = calloc(d->nslots + 1, sizeof *d->all)))
         return sm_fail(err, "data parallelism: out of memory");
     for (int s = 0; s < d->nslots; s++) {
         if (!sm_slot_own(r, s, 0)) continue;
-        if (!(d->all[s] = calloc((size_t)r->micro * d->size, sizeof **d->all)))
+        if (!(d->all[s] = calloc((size_t)r->micro * r->shares, sizeof **d->all)))
             return sm_fail(err, "data parallelism: out of memory");
-        for (int q = 0; q < d->size; q++)
+        for (int q = 0; q < r->shares; q++)
             for (int mb = 0; mb < r->micro; mb++) {
                 sm_tensor *own = sm_slot_own(r, s, mb);
                 sm_tensor **t = &d->all[s][q * r->micro + mb];
-                if (!(*t = q == d->rank ? own : sm_dp_like(d, own, q, err))) return -1;
+                if (!(*t = q == r->share ? own
+                                         : sm_dp_like(d, own, sm_rank_at(r, r->pp_index, q), err)))
+                    return -1;
             }
     }
     return 0;
@@ -297,17 +304,20 @@ void sm_dp_free(sm_dp *d)
     free(d);
 }
 
-/* This rank's tensors of slot s to every other rank, theirs from them. */
+/* This rank's tensors of slot s to the ranks of the other shares of its pipeline rank, theirs
+ * from them. */
 static int sm_dp_share_slot(sm_dp *d, int s, starpu_mpi_tag_t tag, sm_error *err)
 {
-    int micro = d->r->micro;
+    const sm_run *r = d->r;
+    int micro = r->micro;
     for (int mb = 0; mb < micro; mb++)
-        for (int q = 0; q < d->size; q++) {
-            if (q == d->rank) continue;
-            sm_tensor *own = d->all[s][d->rank * micro + mb];
+        for (int q = 0; q < r->shares; q++) {
+            int peer = sm_rank_at(r, r->pp_index, q);
+            if (q == r->share) continue;
+            sm_tensor *own = d->all[s][r->share * micro + mb];
             sm_tensor *theirs = d->all[s][q * micro + mb];
-            if (sm_comm_send(own->handle, q, tag + mb, own->name, err) ||
-                sm_comm_recv(theirs->handle, q, tag + mb, theirs->name, err))
+            if (sm_comm_send(own->handle, peer, tag + mb, own->name, err) ||
+                sm_comm_recv(theirs->handle, peer, tag + mb, theirs->name, err))
                 return -1;
         }
     return 0;

@@ -38,6 +38,9 @@ EXTRA_DIST += tests/test_mpi_trace.sh
 # Pipeline stages on MPI ranks: every policy against the one-rank run, resume, bad layouts.
 TESTS += tests/test_mpi_pipeline.sh
 EXTRA_DIST += tests/test_mpi_pipeline.sh
+# Pipeline ranks with expert and data parallelism on 4 ranks: policies, resume, trace, faults.
+TESTS += tests/test_mpi_pipeline_ep.sh
+EXTRA_DIST += tests/test_mpi_pipeline_ep.sh
 # Gradients summed over data-parallel ranks in buckets: one message each way per bucket.
 TESTS += tests/test_mpi_buckets.sh
 EXTRA_DIST += tests/test_mpi_buckets.sh

@@ -144,9 +144,11 @@ struct sm_run {
      * ep_index of its group (first rank ep_first) and holds experts [ep_index * E/ep, +E/ep).
      * ep 1: every expert here. */
     int ep, ep_index, ep_first;
-    /* pipeline stages on MPI ranks: this rank is pipeline rank pp_index of pp_ranks (1, 0:
-     * none), and runs share `share` of the job's size / pp_ranks shares of the global batch */
-    int pp_ranks, pp_index, share;
+    /* pipeline stages on MPI ranks: this rank is pipeline rank pp_index of pp_ranks (1: none),
+     * and runs share `share` of the `shares` (the job's size / pp_ranks) of the global batch;
+     * sm_rank_at gives the layout. Expert-parallel groups lie inside a pipeline rank's shares
+     * (ep divides shares). */
+    int pp_ranks, pp_index, share, shares;
     unsigned step_parity;                    /* 0/1 by step: message tags of steps in a row
                                               * differ */
 };
@@ -159,6 +161,12 @@ static inline int sm_expert_owner(const sm_run *r, int e)
     return sm_expert_block(e, r->m->dims.E, r->ep);
 }
 static inline int sm_expert_here(const sm_run *r, int e) { return sm_expert_owner(r, e) == r->ep_index; }
+/* The MPI rank running share `share` of the global batch as pipeline rank `pp_index`: the
+ * job's ranks are pp_ranks blocks of `shares` consecutive ranks. */
+static inline int sm_rank_at(const sm_run *r, int pp_index, int share)
+{
+    return pp_index * r->shares + share;
+}
 
 /* data_parallel.c: a run's share of data parallelism over every rank of the job. In the step
  * graph, sm_dp_share (once the forward pass is submitted) gives every rank all ranks' loss
@@ -255,10 +263,11 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err);
 /* At the start of a step, before any of its tasks: the run's lanes, every sequence at 0. */
 int sm_pipeline_begin(sm_run *r, sm_error *err);
 int sm_pipeline_build(sm_run *r, sm_error *err);
-/* With pipeline ranks on MPI ranks: the MPI ranks running the stage that holds `layer`
- * (sm_param.layer), in direction order (two for DualPipe's stages, else one); returns how
- * many. */
-int sm_pipeline_producers(const sm_run *r, int layer, int *ranks);
+/* With pipeline ranks on MPI ranks: the MPI ranks whose sums of parameter p's gradient add
+ * share `share` of the batch, in direction order: those running p's stage (sm_param.layer),
+ * two for DualPipe's stages, else one (one also for a routed expert whose units the first
+ * direction's rank gathers, in deterministic mode); returns how many. */
+int sm_pipeline_producers(const sm_run *r, const sm_param *p, int share, int *ranks);
 /* The run's schedule (NULL without a pipeline). */
 const struct sm_schedule *sm_pipeline_schedule(const sm_run *r);
 /* Sums each gradient's copies into it, after the running sum of the previous ranks under data

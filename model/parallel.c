@@ -241,11 +241,6 @@ static int sm_check_layout(const sm_launch *l, int nranks, sm_error *err)
                        "parallel.pp, parallel.ep and parallel.dp to multiply to %d)", pp, l->ep,
                        l->dp, n, n == 1 ? "" : "s", nranks, nranks == 1 ? " was" : "s were", n,
                        nranks);
-    if (pp > 1 && (l->ep > 1 || l->dp > 1))
-        return sm_fail(err, "launch layout: parallel.pp %d with parallel.ep %d and parallel.dp "
-                       "%d: pipeline ranks together with expert or data parallelism are not "
-                       "built yet (issue 11): set parallel.ep and parallel.dp to 1", pp, l->ep,
-                       l->dp);
     if (l->n_routed_experts % l->ep)
         return sm_fail(err, "launch layout: parallel.ep %d does not divide "
                        "model.n_routed_experts %d (each expert-parallel rank holds the same "

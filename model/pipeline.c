@@ -78,8 +78,9 @@ static int sm_copies_add(sm_run *r, int c, int own, const char *tag, sm_error *e
     return 0;
 }
 
-/* ncopies copies over the ep * micro units, unit u going to copy u * ncopies / units; with
- * own_first, copy 0 is the gradient itself. */
+/* ncopies copies over the ep * micro units: one per unit, or fewer, unit u = (src, mb) going
+ * to copy mb * ncopies / micro (DualPipe's two directions: a micro-batch's direction is the
+ * same on every source); with own_first, copy 0 is the gradient itself. */
 static int sm_copies_setup(sm_run *r, int ncopies, int own_first, sm_error *err)
 {
     int units = r->micro * r->ep;
@@ -87,7 +88,8 @@ static int sm_copies_setup(sm_run *r, int ncopies, int own_first, sm_error *err)
     r->gcopy = calloc(ncopies, sizeof *r->gcopy);
     r->copy_of_unit = calloc(units, sizeof *r->copy_of_unit);
     if (!r->gcopy || !r->copy_of_unit) return sm_fail(err, "out of memory for gradient copies");
-    for (int u = 0; u < units; u++) r->copy_of_unit[u] = u * ncopies / units;
+    for (int u = 0; u < units; u++)
+        r->copy_of_unit[u] = ncopies == units ? u : u % r->micro * ncopies / r->micro;
     for (int c = 0; c < ncopies; c++) {
         char tag[32];
         snprintf(tag, sizeof tag, ncopies != units ? "copy%d" : r->ep > 1 ? "unit%d" : "mb%d",
@@ -194,10 +196,7 @@ static starpu_mpi_tag_t sm_pp_tag(const sm_run *r, int what, int at, int mb)
 }
 
 /* The MPI rank of pipeline rank p in this rank's pipeline group. */
-static int sm_pp_mpi(const sm_run *r, int p)
-{
-    return p * (sm_engine_size() / r->pp_ranks) + r->share;
-}
+static int sm_pp_mpi(const sm_run *r, int p) { return sm_rank_at(r, p, r->share); }
 
 /* The pipeline rank running stage `stage` of direction `dir`. */
 static int sm_stage_owner(const sm_pipeline *pl, int dir, int stage)
@@ -303,17 +302,60 @@ static int sm_pp_receive_forwards(sm_run *r, sm_error *err)
     return 0;
 }
 
-int sm_pipeline_producers(const sm_run *r, int layer, int *ranks)
+/* The MPI rank running parameter p's stage in direction dir for share `share`. */
+static int sm_param_producer(const sm_run *r, const sm_param *p, int dir, int share)
 {
     const sm_pipeline *pl = r->pl;
-    int L = r->m->dims.L, n = 0;
     /* the embedding is in stage 0, the final norm and head in the last */
-    int stage = layer < 0 ? 0 : sm_stage_of_layer(pl, layer, L);
-    for (int dir = 0; dir < pl->pipe->ndirs; dir++) {
-        int q = sm_pp_mpi(r, sm_stage_owner(pl, dir, stage));
+    int stage = p->layer < 0 ? 0 : sm_stage_of_layer(pl, p->layer, r->m->dims.L);
+    return sm_rank_at(r, sm_stage_owner(pl, dir, stage), share);
+}
+
+/* Deterministic DualPipe with expert parallelism: a routed expert's units (source, micro-batch)
+ * alternate between the ranks of its stage's two directions, source by source, so no chain of
+ * per-rank sums adds them in unit order. The second direction's rank sends its units' copies
+ * to the first, which sums every unit in order (sm_pipeline_reduce). Whether p's units are
+ * gathered so. */
+static int sm_units_gathered(const sm_run *r, const sm_param *p)
+{
+    return r->pp_ranks > 1 && r->pl && r->pl->pipe->ndirs == 2 && r->ep > 1 &&
+           r->ncopies == r->micro * r->ep && p->expert >= 0;
+}
+
+int sm_pipeline_producers(const sm_run *r, const sm_param *p, int share, int *ranks)
+{
+    int n = 0, dirs = sm_units_gathered(r, p) ? 1 : r->pl->pipe->ndirs;
+    for (int dir = 0; dir < dirs; dir++) {
+        int q = sm_param_producer(r, p, dir, share);
         if (n == 0 || ranks[0] != q) ranks[n++] = q;
     }
     return n;
+}
+
+/* Message tags of gathered units: one per (parameter, unit), above those of expert
+ * parallelism (model/expert_parallel.c). */
+static const starpu_mpi_tag_t SM_PP_UNIT_TAG = (starpu_mpi_tag_t)2 << 40;
+
+/* sm_units_gathered's messages: the second direction's units of this rank's routed experts
+ * from their rank to the first's. Returns through *skip whether this rank's copies of p are
+ * sent away (and so not added here). */
+static int sm_gather_units(sm_run *r, const sm_param *p, int *skip, sm_error *err)
+{
+    *skip = 0;
+    if (!sm_units_gathered(r, p) || !sm_expert_here(r, p->expert)) return 0;
+    int first = sm_param_producer(r, p, 0, r->share), second = sm_param_producer(r, p, 1, r->share);
+    int me = sm_engine_rank(), units = r->micro * r->ep;
+    if (first == second || (me != first && me != second)) return 0;
+    *skip = me == second;
+    for (int u = 0; u < units; u++) {
+        sm_tensor *t = r->gcopy[u][p->index];
+        starpu_mpi_tag_t tag = SM_PP_UNIT_TAG + (starpu_mpi_tag_t)p->index * units + u;
+        if (sm_dir_of(r, u % r->micro) != 1) continue;
+        if (me == second ? sm_comm_send(t->handle, first, tag, t->name, err)
+                         : sm_comm_recv(t->handle, second, tag, t->name, err))
+            return -1;
+    }
+    return 0;
 }
 
 /* One op of rank `rank`'s program: its chunk's stage, for its micro-batch (with the boundary
@@ -391,10 +433,11 @@ int sm_pipeline_reduce(sm_run *r, sm_error *err)
     for (int i = 0; i < m->nall; i++) {
         sm_tensor *g = m->all[i].g, *srcs[r->ncopies + 1];
         sm_tensor *partial = r->dp && g ? sm_dp_partial(r->dp, i) : NULL;
-        int n = 0, own = !r->ncopies;  /* without copies, g holds this rank's sum */
+        int n = 0, own = !r->ncopies, skip = 0;  /* without copies, g holds this rank's sum */
         if (!g || (!r->ncopies && !partial)) continue;
+        if (r->ncopies && sm_gather_units(r, &m->all[i], &skip, err)) return -1;
         if (partial) srcs[n++] = partial;
-        for (int c = 0; c < r->ncopies; c++) {
+        for (int c = 0; c < r->ncopies && !skip; c++) {
             if (r->gcopy[c][i] == g) own = 1;
             else if (r->gcopy[c][i]) srcs[n++] = r->gcopy[c][i];
         }

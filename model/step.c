@@ -64,11 +64,11 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
     }
     int ep = o && o->ep > 1 ? o->ep : 1, rank = sm_engine_rank();
     int ppr = o && o->pp_ranks > 1 ? o->pp_ranks : 1, shares = sm_engine_size() / ppr;
-    if (sm_engine_size() % ppr || (ppr > 1 && ep > 1) ||
-        (ppr > 1 && o->pipeline && o->pp != ppr)) {
+    if (sm_engine_size() % ppr || shares % ep || (ppr > 1 && o->pipeline && o->pp != ppr)) {
         sm_fail(err, "pipeline over %d ranks: it needs a multiple of %d ranks (%d launched), "
-                     "no expert parallelism (ep %d) and the schedule's pp equal to it (pp %d)",
-                ppr, ppr, sm_engine_size(), ep, o ? o->pp : 0);
+                     "expert parallelism (ep %d) dividing the %d ranks of each pipeline rank "
+                     "and the schedule's pp equal to it (pp %d)", ppr, ppr, sm_engine_size(),
+                ep, shares, o ? o->pp : 0);
         return NULL;
     }
     if (sm_engine_size() % ep || c->n_routed_experts % ep) {
@@ -83,10 +83,10 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                 m->shard_index, m->shard_ep, rank % ep, ep, ep, rank % ep);
         return NULL;
     }
-    if (ep > 1 && o->pipeline) {
-        sm_fail(err, "expert parallelism with the pipeline schedule '%s' is not built yet (issue "
-                     "11): run without engine.sched's pipeline, or with parallel.ep 1",
-                o->pipeline);
+    if (ep > 1 && o->pipeline && ppr == 1) {
+        sm_fail(err, "expert parallelism with the pipeline schedule '%s' inside one process is "
+                     "not built: put the pipeline ranks on MPI ranks (parallel.pp), or run "
+                     "with parallel.ep 1", o->pipeline);
         return NULL;
     }
     sm_run *r = calloc(1, sizeof *r);
@@ -99,7 +99,7 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                   .share_bwd = backward && !(o && o->pipeline),
                   .grad_over_logits = backward && o && o->grad_over_logits, .ep = ep,
                   .ep_index = rank % ep, .ep_first = rank - rank % ep, .pp_ranks = ppr,
-                  .pp_index = rank / shares, .share = rank % shares};
+                  .pp_index = rank / shares, .share = rank % shares, .shares = shares};
     if (sm_run_setup(r, err) || sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
         sm_run_free(r);
         return NULL;
@@ -288,7 +288,7 @@ int sm_run_build(sm_run *r, sm_error *err)
 int sm_run_set_data_parallel(sm_run *r, sm_error *err)
 {
     if (sm_engine_size() == 1) return 0;
-    r->Bg = r->B * (sm_engine_size() / r->pp_ranks);
+    r->Bg = r->B * r->shares;
     return (r->dp = sm_dp_new(r, err)) ? 0 : -1;
 }
 

@@ -2,7 +2,9 @@
  * (numbered in its program, args.order >= 0) taken in program order form runs of one
  * micro-batch and one direction (forward, or backward); each task adds its share of its run's
  * wall time (first start to last end: the gaps between the tasks included) to its rank's F, B
- * or W by its phase (docs/pipeline-schedules.md §4.4). */
+ * or W by its phase (docs/pipeline-schedules.md §4.4). In a merged trace of MPI ranks, each
+ * process runs its own program: a pipeline rank run by several processes (expert or data
+ * parallelism) gets their mean. */
 #include <starmoe/trace.h>
 
 #include <math.h>
@@ -24,7 +26,7 @@ typedef struct sm_graph_span {
 /* A scheduled task, for sorting into program order. */
 typedef struct sm_sched_task {
     int64_t graph, order;
-    int stage, part;
+    int stage, pid, part;
     size_t slice;
 } sm_sched_task;
 
@@ -33,6 +35,7 @@ typedef struct sm_cost_scan {
     sm_graph_span *graphs;
     size_t ngraphs, cap;
     double *sum[SM_NPARTS];      /* the output's f, b, w: [ranks] ms */
+    int *procs;                  /* [ranks]: processes running each pipeline rank */
     sm_sched_task *tasks;
     size_t ntasks, cap_tasks;
 } sm_cost_scan;
@@ -81,6 +84,7 @@ static int sm_task_cmp(const void *a, const void *b)
     const sm_sched_task *x = a, *y = b;
     if (x->graph != y->graph) return x->graph < y->graph ? -1 : 1;
     if (x->stage != y->stage) return x->stage < y->stage ? -1 : 1;
+    if (x->pid != y->pid) return x->pid < y->pid ? -1 : 1;
     return x->order < y->order ? -1 : x->order > y->order;
 }
 
@@ -99,18 +103,30 @@ static int sm_collect_tasks(sm_cost_scan *s)
         g->sched_lo = fmin(g->sched_lo, sl->ts);
         g->sched_hi = fmax(g->sched_hi, sl->ts + sl->dur);
         if (sm_grow(&s->tasks, &s->cap_tasks, s->ntasks + 1, sizeof *s->tasks)) return -1;
-        s->tasks[s->ntasks++] = (sm_sched_task){sl->graph, sl->order, sl->stage, part, i};
+        s->tasks[s->ntasks++] = (sm_sched_task){sl->graph, sl->order, sl->stage,
+                                                d->lanes[sl->lane].pid, part, i};
     }
     qsort(s->tasks, s->ntasks, sizeof *s->tasks, sm_task_cmp);
     return 0;
 }
 
-/* Whether task j continues the run of task i: same graph, rank, micro-batch and direction. */
+/* The processes of each pipeline rank (in the first graph: every graph has the same). */
+static void sm_count_procs(sm_cost_scan *s)
+{
+    for (size_t k = 0; k < s->ntasks; k++) {
+        const sm_sched_task *t = &s->tasks[k], *prev = k ? &s->tasks[k - 1] : NULL;
+        if (t->graph != s->tasks[0].graph) break;
+        if (!prev || prev->stage != t->stage || prev->pid != t->pid) s->procs[t->stage]++;
+    }
+}
+
+/* Whether task j continues the run of task i: same graph, rank, process, micro-batch and
+ * direction. */
 static int sm_same_run(const sm_cost_scan *s, const sm_sched_task *i, const sm_sched_task *j)
 {
     const sm_trace_slice *a = &s->d->slices[i->slice], *b = &s->d->slices[j->slice];
-    return i->graph == j->graph && i->stage == j->stage && a->micro == b->micro &&
-           (i->part == SM_PART_F) == (j->part == SM_PART_F);
+    return i->graph == j->graph && i->stage == j->stage && i->pid == j->pid &&
+           a->micro == b->micro && (i->part == SM_PART_F) == (j->part == SM_PART_F);
 }
 
 /* Each run's wall time, shared among its tasks in proportion to their durations. */
@@ -126,22 +142,43 @@ static void sm_sum_runs(sm_cost_scan *s)
         }
         for (size_t k = at; k < end && busy > 0; k++) {
             const sm_sched_task *t = &s->tasks[k];
-            s->sum[t->part][t->stage] += s->d->slices[t->slice].dur * (hi - lo) / busy / 1e3;
+            s->sum[t->part][t->stage] += s->d->slices[t->slice].dur * (hi - lo) / busy / 1e3 /
+                                         s->procs[t->stage];
         }
     }
 }
 
-/* The mean time of one message: of the sends when there are some (a receive may be posted long
- * before its data leaves), else of all. */
-static void sm_message_time(const sm_trace_data *d, sm_trace_pipeline *out)
+/* The pipeline rank process pid runs (the stage of its scheduled tasks), -1 unknown. */
+static int sm_stage_of_pid(const sm_cost_scan *s, int pid)
 {
-    size_t sends = 0;
-    for (size_t i = 0; i < d->nmsgs; i++) sends += d->msgs[i].send != 0;
+    for (size_t k = 0; k < s->ntasks; k++)
+        if (s->tasks[k].pid == pid) return s->tasks[k].stage;
+    return -1;
+}
+
+/* Whether message i goes between two pipeline ranks (not within one: expert- and data-parallel
+ * messages between the processes of one pipeline rank are part of its slots' time). */
+static int sm_between_stages(const sm_cost_scan *s, size_t i)
+{
+    int a = sm_stage_of_pid(s, s->d->msgs[i].pid), b = sm_stage_of_pid(s, s->d->msgs[i].peer);
+    return a < 0 || b < 0 || a != b;
+}
+
+/* The mean time of one message between pipeline ranks: of the sends when there are some (a
+ * receive may be posted long before its data leaves), else of all. */
+static void sm_message_time(const sm_cost_scan *s, sm_trace_pipeline *out)
+{
+    const sm_trace_data *d = s->d;
+    size_t sends = 0, n = 0;
     double total = 0;
+    for (size_t i = 0; i < d->nmsgs; i++) sends += d->msgs[i].send && sm_between_stages(s, i);
     for (size_t i = 0; i < d->nmsgs; i++)
-        if (!sends || d->msgs[i].send) total += d->msgs[i].dur;
-    out->messages = sends ? sends : d->nmsgs;
-    out->message_ms = out->messages ? total / (double)out->messages / 1e3 : 0;
+        if ((!sends || d->msgs[i].send) && sm_between_stages(s, i)) {
+            total += d->msgs[i].dur;
+            n++;
+        }
+    out->messages = n;
+    out->message_ms = n ? total / (double)n / 1e3 : 0;
 }
 
 /* Means over the step graphs of their spans, in ms. */
@@ -172,18 +209,22 @@ static int sm_pipeline_from(const sm_trace_data *d, const char *path, sm_trace_p
         s.sum[SM_PART_F] = out->f = calloc(n, sizeof(double));
         s.sum[SM_PART_B] = out->b = calloc(n, sizeof(double));
         s.sum[SM_PART_W] = out->w = calloc(n, sizeof(double));
-        if (!out->scheduler || !out->f || !out->b || !out->w || sm_collect_tasks(&s)) {
+        s.procs = calloc(n, sizeof *s.procs);
+        if (!out->scheduler || !out->f || !out->b || !out->w || !s.procs ||
+            sm_collect_tasks(&s)) {
             sm_fail(err, "%s: out of memory", path);
         } else {
             out->steps = (int)s.ngraphs;
+            sm_count_procs(&s);
             sm_sum_runs(&s);
             sm_spans(&s, out);
-            sm_message_time(d, out);
+            sm_message_time(&s, out);
             rc = 0;
         }
     }
     free(s.graphs);
     free(s.tasks);
+    free(s.procs);
     return rc;
 }
 

@@ -151,6 +151,7 @@ typedef struct sm_worker_stat {
 } sm_worker_stat;
 
 typedef struct sm_stage_stat {
+    int rank;                    /* the MPI rank (process) of a merged trace; -1: one process */
     int stage, workers;
     double span, busy, bubble;   /* summed over step graphs: span of the stage's tasks, busy time
                                     of its workers in it, their idle time inside the span */

@@ -86,31 +86,47 @@ static int sm_cmp_keyed(const void *a, const void *b)
     return (x->i > y->i) - (x->i < y->i);
 }
 
+typedef double sm_slice_key(const sm_trace_data *d, const sm_trace_slice *s);
+
 /* k2 may be NULL (no second key). */
-static sm_keyed *sm_sorted(const sm_trace_data *d, double (*k1)(const sm_trace_slice *),
-                           double (*k2)(const sm_trace_slice *))
+static sm_keyed *sm_sorted(const sm_trace_data *d, sm_slice_key *k1, sm_slice_key *k2)
 {
     sm_keyed *v = malloc((d->nslices ? d->nslices : 1) * sizeof *v);
     if (!v) return NULL;
     for (size_t i = 0; i < d->nslices; i++)
-        v[i] = (sm_keyed){k1(&d->slices[i]), k2 ? k2(&d->slices[i]) : 0, i};
+        v[i] = (sm_keyed){k1(d, &d->slices[i]), k2 ? k2(d, &d->slices[i]) : 0, i};
     qsort(v, d->nslices, sizeof *v, sm_cmp_keyed);
     return v;
 }
 
-static double sm_key_graph(const sm_trace_slice *s) { return (double)s->graph; }
-static double sm_key_stage(const sm_trace_slice *s) { return s->stage; }
-
-static sm_stage_stat *sm_stage_slot(sm_trace_stats *s, int stage)
+static double sm_key_graph(const sm_trace_data *d, const sm_trace_slice *s)
 {
-    if (stage >= s->nstages) {
-        sm_stage_stat *v = realloc(s->stages, (size_t)(stage + 1) * sizeof *v);
-        if (!v) return NULL;
-        for (int i = s->nstages; i <= stage; i++) v[i] = (sm_stage_stat){.stage = i};
-        s->stages = v;
-        s->nstages = stage + 1;
-    }
-    return &s->stages[stage];
+    (void)d;
+    return (double)s->graph;
+}
+
+/* The rank a slice ran on: its process in a merged trace, -1 in a trace of one process. */
+static int sm_slice_rank(const sm_trace_data *d, const sm_trace_slice *s)
+{
+    return d->multi_pid ? d->lanes[s->lane].pid : -1;
+}
+
+/* Pipeline rank (stage) statistics are kept per process of a merged trace: a pipeline rank of
+ * several expert- or data-parallel MPI ranks has one row per MPI rank. */
+static double sm_key_rank_stage(const sm_trace_data *d, const sm_trace_slice *s)
+{
+    return (double)sm_slice_rank(d, s) * 1048576.0 + s->stage;
+}
+
+static sm_stage_stat *sm_stage_slot(sm_trace_stats *s, int rank, int stage)
+{
+    for (int i = 0; i < s->nstages; i++)
+        if (s->stages[i].rank == rank && s->stages[i].stage == stage) return &s->stages[i];
+    sm_stage_stat *v = realloc(s->stages, (size_t)(s->nstages + 1) * sizeof *v);
+    if (!v) return NULL;
+    s->stages = v;
+    v[s->nstages] = (sm_stage_stat){.rank = rank, .stage = stage};
+    return &v[s->nstages++];
 }
 
 /* One group of slices of a stage in a graph (by[a..b)): its span, busy and idle time; with
@@ -145,7 +161,7 @@ static void sm_stage_group(const sm_trace_data *d, const sm_keyed *by, size_t a,
 
 static int sm_sum_stages(const sm_trace_data *d, sm_trace_stats *s)
 {
-    sm_keyed *by = sm_sorted(d, sm_key_stage, sm_key_graph);
+    sm_keyed *by = sm_sorted(d, sm_key_rank_stage, sm_key_graph);
     double *busy = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *busy);
     int *touched = malloc((d->nlanes ? (size_t)d->nlanes : 1) * sizeof *touched);
     int rc = by && busy && touched ? 0 : -1, scheduled_only = 0;
@@ -153,7 +169,8 @@ static int sm_sum_stages(const sm_trace_data *d, sm_trace_stats *s)
     s->stages_scheduled = scheduled_only;
     for (size_t a = 0, b; rc == 0 && a < d->nslices; a = b) {
         for (b = a + 1; b < d->nslices && by[b].k1 == by[a].k1 && by[b].k2 == by[a].k2; b++) {}
-        sm_stage_stat *st = sm_stage_slot(s, (int)by[a].k1);
+        const sm_trace_slice *first = &d->slices[by[a].i];
+        sm_stage_stat *st = sm_stage_slot(s, sm_slice_rank(d, first), first->stage);
         if (!st) rc = -1;
         else sm_stage_group(d, by, a, b, scheduled_only, busy, touched, st);
     }
@@ -425,13 +442,16 @@ static void sm_print_workers(const sm_trace_data *d, const sm_trace_stats *s, FI
 
 static void sm_print_stages(const sm_trace_stats *s, FILE *f)
 {
+    int ranks = s->nstages && s->stages[0].rank >= 0;
     if (s->stages_scheduled)
-        fprintf(f, "\npipeline ranks: their scheduled tasks only (step-wide tasks fill the gaps)");
-    fprintf(f, "\n%-8s %8s %12s %12s %12s %7s\n", "stage", "workers", "span ms", "busy ms",
-            "bubble ms", "bubble");
+        fprintf(f, "\npipeline ranks: their scheduled tasks only (step-wide tasks fill the gaps)%s",
+                ranks ? "; one row per MPI rank" : "");
+    fprintf(f, "\n%s%-8s %8s %12s %12s %12s %7s\n", ranks ? "rank     " : "", "stage", "workers",
+            "span ms", "busy ms", "bubble ms", "bubble");
     for (int i = 0; i < s->nstages; i++) {
         const sm_stage_stat *st = &s->stages[i];
         if (st->workers == 0) continue;
+        if (ranks) fprintf(f, "%-8d ", st->rank);
         fprintf(f, "%-8d %8d %12.3f %12.3f %12.3f %6.1f%%\n", st->stage, st->workers,
                 st->span * 1e-3, st->busy * 1e-3, st->bubble * 1e-3,
                 sm_pct(st->bubble, st->bubble + st->busy));
@@ -521,9 +541,10 @@ static json_t *sm_stages_json(const sm_trace_stats *s)
     for (int i = 0; a && i < s->nstages; i++) {
         const sm_stage_stat *st = &s->stages[i];
         if (st->workers && json_array_append_new(
-                               a, json_pack("{s:i,s:i,s:f,s:f,s:f}", "stage", st->stage,
-                                            "workers", st->workers, "span_us", st->span,
-                                            "busy_us", st->busy, "bubble_us", st->bubble))) {
+                               a, json_pack("{s:i,s:i,s:i,s:f,s:f,s:f}", "rank", st->rank,
+                                            "stage", st->stage, "workers", st->workers,
+                                            "span_us", st->span, "busy_us", st->busy,
+                                            "bubble_us", st->bubble))) {
             json_decref(a);
             return NULL;
         }

@@ -51,11 +51,11 @@ typedef struct sm_launch {
 
 /* Checks the layout on every rank, before any work: the ranks launched must number pp * ep *
  * dp, ep must divide the routed experts, and the batch must split over the ep * dp ranks (each
- * runs its own sequences; the pp pipeline ranks of a group share theirs); pp > 1 runs alone
- * (ep and dp 1) for now. With several ranks (the engine started) the ranks then exchange a status
- * and a hash of the library's build and of l->identity, within l->timeout_s: a rank whose hash
- * differs from rank 0's, or that failed its checks, makes every rank fail, naming it. Returns 0
- * when all ranks agree. */
+ * runs its own sequences; the pp pipeline ranks of a group share theirs). MPI rank = pipeline
+ * rank * ep * dp + data-parallel group * ep + expert-parallel index. With several ranks (the
+ * engine started) the ranks then exchange a status and a hash of the library's build and of
+ * l->identity, within l->timeout_s: a rank whose hash differs from rank 0's, or that failed
+ * its checks, makes every rank fail, naming it. Returns 0 when all ranks agree. */
 SM_API int sm_engine_check_launch(const sm_launch *l, sm_error *err);
 
 #endif

@@ -55,7 +55,8 @@ typedef struct sm_trace_pipeline {
     int steps;                   /* step graphs with scheduled tasks */
     double *f, *b, *w;           /* [ranks] ms over every step: forward, input backward, weight
                                     backward (communication tasks: "..._bwd" to b, else f) */
-    size_t messages;             /* message slices between ranks: the sends, else all */
+    size_t messages;             /* message slices between pipeline ranks: the sends, else
+                                    all (not those within a pipeline rank's processes) */
     double message_ms;           /* their mean duration, 0 without */
     double step_ms;              /* mean over steps: first start to last end of the step graph */
     double scheduled_ms;         /* the same over its scheduled tasks */

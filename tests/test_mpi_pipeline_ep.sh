@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Pipeline ranks together with expert and data parallelism (issue 11, items 1, 3 and 6): on 4
+# ranks, parallel.pp 2 x parallel.ep 2 (and pp 2 x dp 2) under every pipeline policy gives, with
+# engine.deterministic, the step numbers, weights and moments of the one-rank unpipelined run
+# over the same global batch bit for bit; without it, the losses within 1e-6 relative. A pp 2 x
+# ep 2 checkpoint resumes in one process bit for bit; the merged trace of a 4-rank DualPipe run
+# gives every rank's bubble and is drawn by Chromium; a killed rank is named; a layout that does
+# not fit the ranks is refused before any work. Every mpirun is bounded by a timeout.
+. "$(dirname "$0")/tap.sh"
+. "$(dirname "$0")/mpi.sh"
+. "$(dirname "$0")/browser.sh"
+CKPT_SAME=$(dirname "$STARMOE")/tests/ckpt_same
+TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --set engine.workers=1
+       --set eval.batches=1 --set log.every=1 --steps 4)
+DET=(--set engine.deterministic=true)
+
+# step_numbers RUN: its train metrics without the timings, one number a line
+step_numbers() {
+  grep '"kind":"train"' "$1/metrics.jsonl" |
+    sed 's/"tokens_per_s":[^,]*,"step_ms":[^,]*,"mfu":[^,]*,//' | tr ',{}' '\n\n\n' |
+    awk -F: '$2 ~ /^[-0-9]/ { printf "%s %.17g\n", $1, $2 }'
+}
+# same RUN1 RUN2: the step numbers and the last checkpoint's tensors bit for bit
+same() {
+  [ "$(step_numbers "$1" | wc -l)" -gt 0 ] && [ "$(step_numbers "$1")" = "$(step_numbers "$2")" ] &&
+    "$CKPT_SAME" "$1/step-000004" "$2/step-000004"
+}
+# close RUN1 RUN2 [TOL]: the 4 losses within TOL (1e-6) relative
+close() {
+  paste <(grep -o '"loss":[^,]*' "$1/metrics.jsonl" | cut -d: -f2) \
+    <(grep -o '"loss":[^,]*' "$2/metrics.jsonl" | cut -d: -f2) |
+    awk -v tol="${3:-1e-6}" '{ n++; d = $1 - $2; if (d < 0) d = -d
+                               if (d > tol * ($1 < 0 ? -$1 : $1)) bad++ }
+                             END { exit !(n == 4 && bad == 0) }'
+}
+# run4 NAME ARGS...: a 4-rank run with 4 micro-batches per rank; its exit status in $rc
+run4() {
+  local name=$1; shift
+  "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.pp=2 --set train.micro_batches=4 \
+    --out "$TMP/$name" "$@" > "$TMP/out-$name" 2>&1
+  rc=$?
+}
+why() { [ "$rc" -eq 0 ] || grep -v '^\[starpu' "$TMP/out-$1" | grep -iE 'error|rank [0-9]+:' | head -2; }
+
+# the references: one rank, the global batch of 16 in 8 micro-batches of 2 (each of the 2
+# shares of a pipeline rank runs 4 of them)
+"${TRAIN[@]}" "${DET[@]}" --set train.micro_batches=8 --out "$TMP/one" > "$TMP/out-one" 2>&1 ||
+  echo "# the one-rank run failed"
+"${TRAIN[@]}" --set train.micro_batches=8 --out "$TMP/one-nd" > "$TMP/out-one-nd" 2>&1 ||
+  echo "# the one-rank run failed"
+
+for pol in gpipe 1f1b zbh1 dualpipe dualpipev; do
+  run4 "$pol" --set parallel.ep=2 "${DET[@]}" --set engine.sched=$pol
+  [ $rc -eq 0 ] && same "$TMP/one" "$TMP/$pol"
+  ok $? "$pol, pp 2 x ep 2 on 4 ranks, deterministic: loss, balance loss, gradient norm, load, \
+weights and moments of the one-rank run bit for bit (exit $rc $(why "$pol"))"
+done
+for pol in zbh1 dualpipe; do
+  run4 "$pol-dp" --set parallel.dp=2 "${DET[@]}" --set engine.sched=$pol
+  [ $rc -eq 0 ] && same "$TMP/one" "$TMP/$pol-dp"
+  ok $? "$pol, pp 2 x dp 2 on 4 ranks, deterministic: the one-rank run bit for bit \
+(exit $rc $(why "$pol-dp"))"
+done
+for pol in gpipe 1f1b zbh1 dualpipe dualpipev; do
+  run4 "$pol-nd" --set parallel.ep=2 --set engine.sched=$pol
+  [ $rc -eq 0 ] && close "$TMP/one-nd" "$TMP/$pol-nd"
+  ok $? "$pol, pp 2 x ep 2, not deterministic: the 4 losses of one rank within 1e-6 relative \
+(exit $rc $(why "$pol-nd"))"
+done
+
+# the dualpipe run's checkpoint holds 2 expert shards; stopped after step 2 it goes on in one
+# process (one rank, no pipeline, its 4 micro-batches now of 4 sequences: sums associate
+# otherwise) within 1e-5 of the uninterrupted one-rank run
+run4 half --set parallel.ep=2 "${DET[@]}" --set engine.sched=dualpipe --steps 2
+rc_a=$rc
+"$STARMOE" train --resume --out "$TMP/half" --steps 4 --set parallel.pp=1 --set parallel.ep=1 \
+  --set engine.sched=eager > "$TMP/out-resume" 2>&1
+rc=$?
+ls "$TMP/half/step-000002" | tr '\n' ' ' > "$TMP/ls"
+[ $rc_a -eq 0 ] && [ $rc -eq 0 ] && grep -q "model-00002-of-00002" "$TMP/ls" &&
+  grep -q "^resumed from .*step-000002 at step 2" "$TMP/out-resume" &&
+  close "$TMP/one" "$TMP/half" 1e-5
+ok $? "a pp 2 x ep 2 checkpoint ($(cat "$TMP/ls")) resumed in one process: the 4 losses of the \
+one-rank run within 1e-5 (exit $rc_a, $rc)"
+
+# the merged trace of a 4-rank DualPipe run: every rank's bubble and exposed communication,
+# the simulator's prediction from it, Chromium's drawing with the ranks stacked
+run4 traced --set parallel.ep=2 --set engine.sched=dualpipe --steps 2 --trace "$TMP/t.json"
+traces=("$TMP/t.json" "$TMP/t.rank1.json" "$TMP/t.rank2.json" "$TMP/t.rank3.json")
+[ $rc -eq 0 ] && "$STARMOE" trace merge "${traces[@]}" -o "$TMP/all.json" > /dev/null &&
+  "$STARMOE" trace summary "$TMP/all.json" > "$TMP/summary"
+rc=$?
+n=$(grep -cE "^([01] +0|[23] +1) +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+%" "$TMP/summary")
+[ $rc -eq 0 ] && [ "$n" -eq 4 ]
+ok $? "trace summary of the 4 merged ranks: each rank's bubble and exposed communication \
+($n rank lines)"
+"$STARMOE" schedule --policy dualpipe --pp 2 --micro 4 --costs-from "$TMP/all.json" \
+  > "$TMP/predicted"
+rc=$?
+[ $rc -eq 0 ] && grep -q "^measured: .* predicted makespan .* x measured" "$TMP/predicted"
+ok $? "schedule --costs-from the 4-rank trace predicts the step ($(grep '^measured' \
+"$TMP/predicted" | sed 's/.*= //'))"
+if command -v chromium > /dev/null; then
+  "$STARMOE" trace html "$TMP/all.json" -o "$TMP/all.html" > /dev/null && page_ok "$TMP/all.html"
+  ok $? "Chromium draws the 4 merged ranks' report ($(cat "$TMP/body"))"
+else
+  skip "chromium not installed"
+fi
+
+# rank 3 killed mid-run: the others name it and the job ends within 30 s
+"${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.pp=2 --set parallel.ep=2 \
+  --set engine.sched=dualpipe --set train.micro_batches=4 --steps 1000 --set eval.every=0 \
+  --out "$TMP/killed" > "$TMP/out-killed" 2>&1 &
+job=$!
+for i in $(seq 1 300); do grep -q "^step  *2/" "$TMP/out-killed" && break; sleep 0.1; done
+victim=$(rank_pid $job 3)
+start=$(date +%s)
+[ -n "$victim" ] && kill -9 "$victim"
+wait $job
+rc=$? took=$(($(date +%s) - start))
+[ -n "$victim" ] && [ $rc -ne 0 ] && [ $took -le 30 ] &&
+  grep -q "^rank [0-2]: .*rank 3 (pid $victim) was lost" "$TMP/out-killed"
+ok $? "dualpipe, pp 2 x ep 2, rank 3 killed (pid $victim): another rank names it and the job \
+ends within 30 s (took $took s, exit $rc)"
+
+# layouts that do not fit: refused on every rank before any work, naming the fields
+"${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.pp=2 --set parallel.ep=2 \
+  --set engine.sched=1f1b --out "$TMP/count" > "$TMP/out-count" 2>&1
+rc=$?
+[ $rc -ne 0 ] && grep -q "rank 1: .*parallel.pp 2 x parallel.ep 2 x parallel.dp 1 = 4 ranks, but 2" \
+  "$TMP/out-count" && [ ! -d "$TMP/count" ]
+ok $? "pp 2 x ep 2 on 2 ranks names the count ($(grep -m1 'rank 1:' "$TMP/out-count" | head -c 200))"
+run4 fewseq --set parallel.ep=2 --set engine.sched=1f1b --set train.batch_size=4
+[ $rc -ne 0 ] && grep -q "rank 0: .*micro" "$TMP/out-fewseq"
+ok $? "pp 2 x ep 2 with 2 sequences a rank and 4 micro-batches: refused naming them \
+($(grep -m1 'rank 0:' "$TMP/out-fewseq" | head -c 200))"
+tap_done
