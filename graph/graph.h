@@ -32,6 +32,16 @@ typedef struct sm_tensor {
 } sm_tensor;
 
 /* What a task is, as schedulers and traces see it (task->sched_data points to it). */
+/* The part of a Transformer block a task belongs to, for policies that interleave the tasks of
+ * two micro-batches' chunks (schedulers/overlap.h); none outside blocks (embedding, head). */
+typedef enum sm_block_part {
+    SM_PART_NONE = 0,
+    SM_PART_ATTENTION,           /* norms, attention, the router: compute before a dispatch */
+    SM_PART_DISPATCH,            /* tokens (forward) or their gradients (backward) to experts */
+    SM_PART_MLP,                 /* the experts, shared or dense FFN */
+    SM_PART_COMBINE              /* expert outputs (or output gradients) back and mixed */
+} sm_block_part;
+
 typedef struct sm_task_meta {
     const char *op;              /* op family and direction, e.g. "linear_fwd" */
     int layer;                   /* -1 outside layers (embedding, head, loss) */
@@ -39,6 +49,7 @@ typedef struct sm_task_meta {
     int expert;                  /* routed expert, -1 otherwise */
     int stage;                   /* pipeline rank (stage) running it, 0 without pipelining */
     sm_phase phase;
+    sm_block_part part;
     /* for the "ordered" policies (schedulers/ordered.h): the task starts as number `order` of
      * lane `lane`'s sequence (a lane is a set of workers, e.g. a pipeline rank's); order -1:
      * unordered */

@@ -45,6 +45,7 @@ static const sm_field engine_fields[] = {
     SM_FIELD(sm_engine_config, sched_lib, SM_F_STR_OR_NULL, SM_OPTIONAL),
     SM_FIELD(sm_engine_config, pp, SM_F_INT, SM_OPTIONAL),
     SM_FIELD(sm_engine_config, deterministic, SM_F_BOOL, SM_OPTIONAL),
+    SM_FIELD(sm_engine_config, fb_interleave, SM_F_BOOL, SM_OPTIONAL),
 };
 
 static const sm_field parallel_fields[] = {
@@ -112,6 +113,7 @@ void sm_run_config_defaults(sm_run_config *rc)
     rc->log.every = 1;
     rc->engine.workers = 2;
     rc->engine.pp = 1;
+    rc->engine.fb_interleave = 1;
     snprintf(rc->engine.sched, sizeof rc->engine.sched, "lws");
     rc->parallel.ep = 1;
     rc->parallel.dp = 1;

@@ -59,6 +59,8 @@ typedef struct sm_engine_config {
                                     pipeline schedule (gpipe, 1f1b, zbh1, dualpipe, dualpipev),
                                     which the trainer checks (model/train_setup.c) */
     int deterministic;           /* gradients reduced in micro-batch order (sm_run_opts) */
+    int fb_interleave;           /* DualPipe's overlapped slots interleave their chunks by block
+                                    parts (default; sm_run_opts.fb_serial when off) */
 } sm_engine_config;
 
 /* The launch layout under mpirun (model/parallel.c checks it against the ranks launched). */

@@ -10,6 +10,15 @@
 #include "tasks/dense.h"
 #include "tasks/moe.h"
 
+/* c, for the tasks of block part `part` (metadata for the policies that interleave two
+ * chunks: graph/graph.h). */
+static sm_op_ctx sm_in_part(const sm_op_ctx *c, sm_block_part part)
+{
+    sm_op_ctx x = *c;
+    x.part = part;
+    return x;
+}
+
 static sm_ffn_shape sm_dense_shape(const sm_run *r, int I)
 {
     return (sm_ffn_shape){.n = r->T, .d = r->m->dims.d, .I = I, .expert = -1};
@@ -83,19 +92,22 @@ static int sm_moe_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
     const sm_router_dims *rd = &r->router;
+    sm_op_ctx dispatch = sm_in_part(c, SM_PART_DISPATCH), mlp = sm_in_part(c, SM_PART_MLP);
+    sm_op_ctx combine = sm_in_part(c, SM_PART_COMBINE);
     if (sm_insert_router_fwd(c, rd, &r->bal, a->plan, a->w, a->s, a->bal_loss, a->xn2,
                              p->router.w, p->bias.w) ||
-        sm_moe_dispatch_all(r, c, l, mb) || sm_moe_experts_fwd(r, c, l, mb))
+        sm_moe_dispatch_all(r, &dispatch, l, mb) || sm_moe_experts_fwd(r, &mlp, l, mb))
         return -1;
     if (p->shared.I > 0) {
         sm_ffn_shape s = sm_dense_shape(r, p->shared.I);
-        if (sm_insert_swiglu_fwd(c, &s, a->ys, a->h1, a->h3, a->xn2, p->shared.gate.w,
+        if (sm_insert_swiglu_fwd(&mlp, &s, a->ys, a->h1, a->h3, a->xn2, p->shared.gate.w,
                                  p->shared.up.w, p->shared.down.w, NULL))
             return -1;
     }
     sm_tensor *ye[rd->E];
     for (int e = 0; e < rd->E; e++) ye[e] = a->ye[sm_ex(r, e, r->ep_index)];
-    return sm_insert_moe_combine(c, rd, r->mb[mb].x[l + 1], ye, a->ys, a->w, a->plan, a->x1);
+    return sm_insert_moe_combine(&combine, rd, r->mb[mb].x[l + 1], ye, a->ys, a->w, a->plan,
+                                 a->x1);
 }
 
 int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
@@ -108,8 +120,9 @@ int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
         return -1;
     if (p->moe) return sm_moe_fwd(r, c, l, mb);
     sm_ffn_shape s = sm_dense_shape(r, p->dense.I);
-    return sm_insert_swiglu_fwd(c, &s, r->mb[mb].x[l + 1], a->h1, a->h3, a->xn2, p->dense.gate.w,
-                                p->dense.up.w, p->dense.down.w, a->x1);
+    sm_op_ctx mlp = sm_in_part(c, SM_PART_MLP);
+    return sm_insert_swiglu_fwd(&mlp, &s, r->mb[mb].x[l + 1], a->h1, a->h3, a->xn2,
+                                p->dense.gate.w, p->dense.up.w, p->dense.down.w, a->x1);
 }
 
 /* The backward of one SwiGLU with input x and hidden h1, h3 (the dense FFN, the shared expert
@@ -214,15 +227,17 @@ static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
     sm_layer_acts *a = &r->mb[mb].layers[l];
     const sm_router_dims *rd = &r->router;
     sm_tensor *dy = r->mb[mb].dx[2 * l + 2];
-    if ((parts & SM_BWD_INPUT) && sm_moe_combine_bwd_all(r, c, l, mb)) return -1;
-    if (sm_moe_experts_bwd(r, c, l, mb, parts)) return -1;
-    if (p->shared.I > 0 && sm_full_ffn_bwd(r, c, &p->shared, a, dy, mb, parts)) return -1;
+    sm_op_ctx combine = sm_in_part(c, SM_PART_COMBINE), mlp = sm_in_part(c, SM_PART_MLP);
+    sm_op_ctx dispatch = sm_in_part(c, SM_PART_DISPATCH);
+    if ((parts & SM_BWD_INPUT) && sm_moe_combine_bwd_all(r, &combine, l, mb)) return -1;
+    if (sm_moe_experts_bwd(r, &mlp, l, mb, parts)) return -1;
+    if (p->shared.I > 0 && sm_full_ffn_bwd(r, &mlp, &p->shared, a, dy, mb, parts)) return -1;
     if (!(parts & SM_BWD_INPUT)) return 0;
     sm_tensor *dxe[rd->E];
     for (int e = 0; e < rd->E; e++) dxe[e] = a->dxe[sm_ex(r, e, r->ep_index)];
-    if (sm_insert_moe_dispatch_bwd(c, rd, a->dxn2, dxe, a->plan, p->shared.I > 0) ||
-        sm_insert_router_bwd(c, rd, &r->bal, a->dxn2, sm_grad(r, &p->router, mb), a->dge, a->s,
-                             a->plan, a->xn2, p->router.w, 1))
+    if (sm_insert_moe_dispatch_bwd(&dispatch, rd, a->dxn2, dxe, a->plan, p->shared.I > 0) ||
+        sm_insert_router_bwd(&dispatch, rd, &r->bal, a->dxn2, sm_grad(r, &p->router, mb), a->dge,
+                             a->s, a->plan, a->xn2, p->router.w, 1))
         return -1;
     return 0;
 }
@@ -234,8 +249,9 @@ int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
     sm_layer_acts *a = &r->mb[mb].layers[l];
     sm_tensor *dy = r->mb[mb].dx[2 * l + 2], *dxo = r->mb[mb].dx[2 * l + 1];
     int d = r->m->dims.d;
+    sm_op_ctx mlp = sm_in_part(c, SM_PART_MLP);
     if (p->moe ? sm_moe_bwd(r, c, l, mb, parts)
-               : sm_full_ffn_bwd(r, c, &p->dense, a, dy, mb, parts))
+               : sm_full_ffn_bwd(r, &mlp, &p->dense, a, dy, mb, parts))
         return -1;
     if (!(parts & SM_BWD_INPUT)) return 0;
     if (sm_residual_grad_pass(c, dxo, dy) ||

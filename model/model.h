@@ -151,6 +151,8 @@ struct sm_run {
     int pp_ranks, pp_index, share, shares;
     unsigned step_parity;                    /* 0/1 by step: message tags of steps in a row
                                               * differ */
+    int planning;                            /* a slot's tasks are being collected, not
+                                              * inserted (sm_order_plan): no messages either */
 };
 
 /* Index of routed-expert row buffers (sm_layer_acts): expert e, source p. */

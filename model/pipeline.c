@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "schedulers/ordered.h"
+#include "schedulers/overlap.h"
 #include "schedulers/schedule.h"
 #include "model/comm.h"
 #include "schedulers/simulate.h"
@@ -29,6 +30,7 @@ struct sm_pipeline {
     int64_t *order_next;         /* [pp]: next order number of each rank's lane */
     sm_slot_ref *order;          /* every slot, in submission order */
     int nslots;
+    int interleave;              /* overlapped slots' chunks interleaved (sm_emit_pair) */
 };
 
 int sm_pipeline_defers_weights(const sm_run_opts *o)
@@ -174,6 +176,7 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
     if (!(r->pl = calloc(1, sizeof *r->pl))) return sm_fail(err, "out of memory");
     sm_pipeline *pl = r->pl;
     if (!(pl->pipe = sm_schedule_new(policy, pp, r->micro, err))) return -1;
+    pl->interleave = !o->fb_serial;
     if (!(pl->order_next = calloc(pp, sizeof *pl->order_next)))
         return sm_fail(err, "out of memory");
     if (!(pl->span = calloc(pl->pipe->nstages, sizeof *pl->span)))
@@ -358,16 +361,19 @@ static int sm_gather_units(sm_run *r, const sm_param *p, int *skip, sm_error *er
     return 0;
 }
 
-/* One op of rank `rank`'s program: its chunk's stage, for its micro-batch (with the boundary
- * messages when the pipeline ranks are MPI ranks). */
-static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op, sm_error *err)
+/* One op of rank `rank`'s program: its chunk's stage, for its micro-batch, its tasks numbered
+ * in the lane's order (or by plan); with `messages`, also the boundary messages when the
+ * pipeline ranks are MPI ranks. */
+static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op, sm_order_plan *plan,
+                      int messages, sm_error *err)
 {
     sm_pipeline *pl = r->pl;
-    int dir, stage, over = r->pp_ranks > 1, rc = -1;
+    int dir, stage, over = messages && r->pp_ranks > 1, rc = -1;
     sm_schedule_locate(pl->pipe, rank, op->chunk, &dir, &stage);
     int mb = dir * sm_schedule_micro_per_dir(pl->pipe) + op->micro;
     sm_op_ctx c = {.g = r->m->g, .layer = -1, .micro = mb, .stage = rank,
-                   .order_next = pl->order_next, .lane = over ? 0 : rank, .err = err};
+                   .order_next = pl->order_next, .lane = r->pp_ranks > 1 ? 0 : rank,
+                   .plan = plan, .err = err};
     const sm_stage_span *sp = &pl->span[stage];
     if (over && sm_pp_boundary(r, dir, stage, mb, op->kind, 0, err)) return -1;
     switch (op->kind) {
@@ -382,6 +388,39 @@ static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op, sm_error *err)
     if (rc || !over) return rc;
     if (sm_pp_boundary(r, dir, stage, mb, op->kind, 1, err)) return -1;
     return op->kind == SM_SLOT_F ? sm_pp_share_forward(r, sp, mb, err) : 0;
+}
+
+/* An overlapped slot (a forward and a backward of other micro-batches) in the order the
+ * interleaving policy gives its tasks from their metadata (schedulers/overlap.h): a first pass
+ * collects them (nothing inserted, no message), the second inserts them, each chunk in its
+ * own build order, with the planned numbers. */
+static int sm_emit_pair(sm_run *r, int rank, const sm_slot *s, sm_error *err)
+{
+    sm_pipeline *pl = r->pl;
+    int lane = r->pp_ranks > 1 ? 0 : rank, rc = 0;
+    sm_order_plan plan = {.collecting = 1};
+    size_t nf;
+    r->planning = 1;
+    rc = sm_emit_op(r, rank, &s->op[0], &plan, 0, err);
+    nf = plan.n;
+    rc = rc || sm_emit_op(r, rank, &s->op[1], &plan, 0, err);
+    r->planning = 0;
+    int64_t *order = rc ? NULL : malloc((plan.n ? plan.n : 1) * sizeof *order);
+    if (!rc && !order) rc = sm_fail(err, "out of memory for a slot's plan");
+    if (!rc) {
+        sm_overlap_interleave(plan.meta, nf, plan.meta + nf, plan.n - nf, order);
+        plan = (sm_order_plan){.meta = plan.meta, .n = plan.n, .order = order,
+                               .base = pl->order_next[lane]};
+        rc = sm_emit_op(r, rank, &s->op[0], &plan, 1, err) ||
+             sm_emit_op(r, rank, &s->op[1], &plan, 1, err);
+        if (!rc && plan.at != plan.n)
+            rc = sm_fail(err, "pipeline: rank %d: a slot inserted %zu tasks of the %zu its plan "
+                         "collected", rank, plan.at, plan.n);
+        pl->order_next[lane] += (int64_t)plan.n;
+    }
+    free(order);
+    free(plan.meta);
+    return rc ? -1 : 0;
 }
 
 int sm_run_pipeline_summary(const sm_run *r, char *buf, size_t n)
@@ -420,8 +459,12 @@ int sm_pipeline_build(sm_run *r, sm_error *err)
         const sm_slot *s = &pl->pipe->slots[pl->order[i].rank][pl->order[i].slot];
         /* over MPI ranks, this rank's own program only */
         if (r->pp_ranks > 1 && pl->order[i].rank != r->pp_index) continue;
+        if (s->nops == 2 && pl->interleave) {
+            if (sm_emit_pair(r, pl->order[i].rank, s, err)) return -1;
+            continue;
+        }
         for (int k = 0; k < s->nops; k++)
-            if (sm_emit_op(r, pl->order[i].rank, &s->op[k], err)) return -1;
+            if (sm_emit_op(r, pl->order[i].rank, &s->op[k], NULL, 1, err)) return -1;
     }
     return r->pp_ranks > 1 ? sm_pp_receive_forwards(r, err) : 0;
 }

@@ -172,10 +172,12 @@ int sm_stage_fwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb)
         return -1;
     for (int l = sp->first; l < sp->end; l++) {
         ctx.layer = l;
+        ctx.part = SM_PART_ATTENTION;  /* the FFN block names its own parts */
         if (sm_attention_block_fwd(r, &ctx, l, mb) || sm_ffn_block_fwd(r, &ctx, l, mb))
             return -1;
     }
     ctx.layer = -1;
+    ctx.part = SM_PART_NONE;
     if (!sp->head) return 0;
     if (sm_insert_rmsnorm_fwd(&ctx, a->xf, a->rstd_f, a->x[x->L], d, r->m->final_norm.w, r->T, d,
                               (float)r->m->cfg.rms_norm_eps) ||
@@ -205,11 +207,13 @@ int sm_stage_bwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb,
         return -1;
     for (int l = sp->end - 1; l >= sp->first; l--) {
         ctx.layer = l;
+        ctx.part = SM_PART_ATTENTION;  /* the FFN block names its own parts */
         if (sm_ffn_block_bwd(r, &ctx, l, mb, parts) ||
             sm_attention_block_bwd(r, &ctx, l, mb, parts))
             return -1;
     }
     ctx.layer = -1;
+    ctx.part = SM_PART_NONE;
     if (sp->embed && (parts & SM_BWD_WEIGHT) &&
         sm_insert_embedding_bwd(&ctx, sm_grad(r, &m->embed, mb), a->ids, a->dx[0], r->T, d))
         return -1;

@@ -208,6 +208,7 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     int ppr = t->rc.parallel.pp;
     sm_run_opts ro = {.pipeline = sm_run_pipeline_of(ec->sched), .pp = ppr > 1 ? ppr : ec->pp,
                       .deterministic = ec->deterministic, .grad_over_logits = 1,
+                      .fb_serial = !ec->fb_interleave,
                       .ep = t->rc.parallel.ep, .pp_ranks = ppr};
     sm_run_opts eval_ro = {.ep = t->rc.parallel.ep, .pp_ranks = ppr};
     if (ppr > 1 && (ec->pp > 1 || !ro.pipeline))

@@ -4,20 +4,33 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include "base/grow.h"
 
 int sm_op_insert(const sm_op_ctx *ctx, struct starpu_codelet *cl, const char *op, sm_phase phase,
                  int expert, const sm_access *acc, int nacc, const void *args, size_t args_size,
                  double flops)
 {
     sm_task_meta meta = {.op = op, .layer = ctx->layer, .micro = ctx->micro, .expert = expert,
-                         .stage = ctx->stage, .phase = phase, .order = -1, .lane = -1};
+                         .stage = ctx->stage, .phase = phase, .part = ctx->part, .order = -1,
+                         .lane = -1};
+    sm_order_plan *p = ctx->plan;
+    if (p && p->collecting) {
+        if (sm_grow(&p->meta, &p->cap, p->n + 1, sizeof *p->meta))
+            return sm_fail(ctx->err, "out of memory for a slot's plan");
+        p->meta[p->n++] = meta;
+        return 0;
+    }
+    if (p && p->at >= p->n)
+        return sm_fail(ctx->err, "task '%s' (layer %d, micro-batch %d): more tasks than the "
+                       "slot's plan collected (%zu)", op, ctx->layer, ctx->micro, p->n);
     if (ctx->order_next) {
         meta.lane = ctx->lane;
-        meta.order = ctx->order_next[ctx->lane];
+        meta.order = p ? p->base + p->order[p->at] : ctx->order_next[ctx->lane];
     }
     if (sm_graph_insert(ctx->g, cl, &meta, acc, nacc, args, args_size, flops, ctx->err))
         return -1;
-    if (ctx->order_next) ctx->order_next[ctx->lane]++;
+    if (p) p->at++;
+    else if (ctx->order_next) ctx->order_next[ctx->lane]++;
     return 0;
 }
 

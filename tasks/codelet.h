@@ -41,16 +41,31 @@ void sm_codelet_poison(void *buffers[]);
         .model = &sm_model_##sym,                                                      \
         .name = #sym}
 
+/* A slot whose tasks a policy orders from their metadata (two micro-batches' chunks
+ * interleaved: model/pipeline.c, schedulers/overlap.h), built in two passes: while collecting,
+ * an insert only appends its task's metadata to meta[] (nothing goes into the graph); then each
+ * insert takes order base + order[at++] in its lane. */
+typedef struct sm_order_plan {
+    int collecting;
+    sm_task_meta *meta;
+    size_t n, cap;
+    const int64_t *order;        /* [n]: the policy's position of each collected task */
+    size_t at;
+    int64_t base;
+} sm_order_plan;
+
 /* Where the tasks being inserted belong, and where a failed insertion says why. */
 typedef struct sm_op_ctx {
     sm_graph *g;
     int layer;                   /* -1 outside layers */
     int micro;                   /* -1 for step-wide tasks */
     int stage;
-    /* ordered tasks: each insert takes the next number of lane `lane`, order_next[lane]++;
-     * NULL: unordered */
+    sm_block_part part;          /* the block part the builder is in (metadata for policies) */
+    /* ordered tasks: each insert takes the next number of lane `lane`, order_next[lane]++ (or,
+     * with a plan, its planned number); NULL: unordered */
     int64_t *order_next;
     int lane;
+    sm_order_plan *plan;
     /* the builder's error: a failed insertion (in the graph, or in an insert helper before it)
      * fills it and returns -1, and the builder stops there; NULL: no message */
     sm_error *err;

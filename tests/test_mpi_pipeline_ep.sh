@@ -94,6 +94,36 @@ n=$(grep -cE "^([01] +0|[23] +1) +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+%" "$TMP/
 [ $rc -eq 0 ] && [ "$n" -eq 4 ]
 ok $? "trace summary of the 4 merged ranks: each rank's bubble and exposed communication \
 ($n rank lines)"
+# interleaved overlapped slots: some micro-batch's forward chunk has another micro-batch's
+# backward tasks between its first and last forward task (the chunks merged by block parts);
+# with engine.fb_interleave false, every forward chunk runs whole
+run4 serial --set parallel.ep=2 --set engine.sched=dualpipe --steps 2 \
+  --set engine.fb_interleave=false --trace "$TMP/s.json"
+rc_s=$rc
+cat > "$TMP/interleaved.py" << 'EOF'
+import json, sys
+def inside(path):
+    ev = [e for e in json.load(open(path))["traceEvents"]
+          if e.get("ph") == "X" and e.get("cat") != "message" and e["args"].get("order", -1) >= 0]
+    n = 0
+    for g in {e["args"]["graph"] for e in ev}:
+        tasks = [e for e in ev if e["args"]["graph"] == g]
+        for mb in {e["args"]["mb"] for e in tasks}:
+            fwd = [e["args"]["order"] for e in tasks
+                   if e["args"]["mb"] == mb and e["cat"] == "forward"]
+            if fwd:
+                n += sum(min(fwd) < e["args"]["order"] < max(fwd) and e["args"]["mb"] != mb
+                         for e in tasks)
+    return n
+print(" ".join(str(inside(p)) for p in sys.argv[1:]))
+EOF
+mine=$(python3 "$TMP/interleaved.py" "${traces[@]}")
+serial=$(python3 "$TMP/interleaved.py" "$TMP/s.json" "$TMP/s.rank1.json" "$TMP/s.rank2.json" \
+  "$TMP/s.rank3.json")
+[ $rc_s -eq 0 ] && echo "$mine" | awk '{ for (i = 1; i <= 4; i++) if ($i < 1) exit 1 }' &&
+  [ "$serial" = "0 0 0 0" ]
+ok $? "DualPipe's overlapped slots interleave their two chunks on every rank (other micro-batches' \
+tasks inside a forward chunk, per rank: $mine; with engine.fb_interleave false: $serial)"
 "$STARMOE" schedule --policy dualpipe --pp 2 --micro 4 --costs-from "$TMP/all.json" \
   > "$TMP/predicted"
 rc=$?

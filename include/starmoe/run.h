@@ -43,6 +43,11 @@ typedef struct sm_run_opts {
      * every group on the same sequences, stage boundaries sent and received between them.
      * A run without a pipeline (evaluation) runs the whole model on every rank. */
     int pp_ranks;
+    /* DualPipe(V)'s overlapped slots run the forward chunk, then the backward chunk, instead of
+     * interleaving them by block parts (attention, dispatch, MLP, combine; the default), which
+     * lets each chunk's messages travel while the other computes (schedulers/overlap.h). The
+     * numbers are the same either way. */
+    int fb_serial;
 } sm_run_opts;
 
 /* `sched` when it names a pipeline schedule (the ordered policy of that name runs it), else
