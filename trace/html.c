@@ -328,10 +328,9 @@ static void sm_html_slices(FILE *f, const sm_trace_data *d, const sm_html_rows *
     for (size_t i = 0; i < d->nslices; i++) {
         const sm_trace_slice *s = &d->slices[i];
         fprintf(f, "%s%d,%d,%d,%.3f,%.3f,%d,%d,%d,%lld,%.3f,%.3f,%.3f", i ? ",\n" : "",
-                r->of_lane[s->lane],
-                s->op, s->cat, s->ts, s->dur, s->layer, s->micro, s->expert,
-                (long long)s->step, isnan(s->predicted) ? -1.0 : s->predicted, s->submit,
-                s->ready);
+                r->of_lane[s->lane], s->op, s->cat, s->ts, s->dur, s->layer, s->micro,
+                s->expert, (long long)s->step, isnan(s->predicted) ? -1.0 : s->predicted,
+                s->submit, s->ready);
     }
     fputs("],\n", f);
 }
