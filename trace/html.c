@@ -374,7 +374,7 @@ static int sm_cmp_point(const void *a, const void *b)
 /* Counters: per counter its points, in time order (points are sorted in place). */
 static void sm_html_counters(FILE *f, sm_trace_data *d)
 {
-    qsort(d->points, d->npoints, sizeof *d->points, sm_cmp_point);
+    if (d->npoints) qsort(d->points, d->npoints, sizeof *d->points, sm_cmp_point);
     fputs("\"counters\":[", f);
     for (int c = 0, k = 0; c < d->counters.n; c++) {
         fprintf(f, "%s{\"name\":", c ? ",\n" : "");
