@@ -6,10 +6,13 @@
 # are rank 1's receives (same tags, same bytes); the clock offsets to rank 0 measured at start-up
 # and at the end agree to within their error (one host: no drift); in the merged timeline no
 # receive ends before its send starts; trace summary gives per rank communication = overlapped +
-# exposed, as text and JSON. eval over ep 2 writes a file per rank too. A one-rank trace has no
+# exposed, as text and JSON; trace html of the merged trace stacks the ranks, each rank's worker
+# lanes followed by its lanes of sends and receives holding every message, and headless Chromium
+# draws message boxes there. eval over ep 2 writes a file per rank too. A one-rank trace has no
 # messages and no clock offset. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 . "$(dirname "$0")/mpi.sh"
+. "$(dirname "$0")/browser.sh"
 check_tool=${TRACE_CHECK:-./tests/trace_check}
 TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --steps 2
        --set engine.workers=1 --set eval.batches=1)
@@ -102,6 +105,17 @@ sys.exit(not (len(r) == 2 and [x["rank"] for x in r] == [0, 1] and
                   1e-9 * x["communication_us"] + 1e-6 for x in r)))
 EOF
 ok $? "per rank in JSON: communication > 0 = overlapped + exposed"
+"$STARMOE" trace html "$TMP/all.json" -o "$TMP/all.html" > /dev/null
+ok $? "trace html of the merged trace"
+checks "merged report" report_lanes "$TMP/all.html" "$TMP/all.json"
+if command -v chromium > /dev/null; then
+  page_ok "$TMP/all.html" && [ "$(body_attr data-comm-lanes)" -ge 4 ] &&
+    [ "$(body_attr data-comm-boxes)" -ge 1 ]
+  ok $? "Chromium draws 2 lanes of messages per rank with message boxes in them, no script \
+error ($(cat "$TMP/body"))"
+else
+  skip "chromium not installed"
+fi
 
 # eval over ep 2: each rank its own file too (they used to share one)
 "${MPIRUN[@]}" -np 2 "$STARMOE" eval --model "$FIXTURE" --inputs "$FIXTURE/inputs.safetensors" \

@@ -4,7 +4,9 @@
 # every time inside the run, dependencies in time order, summary totals that add up); step
 # ranges, the Paje format (read back by pj_dump when pajeng is installed), eval and bench
 # traces, merging two ranks; the HTML report loaded in headless Chromium (lanes and task boxes
-# drawn, no script error; a screenshot is kept in tests/test_trace.out/); malformed trace files
+# drawn, no script error; a screenshot is kept in tests/test_trace.out/); the report of a
+# hand-written trace of two processes with messages: lanes by pid, each one's workers then its
+# lanes of sends and receives, message boxes drawn and described on hover; malformed trace files
 # and bad flags get errors naming the file; outputs that are an input are refused, a failed
 # merge leaves no output, absurd times and dependencies are refused naming the event and field.
 . "$(dirname "$0")/tap.sh"
@@ -104,6 +106,48 @@ if command -v chromium > /dev/null; then
   [ -s "$out_dir/report.png" ]; ok $? "screenshot (zoomed, a tooltip shown) saved in $out_dir/report.png"
 else
   for i in 1 2 3 4 5 6; do skip "chromium not installed"; done
+fi
+
+# ---- a report of two processes with messages, from a hand-written trace: pid 1's events come
+# first, pid 0's lanes of messages in the file (one named, one not) get no lane of their own
+cat > "$TMP/ranks.json" << 'EOF'
+{"traceEvents":[
+{"name":"thread_name","ph":"M","pid":1,"tid":0,"args":{"name":"CPU 0"}},
+{"name":"thread_name","ph":"M","pid":1,"tid":1000,"args":{"name":"recv from rank 0"}},
+{"name":"a","cat":"forward","ph":"X","ts":0,"dur":10,"pid":1,"tid":0},
+{"name":"mb3.x2","cat":"message","ph":"X","ts":10,"dur":5,"pid":1,"tid":1000,"args":{"dir":"recv","peer":0,"tag":7,"bytes":64}},
+{"name":"b","cat":"forward","ph":"X","ts":0,"dur":8,"pid":0,"tid":1},
+{"name":"c","cat":"backward-input","ph":"X","ts":20,"dur":8,"pid":0,"tid":0},
+{"name":"mb3.x2","cat":"message","ph":"X","ts":8,"dur":6,"pid":0,"tid":1001,"args":{"dir":"send","peer":1,"tag":7,"bytes":64}},
+{"name":"mb3.loss","cat":"message","ph":"X","ts":30,"dur":2,"pid":0,"tid":1002,"args":{"dir":"recv","peer":1}},
+{"name":"thread_name","ph":"M","pid":0,"tid":1001,"args":{"name":"send to rank 1"}}
+]}
+EOF
+grep -v '"pid":1' "$TMP/ranks.json" > "$TMP/rank0.json"
+lanes_of() { paste -sd '|' "$TMP/lanes"; }
+for t in ranks rank0; do
+  "$STARMOE" trace html "$TMP/$t.json" -o "$TMP/$t.html" > /dev/null
+  ok $? "trace html of $t.json"
+  checks "$t.json" report_lanes "$TMP/$t.html" "$TMP/$t.json"
+done
+report_lanes "$TMP/ranks.html" "$TMP/ranks.json" > /dev/null
+[ "$(lanes_of)" = "0: tid 1|0: tid 0|0: MPI send|0: MPI recv|1: CPU 0|1: MPI send|1: MPI recv" ]
+ok $? "two processes: pid 0's workers and message lanes, then pid 1's ($(lanes_of))"
+report_lanes "$TMP/rank0.html" "$TMP/rank0.json" > /dev/null
+[ "$(lanes_of)" = "tid 1|tid 0|MPI send|MPI recv" ]
+ok $? "one process with messages: its workers, then MPI send and MPI recv, no prefix ($(lanes_of))"
+checks "train report" report_lanes "$out_dir/report.html" "$TMP/train.json"
+! grep -q "MPI send" "$TMP/lanes"; ok $? "a trace without messages has no lanes of messages"
+if command -v chromium > /dev/null; then
+  page_ok "$TMP/ranks.html" && [ "$(body_attr data-comm-lanes)" = 4 ] &&
+    [ "$(body_attr data-comm-boxes)" = 3 ]
+  ok $? "Chromium draws 4 lanes of messages and the 3 messages ($(cat "$TMP/body"))"
+  chromium_cmd --dump-dom "file://$(realpath "$TMP/ranks.html")#selftest" |
+    grep -o '<body[^>]*>' > "$TMP/body"
+  [ "$(body_attr data-comm-tip)" = "mb3.x2 / send to rank 1" ] && ! grep -q data-error "$TMP/body"
+  ok $? "hovering a message names it, its direction and its peer ($(cat "$TMP/body"))"
+else
+  for i in 1 2; do skip "chromium not installed"; done
 fi
 
 # ---- one colour per phase in every view: the report's legend, its boxes' bands, Paje, DOT

@@ -1,8 +1,10 @@
 /* The HTML trace report (sm_trace_html): one self-contained page — inline style and script
- * from trace/html_page.c, the trace's slices, marks and counters as JSON in a
+ * from trace/html_page.c, the trace's slices, messages, marks and counters as JSON in a
  * <script type="application/json"> element, and the per-op bar chart and summary tables as
- * plain HTML written here. Phase colours (the band under each task box, the legend) come from
- * the phase table (base/phase.h). */
+ * plain HTML written here. The timeline's lanes go process by process (pid = rank, ascending):
+ * its workers, then its messages to and from other ranks on two lanes (sends, receives). Phase
+ * colours (the band under each task box, the legend) come from the phase table (base/phase.h);
+ * messages have colours of their own. */
 #include "trace/read.h"
 #include "trace/output.h"
 
@@ -74,21 +76,32 @@ static const char *sm_cat_color(const char *cat)
     return phase < 0 ? SM_PHASE_UNKNOWN_COLOR : sm_phase_info_of(phase)->color;
 }
 
-/* Style rules of the phase legend, one class per phase. */
-static void sm_html_phase_style(FILE *f)
+/* Message lanes and boxes: [0] sends, [1] receives. */
+static const char *const sm_msg_lane_names[2] = {"MPI send", "MPI recv"};
+static const char *const sm_msg_colors[2] = {"#64748b", "#a5b4c8"};
+
+/* Style rules of the legend, one class per phase and one per message direction. */
+static void sm_html_legend_style(FILE *f)
 {
     for (int i = 0; i < SM_NPHASES; i++)
         fprintf(f, ".phase-%s{background:%s}\n", sm_phase_name(i), sm_phase_info_of(i)->color);
+    fprintf(f, ".msg-send{background:%s;color:#fff}\n.msg-recv{background:%s}\n",
+            sm_msg_colors[0], sm_msg_colors[1]);
 }
 
-static void sm_html_timeline(FILE *f)
+static void sm_html_timeline(FILE *f, const sm_trace_data *d)
 {
     fputs("<section><h2>Timeline</h2><p class=\"hint\">Wheel: zoom around the pointer &middot; "
-          "drag: pan &middot; double-click: whole run &middot; hover a task for its details. "
+          "drag: pan &middot; double-click: whole run &middot; hover a box for its details. "
           "Grey lines mark steps, red lines evaluations and checkpoints. Boxes are coloured by "
           "op family, the band under each by phase:</p>\n<p class=\"legend\">", f);
     for (int i = 0; i < SM_NPHASES; i++)
         fprintf(f, "<span class=\"phase-%s\">%s</span>", sm_phase_name(i), sm_phase_name(i));
+    if (d->nmsgs)
+        fprintf(f, "</p>\n<p class=\"legend\">Each rank's workers are followed by its messages "
+                   "to and from other ranks, one box per message (hover for its peer, bytes and "
+                   "tag): <span class=\"msg-send\">%s</span><span class=\"msg-recv\">%s</span>",
+                sm_msg_lane_names[0], sm_msg_lane_names[1]);
     fputs("</p>\n<div id=\"timeline\"><canvas id=\"gantt\"></canvas><div id=\"tip\" hidden>"
           "</div></div></section>\n", f);
 }
@@ -188,30 +201,154 @@ static void sm_html_strings(FILE *f, const char *key, char *const *v, int n)
     fputs("],\n", f);
 }
 
-static void sm_html_lanes(FILE *f, const sm_trace_data *d)
+/* The timeline's rows, process by process (pid ascending): its worker lanes in the trace's
+ * order, then, when it has messages, a row of its sends and one of its receives. A lane that
+ * carries only messages in the file (the recorder's lanes per peer and direction) gets no row:
+ * its messages are drawn on their process's two. */
+enum { SM_ROW_SEND = -1, SM_ROW_RECV = -2 };
+typedef struct sm_html_row {
+    int pid, lane;               /* lane: the trace's lane, or SM_ROW_SEND / SM_ROW_RECV */
+} sm_html_row;
+
+typedef struct sm_html_rows {
+    sm_html_row *v;
+    int n;
+    int *of_lane;                /* per lane of the trace: its row, -1 when none */
+    int *pids;                   /* the processes, ascending */
+    int npids;
+    int *send_row;               /* per process: its send row (receives on the next), -1: none */
+} sm_html_rows;
+
+static int sm_cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+static int sm_pid_index(const sm_html_rows *r, int pid)
+{
+    const int *p = bsearch(&pid, r->pids, (size_t)r->npids, sizeof *r->pids, sm_cmp_int);
+    return (int)(p - r->pids);
+}
+
+/* The lane of (pid, tid), trying hint first; nlanes when none. */
+static int sm_lane_of(const sm_trace_data *d, int pid, int tid, int hint)
+{
+    if (hint < d->nlanes && d->lanes[hint].pid == pid && d->lanes[hint].tid == tid) return hint;
+    for (int i = 0; i < d->nlanes; i++)
+        if (d->lanes[i].pid == pid && d->lanes[i].tid == tid) return i;
+    return d->nlanes;
+}
+
+static void sm_html_rows_free(sm_html_rows *r)
+{
+    free(r->v);
+    free(r->of_lane);
+    free(r->pids);
+    free(r->send_row);
+}
+
+/* The processes of lanes and messages, sorted and distinct. */
+static void sm_html_pids(sm_html_rows *r, const sm_trace_data *d)
+{
+    int n = 0;
+    for (int i = 0; i < d->nlanes; i++) r->pids[n++] = d->lanes[i].pid;
+    for (size_t i = 0; i < d->nmsgs; i++) r->pids[n++] = d->msgs[i].pid;
+    qsort(r->pids, (size_t)n, sizeof *r->pids, sm_cmp_int);
+    r->npids = 0;
+    for (int i = 0; i < n; i++)
+        if (!r->npids || r->pids[i] != r->pids[r->npids - 1]) r->pids[r->npids++] = r->pids[i];
+}
+
+static int sm_html_rows_build(sm_html_rows *r, const sm_trace_data *d)
+{
+    size_t nl = (size_t)d->nlanes, np = nl + d->nmsgs;
+    char *tasks = calloc(nl + 1, 1), *msgs = calloc(nl + 1, 1), *talks = calloc(np + 1, 1);
+    *r = (sm_html_rows){.v = malloc((nl + 2 * np + 1) * sizeof *r->v),
+                        .of_lane = malloc((nl + 1) * sizeof *r->of_lane),
+                        .pids = malloc((np + 1) * sizeof *r->pids),
+                        .send_row = malloc((np + 1) * sizeof *r->send_row)};
+    int rc = tasks && msgs && talks && r->v && r->of_lane && r->pids && r->send_row ? 0 : -1;
+    if (rc == 0) {
+        sm_html_pids(r, d);
+        for (size_t i = 0; i < d->nslices; i++) tasks[d->slices[i].lane] = 1;
+        for (size_t i = 0, lane = 0; i < d->nmsgs; i++) {
+            const sm_trace_msg_slice *m = &d->msgs[i];
+            lane = (size_t)sm_lane_of(d, m->pid, m->tid, (int)lane);
+            msgs[lane] = 1;
+            talks[sm_pid_index(r, m->pid)] = 1;
+        }
+        for (int k = 0; k < r->npids; k++) {
+            for (int i = 0; i < d->nlanes; i++) {
+                if (d->lanes[i].pid != r->pids[k]) continue;
+                r->of_lane[i] = msgs[i] && !tasks[i] ? -1 : r->n;
+                if (r->of_lane[i] >= 0) r->v[r->n++] = (sm_html_row){r->pids[k], i};
+            }
+            r->send_row[k] = talks[k] ? r->n : -1;
+            if (!talks[k]) continue;
+            r->v[r->n++] = (sm_html_row){r->pids[k], SM_ROW_SEND};
+            r->v[r->n++] = (sm_html_row){r->pids[k], SM_ROW_RECV};
+        }
+    }
+    free(tasks);
+    free(msgs);
+    free(talks);
+    if (rc) {
+        sm_html_rows_free(r);
+        *r = (sm_html_rows){0};
+    }
+    return rc;
+}
+
+/* Per row: its name, its process and whether it holds messages. */
+static void sm_html_lanes(FILE *f, const sm_trace_data *d, const sm_html_rows *r)
 {
     char buf[96];
     fputs("\"lanes\":[", f);
-    for (int i = 0; i < d->nlanes; i++) {
+    for (int i = 0; i < r->n; i++) {
+        const sm_html_row *row = &r->v[i];
         if (i) putc(',', f);
-        sm_html_json_str(f, sm_trace_lane_name(d, i, buf, sizeof buf));
+        if (row->lane >= 0) sm_trace_lane_name(d, row->lane, buf, sizeof buf);
+        else sm_trace_pid_lane_name(d, row->pid, sm_msg_lane_names[row->lane == SM_ROW_RECV],
+                                    buf, sizeof buf);
+        sm_html_json_str(f, buf);
     }
+    fputs("],\n\"lane_pids\":[", f);
+    for (int i = 0; i < r->n; i++) fprintf(f, "%s%d", i ? "," : "", r->v[i].pid);
+    fputs("],\n\"comm\":[", f);
+    for (int i = 0; i < r->n; i++) fprintf(f, "%s%d", i ? "," : "", r->v[i].lane < 0);
     fputs("],\n", f);
 }
 
 /* Slices as flat rows: lane, op, cat, ts, dur, layer, mb, expert, step, predicted (-1: none),
  * submit, ready (the script's field order). */
-static void sm_html_slices(FILE *f, const sm_trace_data *d)
+static void sm_html_slices(FILE *f, const sm_trace_data *d, const sm_html_rows *r)
 {
     fputs("\"fields\":12,\"slices\":[", f);
     for (size_t i = 0; i < d->nslices; i++) {
         const sm_trace_slice *s = &d->slices[i];
-        fprintf(f, "%s%d,%d,%d,%.3f,%.3f,%d,%d,%d,%lld,%.3f,%.3f,%.3f", i ? ",\n" : "", s->lane,
-                s->op, s->cat, s->ts, s->dur, s->layer, s->micro, s->expert,
-                (long long)s->step, isnan(s->predicted) ? -1.0 : s->predicted, s->submit,
-                s->ready);
+        fprintf(f, "%s%d,%d,%d,%.3f,%.3f,%d,%d,%d,%lld,%.3f,%.3f,%.3f", i ? ",\n" : "",
+                r->of_lane[s->lane], s->op, s->cat, s->ts, s->dur, s->layer, s->micro,
+                s->expert, (long long)s->step, isnan(s->predicted) ? -1.0 : s->predicted,
+                s->submit, s->ready);
     }
     fputs("],\n", f);
+}
+
+/* Messages as flat rows: lane, name, send (1) or receive (0), ts, dur, peer, bytes, tag (-1:
+ * none) — start and duration at the slices' places (the script's field order). */
+static void sm_html_msgs(FILE *f, const sm_trace_data *d, const sm_html_rows *r)
+{
+    fputs("\"msg_fields\":8,\"msgs\":[", f);
+    for (size_t i = 0; i < d->nmsgs; i++) {
+        const sm_trace_msg_slice *m = &d->msgs[i];
+        fprintf(f, "%s%d,%d,%d,%.3f,%.3f,%d,%.17g,%lld", i ? ",\n" : "",
+                r->send_row[sm_pid_index(r, m->pid)] + !m->send, m->name, m->send, m->ts, m->dur,
+                m->peer, m->bytes, (long long)m->tag);
+    }
+    fputs("],\n", f);
+    sm_html_strings(f, "msg_names", d->msg_names.v, d->msg_names.n);
+    fprintf(f, "\"msg_colors\":[\"%s\",\"%s\"],\n", sm_msg_colors[0], sm_msg_colors[1]);
 }
 
 static void sm_html_marks(FILE *f, const sm_trace_data *d)
@@ -237,7 +374,7 @@ static int sm_cmp_point(const void *a, const void *b)
 /* Counters: per counter its points, in time order (points are sorted in place). */
 static void sm_html_counters(FILE *f, sm_trace_data *d)
 {
-    qsort(d->points, d->npoints, sizeof *d->points, sm_cmp_point);
+    if (d->npoints) qsort(d->points, d->npoints, sizeof *d->points, sm_cmp_point);
     fputs("\"counters\":[", f);
     for (int c = 0, k = 0; c < d->counters.n; c++) {
         fprintf(f, "%s{\"name\":", c ? ",\n" : "");
@@ -250,11 +387,25 @@ static void sm_html_counters(FILE *f, sm_trace_data *d)
     fputs("]", f);
 }
 
-static void sm_html_data(FILE *f, sm_trace_data *d)
+/* The timeline's span: from the first start to the last end of a task or a message. */
+static void sm_html_span(const sm_trace_data *d, double *begin, double *end)
+{
+    *begin = d->begin;
+    *end = d->end;
+    for (size_t i = 0; i < d->nmsgs; i++) {
+        const sm_trace_msg_slice *m = &d->msgs[i];
+        int first = i == 0 && d->nslices == 0;
+        if (first || m->ts < *begin) *begin = m->ts;
+        if (first || m->ts + m->dur > *end) *end = m->ts + m->dur;
+    }
+}
+
+static void sm_html_data(FILE *f, sm_trace_data *d, const sm_html_rows *r)
 {
     char color[8];
+    double begin, end;
     fputs("<script id=\"trace-data\" type=\"application/json\">{\n", f);
-    sm_html_lanes(f, d);
+    sm_html_lanes(f, d, r);
     sm_html_strings(f, "ops", d->ops.v, d->ops.n);
     sm_html_strings(f, "cats", d->cats.v, d->cats.n);
     fputs("\"colors\":[", f);
@@ -265,27 +416,30 @@ static void sm_html_data(FILE *f, sm_trace_data *d)
     fputs("],\n\"cat_colors\":[", f);
     for (int i = 0; i < d->cats.n; i++)
         fprintf(f, "%s\"%s\"", i ? "," : "", sm_cat_color(d->cats.v[i]));
-    fprintf(f, "],\n\"begin\":%.3f,\"end\":%.3f,\n", d->begin, d->end);
-    sm_html_slices(f, d);
+    sm_html_span(d, &begin, &end);
+    fprintf(f, "],\n\"begin\":%.3f,\"end\":%.3f,\n", begin, end);
+    sm_html_slices(f, d, r);
+    sm_html_msgs(f, d, r);
     sm_html_marks(f, d);
     sm_html_counters(f, d);
     fputs("}</script>\n", f);
 }
 
-static void sm_html_page(FILE *f, sm_trace_data *d, const sm_trace_stats *s, const char *path)
+static void sm_html_page(FILE *f, sm_trace_data *d, const sm_trace_stats *s,
+                         const sm_html_rows *r, const char *path)
 {
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>"
           "starmoe trace: ", f);
     sm_html_text(f, path);
     fprintf(f, "</title>\n<style>\n%s", sm_trace_html_style);
-    sm_html_phase_style(f);
+    sm_html_legend_style(f);
     fputs("</style></head>\n<body>\n", f);
     sm_html_header(f, d, s, path);
-    sm_html_timeline(f);
+    sm_html_timeline(f, d);
     sm_html_bars(f, d, s);
     sm_html_summary(f, d, s);
-    sm_html_data(f, d);
+    sm_html_data(f, d, r);
     fprintf(f, "<script>\n%s</script>\n</body></html>\n", sm_trace_html_script);
 }
 
@@ -293,15 +447,19 @@ int sm_trace_html(const char *path, const char *out_path, sm_error *err)
 {
     sm_trace_data d;
     sm_trace_stats s;
+    sm_html_rows rows = {0};
     int rc = sm_trace_load(&d, path, err);
     if (rc == 0) rc = sm_trace_summarise(&d, &s, err);
     if (rc == 0) {
         sm_trace_out out;
-        rc = sm_trace_out_begin(&out, out_path, &path, 1, err);
+        if (sm_html_rows_build(&rows, &d))
+            rc = sm_fail(err, "%s: out of memory for the timeline's lanes", path);
+        else rc = sm_trace_out_begin(&out, out_path, &path, 1, err);
         if (rc == 0) {
-            sm_html_page(out.f, &d, &s, path);
+            sm_html_page(out.f, &d, &s, &rows, path);
             rc = sm_trace_out_end(&out, 0, err);
         }
+        sm_html_rows_free(&rows);
         sm_trace_stats_free(&s);
     }
     sm_trace_data_free(&d);

@@ -408,8 +408,9 @@ static int sm_load_slice(sm_loader *L, const json_t *ev)
         return sm_trace_event_fail(L->pos, ev, L->err, "the task ends at %g us (\"ts\" + "
                                    "\"dur\"), after %g us", sl.ts + sl.dur, SM_TRACE_MAX_US);
     if (cat && !strcmp(json_string_value(cat), "message")) {
-        sm_trace_msg_slice m = {.ts = sl.ts, .dur = sl.dur, .pid = (int)pid};
-        return sm_load_message(L, args, &m);
+        sm_trace_msg_slice m = {.ts = sl.ts, .dur = sl.dur, .pid = (int)pid, .tid = (int)tid,
+                                .name = sm_strtab_intern(&d->msg_names, json_string_value(name))};
+        return m.name < 0 ? sm_oom(L) : sm_load_message(L, args, &m);
     }
     const char *op = json_string_value(name);
     sl.submit = sl.ready = sl.ts;
@@ -607,6 +608,7 @@ void sm_trace_data_free(sm_trace_data *d)
     sm_strtab_free(&d->ops);
     sm_strtab_free(&d->cats);
     sm_strtab_free(&d->counters);
+    sm_strtab_free(&d->msg_names);
     json_decref(d->meta);
     memset(d, 0, sizeof *d);
 }
@@ -616,8 +618,14 @@ const char *sm_trace_lane_name(const sm_trace_data *d, int lane, char *buf, size
     const sm_trace_lane *l = &d->lanes[lane];
     char tid[24];
     snprintf(tid, sizeof tid, "tid %d", l->tid);
-    if (d->multi_pid) snprintf(buf, cap, "%d: %s", l->pid, l->name ? l->name : tid);
-    else snprintf(buf, cap, "%s", l->name ? l->name : tid);
+    return sm_trace_pid_lane_name(d, l->pid, l->name ? l->name : tid, buf, cap);
+}
+
+const char *sm_trace_pid_lane_name(const sm_trace_data *d, int pid, const char *name, char *buf,
+                                   size_t cap)
+{
+    if (d->multi_pid) snprintf(buf, cap, "%d: %s", pid, name);
+    else snprintf(buf, cap, "%s", name);
     return buf;
 }
 

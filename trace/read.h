@@ -75,8 +75,9 @@ typedef struct sm_trace_slice {
 /* A message between ranks (an "X" slice of category "message"), kept apart from the tasks. */
 typedef struct sm_trace_msg_slice {
     double ts, dur, bytes;
-    int pid, peer, send;
-    int64_t tag;
+    int pid, tid, peer, send;
+    int name;                    /* index in msg_names */
+    int64_t tag;                 /* -1 when absent */
 } sm_trace_msg_slice;
 
 typedef struct sm_trace_lane {
@@ -119,6 +120,7 @@ typedef struct sm_trace_data {
     size_t npoints, cap_points;
     sm_trace_msg_slice *msgs;    /* messages between ranks (not in slices) */
     size_t nmsgs, cap_msgs;
+    sm_strtab msg_names;
     json_t *meta;                /* otherData, NULL when absent */
     double begin, end;           /* first start and last end of a slice */
     int multi_pid;               /* lanes of more than one process (merged ranks) */
@@ -130,6 +132,10 @@ void sm_trace_data_free(sm_trace_data *d);
 /* A lane's display name: thread_name, else "tid T", after "P: " when the trace has several
  * processes; written in buf (cap bytes), which it returns. */
 const char *sm_trace_lane_name(const sm_trace_data *d, int lane, char *buf, size_t cap);
+/* The display name of a lane named name of process pid ("P: name" when the trace has several
+ * processes), written in buf (cap bytes), which it returns. */
+const char *sm_trace_pid_lane_name(const sm_trace_data *d, int pid, const char *name, char *buf,
+                                   size_t cap);
 /* Index in slices of the slice with this id, -1 when none. */
 long sm_trace_find_id(const sm_trace_data *d, int64_t id);
 /* A metadata string of otherData, "" when absent. */
