@@ -130,9 +130,13 @@ rc=$?
 [ $rc -eq 0 ] && grep -q "^measured: .* predicted makespan .* x measured" "$TMP/predicted"
 ok $? "schedule --costs-from the 4-rank trace predicts the step ($(grep '^measured' \
 "$TMP/predicted" | sed 's/.*= //'))"
+"$STARMOE" trace html "$TMP/all.json" -o "$TMP/all.html" > /dev/null
+checks "4-rank report" report_lanes "$TMP/all.html" "$TMP/all.json"
 if command -v chromium > /dev/null; then
-  "$STARMOE" trace html "$TMP/all.json" -o "$TMP/all.html" > /dev/null && page_ok "$TMP/all.html"
-  ok $? "Chromium draws the 4 merged ranks' report ($(cat "$TMP/body"))"
+  page_ok "$TMP/all.html" && [ "$(body_attr data-comm-lanes)" -eq 8 ] &&
+    [ "$(body_attr data-comm-boxes)" -ge 4 ]
+  ok $? "Chromium draws the 4 merged ranks stacked, each with its communication lanes \
+($(cat "$TMP/body"))"
 else
   skip "chromium not installed"
 fi

@@ -160,12 +160,16 @@ static void sm_html_workers_table(FILE *f, const sm_trace_data *d, const sm_trac
 
 static void sm_html_stages_table(FILE *f, const sm_trace_stats *s)
 {
-    fputs("<h3>Pipeline stages</h3><table><tr><th>stage</th><th>workers</th><th>span ms</th>"
-          "<th>busy ms</th><th>bubble ms</th><th>bubble</th></tr>\n", f);
+    int ranks = s->nstages && s->stages[0].rank >= 0;  /* a row per MPI rank */
+    fprintf(f, "<h3>Pipeline stages</h3><table><tr>%s<th>stage</th><th>workers</th>"
+               "<th>span ms</th><th>busy ms</th><th>bubble ms</th><th>bubble</th></tr>\n",
+            ranks ? "<th>rank</th>" : "");
     for (int i = 0; i < s->nstages; i++) {
         const sm_stage_stat *st = &s->stages[i];
         if (!st->workers) continue;
-        fprintf(f, "<tr><td>%d</td><td>%d</td><td>%.3f</td><td>%.3f</td><td>%.3f</td>"
+        if (ranks) fprintf(f, "<tr><td>%d</td>", st->rank);
+        else fputs("<tr>", f);
+        fprintf(f, "<td>%d</td><td>%d</td><td>%.3f</td><td>%.3f</td><td>%.3f</td>"
                    "<td>%.1f%%</td></tr>\n", st->stage, st->workers, st->span * 1e-3,
                 st->busy * 1e-3, st->bubble * 1e-3,
                 st->bubble + st->busy > 0 ? 100 * st->bubble / (st->bubble + st->busy) : 0);

@@ -59,16 +59,40 @@ static int sm_sum_ops(const sm_trace_data *d, sm_trace_stats *s)
     return 0;
 }
 
+/* Per lane: whether it carries messages and no task (the recorder's lanes per peer and
+ * direction): not a worker. */
+static char *sm_message_lanes(const sm_trace_data *d)
+{
+    char *only = calloc(d->nlanes ? (size_t)d->nlanes : 1, 1);
+    for (size_t i = 0; only && i < d->nmsgs; i++)
+        for (int l = 0; l < d->nlanes; l++)
+            if (d->lanes[l].pid == d->msgs[i].pid && d->lanes[l].tid == d->msgs[i].tid) only[l] = 1;
+    for (size_t i = 0; only && i < d->nslices; i++) only[d->slices[i].lane] = 0;
+    return only;
+}
+
 static int sm_sum_workers(const sm_trace_data *d, sm_trace_stats *s)
 {
-    if (!(s->workers = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *s->workers))) return -1;
-    s->nworkers = d->nlanes;
-    for (int i = 0; i < d->nlanes; i++) s->workers[i].lane = i;
-    for (size_t i = 0; i < d->nslices; i++) {
-        s->workers[d->slices[i].lane].tasks++;
-        s->workers[d->slices[i].lane].busy += d->slices[i].dur;
+    char *messages_only = sm_message_lanes(d);
+    int *row = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *row);
+    s->workers = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *s->workers);
+    if (!messages_only || !row || !s->workers) {
+        free(messages_only);
+        free(row);
+        return -1;
     }
-    for (int i = 0; i < d->nlanes; i++) s->workers[i].idle = s->makespan - s->workers[i].busy;
+    for (int i = 0; i < d->nlanes; i++) {
+        row[i] = messages_only[i] ? -1 : s->nworkers;
+        if (!messages_only[i]) s->workers[s->nworkers++].lane = i;
+    }
+    for (size_t i = 0; i < d->nslices; i++) {
+        sm_worker_stat *w = &s->workers[row[d->slices[i].lane]];
+        w->tasks++;
+        w->busy += d->slices[i].dur;
+    }
+    for (int i = 0; i < s->nworkers; i++) s->workers[i].idle = s->makespan - s->workers[i].busy;
+    free(messages_only);
+    free(row);
     return 0;
 }
 
