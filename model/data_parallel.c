@@ -132,7 +132,7 @@ static int sm_chain_intern(sm_dp *d, const int *list, int n, sm_chain *out, sm_e
  * expert parallelism, the shares holding their shard, one per data-parallel group), each by
  * the ranks computing it (with pipeline ranks on MPI ranks, those running p's stage, in
  * direction order: DualPipe's two), then the ranks holding p that add nothing (the other
- * pipeline ranks). */
+ * pipeline ranks, unless the model is sharded by stages). */
 static int sm_chain_of(sm_dp *d, const sm_param *p, sm_chain *out, sm_error *err)
 {
     const sm_run *r = d->r;
@@ -146,7 +146,7 @@ static int sm_chain_of(sm_dp *d, const sm_param *p, sm_chain *out, sm_error *err
         for (int i = at; i < n; i++) seen[list[i]] = 1;
     }
     for (int q = first; q < d->size; q += stride)
-        if (!seen[q]) list[n++] = q;
+        if (!seen[q] && sm_pipeline_rank_holds(r, q, p)) list[n++] = q;
     return sm_chain_intern(d, list, n, out, err);
 }
 

@@ -13,6 +13,12 @@ sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err)
 
 sm_model *sm_model_new_shard(const sm_config *cfg, int execute, int ep, int index, sm_error *err)
 {
+    return sm_model_new_stages(cfg, execute, ep, index, NULL, err);
+}
+
+sm_model *sm_model_new_stages(const sm_config *cfg, int execute, int ep, int index,
+                              const unsigned char *layers, sm_error *err)
+{
     if (sm_config_validate(cfg, "model config", err)) return NULL;
     if (ep < 1 || index < 0 || index >= ep || cfg->n_routed_experts % ep) {
         sm_fail(err, "expert shard %d of %d: expected 0 <= shard < ep, and ep dividing the "
@@ -28,7 +34,10 @@ sm_model *sm_model_new_shard(const sm_config *cfg, int execute, int ep, int inde
     m->dims = sm_dims_of(cfg);
     m->shard_ep = ep;
     m->shard_index = index;
-    if (!(m->g = sm_graph_new(execute))) sm_fail(err, "out of memory for the task graph");
+    size_t nheld = (size_t)cfg->num_hidden_layers + 2;
+    if (layers && (m->held_layers = malloc(nheld))) memcpy(m->held_layers, layers, nheld);
+    if (layers && !m->held_layers) sm_fail(err, "out of memory");
+    else if (!(m->g = sm_graph_new(execute))) sm_fail(err, "out of memory for the task graph");
     if (!m->g || sm_params_create(m, err)) {
         sm_model_free(m);
         return NULL;
@@ -64,6 +73,7 @@ void sm_model_free(sm_model *m)
         for (int l = 0; l < m->cfg.num_hidden_layers; l++) free(m->layers[l].experts);
     free(m->layers);
     free(m->all);
+    free(m->held_layers);
     free(m);
 }
 

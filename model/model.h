@@ -24,6 +24,7 @@ typedef struct sm_param {
     int layer;                   /* its decoder layer; -1 for the embedding, num_hidden_layers
                                   * for the final norm and the head (a pipeline stage holds
                                   * whole layers) */
+    int trainable;               /* it has a gradient on the ranks holding it */
 } sm_param;
 
 typedef struct sm_ffn_params {
@@ -54,6 +55,10 @@ struct sm_model {
     /* the routed experts held here: block shard_index of shard_ep (sm_model_new_shard); the
      * others' parameters are absent tensors without gradient. 1, 0: every expert. */
     int shard_ep, shard_index;
+    /* with pipeline stages sharded (sm_model_new_stages): held_layers[l + 1] says whether this
+     * model holds layer l's parameters ([0] the embedding, [L + 1] the final norm and head);
+     * the others' are absent. NULL: every layer. */
+    unsigned char *held_layers;
     int adding_layer;                        /* while the parameters are created */
 };
 
@@ -270,6 +275,20 @@ int sm_pipeline_build(sm_run *r, sm_error *err);
  * two for DualPipe's stages, else one (one also for a routed expert whose units the first
  * direction's rank gathers, in deterministic mode); returns how many. */
 int sm_pipeline_producers(const sm_run *r, const sm_param *p, int share, int *ranks);
+/* The layers pipeline rank p holds under `policy` over pp ranks for sequences of S tokens
+ * (the stage cut of sm_pipeline_setup) as held[0 .. L + 1] flags (sm_model.held_layers), for
+ * building its model with sm_model_new_stages. */
+int sm_pipeline_held_layers(const sm_config *cfg, const char *policy, int pp, int micro, int S,
+                            int p, unsigned char *held, sm_error *err);
+/* Whether MPI rank `rank` holds parameter p (its expert block, its pipeline rank's layers). */
+int sm_pipeline_rank_holds(const sm_run *r, int rank, const sm_param *p);
+/* The rank holding p nearest to `rank`: in its own pipeline rank when that one holds p's
+ * layer (else in the first that does), in its own data-parallel group (the expert-parallel
+ * index holding p's expert). */
+int sm_pipeline_source(const sm_run *r, const sm_param *p, int rank);
+/* The lowest pipeline rank holding parameters of layer `layer` (0 when every rank holds
+ * every layer): the one whose ranks write them into checkpoints. */
+int sm_pipeline_first_holder(const sm_run *r, int layer);
 /* The run's schedule (NULL without a pipeline). */
 const struct sm_schedule *sm_pipeline_schedule(const sm_run *r);
 /* Sums each gradient's copies into it, after the running sum of the previous ranks under data

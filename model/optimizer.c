@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <starpu_mpi.h>
 #include "model/comm.h"
 #include "tasks/optim.h"
 
@@ -13,7 +14,7 @@ struct sm_optimizer {
     sm_model *m;
     int ngroups;
     sm_param_group *groups;      /* n = 0 for the groups of experts held by other ranks */
-    int *expert_of;              /* per group: its routed expert, -1 for none */
+    int *first_of;               /* per group: its first parameter (checkpoint order) */
     int *layer_of;               /* per group: its decoder layer, -1 outside layers */
     sm_tensor **sumsq;           /* per group */
     sm_tensor *clip;
@@ -33,13 +34,13 @@ struct sm_optimizer {
  * and the sums of squares of the global norm associate as on one rank. */
 #define SM_GROUP_VALUES (256 * 1024)
 
-/* Whether parameter i is trained (its gradient may be another rank's: an absent expert's). */
-static int sm_trained(const sm_model *m, int i) { return m->all[i].g || m->all[i].w->absent; }
+/* Whether parameter i is trained (its gradient may be another rank's: an absent one's). */
+static int sm_trained(const sm_model *m, int i) { return m->all[i].trainable; }
 
-/* group_of[i] for every parameter (-1 untrained), and for every group expert_of[k] (-1
- * outside routed experts) and layer_of[k] (the layer its tasks are traced under, -1 outside
- * decoder layers); returns the number of groups. */
-static int sm_assign_groups(const sm_model *m, int *group_of, int *expert_of, int *layer_of)
+/* group_of[i] for every parameter (-1 untrained), and for every group first_of[k] (its first
+ * parameter) and layer_of[k] (the layer its tasks are traced under, -1 outside decoder
+ * layers); returns the number of groups. */
+static int sm_assign_groups(const sm_model *m, int *group_of, int *first_of, int *layer_of)
 {
     int G = 0;
     size_t filled = 0;
@@ -48,11 +49,11 @@ static int sm_assign_groups(const sm_model *m, int *group_of, int *expert_of, in
         if (!sm_trained(m, i)) continue;
         size_t n = m->all[i].w->numel;
         int e = m->all[i].expert, new_layer = i > 0 && m->all[i].layer != m->all[i - 1].layer;
-        if (G == 0 || expert_of[G - 1] != e || new_layer ||
+        if (G == 0 || m->all[first_of[G - 1]].expert != e || new_layer ||
             (filled > 0 && filled + n > SM_GROUP_VALUES)) {
             int l = m->all[i].layer;
             layer_of[G] = l >= 0 && l < m->dims.L ? l : -1;
-            expert_of[G++] = e;
+            first_of[G++] = i;
             filled = 0;
         }
         group_of[i] = G - 1;
@@ -91,17 +92,17 @@ static int sm_optimizer_groups(sm_optimizer *o, sm_error *err)
 {
     sm_model *m = o->m;
     int *group_of = calloc(m->nall ? m->nall : 1, sizeof *group_of);
-    o->expert_of = calloc(m->nall ? m->nall : 1, sizeof *o->expert_of);
+    o->first_of = calloc(m->nall ? m->nall : 1, sizeof *o->first_of);
     o->layer_of = calloc(m->nall ? m->nall : 1, sizeof *o->layer_of);
-    int G = group_of && o->expert_of && o->layer_of
-                ? sm_assign_groups(m, group_of, o->expert_of, o->layer_of)
+    int G = group_of && o->first_of && o->layer_of
+                ? sm_assign_groups(m, group_of, o->first_of, o->layer_of)
                 : 0;
     int *count = calloc(G ? G : 1, sizeof *count);
     o->ngroups = G;
     o->groups = calloc(G ? G : 1, sizeof *o->groups);
     o->states = calloc(2 * (size_t)m->nall + 1, sizeof *o->states);
     o->state_param = calloc(2 * (size_t)m->nall + 1, sizeof *o->state_param);
-    if (!group_of || !o->expert_of || !o->layer_of || !count || !o->groups || !o->states ||
+    if (!group_of || !o->first_of || !o->layer_of || !count || !o->groups || !o->states ||
         !o->state_param) {
         free(count);
         free(group_of);
@@ -190,7 +191,7 @@ void sm_optimizer_free(sm_optimizer *o)
         free(g->decay);
     }
     free(o->groups);
-    free(o->expert_of);
+    free(o->first_of);
     free(o->layer_of);
     free(o->sumsq);
     free(o->load);
@@ -199,28 +200,34 @@ void sm_optimizer_free(sm_optimizer *o)
     free(o);
 }
 
-/* Message tags of the experts' sums of squares: one per group. */
-enum { SM_SUMSQ_TAG = 0x53510000 };
+/* Message tags of the groups' sums of squares (one per group) and of the expert loads (one
+ * per layer). */
+enum { SM_SUMSQ_TAG = 0x53510000, SM_LOAD_TAG = 0x4c4f0000 };
 
-/* With the routed experts sharded over the ranks of an expert-parallel group, each rank sends
- * the sums of squares of its experts' groups to the others and receives theirs, so that every
- * rank's clip decision reads every group's, in group order. */
-static int sm_share_expert_sumsq(sm_optimizer *o, const sm_run *r, sm_error *err)
+/* Tensor t, computed by the ranks holding parameter p, to the ranks that do not hold it (each
+ * from the nearest holder, sm_pipeline_source). */
+static int sm_share_from_holders(const sm_model *m, const sm_run *r, const sm_param *p,
+                                 sm_tensor *t, starpu_mpi_tag_t tag, sm_error *err)
 {
-    const sm_model *m = o->m;
-    for (int k = 0; m->shard_ep > 1 && k < o->ngroups; k++) {
-        if (o->expert_of[k] < 0) continue;
-        int owner = sm_expert_owner(r, o->expert_of[k]);
-        sm_tensor *s = o->sumsq[k];
-        for (int q = 0; q < r->ep; q++) {
-            if (q == r->ep_index || (owner != r->ep_index && q != owner)) continue;
-            int rc = owner == r->ep_index
-                         ? sm_comm_send(s->handle, r->ep_first + q, SM_SUMSQ_TAG + k, s->name, err)
-                         : sm_comm_recv(s->handle, r->ep_first + q, SM_SUMSQ_TAG + k, s->name,
-                                        err);
-            if (rc) return -1;
-        }
-    }
+    int me = sm_engine_rank(), size = sm_engine_size();
+    if (!sm_model_param_held(m, p->index))
+        return sm_comm_recv(t->handle, sm_pipeline_source(r, p, me), tag, t->name, err);
+    for (int q = 0; q < size; q++)
+        if (!sm_pipeline_rank_holds(r, q, p) && sm_pipeline_source(r, p, q) == me &&
+            sm_comm_send(t->handle, q, tag, t->name, err))
+            return -1;
+    return 0;
+}
+
+/* The groups a rank does not hold (another rank's routed experts, another pipeline rank's
+ * layers) come as sums of squares from a rank holding them, so that every rank's clip
+ * decision reads every group's, in group order. */
+static int sm_share_sumsq(sm_optimizer *o, const sm_run *r, sm_error *err)
+{
+    for (int k = 0; sm_engine_size() > 1 && k < o->ngroups; k++)
+        if (sm_share_from_holders(o->m, r, &o->m->all[o->first_of[k]], o->sumsq[k],
+                                  SM_SUMSQ_TAG + k, err))
+            return -1;
     return 0;
 }
 
@@ -236,7 +243,7 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
         c.layer = o->layer_of[k];
         if (o->groups[k].n && sm_insert_grad_sumsq(&c, &o->groups[k], o->sumsq[k])) return -1;
     }
-    if (sm_share_expert_sumsq(o, r, err)) return -1;
+    if (sm_share_sumsq(o, r, err)) return -1;
     c.layer = -1;
     if (sm_insert_clip_decide(&c, o->clip, o->sumsq, o->ngroups, r->loss, (float)hp->grad_clip))
         return -1;
@@ -246,6 +253,12 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
     }
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         if (!o->load[l]) continue;
+        /* another pipeline rank's layer: its expert loads (for the step's report) from there */
+        if (m->layers[l].bias.w->absent) {
+            if (sm_share_from_holders(m, r, &m->layers[l].bias, o->load[l], SM_LOAD_TAG + l, err))
+                return -1;
+            continue;
+        }
         sm_tensor *own[r->micro], **plans = own;
         int n = r->micro * sm_run_ranks(r);
         for (int mb = 0; mb < r->micro; mb++) own[mb] = r->mb[mb].layers[l].plan;
@@ -253,7 +266,8 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
         c.layer = l;
         if (sm_insert_bias_update(&c, m->layers[l].bias.w, o->load[l], plans, n,
                                   r->router.T, r->router.K, r->router.E,
-                                  (float)hp->bias_update_speed, o->clip))
+                                  (float)hp->bias_update_speed, o->clip) ||
+            sm_share_from_holders(m, r, &m->layers[l].bias, o->load[l], SM_LOAD_TAG + l, err))
             return -1;
     }
     return 0;

@@ -10,12 +10,15 @@
 #include "io/hf_model.h"
 
 /* Adds parameter `name` of the given shape; with_grad = 0 for non-trainable buffers, -1 for a
- * parameter another rank holds (absent here, without gradient). */
+ * parameter another rank holds (absent here, without gradient), as is every parameter of a
+ * layer the model does not hold. */
 static int sm_param_add(sm_model *m, sm_param *p, const char *name, int ndim, int64_t d0,
                         int64_t d1, int with_grad, sm_error *err)
 {
     int64_t shape[2] = {d0, d1};
     char gname[272];
+    p->trainable = with_grad != 0;
+    if (m->held_layers && !m->held_layers[m->adding_layer + 1]) with_grad = -1;
     p->w = with_grad < 0 ? sm_tensor_absent(m->g, name, SM_F32, SM_PARAM, ndim, shape, err)
                          : sm_tensor_new(m->g, name, SM_F32, SM_PARAM, ndim, shape, err);
     if (!p->w) return -1;
@@ -172,8 +175,8 @@ void sm_model_init_random(sm_model *m, uint64_t seed, double std)
     for (int i = 0; i < m->nall; i++) {
         sm_tensor *t = m->all[i].w;
         float *w = t->data;
-        if (t->absent) {             /* a routed expert's matrix */
-            s += 2 * (uint64_t)t->numel * SM_SPLITMIX_STEP;
+        if (t->absent) {             /* another rank's: its draws skipped (matrices only) */
+            if (t->ndim != 1) s += 2 * (uint64_t)t->numel * SM_SPLITMIX_STEP;
             continue;
         }
         int is_bias = m->all[i].g == NULL;

@@ -156,6 +156,86 @@ static int sm_bind_lanes(const sm_run *r, const sm_run_opts *o, sm_error *err)
     return sm_ordered_set_lanes(o->pp, err);
 }
 
+/* Marks in held[0 .. L + 1] (sm_model.held_layers) what pipeline rank p's stage chunks hold. */
+static void sm_mark_held(const sm_schedule *pipe, const sm_stage_span *span, int L, int p,
+                         unsigned char *held)
+{
+    memset(held, 0, (size_t)L + 2);
+    for (int k = 0; k < pipe->nchunks; k++) {
+        int dir, stage;
+        sm_schedule_locate(pipe, p, k, &dir, &stage);
+        const sm_stage_span *sp = &span[stage];
+        held[0] |= sp->embed;
+        held[L + 1] |= sp->head;
+        for (int l = sp->first; l < sp->end; l++) held[l + 1] = 1;
+    }
+}
+
+int sm_pipeline_held_layers(const sm_config *cfg, const char *policy, int pp, int micro, int S,
+                            int p, unsigned char *held, sm_error *err)
+{
+    sm_schedule_policy pol;
+    if (sm_schedule_policy_parse(policy, &pol, err)) return -1;
+    sm_schedule *pipe = sm_schedule_new(pol, pp, micro, err);
+    sm_stage_span *span = pipe ? calloc(pipe->nstages, sizeof *span) : NULL;
+    int rc = !pipe ? -1 : !span ? sm_fail(err, "out of memory for the pipeline stages")
+                                : sm_stage_cut(pipe, cfg, S, span, err);
+    if (rc == 0) sm_mark_held(pipe, span, cfg->num_hidden_layers, p, held);
+    free(span);
+    sm_schedule_free(pipe);
+    return rc;
+}
+
+/* Whether pipeline rank p holds parameter layer `layer` (every rank, unless the model is
+ * sharded by stages). */
+static int sm_pp_holds(const sm_run *r, int p, int layer)
+{
+    const sm_model *m = r->m;
+    if (!m->held_layers || !r->pl) return 1;
+    int L = m->dims.L;
+    unsigned char held[L + 2];
+    sm_mark_held(r->pl->pipe, r->pl->span, L, p, held);
+    return held[layer + 1];
+}
+
+int sm_pipeline_rank_holds(const sm_run *r, int rank, const sm_param *p)
+{
+    int share = rank % r->shares;
+    if (r->m->shard_ep > 1 && p->expert >= 0 && sm_expert_owner(r, p->expert) != share % r->ep)
+        return 0;
+    return sm_pp_holds(r, rank / r->shares, p->layer);
+}
+
+int sm_pipeline_source(const sm_run *r, const sm_param *p, int rank)
+{
+    int pp = rank / r->shares, share = rank % r->shares;
+    if (!sm_pp_holds(r, pp, p->layer)) pp = sm_pipeline_first_holder(r, p->layer);
+    if (r->m->shard_ep > 1 && p->expert >= 0)
+        share += sm_expert_owner(r, p->expert) - share % r->ep;
+    return sm_rank_at(r, pp, share);
+}
+
+int sm_pipeline_first_holder(const sm_run *r, int layer)
+{
+    for (int p = 0; p < r->pp_ranks; p++)
+        if (sm_pp_holds(r, p, layer)) return p;
+    return 0;
+}
+
+/* A model sharded by stages must hold exactly this pipeline rank's layers. */
+static int sm_check_held(const sm_run *r, sm_error *err)
+{
+    const sm_model *m = r->m;
+    if (!m->held_layers) return 0;
+    int L = m->dims.L;
+    unsigned char held[L + 2];
+    sm_mark_held(r->pl->pipe, r->pl->span, L, r->pp_index, held);
+    if (r->pp_ranks > 1 && !memcmp(held, m->held_layers, (size_t)L + 2)) return 0;
+    return sm_fail(err, "the model holds the layers of another pipeline rank than this run's "
+                        "(pipeline rank %d of %d): build it with sm_model_new_stages and "
+                        "sm_pipeline_held_layers for this rank", r->pp_index, r->pp_ranks);
+}
+
 int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
 {
     sm_schedule_policy policy;
@@ -169,7 +249,7 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
                                 "(gpipe, 1f1b, zbh1, dualpipe or dualpipev)", pp);
         return 0;
     }
-    if (!r->backward)
+    if (!r->backward && r->pp_ranks <= 1)
         return sm_fail(err, "pipeline '%s': a pipeline schedule needs a training (backward) "
                             "step", o->pipeline);
     if (sm_schedule_policy_parse(o->pipeline, &policy, err)) return -1;
@@ -181,9 +261,11 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
         return sm_fail(err, "out of memory");
     if (!(pl->span = calloc(pl->pipe->nstages, sizeof *pl->span)))
         return sm_fail(err, "out of memory for the pipeline stages");
-    if (sm_stage_cut(pl->pipe, &r->m->cfg, r->S, pl->span, err) || sm_order_slots(pl, err))
+    if (sm_stage_cut(pl->pipe, &r->m->cfg, r->S, pl->span, err) || sm_check_held(r, err) ||
+        sm_order_slots(pl, err))
         return -1;
-    if (pl->pipe->ndirs == 2 && !r->ncopies && sm_copies_setup(r, 2, 1, err)) return -1;
+    if (r->backward && pl->pipe->ndirs == 2 && !r->ncopies && sm_copies_setup(r, 2, 1, err))
+        return -1;
     return sm_bind_lanes(r, o, err);
 }
 
@@ -222,9 +304,10 @@ static int sm_stage_of_layer(const sm_pipeline *pl, int l, int L)
     return -1;
 }
 
+/* The direction micro-batch mb goes in (a forward-only run sends every one along the first). */
 static int sm_dir_of(const sm_run *r, int mb)
 {
-    return mb / sm_schedule_micro_per_dir(r->pl->pipe);
+    return r->backward ? mb / sm_schedule_micro_per_dir(r->pl->pipe) : 0;
 }
 
 /* The pipeline rank that computes micro-batch mb's layer l (L: its head and loss). */
@@ -364,30 +447,50 @@ static int sm_gather_units(sm_run *r, const sm_param *p, int *skip, sm_error *er
 /* One op of rank `rank`'s program: its chunk's stage, for its micro-batch, its tasks numbered
  * in the lane's order (or by plan); with `messages`, also the boundary messages when the
  * pipeline ranks are MPI ranks. */
-static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op, sm_order_plan *plan,
-                      int messages, sm_error *err)
+static int sm_emit_chunk(sm_run *r, int rank, int dir, int stage, int mb, sm_slot_kind kind,
+                         sm_order_plan *plan, int messages, sm_error *err)
 {
     sm_pipeline *pl = r->pl;
-    int dir, stage, over = messages && r->pp_ranks > 1, rc = -1;
-    sm_schedule_locate(pl->pipe, rank, op->chunk, &dir, &stage);
-    int mb = dir * sm_schedule_micro_per_dir(pl->pipe) + op->micro;
+    int over = messages && r->pp_ranks > 1, rc = -1;
     sm_op_ctx c = {.g = r->m->g, .layer = -1, .micro = mb, .stage = rank,
                    .order_next = pl->order_next, .lane = r->pp_ranks > 1 ? 0 : rank,
                    .plan = plan, .err = err};
     const sm_stage_span *sp = &pl->span[stage];
-    if (over && sm_pp_boundary(r, dir, stage, mb, op->kind, 0, err)) return -1;
-    switch (op->kind) {
+    if (over && sm_pp_boundary(r, dir, stage, mb, kind, 0, err)) return -1;
+    switch (kind) {
     case SM_SLOT_F: rc = sm_stage_fwd(r, &c, sp, mb); break;
     case SM_SLOT_B: rc = sm_stage_bwd(r, &c, sp, mb, SM_BWD_INPUT); break;
     case SM_SLOT_W: rc = sm_stage_bwd(r, &c, sp, mb, SM_BWD_WEIGHT); break;
     case SM_SLOT_BW: rc = sm_stage_bwd(r, &c, sp, mb, SM_BWD_FULL); break;
     default:
-        return sm_fail(err, "pipeline: rank %d: slot op of unknown kind %d", rank,
-                       (int)op->kind);
+        return sm_fail(err, "pipeline: rank %d: slot op of unknown kind %d", rank, (int)kind);
     }
     if (rc || !over) return rc;
-    if (sm_pp_boundary(r, dir, stage, mb, op->kind, 1, err)) return -1;
-    return op->kind == SM_SLOT_F ? sm_pp_share_forward(r, sp, mb, err) : 0;
+    if (sm_pp_boundary(r, dir, stage, mb, kind, 1, err)) return -1;
+    return kind == SM_SLOT_F ? sm_pp_share_forward(r, sp, mb, err) : 0;
+}
+
+static int sm_emit_op(sm_run *r, int rank, const sm_slot_op *op, sm_order_plan *plan,
+                      int messages, sm_error *err)
+{
+    int dir, stage;
+    sm_schedule_locate(r->pl->pipe, rank, op->chunk, &dir, &stage);
+    int mb = dir * sm_schedule_micro_per_dir(r->pl->pipe) + op->micro;
+    return sm_emit_chunk(r, rank, dir, stage, mb, op->kind, plan, messages, err);
+}
+
+/* A forward-only run over pipeline ranks on MPI ranks (evaluation of a model sharded by
+ * stages): every micro-batch along the first direction, this rank's stages in order, each for
+ * every micro-batch. */
+static int sm_pipeline_build_forward(sm_run *r, sm_error *err)
+{
+    sm_pipeline *pl = r->pl;
+    for (int stage = 0; stage < pl->pipe->nstages; stage++) {
+        if (sm_stage_owner(pl, 0, stage) != r->pp_index) continue;
+        for (int mb = 0; mb < r->micro; mb++)
+            if (sm_emit_chunk(r, r->pp_index, 0, stage, mb, SM_SLOT_F, NULL, 1, err)) return -1;
+    }
+    return sm_pp_receive_forwards(r, err);
 }
 
 /* An overlapped slot (a forward and a backward of other micro-batches) in the order the
@@ -455,6 +558,7 @@ int sm_pipeline_begin(sm_run *r, sm_error *err)
 int sm_pipeline_build(sm_run *r, sm_error *err)
 {
     sm_pipeline *pl = r->pl;
+    if (!r->backward) return sm_pipeline_build_forward(r, err);
     for (int i = 0; i < pl->nslots; i++) {
         const sm_slot *s = &pl->pipe->slots[pl->order[i].rank][pl->order[i].slot];
         /* over MPI ranks, this rank's own program only */

@@ -83,6 +83,11 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                 m->shard_index, m->shard_ep, rank % ep, ep, ep, rank % ep);
         return NULL;
     }
+    if (m->held_layers && !(o && o->pipeline && ppr > 1)) {
+        sm_fail(err, "the model holds one pipeline rank's layers: a run of it needs the "
+                     "pipeline schedule over its pipeline ranks (sm_run_opts pipeline, pp_ranks)");
+        return NULL;
+    }
     if (ep > 1 && o->pipeline && ppr == 1) {
         sm_fail(err, "expert parallelism with the pipeline schedule '%s' inside one process is "
                      "not built: put the pipeline ranks on MPI ranks (parallel.pp), or run "

@@ -1,9 +1,10 @@
 /* Checkpoints of a training job: weights under their Hugging Face names, AdamW moments, the
  * tokenizer (from memory), and the counters and data position that make a resumed run continue
- * bit for bit. With the routed experts sharded over expert parallelism, the ranks of the first
- * data-parallel group each write their shard (rank 0 with every replicated tensor) into one
- * folder, in three agreed rounds (rank 0 begins, every writer writes, rank 0 finishes); any
- * rank resumes from any layout, reading the tensors it holds by name. */
+ * bit for bit. With the parameters sharded (routed experts over expert parallelism, layers
+ * over pipeline ranks), the ranks of the first data-parallel group of each pipeline rank each
+ * write their shard into one folder, every tensor once, in three agreed rounds (rank 0
+ * begins, every writer writes, rank 0 finishes); any rank resumes from any layout, reading the
+ * tensors it holds by name. */
 #include "model/trainer.h"
 
 #include <stdio.h>
@@ -15,12 +16,29 @@
  * all it holds). */
 enum { SM_LIST_HELD, SM_LIST_SHARE };
 
-/* Whether parameter i goes into this rank's list. */
+/* Whether parameter i goes into this rank's list: all it holds, or for a save those no lower
+ * writer holds (the first pipeline rank holding a layer writes it; of its ranks, the one of
+ * expert-parallel index 0 writes what is not a routed expert's). */
 static int sm_listed(const sm_trainer *t, int i, int which)
 {
     const sm_model *m = t->m;
+    const sm_param *p = &m->all[i];
     if (!sm_model_param_held(m, i)) return 0;
-    return which == SM_LIST_HELD || sm_engine_rank() == 0 || m->all[i].expert >= 0;
+    return which == SM_LIST_HELD ||
+           ((p->expert >= 0 || t->run->ep_index == 0) &&
+            t->run->pp_index == sm_pipeline_first_holder(t->run, p->layer));
+}
+
+/* This rank's shard of a save, -1 when it writes none; *nshards: the writers. They are the
+ * ranks of the first data-parallel group (one per expert block) of every pipeline rank that
+ * holds its own layers, or of pipeline rank 0 when every rank holds every layer: shard =
+ * pipeline rank * ep + expert-parallel index. */
+static int sm_shard_of(const sm_trainer *t, int *nshards)
+{
+    const sm_run *r = t->run;
+    int ep = t->m->shard_ep, pps = t->m->held_layers ? r->pp_ranks : 1;
+    *nshards = pps * ep;
+    return r->share < ep && r->pp_index < pps ? r->pp_index * ep + r->share : -1;
 }
 
 /* The model's parameters (or the optimizer's moments) as checkpoint tensors. */
@@ -79,14 +97,15 @@ static int sm_save_share(sm_trainer *t, const char *tmp, int shard, int nshards,
 
 /* A part of the save: its outcome as is on one writer, agreed by every rank when several
  * write (sm_save_round). */
-static int sm_save_part(const sm_trainer *t, int rc, const char *part, sm_error *err)
+static int sm_save_part(int nshards, const sm_trainer *t, int rc, const char *part,
+                        sm_error *err)
 {
-    return t->m->shard_ep > 1 ? sm_save_round(t, rc, part, err) : rc;
+    return nshards > 1 ? sm_save_round(t, rc, part, err) : rc;
 }
 
 int sm_trainer_save(sm_trainer *t, sm_error *err)
 {
-    int nshards = t->m->shard_ep, rank = sm_engine_rank(), lead = rank == 0, rc;
+    int nshards, shard = sm_shard_of(t, &nshards), rank = sm_engine_rank(), lead = rank == 0, rc;
     if (nshards == 1 && !lead) return 0; /* rank 0 writes alone */
     sm_ckpt_state st = sm_state_of(t);
     sm_ckpt_file tok = {"tokenizer.bpe", t->tok_text, t->tok_len};
@@ -96,12 +115,12 @@ int sm_trainer_save(sm_trainer *t, sm_error *err)
     /* the writers are the ranks of the first data-parallel group: rank j holds shard j */
     rc = lead ? (cfg ? sm_ckpt_save_begin(t->out, t->step, job, tmp, sizeof tmp, err) : -1)
               : sm_ckpt_tmp_path(t->out, t->step, job, tmp, sizeof tmp, err);
-    rc = sm_save_part(t, rc, "begin", err);
+    rc = sm_save_part(nshards, t, rc, "begin", err);
     if (rc == 0)
-        rc = sm_save_part(t, rank < nshards ? sm_save_share(t, tmp, rank, nshards, err) : 0,
+        rc = sm_save_part(nshards, t, shard >= 0 ? sm_save_share(t, tmp, shard, nshards, err) : 0,
                           "shards", err);
     if (rc == 0)
-        rc = sm_save_part(t, lead ? sm_ckpt_save_finish(t->out, tmp, t->step, nshards,
+        rc = sm_save_part(nshards, t, lead ? sm_ckpt_save_finish(t->out, tmp, t->step, nshards,
                                                         &t->rc.model, cfg, &st, &tok,
                                                         t->rc.checkpoint.keep, saved,
                                                         sizeof saved, err)

@@ -210,20 +210,29 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
                       .deterministic = ec->deterministic, .grad_over_logits = 1,
                       .fb_serial = !ec->fb_interleave,
                       .ep = t->rc.parallel.ep, .pp_ranks = ppr};
-    sm_run_opts eval_ro = {.ep = t->rc.parallel.ep, .pp_ranks = ppr};
+    /* a model sharded by stages evaluates through the pipeline too (forward only) */
+    sm_run_opts eval_ro = {.ep = t->rc.parallel.ep, .pp_ranks = ppr,
+                           .pipeline = ppr > 1 ? ro.pipeline : NULL, .pp = ppr > 1 ? ppr : 0};
     if (ppr > 1 && (ec->pp > 1 || !ro.pipeline))
         return sm_fail(err, "parallel.pp %d puts pipeline ranks on MPI ranks: it needs "
                             "engine.sched naming a pipeline schedule (gpipe, 1f1b, zbh1, "
                             "dualpipe or dualpipev; here '%s') and engine.pp 1 (here %d)", ppr,
                        ec->sched, ec->pp);
-    int ep = ro.ep > 1 ? ro.ep : 1;
+    int ep = ro.ep > 1 ? ro.ep : 1, L = t->rc.model.num_hidden_layers;
+    unsigned char held[L + 2];
     if (sm_setup_engine(t, err)) return -1;
-    /* each rank holds its block of the routed experts (the layout was checked before) */
-    if (!(t->m = sm_model_new_shard(&t->rc.model, 1, ep, sm_engine_rank() % ep, err)) ||
-        !(t->opt = sm_optimizer_new(t->m, err)))
+    /* each rank holds its block of the routed experts and, with pipeline ranks on MPI ranks,
+     * its stages' layers (the layout was checked before) */
+    int rc = ppr > 1 ? sm_pipeline_held_layers(&t->rc.model, ro.pipeline, ppr, tr->micro_batches,
+                                               tr->seq_len, sm_engine_rank() / (sm_engine_size() /
+                                                                                ppr), held, err)
+                     : 0;
+    if (!rc && (!(t->m = sm_model_new_stages(&t->rc.model, 1, ep, sm_engine_rank() % ep,
+                                            ppr > 1 ? held : NULL, err)) ||
+                !(t->opt = sm_optimizer_new(t->m, err))))
         return -1;
-    sm_model_init_random(t->m, (uint64_t)tr->seed, t->rc.model.initializer_range);
-    t->run = sm_setup_run(t, 1, &ro, err);
+    if (!rc) sm_model_init_random(t->m, (uint64_t)tr->seed, t->rc.model.initializer_range);
+    t->run = rc ? NULL : sm_setup_run(t, 1, &ro, err);
     if (!t->run && ro.pipeline) {
         char why[sizeof err->msg];
         snprintf(why, sizeof why, "%s", err->msg);

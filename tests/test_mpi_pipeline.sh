@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Pipeline stages on MPI ranks (issue 11, item 1 and 3): `--set parallel.pp=P` with a pipeline
-# policy puts pipeline rank r on MPI rank r, activations and their gradients sent and received
-# between them inside the step graph. Every policy at pp 2 (and 1f1b, dualpipe, dualpipev at
-# pp 4) gives, with engine.deterministic, the step numbers, weights and moments of the one-rank
-# unpipelined run bit for bit; without it, the losses within 1e-6; a pp 2 run stopped and
-# resumed goes on bit for bit; a killed rank is named by the other; bad layouts are refused
-# before any work. Every mpirun is bounded by a timeout.
+# policy puts pipeline rank r on MPI rank r, holding only its stages' parameters, activations
+# and their gradients sent and received between them inside the step graph. Every policy at
+# pp 2 (and 1f1b, dualpipe, dualpipev at pp 4) gives, with engine.deterministic, the step
+# numbers (evaluations included), weights and moments of the one-rank unpipelined run bit for
+# bit; without it, the losses within 1e-6; a pp 2 run stopped and resumed goes on bit for bit;
+# a killed rank is named by the other; bad layouts are refused before any work. Every mpirun
+# is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 . "$(dirname "$0")/mpi.sh"
 . "$(dirname "$0")/browser.sh"
@@ -14,15 +15,17 @@ TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --se
        --set eval.batches=1 --set log.every=1 --steps 4)
 DET=(--set engine.deterministic=true)
 
-# step_numbers RUN: its train metrics without the timings, one number a line
+# step_numbers RUN [KINDS]: its metrics of kinds KINDS (train|eval) without the timings, one
+# number a line
 step_numbers() {
-  grep '"kind":"train"' "$1/metrics.jsonl" |
+  grep -E "\"kind\":\"(${2:-train|eval})\"" "$1/metrics.jsonl" |
     sed 's/"tokens_per_s":[^,]*,"step_ms":[^,]*,"mfu":[^,]*,//' | tr ',{}' '\n\n\n' |
     awk -F: '$2 ~ /^[-0-9]/ { printf "%s %.17g\n", $1, $2 }'
 }
-# same RUN1 RUN2: the step numbers and the last checkpoint's tensors bit for bit
-same() {
-  [ "$(step_numbers "$1" | wc -l)" -gt 0 ] && [ "$(step_numbers "$1")" = "$(step_numbers "$2")" ] &&
+# same RUN1 RUN2 [KINDS]: the step numbers and the last checkpoint's tensors bit for bit
+same() { # RUN1 RUN2 [KINDS]
+  [ "$(step_numbers "$1" "$3" | wc -l)" -gt 0 ] &&
+    [ "$(step_numbers "$1" "$3")" = "$(step_numbers "$2" "$3")" ] &&
     "$CKPT_SAME" "$1/step-000004" "$2/step-000004"
 }
 # pp_run NAME NP MICRO ARGS...: a run over NP pipeline ranks; its exit status in $rc
@@ -44,6 +47,19 @@ for pol in gpipe 1f1b zbh1 dualpipe dualpipev; do
   ok $? "$pol on 2 ranks, deterministic: loss, balance loss, gradient norm, load, weights and \
 moments of the one-rank unpipelined run bit for bit (exit $rc $(why "$pol"))"
 done
+# each pipeline rank holds only its stage's parameters: rank 0 writes the embedding and layers
+# 0-1 (shard 1), rank 1 layer 2, the final norm and the head (shard 2)
+python3 - "$TMP/1f1b/step-000004/model.safetensors.index.json" > "$TMP/held" << 'EOF'
+import collections, json, sys
+held = collections.defaultdict(set)
+for name, shard in json.load(open(sys.argv[1]))["weight_map"].items():
+    part = name.split(".")
+    held[shard].add("layer " + part[2] if part[1] == "layers" else name)
+print("; ".join(f"{s}: {', '.join(sorted(held[s]))}" for s in sorted(held)))
+EOF
+grep -qx "model-00001-of-00002.safetensors: layer 0, layer 1, model.embed_tokens.weight; \
+model-00002-of-00002.safetensors: layer 2, lm_head.weight, model.norm.weight" "$TMP/held"
+ok $? "1f1b on 2 ranks: each rank holds and writes only its stage's parameters ($(cat "$TMP/held"))"
 grep -q "^pipeline: 1f1b, 2 ranks: stage 0 = embedding" "$TMP/out-1f1b" &&
   [ "$(grep -c '^step ' "$TMP/out-1f1b")" -eq 4 ]
 ok $? "rank 0 alone prints the cut and one line per step"
@@ -56,7 +72,8 @@ done
 
 # from the rank traces: each rank ran only its stage's tasks, in its program's order (one
 # worker: starts in order), and sent or received every boundary activation (x2, the input of
-# layer 2) and residual gradient (dres) of the 4 micro-batches
+# layer 2) and residual gradient (dres) of the 4 micro-batches; the evaluations (at step 0 and
+# at the end) run through the pipeline too, forward only
 pp_run traced 2 4 --set engine.sched=1f1b --steps 2 --trace "$TMP/t.json"
 ok $rc "1f1b on 2 ranks with --trace (exit $rc $(why traced))"
 checks "pipeline trace" python3 - "$TMP/t.json" "$TMP/t.rank1.json" << 'EOF'
@@ -70,7 +87,10 @@ for rank, path in enumerate(sys.argv[1:]):
     graphs = collections.defaultdict(list)
     for e in tasks:
         graphs[e["args"]["graph"]].append(e)
-    say(len(graphs) == 2, f"rank {rank}: ordered tasks in {len(graphs)} step graphs (2 steps)")
+    train = {g for g, ts in graphs.items() if any(e["cat"].startswith("backward") for e in ts)}
+    say(len(train) == 2 and len(graphs) == 4,
+        f"rank {rank}: ordered tasks in {len(train)} training step graphs (2 steps) and "
+        f"{len(graphs) - len(train)} forward-only evaluation graphs (2 evaluations)")
     for g, ts in sorted(graphs.items()):
         say(all(e["args"]["stage"] == rank for e in ts),
             f"rank {rank}, graph {g}: only its own stage's tasks ({len(ts)})")
@@ -82,6 +102,8 @@ for rank, path in enumerate(sys.argv[1:]):
                                     for e in msgs if re.match(r"mb[0-9]+[.](x2|dres)$", e["name"]))
         want = {("x2", "send"): 4, ("dres", "recv"): 4} if rank == 0 else \
                {("x2", "recv"): 4, ("dres", "send"): 4}
+        if g not in train:
+            want = {k: n for k, n in want.items() if k[0] == "x2"}
         say(dict(kinds) == want, f"rank {rank}, graph {g}: boundary messages {dict(kinds)}")
 EOF
 
@@ -122,7 +144,8 @@ pp_run resumed 2 4 "${DET[@]}" --set engine.sched=zbh1 --steps 2 &&
   "${MPIRUN[@]}" -np 2 "$STARMOE" train --resume --out "$TMP/resumed" --steps 4 \
     > "$TMP/out-resumed" 2>&1
 rc=$?
-[ $rc -eq 0 ] && same "$TMP/zbh1" "$TMP/resumed"
+# (the stopped run evaluated at its last step: the training steps are compared)
+[ $rc -eq 0 ] && same "$TMP/zbh1" "$TMP/resumed" train
 ok $? "zbh1 on 2 ranks stopped after step 2 and resumed: the uninterrupted run bit for bit \
 (exit $rc $(why resumed))"
 

@@ -14,15 +14,17 @@ TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --se
        --set eval.batches=1 --set log.every=1 --steps 4)
 DET=(--set engine.deterministic=true)
 
-# step_numbers RUN: its train metrics without the timings, one number a line
+# step_numbers RUN [KINDS]: its metrics of kinds KINDS (train|eval) without the timings, one
+# number a line
 step_numbers() {
-  grep '"kind":"train"' "$1/metrics.jsonl" |
+  grep -E "\"kind\":\"(${2:-train|eval})\"" "$1/metrics.jsonl" |
     sed 's/"tokens_per_s":[^,]*,"step_ms":[^,]*,"mfu":[^,]*,//' | tr ',{}' '\n\n\n' |
     awk -F: '$2 ~ /^[-0-9]/ { printf "%s %.17g\n", $1, $2 }'
 }
-# same RUN1 RUN2: the step numbers and the last checkpoint's tensors bit for bit
-same() {
-  [ "$(step_numbers "$1" | wc -l)" -gt 0 ] && [ "$(step_numbers "$1")" = "$(step_numbers "$2")" ] &&
+# same RUN1 RUN2 [KINDS]: the step numbers and the last checkpoint's tensors bit for bit
+same() { # RUN1 RUN2 [KINDS]
+  [ "$(step_numbers "$1" "$3" | wc -l)" -gt 0 ] &&
+    [ "$(step_numbers "$1" "$3")" = "$(step_numbers "$2" "$3")" ] &&
     "$CKPT_SAME" "$1/step-000004" "$2/step-000004"
 }
 # close RUN1 RUN2 [TOL]: the 4 losses within TOL (1e-6) relative
@@ -68,16 +70,16 @@ for pol in gpipe 1f1b zbh1 dualpipe dualpipev; do
 (exit $rc $(why "$pol-nd"))"
 done
 
-# the dualpipe run's checkpoint holds 2 expert shards; stopped after step 2 it goes on in one
-# process (one rank, no pipeline, its 4 micro-batches now of 4 sequences: sums associate
-# otherwise) within 1e-5 of the uninterrupted one-rank run
+# the dualpipe run's checkpoint holds 4 shards (2 pipeline ranks x 2 expert blocks); stopped
+# after step 2 it goes on in one process (one rank, no pipeline, its 4 micro-batches now of 4
+# sequences: sums associate otherwise) within 1e-5 of the uninterrupted one-rank run
 run4 half --set parallel.ep=2 "${DET[@]}" --set engine.sched=dualpipe --steps 2
 rc_a=$rc
 "$STARMOE" train --resume --out "$TMP/half" --steps 4 --set parallel.pp=1 --set parallel.ep=1 \
   --set engine.sched=eager > "$TMP/out-resume" 2>&1
 rc=$?
 ls "$TMP/half/step-000002" | tr '\n' ' ' > "$TMP/ls"
-[ $rc_a -eq 0 ] && [ $rc -eq 0 ] && grep -q "model-00002-of-00002" "$TMP/ls" &&
+[ $rc_a -eq 0 ] && [ $rc -eq 0 ] && grep -q "model-00004-of-00004" "$TMP/ls" &&
   grep -q "^resumed from .*step-000002 at step 2" "$TMP/out-resume" &&
   close "$TMP/one" "$TMP/half" 1e-5
 ok $? "a pp 2 x ep 2 checkpoint ($(cat "$TMP/ls")) resumed in one process: the 4 losses of the \

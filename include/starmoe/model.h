@@ -20,6 +20,11 @@ SM_API sm_model *sm_model_new(const sm_config *cfg, int execute, sm_error *err);
  * config's n_routed_experts. sm_model_new is shard 0 of 1. */
 SM_API sm_model *sm_model_new_shard(const sm_config *cfg, int execute, int ep, int index,
                                     sm_error *err);
+/* sm_model_new_shard of one pipeline rank too: with layers (num_hidden_layers + 2 flags:
+ * layers[0] the embedding, layers[l + 1] decoder layer l, layers[L + 1] the final norm and the
+ * head) the parameters of the layers flagged 0 are absent as well. NULL: every layer. */
+SM_API sm_model *sm_model_new_stages(const sm_config *cfg, int execute, int ep, int index,
+                                     const unsigned char *layers, sm_error *err);
 /* Loads every parameter held from a Hugging Face folder (config already given to
  * sm_model_new). */
 SM_API int sm_model_load_hf(sm_model *m, const char *dir, sm_error *err);
