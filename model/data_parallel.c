@@ -58,7 +58,7 @@ struct sm_dp {
     sm_tensor **partial;         /* [nsum]: on rank q > 0, the sum of ranks 0..q-1's */
     sm_tensor **partial_of;      /* [nall]: the partial sum of parameter i's gradient, or NULL */
     int nchains;
-    int **chains;                /* the distinct chains' rank lists */
+    sm_chain *chains;            /* the distinct chains (their rank lists owned here) */
     int nbuckets;
     sm_bucket *bucket;           /* [nbuckets], in the order their members' backward ends */
     sm_tensor **bucket_g, **bucket_partial;  /* [nsum]: the buckets' members, bucket by bucket */
@@ -110,11 +110,11 @@ static int sm_chain_same(sm_chain a, sm_chain b)
 static int sm_chain_intern(sm_dp *d, const int *list, int n, sm_chain *out, sm_error *err)
 {
     for (int c = 0; c < d->nchains; c++)
-        if (sm_chain_same((sm_chain){n, d->chains[c]}, (sm_chain){n, list})) {
-            *out = (sm_chain){n, d->chains[c]};
+        if (sm_chain_same(d->chains[c], (sm_chain){n, list})) {
+            *out = d->chains[c];
             return 0;
         }
-    int **grown = realloc(d->chains, (size_t)(d->nchains + 1) * sizeof *grown);
+    sm_chain *grown = realloc(d->chains, (size_t)(d->nchains + 1) * sizeof *grown);
     int *copy = malloc((size_t)n * sizeof *copy);
     if (grown) d->chains = grown;
     if (!grown || !copy) {
@@ -122,8 +122,7 @@ static int sm_chain_intern(sm_dp *d, const int *list, int n, sm_chain *out, sm_e
         return sm_fail(err, "data parallelism: out of memory");
     }
     memcpy(copy, list, (size_t)n * sizeof *copy);
-    d->chains[d->nchains++] = copy;
-    *out = (sm_chain){n, copy};
+    *out = d->chains[d->nchains++] = (sm_chain){n, copy};
     return 0;
 }
 
@@ -296,7 +295,7 @@ void sm_dp_free(sm_dp *d)
     free(d->bucket);
     free(d->partial_of);
     free(d->partial);
-    for (int c = 0; c < d->nchains; c++) free(d->chains[c]);
+    for (int c = 0; c < d->nchains; c++) free((int *)d->chains[c].rank);
     free(d->chains);
     free(d->chain);
     free(d->param);

@@ -133,19 +133,33 @@ static int sm_bad_step(sm_trainer *t, const sm_step_report *s, sm_error *err)
     return 0;
 }
 
+/* The step's flops per rank: on rank 0 (which divides them by one rank's peak for the MFU) the
+ * mean over the job's ranks (pipeline ranks run different stages), gathered there; on the
+ * others their own. Every rank calls it once, after a step. */
+static double sm_rank_flops(sm_trainer *t)
+{
+    int n = sm_engine_size();
+    double mine = sm_run_flops(t->run), sum = 0, all[n];
+    memset(all, 0, sizeof all);
+    sm_parallel_gather(&mine, sizeof mine, all);
+    for (int i = 0; i < n; i++) sum += all[i];
+    return t->lead ? sum / n : mine;
+}
+
 static int sm_train_loop(sm_trainer *t, sm_error *err)
 {
     const sm_train_config *tr = &t->rc.train;
     const sm_checkpoint_config *ck = &t->rc.checkpoint;
     int every_eval = t->rc.eval.every;
     double step_flops = 0;
+    int flops_known = 0;         /* sm_rank_flops is collective: once */
     if (t->step == 0 && t->has_val && sm_evaluate(t, err)) return -1;
     while (t->step < t->last_step) {
         sm_step_report s = {.lr = sm_lr_schedule(t->step + 1, tr->steps, tr->warmup_steps, tr->lr,
                                                  tr->min_lr)};
         if (sm_train_step(t, &s, err)) return -1;
         t->step++;
-        if (step_flops == 0) step_flops = sm_run_flops(t->run);
+        if (!flops_known) step_flops = sm_rank_flops(t), flops_known = 1;
         if (!s.applied) {
             if (sm_bad_step(t, &s, err)) return -1;
             continue;

@@ -40,8 +40,10 @@ typedef struct sm_run_opts {
     int ep;
     /* pipeline stages on MPI ranks (0 or 1: none): the job's ranks in pp_ranks groups of
      * consecutive ranks, group r running pipeline rank r of `pipeline` (pp must equal it),
-     * every group on the same sequences, stage boundaries sent and received between them.
-     * A run without a pipeline (evaluation) runs the whole model on every rank. */
+     * the ranks of a group on their shares of the batch (expert and data parallelism inside
+     * it), stage boundaries sent and received between groups. A run without a backward pass
+     * goes forward through the pipeline (every micro-batch along the first direction); one
+     * without a pipeline runs the whole model on every rank (the model must hold it all). */
     int pp_ranks;
     /* DualPipe(V)'s overlapped slots run the forward chunk, then the backward chunk, instead of
      * interleaving them by block parts (attention, dispatch, MLP, combine; the default), which
