@@ -1,7 +1,7 @@
 # What the MPI shell tests share (sourced after tap.sh): skip when mpirun is missing, let
 # OpenMPI run as root, and MPIRUN: mpirun bounded by a timeout (a hang fails instead of
 # blocking), ranks oversubscribing the cores and unbound (the engine gives each rank its share);
-# and finding a rank's process to kill or stop (rank_pid).
+# and finding a rank's process to kill or stop (rank_pid, kill_at_step2).
 if ! command -v mpirun > /dev/null; then
   echo "1..0 # SKIP mpirun not installed (scripts/deps.sh installs openmpi-bin)"
   exit 0
@@ -30,4 +30,18 @@ wait_for() {
   local i
   for ((i = 0; i < $2 * 10; i++)); do [ -e "$1" ] && return 0; sleep 0.1; done
   return 1
+}
+# kill_at_step2 LOG RANK CMD...: runs CMD in the background (output to LOG), kills rank RANK
+# with SIGKILL once LOG shows step 2, and waits for the job: the victim's pid in $victim, the
+# job's exit status in $rc, the seconds from the kill to its end in $took
+kill_at_step2() {
+  local log=$1 rank=$2 job start i; shift 2
+  "$@" > "$log" 2>&1 &
+  job=$!
+  for i in $(seq 1 300); do grep -q "^step  *2/" "$log" && break; sleep 0.1; done
+  victim=$(rank_pid $job "$rank")
+  start=$(date +%s)
+  [ -n "$victim" ] && kill -9 "$victim"
+  wait $job
+  rc=$? took=$(($(date +%s) - start))
 }

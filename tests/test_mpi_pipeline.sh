@@ -10,24 +10,7 @@
 . "$(dirname "$0")/tap.sh"
 . "$(dirname "$0")/mpi.sh"
 . "$(dirname "$0")/browser.sh"
-CKPT_SAME=$(dirname "$STARMOE")/tests/ckpt_same
-TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --set engine.workers=1
-       --set eval.batches=1 --set log.every=1 --steps 4)
-DET=(--set engine.deterministic=true)
-
-# step_numbers RUN [KINDS]: its metrics of kinds KINDS (train|eval) without the timings, one
-# number a line
-step_numbers() {
-  grep -E "\"kind\":\"(${2:-train|eval})\"" "$1/metrics.jsonl" |
-    sed 's/"tokens_per_s":[^,]*,"step_ms":[^,]*,"mfu":[^,]*,//' | tr ',{}' '\n\n\n' |
-    awk -F: '$2 ~ /^[-0-9]/ { printf "%s %.17g\n", $1, $2 }'
-}
-# same RUN1 RUN2 [KINDS]: the step numbers and the last checkpoint's tensors bit for bit
-same() { # RUN1 RUN2 [KINDS]
-  [ "$(step_numbers "$1" "$3" | wc -l)" -gt 0 ] &&
-    [ "$(step_numbers "$1" "$3")" = "$(step_numbers "$2" "$3")" ] &&
-    "$CKPT_SAME" "$1/step-000004" "$2/step-000004"
-}
+. "$(dirname "$0")/pipeline_runs.sh"
 # pp_run NAME NP MICRO ARGS...: a run over NP pipeline ranks; its exit status in $rc
 pp_run() {
   local name=$1 np=$2 micro=$3; shift 3
@@ -150,16 +133,9 @@ ok $? "zbh1 on 2 ranks stopped after step 2 and resumed: the uninterrupted run b
 (exit $rc $(why resumed))"
 
 # rank 1 killed mid-run: rank 0 names it and the job ends within 30 s
-"${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.pp=2 --set engine.sched=1f1b \
-  --set train.micro_batches=4 --steps 1000 --set eval.every=0 --set log.every=1 \
-  --out "$TMP/killed" > "$TMP/out-killed" 2>&1 &
-job=$!
-for i in $(seq 1 300); do grep -q "^step  *2/" "$TMP/out-killed" && break; sleep 0.1; done
-victim=$(rank_pid $job 1)
-start=$(date +%s)
-[ -n "$victim" ] && kill -9 "$victim"
-wait $job
-rc=$? took=$(($(date +%s) - start))
+kill_at_step2 "$TMP/out-killed" 1 "${MPIRUN[@]}" -np 2 "${TRAIN[@]}" --set parallel.pp=2 \
+  --set engine.sched=1f1b --set train.micro_batches=4 --steps 1000 --set eval.every=0 \
+  --out "$TMP/killed"
 [ -n "$victim" ] && [ $rc -ne 0 ] && [ $took -le 30 ] &&
   grep -q "^rank 0: .*rank 1 (pid $victim) was lost" "$TMP/out-killed"
 ok $? "1f1b on 2 ranks, rank 1 killed (pid $victim): rank 0 names it and the job ends within 30 s \

@@ -9,24 +9,7 @@
 . "$(dirname "$0")/tap.sh"
 . "$(dirname "$0")/mpi.sh"
 . "$(dirname "$0")/browser.sh"
-CKPT_SAME=$(dirname "$STARMOE")/tests/ckpt_same
-TRAIN=("$STARMOE" train --config "${STARMOE_SRCDIR:-..}/examples/tiny.json" --set engine.workers=1
-       --set eval.batches=1 --set log.every=1 --steps 4)
-DET=(--set engine.deterministic=true)
-
-# step_numbers RUN [KINDS]: its metrics of kinds KINDS (train|eval) without the timings, one
-# number a line
-step_numbers() {
-  grep -E "\"kind\":\"(${2:-train|eval})\"" "$1/metrics.jsonl" |
-    sed 's/"tokens_per_s":[^,]*,"step_ms":[^,]*,"mfu":[^,]*,//' | tr ',{}' '\n\n\n' |
-    awk -F: '$2 ~ /^[-0-9]/ { printf "%s %.17g\n", $1, $2 }'
-}
-# same RUN1 RUN2 [KINDS]: the step numbers and the last checkpoint's tensors bit for bit
-same() { # RUN1 RUN2 [KINDS]
-  [ "$(step_numbers "$1" "$3" | wc -l)" -gt 0 ] &&
-    [ "$(step_numbers "$1" "$3")" = "$(step_numbers "$2" "$3")" ] &&
-    "$CKPT_SAME" "$1/step-000004" "$2/step-000004"
-}
+. "$(dirname "$0")/pipeline_runs.sh"
 # close RUN1 RUN2 [TOL]: the 4 losses within TOL (1e-6) relative
 close() {
   paste <(grep -o '"loss":[^,]*' "$1/metrics.jsonl" | cut -d: -f2) \
@@ -144,16 +127,9 @@ else
 fi
 
 # rank 3 killed mid-run: the others name it and the job ends within 30 s
-"${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.pp=2 --set parallel.ep=2 \
-  --set engine.sched=dualpipe --set train.micro_batches=4 --steps 1000 --set eval.every=0 \
-  --out "$TMP/killed" > "$TMP/out-killed" 2>&1 &
-job=$!
-for i in $(seq 1 300); do grep -q "^step  *2/" "$TMP/out-killed" && break; sleep 0.1; done
-victim=$(rank_pid $job 3)
-start=$(date +%s)
-[ -n "$victim" ] && kill -9 "$victim"
-wait $job
-rc=$? took=$(($(date +%s) - start))
+kill_at_step2 "$TMP/out-killed" 3 "${MPIRUN[@]}" -np 4 "${TRAIN[@]}" --set parallel.pp=2 \
+  --set parallel.ep=2 --set engine.sched=dualpipe --set train.micro_batches=4 --steps 1000 \
+  --set eval.every=0 --out "$TMP/killed"
 [ -n "$victim" ] && [ $rc -ne 0 ] && [ $took -le 30 ] &&
   grep -q "^rank [0-2]: .*rank 3 (pid $victim) was lost" "$TMP/out-killed"
 ok $? "dualpipe, pp 2 x ep 2, rank 3 killed (pid $victim): another rank names it and the job \
