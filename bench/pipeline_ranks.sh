@@ -42,13 +42,11 @@ for p in "${policies[@]}"; do
     --costs-from "$tmp/$p.all.json" > "$tmp/$p.predicted"
   echo "$p done" >&2
 done
-python3 - "$tmp" "$out" "$config" "$batch" "$seq" "$micro" "$pp" "$ep" "$steps" "${policies[@]}" \
-  << 'EOF'
+python3 - "$tmp" "$out" "$config" "$batch" "$seq" "$micro" "$pp" "$ep" "${policies[@]}" << 'EOF'
 import json, re, statistics, sys
-tmp, out, config, batch, seq, micro, pp, ep, nsteps = sys.argv[1:10]
-graphs = int(nsteps) - 1  # steps traced (2 .. steps)
+tmp, out, config, batch, seq, micro, pp, ep = sys.argv[1:9]
 rows = []
-for p in sys.argv[10:]:
+for p in sys.argv[9:]:
     steps = [json.loads(l) for l in open(f"{tmp}/{p}/metrics.jsonl") if '"kind":"train"' in l]
     step_ms = statistics.median(s["step_ms"] for s in steps[1:]) if len(steps) > 1 else None
     peaks = [int(m) for m in re.findall(r"peak_kb (\d+)", open(f"{tmp}/{p}.log").read())]
@@ -57,14 +55,16 @@ for p in sys.argv[10:]:
     ratio = re.search(r"predicted makespan ([0-9.]+) ms = ([0-9.]+) x measured", pred)
     span = re.search(r"scheduled tasks span ([0-9.]+) ms per step", pred)
     stages, ranks = summ.get("stages", []), summ.get("ranks", [])
-    predicted = {int(m.group(1)): float(m.group(2))
-                 for m in re.finditer(r"^rank (\d+): busy [0-9.]+ +bubble ([0-9.]+)", pred, re.M)}
-    measured = [s["bubble_us"] / 1e3 / graphs for s in stages]
+    between = [(float(m.group(2)), float(m.group(3)), float(m.group(4)))
+               for m in re.finditer(r"^measured rank (\d+): slots [0-9.e+-]+ ms, other tasks "
+                                    r"([0-9.e+-]+) ms, bubble ([0-9.e+-]+) ms per step; predicted "
+                                    r"bubble ([0-9.e+-]+) ms", pred, re.M)]
     rows.append({"policy": p, "step_ms": step_ms, "loss_last": steps[-1]["loss"],
                  "peak_mb_per_rank": [k / 1024 for k in peaks],
                  "bubble_share": [s["bubble_us"] / s["span_us"] for s in stages],
-                 "bubble_ms": measured,
-                 "predicted_bubble_ms": [predicted.get(s["stage"]) for s in stages],
+                 "other_tasks_ms": [b[0] for b in between],
+                 "bubble_between_slots_ms": [b[1] for b in between],
+                 "predicted_bubble_ms": [b[2] for b in between],
                  "exposed_share": [r["exposed_us"] / r["communication_us"] for r in ranks],
                  "predicted_ms": float(ratio.group(1)) if ratio else None,
                  "measured_span_ms": float(span.group(1)) if span else None,
@@ -73,14 +73,15 @@ json.dump({"config": config, "batch": int(batch), "seq": int(seq), "micro": int(
            "pp": int(pp), "ep": int(ep), "rows": rows}, open(out, "w"), indent=1)
 print(f"{config}, batch {batch} x {seq}, {micro} micro-batches, pp {pp} x ep {ep} ranks "
       "(1 worker each)")
-print("| policy | step ms | last loss | peak MB, max per rank (all) | bubble per rank |"
-      " bubble ms per rank: measured / predicted | comm exposed per rank |"
-      " predicted / measured span |")
+print("| policy | step ms | last loss | peak MB, max per rank (all) | idle per MPI rank |"
+      " bubble ms per pipeline rank, measured:predicted (other tasks) |"
+      " comm exposed per MPI rank | predicted / measured span |")
 print("|---|---:|---|---|---|---|---|---:|")
 fmt = lambda v: f"{100 * v:.0f}%"
 for r in rows:
-    bub = " / ".join(f"{m:.0f}:{p:.0f}" if p is not None else f"{m:.0f}:-"
-                     for m, p in zip(r["bubble_ms"], r["predicted_bubble_ms"]))
+    bub = " / ".join(f"{m:.0f}:{p:.0f} ({o:.0f})" for m, p, o in
+                     zip(r["bubble_between_slots_ms"], r["predicted_bubble_ms"],
+                         r["other_tasks_ms"]))
     print(f"| {r['policy']} | {r['step_ms']:.0f} | {r['loss_last']:.6f} | "
           f"{max(r['peak_mb_per_rank']):.0f} ({sum(r['peak_mb_per_rank']):.0f}) | "
           f"{' / '.join(fmt(b) for b in r['bubble_share'])} | {bub} | "

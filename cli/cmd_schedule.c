@@ -102,7 +102,7 @@ int sm_cmd_schedule(int argc, char **argv)
     if (rc == 0 && costs_from) {
         measured = (sm_schedule_measured){
             .source = costs_from, .policy = t.scheduler, .pp = t.ranks, .micro = t.micro,
-            .steps = t.steps, .f = t.f, .b = t.b, .w = t.w, .messages = t.messages,
+            .steps = t.steps, .f = t.f, .b = t.b, .w = t.w, .other = t.other, .messages = t.messages,
             .p2p = t.message_ms, .step = t.step_ms, .scheduled = t.scheduled_ms};
         o.measured = &measured;
     }

@@ -33,12 +33,21 @@ static void sm_print_measured_costs(FILE *f, const sm_report_input *in)
     else fprintf(f, "\n  p2p: the trace has no messages\n");
 }
 
-/* The measured step against the prediction. */
-static void sm_print_measured(FILE *f, const sm_schedule_measured *m, double makespan)
+/* The measured step against the prediction; per rank its slots' time, the tasks outside the
+ * programs that ran in the span (the simulator has none), and its bubble in the simulator's
+ * sense (the scheduled span less the slots: time between slots), measured and predicted. */
+static void sm_print_measured(FILE *f, const sm_schedule_measured *m, const sm_schedule_sim *sim)
 {
     fprintf(f, "measured: scheduled tasks span %g ms per step (whole step %g ms); predicted "
                "makespan %g ms = %.3f x measured\n",
-            m->scheduled, m->step, makespan, makespan / m->scheduled);
+            m->scheduled, m->step, sim->makespan, sim->makespan / m->scheduled);
+    for (int r = 0; r < m->pp; r++) {
+        double slots = (m->f[r] + m->b[r] + m->w[r]) / m->steps, idle = m->scheduled - slots;
+        double other = m->other ? m->other[r] / m->steps : 0;
+        fprintf(f, "measured rank %d: slots %g ms, other tasks %g ms, bubble %g ms per step; "
+                   "predicted bubble %g ms (%+.0f%%)\n", r, slots, other, idle, sim->bubble[r],
+                idle > 0 ? 100 * (sim->bubble[r] - idle) / idle : 0.0);
+    }
 }
 
 /* s as a JSON string, quotes included. */
@@ -83,7 +92,7 @@ static int sm_report_one(const sm_schedule_report_opts *o, const sm_report_input
         } else {
             if (in->measured) sm_print_measured_costs(out, in);
             sm_schedule_print_text(out, p, &in->model, &sim, o->width);
-            if (in->measured) sm_print_measured(out, in->measured, sim.makespan);
+            if (in->measured) sm_print_measured(out, in->measured, &sim);
         }
         if (o->svg) rc = sm_schedule_write_svg(o->svg, p, &sim, err);
         sm_schedule_sim_free(&sim);

@@ -181,6 +181,23 @@ static void sm_message_time(const sm_cost_scan *s, sm_trace_pipeline *out)
     out->message_ms = n ? total / (double)n / 1e3 : 0;
 }
 
+/* Per pipeline rank, the time its processes spent inside the scheduled span of a step graph in
+ * tasks outside the programs (zeroing, sums, the optimizer: the ordered policy runs them in
+ * the lanes' gaps, and a slot that becomes ready meanwhile waits), ms over every step. */
+static void sm_other_tasks(const sm_cost_scan *s, double *other)
+{
+    const sm_trace_data *d = s->d;
+    for (size_t i = 0; i < d->nslices; i++) {
+        const sm_trace_slice *sl = &d->slices[i];
+        sm_graph_span *g = sm_graph_find((sm_cost_scan *)s, sl->graph);
+        int stage = sm_stage_of_pid(s, d->lanes[sl->lane].pid);
+        if (!g || stage < 0 || (sl->order >= 0 && sl->micro >= 0 && sm_task_part(d, sl) >= 0))
+            continue;
+        double in = fmin(sl->ts + sl->dur, g->sched_hi) - fmax(sl->ts, g->sched_lo);
+        if (in > 0) other[stage] += in / 1e3 / s->procs[stage];
+    }
+}
+
 /* Means over the step graphs of their spans, in ms. */
 static void sm_spans(const sm_cost_scan *s, sm_trace_pipeline *out)
 {
@@ -209,14 +226,16 @@ static int sm_pipeline_from(const sm_trace_data *d, const char *path, sm_trace_p
         s.sum[SM_PART_F] = out->f = calloc(n, sizeof(double));
         s.sum[SM_PART_B] = out->b = calloc(n, sizeof(double));
         s.sum[SM_PART_W] = out->w = calloc(n, sizeof(double));
+        out->other = calloc(n, sizeof(double));
         s.procs = calloc(n, sizeof *s.procs);
-        if (!out->scheduler || !out->f || !out->b || !out->w || !s.procs ||
+        if (!out->scheduler || !out->f || !out->b || !out->w || !out->other || !s.procs ||
             sm_collect_tasks(&s)) {
             sm_fail(err, "%s: out of memory", path);
         } else {
             out->steps = (int)s.ngraphs;
             sm_count_procs(&s);
             sm_sum_runs(&s);
+            sm_other_tasks(&s, out->other);
             sm_spans(&s, out);
             sm_message_time(&s, out);
             rc = 0;
@@ -243,5 +262,6 @@ void sm_trace_pipeline_free(sm_trace_pipeline *p)
     free(p->f);
     free(p->b);
     free(p->w);
+    free(p->other);
     *p = (sm_trace_pipeline){0};
 }

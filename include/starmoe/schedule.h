@@ -37,6 +37,8 @@ typedef struct sm_schedule_measured {
     const char *policy;          /* the run's schedule */
     int pp, micro, steps;
     const double *f, *b, *w;     /* [pp] per rank, summed over every step */
+    const double *other;         /* [pp] tasks outside the programs in the span, the same (NULL:
+                                    not measured) */
     size_t messages;             /* messages p2p is the mean of (0: none) */
     double p2p;
     double step, scheduled;      /* per step: the whole step, its scheduled tasks */

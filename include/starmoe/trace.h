@@ -55,6 +55,8 @@ typedef struct sm_trace_pipeline {
     int steps;                   /* step graphs with scheduled tasks */
     double *f, *b, *w;           /* [ranks] ms over every step: forward, input backward, weight
                                     backward (communication tasks: "..._bwd" to b, else f) */
+    double *other;               /* [ranks] ms over every step: tasks outside the programs run
+                                    inside the scheduled span (zeroing, sums, optimizer) */
     size_t messages;             /* message slices between pipeline ranks: the sends, else
                                     all (not those within a pipeline rank's processes) */
     double message_ms;           /* their mean duration, 0 without */
