@@ -62,7 +62,9 @@ static sm_graph_span *sm_graph_find(sm_cost_scan *s, int64_t graph)
     return NULL;
 }
 
-/* The step graphs holding scheduled tasks, and the trace's ranks and micro-batches. */
+/* The training step graphs holding scheduled tasks (a backward among them: not the
+ * forward-only evaluations of pipeline ranks on MPI ranks), and the trace's ranks and
+ * micro-batches. */
 static int sm_find_graphs(sm_cost_scan *s, sm_trace_pipeline *out)
 {
     const sm_trace_data *d = s->d;
@@ -71,7 +73,8 @@ static int sm_find_graphs(sm_cost_scan *s, sm_trace_pipeline *out)
         if (sl->order < 0 || sl->micro < 0) continue;
         if (sl->stage + 1 > out->ranks) out->ranks = sl->stage + 1;
         if (sl->micro + 1 > out->micro) out->micro = sl->micro + 1;
-        if (sm_graph_find(s, sl->graph)) continue;
+        int part = sm_task_part(d, sl);
+        if ((part != SM_PART_B && part != SM_PART_W) || sm_graph_find(s, sl->graph)) continue;
         if (sm_grow(&s->graphs, &s->cap, s->ngraphs + 1, sizeof *s->graphs)) return -1;
         s->graphs[s->ngraphs++] = (sm_graph_span){sl->graph, INFINITY, -INFINITY, INFINITY,
                                                   -INFINITY};
