@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Pipeline ranks together with expert and data parallelism (issue 11, items 1, 3 and 6): on 4
+# Pipeline ranks together with expert and data parallelism (issue 11, items 1-4 and 6): on 4
 # ranks, parallel.pp 2 x parallel.ep 2 (and pp 2 x dp 2) under every pipeline policy gives, with
-# engine.deterministic, the step numbers, weights and moments of the one-rank unpipelined run
-# over the same global batch bit for bit; without it, the losses within 1e-6 relative. A pp 2 x
-# ep 2 checkpoint resumes in one process bit for bit; the merged trace of a 4-rank DualPipe run
-# gives every rank's bubble and is drawn by Chromium; a killed rank is named; a layout that does
-# not fit the ranks is refused before any work. Every mpirun is bounded by a timeout.
+# engine.deterministic, the step numbers, evaluations, weights and moments of the one-rank
+# unpipelined run over the same global batch bit for bit; without it, the losses within 1e-6
+# relative. A pp 2 x ep 2 checkpoint resumes in one process; in the traces of a 4-rank DualPipe
+# run each rank ran its program in order, sent and received its boundaries and interleaved its
+# overlapped pairs; the merged trace gives every rank's bubble, feeds the simulator and is drawn
+# by Chromium with the ranks stacked; a killed rank is named; a layout that does not fit the
+# ranks is refused before any work. Every mpirun is bounded by a timeout.
 . "$(dirname "$0")/tap.sh"
 . "$(dirname "$0")/mpi.sh"
 . "$(dirname "$0")/browser.sh"
@@ -79,6 +81,31 @@ n=$(grep -cE "^([01] +0|[23] +1) +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+%" "$TMP/
 [ $rc -eq 0 ] && [ "$n" -eq 4 ]
 ok $? "trace summary of the 4 merged ranks: each rank's bubble and exposed communication \
 ($n rank lines)"
+# each rank ran its program in order (one worker: ordered tasks start in order number) and, in
+# each training step, sent and received the boundary activations (x) and gradients (dx) of
+# its two directions' 2 micro-batches each
+checks "4-rank DualPipe trace" python3 - "${traces[@]}" << 'EOF'
+import collections, json, re, sys
+def say(ok, what):
+    print(("PASS " if ok else "FAIL ") + what)
+for rank, path in enumerate(sys.argv[1:]):
+    ev = json.load(open(path))["traceEvents"]
+    tasks = [e for e in ev if e.get("ph") == "X" and e.get("cat") != "message"
+             and e["args"].get("order", -1) >= 0]
+    train = sorted({e["args"]["graph"] for e in tasks if e["cat"].startswith("backward")})
+    ordered, kinds = True, collections.Counter()
+    for g in train:
+        by_order = sorted((e for e in tasks if e["args"]["graph"] == g),
+                          key=lambda e: e["args"]["order"])
+        ordered &= all(a["ts"] <= b["ts"] for a, b in zip(by_order, by_order[1:]))
+        kinds.update((m["name"].split(".")[1][:2].rstrip("0123456789"), m["args"]["dir"])
+                     for m in ev if m.get("cat") == "message" and m["args"]["graph"] == g
+                     and re.match(r"mb[0-9]+[.](x|dx)[0-9]+$", m["name"]))
+    want = {(k, d): 2 * len(train) for k in ("x", "dx") for d in ("send", "recv")}
+    say(len(train) == 2 and ordered and dict(kinds) == want,
+        f"rank {rank}: {len(train)} training steps, tasks started in program order, boundary "
+        f"messages {dict(kinds)}")
+EOF
 # interleaved overlapped slots: some micro-batch's forward chunk has another micro-batch's
 # backward tasks between its first and last forward task (the chunks merged by block parts);
 # with engine.fb_interleave false, every forward chunk runs whole
