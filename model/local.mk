@@ -37,7 +37,7 @@ TESTS += tests/test_mpi_trace.sh
 EXTRA_DIST += tests/test_mpi_trace.sh
 # Pipeline stages on MPI ranks: every policy against the one-rank run, resume, bad layouts.
 TESTS += tests/test_mpi_pipeline.sh
-EXTRA_DIST += tests/test_mpi_pipeline.sh tests/pipeline_runs.sh
+EXTRA_DIST += tests/test_mpi_pipeline.sh tests/pipeline_runs.sh tests/rank_traces.py
 # Pipeline ranks with expert and data parallelism on 4 ranks: policies, resume, trace, faults.
 TESTS += tests/test_mpi_pipeline_ep.sh
 EXTRA_DIST += tests/test_mpi_pipeline_ep.sh

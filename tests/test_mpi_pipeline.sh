@@ -59,14 +59,12 @@ done
 # at the end) run through the pipeline too, forward only
 pp_run traced 2 4 --set engine.sched=1f1b --steps 2 --trace "$TMP/t.json"
 ok $rc "1f1b on 2 ranks with --trace (exit $rc $(why traced))"
-checks "pipeline trace" python3 - "$TMP/t.json" "$TMP/t.rank1.json" << 'EOF'
-import collections, json, re, sys
-def say(ok, what):
-    print(("PASS " if ok else "FAIL ") + what)
-for rank, path in enumerate(sys.argv[1:]):
-    ev = json.load(open(path))["traceEvents"]
-    tasks = [e for e in ev if e.get("ph") == "X" and e.get("cat") != "message"
-             and e["args"].get("order", -1) >= 0]
+checks "pipeline trace" python3 - "$(dirname "$0")" "$TMP/t.json" "$TMP/t.rank1.json" << 'EOF'
+import collections, re, sys
+sys.path.insert(0, sys.argv[1])
+from rank_traces import ordered_tasks, say
+for rank, path in enumerate(sys.argv[2:]):
+    ev, tasks = ordered_tasks(path)
     graphs = collections.defaultdict(list)
     for e in tasks:
         graphs[e["args"]["graph"]].append(e)

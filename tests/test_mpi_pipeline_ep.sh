@@ -84,14 +84,12 @@ ok $? "trace summary of the 4 merged ranks: each rank's bubble and exposed commu
 # each rank ran its program in order (one worker: ordered tasks start in order number) and, in
 # each training step, sent and received the boundary activations (x) and gradients (dx) of
 # its two directions' 2 micro-batches each
-checks "4-rank DualPipe trace" python3 - "${traces[@]}" << 'EOF'
-import collections, json, re, sys
-def say(ok, what):
-    print(("PASS " if ok else "FAIL ") + what)
-for rank, path in enumerate(sys.argv[1:]):
-    ev = json.load(open(path))["traceEvents"]
-    tasks = [e for e in ev if e.get("ph") == "X" and e.get("cat") != "message"
-             and e["args"].get("order", -1) >= 0]
+checks "4-rank DualPipe trace" python3 - "$(dirname "$0")" "${traces[@]}" << 'EOF'
+import collections, re, sys
+sys.path.insert(0, sys.argv[1])
+from rank_traces import ordered_tasks, say
+for rank, path in enumerate(sys.argv[2:]):
+    ev, tasks = ordered_tasks(path)
     train = sorted({e["args"]["graph"] for e in tasks if e["cat"].startswith("backward")})
     ordered, kinds = True, collections.Counter()
     for g in train:
@@ -113,10 +111,11 @@ run4 serial --set parallel.ep=2 --set engine.sched=dualpipe --steps 2 \
   --set engine.fb_interleave=false --trace "$TMP/s.json"
 rc_s=$rc
 cat > "$TMP/interleaved.py" << 'EOF'
-import json, sys
+import sys
+sys.path.insert(0, sys.argv[1])
+from rank_traces import ordered_tasks
 def inside(path):
-    ev = [e for e in json.load(open(path))["traceEvents"]
-          if e.get("ph") == "X" and e.get("cat") != "message" and e["args"].get("order", -1) >= 0]
+    ev = ordered_tasks(path)[1]
     n = 0
     for g in {e["args"]["graph"] for e in ev}:
         tasks = [e for e in ev if e["args"]["graph"] == g]
@@ -127,11 +126,11 @@ def inside(path):
                 n += sum(min(fwd) < e["args"]["order"] < max(fwd) and e["args"]["mb"] != mb
                          for e in tasks)
     return n
-print(" ".join(str(inside(p)) for p in sys.argv[1:]))
+print(" ".join(str(inside(p)) for p in sys.argv[2:]))
 EOF
-mine=$(python3 "$TMP/interleaved.py" "${traces[@]}")
-serial=$(python3 "$TMP/interleaved.py" "$TMP/s.json" "$TMP/s.rank1.json" "$TMP/s.rank2.json" \
-  "$TMP/s.rank3.json")
+mine=$(python3 "$TMP/interleaved.py" "$(dirname "$0")" "${traces[@]}")
+serial=$(python3 "$TMP/interleaved.py" "$(dirname "$0")" "$TMP/s.json" "$TMP/s.rank1.json" \
+  "$TMP/s.rank2.json" "$TMP/s.rank3.json")
 [ $rc_s -eq 0 ] && echo "$mine" | awk '{ for (i = 1; i <= 4; i++) if ($i < 1) exit 1 }' &&
   [ "$serial" = "0 0 0 0" ]
 ok $? "DualPipe's overlapped slots interleave their two chunks on every rank (other micro-batches' \
