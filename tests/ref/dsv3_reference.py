@@ -28,6 +28,12 @@ Conventions (see the fixture README):
   * MoE output = sum_k w_k expert_k(u) + shared(u) (one MLP of width
     n_shared_experts * moe_intermediate_size; absent when n_shared_experts is 0).
   * Layer l is MoE iff l >= first_k_dense_replace and l % moe_layer_freq == 0 (HF rule).
+  * MTP (num_nextn_predict_layers = D > 0; the model spec's section 7): depth k's module is
+    layer L + k - 1: eh_proj . [enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)] (embedding half first,
+    h^0 the main hidden state after model.norm), its block over S - k positions,
+    shared_head.norm, lm_head; loss = loss_main + (lambda / D) sum_k loss_mtp_k, each the
+    cross-entropy summed over the positions with a target divided by B * S. The copies
+    embed_tokens / shared_head.head repeat the main tensors and report their gradients.
 """
 import argparse
 import json
@@ -63,6 +69,13 @@ def st_read(path):
         arr = np.frombuffer(raw[base + a:base + b], dtype=dt).reshape(info["shape"])
         out[name] = arr.astype(dt.newbyteorder("="))
     return out
+
+
+def st_metadata(path):
+    """The __metadata__ strings of a safetensors file ({} when it has none)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n).decode("utf-8")).get("__metadata__", {})
 
 
 def st_write(path, tensors, metadata=None):
@@ -117,6 +130,7 @@ class Cfg:
         self.eps = float(g("rms_norm_eps", 1e-6))
         self.theta = float(g("rope_theta", 10000.0))
         self.maxpos = g("max_position_embeddings")
+        self.D = g("num_nextn_predict_layers", 0) or 0
         assert g("scoring_func", "sigmoid") == "sigmoid"
         assert g("topk_method", "noaux_tc") == "noaux_tc"
         assert not g("tie_word_embeddings", False)
@@ -144,52 +158,83 @@ class Cfg:
 def param_shapes(c):
     """HF names -> shapes, in the order of the fixture README's table."""
     p = {"model.embed_tokens.weight": [c.V, c.d]}
-    dqk = c.dn + c.dr
     for l in range(c.L):
-        pre = "model.layers.%d." % l
-        p[pre + "input_layernorm.weight"] = [c.d]
-        a = pre + "self_attn."
-        if c.dq:
-            p[a + "q_a_proj.weight"] = [c.dq, c.d]
-            p[a + "q_a_layernorm.weight"] = [c.dq]
-            p[a + "q_b_proj.weight"] = [c.H * dqk, c.dq]
-        else:
-            p[a + "q_proj.weight"] = [c.H * dqk, c.d]
-        p[a + "kv_a_proj_with_mqa.weight"] = [c.dc + c.dr, c.d]
-        p[a + "kv_a_layernorm.weight"] = [c.dc]
-        p[a + "kv_b_proj.weight"] = [c.H * (c.dn + c.dv), c.dc]
-        p[a + "o_proj.weight"] = [c.d, c.H * c.dv]
-        p[pre + "post_attention_layernorm.weight"] = [c.d]
-        m = pre + "mlp."
-        if c.is_moe(l):
-            p[m + "gate.weight"] = [c.E, c.d]
-            p[m + "gate.e_score_correction_bias"] = [c.E]
-            for e in range(c.E):
-                p[m + "experts.%d.gate_proj.weight" % e] = [c.mi, c.d]
-                p[m + "experts.%d.up_proj.weight" % e] = [c.mi, c.d]
-                p[m + "experts.%d.down_proj.weight" % e] = [c.d, c.mi]
-            if c.Ns:
-                w = c.Ns * c.mi
-                p[m + "shared_experts.gate_proj.weight"] = [w, c.d]
-                p[m + "shared_experts.up_proj.weight"] = [w, c.d]
-                p[m + "shared_experts.down_proj.weight"] = [c.d, w]
-        else:
-            p[m + "gate_proj.weight"] = [c.inter, c.d]
-            p[m + "up_proj.weight"] = [c.inter, c.d]
-            p[m + "down_proj.weight"] = [c.d, c.inter]
+        block_shapes(c, l, p)
     p["model.norm.weight"] = [c.d]
     p["lm_head.weight"] = [c.V, c.d]
+    for k in range(1, c.D + 1):
+        pre = "model.layers.%d." % (c.L + k - 1)
+        p[pre + "embed_tokens.weight"] = [c.V, c.d]      # a copy of the main embedding
+        p[pre + "enorm.weight"] = [c.d]
+        p[pre + "hnorm.weight"] = [c.d]
+        p[pre + "eh_proj.weight"] = [c.d, 2 * c.d]
+        block_shapes(c, c.L + k - 1, p)
+        p[pre + "shared_head.norm.weight"] = [c.d]
+        p[pre + "shared_head.head.weight"] = [c.V, c.d]  # a copy of lm_head
     return p
 
 
+# MTP tensors that are copies of the main model's (the same values; trained as it)
+COPIES = {"embed_tokens.weight": "model.embed_tokens.weight",
+          "shared_head.head.weight": "lm_head.weight"}
+
+
+def copy_of(name):
+    """The main tensor an MTP copy repeats, None for other names."""
+    for suffix, main in COPIES.items():
+        if name.startswith("model.layers.") and name.endswith("." + suffix):
+            return main
+    return None
+
+
+def block_shapes(c, l, p):
+    """Adds decoder block l's tensors (a main layer, or an MTP module's block)."""
+    dqk = c.dn + c.dr
+    pre = "model.layers.%d." % l
+    p[pre + "input_layernorm.weight"] = [c.d]
+    a = pre + "self_attn."
+    if c.dq:
+        p[a + "q_a_proj.weight"] = [c.dq, c.d]
+        p[a + "q_a_layernorm.weight"] = [c.dq]
+        p[a + "q_b_proj.weight"] = [c.H * dqk, c.dq]
+    else:
+        p[a + "q_proj.weight"] = [c.H * dqk, c.d]
+    p[a + "kv_a_proj_with_mqa.weight"] = [c.dc + c.dr, c.d]
+    p[a + "kv_a_layernorm.weight"] = [c.dc]
+    p[a + "kv_b_proj.weight"] = [c.H * (c.dn + c.dv), c.dc]
+    p[a + "o_proj.weight"] = [c.d, c.H * c.dv]
+    p[pre + "post_attention_layernorm.weight"] = [c.d]
+    m = pre + "mlp."
+    if c.is_moe(l):
+        p[m + "gate.weight"] = [c.E, c.d]
+        p[m + "gate.e_score_correction_bias"] = [c.E]
+        for e in range(c.E):
+            p[m + "experts.%d.gate_proj.weight" % e] = [c.mi, c.d]
+            p[m + "experts.%d.up_proj.weight" % e] = [c.mi, c.d]
+            p[m + "experts.%d.down_proj.weight" % e] = [c.d, c.mi]
+        if c.Ns:
+            w = c.Ns * c.mi
+            p[m + "shared_experts.gate_proj.weight"] = [w, c.d]
+            p[m + "shared_experts.up_proj.weight"] = [w, c.d]
+            p[m + "shared_experts.down_proj.weight"] = [c.d, w]
+    else:
+        p[m + "gate_proj.weight"] = [c.inter, c.d]
+        p[m + "up_proj.weight"] = [c.inter, c.d]
+        p[m + "down_proj.weight"] = [c.d, c.inter]
+
+
 def is_norm(name):
-    return name.endswith("layernorm.weight") or name == "model.norm.weight"
+    return name.endswith(("layernorm.weight", ".enorm.weight", ".hnorm.weight",
+                          "shared_head.norm.weight")) or name == "model.norm.weight"
 
 
 def init_weights(c, seed, gate_std):
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, shape in param_shapes(c).items():
+        if copy_of(name):
+            out[name] = out[copy_of(name)].copy()   # not drawn
+            continue
         z = torch.randn(shape, generator=gen, dtype=torch.float32)
         if is_norm(name):
             w = 1.0 + 0.1 * z
@@ -363,7 +408,57 @@ def moe(c, W, pre, u, rec, l):
     return y.view(B, S, d)
 
 
-def forward(c, W, ids, targets):
+def block(c, W, l, h, cos, sin, scale, rec):
+    """Decoder block l (a main layer, or an MTP module's block) on the residual stream h."""
+    pre = "model.layers.%d." % l
+    h = h + mla(c, W, pre, rmsnorm(h, W[pre + "input_layernorm.weight"], c.eps), cos, sin, scale)
+    u = rmsnorm(h, W[pre + "post_attention_layernorm.weight"], c.eps)
+    if c.is_moe(l):
+        return h + moe(c, W, pre, u, rec, l)
+    return h + swiglu(u, W[pre + "mlp.gate_proj.weight"], W[pre + "mlp.up_proj.weight"],
+                      W[pre + "mlp.down_proj.weight"])
+
+
+def mtp_name(what, k):
+    """A depth's output name: `what` for depth 1, `what.K` for depth K > 1."""
+    return what if k == 1 else "%s.%d" % (what, k)
+
+
+def shifted_targets(targets, k):
+    """Depth k's targets: position i predicts targets[i + k] (-1 past the end)."""
+    t = np.full_like(targets, -1)
+    t[:, :targets.shape[1] - k] = targets[:, k:]
+    return t
+
+
+def mtp(c, W, ids, h0, mtp_targets, cos, sin, scale, rec):
+    """The D MTP modules (docs: spec 7.1-7.2): depth k combines the previous depth's hidden state
+    (depth 1: the main model's after the final norm) with the embedding of the token k ahead,
+    eh_proj . [enorm(emb) ; hnorm(h)] (embedding half first), runs its block over the S - k
+    positions that have one, its own norm and the main head. Its loss sums the cross-entropy
+    over the positions with a target and divides by B * S. Returns the depths' losses."""
+    B, S = ids.shape
+    prev, losses = h0, []
+    for k in range(1, c.D + 1):
+        n, l = S - k, c.L + k - 1
+        pre = "model.layers.%d." % l
+        e = rmsnorm(W["model.embed_tokens.weight"][ids[:, k:].long()], W[pre + "enorm.weight"],
+                    c.eps)
+        hh = rmsnorm(prev[:, :n], W[pre + "hnorm.weight"], c.eps)
+        x = torch.cat([e, hh], -1) @ W[pre + "eh_proj.weight"].T
+        x = block(c, W, l, x, cos[:n], sin[:n], scale, rec)
+        logits = rmsnorm(x, W[pre + "shared_head.norm.weight"], c.eps) @ W["lm_head.weight"].T
+        tk = torch.from_numpy(np.asarray(mtp_targets[k - 1], dtype=np.int64))[:, :n]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(B * n, -1), tk.reshape(-1),
+                                                 ignore_index=-1, reduction="sum") / (B * S)
+        rec[mtp_name("mtp_logits", k)] = logits.detach()
+        rec[mtp_name("loss_mtp", k)] = loss
+        losses.append(loss)
+        prev = x
+    return losses
+
+
+def forward(c, W, ids, targets, mtp_targets=None, mtp_lambda=0.3):
     B, S = ids.shape
     rec = {"margins": {}, "diag": {}}
     theta = rope_freqs(c)
@@ -374,45 +469,51 @@ def forward(c, W, ids, targets):
     rec["softmax_scale"] = scale
     h = W["model.embed_tokens.weight"][ids.long()]
     for l in range(c.L):
-        pre = "model.layers.%d." % l
-        h = h + mla(c, W, pre, rmsnorm(h, W[pre + "input_layernorm.weight"], c.eps), cos, sin,
-                    scale)
-        u = rmsnorm(h, W[pre + "post_attention_layernorm.weight"], c.eps)
-        if c.is_moe(l):
-            h = h + moe(c, W, pre, u, rec, l)
-        else:
-            h = h + swiglu(u, W[pre + "mlp.gate_proj.weight"], W[pre + "mlp.up_proj.weight"],
-                           W[pre + "mlp.down_proj.weight"])
+        h = block(c, W, l, h, cos, sin, scale, rec)
         rec["hidden.layers.%d.output" % l] = h.detach()
-    logits = rmsnorm(h, W["model.norm.weight"], c.eps) @ W["lm_head.weight"].T
+    hf = rmsnorm(h, W["model.norm.weight"], c.eps)
+    logits = hf @ W["lm_head.weight"].T
     loss = torch.nn.functional.cross_entropy(logits.reshape(B * S, -1),
                                              targets.reshape(-1).long())
+    if c.D:
+        rec["loss_main"] = loss
+        losses = mtp(c, W, ids, hf, mtp_targets, cos, sin, scale, rec)
+        loss = loss + mtp_lambda / c.D * sum(losses)
     return logits, loss, rec
 
 
-def run(cfg_json, weights_np, ids_np, tg_np):
-    """Returns (expected dict of float32/int32 numpy arrays, rec)."""
+def run(cfg_json, weights_np, ids_np, tg_np, mtp_np=None, mtp_lambda=0.3):
+    """Returns (expected dict of float32/int32 numpy arrays, rec). mtp_np: each MTP depth's
+    targets (None: the targets shifted)."""
     c = Cfg(cfg_json)
     W = {}
     for k, v in weights_np.items():
+        main = copy_of(k)
+        if main is not None and not np.array_equal(np.asarray(v), np.asarray(weights_np[main])):
+            raise SystemExit("%s differs from %s: an MTP copy must repeat it" % (k, main))
         t = torch.from_numpy(np.asarray(v, dtype=np.float64).copy())
         if not k.endswith("e_score_correction_bias"):
             t.requires_grad_(True)
         W[k] = t
     ids = torch.from_numpy(np.asarray(ids_np, dtype=np.int64))
     tg = torch.from_numpy(np.asarray(tg_np, dtype=np.int64))
-    logits, loss, rec = forward(c, W, ids, tg)
+    if mtp_np is None:
+        mtp_np = [shifted_targets(np.asarray(tg_np), k) for k in range(1, c.D + 1)]
+    logits, loss, rec = forward(c, W, ids, tg, mtp_np, mtp_lambda)
     loss.backward()
     out = {"logits": logits.detach().numpy().astype(np.float32),
            "loss": np.array([loss.item()], dtype=np.float32)}
     for k, v in rec.items():
-        if k.startswith(("routing.", "hidden.", "rope.")):
+        if k.startswith(("loss_main", "loss_mtp")):
+            out[k] = np.array([v.item()], dtype=np.float32)
+        elif k.startswith(("routing.", "hidden.", "rope.", "mtp_logits")):
             a = v.numpy()
             out[k] = a.astype(np.int32) if a.dtype == np.int32 else a.astype(np.float32)
     for k, t in W.items():
         if k.endswith("e_score_correction_bias"):
             continue
-        g = t.grad if t.grad is not None else torch.zeros_like(t)
+        src = W[copy_of(k)] if copy_of(k) else t   # a copy holds the shared tensor's gradient
+        g = src.grad if src.grad is not None else torch.zeros_like(t)
         out["grad." + k] = g.numpy().astype(np.float32)
     rec["loss64"] = loss.item()
     return out, rec
@@ -459,7 +560,10 @@ def check_fixture(d):
     W = st_read(os.path.join(d, "model.safetensors"))
     inp = st_read(os.path.join(d, "inputs.safetensors"))
     exp = st_read(os.path.join(d, "expected.safetensors"))
-    got, rec = run(cfg, W, inp["input_ids"], inp["targets"])
+    c = Cfg(cfg)
+    mtp_np = [inp[mtp_name("mtp_targets", k)] for k in range(1, c.D + 1)] if c.D else None
+    lam = float(st_metadata(os.path.join(d, "expected.safetensors")).get("mtp_lambda", 0.3))
+    got, rec = run(cfg, W, inp["input_ids"], inp["targets"], mtp_np, lam)
     ok = True
     print("fixture %s" % d)
     print("softmax_scale %.9g, loss64 %.9f, min routing margin %.3g" %
@@ -500,7 +604,8 @@ def check_fixture(d):
             ok &= rel <= 1e-5
         else:
             print("%-40s max abs %.3g  rel frob %.3g" % (k, mad, rel))
-            if k in ("logits", "loss") or k.startswith("hidden."):
+            if k in ("logits", "loss", "loss_main") or k.startswith(("hidden.", "loss_mtp",
+                                                                      "mtp_logits")):
                 ok &= mad <= 1e-5
     ng = sum(1 for k in exp if k.startswith("grad."))
     print("%d gradients: worst rel Frobenius %.3g (%s); worst max abs %.3g (%s)" %
@@ -519,7 +624,8 @@ def generate(args):
     seq = torch.randint(0, c.V, (args.batch, args.seq + 1), generator=gen)
     ids = seq[:, :-1].numpy().astype(np.int32)
     tg = seq[:, 1:].numpy().astype(np.int32)
-    exp, rec = run(cfg, W, ids, tg)
+    mtp_np = [shifted_targets(tg, k) for k in range(1, c.D + 1)]
+    exp, rec = run(cfg, W, ids, tg, mtp_np, args.mtp_lambda)
     mm = min_margin(rec)
     print("seed %d: loss64 %.9f, softmax_scale %.9g, min routing margin %.3g" %
           (args.seed, rec["loss64"], rec["softmax_scale"], mm))
@@ -532,11 +638,16 @@ def generate(args):
     os.makedirs(args.out, exist_ok=True)
     meta = {"producer": "tests/ref/dsv3_reference.py (float64 reimplementation)",
             "seed": args.seed, "gate_std": args.gate_std}
+    if c.D:
+        meta["mtp_lambda"] = args.mtp_lambda
     cfg_out = os.path.join(args.out, "config.json")
     if os.path.abspath(args.config) != os.path.abspath(cfg_out):
         shutil.copyfile(args.config, cfg_out)
     st_write(os.path.join(args.out, "model.safetensors"), W, meta)
-    st_write(os.path.join(args.out, "inputs.safetensors"), {"input_ids": ids, "targets": tg}, meta)
+    inputs = {"input_ids": ids, "targets": tg}
+    for k in range(1, c.D + 1):
+        inputs[mtp_name("mtp_targets", k)] = mtp_np[k - 1].astype(np.int32)
+    st_write(os.path.join(args.out, "inputs.safetensors"), inputs, meta)
     st_write(os.path.join(args.out, "expected.safetensors"), exp, meta)
     print("max |logit| %.4g, max |grad| %.4g, params %d" %
           (float(np.abs(exp["logits"]).max()),
@@ -555,6 +666,8 @@ def main():
     ap.add_argument("--seq", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--gate-std", type=float, default=0.2)
+    ap.add_argument("--mtp-lambda", type=float, default=0.3,
+                    help="weight of the MTP losses (configs with num_nextn_predict_layers > 0)")
     ap.add_argument("--min-margin", type=float, default=1e-6,
                     help="refuse to write when a routing decision is closer than this")
     args = ap.parse_args()
