@@ -231,6 +231,20 @@ static int sm_share_sumsq(sm_optimizer *o, const sm_run *r, sm_error *err)
     return 0;
 }
 
+/* Layer l's router bias update from the step's routing plans (every rank's: the global
+ * loads), which also counts the loads. */
+static int sm_layer_bias_update(sm_optimizer *o, sm_run *r, const sm_op_ctx *c, int l,
+                                const sm_optim_hp *hp)
+{
+    sm_tensor *own[r->micro], **plans = own;
+    int n = r->micro * sm_run_ranks(r);
+    for (int mb = 0; mb < r->micro; mb++) own[mb] = r->mb[mb].layers[l].plan;
+    if (r->dp && sm_dp_loss_parts(r->dp)) plans = sm_dp_layer_plans(r->dp, l); /* global */
+    return sm_insert_bias_update(c, o->m->layers[l].bias.w, o->load[l], plans, n, r->router.T,
+                                 r->router.K, r->router.E, (float)hp->bias_update_speed,
+                                 o->clip);
+}
+
 int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_error *err)
 {
     sm_model *m = o->m;
@@ -253,20 +267,10 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
     }
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         if (!o->load[l]) continue;
-        /* another pipeline rank's layer: its expert loads (for the step's report) from there */
-        if (m->layers[l].bias.w->absent) {
-            if (sm_share_from_holders(m, r, &m->layers[l].bias, o->load[l], SM_LOAD_TAG + l, err))
-                return -1;
-            continue;
-        }
-        sm_tensor *own[r->micro], **plans = own;
-        int n = r->micro * sm_run_ranks(r);
-        for (int mb = 0; mb < r->micro; mb++) own[mb] = r->mb[mb].layers[l].plan;
-        if (r->dp && sm_dp_loss_parts(r->dp)) plans = sm_dp_layer_plans(r->dp, l); /* global */
         c.layer = l;
-        if (sm_insert_bias_update(&c, m->layers[l].bias.w, o->load[l], plans, n,
-                                  r->router.T, r->router.K, r->router.E,
-                                  (float)hp->bias_update_speed, o->clip) ||
+        /* the ranks holding the layer update its bias; the others (another pipeline rank's
+         * layer) get its expert loads, for the step's report */
+        if ((!m->layers[l].bias.w->absent && sm_layer_bias_update(o, r, &c, l, hp)) ||
             sm_share_from_holders(m, r, &m->layers[l].bias, o->load[l], SM_LOAD_TAG + l, err))
             return -1;
     }

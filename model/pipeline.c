@@ -31,6 +31,7 @@ struct sm_pipeline {
     sm_slot_ref *order;          /* every slot, in submission order */
     int nslots;
     int interleave;              /* overlapped slots' chunks interleaved (sm_emit_pair) */
+    unsigned char *held;         /* [pp][L + 2]: what each pipeline rank holds (sm_mark_held) */
 };
 
 int sm_pipeline_defers_weights(const sm_run_opts *o)
@@ -186,16 +187,23 @@ int sm_pipeline_held_layers(const sm_config *cfg, const char *policy, int pp, in
     return rc;
 }
 
+/* Every pipeline rank's held layers, once the stages are cut. */
+static int sm_held_setup(sm_pipeline *pl, int L, sm_error *err)
+{
+    size_t row = (size_t)L + 2;
+    if (!(pl->held = malloc((size_t)pl->pipe->pp * row)))
+        return sm_fail(err, "out of memory for the pipeline stages");
+    for (int p = 0; p < pl->pipe->pp; p++)
+        sm_mark_held(pl->pipe, pl->span, L, p, pl->held + p * row);
+    return 0;
+}
+
 /* Whether pipeline rank p holds parameter layer `layer` (every rank, unless the model is
  * sharded by stages). */
 static int sm_pp_holds(const sm_run *r, int p, int layer)
 {
-    const sm_model *m = r->m;
-    if (!m->held_layers || !r->pl) return 1;
-    int L = m->dims.L;
-    unsigned char held[L + 2];
-    sm_mark_held(r->pl->pipe, r->pl->span, L, p, held);
-    return held[layer + 1];
+    if (!r->m->held_layers || !r->pl) return 1;
+    return r->pl->held[(size_t)p * (r->m->dims.L + 2) + layer + 1];
 }
 
 int sm_pipeline_rank_holds(const sm_run *r, int rank, const sm_param *p)
@@ -226,11 +234,10 @@ int sm_pipeline_first_holder(const sm_run *r, int layer)
 static int sm_check_held(const sm_run *r, sm_error *err)
 {
     const sm_model *m = r->m;
+    size_t row = (size_t)m->dims.L + 2;
     if (!m->held_layers) return 0;
-    int L = m->dims.L;
-    unsigned char held[L + 2];
-    sm_mark_held(r->pl->pipe, r->pl->span, L, r->pp_index, held);
-    if (r->pp_ranks > 1 && !memcmp(held, m->held_layers, (size_t)L + 2)) return 0;
+    if (r->pp_ranks > 1 && !memcmp(r->pl->held + r->pp_index * row, m->held_layers, row))
+        return 0;
     return sm_fail(err, "the model holds the layers of another pipeline rank than this run's "
                         "(pipeline rank %d of %d): build it with sm_model_new_stages and "
                         "sm_pipeline_held_layers for this rank", r->pp_index, r->pp_ranks);
@@ -261,8 +268,8 @@ int sm_pipeline_setup(sm_run *r, const sm_run_opts *o, sm_error *err)
         return sm_fail(err, "out of memory");
     if (!(pl->span = calloc(pl->pipe->nstages, sizeof *pl->span)))
         return sm_fail(err, "out of memory for the pipeline stages");
-    if (sm_stage_cut(pl->pipe, &r->m->cfg, r->S, pl->span, err) || sm_check_held(r, err) ||
-        sm_order_slots(pl, err))
+    if (sm_stage_cut(pl->pipe, &r->m->cfg, r->S, pl->span, err) ||
+        sm_held_setup(pl, r->m->dims.L, err) || sm_check_held(r, err) || sm_order_slots(pl, err))
         return -1;
     if (r->backward && pl->pipe->ndirs == 2 && !r->ncopies && sm_copies_setup(r, 2, 1, err))
         return -1;
@@ -601,6 +608,7 @@ void sm_pipeline_free(sm_run *r)
     if (!r->pl) return;
     sm_schedule_free(r->pl->pipe);
     free(r->pl->span);
+    free(r->pl->held);
     free(r->pl->order_next);
     free(r->pl->order);
     free(r->pl);
