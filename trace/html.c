@@ -235,15 +235,6 @@ static int sm_pid_index(const sm_html_rows *r, int pid)
     return (int)(p - r->pids);
 }
 
-/* The lane of (pid, tid), trying hint first; nlanes when none. */
-static int sm_lane_of(const sm_trace_data *d, int pid, int tid, int hint)
-{
-    if (hint < d->nlanes && d->lanes[hint].pid == pid && d->lanes[hint].tid == tid) return hint;
-    for (int i = 0; i < d->nlanes; i++)
-        if (d->lanes[i].pid == pid && d->lanes[i].tid == tid) return i;
-    return d->nlanes;
-}
-
 static void sm_html_rows_free(sm_html_rows *r)
 {
     free(r->v);
@@ -267,25 +258,19 @@ static void sm_html_pids(sm_html_rows *r, const sm_trace_data *d)
 static int sm_html_rows_build(sm_html_rows *r, const sm_trace_data *d)
 {
     size_t nl = (size_t)d->nlanes, np = nl + d->nmsgs;
-    char *tasks = calloc(nl + 1, 1), *msgs = calloc(nl + 1, 1), *talks = calloc(np + 1, 1);
+    char *messages_only = sm_trace_message_only_lanes(d), *talks = calloc(np + 1, 1);
     *r = (sm_html_rows){.v = malloc((nl + 2 * np + 1) * sizeof *r->v),
                         .of_lane = malloc((nl + 1) * sizeof *r->of_lane),
                         .pids = malloc((np + 1) * sizeof *r->pids),
                         .send_row = malloc((np + 1) * sizeof *r->send_row)};
-    int rc = tasks && msgs && talks && r->v && r->of_lane && r->pids && r->send_row ? 0 : -1;
+    int rc = messages_only && talks && r->v && r->of_lane && r->pids && r->send_row ? 0 : -1;
     if (rc == 0) {
         sm_html_pids(r, d);
-        for (size_t i = 0; i < d->nslices; i++) tasks[d->slices[i].lane] = 1;
-        for (size_t i = 0, lane = 0; i < d->nmsgs; i++) {
-            const sm_trace_msg_slice *m = &d->msgs[i];
-            lane = (size_t)sm_lane_of(d, m->pid, m->tid, (int)lane);
-            msgs[lane] = 1;
-            talks[sm_pid_index(r, m->pid)] = 1;
-        }
+        for (size_t i = 0; i < d->nmsgs; i++) talks[sm_pid_index(r, d->msgs[i].pid)] = 1;
         for (int k = 0; k < r->npids; k++) {
             for (int i = 0; i < d->nlanes; i++) {
                 if (d->lanes[i].pid != r->pids[k]) continue;
-                r->of_lane[i] = msgs[i] && !tasks[i] ? -1 : r->n;
+                r->of_lane[i] = messages_only[i] ? -1 : r->n;
                 if (r->of_lane[i] >= 0) r->v[r->n++] = (sm_html_row){r->pids[k], i};
             }
             r->send_row[k] = talks[k] ? r->n : -1;
@@ -294,8 +279,7 @@ static int sm_html_rows_build(sm_html_rows *r, const sm_trace_data *d)
             r->v[r->n++] = (sm_html_row){r->pids[k], SM_ROW_RECV};
         }
     }
-    free(tasks);
-    free(msgs);
+    free(messages_only);
     free(talks);
     if (rc) {
         sm_html_rows_free(r);

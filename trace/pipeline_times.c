@@ -36,6 +36,8 @@ typedef struct sm_cost_scan {
     size_t ngraphs, cap;
     double *sum[SM_NPARTS];      /* the output's f, b, w: [ranks] ms */
     int *procs;                  /* [ranks]: processes running each pipeline rank */
+    int *pid_stage;              /* [npids]: the pipeline rank each process runs, -1 none */
+    int npids;
     sm_sched_task *tasks;
     size_t ntasks, cap_tasks;
 } sm_cost_scan;
@@ -151,12 +153,24 @@ static void sm_sum_runs(sm_cost_scan *s)
     }
 }
 
-/* The pipeline rank process pid runs (the stage of its scheduled tasks), -1 unknown. */
+/* Each process's pipeline rank (the stage of its scheduled tasks), once the tasks are
+ * collected. */
+static int sm_map_pids(sm_cost_scan *s)
+{
+    for (int l = 0; l < s->d->nlanes; l++)
+        if (s->d->lanes[l].pid + 1 > s->npids) s->npids = s->d->lanes[l].pid + 1;
+    if (!(s->pid_stage = malloc((s->npids ? (size_t)s->npids : 1) * sizeof *s->pid_stage)))
+        return -1;
+    for (int p = 0; p < s->npids; p++) s->pid_stage[p] = -1;
+    for (size_t k = 0; k < s->ntasks; k++)
+        if (s->pid_stage[s->tasks[k].pid] < 0) s->pid_stage[s->tasks[k].pid] = s->tasks[k].stage;
+    return 0;
+}
+
+/* The pipeline rank process pid runs, -1 unknown. */
 static int sm_stage_of_pid(const sm_cost_scan *s, int pid)
 {
-    for (size_t k = 0; k < s->ntasks; k++)
-        if (s->tasks[k].pid == pid) return s->tasks[k].stage;
-    return -1;
+    return pid >= 0 && pid < s->npids ? s->pid_stage[pid] : -1;
 }
 
 /* Whether message i goes between two pipeline ranks (not within one: expert- and data-parallel
@@ -232,7 +246,7 @@ static int sm_pipeline_from(const sm_trace_data *d, const char *path, sm_trace_p
         out->other = calloc(n, sizeof(double));
         s.procs = calloc(n, sizeof *s.procs);
         if (!out->scheduler || !out->f || !out->b || !out->w || !out->other || !s.procs ||
-            sm_collect_tasks(&s)) {
+            sm_collect_tasks(&s) || sm_map_pids(&s)) {
             sm_fail(err, "%s: out of memory", path);
         } else {
             out->steps = (int)s.ngraphs;
@@ -247,6 +261,7 @@ static int sm_pipeline_from(const sm_trace_data *d, const char *path, sm_trace_p
     free(s.graphs);
     free(s.tasks);
     free(s.procs);
+    free(s.pid_stage);
     return rc;
 }
 

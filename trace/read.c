@@ -629,6 +629,22 @@ const char *sm_trace_pid_lane_name(const sm_trace_data *d, int pid, const char *
     return buf;
 }
 
+char *sm_trace_message_only_lanes(const sm_trace_data *d)
+{
+    char *only = calloc(d->nlanes ? (size_t)d->nlanes : 1, 1);
+    int lane = 0;
+    for (size_t i = 0; only && i < d->nmsgs; i++) {
+        const sm_trace_msg_slice *m = &d->msgs[i];
+        /* messages come in runs of one lane: try the last one found first */
+        if (lane >= d->nlanes || d->lanes[lane].pid != m->pid || d->lanes[lane].tid != m->tid)
+            for (lane = 0; lane < d->nlanes; lane++)
+                if (d->lanes[lane].pid == m->pid && d->lanes[lane].tid == m->tid) break;
+        if (lane < d->nlanes) only[lane] = 1;
+    }
+    for (size_t i = 0; only && i < d->nslices; i++) only[d->slices[i].lane] = 0;
+    return only;
+}
+
 const char *sm_trace_meta_str(const sm_trace_data *d, const char *key)
 {
     const char *s = json_string_value(json_object_get(d->meta, key));

@@ -132,6 +132,9 @@ void sm_trace_data_free(sm_trace_data *d);
 /* A lane's display name: thread_name, else "tid T", after "P: " when the trace has several
  * processes; written in buf (cap bytes), which it returns. */
 const char *sm_trace_lane_name(const sm_trace_data *d, int lane, char *buf, size_t cap);
+/* Per lane (d->nlanes flags, malloc'd; NULL when out of memory): 1 when it carries messages and
+ * no task (the recorder's lanes per peer and direction), which are not workers. */
+char *sm_trace_message_only_lanes(const sm_trace_data *d);
 /* The display name of a lane named name of process pid ("P: name" when the trace has several
  * processes), written in buf (cap bytes), which it returns. */
 const char *sm_trace_pid_lane_name(const sm_trace_data *d, int pid, const char *name, char *buf,

@@ -59,21 +59,9 @@ static int sm_sum_ops(const sm_trace_data *d, sm_trace_stats *s)
     return 0;
 }
 
-/* Per lane: whether it carries messages and no task (the recorder's lanes per peer and
- * direction): not a worker. */
-static char *sm_message_lanes(const sm_trace_data *d)
-{
-    char *only = calloc(d->nlanes ? (size_t)d->nlanes : 1, 1);
-    for (size_t i = 0; only && i < d->nmsgs; i++)
-        for (int l = 0; l < d->nlanes; l++)
-            if (d->lanes[l].pid == d->msgs[i].pid && d->lanes[l].tid == d->msgs[i].tid) only[l] = 1;
-    for (size_t i = 0; only && i < d->nslices; i++) only[d->slices[i].lane] = 0;
-    return only;
-}
-
 static int sm_sum_workers(const sm_trace_data *d, sm_trace_stats *s)
 {
-    char *messages_only = sm_message_lanes(d);
+    char *messages_only = sm_trace_message_only_lanes(d);
     int *row = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *row);
     s->workers = calloc(d->nlanes ? (size_t)d->nlanes : 1, sizeof *s->workers);
     if (!messages_only || !row || !s->workers) {
