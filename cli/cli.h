@@ -35,9 +35,10 @@ enum { SM_OPT_TRACE = 0x100, SM_OPT_TRACE_STEPS, SM_OPT_TRACE_FORMAT, SM_OPT_TRA
 #define SM_CLI_TRACE_USAGE \
     "[--trace FILE [--trace-steps A:B] [--trace-format chrome|paje] [--trace-deps]]"
 
-/* Strict integer parsing: the whole string, within [lo, hi]; prints an error naming the
- * flag and returns -1 otherwise. */
+/* Strict integer (number) parsing: the whole string, within [lo, hi]; prints an error naming
+ * the flag and returns -1 otherwise. */
 int sm_cli_int(const char *flag, const char *s, long lo, long hi, long *out);
+int sm_cli_double(const char *flag, const char *s, double lo, double hi, double *out);
 /* Handles the engine options (returns 1 when opt was one of them, -1 on a bad value). */
 int sm_cli_engine_opt(int opt, const char *arg, sm_engine_opts *e);
 /* Handles the run options (returns 1 when opt was one of them, -1 on a bad value); call

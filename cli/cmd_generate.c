@@ -10,18 +10,6 @@ static const char *sm_generate_usage =
     "--ckpt DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-p P] [--seed S]\n"
     "       [--workers N] [--sched NAME]";
 
-static int sm_cli_double(const char *flag, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "starmoe: --%s '%s': expected a number in [%g, %g]\n", flag, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int sm_cmd_generate(int argc, char **argv)
 {
     static const struct option opts[] = {

@@ -20,6 +20,18 @@ int sm_cli_int(const char *flag, const char *s, long lo, long hi, long *out)
     return 0;
 }
 
+int sm_cli_double(const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "starmoe: --%s '%s': expected a number in [%g, %g]\n", flag, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 /* '--sched help': lists the policies (with those of a --sched-lib given before) and exits. */
 static void sm_cli_sched_help(const sm_engine_opts *e)
 {

@@ -15,7 +15,7 @@ static const sm_field train_fields[] = {
     TF(micro_batches, SM_F_INT), TF(lr, SM_F_NUM),            TF(min_lr, SM_F_NUM),
     TF(warmup_steps, SM_F_INT),  TF(weight_decay, SM_F_NUM),  TF(beta1, SM_F_NUM),
     TF(beta2, SM_F_NUM),         TF(eps, SM_F_NUM),           TF(grad_clip, SM_F_NUM),
-    TF(bias_update_speed, SM_F_NUM), TF(balance_alpha, SM_F_NUM),
+    TF(bias_update_speed, SM_F_NUM), TF(balance_alpha, SM_F_NUM), TF(mtp_lambda, SM_F_NUM),
     TF(max_bad_steps, SM_F_INT), TF(seed, SM_F_I64),
 };
 
@@ -94,6 +94,7 @@ static void train_defaults(sm_train_config *t)
     t->grad_clip = 1.0;
     t->bias_update_speed = 0.001;
     t->balance_alpha = 0.0001;
+    t->mtp_lambda = 0.3;
     t->max_bad_steps = 5;
     t->seed = 1234;
 }
@@ -144,6 +145,7 @@ static const range_rule range_rules[] = {
     RD(train.beta1, 0, 0, 1, 1),       RD(train.beta2, 0, 0, 1, 1),
     RD(train.eps, 0, 1, ANY, 0),       RD(train.grad_clip, 0, 0, ANY, 0),
     RD(train.bias_update_speed, 0, 0, ANY, 0), RD(train.balance_alpha, 0, 0, ANY, 0),
+    RD(train.mtp_lambda, 0, 0, ANY, 0),
     RI(train.max_bad_steps, 1, ANY),   RD(data.val_fraction, 0, 0, 0.5, 0),
     RI(data.vocab_size, 1, 1 << 22),   RI(eval.every, 0, ANY),
     RI(eval.batches, 1, ANY),          RI(checkpoint.every, 0, ANY),

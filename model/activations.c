@@ -230,7 +230,7 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
 static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
 {
     const sm_dims *dm = &a->r->m->dims;
-    int T = a->r->T, d = dm->d, E = dm->E, K = dm->K;
+    int T = sm_shape_of(a->r, a->l)->T, d = dm->d, E = dm->E, K = dm->K;
     x->plan = sm_act(a, "plan", SM_I32, sm_moe_plan_len(T, K, E), 0);
     x->w = ACT("route_w", T, K);
     x->s = ACT("route_s", T, E);
@@ -242,7 +242,7 @@ static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
 static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backward)
 {
     const sm_dims *dm = &a->r->m->dims;
-    int T = a->r->T, d = dm->d, dq = dm->dq, dc = dm->dc, dr = dm->dr;
+    int T = sm_shape_of(a->r, l)->T, d = dm->d, dq = dm->dq, dc = dm->dc, dr = dm->dr;
     int ffn_I = sm_dims_ffn_width(dm, l);
     x->xn = ACT("xn", T, d);
     x->rstd_in = ACT("rstd_in", T, 0);
@@ -284,6 +284,53 @@ static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backwar
     }
 }
 
+/* MTP depth k's tensors ("mb<m>.mtp<k>.<what>"), its block's under layer L + k - 1. */
+static void sm_mtp_alloc(sm_alloc_ctx *a, sm_micro_acts *mb, int k)
+{
+    const sm_run *r = a->r;
+    const sm_dims *dm = &r->m->dims;
+    sm_mtp_acts *x = &mb->mtp[k - 1];
+    int T = r->shape[k].T, d = dm->d, V = dm->V;
+    char p[16], n[64];
+    snprintf(p, sizeof p, "mtp%d.", k);
+#define MTP_ACT(what, dt, n0, n1) sm_act(a, (snprintf(n, sizeof n, "%s%s", p, what), n), dt, n0, n1)
+    a->l = -1;
+    x->ids = MTP_ACT("input_ids", SM_I32, T, 0);
+    x->targets = MTP_ACT("targets", SM_I32, T, 0);
+    x->emb = MTP_ACT("emb", SM_F32, T, d);
+    x->en = MTP_ACT("enorm", SM_F32, T, d);
+    x->rstd_e = MTP_ACT("rstd_e", SM_F32, T, 0);
+    x->h = MTP_ACT("h", SM_F32, T, d);
+    x->hn = MTP_ACT("hnorm", SM_F32, T, d);
+    x->rstd_h = MTP_ACT("rstd_h", SM_F32, T, 0);
+    x->cat = MTP_ACT("cat", SM_F32, T, 2 * d);
+    x->x[0] = MTP_ACT("x_in", SM_F32, T, d);
+    x->x[1] = MTP_ACT("x_out", SM_F32, T, d);
+    x->xf = MTP_ACT("xf", SM_F32, T, d);
+    x->rstd_f = MTP_ACT("rstd_f", SM_F32, T, 0);
+    x->logits = MTP_ACT("logits", SM_F32, T, V);
+    x->loss_part = MTP_ACT("loss_part", SM_F32, 1, 0);
+    if (r->backward) {
+        x->dlogits = r->grad_over_logits ? x->logits : MTP_ACT("dlogits", SM_F32, T, V);
+        x->dxf = MTP_ACT("dxf", SM_F32, T, d);
+        for (int i = 0; i < 3; i++) {
+            char what[8];
+            snprintf(what, sizeof what, "dx%d", i);
+            x->dx[i] = r->split_dx || i == 0 ? MTP_ACT(r->split_dx ? what : "dres", SM_F32, T, d)
+                                             : x->dx[0];
+        }
+        x->dcat = MTP_ACT("dcat", SM_F32, T, 2 * d);
+        x->den = MTP_ACT("denorm", SM_F32, T, d);
+        x->dhn = MTP_ACT("dhnorm", SM_F32, T, d);
+        x->demb = MTP_ACT("demb", SM_F32, T, d);
+        x->dh = MTP_ACT("dh", SM_F32, T, d);
+    }
+#undef MTP_ACT
+    a->l = dm->L + k - 1;
+    sm_layer_alloc(a, &mb->layers[a->l], a->l, r->backward);
+    a->l = -1;
+}
+
 static void sm_micro_alloc(sm_alloc_ctx *a, sm_micro_acts *mb)
 {
     const sm_dims *dm = &a->r->m->dims;
@@ -292,8 +339,9 @@ static void sm_micro_alloc(sm_alloc_ctx *a, sm_micro_acts *mb)
     mb->ids = sm_act(a, "input_ids", SM_I32, T, 0);
     mb->targets = sm_act(a, "targets", SM_I32, T, 0);
     mb->x = calloc(L + 1, sizeof *mb->x);
-    mb->layers = calloc(L, sizeof *mb->layers);
-    if (!mb->x || !mb->layers) {
+    mb->layers = calloc(sm_run_blocks(a->r), sizeof *mb->layers);
+    mb->mtp = a->r->D ? calloc(a->r->D, sizeof *mb->mtp) : NULL;
+    if (!mb->x || !mb->layers || (a->r->D && !mb->mtp)) {
         a->failed = 1;
         sm_fail(a->err, "out of memory for the activations");
         return;
@@ -328,6 +376,13 @@ static void sm_micro_alloc(sm_alloc_ctx *a, sm_micro_acts *mb)
     }
 }
 
+/* A micro-batch's tensors: the main model's, then its MTP depths'. */
+static void sm_micro_alloc_all(sm_alloc_ctx *a, sm_micro_acts *mb)
+{
+    sm_micro_alloc(a, mb);
+    for (int k = 1; k <= a->r->D && !a->failed; k++) sm_mtp_alloc(a, mb, k);
+}
+
 int sm_run_alloc(sm_run *r, sm_error *err)
 {
     sm_alloc_ctx a = {.r = r, .l = -1, .err = err};
@@ -336,7 +391,7 @@ int sm_run_alloc(sm_run *r, sm_error *err)
         a.mb = mb;
         a.nshared = 0;
         memset(a.rows_of_set, 0, sizeof a.rows_of_set);
-        sm_micro_alloc(&a, &r->mb[mb]);
+        sm_micro_alloc_all(&a, &r->mb[mb]);
     }
     free(a.shared);
     return a.failed ? -1 : 0;

@@ -12,8 +12,9 @@ int sm_attention_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
     const sm_dims *x = &r->m->dims;
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    sm_tensor *in = r->mb[mb].x[l];
-    int T = r->T, d = x->d, dq = x->dq, dc = x->dc;
+    const sm_block_shape *sh = sm_shape_of(r, l);
+    sm_tensor *in = sm_block_x(r, mb, l, 0);
+    int T = sh->T, d = x->d, dq = x->dq, dc = x->dc;
     float eps = (float)r->m->cfg.rms_norm_eps;
     if (sm_insert_rmsnorm_fwd(c, a->xn, a->rstd_in, in, d, p->in_norm.w, T, d, eps)) return -1;
     if (dq > 0 ? sm_insert_linear_fwd(c, a->cq, a->xn, p->q_a.w, NULL, T, d, dq) ||
@@ -26,7 +27,7 @@ int sm_attention_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
         sm_insert_rmsnorm_fwd(c, a->kvn, a->rstd_kv, a->kv, x->kv_a_w, p->kv_a_norm.w, T, dc,
                               eps) ||
         sm_insert_linear_fwd(c, a->kvu, a->kvn, p->kv_b.w, NULL, T, dc, x->kv_b_w) ||
-        sm_insert_mla_attn_fwd(c, &r->mla, a->o, a->q, a->kv, a->kvu, r->cos_t, r->sin_t) ||
+        sm_insert_mla_attn_fwd(c, &sh->mla, a->o, a->q, a->kv, a->kvu, r->cos_t, r->sin_t) ||
         sm_insert_linear_fwd(c, a->x1, a->o, p->o.w, in, T, x->o_w, d))
         return -1;
     return 0;
@@ -39,10 +40,12 @@ static int sm_attention_bwd_input(sm_run *r, const sm_op_ctx *c, int l, int mb)
     const sm_dims *x = &r->m->dims;
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    sm_tensor *in = r->mb[mb].x[l], *dy = r->mb[mb].dx[2 * l + 1], *dxo = r->mb[mb].dx[2 * l];
-    int T = r->T, d = x->d, dq = x->dq, dc = x->dc;
+    const sm_block_shape *sh = sm_shape_of(r, l);
+    sm_tensor *in = sm_block_x(r, mb, l, 0), *dy = sm_block_dx(r, mb, l, 1);
+    sm_tensor *dxo = sm_block_dx(r, mb, l, 0);
+    int T = sh->T, d = x->d, dq = x->dq, dc = x->dc;
     if (sm_insert_linear_bwd_input(c, a->dout, dy, p->o.w, T, x->o_w, d, 0) ||
-        sm_insert_mla_attn_bwd(c, &r->mla, a->dq, a->dkpe, a->dkvu, a->dout, a->q, a->kv, a->kvu,
+        sm_insert_mla_attn_bwd(c, &sh->mla, a->dq, a->dkpe, a->dkvu, a->dout, a->q, a->kv, a->kvu,
                                r->cos_t, r->sin_t) ||
         sm_insert_linear_bwd_input(c, a->dkvn, a->dkvu, p->kv_b.w, T, dc, x->kv_b_w, 0) ||
         sm_insert_kv_norm_bwd(c, a->dkv, sm_grad(r, &p->kv_a_norm, mb), a->dkvn, a->kv,
@@ -69,7 +72,7 @@ static int sm_attention_bwd_weight(sm_run *r, const sm_op_ctx *c, int l, int mb)
     const sm_dims *x = &r->m->dims;
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    int T = r->T, d = x->d, dq = x->dq;
+    int T = sm_shape_of(r, l)->T, d = x->d, dq = x->dq;
     if (sm_insert_linear_bwd_weight(c, sm_grad(r, &p->kv_b, mb), a->dkvu, a->kvn, T, x->dc,
                                     x->kv_b_w) ||
         sm_insert_linear_bwd_weight(c, sm_grad(r, &p->kv_a, mb), a->dkv, a->xn, T, d, x->kv_a_w))
@@ -94,8 +97,8 @@ int sm_attention_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int par
     /* o_proj's first: without a pipeline dx[2l+1] and dx[2l] are one tensor, which the B part
      * updates */
     if ((parts & SM_BWD_WEIGHT) &&
-        sm_insert_linear_bwd_weight(c, sm_grad(r, &p->o, mb), r->mb[mb].dx[2 * l + 1], a->o,
-                                    r->T, r->m->dims.o_w, r->m->dims.d))
+        sm_insert_linear_bwd_weight(c, sm_grad(r, &p->o, mb), sm_block_dx(r, mb, l, 1), a->o,
+                                    sm_shape_of(r, l)->T, r->m->dims.o_w, r->m->dims.d))
         return -1;
     if ((parts & SM_BWD_INPUT) && sm_attention_bwd_input(r, c, l, mb)) return -1;
     if ((parts & SM_BWD_WEIGHT) && sm_attention_bwd_weight(r, c, l, mb)) return -1;

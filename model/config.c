@@ -7,6 +7,8 @@ sm_dims sm_dims_of(const sm_config *c)
     int H = c->num_attention_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
     int dv = c->v_head_dim, dc = c->kv_lora_rank;
     return (sm_dims){.d = c->hidden_size, .V = c->vocab_size, .L = c->num_hidden_layers,
+                     .D = c->num_nextn_predict_layers,
+                     .blocks = c->num_hidden_layers + c->num_nextn_predict_layers,
                      .H = H, .dn = dn, .dr = dr, .dv = dv, .dqk = dn + dr,
                      .dq = c->q_lora_rank, .dc = dc, .q_w = H * (dn + dr), .kv_a_w = dc + dr,
                      .kv_b_w = H * (dn + dv), .o_w = H * dv, .E = c->n_routed_experts,

@@ -8,6 +8,9 @@
 
 typedef struct sm_dims {
     int d, V, L;                 /* hidden size, vocabulary, layers */
+    int D;                       /* Multi-Token Prediction depth: MTP modules after the head */
+    int blocks;                  /* decoder blocks L + D: the layers, then the MTP modules'
+                                  * (depth k's is block L + k - 1, its Hugging Face index) */
     int H, dn, dr, dv;           /* heads; per head: nope, rope and value widths */
     int dqk;                     /* per head query/key width dn + dr */
     int dq;                      /* q_lora_rank: query latent width (0: a plain q_proj) */

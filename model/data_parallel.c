@@ -71,15 +71,18 @@ struct sm_dp {
  * same on every rank; a receiver tells senders apart by their rank. */
 enum { SM_DP_TAG = 0x44500000 };
 
-/* The shared slots: the loss parts, then per layer its plans and balance-loss parts. */
+/* The shared slots: the loss parts, then per block (layers, then MTP blocks) its plans and
+ * balance-loss parts, then each MTP depth's loss parts. */
 static int sm_slot_plans(int l) { return 1 + 2 * l; }
 static int sm_slot_bal(int l) { return 2 + 2 * l; }
+static int sm_slot_mtp_loss(const sm_run *r, int k) { return 2 * sm_run_blocks(r) + k; }
 
 /* This rank's tensor of slot s for micro-batch mb; NULL where the slot has none (dense
  * layers, and plans without a backward pass: only the bias update needs them). */
 static sm_tensor *sm_slot_own(const sm_run *r, int s, int mb)
 {
     if (s == 0) return r->mb[mb].loss_part;
+    if (s > 2 * sm_run_blocks(r)) return r->mb[mb].mtp[s - sm_slot_mtp_loss(r, 1)].loss_part;
     int l = (s - 1) / 2;
     if (!r->m->layers[l].moe) return NULL;
     if (s == sm_slot_plans(l)) return r->backward ? r->mb[mb].layers[l].plan : NULL;
@@ -249,7 +252,7 @@ static int sm_dp_slots(sm_dp *d, sm_error *err)
     sm_run *r = d->r;
     /* the shares of a pipeline rank's group exchange them; pipeline ranks share their
      * sequences (model/pipeline.c sends what the other stages need) */
-    d->nslots = r->shares > 1 ? 1 + 2 * r->m->dims.L : 0;
+    d->nslots = r->shares > 1 ? 1 + 2 * sm_run_blocks(r) + r->D : 0;
     if (!(d->all = calloc(d->nslots + 1, sizeof *d->all)))
         return sm_fail(err, "data parallelism: out of memory");
     for (int s = 0; s < d->nslots; s++) {
@@ -381,6 +384,9 @@ int sm_dp_sum_grads(sm_dp *d, sm_error *err)
     return 0;
 }
 
-sm_tensor **sm_dp_loss_parts(sm_dp *d) { return d->nslots ? d->all[0] : NULL; }
+sm_tensor **sm_dp_loss_parts(sm_dp *d, int k)
+{
+    return d->nslots ? d->all[k ? sm_slot_mtp_loss(d->r, k) : 0] : NULL;
+}
 sm_tensor **sm_dp_layer_plans(sm_dp *d, int l) { return d->all[sm_slot_plans(l)]; }
 sm_tensor **sm_dp_layer_bal(sm_dp *d, int l) { return d->all[sm_slot_bal(l)]; }

@@ -16,9 +16,48 @@
 typedef struct sm_tokens {
     int B, S;
     int32_t *ids, *targets;
+    int32_t **mtp;               /* [D]: each MTP depth's targets; NULL: the targets shifted */
+    int D;
 } sm_tokens;
 
-static int sm_tokens_load(sm_tokens *tk, const char *path, int need_targets, sm_error *err)
+/* An MTP depth's name: `what` for depth 1, `what.K` for depth K > 1. */
+static const char *sm_depth_name(char *buf, size_t n, const char *what, int k)
+{
+    snprintf(buf, n, k == 1 ? "%s" : "%s.%d", what, k);
+    return buf;
+}
+
+/* The inputs' mtp_targets[.K] of each of D depths: all or none. */
+static int sm_mtp_targets_load(sm_tokens *tk, sm_st_file *f, const char *path, int D,
+                               sm_error *err)
+{
+    char name[32];
+    int64_t shape[2] = {tk->B, tk->S};
+    if (!D || !sm_st_find(f, sm_depth_name(name, sizeof name, "mtp_targets", 1))) return 0;
+    if (!(tk->mtp = calloc(D, sizeof *tk->mtp))) return sm_fail(err, "%s: out of memory", path);
+    tk->D = D;
+    for (int k = 1; k <= D; k++) {
+        sm_depth_name(name, sizeof name, "mtp_targets", k);
+        if (!sm_st_find(f, name))
+            return sm_fail(err, "%s: has mtp_targets but no '%s' I32 [%d, %d] for MTP depth %d "
+                                "(give every depth's, or none)", path, name, tk->B, tk->S, k);
+        if (!(tk->mtp[k - 1] = malloc((size_t)tk->B * tk->S * sizeof **tk->mtp)))
+            return sm_fail(err, "%s: out of memory", path);
+        if (sm_st_read_i32(f, name, 2, shape, tk->mtp[k - 1], err)) return -1;
+    }
+    return 0;
+}
+
+static void sm_tokens_free(sm_tokens *tk)
+{
+    for (int k = 0; k < tk->D; k++) free(tk->mtp[k]);
+    free(tk->mtp);
+    free(tk->ids);
+    free(tk->targets);
+}
+
+static int sm_tokens_load(sm_tokens *tk, const char *path, int need_targets, int D,
+                          sm_error *err)
 {
     sm_st_file f;
     if (sm_st_open(&f, path, err)) return -1;
@@ -47,7 +86,7 @@ static int sm_tokens_load(sm_tokens *tk, const char *path, int need_targets, sm_
         free(tk->targets);
         tk->targets = NULL;
     }
-    rc = 0;
+    rc = sm_mtp_targets_load(tk, &f, path, D, err);
 out:
     sm_st_close(&f);
     return rc;
@@ -64,7 +103,7 @@ static int sm_dump_f32(sm_st_writer *w, const char *name, int ndim, const int64_
 static int sm_dump_routing(sm_st_writer *w, sm_run *r, int l, int ranks, sm_error *err)
 {
     const sm_config *c = sm_model_config(r->m);
-    int64_t shape[2] = {(int64_t)r->B * r->S * ranks, c->num_experts_per_tok};
+    int64_t shape[2] = {(int64_t)r->B * sm_shape_of(r, l)->S * ranks, c->num_experts_per_tok};
     size_t all = (size_t)shape[0] * shape[1], mine = all / ranks;
     int32_t *idx = malloc((all + mine) * sizeof *idx);
     float *wt = malloc((all + mine) * sizeof *wt);
@@ -83,6 +122,16 @@ static int sm_dump_routing(sm_st_writer *w, sm_run *r, int l, int ranks, sm_erro
     free(idx);
     free(wt);
     return rc;
+}
+
+/* grad.<copy>: an MTP module's copy of `main`, whose gradient it holds. */
+static int sm_dump_copy_grad(sm_st_writer *w, sm_model *m, const char *copy,
+                             const sm_param *main, sm_error *err)
+{
+    char name[128];
+    snprintf(name, sizeof name, "grad.%s", copy);
+    const float *g = sm_model_param_grad(m, main->index);
+    return g ? sm_dump_f32(w, name, main->w->ndim, main->w->shape, g, err) : 0;
 }
 
 /* The dump, written by rank 0 (every rank takes part in the gathers). */
@@ -105,12 +154,26 @@ static int sm_dump(const sm_eval_opts *o, sm_run *r, double loss, sm_error *err)
         rc = sm_dump_f32(w, "logits", 3, lshape, buf, err);
     }
     if (!rc && r->has_targets) rc = sm_dump_f32(w, "loss", 1, (int64_t[]){1}, &lossf, err);
-    for (int l = 0; !rc && l < c->num_hidden_layers; l++) {
-        sm_run_hidden(r, l, mine);
-        sm_parallel_gather(mine, tokens * c->hidden_size * sizeof *mine, buf);
-        snprintf(name, sizeof name, "hidden.layers.%d.output", l);
-        rc = sm_dump_f32(w, name, 3, hshape, buf, err);
-        if (!rc && sm_config_layer_is_moe(c, l)) rc = sm_dump_routing(w, r, l, ranks, err);
+    for (int k = 0; !rc && r->has_targets && k <= r->D && r->D; k++) {
+        float part = (float)sm_run_loss_part(r, k);
+        rc = sm_dump_f32(w, k ? sm_depth_name(name, sizeof name, "loss_mtp", k) : "loss_main", 1,
+                         (int64_t[]){1}, &part, err);
+    }
+    for (int k = 1; !rc && k <= r->D; k++) {
+        int64_t kshape[3] = {B, r->S - k, c->vocab_size};
+        sm_run_mtp_logits(r, k, mine);
+        sm_parallel_gather(mine, (size_t)r->B * (r->S - k) * c->vocab_size * sizeof *mine, buf);
+        rc = sm_dump_f32(w, sm_depth_name(name, sizeof name, "mtp_logits", k), 3, kshape, buf,
+                         err);
+    }
+    for (int l = 0; !rc && l < sm_run_blocks(r); l++) {
+        if (l < c->num_hidden_layers) {
+            sm_run_hidden(r, l, mine);
+            sm_parallel_gather(mine, tokens * c->hidden_size * sizeof *mine, buf);
+            snprintf(name, sizeof name, "hidden.layers.%d.output", l);
+            rc = sm_dump_f32(w, name, 3, hshape, buf, err);
+        }
+        if (!rc && r->m->layers[l].moe) rc = sm_dump_routing(w, r, l, ranks, err);
     }
     for (int i = 0; !rc && !o->forward_only && i < sm_model_nparams(r->m); i++) {
         const float *g = sm_model_param_grad(r->m, i);
@@ -120,6 +183,11 @@ static int sm_dump(const sm_eval_opts *o, sm_run *r, double loss, sm_error *err)
         snprintf(name, sizeof name, "grad.%s", sm_model_param_name(r->m, i));
         rc = sm_dump_f32(w, name, ndim, shape, g, err);
     }
+    for (int k = 1; !rc && !o->forward_only && k <= r->D; k++) /* the copies share gradients */
+        rc = sm_dump_copy_grad(w, r->m, r->m->mtp[k - 1].embed_copy, &r->m->embed, err) ||
+                     sm_dump_copy_grad(w, r->m, r->m->mtp[k - 1].head_copy, &r->m->head, err)
+                 ? -1
+                 : 0;
     if (!rc && sm_engine_rank() == 0) rc = sm_st_writer_write(w, o->dump, err);
     sm_st_writer_free(w);
     free(mine);
@@ -139,7 +207,7 @@ static int sm_eval_step(const sm_eval_opts *o, sm_run *r, const sm_tokens *tk, d
     free(cfg);
     if (rc) return -1;
     sm_tracer_begin(tr);
-    rc = sm_run_submit(r, tk->ids, tk->targets, err) ||
+    rc = sm_run_submit_mtp(r, tk->ids, tk->targets, (const int32_t *const *)tk->mtp, err) ||
          sm_comm_wait(sm_launch_timeout(&o->launch), "eval step", err);
     if (rc == 0) sm_run_wait(r, loss);
     if (rc == 0)
@@ -154,8 +222,12 @@ int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
     sm_model *m = NULL;
     sm_run *r = NULL;
     int rc = -1;
-    if (sm_tokens_load(&tk, o->inputs, !o->forward_only, err)) goto out;
-    if (!(m = sm_model_open_hf(o->model_dir, err))) goto out;
+    if (!(m = sm_model_open_hf(o->model_dir, err)) ||
+        sm_tokens_load(&tk, o->inputs, !o->forward_only, m->dims.D, err))
+        goto out;
+    if (sm_model_mtp_fresh(m) && sm_engine_rank() == 0)
+        fprintf(stderr, "starmoe: warning: %s has no MTP tensors: its %d MTP module(s) start "
+                        "freshly initialised\n", o->model_dir, m->dims.D);
     sm_launch l = o->launch;
     l.n_routed_experts = m->cfg.n_routed_experts;
     l.batch = tk.B;
@@ -167,10 +239,16 @@ int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err)
                               err)) ||
         sm_run_set_data_parallel(r, err))
         goto out;
+    sm_run_set_mtp_lambda(r, o->mtp_lambda > 0 ? o->mtp_lambda : 0.3);
     size_t first = (size_t)sm_engine_rank() * B * tk.S;
-    sm_tokens share = {B, tk.S, tk.ids + first, tk.targets ? tk.targets + first : NULL};
+    int32_t *mtp[64];            /* num_nextn_predict_layers <= 64 (config_json.c) */
+    for (int k = 0; tk.mtp && k < r->D; k++) mtp[k] = tk.mtp[k] + first;
+    sm_tokens share = {B, tk.S, tk.ids + first, tk.targets ? tk.targets + first : NULL,
+                       tk.mtp ? mtp : NULL, tk.D};
     if (sm_eval_step(o, r, &share, loss, err)) goto out;
     if (!tk.targets) *loss = NAN; /* no targets: no loss */
+    for (int k = 0; o->loss_parts && k <= m->dims.D; k++)
+        o->loss_parts[k] = k <= r->D ? sm_run_loss_part(r, k) : NAN;
     if (ntasks) *ntasks = sm_run_ntasks(r);
     if (o->dot && sm_run_write_dot(r, o->dot, err)) goto out;
     rc = o->dump ? sm_dump(o, r, *loss, err) : 0;
@@ -180,7 +258,6 @@ out:
         sm_run_free(r);
         sm_model_free(m);
     }
-    free(tk.ids);
-    free(tk.targets);
+    sm_tokens_free(&tk);
     return rc;
 }

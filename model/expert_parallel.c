@@ -14,7 +14,7 @@ static const starpu_mpi_tag_t SM_EP_TAG = (starpu_mpi_tag_t)1 << 40;
 static starpu_mpi_tag_t sm_ep_tag(const sm_run *r, int what, int l, int mb, int e, int src)
 {
     int64_t k = (int64_t)r->step_parity * SM_EP_KINDS + what;
-    k = k * r->m->dims.L + l;
+    k = k * r->m->dims.blocks + l;
     k = k * r->micro + mb;
     k = k * r->m->dims.E + e;
     return SM_EP_TAG + k * r->ep + src;
@@ -79,11 +79,11 @@ static void sm_count_route(const sm_run *r, const int32_t *list, int K, sm_ep_ro
 
 void sm_ep_traffic_of(sm_run *r, sm_ep_traffic *t)
 {
-    const sm_router_dims *d = &r->router;
-    int32_t top[d->K];
+    int32_t top[r->m->dims.K];
     *t = (sm_ep_traffic){0};
-    for (int l = 0; l < r->m->dims.L; l++) {
+    for (int l = 0; l < sm_run_blocks(r); l++) {
         const sm_layer_params *p = &r->m->layers[l];
+        const sm_router_dims *d = &sm_shape_of(r, l)->router;
         if (!p->moe) continue;
         const float *bias = sm_tensor_acquire(p->bias.w, STARPU_R);
         for (int mb = 0; mb < r->micro; mb++) {

@@ -19,15 +19,15 @@ static sm_op_ctx sm_in_part(const sm_op_ctx *c, sm_block_part part)
     return x;
 }
 
-static sm_ffn_shape sm_dense_shape(const sm_run *r, int I)
+static sm_ffn_shape sm_dense_shape(const sm_run *r, int l, int I)
 {
-    return (sm_ffn_shape){.n = r->T, .d = r->m->dims.d, .I = I, .expert = -1};
+    return (sm_ffn_shape){.n = sm_shape_of(r, l)->T, .d = r->m->dims.d, .I = I, .expert = -1};
 }
 
 /* Expert e's FFN; n: its mean load, for the flop estimate (the rows are known when it runs). */
-static sm_ffn_shape sm_expert_shape(const sm_run *r, int e)
+static sm_ffn_shape sm_expert_shape(const sm_run *r, int l, int e)
 {
-    const sm_router_dims *d = &r->router;
+    const sm_router_dims *d = &sm_shape_of(r, l)->router;
     return (sm_ffn_shape){.n = d->T * d->K / d->E, .d = d->d, .I = r->m->dims.expert_I,
                           .expert = e};
 }
@@ -38,10 +38,11 @@ static sm_ffn_shape sm_expert_shape(const sm_run *r, int e)
 static int sm_moe_dispatch_all(sm_run *r, const sm_op_ctx *c, int l, int mb)
 {
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    int me = r->ep_index, per = r->router.E / r->ep;
+    const sm_router_dims *rd = &sm_shape_of(r, l)->router;
+    int me = r->ep_index, per = rd->E / r->ep;
     for (int k = 1; k < r->ep; k++) {
         int q = (me + k) % r->ep;
-        if (sm_insert_moe_dispatch_rank(c, &r->router, q * per, (q + 1) * per, a->tok_out[q],
+        if (sm_insert_moe_dispatch_rank(c, rd, q * per, (q + 1) * per, a->tok_out[q],
                                         a->idx_out[q], a->xn2, a->plan) ||
             sm_ep_send(r, a->tok_out[q], SM_EP_TOKENS, l, mb, 0, me, q, c->err) ||
             sm_ep_send(r, a->idx_out[q], SM_EP_TOKEN_INDEX, l, mb, 0, me, q, c->err))
@@ -51,7 +52,7 @@ static int sm_moe_dispatch_all(sm_run *r, const sm_op_ctx *c, int l, int mb)
                 return -1;
     }
     for (int e = me * per; e < (me + 1) * per; e++)
-        if (sm_insert_moe_dispatch(c, &r->router, e, a->xe[sm_ex(r, e, me)], a->xn2, a->plan))
+        if (sm_insert_moe_dispatch(c, rd, e, a->xe[sm_ex(r, e, me)], a->xn2, a->plan))
             return -1;
     return 0;
 }
@@ -62,7 +63,8 @@ static int sm_moe_experts_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
 {
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    int me = r->ep_index, per = r->router.E / r->ep;
+    const sm_router_dims *rd = &sm_shape_of(r, l)->router;
+    int me = r->ep_index, per = rd->E / r->ep;
     for (int k = 0; k < r->ep; k++) {
         int src = (me + k) % r->ep;
         if (src != me &&
@@ -71,9 +73,9 @@ static int sm_moe_experts_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
             return -1;
         for (int e = me * per; e < (me + 1) * per; e++) {
             int i = sm_ex(r, e, src);
-            sm_ffn_shape s = sm_expert_shape(r, e);
+            sm_ffn_shape s = sm_expert_shape(r, l, e);
             const sm_ffn_params *f = &p->experts[e];
-            if (src != me && sm_insert_moe_take_rows(c, &r->router, e, e - me * per, per,
+            if (src != me && sm_insert_moe_take_rows(c, rd, e, e - me * per, per,
                                                      a->xe[i], a->tok_in[src], a->idx_in[src],
                                                      NULL))
                 return -1;
@@ -91,22 +93,23 @@ static int sm_moe_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
 {
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    const sm_router_dims *rd = &r->router;
+    const sm_block_shape *sh = sm_shape_of(r, l);
+    const sm_router_dims *rd = &sh->router;
     sm_op_ctx dispatch = sm_in_part(c, SM_PART_DISPATCH), mlp = sm_in_part(c, SM_PART_MLP);
     sm_op_ctx combine = sm_in_part(c, SM_PART_COMBINE);
-    if (sm_insert_router_fwd(c, rd, &r->bal, a->plan, a->w, a->s, a->bal_loss, a->xn2,
+    if (sm_insert_router_fwd(c, rd, &sh->bal, a->plan, a->w, a->s, a->bal_loss, a->xn2,
                              p->router.w, p->bias.w) ||
         sm_moe_dispatch_all(r, &dispatch, l, mb) || sm_moe_experts_fwd(r, &mlp, l, mb))
         return -1;
     if (p->shared.I > 0) {
-        sm_ffn_shape s = sm_dense_shape(r, p->shared.I);
+        sm_ffn_shape s = sm_dense_shape(r, l, p->shared.I);
         if (sm_insert_swiglu_fwd(&mlp, &s, a->ys, a->h1, a->h3, a->xn2, p->shared.gate.w,
                                  p->shared.up.w, p->shared.down.w, NULL))
             return -1;
     }
     sm_tensor *ye[rd->E];
     for (int e = 0; e < rd->E; e++) ye[e] = a->ye[sm_ex(r, e, r->ep_index)];
-    return sm_insert_moe_combine(&combine, rd, r->mb[mb].x[l + 1], ye, a->ys, a->w, a->plan,
+    return sm_insert_moe_combine(&combine, rd, sm_block_x(r, mb, l, 1), ye, a->ys, a->w, a->plan,
                                  a->x1);
 }
 
@@ -115,13 +118,14 @@ int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
     int d = r->m->dims.d;
-    if (sm_insert_rmsnorm_fwd(c, a->xn2, a->rstd_post, a->x1, d, p->post_norm.w, r->T, d,
+    if (sm_insert_rmsnorm_fwd(c, a->xn2, a->rstd_post, a->x1, d, p->post_norm.w,
+                              sm_shape_of(r, l)->T, d,
                               (float)r->m->cfg.rms_norm_eps))
         return -1;
     if (p->moe) return sm_moe_fwd(r, c, l, mb);
-    sm_ffn_shape s = sm_dense_shape(r, p->dense.I);
+    sm_ffn_shape s = sm_dense_shape(r, l, p->dense.I);
     sm_op_ctx mlp = sm_in_part(c, SM_PART_MLP);
-    return sm_insert_swiglu_fwd(&mlp, &s, r->mb[mb].x[l + 1], a->h1, a->h3, a->xn2,
+    return sm_insert_swiglu_fwd(&mlp, &s, sm_block_x(r, mb, l, 1), a->h1, a->h3, a->xn2,
                                 p->dense.gate.w, p->dense.up.w, p->dense.down.w, a->x1);
 }
 
@@ -143,10 +147,10 @@ static int sm_swiglu_bwd_parts(const sm_op_ctx *c, const sm_ffn_shape *s,
 
 /* Backward of a SwiGLU over all T tokens (the dense FFN, or the shared expert): dxn2 is its
  * input gradient. */
-static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f,
+static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, int l, const sm_ffn_params *f,
                            sm_layer_acts *a, sm_tensor *dy, int mb, int parts)
 {
-    sm_ffn_shape s = sm_dense_shape(r, f->I);
+    sm_ffn_shape s = sm_dense_shape(r, l, f->I);
     sm_ffn_grads g = {.dx = a->dxn2, .dh1 = a->dh1, .dh3 = a->dh3, .dW1 = sm_grad(r, &f->gate, mb),
                       .dW3 = sm_grad(r, &f->up, mb), .dW2 = sm_grad(r, &f->down, mb)};
     return sm_swiglu_bwd_parts(c, &s, f, &g, dy, a->xn2, a->h1, a->h3, parts);
@@ -159,11 +163,12 @@ static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f
 static int sm_moe_combine_bwd_all(sm_run *r, const sm_op_ctx *c, int l, int mb)
 {
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    sm_tensor *dy = r->mb[mb].dx[2 * l + 2];
-    int me = r->ep_index, per = r->router.E / r->ep;
+    sm_tensor *dy = sm_block_dx(r, mb, l, 2);
+    const sm_router_dims *rd = &sm_shape_of(r, l)->router;
+    int me = r->ep_index, per = rd->E / r->ep;
     for (int k = 1; k < r->ep; k++) {
         int q = (me + k) % r->ep;
-        if (sm_insert_moe_grads_for_rank(c, &r->router, q * per, (q + 1) * per, a->grad_out[q],
+        if (sm_insert_moe_grads_for_rank(c, rd, q * per, (q + 1) * per, a->grad_out[q],
                                          a->wt_out[q], dy, a->w, a->plan) ||
             sm_ep_send(r, a->grad_out[q], SM_EP_GRAD_ROWS, l, mb, 0, me, q, c->err) ||
             sm_ep_send(r, a->wt_out[q], SM_EP_GRAD_WEIGHTS, l, mb, 0, me, q, c->err))
@@ -173,9 +178,9 @@ static int sm_moe_combine_bwd_all(sm_run *r, const sm_op_ctx *c, int l, int mb)
                            c->err))
                 return -1;
     }
-    for (int e = 0; e < r->router.E; e++) {
+    for (int e = 0; e < rd->E; e++) {
         int i = sm_ex(r, e, me);
-        if (sm_insert_moe_combine_bwd(c, &r->router, e, sm_expert_here(r, e) ? a->dye[i] : NULL,
+        if (sm_insert_moe_combine_bwd(c, rd, e, sm_expert_here(r, e) ? a->dye[i] : NULL,
                                       a->dge[e], dy, a->ye[i], a->w, a->plan))
             return -1;
     }
@@ -188,7 +193,8 @@ static int sm_moe_experts_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int 
 {
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    int me = r->ep_index, input = parts & SM_BWD_INPUT, per = r->router.E / r->ep;
+    const sm_router_dims *rd = &sm_shape_of(r, l)->router;
+    int me = r->ep_index, input = parts & SM_BWD_INPUT, per = rd->E / r->ep;
     for (int k = 0; k < r->ep; k++) {
         int src = (me + k) % r->ep;
         if (input && src != me &&
@@ -197,14 +203,14 @@ static int sm_moe_experts_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int 
             return -1;
         for (int e = me * per; e < (me + 1) * per; e++) {
             int i = sm_ex(r, e, src);
-            sm_ffn_shape s = sm_expert_shape(r, e);
+            sm_ffn_shape s = sm_expert_shape(r, l, e);
             const sm_ffn_params *f = &p->experts[e];
             sm_ffn_grads g = {.dx = a->dxe[i], .dh1 = a->deh1[i], .dh3 = a->deh3[i],
                               .dW1 = sm_expert_grad(r, &f->gate, src, mb),
                               .dW3 = sm_expert_grad(r, &f->up, src, mb),
                               .dW2 = sm_expert_grad(r, &f->down, src, mb)};
             if (input && src != me &&
-                sm_insert_moe_take_rows(c, &r->router, e, e - me * per, per, a->dye[i],
+                sm_insert_moe_take_rows(c, rd, e, e - me * per, per, a->dye[i],
                                         a->grad_in[src], a->idx_in[src], a->wt_in[src]))
                 return -1;
             if (sm_swiglu_bwd_parts(c, &s, f, &g, a->dye[i], a->xe[i], a->eh1[i], a->eh3[i],
@@ -225,18 +231,20 @@ static int sm_moe_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
 {
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    const sm_router_dims *rd = &r->router;
-    sm_tensor *dy = r->mb[mb].dx[2 * l + 2];
+    const sm_block_shape *sh = sm_shape_of(r, l);
+    const sm_router_dims *rd = &sh->router;
+    sm_tensor *dy = sm_block_dx(r, mb, l, 2);
     sm_op_ctx combine = sm_in_part(c, SM_PART_COMBINE), mlp = sm_in_part(c, SM_PART_MLP);
     sm_op_ctx dispatch = sm_in_part(c, SM_PART_DISPATCH);
     if ((parts & SM_BWD_INPUT) && sm_moe_combine_bwd_all(r, &combine, l, mb)) return -1;
     if (sm_moe_experts_bwd(r, &mlp, l, mb, parts)) return -1;
-    if (p->shared.I > 0 && sm_full_ffn_bwd(r, &mlp, &p->shared, a, dy, mb, parts)) return -1;
+    if (p->shared.I > 0 && sm_full_ffn_bwd(r, &mlp, l, &p->shared, a, dy, mb, parts))
+        return -1;
     if (!(parts & SM_BWD_INPUT)) return 0;
     sm_tensor *dxe[rd->E];
     for (int e = 0; e < rd->E; e++) dxe[e] = a->dxe[sm_ex(r, e, r->ep_index)];
     if (sm_insert_moe_dispatch_bwd(&dispatch, rd, a->dxn2, dxe, a->plan, p->shared.I > 0) ||
-        sm_insert_router_bwd(&dispatch, rd, &r->bal, a->dxn2, sm_grad(r, &p->router, mb), a->dge,
+        sm_insert_router_bwd(&dispatch, rd, &sh->bal, a->dxn2, sm_grad(r, &p->router, mb), a->dge,
                              a->s, a->plan, a->xn2, p->router.w, 1))
         return -1;
     return 0;
@@ -247,16 +255,16 @@ int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts)
 {
     const sm_layer_params *p = &r->m->layers[l];
     sm_layer_acts *a = &r->mb[mb].layers[l];
-    sm_tensor *dy = r->mb[mb].dx[2 * l + 2], *dxo = r->mb[mb].dx[2 * l + 1];
+    sm_tensor *dy = sm_block_dx(r, mb, l, 2), *dxo = sm_block_dx(r, mb, l, 1);
     int d = r->m->dims.d;
     sm_op_ctx mlp = sm_in_part(c, SM_PART_MLP);
     if (p->moe ? sm_moe_bwd(r, c, l, mb, parts)
-               : sm_full_ffn_bwd(r, &mlp, &p->dense, a, dy, mb, parts))
+               : sm_full_ffn_bwd(r, &mlp, l, &p->dense, a, dy, mb, parts))
         return -1;
     if (!(parts & SM_BWD_INPUT)) return 0;
     if (sm_residual_grad_pass(c, dxo, dy) ||
         sm_insert_rmsnorm_bwd(c, dxo, d, sm_grad(r, &p->post_norm, mb), a->dxn2, a->x1, d,
-                              p->post_norm.w, a->rstd_post, r->T, d, 1))
+                              p->post_norm.w, a->rstd_post, sm_shape_of(r, l)->T, d, 1))
         return -1;
     return 0;
 }

@@ -35,6 +35,13 @@ sm_model *sm_model_new_stages(const sm_config *cfg, int execute, int ep, int ind
     m->shard_ep = ep;
     m->shard_index = index;
     size_t nheld = (size_t)cfg->num_hidden_layers + 2;
+    if (layers && cfg->num_nextn_predict_layers > 0) {
+        sm_fail(err, "a model of pipeline stages with Multi-Token Prediction "
+                     "(num_nextn_predict_layers %d) is not built: train with parallel.pp 1, or "
+                     "drop the modules with --set model.num_nextn_predict_layers=0",
+                cfg->num_nextn_predict_layers);
+        return NULL;
+    }
     if (layers && (m->held_layers = malloc(nheld))) memcpy(m->held_layers, layers, nheld);
     if (layers && !m->held_layers) sm_fail(err, "out of memory");
     else if (!(m->g = sm_graph_new(execute))) sm_fail(err, "out of memory for the task graph");
@@ -70,8 +77,9 @@ void sm_model_free(sm_model *m)
     if (!m) return;
     sm_graph_free(m->g);
     if (m->layers)
-        for (int l = 0; l < m->cfg.num_hidden_layers; l++) free(m->layers[l].experts);
+        for (int l = 0; l < m->dims.blocks; l++) free(m->layers[l].experts);
     free(m->layers);
+    free(m->mtp);
     free(m->all);
     free(m->held_layers);
     free(m);

@@ -22,8 +22,8 @@ typedef struct sm_param {
     int index;                   /* position in the model's checkpoint-order list */
     int expert;                  /* the routed expert it belongs to, -1 for none */
     int layer;                   /* its decoder layer; -1 for the embedding, num_hidden_layers
-                                  * for the final norm and the head (a pipeline stage holds
-                                  * whole layers) */
+                                  * L for the final norm and the head (a pipeline stage holds
+                                  * whole layers), L + k for MTP depth k's module */
     int trainable;               /* it has a gradient on the ranks holding it */
 } sm_param;
 
@@ -44,12 +44,23 @@ typedef struct sm_layer_params {
     sm_ffn_params shared;                    /* I = 0 when n_shared_experts == 0 */
 } sm_layer_params;
 
+/* MTP depth k's own tensors (spec 7.1): the norms of the embedding of the token k ahead and
+ * of the previous depth's hidden state, the projection eh_proj [d, 2d] over [enorm(emb) ;
+ * hnorm(h)] and the norm before the head; its block is layers[L + k - 1]. The embedding and the
+ * head are the main model's: a checkpoint's copies of them under the module's names
+ * (embed_copy, head_copy) are checked on load and written on save, not held twice. */
+typedef struct sm_mtp_params {
+    sm_param enorm, hnorm, eh_proj, head_norm;
+    char embed_copy[64], head_copy[64];      /* the copies' names */
+} sm_mtp_params;
+
 struct sm_model {
     sm_config cfg;
     sm_dims dims;                            /* shapes derived from cfg */
     sm_graph *g;
     sm_param embed, final_norm, head;
-    sm_layer_params *layers;
+    sm_layer_params *layers;                 /* [L + D]: the layers, then the MTP blocks */
+    sm_mtp_params *mtp;                      /* [D] */
     sm_param *all;                           /* every parameter, checkpoint order */
     int nall, capall;
     /* the routed experts held here: block shard_index of shard_ep (sm_model_new_shard); the
@@ -60,6 +71,8 @@ struct sm_model {
      * the others' are absent. NULL: every layer. */
     unsigned char *held_layers;
     int adding_layer;                        /* while the parameters are created */
+    int mtp_fresh;                           /* the last load found no MTP tensors: the modules
+                                              * were initialised afresh */
 };
 
 /* The block of routed expert e when E experts are split in `ep` contiguous blocks (a model's
@@ -102,6 +115,20 @@ typedef struct sm_layer_acts {
     sm_tensor **grad_out, **wt_out, **grad_in, **wt_in;
 } sm_layer_acts;
 
+/* One micro-batch's MTP depth k (T' = Bm * (S - k) tokens: the positions with a token k
+ * ahead). d-prefixed tensors are backward temporaries. */
+typedef struct sm_mtp_acts {
+    sm_tensor *ids, *targets;                /* [T']: the tokens k ahead, depth k's targets */
+    sm_tensor *emb, *en, *rstd_e;            /* their embeddings, enorm */
+    sm_tensor *h, *hn, *rstd_h;              /* the previous depth's hidden state at the first
+                                              * S - k positions of each sequence, hnorm */
+    sm_tensor *cat;                          /* [en | hn], eh_proj's input */
+    sm_tensor *x[2];                         /* the block's input (eh_proj's output), output */
+    sm_tensor *xf, *rstd_f, *logits, *loss_part;
+    sm_tensor *dlogits, *dxf, *dx[3];        /* dx: as sm_block_dx */
+    sm_tensor *dcat, *den, *dhn, *demb, *dh;
+} sm_mtp_acts;
+
 typedef struct sm_pipeline sm_pipeline;
 
 typedef struct sm_micro_acts {
@@ -115,7 +142,18 @@ typedef struct sm_micro_acts {
      * defers weight gradients (a pipeline): then each boundary has its own, so a late W task
      * still reads the gradient it needs. */
     sm_tensor **dx;
+    sm_mtp_acts *mtp;                        /* [the run's D] */
 } sm_micro_acts;
+
+/* The positions a block runs on: the layers' (every position of the micro-batch's sequences),
+ * or MTP depth k's (the first S - k of each), with their attention, router and balance-loss
+ * dimensions. */
+typedef struct sm_block_shape {
+    int S, T;                                /* positions per sequence, tokens */
+    sm_mla_dims mla;
+    sm_router_dims router;
+    sm_balance bal;                          /* sequence-wise balance loss (coef 0 = off) */
+} sm_block_shape;
 
 struct sm_run {
     sm_model *m;
@@ -125,10 +163,11 @@ struct sm_run {
     int share_bwd;                           /* layers share backward temporaries (no pipeline:
                                               * activations.c) */
     int grad_over_logits;                    /* dlogits is logits (sm_run_opts) */
-    sm_mla_dims mla;
-    sm_router_dims router;
-    sm_balance bal;                          /* sequence-wise balance loss (coef 0 = off) */
+    int D;                                   /* the MTP depths the run builds (0: none) */
+    float mtp_lambda;                        /* their losses' weight lambda (spec 7.2) */
+    sm_block_shape *shape;                   /* [1 + D]: the layers', then depth k's */
     sm_tensor *cos_t, *sin_t, *loss, *bal_total;
+    sm_tensor *loss_main, **loss_mtp;        /* with MTP: the parts of loss, loss_mtp [D] */
     sm_micro_acts *mb;                       /* [micro] */
     sm_tensor_list owned;                    /* every tensor the run created */
     sm_pipeline *pl;                         /* pipeline cut and order; NULL: none */
@@ -159,6 +198,29 @@ struct sm_run {
     int planning;                            /* a slot's tasks are being collected, not
                                               * inserted (sm_order_plan): no messages either */
 };
+
+/* The blocks a run builds: the layers, then its MTP depths'. */
+static inline int sm_run_blocks(const sm_run *r) { return r->m->dims.L + r->D; }
+/* The positions block l runs on (model.h sm_block_shape). */
+static inline const sm_block_shape *sm_shape_of(const sm_run *r, int l)
+{
+    int L = r->m->dims.L;
+    return &r->shape[l < L ? 0 : l - L + 1];
+}
+/* Block l's input (i = 0) and output (1) in micro-batch mb: the residual stream x[l + i] of a
+ * layer, an MTP block's own. */
+static inline sm_tensor *sm_block_x(const sm_run *r, int mb, int l, int i)
+{
+    int L = r->m->dims.L;
+    return l < L ? r->mb[mb].x[l + i] : r->mb[mb].mtp[l - L].x[i];
+}
+/* Block l's residual gradients in micro-batch mb: i = 0 at its input, 1 after its attention,
+ * 2 at its output (a layer's dx[2l + i]). */
+static inline sm_tensor *sm_block_dx(const sm_run *r, int mb, int l, int i)
+{
+    int L = r->m->dims.L;
+    return l < L ? r->mb[mb].dx[2 * l + i] : r->mb[mb].mtp[l - L].dx[i];
+}
 
 /* Index of routed-expert row buffers (sm_layer_acts): expert e, source p. */
 static inline int sm_ex(const sm_run *r, int e, int p) { return e * r->ep + p; }
@@ -195,7 +257,8 @@ int sm_dp_share(sm_dp *d, sm_error *err);
 int sm_dp_receive_partials(sm_dp *d, sm_error *err);
 sm_tensor *sm_dp_partial(const sm_dp *d, int param);
 int sm_dp_sum_grads(sm_dp *d, sm_error *err);
-sm_tensor **sm_dp_loss_parts(sm_dp *d);
+/* Every rank's loss parts of the main model (k = 0) or of MTP depth k; NULL on one rank. */
+sm_tensor **sm_dp_loss_parts(sm_dp *d, int k);
 sm_tensor **sm_dp_layer_plans(sm_dp *d, int l);
 sm_tensor **sm_dp_layer_bal(sm_dp *d, int l);
 /* step.c: makes r one rank's share of a data-parallel step over all the job's ranks (its B the
@@ -300,6 +363,19 @@ int sm_pipeline_defers_weights(const sm_run_opts *o);
 
 /* params.c */
 int sm_params_create(sm_model *m, sm_error *err);
+
+/* mtp.c: MTP depth k's module for micro-batch mb, forward (after the head) and backward (parts
+ * SM_BWD_*, before the final norm's backward: depth 1 adds into the head input's gradient). */
+int sm_mtp_fwd(sm_run *r, const sm_op_ctx *c, int k, int mb);
+int sm_mtp_bwd(sm_run *r, const sm_op_ctx *c, int k, int mb, int parts);
+/* Depth k's share of the embedding's gradient, inserted right after the main model's (in the
+ * embedding's stage, after every stage's B part of the micro-batch): the contributions add in
+ * one order whatever the schedule. */
+int sm_mtp_embedding_bwd(sm_run *r, const sm_op_ctx *c, int k, int mb);
+/* Uploads micro-batch mb's tokens k ahead and depth k's targets from the step's [B, S] ids and
+ * targets (NULL: none), or from `mtp_targets` [B, S] (-1: none) when given; checks the ids. */
+int sm_mtp_upload(sm_run *r, int k, int mb, const int32_t *ids, const int32_t *targets,
+                  const int32_t *mtp_targets, sm_error *err);
 
 /* activations.c */
 int sm_run_alloc(sm_run *r, sm_error *err);

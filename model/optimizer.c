@@ -51,8 +51,8 @@ static int sm_assign_groups(const sm_model *m, int *group_of, int *first_of, int
         int e = m->all[i].expert, new_layer = i > 0 && m->all[i].layer != m->all[i - 1].layer;
         if (G == 0 || m->all[first_of[G - 1]].expert != e || new_layer ||
             (filled > 0 && filled + n > SM_GROUP_VALUES)) {
-            int l = m->all[i].layer;
-            layer_of[G] = l >= 0 && l < m->dims.L ? l : -1;
+            int l = m->all[i].layer;   /* MTP depth k's (L + k): its block's, L + k - 1 */
+            layer_of[G] = l >= 0 && l < m->dims.L ? l : l > m->dims.L ? l - 1 : -1;
             first_of[G++] = i;
             filled = 0;
         }
@@ -138,7 +138,7 @@ static int sm_optimizer_groups(sm_optimizer *o, sm_error *err)
 static int sm_optimizer_scalars(sm_optimizer *o, sm_error *err)
 {
     sm_model *m = o->m;
-    int L = m->cfg.num_hidden_layers;
+    int L = m->dims.blocks;
     char name[64];
     o->sumsq = calloc(o->ngroups, sizeof *o->sumsq);
     o->load = calloc(L, sizeof *o->load);
@@ -237,12 +237,12 @@ static int sm_layer_bias_update(sm_optimizer *o, sm_run *r, const sm_op_ctx *c, 
                                 const sm_optim_hp *hp)
 {
     sm_tensor *own[r->micro], **plans = own;
+    const sm_router_dims *rd = &sm_shape_of(r, l)->router;
     int n = r->micro * sm_run_ranks(r);
     for (int mb = 0; mb < r->micro; mb++) own[mb] = r->mb[mb].layers[l].plan;
-    if (r->dp && sm_dp_loss_parts(r->dp)) plans = sm_dp_layer_plans(r->dp, l); /* global */
-    return sm_insert_bias_update(c, o->m->layers[l].bias.w, o->load[l], plans, n, r->router.T,
-                                 r->router.K, r->router.E, (float)hp->bias_update_speed,
-                                 o->clip);
+    if (r->dp && sm_dp_loss_parts(r->dp, 0)) plans = sm_dp_layer_plans(r->dp, l); /* global */
+    return sm_insert_bias_update(c, o->m->layers[l].bias.w, o->load[l], plans, n, rd->T, rd->K,
+                                 rd->E, (float)hp->bias_update_speed, o->clip);
 }
 
 int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_error *err)
@@ -265,7 +265,7 @@ int sm_optimizer_submit(sm_optimizer *o, sm_run *r, const sm_optim_hp *hp, sm_er
         c.layer = o->layer_of[k];
         if (o->groups[k].n && sm_insert_adamw(&c, &o->groups[k], o->clip, &ahp)) return -1;
     }
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+    for (int l = 0; l < sm_run_blocks(r); l++) {
         if (!o->load[l]) continue;
         c.layer = l;
         /* the ranks holding the layer update its bias; the others (another pipeline rank's
@@ -289,7 +289,7 @@ void sm_optimizer_result(sm_optimizer *o, double *grad_norm, int *applied)
 
 int sm_optimizer_loads(sm_optimizer *o, int l, float *load)
 {
-    if (l < 0 || l >= o->m->cfg.num_hidden_layers || !o->load[l]) return -1;
+    if (l < 0 || l >= o->m->dims.blocks || !o->load[l]) return -1;
     const float *p = sm_tensor_acquire(o->load[l], STARPU_R);
     memcpy(load, p, o->load[l]->numel * sizeof *load);
     sm_tensor_release(o->load[l]);

@@ -121,10 +121,32 @@ static int sm_layer_add(sm_model *m, int l, sm_error *err)
     return sm_attn_add(m, p, l, err);
 }
 
+/* MTP depth k's module, Hugging Face layer L + k - 1: its own tensors and its block. */
+static int sm_mtp_add(sm_model *m, int k, sm_error *err)
+{
+    const sm_dims *x = &m->dims;
+    sm_mtp_params *p = &m->mtp[k - 1];
+    int l = x->L + k - 1, d = x->d;
+    char n[256];
+    m->adding_layer = x->L + k;
+    snprintf(p->embed_copy, sizeof p->embed_copy, "model.layers.%d.embed_tokens.weight", l);
+    snprintf(p->head_copy, sizeof p->head_copy, "model.layers.%d.shared_head.head.weight", l);
+#define MTP(field, suffix, ndim, d0, d1) \
+    sm_param_add(m, &p->field, SM_NAME(n, "model.layers.%d.%s", l, suffix), ndim, d0, d1, 1, err)
+    if (MTP(enorm, "enorm.weight", 1, d, 0) || MTP(hnorm, "hnorm.weight", 1, d, 0) ||
+        MTP(eh_proj, "eh_proj.weight", 2, d, 2 * d) ||
+        MTP(head_norm, "shared_head.norm.weight", 1, d, 0))
+        return -1;
+#undef MTP
+    return sm_layer_add(m, l, err);
+}
+
 int sm_params_create(sm_model *m, sm_error *err)
 {
     const sm_dims *x = &m->dims;
-    if (!(m->layers = calloc(x->L, sizeof *m->layers))) return sm_fail(err, "out of memory");
+    if (!(m->layers = calloc(x->blocks, sizeof *m->layers)) ||
+        (x->D && !(m->mtp = calloc(x->D, sizeof *m->mtp))))
+        return sm_fail(err, "out of memory");
     m->adding_layer = -1;
     if (sm_param_add(m, &m->embed, "model.embed_tokens.weight", 2, x->V, x->d, 1, err))
         return -1;
@@ -134,22 +156,66 @@ int sm_params_create(sm_model *m, sm_error *err)
     if (sm_param_add(m, &m->final_norm, "model.norm.weight", 1, x->d, 0, 1, err) ||
         sm_param_add(m, &m->head, "lm_head.weight", 2, x->V, x->d, 1, err))
         return -1;
+    for (int k = 1; k <= x->D; k++)
+        if (sm_mtp_add(m, k, err)) return -1;
     return 0;
 }
+
+
+/* Whether the folder holds any of the model's MTP tensors (their parameters come after the
+ * head's). */
+static int sm_hf_has_mtp(const sm_model *m, const sm_hf_model *hf)
+{
+    for (int i = m->head.index + 1; i < m->nall; i++)
+        if (sm_hf_has(hf, m->all[i].w->name)) return 1;
+    return 0;
+}
+
+/* Checks that the folder's copy of `main` under an MTP module's name `name` (when it has one)
+ * repeats it bit for bit. */
+static int sm_check_copy(const sm_hf_model *hf, const char *dir, const char *name,
+                         const sm_param *main, sm_error *err)
+{
+    const sm_tensor *t = main->w;
+    if (t->absent || !sm_hf_has(hf, name)) return 0;
+    float *copy = malloc(t->numel * sizeof *copy);
+    if (!copy) return sm_fail(err, "%s: out of memory for %s", dir, name);
+    int rc = sm_hf_load_f32(hf, name, t->ndim, t->shape, copy, err);
+    const float *w = t->data;
+    for (size_t k = 0; rc == 0 && k < t->numel; k++)
+        if (memcmp(&copy[k], &w[k], sizeof *w))
+            rc = sm_fail(err, "%s: %s differs from %s at element %zu (%.9g vs %.9g): an MTP "
+                              "module's copy must repeat the main model's tensor bit for bit",
+                         dir, name, t->name, k, copy[k], w[k]);
+    free(copy);
+    return rc;
+}
+
+static void sm_init_params(sm_model *m, int from, uint64_t seed, double std);
 
 int sm_model_load_hf(sm_model *m, const char *dir, sm_error *err)
 {
     sm_hf_model hf;
     if (sm_hf_open(&hf, dir, err)) return -1;
-    int rc = 0;
-    for (int i = 0; i < m->nall && rc == 0; i++) {
+    int rc = 0, mtp = m->dims.D > 0 && sm_hf_has_mtp(m, &hf);
+    int end = m->dims.D > 0 && !mtp ? m->head.index + 1 : m->nall;
+    for (int i = 0; i < end && rc == 0; i++) {
         sm_tensor *t = m->all[i].w;
         if (t->absent) continue;
         rc = sm_hf_load_f32(&hf, t->name, t->ndim, t->shape, t->data, err);
     }
+    for (int k = 0; mtp && k < m->dims.D && rc == 0; k++)
+        rc = sm_check_copy(&hf, dir, m->mtp[k].embed_copy, &m->embed, err) ||
+                     sm_check_copy(&hf, dir, m->mtp[k].head_copy, &m->head, err)
+                 ? -1
+                 : 0;
     sm_hf_close(&hf);
+    m->mtp_fresh = rc == 0 && end < m->nall;
+    if (m->mtp_fresh) sm_init_params(m, end, 0, m->cfg.initializer_range);
     return rc;
 }
+
+int sm_model_mtp_fresh(const sm_model *m) { return m->mtp_fresh; }
 
 /* splitmix64 + Box-Muller: the same weights for the same seed on every machine. Each value
  * takes two steps of the generator, whose state only ever grows by SM_SPLITMIX_STEP: a tensor
@@ -169,10 +235,11 @@ static double sm_init_normal(uint64_t *s)
     return sqrt(-2.0 * log(u[0])) * cos(6.283185307179586 * u[1]);
 }
 
-void sm_model_init_random(sm_model *m, uint64_t seed, double std)
+/* The draws of parameters [from, nall). */
+static void sm_init_params(sm_model *m, int from, uint64_t seed, double std)
 {
     uint64_t s = seed;
-    for (int i = 0; i < m->nall; i++) {
+    for (int i = from; i < m->nall; i++) {
         sm_tensor *t = m->all[i].w;
         float *w = t->data;
         if (t->absent) {             /* another rank's: its draws skipped (matrices only) */
@@ -183,4 +250,9 @@ void sm_model_init_random(sm_model *m, uint64_t seed, double std)
         for (size_t k = 0; k < t->numel; k++)
             w[k] = is_bias ? 0.0f : t->ndim == 1 ? 1.0f : (float)(std * sm_init_normal(&s));
     }
+}
+
+void sm_model_init_random(sm_model *m, uint64_t seed, double std)
+{
+    sm_init_params(m, 0, seed, std);
 }

@@ -547,8 +547,10 @@ int sm_run_pipeline_summary(const sm_run *r, char *buf, size_t n)
             at += snprintf(buf + at, n - at, "layers %d-%d", sp->first, sp->end - 1);
         else
             at += snprintf(buf + at, n - at, "no layer");
-        if (at < n) at += snprintf(buf + at, n - at, "%s%s", sp->head ? " + head" : "",
-                                   s + 1 < pl->pipe->nstages ? ";" : "");
+        if (at < n && sp->head) at += snprintf(buf + at, n - at, " + head");
+        if (at < n && sp->head && r->D)
+            at += snprintf(buf + at, n - at, " + %d MTP module(s)", r->D);
+        if (at < n && s + 1 < pl->pipe->nstages) at += snprintf(buf + at, n - at, ";");
     }
     return (int)at;
 }

@@ -3,6 +3,8 @@
  * pass in reverse; results read back for the caller. */
 #include "model/model.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "base/clock.h"
@@ -17,7 +19,24 @@ static sm_yarn sm_run_yarn(const sm_config *c)
                      .mscale_all_dim = s->mscale_all_dim};
 }
 
-/* RoPE tables and attention/router dimensions, derived once from the config. */
+/* The positions of the layers (k = 0) or of MTP depth k (the first S - k of each sequence),
+ * with their attention, router and balance-loss dimensions. */
+static sm_block_shape sm_block_shape_at(const sm_run *r, int k, float scale)
+{
+    const sm_config *c = &r->m->cfg;
+    const sm_dims *x = &r->m->dims;
+    int S = r->S - k, T = r->Bm * S;
+    return (sm_block_shape){
+        .S = S, .T = T,
+        .mla = {.B = r->Bm, .S = S, .H = x->H, .dn = x->dn, .dr = x->dr, .dv = x->dv,
+                .dc = x->dc, .scale = scale},
+        .router = {.T = T, .d = x->d, .E = x->E, .K = x->K, .G = c->n_group, .Gk = c->topk_group,
+                   .route_scale = (float)c->routed_scaling_factor, .norm_topk = c->norm_topk_prob},
+        .bal = {.S = S, .coef = 0.0f}};
+}
+
+/* RoPE tables (depth k's blocks read their first S - k rows), the blocks' shapes and the
+ * losses, derived once from the config. */
 static int sm_run_setup(sm_run *r, sm_error *err)
 {
     const sm_config *c = &r->m->cfg;
@@ -26,20 +45,28 @@ static int sm_run_setup(sm_run *r, sm_error *err)
     const sm_yarn *y = sm_config_yarn_active(c) ? &yarn : NULL;
     int dr = x->dr;
     int64_t shape[2] = {r->S, dr / 2};
-    r->mla = (sm_mla_dims){.B = r->Bm, .S = r->S, .H = x->H, .dn = x->dn, .dr = dr, .dv = x->dv,
-                           .dc = x->dc, .scale = (float)sm_mla_softmax_scale(x->dqk, y)};
-    r->router = (sm_router_dims){.T = r->T, .d = x->d, .E = x->E, .K = x->K, .G = c->n_group,
-                                 .Gk = c->topk_group,
-                                 .route_scale = (float)c->routed_scaling_factor,
-                                 .norm_topk = c->norm_topk_prob};
+    if (!(r->shape = calloc(1 + r->D, sizeof *r->shape)) ||
+        (r->D && !(r->loss_mtp = calloc(r->D, sizeof *r->loss_mtp))))
+        return sm_fail(err, "out of memory");
+    for (int k = 0; k <= r->D; k++)
+        r->shape[k] = sm_block_shape_at(r, k, (float)sm_mla_softmax_scale(x->dqk, y));
     sm_graph *g = r->m->g;
     r->cos_t = sm_tensor_new_in(g, &r->owned, "rope.cos", SM_F32, SM_INPUT, 2, shape, err);
     r->sin_t = sm_tensor_new_in(g, &r->owned, "rope.sin", SM_F32, SM_INPUT, 2, shape, err);
     r->loss = sm_tensor_new_in(g, &r->owned, "loss", SM_F32, SM_ACT, 1, (int64_t[]){1}, err);
     r->bal_total = sm_tensor_new_in(g, &r->owned, "balance_loss", SM_F32, SM_ACT, 1,
                                     (int64_t[]){1}, err);
-    r->bal = (sm_balance){.S = r->S, .coef = 0.0f};
     if (!r->cos_t || !r->sin_t || !r->loss || !r->bal_total) return -1;
+    if (r->D && !(r->loss_main = sm_tensor_new_in(g, &r->owned, "loss_main", SM_F32, SM_ACT, 1,
+                                                  (int64_t[]){1}, err)))
+        return -1;
+    for (int k = 1; k <= r->D; k++) {
+        char name[32];
+        snprintf(name, sizeof name, k == 1 ? "loss_mtp" : "loss_mtp.%d", k);
+        if (!(r->loss_mtp[k - 1] = sm_tensor_new_in(g, &r->owned, name, SM_F32, SM_ACT, 1,
+                                                    (int64_t[]){1}, err)))
+            return -1;
+    }
     double *theta = malloc((dr / 2) * sizeof *theta);
     if (!theta) return sm_fail(err, "out of memory");
     sm_rope_freqs(theta, dr, c->rope_theta, y);
@@ -94,6 +121,18 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                      "with parallel.ep 1", o->pipeline);
         return NULL;
     }
+    int D = o && o->no_mtp ? 0 : m->dims.D;
+    if (D > 0 && S <= D) {
+        sm_fail(err, "sequence length %d: the model's %d MTP modules (num_nextn_predict_layers) "
+                     "need sequences of more than %d tokens", S, D, D);
+        return NULL;
+    }
+    if (D > 0 && ppr > 1) {
+        sm_fail(err, "Multi-Token Prediction (num_nextn_predict_layers %d) with pipeline stages "
+                     "on MPI ranks (parallel.pp %d) is not built: train with parallel.pp 1, or "
+                     "drop the modules with --set model.num_nextn_predict_layers=0", D, ppr);
+        return NULL;
+    }
     sm_run *r = calloc(1, sizeof *r);
     if (!r) {
         sm_fail(err, "out of memory");
@@ -104,7 +143,8 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                   .share_bwd = backward && !(o && o->pipeline),
                   .grad_over_logits = backward && o && o->grad_over_logits, .ep = ep,
                   .ep_index = rank % ep, .ep_first = rank - rank % ep, .pp_ranks = ppr,
-                  .pp_index = rank / shares, .share = rank % shares, .shares = shares};
+                  .pp_index = rank / shares, .share = rank % shares, .shares = shares,
+                  .D = D, .mtp_lambda = 0.3f};
     if (sm_run_setup(r, err) || sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
         sm_run_free(r);
         return NULL;
@@ -127,7 +167,7 @@ void sm_run_free(sm_run *r)
     sm_pipeline_free(r);
     for (int mb = 0; r->mb && mb < r->micro; mb++) {
         sm_micro_acts *a = &r->mb[mb];
-        for (int l = 0; a->layers && l < r->m->cfg.num_hidden_layers; l++) {
+        for (int l = 0; a->layers && l < sm_run_blocks(r); l++) {
             sm_layer_acts *x = &a->layers[l];
             sm_tensor ***lists[] = {&x->xe,      &x->ye,      &x->eh1,    &x->eh3,
                                     &x->dye,     &x->dge,     &x->dxe,    &x->deh1,
@@ -139,8 +179,11 @@ void sm_run_free(sm_run *r)
         free(a->layers);
         free(a->x);
         free(a->dx);
+        free(a->mtp);
     }
     free(r->mb);
+    free(r->shape);
+    free(r->loss_mtp);
     free(r);
 }
 
@@ -190,6 +233,8 @@ int sm_stage_fwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb)
         sm_insert_cross_entropy(&ctx, a->loss_part, r->backward ? a->dlogits : NULL, a->logits,
                                 a->targets, r->T, x->V, 1.0f / ((float)r->Bg * r->S)))
         return -1;
+    for (int k = 1; k <= r->D; k++)
+        if (sm_mtp_fwd(r, &ctx, k, mb)) return -1;
     return 0;
 }
 
@@ -202,9 +247,14 @@ int sm_stage_bwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb,
     int L = x->L, d = x->d, V = x->V;
     ctx.layer = -1;
     if (sp->head && (parts & SM_BWD_INPUT) &&
-        (sm_insert_linear_bwd_input(&ctx, a->dxf, a->dlogits, m->head.w, r->T, d, V, 0) ||
-         sm_insert_rmsnorm_bwd(&ctx, a->dx[2 * L], d, sm_grad(r, &m->final_norm, mb), a->dxf,
-                               a->x[L], d, m->final_norm.w, a->rstd_f, r->T, d, 0)))
+        sm_insert_linear_bwd_input(&ctx, a->dxf, a->dlogits, m->head.w, r->T, d, V, 0))
+        return -1;
+    for (int k = sp->head ? r->D : 0; k >= 1; k--)   /* depth 1 adds into dxf */
+        if (sm_mtp_bwd(r, &ctx, k, mb, parts)) return -1;
+    ctx.layer = -1;
+    if (sp->head && (parts & SM_BWD_INPUT) &&
+        sm_insert_rmsnorm_bwd(&ctx, a->dx[2 * L], d, sm_grad(r, &m->final_norm, mb), a->dxf,
+                              a->x[L], d, m->final_norm.w, a->rstd_f, r->T, d, 0))
         return -1;
     if (sp->head && (parts & SM_BWD_WEIGHT) &&
         sm_insert_linear_bwd_weight(&ctx, sm_grad(r, &m->head, mb), a->dlogits, a->xf, r->T, d,
@@ -222,6 +272,8 @@ int sm_stage_bwd(sm_run *r, const sm_op_ctx *c, const sm_stage_span *sp, int mb,
     if (sp->embed && (parts & SM_BWD_WEIGHT) &&
         sm_insert_embedding_bwd(&ctx, sm_grad(r, &m->embed, mb), a->ids, a->dx[0], r->T, d))
         return -1;
+    for (int k = 1; sp->embed && (parts & SM_BWD_WEIGHT) && k <= r->D; k++)
+        if (sm_mtp_embedding_bwd(r, &ctx, k, mb)) return -1;
     return 0;
 }
 
@@ -249,18 +301,25 @@ static int sm_loss_sums(sm_run *r, sm_error *err)
 {
     sm_model *m = r->m;
     sm_op_ctx step = {.g = m->g, .layer = -1, .micro = -1, .err = err};
-    int L = m->dims.L, nbal = 0, n = r->micro * sm_run_ranks(r);
-    sm_tensor *parts[n], *bal_parts[n * L + 1];
+    int L = sm_run_blocks(r), nbal = 0, n = r->micro * sm_run_ranks(r);
+    sm_tensor *parts[n], *bal_parts[n * L + 1], *losses[1 + r->D];
+    float scale = 1.0f / ((float)r->Bg * r->S), weights[1 + r->D];
     if (r->dp && sm_dp_share(r->dp, err)) return -1;
-    sm_tensor **shared = r->dp ? sm_dp_loss_parts(r->dp) : NULL;
-    for (int i = 0; i < n; i++) parts[i] = shared ? shared[i] : r->mb[i].loss_part;
-    if (sm_insert_sum_scalars(&step, r->loss, parts, n, 1.0f / ((float)r->Bg * r->S)))
-        return -1;
+    for (int k = 0; k <= r->D; k++) {
+        sm_tensor **shared = r->dp ? sm_dp_loss_parts(r->dp, k) : NULL;
+        for (int i = 0; i < n; i++)
+            parts[i] = shared ? shared[i] : k ? r->mb[i].mtp[k - 1].loss_part : r->mb[i].loss_part;
+        losses[k] = r->D == 0 ? r->loss : k ? r->loss_mtp[k - 1] : r->loss_main;
+        weights[k] = k ? r->mtp_lambda / r->D : 1.0f;
+        if (sm_insert_sum_scalars(&step, losses[k], parts, n, scale)) return -1;
+    }
+    if (r->D && sm_insert_weighted_scalars(&step, r->loss, losses, weights, 1 + r->D)) return -1;
     for (int i = 0; i < n; i++)
         for (int l = 0; l < L; l++)
             if (m->layers[l].moe)
-                bal_parts[nbal++] = shared ? sm_dp_layer_bal(r->dp, l)[i]
-                                           : r->mb[i].layers[l].bal_loss;
+                bal_parts[nbal++] = r->dp && sm_dp_loss_parts(r->dp, 0)
+                                        ? sm_dp_layer_bal(r->dp, l)[i]
+                                        : r->mb[i].layers[l].bal_loss;
     return nbal ? sm_insert_sum_scalars(&step, r->bal_total, bal_parts, nbal, 1.0f) : 0;
 }
 
@@ -317,6 +376,12 @@ static int sm_upload_tokens(sm_tensor *t, const int32_t *src, int V, const char 
 
 int sm_run_submit(sm_run *r, const int32_t *ids, const int32_t *targets, sm_error *err)
 {
+    return sm_run_submit_mtp(r, ids, targets, NULL, err);
+}
+
+int sm_run_submit_mtp(sm_run *r, const int32_t *ids, const int32_t *targets,
+                      const int32_t *const *mtp_targets, sm_error *err)
+{
     int V = r->m->cfg.vocab_size;
     if (r->backward && !targets) return sm_fail(err, "a backward step needs targets");
     r->has_targets = targets != NULL;
@@ -325,6 +390,10 @@ int sm_run_submit(sm_run *r, const int32_t *ids, const int32_t *targets, sm_erro
         if (sm_upload_tokens(r->mb[mb].ids, ids + off, V, "input_ids", mb, err)) return -1;
         if (targets && sm_upload_tokens(r->mb[mb].targets, targets + off, V, "targets", mb, err))
             return -1;
+        for (int k = 1; k <= r->D; k++)
+            if (sm_mtp_upload(r, k, mb, ids, targets, mtp_targets ? mtp_targets[k - 1] : NULL,
+                              err))
+                return -1;
     }
     double t0 = sm_now();
     if (sm_run_build(r, err)) return -1;
@@ -352,16 +421,27 @@ int sm_run_step(sm_run *r, const int32_t *ids, const int32_t *targets, double *l
 
 void sm_run_set_balance(sm_run *r, double alpha)
 {
-    r->bal.coef = (float)(alpha / r->Bg);
+    for (int k = 0; k <= r->D; k++) r->shape[k].bal.coef = (float)(alpha / r->Bg);
 }
 
-double sm_run_balance_loss(sm_run *r)
+void sm_run_set_mtp_lambda(sm_run *r, double lambda) { r->mtp_lambda = (float)lambda; }
+int sm_run_mtp_depth(const sm_run *r) { return r->D; }
+
+static double sm_scalar(sm_tensor *t)
 {
-    const float *v = sm_tensor_acquire(r->bal_total, STARPU_R);
+    const float *v = sm_tensor_acquire(t, STARPU_R);
     double x = *v;
-    sm_tensor_release(r->bal_total);
+    sm_tensor_release(t);
     return x;
 }
+
+double sm_run_loss_part(sm_run *r, int k)
+{
+    if (!r->has_targets || k < 0 || k > r->D) return NAN;
+    return sm_scalar(r->D == 0 ? r->loss : k ? r->loss_mtp[k - 1] : r->loss_main);
+}
+
+double sm_run_balance_loss(sm_run *r) { return sm_scalar(r->bal_total); }
 
 size_t sm_run_ntasks(const sm_run *r) { return sm_graph_ntasks(r->m->g); }
 
@@ -395,14 +475,26 @@ static void sm_gather_micro(sm_run *r, sm_tensor *(*pick)(sm_run *, int, int), i
 static sm_tensor *sm_pick_logits(sm_run *r, int mb, int l) { (void)l; return r->mb[mb].logits; }
 static sm_tensor *sm_pick_hidden(sm_run *r, int mb, int l) { return r->mb[mb].x[l + 1]; }
 static sm_tensor *sm_pick_w(sm_run *r, int mb, int l) { return r->mb[mb].layers[l].w; }
+static sm_tensor *sm_pick_mtp_logits(sm_run *r, int mb, int k)
+{
+    return r->mb[mb].mtp[k - 1].logits;
+}
 
 void sm_run_logits(sm_run *r, float *dst) { sm_gather_micro(r, sm_pick_logits, 0, dst); }
+
+int sm_run_mtp_logits(sm_run *r, int k, float *dst)
+{
+    if (k < 1 || k > r->D) return -1;
+    sm_gather_micro(r, sm_pick_mtp_logits, k, dst);
+    return 0;
+}
 void sm_run_hidden(sm_run *r, int layer, float *dst) { sm_gather_micro(r, sm_pick_hidden, layer, dst); }
 
 int sm_run_routing(sm_run *r, int layer, int32_t *idx, float *w)
 {
-    if (layer < 0 || layer >= r->m->dims.L || !r->m->layers[layer].moe) return -1;
-    int TK = r->T * r->router.K;
+    if (layer < 0 || layer >= sm_run_blocks(r) || !r->m->layers[layer].moe) return -1;
+    const sm_router_dims *rd = &sm_shape_of(r, layer)->router;
+    int TK = rd->T * rd->K;
     for (int mb = 0; mb < r->micro; mb++) {
         sm_tensor *plan = r->mb[mb].layers[layer].plan;
         const int32_t *p = sm_tensor_acquire(plan, STARPU_R);

@@ -59,13 +59,14 @@ static int sm_evaluate(sm_trainer *t, sm_error *err)
     return sm_metrics_write(&t->metrics, "eval", t->step, kv, 3, err);
 }
 
-/* Largest max/mean expert load over the MoE layers of the last step. */
+/* Largest max/mean expert load over the MoE layers (and MTP blocks) of the last step. */
 static double sm_worst_load(sm_trainer *t)
 {
     int E = t->rc.model.n_routed_experts;
+    int blocks = t->rc.model.num_hidden_layers + t->rc.model.num_nextn_predict_layers;
     float load[E > 0 ? E : 1];
     double worst = 0;
-    for (int l = 0; l < t->rc.model.num_hidden_layers; l++) {
+    for (int l = 0; l < blocks; l++) {
         if (sm_optimizer_loads(t->opt, l, load)) continue;
         double mx = 0, sum = 0;
         for (int e = 0; e < E; e++) {
@@ -77,8 +78,12 @@ static double sm_worst_load(sm_trainer *t)
     return worst;
 }
 
+/* The MTP depths reported (more are summed into the loss, not reported one by one). */
+#define SM_MTP_REPORTED 4
+
 typedef struct sm_step_report {
     double loss, balance, lr, grad_norm, seconds;
+    double loss_main, loss_mtp[SM_MTP_REPORTED];   /* with MTP modules */
     int applied;
 } sm_step_report;
 
@@ -97,6 +102,9 @@ static int sm_train_step(sm_trainer *t, sm_step_report *s, sm_error *err)
     sm_run_wait(t->run, &s->loss);
     sm_optimizer_result(t->opt, &s->grad_norm, &s->applied);
     s->balance = sm_run_balance_loss(t->run);
+    s->loss_main = sm_run_loss_part(t->run, 0);
+    for (int k = 1; k <= sm_run_mtp_depth(t->run) && k <= SM_MTP_REPORTED; k++)
+        s->loss_mtp[k - 1] = sm_run_loss_part(t->run, k);
     if (sm_tracer_step(t->tracer, t->run->m->g, t->step + 1, "train", err)) return -1;
     s->seconds = sm_now() - t0;
     return 0;
@@ -108,15 +116,29 @@ static int sm_report(sm_trainer *t, const sm_step_report *s, double step_flops, 
     if (!t->lead || (t->step % t->rc.log.every != 0 && t->step != t->last_step)) return 0;
     double tps = (double)tr->batch_size * tr->seq_len / s->seconds;
     double mfu = step_flops / s->seconds / t->peak_flops, load = sm_worst_load(t);
-    printf("step %6lld/%d | loss %.4f | lr %.2e | gnorm %7.3f | %7.1f ms | %7.0f tok/s | "
-           "MFU %4.1f%% | load max/mean %.2f\n", (long long)t->step, tr->steps, s->loss, s->lr,
-           s->grad_norm, s->seconds * 1e3, tps, 100 * mfu, load);
+    int D = sm_run_mtp_depth(t->run), nmtp = D < SM_MTP_REPORTED ? D : SM_MTP_REPORTED;
+    char mtp[32 * (SM_MTP_REPORTED + 1)] = "";
+    size_t at = 0;
+    if (D) at += snprintf(mtp, sizeof mtp, " (main %.4f, mtp", s->loss_main);
+    for (int k = 0; k < nmtp; k++)
+        at += snprintf(mtp + at, sizeof mtp - at, " %.4f%s", s->loss_mtp[k],
+                       k + 1 < nmtp ? "," : ")");
+    printf("step %6lld/%d | loss %.4f%s | lr %.2e | gnorm %7.3f | %7.1f ms | %7.0f tok/s | "
+           "MFU %4.1f%% | load max/mean %.2f\n", (long long)t->step, tr->steps, s->loss, mtp,
+           s->lr, s->grad_norm, s->seconds * 1e3, tps, 100 * mfu, load);
     fflush(stdout);
-    sm_metric kv[] = {{"loss", s->loss}, {"balance_loss", s->balance}, {"lr", s->lr},
-                      {"grad_norm", s->grad_norm}, {"tokens_per_s", tps},
-                      {"step_ms", s->seconds * 1e3}, {"mfu", mfu}, {"load_max_over_mean", load},
-                      {"tokens", (double)t->tokens}};
-    return sm_metrics_write(&t->metrics, "train", t->step, kv, 9, err);
+    char names[SM_MTP_REPORTED][16];
+    sm_metric kv[10 + SM_MTP_REPORTED] = {
+        {"loss", s->loss}, {"balance_loss", s->balance}, {"lr", s->lr},
+        {"grad_norm", s->grad_norm}, {"tokens_per_s", tps}, {"step_ms", s->seconds * 1e3},
+        {"mfu", mfu}, {"load_max_over_mean", load}, {"tokens", (double)t->tokens}};
+    int n = 9;
+    if (D) kv[n++] = (sm_metric){"loss_main", s->loss_main};
+    for (int k = 0; k < nmtp; k++) {
+        snprintf(names[k], sizeof names[k], k ? "loss_mtp.%d" : "loss_mtp", k + 1);
+        kv[n++] = (sm_metric){names[k], s->loss_mtp[k]};
+    }
+    return sm_metrics_write(&t->metrics, "train", t->step, kv, n, err);
 }
 
 /* A skipped step: counts toward max_bad_steps, which stops the run. */

@@ -41,11 +41,22 @@ static int sm_shard_of(const sm_trainer *t, int *nshards)
     return r->share < ep && r->pp_index < pps ? r->pp_index * ep + r->share : -1;
 }
 
-/* The model's parameters (or the optimizer's moments) as checkpoint tensors. */
+/* A checkpoint tensor of parameter i's values under `name`. */
+static sm_ckpt_tensor sm_param_tensor(sm_trainer *t, int i, const char *name)
+{
+    sm_ckpt_tensor c = {.name = name, .data = sm_model_param_data(t->m, i)};
+    c.ndim = sm_model_param_shape(t->m, i, c.shape);
+    return c;
+}
+
+/* The model's parameters (or the optimizer's moments) as checkpoint tensors; a save's share
+ * also writes the MTP modules' copies of the embedding and the head (model.h sm_mtp_params)
+ * where it writes the main tensors, so the checkpoint has every Hugging Face name. */
 static sm_ckpt_tensor *sm_weight_list(sm_trainer *t, int optim, int which, int *n)
 {
     int all = optim ? sm_optimizer_nstates(t->opt) : sm_model_nparams(t->m);
-    sm_ckpt_tensor *v = calloc(all ? all : 1, sizeof *v);
+    int copies = optim || which != SM_LIST_SHARE ? 0 : t->m->dims.D;
+    sm_ckpt_tensor *v = calloc(all + 2 * copies + 1, sizeof *v);
     *n = 0;
     for (int i = 0; v && i < all; i++) {
         if (!sm_listed(t, optim ? sm_optimizer_state_param(t->opt, i) : i, which)) continue;
@@ -54,10 +65,15 @@ static sm_ckpt_tensor *sm_weight_list(sm_trainer *t, int optim, int which, int *
             c->name = sm_optimizer_state_name(t->opt, i);
             c->data = sm_optimizer_state_data(t->opt, i, c->shape, &c->ndim);
         } else {
-            c->name = sm_model_param_name(t->m, i);
-            c->ndim = sm_model_param_shape(t->m, i, c->shape);
-            c->data = sm_model_param_data(t->m, i);
+            *c = sm_param_tensor(t, i, sm_model_param_name(t->m, i));
         }
+    }
+    for (int k = 0; v && k < copies; k++) {
+        const sm_mtp_params *p = &t->m->mtp[k];
+        if (sm_listed(t, t->m->embed.index, which))
+            v[(*n)++] = sm_param_tensor(t, t->m->embed.index, p->embed_copy);
+        if (sm_listed(t, t->m->head.index, which))
+            v[(*n)++] = sm_param_tensor(t, t->m->head.index, p->head_copy);
     }
     return v;
 }

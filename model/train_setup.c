@@ -212,7 +212,8 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
                       .ep = t->rc.parallel.ep, .pp_ranks = ppr};
     /* a model sharded by stages evaluates through the pipeline too (forward only) */
     sm_run_opts eval_ro = {.ep = t->rc.parallel.ep, .pp_ranks = ppr,
-                           .pipeline = ppr > 1 ? ro.pipeline : NULL, .pp = ppr > 1 ? ppr : 0};
+                           .pipeline = ppr > 1 ? ro.pipeline : NULL, .pp = ppr > 1 ? ppr : 0,
+                           .no_mtp = 1};  /* validation measures the main model */
     if (ppr > 1 && (ec->pp > 1 || !ro.pipeline))
         return sm_fail(err, "parallel.pp %d puts pipeline ranks on MPI ranks: it needs "
                             "engine.sched naming a pipeline schedule (gpipe, 1f1b, zbh1, "
@@ -247,6 +248,7 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
         printf("pipeline: %s\n", cut);
     }
     sm_run_set_balance(t->run, tr->balance_alpha);
+    sm_run_set_mtp_lambda(t->run, tr->mtp_lambda);
     if (t->has_val &&
         !(t->eval_run = sm_setup_run(t, 0, &eval_ro, err)))
         return -1;

@@ -427,6 +427,36 @@ int sm_insert_sum_scalars(const sm_op_ctx *c, sm_tensor *out, sm_tensor **parts,
                         SUM_SCALARS_PARTS + n, &a, sizeof a, n);
 }
 
+/* parts[i] is slot WEIGHTED_PARTS + i */
+#define SM_WEIGHTED_MAX 64
+typedef struct { int n; float w[SM_WEIGHTED_MAX]; } sm_weighted_args;
+enum { WEIGHTED_OUT, WEIGHTED_PARTS };
+
+static void sm_weighted_scalars_cpu(void *b[], void *arg)
+{
+    const sm_weighted_args *a = arg;
+    double s = 0;
+    for (int i = 0; i < a->n; i++) s += (double)a->w[i] * SM_BUF(b, WEIGHTED_PARTS + i, float)[0];
+    SM_BUF(b, WEIGHTED_OUT, float)[0] = (float)s;
+}
+SM_CODELET(weighted_scalars, sm_weighted_scalars_cpu);
+
+int sm_insert_weighted_scalars(const sm_op_ctx *c, sm_tensor *out, sm_tensor **parts,
+                               const float *weights, int n)
+{
+    sm_weighted_args a = {.n = n};
+    if (n < 1 || n > SM_WEIGHTED_MAX)
+        return sm_fail(c->err, "weighted sum: %d parts, expected 1 to %d", n, SM_WEIGHTED_MAX);
+    sm_access acc[WEIGHTED_PARTS + n];
+    acc[WEIGHTED_OUT] = SM_W(out);
+    for (int i = 0; i < n; i++) {
+        a.w[i] = weights[i];
+        acc[WEIGHTED_PARTS + i] = SM_R(parts[i]);
+    }
+    return sm_op_insert(c, &sm_cl_weighted_scalars, "weighted_scalars", SM_FORWARD, -1, acc,
+                        WEIGHTED_PARTS + n, &a, sizeof a, 2.0 * n);
+}
+
 enum { COPY_DST, COPY_SRC, COPY_NBUF };
 
 static void sm_copy_cpu(void *b[], void *arg)

@@ -64,6 +64,10 @@ int sm_insert_cross_entropy(const sm_op_ctx *c, sm_tensor *loss_part, sm_tensor 
 /* out[0] = scale * sum of parts[i][0], i in order (a fixed reduction order). */
 int sm_insert_sum_scalars(const sm_op_ctx *c, sm_tensor *out, sm_tensor **parts, int n,
                           float scale);
+/* out[0] = sum of weights[i] * parts[i][0], i in order, in double (n <= 64): the total of
+ * several losses. */
+int sm_insert_weighted_scalars(const sm_op_ctx *c, sm_tensor *out, sm_tensor **parts,
+                               const float *weights, int n);
 /* dst = src (whole tensors of one size). */
 int sm_insert_copy(const sm_op_ctx *c, sm_phase phase, sm_tensor *dst, sm_tensor *src);
 /* out = (or, with accumulate, +=) srcs[0] + srcs[1] + ... in that order: the reduction of a

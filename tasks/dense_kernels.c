@@ -175,6 +175,10 @@ double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targ
     float *e = sm_kfloats((size_t)V, "cross-entropy row"), mx;
     for (int t = 0; t < T; t++) {
         const float *l = logits + (size_t)t * V;
+        if (targets[t] < 0) {        /* no target: no loss, no gradient */
+            if (dlogits) memset(dlogits + (size_t)t * V, 0, (size_t)V * sizeof *dlogits);
+            continue;
+        }
         double sum = exp_row(e, l, V, &mx);
         loss += mx + log(sum) - l[targets[t]];
         if (!dlogits) continue;

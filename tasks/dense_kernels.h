@@ -45,8 +45,10 @@ void sm_swiglu_bwd_weight(float *dW1, float *dW3, float *dW2, const float *dy, c
                           int n, int d, int I);
 
 /* Cross-entropy over V classes for T rows. Returns sum_t -log softmax(logits[t])[targets[t]]
- * (accumulated in double). When dlogits is not NULL it receives
- * scale * (softmax(logits[t]) - onehot(targets[t])); dlogits may be logits (in place). */
+ * (accumulated in double) over the rows with a target (targets[t] >= 0; a negative target
+ * means none: the row adds nothing and its gradient is 0). When dlogits is not NULL it
+ * receives scale * (softmax(logits[t]) - onehot(targets[t])); dlogits may be logits (in
+ * place). */
 double sm_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int T, int V,
                         float scale);
 

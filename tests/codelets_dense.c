@@ -325,6 +325,24 @@ static void case_sum_scalars(fx *f)
                   SM_R(parts[2])));
 }
 
+static void case_weighted_scalars(fx *f)
+{
+    const float w[3] = {1.0f, 0.15f, -2.5f};
+    ct *out = fx_rand(f, "out", 1), *p[3] = {fx_rand(f, "p0", 1), fx_rand(f, "p1", 1),
+                                             fx_rand(f, "p2", 1)};
+    sm_tensor *parts[3] = {p[0]->t, p[1]->t, p[2]->t};
+    fx_expect(f, sm_insert_weighted_scalars(&f->c, out->t, parts, w, 0) == -1 &&
+                     sm_graph_ntasks(f->g) == 0,
+              "weighted_scalars: no parts is refused");
+    int rc = sm_insert_weighted_scalars(&f->c, out->t, parts, w, 3);
+    double s = 0;
+    for (int i = 0; i < 3; i++) s += (double)w[i] * RF(p[i])[0];
+    RF(out)[0] = (float)s;
+    fx_check(f, "weighted_scalars", rc,
+             WANT("weighted_scalars", 6, SM_W(out->t), SM_R(parts[0]), SM_R(parts[1]),
+                  SM_R(parts[2])));
+}
+
 static void case_copy(fx *f)
 {
     ct *dst = fx_rand(f, "dst", 10), *src = fx_rand(f, "src", 10);
@@ -420,5 +438,5 @@ const helper_case codelet_cases_dense[] = {
     HELPER_CASE(rmsnorm_bwd), HELPER_CASE(linear_fwd), HELPER_CASE(linear_bwd_input),
     HELPER_CASE(linear_bwd_weight), HELPER_CASE(swiglu_fwd), HELPER_CASE(swiglu_bwd_input),
     HELPER_CASE(swiglu_bwd_weight), HELPER_CASE(swiglu_bwd), HELPER_CASE(cross_entropy),
-    HELPER_CASE(sum_scalars), HELPER_CASE(copy), HELPER_CASE(sum_tensors), HELPER_CASE(pack),
+    HELPER_CASE(sum_scalars), HELPER_CASE(weighted_scalars), HELPER_CASE(copy), HELPER_CASE(sum_tensors), HELPER_CASE(pack),
     HELPER_CASE(unpack), HELPER_CASE(zero), HELPER_CASE(nop), {NULL, NULL}};

@@ -522,6 +522,31 @@ static void test_cross_entropy(void)
     sm_cross_entropy(glg, lg, targets, T, V, scale);
     ce_ctx c = {lg, targets, T, V, scale};
     check_fd("cross-entropy dlogits", lg, glg, T * V, ce_loss, &c);
+
+    /* Rows without a target (-1, the last positions of a Multi-Token Prediction depth) add no
+     * loss and get a zero gradient; the others are as if those rows were absent. */
+    int32_t some[T];
+    int kept = 0;
+    float *dsome = zeros(T * V), *dkept = zeros(T * V), *lkept = zeros(T * V);
+    int32_t tkept[T];
+    for (int t = 0; t < T; t++) {
+        some[t] = t % 3 == 1 ? -1 : targets[t];
+        if (some[t] < 0) continue;
+        memcpy(lkept + kept * V, logits + t * V, V * sizeof *logits);
+        tkept[kept++] = targets[t];
+    }
+    double part = sm_cross_entropy(dsome, logits, some, T, V, scale);
+    tap_ok(part == sm_cross_entropy(dkept, lkept, tkept, kept, V, scale),
+           "cross-entropy without the rows of target -1: the loss of the others alone");
+    int zero = 1, same = 1;
+    for (int t = 0, k = 0; t < T; t++) {
+        for (int i = 0; i < V; i++)
+            if (some[t] < 0) zero &= dsome[t * V + i] == 0.0f;
+            else same &= dsome[t * V + i] == dkept[k * V + i];
+        k += some[t] >= 0;
+    }
+    tap_ok(zero && same, "cross-entropy rows of target -1 have a zero gradient, the others the "
+                         "same as alone");
     free_all();
 }
 

@@ -1,7 +1,9 @@
 /* The engine against the official DeepSeek-V3 code and our float64 reference: for each
  * fixture folder (every folder under tests/fixtures, or the arguments) runs
- * forward and backward through StarPU and compares logits (max abs <= 1e-4), loss (<= 1e-5), routing sets per token (identical),
- * hidden states, and every gradient (relative Frobenius <= 1e-4), with 1 and 2 micro-batches. */
+ * forward and backward through StarPU and compares logits (max abs <= 1e-4), loss (<= 1e-5),
+ * routing sets per token (identical), hidden states, and every gradient (relative Frobenius
+ * <= 1e-4), with 1 and 2 micro-batches; with Multi-Token Prediction modules also the main and
+ * each depth's loss and each depth's logits. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,12 +12,23 @@
 #include "tests/tap.h"
 #include "tests/testutil.h"
 
+#define MAX_DEPTH 4
+
 typedef struct fixture {
     char dir[1024];
     sm_st_file inputs, expected;
     int B, S;
     int32_t *ids, *targets;
+    int32_t *mtp_targets[MAX_DEPTH];         /* each MTP depth's, when the fixture has them */
 } fixture;
+
+/* An MTP depth's output name: `what` for depth 1, `what.K` for depth K > 1. */
+static const char *depth_name(char *buf, size_t n, const char *what, int k)
+{
+    if (k == 1) snprintf(buf, n, "%s", what);
+    else snprintf(buf, n, "%s.%d", what, k);
+    return buf;
+}
 
 static float *read_expected(fixture *fx, const char *name, size_t *n)
 {
@@ -90,6 +103,30 @@ static void check_grads(fixture *fx, sm_model *m, const char *tag)
            "(%s) <= 1e-4", tag, checked, worst, worst_name);
 }
 
+/* With MTP modules: the main loss, each depth's loss and logits. */
+static void check_mtp(fixture *fx, sm_run *r, const char *tag)
+{
+    char name[32];
+    size_t n;
+    float *want = read_expected(fx, "loss_main", &n);
+    if (want) tap_close(sm_run_loss_part(r, 0), want[0], 1e-5, "loss_main");
+    free(want);
+    for (int k = 1; k <= sm_run_mtp_depth(r); k++) {
+        want = read_expected(fx, depth_name(name, sizeof name, "loss_mtp", k), &n);
+        if (tap_ok(want != NULL, "%s the fixture has %s", tag, name))
+            tap_close(sm_run_loss_part(r, k), want[0], 1e-5, name);
+        free(want);
+        want = read_expected(fx, depth_name(name, sizeof name, "mtp_logits", k), &n);
+        if (!tap_ok(want != NULL, "%s the fixture has %s", tag, name)) continue;
+        float *got = malloc(n * sizeof *got);
+        sm_run_mtp_logits(r, k, got);
+        double e = tu_max_abs_diff(got, want, n);
+        tap_ok(e <= 1e-4, "%s %s max abs error %.3g <= 1e-4", tag, name, e);
+        free(got);
+        free(want);
+    }
+}
+
 static void check_run(fixture *fx, sm_model *m, int micro)
 {
     const sm_config *c = sm_model_config(m);
@@ -99,11 +136,15 @@ static void check_run(fixture *fx, sm_model *m, int micro)
     size_t n;
     snprintf(tag, sizeof tag, "[micro %d]", micro);
     sm_run *r = sm_run_new(m, fx->B, fx->S, micro, 1, &err);
-    if (!tap_ok(r && sm_run_step(r, fx->ids, fx->targets, &loss, &err) == 0, "%s step runs %s",
-                tag, err.msg)) {
+    const char *lambda = sm_st_meta(&fx->expected, "mtp_lambda");
+    if (r && lambda) sm_run_set_mtp_lambda(r, atof(lambda));
+    if (!tap_ok(r && sm_run_submit_mtp(r, fx->ids, fx->targets,
+                                       (const int32_t *const *)fx->mtp_targets, &err) == 0,
+                "%s step runs %s", tag, err.msg)) {
         sm_run_free(r);
         return;
     }
+    sm_run_wait(r, &loss);
     float *want = read_expected(fx, "loss", &n);
     tap_close(loss, want ? want[0] : 0, 1e-5, "loss");
     free(want);
@@ -114,7 +155,8 @@ static void check_run(fixture *fx, sm_model *m, int micro)
     tap_ok(e <= 1e-4, "%s logits max abs error %.3g <= 1e-4", tag, e);
     free(logits);
     free(want);
-    for (int l = 0; l < c->num_hidden_layers; l++) {
+    check_mtp(fx, r, tag);
+    for (int l = 0; l < c->num_hidden_layers + sm_run_mtp_depth(r); l++) {
         char name[64];
         snprintf(name, sizeof name, "hidden.layers.%d.output", l);
         if ((want = read_expected(fx, name, &n))) {
@@ -147,6 +189,13 @@ static int load_inputs(fixture *fx, sm_error *err)
     if (sm_st_read_i32(&fx->inputs, "input_ids", 2, t->shape, fx->ids, err) ||
         sm_st_read_i32(&fx->inputs, "targets", 2, t->shape, fx->targets, err))
         return -1;
+    for (int k = 1; k <= MAX_DEPTH; k++) {
+        char name[32];
+        if (!sm_st_find(&fx->inputs, depth_name(name, sizeof name, "mtp_targets", k))) break;
+        fx->mtp_targets[k - 1] = malloc(sm_st_numel(t) * sizeof *fx->ids);
+        if (sm_st_read_i32(&fx->inputs, name, 2, t->shape, fx->mtp_targets[k - 1], err))
+            return -1;
+    }
     return 0;
 }
 
@@ -168,13 +217,14 @@ static void check_fixture(const char *dir)
     sm_st_close(&fx.expected);
     free(fx.ids);
     free(fx.targets);
+    for (int k = 0; k < MAX_DEPTH; k++) free(fx.mtp_targets[k]);
 }
 
 /* Fixture folders: the arguments, or every folder of the project's tests/fixtures (the
  * official-code fixture dsv3-tiny-a and those made by tests/ref/dsv3_reference.py). */
 int main(int argc, char **argv)
 {
-    static const char *own[] = {"dsv3-tiny-a", "yarn-g4", "noq-lora", "mscale"};
+    static const char *own[] = {"dsv3-tiny-a", "yarn-g4", "noq-lora", "mscale", "mtp-d1"};
     char dir[1100];
     sm_error err = {{0}};
     sm_engine_opts e = {.ncpus = 2};

@@ -63,13 +63,23 @@ typedef struct sm_eval_opts {
     sm_trace_opts trace;         /* execution trace of the step (step 1), trace.path NULL: none */
     sm_launch launch;            /* ep, dp, timeout_s and identity (the model's routed experts
                                     and the inputs' batch are filled in) */
+    double mtp_lambda;           /* weight of the MTP losses (models with MTP modules); 0: the
+                                    default 0.3 */
+    double *loss_parts;          /* when not NULL, receives the main loss and each MTP depth's
+                                    (1 + num_nextn_predict_layers values; NaN without targets) */
 } sm_eval_opts;
 
 /* Loads the model and inputs, runs forward (and backward), and dumps logits, loss,
  * routing.layers.N.{indices,weights}, hidden.layers.N.output and grad.<HF name>. Inputs without
  * targets (forward only) have no loss: *loss is NaN and the dump has no "loss". Under mpirun
  * (launch.ep x launch.dp ranks) each rank runs its share of the sequences and rank 0 writes
- * the dump of them all, as one rank would. */
+ * the dump of them all, as one rank would.
+ * A model with Multi-Token Prediction modules (D = num_nextn_predict_layers) reads the inputs'
+ * optional mtp_targets (depth k > 1: mtp_targets.K; I32 [B, S], -1: no target; absent: the
+ * targets shifted by k) and also dumps each depth's logits mtp_logits[.K] [B, S - k, V],
+ * loss_main, loss_mtp[.K], the MTP blocks' routing (layer num_hidden_layers + k - 1) and the
+ * gradients of the modules' copies of the embedding and the head (each the shared tensor's);
+ * *loss and "loss" are the total loss_main + lambda / D * sum of loss_mtp. */
 SM_API int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err);
 
 /* ---- benchmark ---- */

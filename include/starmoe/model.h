@@ -26,8 +26,13 @@ SM_API sm_model *sm_model_new_shard(const sm_config *cfg, int execute, int ep, i
 SM_API sm_model *sm_model_new_stages(const sm_config *cfg, int execute, int ep, int index,
                                      const unsigned char *layers, sm_error *err);
 /* Loads every parameter held from a Hugging Face folder (config already given to
- * sm_model_new). */
+ * sm_model_new). With Multi-Token Prediction modules (num_nextn_predict_layers > 0), the
+ * folder's copies of the embedding and the head under a module's names (embed_tokens,
+ * shared_head.head) must repeat the main tensors bit for bit; a folder without any MTP tensor
+ * loads the rest and initialises the modules afresh (seed 0, std initializer_range):
+ * sm_model_mtp_fresh() then says so, for a warning. */
 SM_API int sm_model_load_hf(sm_model *m, const char *dir, sm_error *err);
+SM_API int sm_model_mtp_fresh(const sm_model *m);
 /* Opens a Hugging Face folder: reads its config, builds the model and loads the weights. */
 SM_API sm_model *sm_model_open_hf(const char *dir, sm_error *err);
 /* sm_model_open_hf of one expert shard (sm_model_new_shard). */

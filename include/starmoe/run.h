@@ -50,6 +50,10 @@ typedef struct sm_run_opts {
      * lets each chunk's messages travel while the other computes (schedulers/overlap.h). The
      * numbers are the same either way. */
     int fb_serial;
+    /* leave the model's Multi-Token Prediction modules out (num_nextn_predict_layers D > 0):
+     * the run is the main model alone (validation, generation). By default a run of an MTP
+     * model builds its D modules after the head (docs/model.md, MTP). */
+    int no_mtp;
 } sm_run_opts;
 
 /* `sched` when it names a pipeline schedule (the ordered policy of that name runs it), else
@@ -84,6 +88,25 @@ SM_API double sm_run_balance_loss(sm_run *r);
 SM_API int sm_run_submit(sm_run *r, const int32_t *ids, const int32_t *targets, sm_error *err);
 SM_API void sm_run_wait(sm_run *r, double *loss);
 
+/* Multi-Token Prediction (a run of a model with num_nextn_predict_layers D > 0): depth k's
+ * module predicts the token k + 1 positions ahead from the positions that have the token k
+ * ahead (the first S - k of each sequence). The loss a step writes is then
+ * loss_main + lambda / D * sum_k loss_mtp_k, each the cross-entropy summed over the positions
+ * with a target, divided by the batch's B * S (spec 7.2); lambda is 0.3 until set here. */
+SM_API void sm_run_set_mtp_lambda(sm_run *r, double lambda);
+/* The MTP depths the run builds (0: none). */
+SM_API int sm_run_mtp_depth(const sm_run *r);
+/* sm_run_submit with each depth's targets: mtp_targets[k - 1] is [B, S], position i's target
+ * for depth k (-1: none; only the first S - k positions are read). NULL: the targets shifted
+ * by k (position i's is targets[i + k]). */
+SM_API int sm_run_submit_mtp(sm_run *r, const int32_t *ids, const int32_t *targets,
+                             const int32_t *const *mtp_targets, sm_error *err);
+/* The last step's main loss and depth k's loss_mtp_k (k = 1..D; 0: the main loss) as above;
+ * NaN without targets or without that depth. */
+SM_API double sm_run_loss_part(sm_run *r, int k);
+/* Depth k's logits of the last step: [B, S - k, V]. -1 without that depth. */
+SM_API int sm_run_mtp_logits(sm_run *r, int k, float *dst);
+
 /* Builds one step's graph without executing it (for a model made with execute = 0). */
 SM_API int sm_run_build(sm_run *r, sm_error *err);
 SM_API size_t sm_run_ntasks(const sm_run *r);
@@ -92,7 +115,8 @@ SM_API int sm_run_write_dot(const sm_run *r, const char *path, sm_error *err);
 SM_API double sm_run_flops(const sm_run *r);
 
 /* Results of the last step: logits [B, S, V]; routing of MoE layer l: indices and weights
- * [B*S, K]; residual stream after layer l [B, S, d]. */
+ * [B*S, K] (an MTP depth k's block, layer num_hidden_layers + k - 1: [B*(S-k), K]); residual
+ * stream after layer l [B, S, d]. */
 SM_API void sm_run_logits(sm_run *r, float *dst);
 SM_API int sm_run_routing(sm_run *r, int layer, int32_t *idx, float *w);
 SM_API void sm_run_hidden(sm_run *r, int layer, float *dst);
