@@ -773,9 +773,11 @@ int sm_ckpt_load_tensors(const char *ckpt_dir, const char *set, const sm_ckpt_te
     sm_hf_model f;
     if (!plain_name(set)) return sm_fail(err, "%s: '%s' is not a tensor set name", ckpt_dir, set);
     if (check_tensors(dst, n, set, err) || sm_hf_open_tensors(&f, ckpt_dir, set, err)) return -1;
-    int rc = 0;
+    int rc = 0, absent = 0;
     for (int i = 0; i < n && rc == 0; i++) {
-        if (!sm_hf_has(&f, dst[i].name))
+        if (!sm_hf_has(&f, dst[i].name) && dst[i].optional)
+            absent++;
+        else if (!sm_hf_has(&f, dst[i].name))
             rc = sm_fail(err, "%s: no tensor '%s' in the checkpoint's %s tensors", ckpt_dir,
                          dst[i].name, set);
         else
@@ -783,5 +785,5 @@ int sm_ckpt_load_tensors(const char *ckpt_dir, const char *set, const sm_ckpt_te
                                 (float *)dst[i].data, err);
     }
     sm_hf_close(&f);
-    return rc;
+    return rc ? rc : absent;
 }

@@ -31,6 +31,7 @@ typedef struct sm_ckpt_tensor {
     int ndim;
     int64_t shape[SM_CKPT_MAX_DIMS];
     const float *data;
+    int optional;                /* loading: a checkpoint without it leaves data as it is */
 } sm_ckpt_tensor;
 
 /* The training state besides tensors. */
@@ -121,7 +122,8 @@ int sm_ckpt_check_tokenizer(const sm_ckpt_state *st, const char *tok_path, int v
 char *sm_ckpt_load_run_config(const char *ckpt_dir, sm_error *err);
 /* Loads each dst tensor by name from tensor set `set` ("model" or "optimizer": one file or
  * shards with an index, whatever number of processes wrote them) after checking its shape;
- * errors name the file and the tensor. */
+ * errors name the file and the tensor. Returns how many optional tensors the checkpoint does
+ * not have (0 when it has them all), -1 on error. */
 int sm_ckpt_load_tensors(const char *ckpt_dir, const char *set, const sm_ckpt_tensor *dst,
                          int n, sm_error *err);
 

@@ -61,12 +61,15 @@ static sm_ckpt_tensor *sm_weight_list(sm_trainer *t, int optim, int which, int *
     for (int i = 0; v && i < all; i++) {
         if (!sm_listed(t, optim ? sm_optimizer_state_param(t->opt, i) : i, which)) continue;
         sm_ckpt_tensor *c = &v[(*n)++];
+        int param = optim ? sm_optimizer_state_param(t->opt, i) : i;
         if (optim) {
             c->name = sm_optimizer_state_name(t->opt, i);
             c->data = sm_optimizer_state_data(t->opt, i, c->shape, &c->ndim);
         } else {
             *c = sm_param_tensor(t, i, sm_model_param_name(t->m, i));
         }
+        /* a run that adds MTP modules resumes a checkpoint without them */
+        c->optional = t->m->all[param].layer > t->m->dims.L;
     }
     for (int k = 0; v && k < copies; k++) {
         const sm_mtp_params *p = &t->m->mtp[k];
@@ -150,15 +153,19 @@ int sm_trainer_save(sm_trainer *t, sm_error *err)
 
 int sm_trainer_restore(sm_trainer *t, const char *ckpt_dir, sm_error *err)
 {
-    int nw, no, rc = -1;
+    int nw, no, rc = -1, absent = 0;
     sm_ckpt_state st;
     sm_ckpt_tensor *w = sm_weight_list(t, 0, SM_LIST_HELD, &nw);
     sm_ckpt_tensor *opt = sm_weight_list(t, 1, SM_LIST_HELD, &no);
     if (!w || !opt) rc = sm_fail(err, "out of memory for the checkpoint");
     else if (sm_ckpt_load_state(ckpt_dir, &st, err) == 0 &&
              sm_resume_check_state(t, &st, ckpt_dir, err) == 0 &&
-             sm_ckpt_load_tensors(ckpt_dir, "model", w, nw, err) == 0 &&
-             sm_ckpt_load_tensors(ckpt_dir, "optimizer", opt, no, err) == 0) {
+             (absent = sm_ckpt_load_tensors(ckpt_dir, "model", w, nw, err)) >= 0 &&
+             sm_ckpt_load_tensors(ckpt_dir, "optimizer", opt, no, err) >= 0) {
+        if (absent && t->lead)
+            printf("resume: warning: %s has no tensors for %d of the MTP modules' parameters: "
+                   "they start freshly initialised, their AdamW moments at 0\n", ckpt_dir,
+                   absent);
         t->step = st.step;
         t->tokens = st.tokens;
         t->loss_ema = st.loss_ema;

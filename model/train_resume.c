@@ -1,8 +1,8 @@
 /* What a resume checks before a run continues. The settings: the model, train and data sections
  * make the run what it is (shapes, schedule, seed, data order), so a command that asks for other
  * values there is refused, naming each field with both values; the other sections (eval,
- * checkpoint, log, engine) and data.path (a corpus that moved) take the command's values, and
- * each such change is printed. The state: CRCs prove that a checkpoint's files are intact, not
+ * checkpoint, log, engine), data.path (a corpus that moved) and the number of MTP modules take
+ * the command's values, and each such change is printed. The state: CRCs prove that a checkpoint's files are intact, not
  * that they belong together, so its step must lie in the schedule, its tokenizer must have the
  * vocabulary the run trained with, and its data position must be where that many steps end on
  * this corpus. */
@@ -13,10 +13,11 @@
 #include <string.h>
 #include "io/run_config_diff.h"
 
-/* 1 for the fields a resumed run must keep. */
+/* 1 for the fields a resumed run must keep. The MTP depth may change: the main model goes on,
+ * modules are dropped, or added freshly initialised (model/train_ckpt.c). */
 static int sm_fixed_field(const char *field)
 {
-    return strcmp(field, "data.path") != 0 &&
+    return strcmp(field, "data.path") != 0 && strcmp(field, "model.num_nextn_predict_layers") &&
            (strncmp(field, "model.", 6) == 0 || strncmp(field, "train.", 6) == 0 ||
             strncmp(field, "data.", 5) == 0);
 }

@@ -63,6 +63,21 @@ train --out "$TMP/r" --steps 2 > /dev/null 2>&1 && train --out "$TMP/r" --resume
   cmp -s "$TMP/a/step-000004/model.safetensors" "$TMP/r/step-000004/model.safetensors"
 ok $? "2 steps, then --resume to 4: the losses and final weights of one run bit for bit"
 
+# the MTP depth may change on resume: a run without modules gains one (freshly initialised, with
+# a warning), a run with one drops it
+train --out "$TMP/add" --steps 2 --set model.num_nextn_predict_layers=0 > /dev/null 2>&1 &&
+  train --out "$TMP/add" --resume > "$TMP/add.log" 2>&1 &&
+  grep -q "resume: model.num_nextn_predict_layers is 1 (the run had 0)" "$TMP/add.log" &&
+  grep -q "resume: warning: .* has no tensors for [0-9]* of the MTP modules' parameters" "$TMP/add.log" &&
+  [ "$(grep -c '"loss_mtp"' "$TMP/add/metrics.jsonl")" -eq 2 ]
+ok $? "a run without MTP resumed with one: a warning, then 2 steps with MTP losses"
+train --out "$TMP/drop" --steps 2 > /dev/null 2>&1 &&
+  train --out "$TMP/drop" --resume --set model.num_nextn_predict_layers=0 > "$TMP/drop.log" 2>&1 &&
+  grep -q "resume: model.num_nextn_predict_layers is 0 (the run had 1)" "$TMP/drop.log" &&
+  ! header "$TMP/drop/step-000004/model.safetensors" | grep -q "model.layers.3" &&
+  [ "$(losses "$TMP/drop" | wc -l)" -eq 4 ]
+ok $? "a run with MTP resumed with num_nextn_predict_layers 0 drops the module"
+
 out=$("$STARMOE" eval --model "$TMP/a/step-000004" --inputs "$FIXTURE/inputs.safetensors" 2>&1)
 echo "$out" | grep -qE '^loss [0-9.]+  \(main [0-9.]+, mtp [0-9.]+\)'
 ok $? "eval of the checkpoint reports the main and MTP losses ($out)"
