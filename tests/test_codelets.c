@@ -1,6 +1,6 @@
 /* Per-op codelet tests through StarPU: every insert helper of tasks/ (dense, attention, MoE,
- * optimizer) runs on small tensors in an executing graph, once per implementation (the CPU
- * codelets now; each implementation is one entry of `impls`, selected by a scheduling context
+ * optimizer, cache) runs on small tensors in an executing graph, once per implementation (the
+ * CPU codelets now; each implementation is one entry of `impls`, selected by a scheduling context
  * of its workers), and is compared with its pure kernel called here on the same inputs
  * (bitwise where the implementation runs the same code); a resizable row tensor (a routed
  * expert's buffer) must also have the size the kernel gives it. Its recorded task is checked: op
@@ -127,7 +127,8 @@ static const struct {
     const char *header;
     const helper_case *cases;
 } families[] = {{"dense.h", codelet_cases_dense}, {"attention.h", codelet_cases_attention},
-                {"moe.h", codelet_cases_moe}, {"optim.h", codelet_cases_optim}};
+                {"moe.h", codelet_cases_moe}, {"optim.h", codelet_cases_optim},
+                {"mla_cache.h", codelet_cases_mla_cache}};
 enum { NFAMILIES = sizeof families / sizeof families[0] };
 
 static int has_case(const helper_case *cases, const char *helper)
