@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <starmoe/starmoe.h>
 #include "model/decode.h"
 #include "tasks/kernel_util.h"
@@ -188,6 +189,7 @@ int main(void)
     static const char *fixtures[] = {"dsv3-tiny-a", "yarn-g4", "noq-lora"};
     sm_error err = {{0}};
     sm_engine_opts e = {.ncpus = 2};
+    alarm(600); /* a hang fails the test */
     test_kernels();
     if (!tap_ok(sm_engine_init(&e, &err) == 0, "engine starts %s", err.msg)) return tap_done();
     for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) {
