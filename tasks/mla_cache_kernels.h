@@ -4,7 +4,7 @@
  * kv_b_proj is folded into the query (W_UK) and applied after the attention (W_UV).
  *
  * Layouts, row-major; a step brings n new positions pos .. pos+n-1:
- *   cache [max_len, dc+dr]  row t: [latent c_kv(t) after kv_a_layernorm (dc) | RoPE(k_rope(t), t) (dr)]
+ *   cache [max_len, dc+dr]  row t: [c_kv(t) after kv_a_layernorm (dc) | RoPE(k_rope(t), t) (dr)]
  *   kvn   [n, dc]           the new positions' normalised latents
  *   kv    [n, dc+dr]        kv_a_proj_with_mqa's output: [latent | k_rope not rotated]
  *   q     [n, H*(dn+dr)]    per head [q_nope | q_rope not rotated]
