@@ -219,6 +219,21 @@ void sm_decode_free(sm_decode *d)
 
 /* ---- one step's graph ---- */
 
+/* q of the step's positions from their normed input xn (through the query latent, or q_proj). */
+static int sm_decode_query(sm_decode *d, const sm_op_ctx *c, int l, int n)
+{
+    const sm_dims *x = &d->m->dims;
+    const sm_layer_params *p = &d->m->layers[l];
+    sm_decode_layer *a = &d->layers[l];
+    if (x->dq == 0) return sm_insert_linear_fwd(c, a->q, a->xn, p->q.w, NULL, n, x->d, x->q_w);
+    return sm_insert_linear_fwd(c, a->cq, a->xn, p->q_a.w, NULL, n, x->d, x->dq) ||
+                   sm_insert_rmsnorm_fwd(c, a->cqn, a->rstd_q, a->cq, x->dq, p->q_a_norm.w, n,
+                                         x->dq, (float)d->m->cfg.rms_norm_eps) ||
+                   sm_insert_linear_fwd(c, a->q, a->cqn, p->q_b.w, NULL, n, x->dq, x->q_w)
+               ? -1
+               : 0;
+}
+
 /* x1 = x + o_proj(absorbed MLA over the cache, this step's latents appended first). */
 static int sm_decode_attention(sm_decode *d, const sm_op_ctx *c, int l,
                                const sm_mla_cache_dims *s)
@@ -226,25 +241,17 @@ static int sm_decode_attention(sm_decode *d, const sm_op_ctx *c, int l,
     const sm_dims *x = &d->m->dims;
     const sm_layer_params *p = &d->m->layers[l];
     sm_decode_layer *a = &d->layers[l];
-    int n = s->n, dm = x->d, dq = x->dq;
+    int n = s->n, dm = x->d;
     float eps = (float)d->m->cfg.rms_norm_eps;
     if (sm_insert_rmsnorm_fwd(c, a->xn, a->rstd_in, d->x[l], dm, p->in_norm.w, n, dm, eps) ||
-        (dq > 0 ? sm_insert_linear_fwd(c, a->cq, a->xn, p->q_a.w, NULL, n, dm, dq) ||
-                      sm_insert_rmsnorm_fwd(c, a->cqn, a->rstd_q, a->cq, dq, p->q_a_norm.w, n,
-                                            dq, eps) ||
-                      sm_insert_linear_fwd(c, a->q, a->cqn, p->q_b.w, NULL, n, dq, x->q_w)
-                : sm_insert_linear_fwd(c, a->q, a->xn, p->q.w, NULL, n, dm, x->q_w)))
+        sm_decode_query(d, c, l, n) ||
+        sm_insert_linear_fwd(c, a->kv, a->xn, p->kv_a.w, NULL, n, dm, x->kv_a_w) ||
+        sm_insert_rmsnorm_fwd(c, a->kvn, a->rstd_kv, a->kv, x->kv_a_w, p->kv_a_norm.w, n, x->dc,
+                              eps) ||
+        sm_insert_mla_cache_append(c, s, a->cache, a->kvn, a->kv, d->cos_t, d->sin_t) ||
+        sm_insert_mla_absorbed_attn(c, s, a->o, a->q, a->cache, p->kv_b.w, d->cos_t, d->sin_t))
         return -1;
-    return sm_insert_linear_fwd(c, a->kv, a->xn, p->kv_a.w, NULL, n, dm, x->kv_a_w) ||
-                   sm_insert_rmsnorm_fwd(c, a->kvn, a->rstd_kv, a->kv, x->kv_a_w,
-                                         p->kv_a_norm.w, n, x->dc, eps) ||
-                   sm_insert_mla_cache_append(c, s, a->cache, a->kvn, a->kv, d->cos_t,
-                                              d->sin_t) ||
-                   sm_insert_mla_absorbed_attn(c, s, a->o, a->q, a->cache, p->kv_b.w, d->cos_t,
-                                               d->sin_t) ||
-                   sm_insert_linear_fwd(c, a->x1, a->o, p->o.w, d->x[l], n, x->o_w, dm)
-               ? -1
-               : 0;
+    return sm_insert_linear_fwd(c, a->x1, a->o, p->o.w, d->x[l], n, x->o_w, dm);
 }
 
 /* x[l+1] = x1 + MoE(xn2) of n positions on one rank: router, each expert on its rows, the
@@ -311,11 +318,10 @@ static int sm_decode_build(sm_decode *d, int n, sm_error *err)
     }
     c.layer = -1;
     c.part = SM_PART_NONE;
-    return sm_insert_rmsnorm_fwd(&c, d->xf, d->rstd_f, d->x[x->L], x->d, m->final_norm.w, n,
-                                 x->d, (float)m->cfg.rms_norm_eps) ||
-                   sm_insert_linear_fwd(&c, d->logits, d->xf, m->head.w, NULL, n, x->d, x->V)
-               ? -1
-               : 0;
+    if (sm_insert_rmsnorm_fwd(&c, d->xf, d->rstd_f, d->x[x->L], x->d, m->final_norm.w, n, x->d,
+                              (float)m->cfg.rms_norm_eps))
+        return -1;
+    return sm_insert_linear_fwd(&c, d->logits, d->xf, m->head.w, NULL, n, x->d, x->V);
 }
 
 int sm_decode_step(sm_decode *d, const int32_t *ids, int n, float *logits, sm_error *err)
