@@ -1,5 +1,6 @@
 /* starmoe generate: sample text from a checkpoint (a step-* folder, or a run folder: its
- * newest checkpoint) with its own tokenizer. */
+ * newest checkpoint) with its own tokenizer; stderr gets what the latent cache holds and the
+ * prefill and decode speeds. */
 #include "cli/cli.h"
 
 #include <stdio.h>
@@ -8,7 +9,25 @@
 
 static const char *sm_generate_usage =
     "--ckpt DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-p P] [--seed S]\n"
-    "       [--workers N] [--sched NAME]";
+    "       [--no-cache] [--workers N] [--sched NAME]";
+
+/* tokens / seconds, 0 for no time */
+static double sm_rate(int tokens, double s) { return s > 0 ? tokens / s : 0.0; }
+
+static void sm_cli_generate_stats(const sm_generate_stats *st)
+{
+    if (st->cached)
+        fprintf(stderr, "kv cache: %zu B/token (%d floats x %d layers, float32) vs %zu B/token "
+                        "for full K/V: %.1fx smaller\n", st->cache_bytes_per_token,
+                st->cache_floats, st->layers, st->full_kv_bytes_per_token,
+                (double)st->full_kv_bytes_per_token / st->cache_bytes_per_token);
+    else
+        fprintf(stderr, "kv cache: none (--no-cache: every token re-runs the window)\n");
+    fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tokens/s); decode: %d tokens in %.3f s "
+                    "(%.1f tokens/s)\n", st->prompt_tokens, st->prefill_s,
+            sm_rate(st->prompt_tokens, st->prefill_s), st->decode_steps, st->decode_s,
+            sm_rate(st->decode_steps, st->decode_s));
+}
 
 int sm_cmd_generate(int argc, char **argv)
 {
@@ -16,7 +35,8 @@ int sm_cmd_generate(int argc, char **argv)
         {"ckpt", required_argument, 0, 'c'},        {"prompt", required_argument, 0, 'p'},
         {"tokens", required_argument, 0, 'n'},      {"temperature", required_argument, 0, 't'},
         {"top-p", required_argument, 0, 'P'},       {"seed", required_argument, 0, 's'},
-        {"help", no_argument, 0, 'h'},              SM_CLI_ENGINE_OPTS, {0, 0, 0, 0}};
+        {"no-cache", no_argument, 0, 'C'},          {"help", no_argument, 0, 'h'},
+        SM_CLI_ENGINE_OPTS,                         {0, 0, 0, 0}};
     sm_sample_opts so = {.temperature = 0.8, .top_p = 0.95, .seed = 1, .min_new = 24};
     sm_engine_opts e = {0};
     const char *dir = NULL, *prompt = "";
@@ -33,6 +53,7 @@ int sm_cmd_generate(int argc, char **argv)
         case 't': if (sm_cli_double("temperature", optarg, 0, 100, &so.temperature)) return 2; break;
         case 'P': if (sm_cli_double("top-p", optarg, 1e-6, 1, &so.top_p)) return 2; break;
         case 's': if (sm_cli_int("seed", optarg, 0, 1L << 62, &v)) return 2; so.seed = (uint64_t)v; break;
+        case 'C': so.no_cache = 1; break;
         case 'h': printf("usage: starmoe generate %s\n", sm_generate_usage); return 0;
         default: return sm_cli_usage_error("generate", sm_generate_usage);
         }
@@ -50,6 +71,7 @@ int sm_cmd_generate(int argc, char **argv)
     if (g.skipped)
         fprintf(stderr, "starmoe generate: skipped the newer checkpoints that do not verify "
                         "(%s); using %s\n", g.skipped, g.ckpt);
+    sm_cli_generate_stats(&g.stats);
     fwrite(g.text, 1, g.len, stdout);
     printf("\n");
     sm_generated_free(&g);

@@ -1,7 +1,8 @@
 /* Text generation from a checkpoint: its tokenizer encodes the prompt, its model samples the
- * continuation in a window of its run config's sequence length, and the ids are decoded back
- * to whole UTF-8 characters. A run folder resolves to its newest checkpoint that verifies, and
- * the caller learns which one that was and what was skipped on the way. */
+ * continuation (without the latent cache, in a window of its run config's sequence length),
+ * and the ids are decoded back to whole UTF-8 characters. A run folder resolves to its newest
+ * checkpoint that verifies, and the caller learns which one that was and what was skipped on
+ * the way. */
 #include <starmoe/drivers.h>
 
 #include <stdlib.h>
@@ -59,7 +60,8 @@ int sm_generate_text(const char *dir, const char *prompt, int max_new, const sm_
         goto out;
     sm_sample_opts o = *so;
     o.stop_token = o.start_token = sm_tokenizer_eot(tok);
-    if (sm_generate_ids(m, ids, (int)nids, max_new, rc.train.seq_len, &o, &out, &nout, err) ||
+    if (sm_generate_ids(m, ids, (int)nids, max_new, rc.train.seq_len, &o, &out, &nout,
+                        &g->stats, err) ||
         !(g->text = sm_tokenizer_decode(tok, out, nout, &g->len, err)))
         goto out;
     /* a sample can stop inside a multi-byte character: keep whole characters only */

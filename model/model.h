@@ -361,6 +361,13 @@ void sm_pipeline_free(sm_run *r);
 /* Whether weight gradients may run late (per-boundary residual gradients needed). */
 int sm_pipeline_defers_weights(const sm_run_opts *o);
 
+/* step.c: what runs (and the decode path, model/decode.h) derive from the config: the RoPE
+ * tables of positions [0, S) (YaRN when the config turns it on), MLA's softmax scale and the
+ * router's dimensions over T tokens. */
+int sm_model_rope_tables(const sm_model *m, int S, float *cos_t, float *sin_t, sm_error *err);
+float sm_model_softmax_scale(const sm_model *m);
+sm_router_dims sm_model_router_dims(const sm_model *m, int T);
+
 /* params.c */
 int sm_params_create(sm_model *m, sm_error *err);
 

@@ -10,46 +10,67 @@
 #include "base/clock.h"
 #include "tasks/dense.h"
 
-static sm_yarn sm_run_yarn(const sm_config *c)
+/* The config's YaRN settings in *buf, or NULL when YaRN is off. */
+static const sm_yarn *sm_config_yarn(const sm_config *c, sm_yarn *buf)
 {
     const sm_rope_scaling *s = &c->rope_scaling;
-    return (sm_yarn){.factor = s->factor,
+    if (!sm_config_yarn_active(c)) return NULL;
+    *buf = (sm_yarn){.factor = s->factor,
                      .original_max_position_embeddings = s->original_max_position_embeddings,
                      .beta_fast = s->beta_fast, .beta_slow = s->beta_slow,
                      .mscale_all_dim = s->mscale_all_dim};
+    return buf;
+}
+
+int sm_model_rope_tables(const sm_model *m, int S, float *cos_t, float *sin_t, sm_error *err)
+{
+    sm_yarn buf;
+    int dr = m->dims.dr;
+    double *theta = malloc((dr / 2) * sizeof *theta);
+    if (!theta) return sm_fail(err, "out of memory for the RoPE tables");
+    sm_rope_freqs(theta, dr, m->cfg.rope_theta, sm_config_yarn(&m->cfg, &buf));
+    sm_rope_table(cos_t, sin_t, theta, S, dr);
+    free(theta);
+    return 0;
+}
+
+float sm_model_softmax_scale(const sm_model *m)
+{
+    sm_yarn buf;
+    return (float)sm_mla_softmax_scale(m->dims.dqk, sm_config_yarn(&m->cfg, &buf));
+}
+
+sm_router_dims sm_model_router_dims(const sm_model *m, int T)
+{
+    const sm_config *c = &m->cfg;
+    return (sm_router_dims){.T = T, .d = m->dims.d, .E = m->dims.E, .K = m->dims.K,
+                            .G = c->n_group, .Gk = c->topk_group,
+                            .route_scale = (float)c->routed_scaling_factor,
+                            .norm_topk = c->norm_topk_prob};
 }
 
 /* The positions of the layers (k = 0) or of MTP depth k (the first S - k of each sequence),
  * with their attention, router and balance-loss dimensions. */
-static sm_block_shape sm_block_shape_at(const sm_run *r, int k, float scale)
+static sm_block_shape sm_block_shape_at(const sm_run *r, int k)
 {
-    const sm_config *c = &r->m->cfg;
     const sm_dims *x = &r->m->dims;
     int S = r->S - k, T = r->Bm * S;
     return (sm_block_shape){
         .S = S, .T = T,
         .mla = {.B = r->Bm, .S = S, .H = x->H, .dn = x->dn, .dr = x->dr, .dv = x->dv,
-                .dc = x->dc, .scale = scale},
-        .router = {.T = T, .d = x->d, .E = x->E, .K = x->K, .G = c->n_group, .Gk = c->topk_group,
-                   .route_scale = (float)c->routed_scaling_factor, .norm_topk = c->norm_topk_prob},
-        .bal = {.S = S, .coef = 0.0f}};
+                .dc = x->dc, .scale = sm_model_softmax_scale(r->m)},
+        .router = sm_model_router_dims(r->m, T), .bal = {.S = S, .coef = 0.0f}};
 }
 
 /* RoPE tables (depth k's blocks read their first S - k rows), the blocks' shapes and the
  * losses, derived once from the config. */
 static int sm_run_setup(sm_run *r, sm_error *err)
 {
-    const sm_config *c = &r->m->cfg;
-    const sm_dims *x = &r->m->dims;
-    sm_yarn yarn = sm_run_yarn(c);
-    const sm_yarn *y = sm_config_yarn_active(c) ? &yarn : NULL;
-    int dr = x->dr;
-    int64_t shape[2] = {r->S, dr / 2};
+    int64_t shape[2] = {r->S, r->m->dims.dr / 2};
     if (!(r->shape = calloc(1 + r->D, sizeof *r->shape)) ||
         (r->D && !(r->loss_mtp = calloc(r->D, sizeof *r->loss_mtp))))
         return sm_fail(err, "out of memory");
-    for (int k = 0; k <= r->D; k++)
-        r->shape[k] = sm_block_shape_at(r, k, (float)sm_mla_softmax_scale(x->dqk, y));
+    for (int k = 0; k <= r->D; k++) r->shape[k] = sm_block_shape_at(r, k);
     sm_graph *g = r->m->g;
     r->cos_t = sm_tensor_new_in(g, &r->owned, "rope.cos", SM_F32, SM_INPUT, 2, shape, err);
     r->sin_t = sm_tensor_new_in(g, &r->owned, "rope.sin", SM_F32, SM_INPUT, 2, shape, err);
@@ -67,12 +88,7 @@ static int sm_run_setup(sm_run *r, sm_error *err)
                                                     (int64_t[]){1}, err)))
             return -1;
     }
-    double *theta = malloc((dr / 2) * sizeof *theta);
-    if (!theta) return sm_fail(err, "out of memory");
-    sm_rope_freqs(theta, dr, c->rope_theta, y);
-    sm_rope_table(r->cos_t->data, r->sin_t->data, theta, r->S, dr);
-    free(theta);
-    return 0;
+    return sm_model_rope_tables(r->m, r->S, r->cos_t->data, r->sin_t->data, err);
 }
 
 sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,

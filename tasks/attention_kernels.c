@@ -66,11 +66,10 @@ double sm_mla_softmax_scale(int dqk, const sm_yarn *yarn)
     return scale;
 }
 
-/* y = x rotated by +angle (sign 1) or -angle (sign -1) on interleaved pairs (x[2j], x[2j+1]);
- * c, s are the cos/sin row of the position. The backward of a rotation is the opposite one. */
+/* The backward of a rotation is the opposite one. */
 SM_SIMD_KERNEL
-static void rope_rotate(float *y, const float *x, const float *c, const float *s, int dr,
-                        float sign)
+void sm_rope_rotate(float *y, const float *x, const float *c, const float *s, int dr,
+                    float sign)
 {
     for (int j = 0; j < dr / 2; j++) {
         float x0 = x[2 * j], x1 = x[2 * j + 1], sn = sign * s[j];
@@ -115,7 +114,7 @@ static void rope_rows(float *dst, size_t dld, size_t dhs, const float *src, size
     int half = m->dr / 2;
     for (int s = 0; s < m->S; s++)
         for (int h = 0; h < H; h++)
-            rope_rotate(dst + s * dld + h * dhs, src + s * sld + h * shs, cos_t + s * half,
+            sm_rope_rotate(dst + s * dld + h * dhs, src + s * sld + h * shs, cos_t + s * half,
                         sin_t + s * half, m->dr, sign);
 }
 
@@ -175,17 +174,19 @@ static inline float row_exp_sum(float *x, int n, float mx)
     return sum;
 }
 
+SM_SIMD_KERNEL
+void sm_softmax_prefix(float *row, int n, int width)
+{
+    float inv = 1.0f / row_exp_sum(row, n, row_max(row, n));
+    for (int t = 0; t < n; t++) row[t] *= inv;
+    for (int t = n; t < width; t++) row[t] = 0.0f;
+}
+
 /* Row-wise causal softmax in place on the score rows r0 <= s < r1 of an [S, S] matrix, p
  * pointing at row r0 (leading dimension S): entries t > s become 0. */
-SM_SIMD_KERNEL
 static void causal_softmax(float *p, int r0, int r1, int S)
 {
-    for (int s = r0; s < r1; s++) {
-        float *row = p + (size_t)(s - r0) * S;
-        float inv = 1.0f / row_exp_sum(row, s + 1, row_max(row, s + 1));
-        for (int t = 0; t <= s; t++) row[t] *= inv;
-        for (int t = s + 1; t < S; t++) row[t] = 0.0f;
-    }
+    for (int s = r0; s < r1; s++) sm_softmax_prefix(p + (size_t)(s - r0) * S, s + 1, S);
 }
 
 /* In place on dP [S, S], whose entries t > s are not read (they may be unset): dscores =

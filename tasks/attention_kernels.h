@@ -36,6 +36,13 @@ void sm_rope_table(float *cos_t, float *sin_t, const double *theta, int S, int d
 /* dqk^-0.5, times (0.1*m*ln(factor)+1)^2 when yarn is not NULL and factor > 1. */
 double sm_mla_softmax_scale(int dqk, const sm_yarn *yarn);
 
+/* y = x rotated by +angle (sign 1) or -angle (sign -1) on the dr/2 interleaved pairs
+ * (x[2j], x[2j+1]); c, s are the cos/sin row of the position (y may be x). */
+void sm_rope_rotate(float *y, const float *x, const float *c, const float *s, int dr, float sign);
+/* The softmax of row[0 .. n) in place (n >= 1; lane-partial sums in a fixed order), and
+ * row[n .. width) = 0: a causal row whose position sees n keys. */
+void sm_softmax_prefix(float *row, int n, int width);
+
 /* Forward: o from q, kv, kvu. */
 void sm_mla_attn_fwd(float *o, const float *q, const float *kv, const float *kvu,
                      const float *cos_t, const float *sin_t, const sm_mla_dims *m);

@@ -1,7 +1,7 @@
 /* Per-op codelet tests through StarPU: every insert helper of tasks/ (dense, attention, MoE,
- * optimizer, MTP) runs on small tensors in an executing graph, once per implementation (the CPU
- * codelets now; each implementation is one entry of `impls`, selected by a scheduling context
- * of its workers), and is compared with its pure kernel called here on the same inputs
+ * optimizer, MTP, cache) runs on small tensors in an executing graph, once per
+ * implementation (the CPU codelets now; each implementation is one entry of `impls`, selected
+ * by a scheduling context of its workers), and is compared with its pure kernel called here on the same inputs
  * (bitwise where the implementation runs the same code); a resizable row tensor (a routed
  * expert's buffer) must also have the size the kernel gives it. Its recorded task is checked: op
  * name, buffers in the documented order with the weakest correct access modes (R inputs, W
@@ -128,7 +128,7 @@ static const struct {
     const helper_case *cases;
 } families[] = {{"dense.h", codelet_cases_dense}, {"attention.h", codelet_cases_attention},
                 {"moe.h", codelet_cases_moe}, {"optim.h", codelet_cases_optim},
-                {"mtp.h", codelet_cases_mtp}};
+                {"mtp.h", codelet_cases_mtp}, {"mla_cache.h", codelet_cases_mla_cache}};
 enum { NFAMILIES = sizeof families / sizeof families[0] };
 
 static int has_case(const helper_case *cases, const char *helper)

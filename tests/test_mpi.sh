@@ -243,7 +243,8 @@ done
 # prompt as from the one-rank checkpoint
 gen() { "$STARMOE" generate --ckpt "$1" --prompt "the" --tokens 12 --temperature 0 --workers 1; }
 ls "$TMP/det-ep=2/step-000005" > "$TMP/ls"
-gen "$TMP/det1/step-000005" > "$TMP/gen1" 2>&1 && gen "$TMP/det-ep=2/step-000005" > "$TMP/gen2" 2>&1 &&
+gen "$TMP/det1/step-000005" > "$TMP/gen1" 2> "$TMP/gen.err" &&
+  gen "$TMP/det-ep=2/step-000005" > "$TMP/gen2" 2>> "$TMP/gen.err" &&
   grep -q "^model-00002-of-00002.safetensors" "$TMP/ls" && grep -q "^model.safetensors.index.json" "$TMP/ls" &&
   grep -q "^optimizer-00001-of-00002.safetensors" "$TMP/ls" && [ -s "$TMP/gen1" ] &&
   cmp -s "$TMP/gen1" "$TMP/gen2"

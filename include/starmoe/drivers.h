@@ -22,13 +22,35 @@ typedef struct sm_sample_opts {
     int32_t stop_token;          /* generation ends after it (e.g. end of document), -1 none */
     int32_t start_token;         /* fed when the prompt is empty */
     int min_new;                 /* the stop token is not drawn before this many new tokens */
+    /* 0 (default): a prefill step over the prompt fills MLA's latent cache, then one decode
+     * step per new token runs that token alone over the cache; the prompt and the new tokens
+     * must fit in max_position_embeddings. 1: every new token re-runs a forward pass over the
+     * whole window of `context` positions, which slides once the sequence is longer. */
+    int no_cache;
 } sm_sample_opts;
 
-/* Samples up to max_new tokens after the prompt with a causal window of `context` positions;
- * *out (malloc'd) holds the prompt followed by the new tokens, *nout in all. */
+/* What a generation held and how fast it went. The latent cache keeps per position and layer
+ * cache_floats = kv_lora_rank + qk_rope_head_dim floats (the normalised KV latent and the
+ * rotated rope key), where caching every head's keys and values would keep full_kv_floats =
+ * heads * (qk_nope + qk_rope + v head dims); the byte counts are over all layers (float32). */
+typedef struct sm_generate_stats {
+    int cached;                  /* the latent cache was used (not no_cache) */
+    int cache_floats, full_kv_floats, layers;
+    size_t cache_bytes_per_token, full_kv_bytes_per_token;
+    int prompt_tokens;           /* positions of the prompt (1: the start token for none) */
+    int new_tokens;              /* tokens sampled */
+    /* the first forward pass (the prefill with the cache), and the ones after it: decode_steps
+     * passes of one new token each, sampling included */
+    double prefill_s, decode_s;
+    int decode_steps;
+} sm_generate_stats;
+
+/* Samples up to max_new (>= 1) tokens after the prompt (see sm_sample_opts.no_cache; context
+ * is the window without the cache); *out (malloc'd) holds the prompt followed by the new
+ * tokens, *nout in all; *stats (when not NULL) what it took. */
 SM_API int sm_generate_ids(sm_model *m, const int32_t *prompt, int nprompt, int max_new,
                            int context, const sm_sample_opts *so, int32_t **out, int *nout,
-                           sm_error *err);
+                           sm_generate_stats *stats, sm_error *err);
 /* One draw from logits [V] (exposed for tests): banned (or -1) is never drawn. */
 SM_API int sm_sample_token(const float *logits, int V, double temperature, double top_p,
                            int banned, uint64_t *rng);
@@ -40,13 +62,14 @@ typedef struct sm_generated {
     /* for a run folder: the newer checkpoints skipped because they do not verify, and why;
      * NULL when none was */
     char *skipped;
+    sm_generate_stats stats;     /* the cache and the speed of the generation */
 } sm_generated;
 
 /* Samples up to max_new tokens of text after the prompt from a checkpoint (a step-* folder,
  * used only when it verifies, or a run folder: its newest complete checkpoint) with the
- * checkpoint's own tokenizer and a window of its run config's train.seq_len; the stop and start
- * tokens are the tokenizer's end of text (those of so are ignored). The text is cut to whole
- * UTF-8 characters. */
+ * checkpoint's own tokenizer (with so->no_cache, in a window of its run config's
+ * train.seq_len); the stop and start tokens are the tokenizer's end of text (those of so are
+ * ignored). The text is cut to whole UTF-8 characters. */
 SM_API int sm_generate_text(const char *ckpt, const char *prompt, int max_new,
                             const sm_sample_opts *so, sm_generated *out, sm_error *err);
 SM_API void sm_generated_free(sm_generated *g);
