@@ -1,7 +1,9 @@
 /* The decode context (decode.h): per layer a latent cache and one step's activations for up
  * to max_step positions (a step of n positions uses their first n rows), the RoPE tables of
  * max_len positions, and the graph of one step: embedding, per layer the attention half over
- * the cache and the FFN or MoE half on one rank, the final norm and the head. */
+ * the cache and the FFN or MoE half on one rank, the final norm and the head; an MTP depth's
+ * step: the embedding of the tokens k ahead and the given hidden states, their norms,
+ * eh_proj, the depth's block (as a layer's, over its own cache), its norm and the head. */
 #include "model/decode.h"
 
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include "tasks/dense.h"
 #include "tasks/mla_cache.h"
 #include "tasks/moe.h"
+#include "tasks/mtp.h"
 
 /* One layer: its cache, then one step's tensors (those of model.h's sm_layer_acts forward). */
 typedef struct sm_decode_layer {
@@ -20,15 +23,25 @@ typedef struct sm_decode_layer {
     sm_tensor **xe, **ye, **eh1, **eh3;      /* [E] routed experts' rows */
 } sm_decode_layer;
 
+/* MTP depth k's step tensors (its block's are layers[L + k - 1]). */
+typedef struct sm_decode_mtp {
+    int len;                                 /* positions in its block's cache */
+    sm_tensor *ids, *emb, *en, *rstd_e;      /* the tokens k ahead, their embeddings, enorm */
+    sm_tensor *h, *hn, *rstd_h, *cat;        /* the given hidden states, hnorm, [en | hn] */
+    sm_tensor *x[2];                         /* the block's input (eh_proj's output), output */
+    sm_tensor *xf, *rstd_f, *logits;
+} sm_decode_mtp;
+
 struct sm_decode {
     sm_model *m;
-    int max_len, max_step, len;
+    int max_len, max_step, len, D;
     float scale;                             /* softmax scale, YaRN's mscale included */
     sm_tensor_list owned;
     sm_tensor *ids, *cos_t, *sin_t;
     sm_tensor **x;                           /* residual stream [L + 1] */
     sm_tensor *xf, *rstd_f, *logits;
-    sm_decode_layer *layers;                 /* [L] */
+    sm_decode_layer *layers;                 /* [L + D]: the layers, then the MTP blocks */
+    sm_decode_mtp *mtp;                      /* [D] */
 };
 
 int sm_decode_cache_floats(const sm_config *c)
@@ -41,7 +54,13 @@ int sm_decode_full_kv_floats(const sm_config *c)
     return c->num_attention_heads * (c->qk_nope_head_dim + c->qk_rope_head_dim + c->v_head_dim);
 }
 
-int sm_decode_len(const sm_decode *d) { return d->len; }
+int sm_decode_len(const sm_decode *d, int k) { return k ? d->mtp[k - 1].len : d->len; }
+
+void sm_decode_rewind(sm_decode *d, int k, int len)
+{
+    int *at = k ? &d->mtp[k - 1].len : &d->len;
+    if (len >= 0 && len < *at) *at = len;
+}
 
 /* ---- allocation ---- */
 
@@ -126,6 +145,31 @@ static void sm_decode_layer_alloc(sm_decode_alloc *a, sm_decode_layer *x, int l)
     x->eh3 = sm_decode_expert_rows(a, "h3", dm->expert_I);
 }
 
+/* MTP depth k's step tensors, "decode.mtp<k>.<what>". */
+static void sm_decode_mtp_alloc(sm_decode_alloc *a, sm_decode_mtp *x, int k)
+{
+    const sm_dims *dm = &a->d->m->dims;
+    int T = a->d->max_step, d = dm->d;
+    char n[64];
+#define MTP_ACT(what, dt, n0, n1) \
+    sm_decode_tensor(a, (snprintf(n, sizeof n, "mtp%d.%s", k, what), n), dt, SM_ACT, n0, n1)
+    a->l = -1;
+    x->ids = MTP_ACT("input_ids", SM_I32, T, 0);
+    x->emb = MTP_ACT("emb", SM_F32, T, d);
+    x->en = MTP_ACT("enorm", SM_F32, T, d);
+    x->rstd_e = MTP_ACT("rstd_e", SM_F32, T, 0);
+    x->h = MTP_ACT("h", SM_F32, T, d);
+    x->hn = MTP_ACT("hnorm", SM_F32, T, d);
+    x->rstd_h = MTP_ACT("rstd_h", SM_F32, T, 0);
+    x->cat = MTP_ACT("cat", SM_F32, T, 2 * d);
+    x->x[0] = MTP_ACT("x_in", SM_F32, T, d);
+    x->x[1] = MTP_ACT("x_out", SM_F32, T, d);
+    x->xf = MTP_ACT("xf", SM_F32, T, d);
+    x->rstd_f = MTP_ACT("rstd_f", SM_F32, T, 0);
+    x->logits = MTP_ACT("logits", SM_F32, T, dm->V);
+#undef MTP_ACT
+}
+
 static int sm_decode_alloc_all(sm_decode *d, sm_error *err)
 {
     const sm_dims *dm = &d->m->dims;
@@ -137,14 +181,17 @@ static int sm_decode_alloc_all(sm_decode *d, sm_error *err)
     d->xf = ACT("xf", T, dm->d);
     d->rstd_f = ACT("rstd_f", T, 0);
     d->logits = ACT("logits", T, dm->V);
-    if (!(d->x = calloc(L + 1, sizeof *d->x)) || !(d->layers = calloc(L, sizeof *d->layers)))
+    if (!(d->x = calloc(L + 1, sizeof *d->x)) ||
+        !(d->layers = calloc(L + d->D, sizeof *d->layers)) ||
+        (d->D && !(d->mtp = calloc(d->D, sizeof *d->mtp))))
         return sm_fail(err, "out of memory for the decode context");
     for (int l = 0; l <= L; l++) {
         char name[32];
         snprintf(name, sizeof name, "x%d", l);
         d->x[l] = ACT(name, T, dm->d);
     }
-    for (int l = 0; l < L; l++) sm_decode_layer_alloc(a, &d->layers[l], l);
+    for (int l = 0; l < L + d->D; l++) sm_decode_layer_alloc(a, &d->layers[l], l);
+    for (int k = 1; k <= d->D; k++) sm_decode_mtp_alloc(a, &d->mtp[k - 1], k);
     return a->failed ? -1 : 0;
 }
 
@@ -155,7 +202,7 @@ static int sm_decode_rope(sm_decode *d, sm_error *err)
     return sm_model_rope_tables(d->m, d->max_len, d->cos_t->data, d->sin_t->data, err);
 }
 
-sm_decode *sm_decode_new(sm_model *m, int max_len, int max_step, sm_error *err)
+sm_decode *sm_decode_new(sm_model *m, int max_len, int max_step, int mtp, sm_error *err)
 {
     int max_pos = m->cfg.max_position_embeddings;
     if (max_len < 1 || max_len > max_pos || max_step < 1 || max_step > max_len) {
@@ -167,12 +214,18 @@ sm_decode *sm_decode_new(sm_model *m, int max_len, int max_step, sm_error *err)
         sm_fail(err, "decode: the model must hold every layer and expert and execute its tasks");
         return NULL;
     }
+    if (mtp && m->dims.D == 0) {
+        sm_fail(err, "decode: the model has no Multi-Token Prediction module "
+                     "(num_nextn_predict_layers 0) to draft with");
+        return NULL;
+    }
     sm_decode *d = calloc(1, sizeof *d);
     if (!d) {
         sm_fail(err, "out of memory for the decode context");
         return NULL;
     }
-    *d = (sm_decode){.m = m, .max_len = max_len, .max_step = max_step};
+    *d = (sm_decode){.m = m, .max_len = max_len, .max_step = max_step,
+                     .D = mtp ? m->dims.D : 0};
     if (sm_decode_alloc_all(d, err) || sm_decode_rope(d, err)) {
         sm_decode_free(d);
         return NULL;
@@ -185,7 +238,7 @@ void sm_decode_free(sm_decode *d)
     if (!d) return;
     sm_graph_step_begin(d->m->g);
     sm_tensor_list_drop(d->m->g, &d->owned);
-    for (int l = 0; d->layers && l < d->m->dims.L; l++) {
+    for (int l = 0; d->layers && l < d->m->dims.L + d->D; l++) {
         sm_decode_layer *x = &d->layers[l];
         free(x->xe);
         free(x->ye);
@@ -193,6 +246,7 @@ void sm_decode_free(sm_decode *d)
         free(x->eh3);
     }
     free(d->layers);
+    free(d->mtp);
     free(d->x);
     free(d);
 }
@@ -214,16 +268,16 @@ static int sm_decode_query(sm_decode *d, const sm_op_ctx *c, int l, int n)
                : 0;
 }
 
-/* x1 = x + o_proj(absorbed MLA over the cache, this step's latents appended first). */
+/* x1 = in + o_proj(absorbed MLA over the cache, this step's latents appended first). */
 static int sm_decode_attention(sm_decode *d, const sm_op_ctx *c, int l,
-                               const sm_mla_cache_dims *s)
+                               const sm_mla_cache_dims *s, sm_tensor *in)
 {
     const sm_dims *x = &d->m->dims;
     const sm_layer_params *p = &d->m->layers[l];
     sm_decode_layer *a = &d->layers[l];
     int n = s->n, dm = x->d;
     float eps = (float)d->m->cfg.rms_norm_eps;
-    if (sm_insert_rmsnorm_fwd(c, a->xn, a->rstd_in, d->x[l], dm, p->in_norm.w, n, dm, eps) ||
+    if (sm_insert_rmsnorm_fwd(c, a->xn, a->rstd_in, in, dm, p->in_norm.w, n, dm, eps) ||
         sm_decode_query(d, c, l, n) ||
         sm_insert_linear_fwd(c, a->kv, a->xn, p->kv_a.w, NULL, n, dm, x->kv_a_w) ||
         sm_insert_rmsnorm_fwd(c, a->kvn, a->rstd_kv, a->kv, x->kv_a_w, p->kv_a_norm.w, n, x->dc,
@@ -231,12 +285,12 @@ static int sm_decode_attention(sm_decode *d, const sm_op_ctx *c, int l,
         sm_insert_mla_cache_append(c, s, a->cache, a->kvn, a->kv, d->cos_t, d->sin_t) ||
         sm_insert_mla_absorbed_attn(c, s, a->o, a->q, a->cache, p->kv_b.w, d->cos_t, d->sin_t))
         return -1;
-    return sm_insert_linear_fwd(c, a->x1, a->o, p->o.w, d->x[l], n, x->o_w, dm);
+    return sm_insert_linear_fwd(c, a->x1, a->o, p->o.w, in, n, x->o_w, dm);
 }
 
-/* x[l+1] = x1 + MoE(xn2) of n positions on one rank: router, each expert on its rows, the
+/* out = x1 + MoE(xn2) of n positions on one rank: router, each expert on its rows, the
  * shared experts, the combine. */
-static int sm_decode_moe(sm_decode *d, const sm_op_ctx *c, int l, int n)
+static int sm_decode_moe(sm_decode *d, const sm_op_ctx *c, int l, int n, sm_tensor *out)
 {
     const sm_dims *x = &d->m->dims;
     const sm_layer_params *p = &d->m->layers[l];
@@ -260,11 +314,11 @@ static int sm_decode_moe(sm_decode *d, const sm_op_ctx *c, int l, int n)
                                  p->shared.up.w, p->shared.down.w, NULL))
             return -1;
     }
-    return sm_insert_moe_combine(c, &rd, d->x[l + 1], a->ye, a->ys, a->w, a->plan, a->x1);
+    return sm_insert_moe_combine(c, &rd, out, a->ye, a->ys, a->w, a->plan, a->x1);
 }
 
-/* x[l+1] = x1 + FFN(post_attention_layernorm(x1)), dense or MoE. */
-static int sm_decode_ffn(sm_decode *d, const sm_op_ctx *c, int l, int n)
+/* out = x1 + FFN(post_attention_layernorm(x1)), dense or MoE. */
+static int sm_decode_ffn(sm_decode *d, const sm_op_ctx *c, int l, int n, sm_tensor *out)
 {
     const sm_layer_params *p = &d->m->layers[l];
     sm_decode_layer *a = &d->layers[l];
@@ -272,56 +326,124 @@ static int sm_decode_ffn(sm_decode *d, const sm_op_ctx *c, int l, int n)
     if (sm_insert_rmsnorm_fwd(c, a->xn2, a->rstd_post, a->x1, dm, p->post_norm.w, n, dm,
                               (float)d->m->cfg.rms_norm_eps))
         return -1;
-    if (p->moe) return sm_decode_moe(d, c, l, n);
+    if (p->moe) return sm_decode_moe(d, c, l, n, out);
     sm_ffn_shape s = {.n = n, .d = dm, .I = p->dense.I, .expert = -1};
-    return sm_insert_swiglu_fwd(c, &s, d->x[l + 1], a->h1, a->h3, a->xn2, p->dense.gate.w,
+    return sm_insert_swiglu_fwd(c, &s, out, a->h1, a->h3, a->xn2, p->dense.gate.w,
                                 p->dense.up.w, p->dense.down.w, a->x1);
 }
 
+/* Block l (a layer, or an MTP depth's) on n positions from `pos` of its cache: in -> out. */
+static int sm_decode_block(sm_decode *d, const sm_op_ctx *c, int l, int pos, int n,
+                           sm_tensor *in, sm_tensor *out)
+{
+    const sm_dims *x = &d->m->dims;
+    sm_mla_cache_dims s = {.H = x->H, .dn = x->dn, .dr = x->dr, .dv = x->dv, .dc = x->dc,
+                           .scale = d->scale, .pos = pos, .n = n};
+    sm_op_ctx b = *c;
+    b.layer = l;
+    b.part = SM_PART_ATTENTION;
+    if (sm_decode_attention(d, &b, l, &s, in)) return -1;
+    b.part = SM_PART_MLP;
+    return sm_decode_ffn(d, &b, l, n, out);
+}
+
+/* The main model's step graph over n positions from d->len. */
 static int sm_decode_build(sm_decode *d, int n, sm_error *err)
 {
     sm_model *m = d->m;
     const sm_dims *x = &m->dims;
     sm_op_ctx c = {.g = m->g, .layer = -1, .micro = 0, .err = err};
-    sm_mla_cache_dims s = {.H = x->H, .dn = x->dn, .dr = x->dr, .dv = x->dv, .dc = x->dc,
-                           .scale = d->scale, .pos = d->len, .n = n};
     if (sm_insert_embedding_fwd(&c, d->x[0], d->ids, m->embed.w, n, x->d)) return -1;
-    for (int l = 0; l < x->L; l++) {
-        c.layer = l;
-        c.part = SM_PART_ATTENTION;
-        if (sm_decode_attention(d, &c, l, &s)) return -1;
-        c.part = SM_PART_MLP;
-        if (sm_decode_ffn(d, &c, l, n)) return -1;
-    }
-    c.layer = -1;
-    c.part = SM_PART_NONE;
+    for (int l = 0; l < x->L; l++)
+        if (sm_decode_block(d, &c, l, d->len, n, d->x[l], d->x[l + 1])) return -1;
     if (sm_insert_rmsnorm_fwd(&c, d->xf, d->rstd_f, d->x[x->L], x->d, m->final_norm.w, n, x->d,
                               (float)m->cfg.rms_norm_eps))
         return -1;
     return sm_insert_linear_fwd(&c, d->logits, d->xf, m->head.w, NULL, n, x->d, x->V);
 }
 
-int sm_decode_step(sm_decode *d, const int32_t *ids, int n, float *logits, sm_error *err)
+/* MTP depth k's step graph over n positions from its length (model/mtp.c's forward, one
+ * sequence, its block over its cache). */
+static int sm_decode_mtp_build(sm_decode *d, int k, int n, sm_error *err)
+{
+    sm_model *m = d->m;
+    const sm_dims *x = &m->dims;
+    const sm_mtp_params *p = &m->mtp[k - 1];
+    sm_decode_mtp *a = &d->mtp[k - 1];
+    int l = x->L + k - 1, dm = x->d;
+    float eps = (float)m->cfg.rms_norm_eps;
+    sm_op_ctx c = {.g = m->g, .layer = l, .micro = 0, .err = err};
+    if (sm_insert_embedding_fwd(&c, a->emb, a->ids, m->embed.w, n, dm) ||
+        sm_insert_rmsnorm_fwd(&c, a->en, a->rstd_e, a->emb, dm, p->enorm.w, n, dm, eps) ||
+        sm_insert_rmsnorm_fwd(&c, a->hn, a->rstd_h, a->h, dm, p->hnorm.w, n, dm, eps) ||
+        sm_insert_concat_cols_fwd(&c, a->cat, a->en, a->hn, n, dm, dm) ||
+        sm_insert_linear_fwd(&c, a->x[0], a->cat, p->eh_proj.w, NULL, n, 2 * dm, dm) ||
+        sm_decode_block(d, &c, l, a->len, n, a->x[0], a->x[1]) ||
+        sm_insert_rmsnorm_fwd(&c, a->xf, a->rstd_f, a->x[1], dm, p->head_norm.w, n, dm, eps))
+        return -1;
+    return sm_insert_linear_fwd(&c, a->logits, a->xf, m->head.w, NULL, n, dm, x->V);
+}
+
+/* Checks a step of n positions after `len` and its token ids, and uploads them to `t`. */
+static int sm_decode_upload(sm_decode *d, sm_tensor *t, const int32_t *ids, int n, int len,
+                            const char *who, sm_error *err)
 {
     int V = d->m->dims.V;
-    if (n < 1 || n > d->max_step || d->len + n > d->max_len)
-        return sm_fail(err, "decode: %d new positions after %d: at most %d a step and %d in "
-                            "all (the context's length)", n, d->len, d->max_step, d->max_len);
+    if (n < 1 || n > d->max_step || len + n > d->max_len)
+        return sm_fail(err, "decode: %s: %d new positions after %d: at most %d a step and %d in "
+                            "all (the context's length)", who, n, len, d->max_step, d->max_len);
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= V)
-            return sm_fail(err, "decode: token id %d at position %d is outside the vocabulary "
-                                "[0, %d)", ids[i], d->len + i, V);
-    int32_t *dst = sm_tensor_acquire(d->ids, STARPU_W);
-    memset(dst, 0, d->ids->numel * sizeof *dst);
+            return sm_fail(err, "decode: %s: token id %d at position %d is outside the "
+                                "vocabulary [0, %d)", who, ids[i], len + i, V);
+    int32_t *dst = sm_tensor_acquire(t, STARPU_W);
+    memset(dst, 0, t->numel * sizeof *dst);
     memcpy(dst, ids, n * sizeof *dst);
-    sm_tensor_release(d->ids);
+    sm_tensor_release(t);
+    return 0;
+}
+
+/* The first n rows of t into dst (when not NULL). */
+static void sm_decode_read(sm_tensor *t, int n, float *dst)
+{
+    if (!dst) return;
+    const float *v = sm_tensor_acquire(t, STARPU_R);
+    memcpy(dst, v, (size_t)n * t->shape[1] * sizeof *dst);
+    sm_tensor_release(t);
+}
+
+int sm_decode_step(sm_decode *d, const int32_t *ids, int n, float *logits, float *hidden,
+                   sm_error *err)
+{
+    if (sm_decode_upload(d, d->ids, ids, n, d->len, "main model", err)) return -1;
     sm_graph_step_begin(d->m->g);
     int rc = sm_decode_build(d, n, err);
     sm_graph_wait(d->m->g);
     if (rc) return -1;
     d->len += n;
-    const float *l = sm_tensor_acquire(d->logits, STARPU_R);
-    memcpy(logits, l, (size_t)n * V * sizeof *logits);
-    sm_tensor_release(d->logits);
+    sm_decode_read(d->logits, n, logits);
+    sm_decode_read(d->xf, n, hidden);
+    return 0;
+}
+
+int sm_decode_mtp_step(sm_decode *d, int k, const int32_t *ids, const float *h_in, int n,
+                       float *logits, float *h_out, sm_error *err)
+{
+    if (k < 1 || k > d->D)
+        return sm_fail(err, "decode: MTP depth %d: the context holds depths 1 to %d", k, d->D);
+    sm_decode_mtp *a = &d->mtp[k - 1];
+    char who[32];
+    snprintf(who, sizeof who, "MTP depth %d", k);
+    if (sm_decode_upload(d, a->ids, ids, n, a->len, who, err)) return -1;
+    float *h = sm_tensor_acquire(a->h, STARPU_W);
+    memcpy(h, h_in, (size_t)n * d->m->dims.d * sizeof *h);
+    sm_tensor_release(a->h);
+    sm_graph_step_begin(d->m->g);
+    int rc = sm_decode_mtp_build(d, k, n, err);
+    sm_graph_wait(d->m->g);
+    if (rc) return -1;
+    a->len += n;
+    sm_decode_read(a->logits, n, logits);
+    sm_decode_read(a->x[1], n, h_out);
     return 0;
 }

@@ -1,71 +1,19 @@
 /* Text generation. By default a prefill step runs the prompt into MLA's latent cache and one
- * decode step per new token runs that token alone over the cache (model/decode.c); with
+ * decode step per new token runs that token alone over the cache (model/decode.c; with
+ * speculative, MTP drafts verified several at a step: model/speculative.c); with
  * no_cache the prompt and the tokens sampled so far sit at the start of a fixed [1, S] forward
  * run, re-run for every token (padding after them cannot change earlier logits: attention is
  * causal), the window sliding once the sequence is longer. Either way the next token is drawn
  * from the logits at the last position with temperature and top-p (nucleus) sampling from a
  * seeded generator. */
 #include "model/decode.h"
+#include "model/sample.h"
+#include "model/speculative.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "base/clock.h"
-
-static double sm_gen_uniform(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-typedef struct sm_cand {
-    double p;
-    int id;
-} sm_cand;
-
-static int sm_cand_cmp(const void *a, const void *b)
-{
-    const sm_cand *x = a, *y = b;
-    if (x->p != y->p) return x->p < y->p ? 1 : -1;
-    return x->id - y->id;
-}
-
-/* Draws from softmax(logits / temperature) restricted to the smallest set of most likely
- * tokens whose mass reaches top_p; temperature 0 is greedy. `banned` (or -1) is never drawn. */
-int sm_sample_token(const float *logits, int V, double temperature, double top_p, int banned,
-                    uint64_t *rng)
-{
-    int best = banned == 0 ? 1 : 0;
-    for (int v = 0; v < V; v++)
-        if (v != banned && logits[v] > logits[best]) best = v;
-    if (temperature <= 0) return best;
-    sm_cand *c = malloc(V * sizeof *c);
-    if (!c) return best;
-    double sum = 0, mass = 0, u;
-    int n = 0;
-    for (int v = 0; v < V; v++) {
-        if (v == banned) continue;
-        c[n].p = exp((logits[v] - logits[best]) / temperature);
-        c[n++].id = v;
-        sum += c[n - 1].p;
-    }
-    qsort(c, n, sizeof *c, sm_cand_cmp);
-    int keep = 0;
-    while (keep < n && (keep == 0 || mass < top_p * sum)) mass += c[keep++].p;
-    u = sm_gen_uniform(rng) * mass;
-    int pick = c[keep - 1].id;
-    for (int i = 0; i < keep; i++) {
-        if (u < c[i].p) {
-            pick = c[i].id;
-            break;
-        }
-        u -= c[i].p;
-    }
-    free(c);
-    return pick;
-}
 
 /* Token i of the sample from the logits of the last position (the stop token is banned
  * before min_new tokens). */
@@ -75,9 +23,6 @@ static int sm_next_token(const float *logits, int V, const sm_sample_opts *so, i
     return sm_sample_token(logits, V, so->temperature, so->top_p,
                            i < so->min_new ? so->stop_token : -1, rng);
 }
-
-/* Positions prefilled a step at most (a longer prompt goes in several steps). */
-enum { SM_PREFILL_CHUNK = 128 };
 
 /* The cached path: seq[0 .. *n) is the prompt; the sample is appended to it. */
 static int sm_generate_cached(sm_model *m, int32_t *seq, int *n, int max_new,
@@ -89,16 +34,16 @@ static int sm_generate_cached(sm_model *m, int32_t *seq, int *n, int max_new,
                             "past max_position_embeddings %d: ask for fewer tokens, or use "
                             "no_cache (--no-cache: a sliding window)", P, max_new, P + max_new,
                        max_pos);
-    int chunk = P < SM_PREFILL_CHUNK ? P : SM_PREFILL_CHUNK, k = 0, rc = -1;
+    int chunk = P < SM_DECODE_PREFILL ? P : SM_DECODE_PREFILL, k = 0, rc = -1;
     float *logits = malloc((size_t)chunk * V * sizeof *logits);
-    sm_decode *d = logits ? sm_decode_new(m, P + max_new - 1, chunk, err) : NULL;
+    sm_decode *d = logits ? sm_decode_new(m, P + max_new - 1, chunk, 0, err) : NULL;
     uint64_t rng = so->seed;
     double t0 = sm_now();
     if (!logits) sm_fail(err, "generate: out of memory");
     if (!d) goto out;
     for (int at = 0; at < P; at += k) {
         k = P - at < chunk ? P - at : chunk;
-        if (sm_decode_step(d, seq + at, k, logits, err)) goto out;
+        if (sm_decode_step(d, seq + at, k, logits, NULL, err)) goto out;
     }
     st->prefill_s = sm_now() - t0;
     t0 = sm_now();
@@ -107,7 +52,7 @@ static int sm_generate_cached(sm_model *m, int32_t *seq, int *n, int max_new,
         int32_t next = sm_next_token(last, V, so, i, &rng);
         seq[(*n)++] = next;
         if (next == so->stop_token || i + 1 == max_new) break;
-        if (sm_decode_step(d, &next, 1, logits, err)) goto out;
+        if (sm_decode_step(d, &next, 1, logits, NULL, err)) goto out;
         last = logits;
         st->decode_steps++;
     }
@@ -174,8 +119,14 @@ int sm_generate_ids(sm_model *m, const int32_t *prompt, int nprompt, int max_new
     if (nprompt > 0) memcpy(seq, prompt, nprompt * sizeof *seq);
     else seq[n++] = so->start_token;
     st.prompt_tokens = n;
-    if (so->no_cache ? sm_generate_window(m, seq, &n, max_new, context, so, &st, err)
-                     : sm_generate_cached(m, seq, &n, max_new, so, &st, err)) {
+    if (so->speculative && so->no_cache) {
+        free(seq);
+        return sm_fail(err, "generate: speculative decoding runs over the latent cache: it "
+                            "cannot go with no_cache (--no-cache)");
+    }
+    if (so->speculative ? sm_generate_speculative(m, seq, &n, max_new, so, &st, err)
+        : so->no_cache  ? sm_generate_window(m, seq, &n, max_new, context, so, &st, err)
+                        : sm_generate_cached(m, seq, &n, max_new, so, &st, err)) {
         free(seq);
         return -1;
     }

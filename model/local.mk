@@ -1,7 +1,8 @@
 # model/: config-derived parameters, activations, block graph builders, runs, eval and bench.
 libstarmoe_core_la_SOURCES += model/model.h model/engine.c model/model.c model/params.c \
 	model/activations.c model/attention_block.c model/ffn_block.c model/mtp.c model/step.c model/pipeline.c model/stage_cut.c model/eval.c model/bench.c \
-	 model/optimizer.c model/generate.c model/generate_text.c model/decode.c model/decode.h model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h \
+	 model/optimizer.c model/generate.c model/generate_text.c model/decode.c model/decode.h \
+	model/sample.c model/sample.h model/speculative.c model/speculative.h model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h \
 	model/train_resume.c model/parallel.c model/parallel.h model/data_parallel.c \
 	model/expert_parallel.c model/comm.c model/comm.h model/rank_trace.c model/rank_trace.h
 starmoeinclude_HEADERS += include/starmoe/starmoe.h include/starmoe/engine.h \
@@ -16,9 +17,10 @@ tests_test_eval_mtp_LDADD = $(TEST_LIBS)
 
 # Inference over MLA's latent cache: the absorbed kernel, decode steps against the full forward,
 # generation with and without the cache.
-check_PROGRAMS += tests/test_decode
-TESTS += tests/test_decode
+check_PROGRAMS += tests/test_decode tests/test_speculative
+TESTS += tests/test_decode tests/test_speculative
 tests_test_decode_LDADD = $(TEST_LIBS)
+tests_test_speculative_LDADD = $(TEST_LIBS)
 
 check_PROGRAMS += tests/test_train_step tests/test_pipeline tests/test_build_errors
 TESTS += tests/test_train_step tests/test_pipeline tests/test_build_errors

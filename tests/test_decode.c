@@ -118,19 +118,19 @@ static void test_steps(sm_model *m, const int32_t *ids, const float *full, const
     sm_error err = {{0}};
     int V = sm_model_config(m)->vocab_size, steps = 0;
     float *logits = malloc((size_t)PROMPT * V * sizeof *logits);
-    sm_decode *d = sm_decode_new(m, SEQ, PROMPT, &err);
+    sm_decode *d = sm_decode_new(m, SEQ, PROMPT, 0, &err);
     double worst = 0;
     int ok = d != NULL;
     for (int pos = 0, n = PROMPT; ok && pos < SEQ; pos += n, steps++) {
         n = pos == 0 ? PROMPT : pos == PROMPT + 4 ? 3 : 1;
-        ok = sm_decode_step(d, ids + pos, n, logits, &err) == 0;
+        ok = sm_decode_step(d, ids + pos, n, logits, NULL, &err) == 0;
         if (ok) worst = fmax(worst, rows_diff(full, logits, pos, n, V));
     }
-    tap_ok(ok && sm_decode_len(d) == SEQ && worst <= 1e-5,
+    tap_ok(ok && sm_decode_len(d, 0) == SEQ && worst <= 1e-5,
            "%s %d steps (prefill %d, decodes of 1 and 3): logits max abs diff %.3g <= 1e-5 "
            "(|logits| %.3g) %s", tag, steps, PROMPT, worst, tu_max_abs(full, (size_t)SEQ * V),
            err.msg);
-    ok = d && sm_decode_step(d, ids, 1, logits, &err) == -1 && strstr(err.msg, "at most");
+    ok = d && sm_decode_step(d, ids, 1, logits, NULL, &err) == -1 && strstr(err.msg, "at most");
     tap_ok(ok, "%s a step past the context's %d positions is refused: %s", tag, SEQ, err.msg);
     sm_decode_free(d);
     free(logits);

@@ -27,6 +27,13 @@ typedef struct sm_sample_opts {
      * must fit in max_position_embeddings. 1: every new token re-runs a forward pass over the
      * whole window of `context` positions, which slides once the sequence is longer. */
     int no_cache;
+    /* 1: speculative decoding with the model's Multi-Token Prediction modules (it must have
+     * some; the cache is used): at each step depth k drafts the token k + 1 ahead, and one
+     * main-model step over the last token and the drafts verifies them all, keeping each draft
+     * by speculative sampling's rule (temperature 0: when it is the main model's greedy
+     * choice), so the text is the one plain decoding would draw: token for token at
+     * temperature 0, and from the same distribution otherwise. */
+    int speculative;
 } sm_sample_opts;
 
 /* What a generation held and how fast it went. The latent cache keeps per position and layer
@@ -43,6 +50,12 @@ typedef struct sm_generate_stats {
      * passes of one new token each, sampling included */
     double prefill_s, decode_s;
     int decode_steps;
+    /* speculative decoding: the main-model steps that verified drafts, and per MTP depth k
+     * (index k - 1; depths past SM_SPEC_DEPTHS are not counted) the drafts the main model
+     * checked (those of the depths before it were kept) and kept */
+    int verify_steps, depths;
+#define SM_SPEC_DEPTHS 8
+    int drafts_checked[SM_SPEC_DEPTHS], drafts_kept[SM_SPEC_DEPTHS];
 } sm_generate_stats;
 
 /* Samples up to max_new (>= 1) tokens after the prompt (see sm_sample_opts.no_cache; context
