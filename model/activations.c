@@ -34,6 +34,7 @@ typedef struct sm_shared_act {
 typedef struct sm_alloc_ctx {
     sm_run *r;
     int l, mb;
+    const char *prefix;          /* of the names outside layers ("" or "mtp<k>.") */
     sm_error *err;
     int failed;
     sm_shared_act *shared;       /* the current micro-batch's shared temporaries */
@@ -48,11 +49,17 @@ static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t
     char name[128];
     int64_t shape[2] = {n0, n1};
     if (a->l >= 0) snprintf(name, sizeof name, "mb%d.L%d.%s", a->mb, a->l, what);
-    else snprintf(name, sizeof name, "mb%d.%s", a->mb, what);
+    else snprintf(name, sizeof name, "mb%d.%s%s", a->mb, a->prefix, what);
     sm_tensor *t = sm_tensor_new_in(a->r->m->g, &a->r->owned, name, dt, SM_ACT, n1 ? 2 : 1, shape,
                                    a->err);
     if (!t) a->failed = 1;
     return t;
+}
+
+static sm_tensor *sm_act_maker_of_run(void *ctx, const char *what, sm_dtype dt, int64_t n0,
+                                      int64_t n1)
+{
+    return sm_act(ctx, what, dt, n0, n1);
 }
 
 #define ACT(what, n0, n1) sm_act(a, what, SM_F32, n0, n1)
@@ -227,16 +234,57 @@ static void sm_moe_experts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
     if (backward) a->rows_of_set[a->l % SM_FFN_SETS] = x;
 }
 
-static void sm_moe_acts(sm_alloc_ctx *a, sm_layer_acts *x, int backward)
+void sm_layer_fwd_alloc(sm_layer_acts *x, const sm_dims *dm, int l, int T, int expanded,
+                        sm_act_maker make, void *ctx)
 {
-    const sm_dims *dm = &a->r->m->dims;
-    int T = sm_shape_of(a->r, a->l)->T, d = dm->d, E = dm->E, K = dm->K;
-    x->plan = sm_act(a, "plan", SM_I32, sm_moe_plan_len(T, K, E), 0);
-    x->w = ACT("route_w", T, K);
-    x->s = ACT("route_s", T, E);
-    x->bal_loss = ACT("balance_loss", 1, 0);
-    if (dm->shared_I > 0) x->ys = sm_shared(a, "shared_y", SM_FWD_SET, T, d);
-    sm_moe_experts(a, x, backward);
+    int d = dm->d, dq = dm->dq, ffn_I = sm_dims_ffn_width(dm, l);
+#define FWD(what, n0, n1) make(ctx, what, SM_F32, n0, n1)
+    x->xn = FWD("xn", T, d);
+    x->rstd_in = FWD("rstd_in", T, 0);
+    if (dq > 0) {
+        x->cq = FWD("cq", T, dq);
+        x->cqn = FWD("cqn", T, dq);
+        x->rstd_q = FWD("rstd_q", T, 0);
+    }
+    x->q = FWD("q", T, dm->q_w);
+    x->kv = FWD("kv", T, dm->kv_a_w);
+    x->kvn = FWD("kvn", T, dm->dc);
+    x->rstd_kv = FWD("rstd_kv", T, 0);
+    if (expanded) x->kvu = FWD("kvu", T, dm->kv_b_w);
+    x->o = FWD("attn_o", T, dm->o_w);
+    x->x1 = FWD("x1", T, d);
+    x->xn2 = FWD("xn2", T, d);
+    x->rstd_post = FWD("rstd_post", T, 0);
+    if (ffn_I > 0) {
+        x->h1 = FWD("ffn_h1", T, ffn_I);
+        x->h3 = FWD("ffn_h3", T, ffn_I);
+    }
+    if (!sm_dims_layer_is_moe(dm, l)) return;
+    x->plan = make(ctx, "plan", SM_I32, sm_moe_plan_len(T, dm->K, dm->E), 0);
+    x->w = FWD("route_w", T, dm->K);
+    x->s = FWD("route_s", T, dm->E);
+    x->bal_loss = FWD("balance_loss", 1, 0);
+#undef FWD
+}
+
+void sm_mtp_fwd_alloc(sm_mtp_acts *x, const sm_dims *dm, int T, sm_act_maker make, void *ctx)
+{
+    int d = dm->d;
+#define FWD(what, n0, n1) make(ctx, what, SM_F32, n0, n1)
+    x->ids = make(ctx, "input_ids", SM_I32, T, 0);
+    x->emb = FWD("emb", T, d);
+    x->en = FWD("enorm", T, d);
+    x->rstd_e = FWD("rstd_e", T, 0);
+    x->h = FWD("h", T, d);
+    x->hn = FWD("hnorm", T, d);
+    x->rstd_h = FWD("rstd_h", T, 0);
+    x->cat = FWD("cat", T, 2 * d);
+    x->x[0] = FWD("x_in", T, d);
+    x->x[1] = FWD("x_out", T, d);
+    x->xf = FWD("xf", T, d);
+    x->rstd_f = FWD("rstd_f", T, 0);
+    x->logits = FWD("logits", T, dm->V);
+#undef FWD
 }
 
 static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backward)
@@ -244,27 +292,11 @@ static void sm_layer_alloc(sm_alloc_ctx *a, sm_layer_acts *x, int l, int backwar
     const sm_dims *dm = &a->r->m->dims;
     int T = sm_shape_of(a->r, l)->T, d = dm->d, dq = dm->dq, dc = dm->dc, dr = dm->dr;
     int ffn_I = sm_dims_ffn_width(dm, l);
-    x->xn = ACT("xn", T, d);
-    x->rstd_in = ACT("rstd_in", T, 0);
-    if (dq > 0) {
-        x->cq = ACT("cq", T, dq);
-        x->cqn = ACT("cqn", T, dq);
-        x->rstd_q = ACT("rstd_q", T, 0);
+    sm_layer_fwd_alloc(x, dm, l, T, 1, sm_act_maker_of_run, a);
+    if (sm_dims_layer_is_moe(dm, l)) {
+        if (dm->shared_I > 0) x->ys = sm_shared(a, "shared_y", SM_FWD_SET, T, d);
+        sm_moe_experts(a, x, backward);
     }
-    x->q = ACT("q", T, dm->q_w);
-    x->kv = ACT("kv", T, dm->kv_a_w);
-    x->kvn = ACT("kvn", T, dc);
-    x->rstd_kv = ACT("rstd_kv", T, 0);
-    x->kvu = ACT("kvu", T, dm->kv_b_w);
-    x->o = ACT("attn_o", T, dm->o_w);
-    x->x1 = ACT("x1", T, d);
-    x->xn2 = ACT("xn2", T, d);
-    x->rstd_post = ACT("rstd_post", T, 0);
-    if (ffn_I > 0) {
-        x->h1 = ACT("ffn_h1", T, ffn_I);
-        x->h3 = ACT("ffn_h3", T, ffn_I);
-    }
-    if (sm_dims_layer_is_moe(dm, l)) sm_moe_acts(a, x, backward);
     if (!backward) return;
     x->dxn = ATTN_BWD("dxn", T, d);
     if (dq > 0) {
@@ -291,41 +323,28 @@ static void sm_mtp_alloc(sm_alloc_ctx *a, sm_micro_acts *mb, int k)
     const sm_dims *dm = &r->m->dims;
     sm_mtp_acts *x = &mb->mtp[k - 1];
     int T = r->shape[k].T, d = dm->d, V = dm->V;
-    char p[16], n[64];
+    char p[16];
     snprintf(p, sizeof p, "mtp%d.", k);
-#define MTP_ACT(what, dt, n0, n1) sm_act(a, (snprintf(n, sizeof n, "%s%s", p, what), n), dt, n0, n1)
     a->l = -1;
-    x->ids = MTP_ACT("input_ids", SM_I32, T, 0);
-    x->targets = MTP_ACT("targets", SM_I32, T, 0);
-    x->emb = MTP_ACT("emb", SM_F32, T, d);
-    x->en = MTP_ACT("enorm", SM_F32, T, d);
-    x->rstd_e = MTP_ACT("rstd_e", SM_F32, T, 0);
-    x->h = MTP_ACT("h", SM_F32, T, d);
-    x->hn = MTP_ACT("hnorm", SM_F32, T, d);
-    x->rstd_h = MTP_ACT("rstd_h", SM_F32, T, 0);
-    x->cat = MTP_ACT("cat", SM_F32, T, 2 * d);
-    x->x[0] = MTP_ACT("x_in", SM_F32, T, d);
-    x->x[1] = MTP_ACT("x_out", SM_F32, T, d);
-    x->xf = MTP_ACT("xf", SM_F32, T, d);
-    x->rstd_f = MTP_ACT("rstd_f", SM_F32, T, 0);
-    x->logits = MTP_ACT("logits", SM_F32, T, V);
-    x->loss_part = MTP_ACT("loss_part", SM_F32, 1, 0);
+    a->prefix = p;
+    sm_mtp_fwd_alloc(x, dm, T, sm_act_maker_of_run, a);
+    x->targets = sm_act(a, "targets", SM_I32, T, 0);
+    x->loss_part = ACT("loss_part", 1, 0);
     if (r->backward) {
-        x->dlogits = r->grad_over_logits ? x->logits : MTP_ACT("dlogits", SM_F32, T, V);
-        x->dxf = MTP_ACT("dxf", SM_F32, T, d);
+        x->dlogits = r->grad_over_logits ? x->logits : ACT("dlogits", T, V);
+        x->dxf = ACT("dxf", T, d);
         for (int i = 0; i < 3; i++) {
             char what[8];
             snprintf(what, sizeof what, "dx%d", i);
-            x->dx[i] = r->split_dx || i == 0 ? MTP_ACT(r->split_dx ? what : "dres", SM_F32, T, d)
-                                             : x->dx[0];
+            x->dx[i] = r->split_dx || i == 0 ? ACT(r->split_dx ? what : "dres", T, d) : x->dx[0];
         }
-        x->dcat = MTP_ACT("dcat", SM_F32, T, 2 * d);
-        x->den = MTP_ACT("denorm", SM_F32, T, d);
-        x->dhn = MTP_ACT("dhnorm", SM_F32, T, d);
-        x->demb = MTP_ACT("demb", SM_F32, T, d);
-        x->dh = MTP_ACT("dh", SM_F32, T, d);
+        x->dcat = ACT("dcat", T, 2 * d);
+        x->den = ACT("denorm", T, d);
+        x->dhn = ACT("dhnorm", T, d);
+        x->demb = ACT("demb", T, d);
+        x->dh = ACT("dh", T, d);
     }
-#undef MTP_ACT
+    a->prefix = "";
     a->l = dm->L + k - 1;
     sm_layer_alloc(a, &mb->layers[a->l], a->l, r->backward);
     a->l = -1;
@@ -385,7 +404,7 @@ static void sm_micro_alloc_all(sm_alloc_ctx *a, sm_micro_acts *mb)
 
 int sm_run_alloc(sm_run *r, sm_error *err)
 {
-    sm_alloc_ctx a = {.r = r, .l = -1, .err = err};
+    sm_alloc_ctx a = {.r = r, .l = -1, .prefix = "", .err = err};
     if (!(r->mb = calloc(r->micro, sizeof *r->mb))) return sm_fail(err, "out of memory");
     for (int mb = 0; mb < r->micro && !a.failed; mb++) {
         a.mb = mb;

@@ -14,24 +14,6 @@
 #include "tasks/moe.h"
 #include "tasks/mtp.h"
 
-/* One layer: its cache, then one step's tensors (those of model.h's sm_layer_acts forward). */
-typedef struct sm_decode_layer {
-    sm_tensor *cache;                        /* [max_len, dc + dr] */
-    sm_tensor *xn, *rstd_in, *cq, *cqn, *rstd_q, *q, *kv, *kvn, *rstd_kv, *o, *x1;
-    sm_tensor *xn2, *rstd_post, *h1, *h3;    /* FFN input norm, dense FFN or shared experts */
-    sm_tensor *plan, *w, *s, *bal_loss, *ys; /* router, shared experts' output */
-    sm_tensor **xe, **ye, **eh1, **eh3;      /* [E] routed experts' rows */
-} sm_decode_layer;
-
-/* MTP depth k's step tensors (its block's are layers[L + k - 1]). */
-typedef struct sm_decode_mtp {
-    int len;                                 /* positions in its block's cache */
-    sm_tensor *ids, *emb, *en, *rstd_e;      /* the tokens k ahead, their embeddings, enorm */
-    sm_tensor *h, *hn, *rstd_h, *cat;        /* the given hidden states, hnorm, [en | hn] */
-    sm_tensor *x[2];                         /* the block's input (eh_proj's output), output */
-    sm_tensor *xf, *rstd_f, *logits;
-} sm_decode_mtp;
-
 struct sm_decode {
     sm_model *m;
     int max_len, max_step, len, D;
@@ -40,8 +22,13 @@ struct sm_decode {
     sm_tensor *ids, *cos_t, *sin_t;
     sm_tensor **x;                           /* residual stream [L + 1] */
     sm_tensor *xf, *rstd_f, *logits;
-    sm_decode_layer *layers;                 /* [L + D]: the layers, then the MTP blocks */
-    sm_decode_mtp *mtp;                      /* [D] */
+    /* [L + D], the layers then the MTP blocks: a block's latent cache [max_len, dc + dr], and
+     * one step's forward tensors (those of model.h's sm_layer_acts, kvu and the backward's
+     * left out; routed experts' rows [E]) */
+    sm_tensor **cache;
+    sm_layer_acts *layers;
+    sm_mtp_acts *mtp;                        /* [D]: MTP depth k's step tensors */
+    int *mtp_len;                            /* [D]: the positions in its block's cache */
 };
 
 int sm_decode_cache_floats(const sm_config *c)
@@ -54,11 +41,11 @@ int sm_decode_full_kv_floats(const sm_config *c)
     return c->num_attention_heads * (c->qk_nope_head_dim + c->qk_rope_head_dim + c->v_head_dim);
 }
 
-int sm_decode_len(const sm_decode *d, int k) { return k ? d->mtp[k - 1].len : d->len; }
+int sm_decode_len(const sm_decode *d, int k) { return k ? d->mtp_len[k - 1] : d->len; }
 
 void sm_decode_rewind(sm_decode *d, int k, int len)
 {
-    int *at = k ? &d->mtp[k - 1].len : &d->len;
+    int *at = k ? &d->mtp_len[k - 1] : &d->len;
     if (len >= 0 && len < *at) *at = len;
 }
 
@@ -67,6 +54,7 @@ void sm_decode_rewind(sm_decode *d, int k, int len)
 typedef struct sm_decode_alloc {
     sm_decode *d;
     int l;                                   /* -1 outside layers */
+    const char *prefix;                      /* of the names outside layers */
     sm_error *err;
     int failed;
 } sm_decode_alloc;
@@ -81,7 +69,7 @@ static sm_tensor *sm_decode_tensor(sm_decode_alloc *a, const char *what, sm_dtyp
     int64_t shape[2] = {n0, n1};
     sm_graph *g = a->d->m->g;
     if (a->l >= 0) snprintf(name, sizeof name, "decode.L%d.%s", a->l, what);
-    else snprintf(name, sizeof name, "decode.%s", what);
+    else snprintf(name, sizeof name, "decode.%s%s", a->prefix, what);
     sm_tensor *t = n0 ? sm_tensor_new_in(g, &a->d->owned, name, dt, role, n1 ? 2 : 1, shape,
                                          a->err)
                       : sm_tensor_rows_new_in(g, &a->d->owned, name, dt, role, n1, a->err);
@@ -90,6 +78,12 @@ static sm_tensor *sm_decode_tensor(sm_decode_alloc *a, const char *what, sm_dtyp
 }
 
 #define ACT(what, n0, n1) sm_decode_tensor(a, what, SM_F32, SM_ACT, n0, n1)
+
+static sm_tensor *sm_decode_maker(void *ctx, const char *what, sm_dtype dt, int64_t n0,
+                                  int64_t n1)
+{
+    return sm_decode_tensor(ctx, what, dt, SM_ACT, n0, n1);
+}
 
 /* The routed experts' rows of one MoE layer, "<what>.<e>". */
 static sm_tensor **sm_decode_expert_rows(sm_decode_alloc *a, const char *what, int width)
@@ -108,72 +102,25 @@ static sm_tensor **sm_decode_expert_rows(sm_decode_alloc *a, const char *what, i
     return v;
 }
 
-static void sm_decode_layer_alloc(sm_decode_alloc *a, sm_decode_layer *x, int l)
+static void sm_decode_layer_alloc(sm_decode_alloc *a, int l)
 {
     const sm_dims *dm = &a->d->m->dims;
-    int T = a->d->max_step, d = dm->d, dq = dm->dq, ffn_I = sm_dims_ffn_width(dm, l);
+    sm_layer_acts *x = &a->d->layers[l];
     a->l = l;
-    x->cache = ACT("latent_cache", a->d->max_len, dm->dc + dm->dr);
-    x->xn = ACT("xn", T, d);
-    x->rstd_in = ACT("rstd_in", T, 0);
-    if (dq > 0) {
-        x->cq = ACT("cq", T, dq);
-        x->cqn = ACT("cqn", T, dq);
-        x->rstd_q = ACT("rstd_q", T, 0);
-    }
-    x->q = ACT("q", T, dm->q_w);
-    x->kv = ACT("kv", T, dm->kv_a_w);
-    x->kvn = ACT("kvn", T, dm->dc);
-    x->rstd_kv = ACT("rstd_kv", T, 0);
-    x->o = ACT("attn_o", T, dm->o_w);
-    x->x1 = ACT("x1", T, d);
-    x->xn2 = ACT("xn2", T, d);
-    x->rstd_post = ACT("rstd_post", T, 0);
-    if (ffn_I > 0) {
-        x->h1 = ACT("ffn_h1", T, ffn_I);
-        x->h3 = ACT("ffn_h3", T, ffn_I);
-    }
+    a->d->cache[l] = ACT("latent_cache", a->d->max_len, dm->dc + dm->dr);
+    sm_layer_fwd_alloc(x, dm, l, a->d->max_step, 0, sm_decode_maker, a);
     if (!sm_dims_layer_is_moe(dm, l)) return;
-    x->plan = sm_decode_tensor(a, "plan", SM_I32, SM_ACT, sm_moe_plan_len(T, dm->K, dm->E), 0);
-    x->w = ACT("route_w", T, dm->K);
-    x->s = ACT("route_s", T, dm->E);
-    x->bal_loss = ACT("balance_loss", 1, 0);
-    if (dm->shared_I > 0) x->ys = ACT("shared_y", T, d);
-    x->xe = sm_decode_expert_rows(a, "xe", d);
-    x->ye = sm_decode_expert_rows(a, "ye", d);
+    if (dm->shared_I > 0) x->ys = ACT("shared_y", a->d->max_step, dm->d);
+    x->xe = sm_decode_expert_rows(a, "xe", dm->d);
+    x->ye = sm_decode_expert_rows(a, "ye", dm->d);
     x->eh1 = sm_decode_expert_rows(a, "h1", dm->expert_I);
     x->eh3 = sm_decode_expert_rows(a, "h3", dm->expert_I);
-}
-
-/* MTP depth k's step tensors, "decode.mtp<k>.<what>". */
-static void sm_decode_mtp_alloc(sm_decode_alloc *a, sm_decode_mtp *x, int k)
-{
-    const sm_dims *dm = &a->d->m->dims;
-    int T = a->d->max_step, d = dm->d;
-    char n[64];
-#define MTP_ACT(what, dt, n0, n1) \
-    sm_decode_tensor(a, (snprintf(n, sizeof n, "mtp%d.%s", k, what), n), dt, SM_ACT, n0, n1)
-    a->l = -1;
-    x->ids = MTP_ACT("input_ids", SM_I32, T, 0);
-    x->emb = MTP_ACT("emb", SM_F32, T, d);
-    x->en = MTP_ACT("enorm", SM_F32, T, d);
-    x->rstd_e = MTP_ACT("rstd_e", SM_F32, T, 0);
-    x->h = MTP_ACT("h", SM_F32, T, d);
-    x->hn = MTP_ACT("hnorm", SM_F32, T, d);
-    x->rstd_h = MTP_ACT("rstd_h", SM_F32, T, 0);
-    x->cat = MTP_ACT("cat", SM_F32, T, 2 * d);
-    x->x[0] = MTP_ACT("x_in", SM_F32, T, d);
-    x->x[1] = MTP_ACT("x_out", SM_F32, T, d);
-    x->xf = MTP_ACT("xf", SM_F32, T, d);
-    x->rstd_f = MTP_ACT("rstd_f", SM_F32, T, 0);
-    x->logits = MTP_ACT("logits", SM_F32, T, dm->V);
-#undef MTP_ACT
 }
 
 static int sm_decode_alloc_all(sm_decode *d, sm_error *err)
 {
     const sm_dims *dm = &d->m->dims;
-    sm_decode_alloc a0 = {.d = d, .l = -1, .err = err}, *a = &a0;
+    sm_decode_alloc a0 = {.d = d, .l = -1, .prefix = "", .err = err}, *a = &a0;
     int T = d->max_step, L = dm->L;
     d->ids = sm_decode_tensor(a, "input_ids", SM_I32, SM_INPUT, T, 0);
     d->cos_t = sm_decode_tensor(a, "rope.cos", SM_F32, SM_INPUT, d->max_len, dm->dr / 2);
@@ -183,15 +130,24 @@ static int sm_decode_alloc_all(sm_decode *d, sm_error *err)
     d->logits = ACT("logits", T, dm->V);
     if (!(d->x = calloc(L + 1, sizeof *d->x)) ||
         !(d->layers = calloc(L + d->D, sizeof *d->layers)) ||
-        (d->D && !(d->mtp = calloc(d->D, sizeof *d->mtp))))
+        !(d->cache = calloc(L + d->D, sizeof *d->cache)) ||
+        (d->D && (!(d->mtp = calloc(d->D, sizeof *d->mtp)) ||
+                  !(d->mtp_len = calloc(d->D, sizeof *d->mtp_len)))))
         return sm_fail(err, "out of memory for the decode context");
     for (int l = 0; l <= L; l++) {
         char name[32];
         snprintf(name, sizeof name, "x%d", l);
         d->x[l] = ACT(name, T, dm->d);
     }
-    for (int l = 0; l < L + d->D; l++) sm_decode_layer_alloc(a, &d->layers[l], l);
-    for (int k = 1; k <= d->D; k++) sm_decode_mtp_alloc(a, &d->mtp[k - 1], k);
+    for (int l = 0; l < L + d->D; l++) sm_decode_layer_alloc(a, l);
+    for (int k = 1; k <= d->D; k++) {
+        char p[16];
+        snprintf(p, sizeof p, "mtp%d.", k);
+        a->l = -1;
+        a->prefix = p;
+        sm_mtp_fwd_alloc(&d->mtp[k - 1], dm, T, sm_decode_maker, a);
+        a->prefix = "";
+    }
     return a->failed ? -1 : 0;
 }
 
@@ -239,14 +195,16 @@ void sm_decode_free(sm_decode *d)
     sm_graph_step_begin(d->m->g);
     sm_tensor_list_drop(d->m->g, &d->owned);
     for (int l = 0; d->layers && l < d->m->dims.L + d->D; l++) {
-        sm_decode_layer *x = &d->layers[l];
+        sm_layer_acts *x = &d->layers[l];
         free(x->xe);
         free(x->ye);
         free(x->eh1);
         free(x->eh3);
     }
     free(d->layers);
+    free(d->cache);
     free(d->mtp);
+    free(d->mtp_len);
     free(d->x);
     free(d);
 }
@@ -258,7 +216,7 @@ static int sm_decode_query(sm_decode *d, const sm_op_ctx *c, int l, int n)
 {
     const sm_dims *x = &d->m->dims;
     const sm_layer_params *p = &d->m->layers[l];
-    sm_decode_layer *a = &d->layers[l];
+    sm_layer_acts *a = &d->layers[l];
     if (x->dq == 0) return sm_insert_linear_fwd(c, a->q, a->xn, p->q.w, NULL, n, x->d, x->q_w);
     return sm_insert_linear_fwd(c, a->cq, a->xn, p->q_a.w, NULL, n, x->d, x->dq) ||
                    sm_insert_rmsnorm_fwd(c, a->cqn, a->rstd_q, a->cq, x->dq, p->q_a_norm.w, n,
@@ -274,7 +232,7 @@ static int sm_decode_attention(sm_decode *d, const sm_op_ctx *c, int l,
 {
     const sm_dims *x = &d->m->dims;
     const sm_layer_params *p = &d->m->layers[l];
-    sm_decode_layer *a = &d->layers[l];
+    sm_layer_acts *a = &d->layers[l];
     int n = s->n, dm = x->d;
     float eps = (float)d->m->cfg.rms_norm_eps;
     if (sm_insert_rmsnorm_fwd(c, a->xn, a->rstd_in, in, dm, p->in_norm.w, n, dm, eps) ||
@@ -282,8 +240,8 @@ static int sm_decode_attention(sm_decode *d, const sm_op_ctx *c, int l,
         sm_insert_linear_fwd(c, a->kv, a->xn, p->kv_a.w, NULL, n, dm, x->kv_a_w) ||
         sm_insert_rmsnorm_fwd(c, a->kvn, a->rstd_kv, a->kv, x->kv_a_w, p->kv_a_norm.w, n, x->dc,
                               eps) ||
-        sm_insert_mla_cache_append(c, s, a->cache, a->kvn, a->kv, d->cos_t, d->sin_t) ||
-        sm_insert_mla_absorbed_attn(c, s, a->o, a->q, a->cache, p->kv_b.w, d->cos_t, d->sin_t))
+        sm_insert_mla_cache_append(c, s, d->cache[l], a->kvn, a->kv, d->cos_t, d->sin_t) ||
+        sm_insert_mla_absorbed_attn(c, s, a->o, a->q, d->cache[l], p->kv_b.w, d->cos_t, d->sin_t))
         return -1;
     return sm_insert_linear_fwd(c, a->x1, a->o, p->o.w, in, n, x->o_w, dm);
 }
@@ -294,7 +252,7 @@ static int sm_decode_moe(sm_decode *d, const sm_op_ctx *c, int l, int n, sm_tens
 {
     const sm_dims *x = &d->m->dims;
     const sm_layer_params *p = &d->m->layers[l];
-    sm_decode_layer *a = &d->layers[l];
+    sm_layer_acts *a = &d->layers[l];
     sm_router_dims rd = sm_model_router_dims(d->m, n);
     sm_balance off = {.S = n, .coef = 0.0f};
     if (sm_insert_router_fwd(c, &rd, &off, a->plan, a->w, a->s, a->bal_loss, a->xn2, p->router.w,
@@ -321,7 +279,7 @@ static int sm_decode_moe(sm_decode *d, const sm_op_ctx *c, int l, int n, sm_tens
 static int sm_decode_ffn(sm_decode *d, const sm_op_ctx *c, int l, int n, sm_tensor *out)
 {
     const sm_layer_params *p = &d->m->layers[l];
-    sm_decode_layer *a = &d->layers[l];
+    sm_layer_acts *a = &d->layers[l];
     int dm = d->m->dims.d;
     if (sm_insert_rmsnorm_fwd(c, a->xn2, a->rstd_post, a->x1, dm, p->post_norm.w, n, dm,
                               (float)d->m->cfg.rms_norm_eps))
@@ -369,7 +327,7 @@ static int sm_decode_mtp_build(sm_decode *d, int k, int n, sm_error *err)
     sm_model *m = d->m;
     const sm_dims *x = &m->dims;
     const sm_mtp_params *p = &m->mtp[k - 1];
-    sm_decode_mtp *a = &d->mtp[k - 1];
+    sm_mtp_acts *a = &d->mtp[k - 1];
     int l = x->L + k - 1, dm = x->d;
     float eps = (float)m->cfg.rms_norm_eps;
     sm_op_ctx c = {.g = m->g, .layer = l, .micro = 0, .err = err};
@@ -378,7 +336,7 @@ static int sm_decode_mtp_build(sm_decode *d, int k, int n, sm_error *err)
         sm_insert_rmsnorm_fwd(&c, a->hn, a->rstd_h, a->h, dm, p->hnorm.w, n, dm, eps) ||
         sm_insert_concat_cols_fwd(&c, a->cat, a->en, a->hn, n, dm, dm) ||
         sm_insert_linear_fwd(&c, a->x[0], a->cat, p->eh_proj.w, NULL, n, 2 * dm, dm) ||
-        sm_decode_block(d, &c, l, a->len, n, a->x[0], a->x[1]) ||
+        sm_decode_block(d, &c, l, d->mtp_len[k - 1], n, a->x[0], a->x[1]) ||
         sm_insert_rmsnorm_fwd(&c, a->xf, a->rstd_f, a->x[1], dm, p->head_norm.w, n, dm, eps))
         return -1;
     return sm_insert_linear_fwd(&c, a->logits, a->xf, m->head.w, NULL, n, dm, x->V);
@@ -431,10 +389,10 @@ int sm_decode_mtp_step(sm_decode *d, int k, const int32_t *ids, const float *h_i
 {
     if (k < 1 || k > d->D)
         return sm_fail(err, "decode: MTP depth %d: the context holds depths 1 to %d", k, d->D);
-    sm_decode_mtp *a = &d->mtp[k - 1];
+    sm_mtp_acts *a = &d->mtp[k - 1];
     char who[32];
     snprintf(who, sizeof who, "MTP depth %d", k);
-    if (sm_decode_upload(d, a->ids, ids, n, a->len, who, err)) return -1;
+    if (sm_decode_upload(d, a->ids, ids, n, d->mtp_len[k - 1], who, err)) return -1;
     float *h = sm_tensor_acquire(a->h, STARPU_W);
     memcpy(h, h_in, (size_t)n * d->m->dims.d * sizeof *h);
     sm_tensor_release(a->h);
@@ -442,7 +400,7 @@ int sm_decode_mtp_step(sm_decode *d, int k, const int32_t *ids, const float *h_i
     int rc = sm_decode_mtp_build(d, k, n, err);
     sm_graph_wait(d->m->g);
     if (rc) return -1;
-    a->len += n;
+    d->mtp_len[k - 1] += n;
     sm_decode_read(a->logits, n, logits);
     sm_decode_read(a->x[1], n, h_out);
     return 0;

@@ -386,6 +386,17 @@ int sm_mtp_upload(sm_run *r, int k, int mb, const int32_t *ids, const int32_t *t
 
 /* activations.c */
 int sm_run_alloc(sm_run *r, sm_error *err);
+/* What makes a tensor of activations: "<what>" of dtype dt, [n0, n1] (n1 0: [n0]), named and
+ * owned by the maker's ctx (a run's micro-batch and layer, a decode context). */
+typedef sm_tensor *(*sm_act_maker)(void *ctx, const char *what, sm_dtype dt, int64_t n0,
+                                   int64_t n1);
+/* The forward tensors of block l over T tokens that training runs and the decode path share:
+ * the attention's (kvu, the expanded form's keys and values, only with `expanded`), the FFN
+ * input norm's, the dense FFN's or shared experts' hidden, the router's (MoE blocks). */
+void sm_layer_fwd_alloc(sm_layer_acts *x, const sm_dims *dm, int l, int T, int expanded,
+                        sm_act_maker make, void *ctx);
+/* An MTP depth's forward tensors over T tokens (ids to logits, model.h sm_mtp_acts). */
+void sm_mtp_fwd_alloc(sm_mtp_acts *x, const sm_dims *dm, int T, sm_act_maker make, void *ctx);
 
 /* attention_block.c: x1 = x + MLA(norm(x)); backward (parts: SM_BWD_*) turns dx[2l+1] into
  * dx[2l]. */

@@ -140,24 +140,30 @@ static void test_mtp_decode(sm_model *m, const int32_t *ids, int S)
     free(hid);
 }
 
+/* `new` greedy tokens after the prompt, speculatively or not (NULL on failure). */
+static int32_t *greedy(sm_model *m, const int32_t *prompt, int P, int new, int speculative,
+                       sm_generate_stats *st, int *nout, sm_error *err)
+{
+    sm_sample_opts so = {.temperature = 0, .top_p = 1, .stop_token = -1,
+                         .speculative = speculative};
+    int32_t *out = NULL;
+    return sm_generate_ids(m, prompt, P, new, P + new, &so, &out, nout, st, err) ? NULL : out;
+}
+
 /* Greedy generation of `new` tokens speculatively and plainly: the same ids. */
 static void test_greedy(sm_model *m, const int32_t *prompt, int P, int new, const char *tag)
 {
     sm_error err = {{0}};
-    sm_sample_opts so = {.temperature = 0, .top_p = 1, .stop_token = -1};
     sm_generate_stats st[2];
-    int32_t *out[2] = {NULL, NULL};
-    int nout[2] = {0, 0}, rc[2];
-    for (int k = 0; k < 2; k++) {
-        so.speculative = k;
-        rc[k] = sm_generate_ids(m, prompt, P, new, P + new, &so, &out[k], &nout[k], &st[k], &err);
-    }
+    int nout[2] = {0, 0};
+    int32_t *out[2] = {greedy(m, prompt, P, new, 0, &st[0], &nout[0], &err),
+                       greedy(m, prompt, P, new, 1, &st[1], &nout[1], &err)};
     int checked = 0, kept = 0;
     for (int k = 0; k < st[1].depths; k++) {
         checked += st[1].drafts_checked[k];
         kept += st[1].drafts_kept[k];
     }
-    tap_ok(rc[0] == 0 && rc[1] == 0 && nout[0] == P + new && nout[1] == nout[0] &&
+    tap_ok(out[0] && out[1] && nout[0] == P + new && nout[1] == nout[0] &&
                !memcmp(out[0], out[1], nout[0] * sizeof *out[0]),
            "%s greedy: %d tokens speculatively (%d main steps, %d of %d drafts kept) are plain "
            "decoding's %s", tag, new, st[1].verify_steps, kept, checked, err.msg);
