@@ -54,6 +54,11 @@ typedef struct sm_run_opts {
      * the run is the main model alone (validation, generation). By default a run of an MTP
      * model builds its D modules after the head (docs/model.md, MTP). */
     int no_mtp;
+    /* FP8 training (docs/fp8.md): the GEMMs of the linear layers DeepSeek-V3 names (MLA
+     * projections, dense FFN, shared and routed experts) take E4M3 operands quantised by cast
+     * tasks (1x128 tiles for activations and gradients, 128x128 blocks for weights); the
+     * embedding, head, router, norms and attention stay float32 */
+    int fp8;
 } sm_run_opts;
 
 /* `sched` when it names a pipeline schedule (the ordered policy of that name runs it), else
