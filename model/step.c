@@ -137,6 +137,10 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                      "with parallel.ep 1", o->pipeline);
         return NULL;
     }
+    if (o && o->fp8) {
+        sm_fail(err, "FP8 training (sm_run_opts.fp8) is not built yet");
+        return NULL;
+    }
     int D = o && o->no_mtp ? 0 : m->dims.D;
     if (D > 0 && S <= D) {
         sm_fail(err, "sequence length %d: the model's %d MTP modules (num_nextn_predict_layers) "
