@@ -56,12 +56,6 @@ static sm_tensor *sm_act(sm_alloc_ctx *a, const char *what, sm_dtype dt, int64_t
     return t;
 }
 
-static sm_tensor *sm_act_maker_of_run(void *ctx, const char *what, sm_dtype dt, int64_t n0,
-                                      int64_t n1)
-{
-    return sm_act(ctx, what, dt, n0, n1);
-}
-
 #define ACT(what, n0, n1) sm_act(a, what, SM_F32, n0, n1)
 
 /* The shared temporary matching k in the current micro-batch, or NULL. */
@@ -104,6 +98,26 @@ static sm_tensor *sm_shared(sm_alloc_ctx *a, const char *what, int set, int64_t 
     if (!t) a->failed = 1;
     sm_shared_add(a, &k, t);
     return t;
+}
+
+/* The inputs of the FP8 recipe's linears that nothing but those linears reads: under FP8
+ * training their quantised copies are what the backward reads (model/linear.c), so the float32
+ * tensors are forward temporaries of the micro-batch, shared by its blocks. */
+static int sm_fp8_only_input(const char *what)
+{
+    static const char *const names[] = {"xn", "cqn", "kvn", "attn_o"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(what, names[i])) return 1;
+    return 0;
+}
+
+static sm_tensor *sm_act_maker_of_run(void *ctx, const char *what, sm_dtype dt, int64_t n0,
+                                      int64_t n1)
+{
+    sm_alloc_ctx *a = ctx;
+    if (a->r->fp8 && a->l >= 0 && sm_fp8_only_input(what))
+        return sm_shared(a, what, SM_FWD_SET, n0, n1);
+    return sm_act(ctx, what, dt, n0, n1);
 }
 
 /* A backward temporary of the current layer: its own, or its set's of `sets`. */

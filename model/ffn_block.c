@@ -32,6 +32,17 @@ static sm_ffn_shape sm_expert_shape(const sm_run *r, int l, int e)
                           .expert = e};
 }
 
+/* A SwiGLU over all T tokens (the dense FFN, or the shared expert) on the FFN input xn2:
+ * y = swiglu(xn2) (+ res), float32 or FP8 (model/linear.c). */
+static int sm_full_ffn_fwd(sm_run *r, const sm_op_ctx *c, int l, const sm_ffn_params *f,
+                           sm_layer_acts *a, sm_tensor *y, sm_tensor *res)
+{
+    sm_ffn_shape s = sm_dense_shape(r, l, f->I);
+    if (r->fp8) return sm_swiglu_fp8_fwd(r, c, f, y, a->h1, a->h3, a->xn2, res, s.n);
+    return sm_insert_swiglu_fwd(c, &s, y, a->h1, a->h3, a->xn2, f->gate.w, f->up.w, f->down.w,
+                                res);
+}
+
 /* This rank's tokens: to every other rank of the group, once each, those choosing one of its
  * experts (with their index; the outputs come back per expert), first so that the messages
  * leave early; then its own experts' rows. */
@@ -101,12 +112,7 @@ static int sm_moe_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
                              p->router.w, p->bias.w) ||
         sm_moe_dispatch_all(r, &dispatch, l, mb) || sm_moe_experts_fwd(r, &mlp, l, mb))
         return -1;
-    if (p->shared.I > 0) {
-        sm_ffn_shape s = sm_dense_shape(r, l, p->shared.I);
-        if (sm_insert_swiglu_fwd(&mlp, &s, a->ys, a->h1, a->h3, a->xn2, p->shared.gate.w,
-                                 p->shared.up.w, p->shared.down.w, NULL))
-            return -1;
-    }
+    if (p->shared.I > 0 && sm_full_ffn_fwd(r, &mlp, l, &p->shared, a, a->ys, NULL)) return -1;
     sm_tensor *ye[rd->E];
     for (int e = 0; e < rd->E; e++) ye[e] = a->ye[sm_ex(r, e, r->ep_index)];
     return sm_insert_moe_combine(&combine, rd, sm_block_x(r, mb, l, 1), ye, a->ys, a->w, a->plan,
@@ -123,10 +129,8 @@ int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
                               (float)r->m->cfg.rms_norm_eps))
         return -1;
     if (p->moe) return sm_moe_fwd(r, c, l, mb);
-    sm_ffn_shape s = sm_dense_shape(r, l, p->dense.I);
     sm_op_ctx mlp = sm_in_part(c, SM_PART_MLP);
-    return sm_insert_swiglu_fwd(&mlp, &s, sm_block_x(r, mb, l, 1), a->h1, a->h3, a->xn2,
-                                p->dense.gate.w, p->dense.up.w, p->dense.down.w, a->x1);
+    return sm_full_ffn_fwd(r, &mlp, l, &p->dense, a, sm_block_x(r, mb, l, 1), a->x1);
 }
 
 /* The backward of one SwiGLU with input x and hidden h1, h3 (the dense FFN, the shared expert
@@ -153,6 +157,7 @@ static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, int l, const sm_ffn_pa
     sm_ffn_shape s = sm_dense_shape(r, l, f->I);
     sm_ffn_grads g = {.dx = a->dxn2, .dh1 = a->dh1, .dh3 = a->dh3, .dW1 = sm_grad(r, &f->gate, mb),
                       .dW3 = sm_grad(r, &f->up, mb), .dW2 = sm_grad(r, &f->down, mb)};
+    if (r->fp8) return sm_swiglu_fp8_bwd(r, c, f, &g, dy, a->xn2, a->h1, a->h3, s.n, parts);
     return sm_swiglu_bwd_parts(c, &s, f, &g, dy, a->xn2, a->h1, a->h3, parts);
 }
 

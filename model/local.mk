@@ -1,6 +1,6 @@
 # model/: config-derived parameters, activations, block graph builders, runs, eval and bench.
 libstarmoe_core_la_SOURCES += model/model.h model/engine.c model/model.c model/params.c \
-	model/activations.c model/attention_block.c model/ffn_block.c model/mtp.c model/step.c model/pipeline.c model/stage_cut.c model/eval.c model/bench.c \
+	model/activations.c model/attention_block.c model/ffn_block.c model/mtp.c model/linear.c model/step.c model/pipeline.c model/stage_cut.c model/eval.c model/bench.c \
 	 model/optimizer.c model/generate.c model/generate_text.c model/decode.c model/decode.h \
 	model/sample.c model/sample.h model/speculative.c model/speculative.h model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h \
 	model/train_resume.c model/parallel.c model/parallel.h model/data_parallel.c \

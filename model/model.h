@@ -13,6 +13,7 @@
 #include "model/config.h"
 #include "tasks/attention_kernels.h"
 #include "tasks/codelet.h"
+#include "tasks/dense.h"
 #include "tasks/moe.h"
 
 /* A parameter and its gradient (g is NULL for buffers without gradient, e.g. the router's
@@ -197,6 +198,8 @@ struct sm_run {
                                               * differ */
     int planning;                            /* a slot's tasks are being collected, not
                                               * inserted (sm_order_plan): no messages either */
+    struct sm_fp8_state *fp8;                /* FP8 training's tensors (model/linear.c); NULL:
+                                              * float32 */
 };
 
 /* The blocks a run builds: the layers, then its MTP depths'. */
@@ -407,6 +410,29 @@ int sm_attention_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int par
  * dx[2l+1]. */
 int sm_ffn_block_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb);
 int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts);
+
+/* linear.c: the FP8 recipe's linear layers, float32 or (r->fp8) FP8 (docs/fp8.md). `what`
+ * names a linear's input within its block ("xn", ...): under FP8 its quantised copy, made by
+ * sm_linear_quant_input once for the linears that share it, is what the forward multiplies
+ * and what the weight gradient reads (x is then unused). */
+int sm_fp8_state_new(sm_run *r, sm_error *err);
+void sm_fp8_state_free(sm_run *r);
+void sm_fp8_step_begin(sm_run *r);
+int sm_linear_quant_input(sm_run *r, const sm_op_ctx *c, const char *what, sm_tensor *x, int T,
+                          int K);
+int sm_linear_fwd(sm_run *r, const sm_op_ctx *c, sm_tensor *y, sm_tensor *x, const char *what,
+                  const sm_param *p, sm_tensor *res, int T, int in, int out);
+int sm_linear_bwd_input(sm_run *r, const sm_op_ctx *c, sm_tensor *dx, sm_tensor *dy,
+                        const sm_param *p, int T, int in, int out, int accumulate);
+int sm_linear_bwd_weight(sm_run *r, const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy,
+                         sm_tensor *x, const char *what, int T, int in, int out);
+/* A SwiGLU over T tokens (the dense FFN, a shared expert) under FP8 training: y = (act = silu(x
+ * W1^T) * (x W3^T)) W2^T (+ res), h1 and h3 saved; backward parts as sm_ffn_block_bwd's. */
+int sm_swiglu_fp8_fwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f, sm_tensor *y,
+                      sm_tensor *h1, sm_tensor *h3, sm_tensor *x, sm_tensor *res, int T);
+int sm_swiglu_fp8_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f,
+                      const sm_ffn_grads *g, sm_tensor *dy, sm_tensor *x, sm_tensor *h1,
+                      sm_tensor *h3, int T, int parts);
 
 /* The residual gradient leaving a block backward: `out` starts as a copy of `in` when they
  * are distinct tensors (then the block's norm backward adds into it). */

@@ -137,10 +137,6 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                      "with parallel.ep 1", o->pipeline);
         return NULL;
     }
-    if (o && o->fp8) {
-        sm_fail(err, "FP8 training (sm_run_opts.fp8) is not built yet");
-        return NULL;
-    }
     int D = o && o->no_mtp ? 0 : m->dims.D;
     if (D > 0 && S <= D) {
         sm_fail(err, "sequence length %d: the model's %d MTP modules (num_nextn_predict_layers) "
@@ -165,7 +161,8 @@ sm_run *sm_run_new_with(sm_model *m, int B, int S, int micro, int backward,
                   .ep_index = rank % ep, .ep_first = rank - rank % ep, .pp_ranks = ppr,
                   .pp_index = rank / shares, .share = rank % shares, .shares = shares,
                   .D = D, .mtp_lambda = 0.3f};
-    if (sm_run_setup(r, err) || sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
+    if ((o && o->fp8 && sm_fp8_state_new(r, err)) || sm_run_setup(r, err) ||
+        sm_run_alloc(r, err) || sm_pipeline_setup(r, o, err)) {
         sm_run_free(r);
         return NULL;
     }
@@ -185,6 +182,7 @@ void sm_run_free(sm_run *r)
     sm_graph_step_begin(r->m->g);
     sm_tensor_list_drop(r->m->g, &r->owned);
     sm_pipeline_free(r);
+    sm_fp8_state_free(r);
     for (int mb = 0; r->mb && mb < r->micro; mb++) {
         sm_micro_acts *a = &r->mb[mb];
         for (int l = 0; a->layers && l < sm_run_blocks(r); l++) {
@@ -363,6 +361,7 @@ static int sm_run_build_plain(sm_run *r, sm_error *err)
 int sm_run_build(sm_run *r, sm_error *err)
 {
     sm_graph_step_begin(r->m->g);
+    sm_fp8_step_begin(r);
     r->step_parity ^= 1u;
     if (r->pl && sm_pipeline_begin(r, err)) return -1;
     if (r->backward && sm_zero_grads(r, err)) return -1;

@@ -92,10 +92,9 @@ void sm_linear_bwd_weight(float *dW, const float *dy, const float *x, int T, int
 /* 1 / (1 + e^-z): saturates cleanly to 0 and 1 thanks to the clamp in sm_fast_expf. */
 static inline float sigmoid(float z) { return 1.0f / (1.0f + sm_fast_expf(-z)); }
 
-/* act = silu(h1) * h3, elementwise over count entries. */
 SM_SIMD_KERNEL
-static void swiglu_act(float *restrict act, const float *restrict h1, const float *restrict h3,
-                       size_t count)
+void sm_swiglu_act(float *restrict act, const float *restrict h1, const float *restrict h3,
+                   size_t count)
 {
     for (size_t i = 0; i < count; i++) act[i] = h1[i] * sigmoid(h1[i]) * h3[i];
 }
@@ -107,16 +106,14 @@ void sm_swiglu_fwd(float *y, float *h1, float *h3, const float *x, const float *
     float *act = sm_kfloats(count, "swiglu activation");
     sm_linear_fwd(h1, x, W1, n, d, I);
     sm_linear_fwd(h3, x, W3, n, d, I);
-    swiglu_act(act, h1, h3, count);
+    sm_swiglu_act(act, h1, h3, count);
     sm_linear_fwd(y, act, W2, n, I, d);
     free(act);
 }
 
-/* Splits dact (held in dh1) in place: dh3 = dact * silu(h1),
- * dh1 = dact * h3 * s (1 + h1 (1 - s)) with s = sigmoid(h1). */
 SM_SIMD_KERNEL
-static void swiglu_grad(float *restrict dh1, float *restrict dh3, const float *restrict h1,
-                        const float *restrict h3, size_t count)
+void sm_swiglu_grad(float *restrict dh1, float *restrict dh3, const float *restrict h1,
+                    const float *restrict h3, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
         float s = sigmoid(h1[i]), dact = dh1[i];
@@ -125,14 +122,14 @@ static void swiglu_grad(float *restrict dh1, float *restrict dh3, const float *r
     }
 }
 
-/* dact = dy W2 is computed into dh1, then split by swiglu_grad. */
+/* dact = dy W2 is computed into dh1, then split by sm_swiglu_grad. */
 void sm_swiglu_bwd_input(float *dx, float *dh1, float *dh3, const float *dy, const float *h1,
                          const float *h3, const float *W1, const float *W3, const float *W2,
                          int n, int d, int I, int accumulate)
 {
     size_t count = (size_t)n * I;
     sm_linear_bwd_input(dh1, dy, W2, n, I, d, 0);
-    swiglu_grad(dh1, dh3, h1, h3, count);
+    sm_swiglu_grad(dh1, dh3, h1, h3, count);
     sm_linear_bwd_input(dx, dh1, W1, n, d, I, accumulate);
     sm_linear_bwd_input(dx, dh3, W3, n, d, I, 1);
 }
@@ -143,7 +140,7 @@ void sm_swiglu_bwd_weight(float *dW1, float *dW3, float *dW2, const float *dy, c
 {
     size_t count = (size_t)n * I;
     float *act = sm_kfloats(count, "swiglu activation");
-    swiglu_act(act, h1, h3, count);
+    sm_swiglu_act(act, h1, h3, count);
     sm_linear_bwd_weight(dW1, dh1, x, n, d, I);
     sm_linear_bwd_weight(dW3, dh3, x, n, d, I);
     sm_linear_bwd_weight(dW2, dy, act, n, I, d);

@@ -30,6 +30,12 @@ void sm_linear_bwd_input(float *dx, const float *dy, const float *W, int T, int 
 /* dW[out, in] += dy^T . x */
 void sm_linear_bwd_weight(float *dW, const float *dy, const float *x, int T, int in, int out);
 
+/* The SwiGLU's activation, elementwise over count entries: act = silu(h1) * h3; and its
+ * backward, splitting dact (held in dh1) in place: dh3 = dact * silu(h1),
+ * dh1 = dact * h3 * s (1 + h1 (1 - s)) with s = sigmoid(h1). */
+void sm_swiglu_act(float *act, const float *h1, const float *h3, size_t count);
+void sm_swiglu_grad(float *dh1, float *dh3, const float *h1, const float *h3, size_t count);
+
 /* SwiGLU FFN: h1 = x W1^T, h3 = x W3^T, y = (silu(h1) * h3) W2^T. W1, W3 are [I, d], W2 is
  * [d, I]; x is [n, d]; saves h1, h3 [n, I] (the activation is recomputed in backward). */
 void sm_swiglu_fwd(float *y, float *h1, float *h3, const float *x, const float *W1,

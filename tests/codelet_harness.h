@@ -103,6 +103,6 @@ typedef struct helper_case {
 
 /* Each family's cases, ending with {NULL, NULL}. */
 extern const helper_case codelet_cases_dense[], codelet_cases_attention[], codelet_cases_moe[],
-    codelet_cases_optim[], codelet_cases_mtp[], codelet_cases_mla_cache[];
+    codelet_cases_optim[], codelet_cases_mtp[], codelet_cases_mla_cache[], codelet_cases_fp8[];
 
 #endif

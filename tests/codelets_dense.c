@@ -281,6 +281,27 @@ static void case_swiglu_bwd(fx *f)
 
 /* without gradient, with one, and with one written over the logits (bitwise the separate
  * gradient) */
+static void case_swiglu_act(fx *f)
+{
+    ct *act = fx_rand(f, "act", T * I_FF), *h1 = fx_rand(f, "h1", T * I_FF);
+    ct *h3 = fx_rand(f, "h3", T * I_FF);
+    int rc = sm_insert_swiglu_act(&f->c, act->t, h1->t, h3->t, T, I_FF);
+    sm_swiglu_act(RF(act), RF(h1), RF(h3), (size_t)T * I_FF);
+    fx_check(f, "swiglu_act", rc,
+             WANT("swiglu_act", 6.0 * T * I_FF, SM_W(act->t), SM_R(h1->t), SM_R(h3->t)));
+}
+
+static void case_swiglu_grad(fx *f)
+{
+    ct *dh1 = fx_rand(f, "dh1", T * I_FF), *dh3 = fx_rand(f, "dh3", T * I_FF);
+    ct *h1 = fx_rand(f, "h1", T * I_FF), *h3 = fx_rand(f, "h3", T * I_FF);
+    int rc = sm_insert_swiglu_grad(&f->c, dh1->t, dh3->t, h1->t, h3->t, T, I_FF);
+    sm_swiglu_grad(RF(dh1), RF(dh3), RF(h1), RF(h3), (size_t)T * I_FF);
+    fx_check(f, "swiglu_grad", rc,
+             WANT("swiglu_grad", 10.0 * T * I_FF, SM_RW(dh1->t), SM_W(dh3->t), SM_R(h1->t),
+                  SM_R(h3->t)));
+}
+
 static void case_cross_entropy(fx *f)
 {
     for (int with_grad = 0; with_grad < 2; with_grad++) {
@@ -437,6 +458,7 @@ const helper_case codelet_cases_dense[] = {
     HELPER_CASE(embedding_fwd), HELPER_CASE(embedding_bwd), HELPER_CASE(rmsnorm_fwd),
     HELPER_CASE(rmsnorm_bwd), HELPER_CASE(linear_fwd), HELPER_CASE(linear_bwd_input),
     HELPER_CASE(linear_bwd_weight), HELPER_CASE(swiglu_fwd), HELPER_CASE(swiglu_bwd_input),
-    HELPER_CASE(swiglu_bwd_weight), HELPER_CASE(swiglu_bwd), HELPER_CASE(cross_entropy),
+    HELPER_CASE(swiglu_bwd_weight), HELPER_CASE(swiglu_bwd), HELPER_CASE(swiglu_act),
+    HELPER_CASE(swiglu_grad), HELPER_CASE(cross_entropy),
     HELPER_CASE(sum_scalars), HELPER_CASE(weighted_scalars), HELPER_CASE(copy), HELPER_CASE(sum_tensors), HELPER_CASE(pack),
     HELPER_CASE(unpack), HELPER_CASE(zero), HELPER_CASE(nop), {NULL, NULL}};

@@ -1,5 +1,5 @@
 /* Per-op codelet tests through StarPU: every insert helper of tasks/ (dense, attention, MoE,
- * optimizer, MTP, cache) runs on small tensors in an executing graph, once per
+ * optimizer, MTP, cache, FP8) runs on small tensors in an executing graph, once per
  * implementation (the CPU codelets now; each implementation is one entry of `impls`, selected
  * by a scheduling context of its workers), and is compared with its pure kernel called here on the same inputs
  * (bitwise where the implementation runs the same code); a resizable row tensor (a routed
@@ -128,7 +128,8 @@ static const struct {
     const helper_case *cases;
 } families[] = {{"dense.h", codelet_cases_dense}, {"attention.h", codelet_cases_attention},
                 {"moe.h", codelet_cases_moe}, {"optim.h", codelet_cases_optim},
-                {"mtp.h", codelet_cases_mtp}, {"mla_cache.h", codelet_cases_mla_cache}};
+                {"mtp.h", codelet_cases_mtp}, {"mla_cache.h", codelet_cases_mla_cache},
+                {"fp8.h", codelet_cases_fp8}};
 enum { NFAMILIES = sizeof families / sizeof families[0] };
 
 static int has_case(const helper_case *cases, const char *helper)
