@@ -7,7 +7,7 @@ libstarmoe_core_la_SOURCES += model/model.h model/engine.c model/model.c model/p
 	model/expert_parallel.c model/comm.c model/comm.h model/rank_trace.c model/rank_trace.h
 starmoeinclude_HEADERS += include/starmoe/starmoe.h include/starmoe/engine.h \
 	include/starmoe/model.h include/starmoe/run.h include/starmoe/optimizer.h \
-	include/starmoe/drivers.h include/starmoe/train.h include/starmoe/fp8.h
+	include/starmoe/drivers.h include/starmoe/train.h
 libstarmoe_core_la_SOURCES += model/config.c model/config.h
 
 check_PROGRAMS += tests/test_fixture tests/test_eval_mtp
