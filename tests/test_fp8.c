@@ -198,7 +198,8 @@ static int64_t check_one(const format *f, uint32_t u, int saturate)
 static void test_sampled_patterns(const format *f, int saturate)
 {
     int64_t bad = 0;
-    for (uint32_t i = 0; i < (1u << 24); i++) bad += check_one(f, i << 8 | (i * 37 & 0xFF), saturate);
+    for (uint32_t i = 0; i < (1u << 24); i++)
+        bad += check_one(f, i << 8 | (i * 37 & 0xFF), saturate);
     for (int c = 0; c <= max_code(f) + 1; c++) {
         uint32_t g = bits((float)grid_value(f, c));
         uint32_t mid = bits((float)((grid_value(f, c) + grid_value(f, c + 1)) / 2));
@@ -211,6 +212,193 @@ static void test_sampled_patterns(const format *f, int saturate)
     tap_ok(bad == 0, "%s saturate=%d: 2^24 spread bit patterns and all within 2 ulps of grid "
            "values and midpoints encode to the nearest grid code, ties to even (%lld wrong)",
            f->name, saturate, (long long)bad);
+}
+
+/* ---- quantisers: a straightforward re-implementation of the rule ---- */
+
+static float rule_scale(float amax) { return fmaxf(amax, 1e-4f) / 448.0f; }
+
+static void naive_tiles(const float *x, int64_t rows, int64_t cols, uint8_t *codes,
+                        float *scales)
+{
+    int64_t nt = (cols + 127) / 128;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t t = 0; t < nt; t++) {
+            int64_t c1 = t * 128 + 128 < cols ? t * 128 + 128 : cols;
+            float amax = 0.0f;
+            for (int64_t c = t * 128; c < c1; c++) amax = fmaxf(amax, fabsf(x[r * cols + c]));
+            float s = scales[r * nt + t] = rule_scale(amax);
+            for (int64_t c = t * 128; c < c1; c++)
+                codes[r * cols + c] = sm_fp8_e4m3_from_f32(x[r * cols + c] / s, 1);
+        }
+}
+
+static void naive_blocks(const float *w, int64_t rows, int64_t cols, uint8_t *codes,
+                         float *scales)
+{
+    int64_t nr = (rows + 127) / 128, nc = (cols + 127) / 128;
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t j = 0; j < nc; j++) {
+            int64_t r1 = i * 128 + 128 < rows ? i * 128 + 128 : rows;
+            int64_t c1 = j * 128 + 128 < cols ? j * 128 + 128 : cols;
+            float amax = 0.0f;
+            for (int64_t r = i * 128; r < r1; r++)
+                for (int64_t c = j * 128; c < c1; c++) amax = fmaxf(amax, fabsf(w[r * cols + c]));
+            float s = scales[i * nc + j] = rule_scale(amax);
+            for (int64_t r = i * 128; r < r1; r++)
+                for (int64_t c = j * 128; c < c1; c++)
+                    codes[r * cols + c] = sm_fp8_e4m3_from_f32(w[r * cols + c] / s, 1);
+        }
+}
+
+/* Random N(0, 1) data with row 1 all zero (when there is one) and one huge value in row 0. */
+static float *test_matrix(int64_t rows, int64_t cols, uint64_t seed)
+{
+    tu_rng r;
+    tu_seed(&r, seed);
+    float *x = tu_alloc_randn(&r, (size_t)(rows * cols), 1.0f);
+    if (rows > 1) memset(x + cols, 0, (size_t)cols * sizeof *x);
+    x[cols / 2] = 3e7f;
+    return x;
+}
+
+static void test_quantizers(int64_t rows, int64_t cols)
+{
+    size_t n = (size_t)(rows * cols), nt = (size_t)(rows * sm_fp8_groups(cols));
+    size_t nb = (size_t)(sm_fp8_groups(rows) * sm_fp8_groups(cols));
+    size_t ntt = (size_t)(cols * sm_fp8_groups(rows));
+    float *x = test_matrix(rows, cols, (uint64_t)(rows * 1000 + cols));
+    float *xt = malloc(n * sizeof *xt), *back = malloc(n * sizeof *back);
+    float *s1 = malloc(nt * sizeof *s1), *s2 = malloc(nt * sizeof *s2);
+    float *b1 = malloc(nb * sizeof *b1), *b2 = malloc(nb * sizeof *b2);
+    float *t1 = malloc(ntt * sizeof *t1), *t2 = malloc(ntt * sizeof *t2);
+    uint8_t *q1 = malloc(n), *q2 = malloc(n);
+    sm_fp8_quantize_tiles(x, rows, cols, q1, s1);
+    naive_tiles(x, rows, cols, q2, s2);
+    tap_ok(!memcmp(q1, q2, n) && !memcmp(s1, s2, nt * sizeof *s1),
+           "[%lld, %lld] in 1x128 tiles: codes and scales bitwise those of the rule",
+           (long long)rows, (long long)cols);
+    int zero_ok = rows < 2 || s1[sm_fp8_groups(cols)] == 1e-4f / 448.0f;
+    tap_ok(zero_ok && s1[(cols / 2) / 128] == 3e7f / 448.0f && q1[cols / 2] == 0x7E,
+           "[%lld, %lld]: an all-zero tile has scale 1e-4/448, the huge value's tile 3e7/448 "
+           "and code 448", (long long)rows, (long long)cols);
+    int64_t bad = 0;
+    sm_fp8_dequantize_tiles(back, q1, s1, rows, cols);
+    for (int64_t i = 0; i < rows * cols; i++)
+        bad += back[i] != sm_fp8_e4m3_to_f32(q1[i]) * s1[(i / cols) * sm_fp8_groups(cols) +
+                                                       (i % cols) / 128];
+    tap_ok(bad == 0, "[%lld, %lld]: dequantised tiles are code * scale (%lld wrong)",
+           (long long)rows, (long long)cols, (long long)bad);
+
+    sm_fp8_quantize_blocks(x, rows, cols, q1, b1);
+    naive_blocks(x, rows, cols, q2, b2);
+    tap_ok(!memcmp(q1, q2, n) && !memcmp(b1, b2, nb * sizeof *b1),
+           "[%lld, %lld] in 128x128 blocks: codes and scales bitwise those of the rule",
+           (long long)rows, (long long)cols);
+
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) xt[c * rows + r] = x[r * cols + c];
+    sm_fp8_quantize_tiles_t(x, rows, cols, q1, t1);
+    naive_tiles(xt, cols, rows, q2, t2);
+    tap_ok(!memcmp(q1, q2, n) && !memcmp(t1, t2, ntt * sizeof *t1),
+           "[%lld, %lld] in 128x1 tiles, transposed: bitwise the 1x128 tiles of x^T",
+           (long long)rows, (long long)cols);
+    free(x), free(xt), free(back), free(s1), free(s2), free(b1), free(b2), free(t1), free(t2);
+    free(q1), free(q2);
+}
+
+/* ---- GEMMs ---- */
+
+/* The documented order, written out: per K block the exact products summed in increasing k,
+ * then acc += (P * a_scale) * b_scale; b_group rows of B share a scale row. */
+static void ordered_gemm(const uint8_t *a, const float *as, const uint8_t *b, const float *bs,
+                         int64_t M, int64_t N, int64_t K, int64_t b_group, float *y)
+{
+    int64_t nkb = (K + 127) / 128;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            float acc = 0.0f;
+            for (int64_t kb = 0; kb < nkb; kb++) {
+                float p = 0.0f;
+                for (int64_t k = kb * 128; k < K && k < kb * 128 + 128; k++)
+                    p += sm_fp8_e4m3_to_f32(a[m * K + k]) * sm_fp8_e4m3_to_f32(b[n * K + k]);
+                acc += (p * as[m * nkb + kb]) * bs[(n / b_group) * nkb + kb];
+            }
+            y[m * N + n] = acc;
+        }
+}
+
+typedef struct gemm_case {
+    int64_t M, N, K;
+    uint8_t *a, *b;
+    float *as, *bs;
+    double *exact, *abs_sum;     /* float64 dequantised product and sum_k |a_k b_k| */
+} gemm_case;
+
+/* A in tiles, B in blocks (b_group 128) or tiles (1), from random data; the float64 product
+ * of the dequantised operands. */
+static void make_case(gemm_case *g, int64_t M, int64_t N, int64_t K, int64_t b_group)
+{
+    int64_t nkb = sm_fp8_groups(K), nbr = b_group == 1 ? N : sm_fp8_groups(N);
+    float *x = test_matrix(M, K, (uint64_t)(M * 7 + K)), *w = test_matrix(N, K, (uint64_t)N);
+    *g = (gemm_case){M, N, K, malloc((size_t)(M * K)), malloc((size_t)(N * K)),
+                     malloc((size_t)(M * nkb) * sizeof(float)),
+                     malloc((size_t)(nbr * nkb) * sizeof(float)),
+                     malloc((size_t)(M * N) * sizeof(double)),
+                     malloc((size_t)(M * N) * sizeof(double))};
+    sm_fp8_quantize_tiles(x, M, K, g->a, g->as);
+    if (b_group == 1) sm_fp8_quantize_tiles(w, N, K, g->b, g->bs);
+    else sm_fp8_quantize_blocks(w, N, K, g->b, g->bs);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double e = 0, s = 0;
+            for (int64_t k = 0; k < K; k++) {
+                double av = (double)sm_fp8_e4m3_to_f32(g->a[m * K + k]) * g->as[m * nkb + k / 128];
+                double bv = (double)sm_fp8_e4m3_to_f32(g->b[n * K + k]) *
+                            g->bs[(n / b_group) * nkb + k / 128];
+                e += av * bv;
+                s += fabs(av * bv);
+            }
+            g->exact[m * N + n] = e;
+            g->abs_sum[m * N + n] = s;
+        }
+    free(x);
+    free(w);
+}
+
+static void free_case(gemm_case *g)
+{
+    free(g->a), free(g->b), free(g->as), free(g->bs), free(g->exact), free(g->abs_sum);
+}
+
+typedef void gemm_fn(const uint8_t *, const float *, const uint8_t *, const float *, int64_t,
+                     int64_t, int64_t, float *);
+
+static void test_gemm(const char *name, gemm_fn *ref, gemm_fn *fast, int64_t b_group,
+                      int64_t M, int64_t N, int64_t K)
+{
+    gemm_case g;
+    make_case(&g, M, N, K, b_group);
+    size_t mn = (size_t)(M * N);
+    float *y = malloc(mn * sizeof *y), *yo = malloc(mn * sizeof *yo), *yf = malloc(mn * sizeof *yf);
+    ref(g.a, g.as, g.b, g.bs, M, N, K, y);
+    ordered_gemm(g.a, g.as, g.b, g.bs, M, N, K, b_group, yo);
+    fast(g.a, g.as, g.b, g.bs, M, N, K, yf);
+    tap_ok(!memcmp(y, yo, mn * sizeof *y), "%s [%lld x %lld x %lld]: bitwise the documented order",
+           name, (long long)M, (long long)N, (long long)K);
+    /* float32 rounding: <= 128 adds in a block, two scale multiplies, one add per block */
+    double gamma = (128 + 2 + (double)sm_fp8_groups(K)) * 0x1p-24, worst = 0, worst_fast = 0;
+    for (size_t i = 0; i < mn; i++) {
+        double den = g.abs_sum[i] > 0 ? g.abs_sum[i] : 1;
+        worst = fmax(worst, fabs(y[i] - g.exact[i]) / den);
+        worst_fast = fmax(worst_fast, fabs((double)yf[i] - y[i]) / den);
+    }
+    tap_ok(worst <= gamma, "%s [%lld x %lld x %lld]: |y - float64| <= %.2g sum|a b| (%.2g)", name,
+           (long long)M, (long long)N, (long long)K, gamma, worst);
+    tap_ok(worst_fast <= 1e-6, "%s fast [%lld x %lld x %lld]: |y_fast - y| <= 1e-6 sum|a b| "
+           "(%.2g)", name, (long long)M, (long long)N, (long long)K, worst_fast);
+    free(y), free(yo), free(yf);
+    free_case(&g);
 }
 
 int main(void)
@@ -226,5 +414,16 @@ int main(void)
     test_sampled_patterns(&e4m3, 0);
     test_sampled_patterns(&e5m2, 1);
     test_sampled_patterns(&e5m2, 0);
+    static const int64_t quant_shapes[][2] = {{3, 300}, {130, 257}, {1, 1}, {128, 128}, {257, 5}};
+    for (size_t i = 0; i < sizeof quant_shapes / sizeof quant_shapes[0]; i++)
+        test_quantizers(quant_shapes[i][0], quant_shapes[i][1]);
+    static const int64_t gemm_shapes[][3] = {
+        {3, 5, 300}, {130, 129, 257}, {1, 1, 1}, {64, 200, 128}, {17, 140, 1000}, {2, 3, 129},
+    };
+    for (size_t i = 0; i < sizeof gemm_shapes / sizeof gemm_shapes[0]; i++) {
+        const int64_t *s = gemm_shapes[i];
+        test_gemm("gemm", sm_fp8_gemm, sm_fp8_gemm_fast, 128, s[0], s[1], s[2]);
+        test_gemm("gemm_tiles", sm_fp8_gemm_tiles, sm_fp8_gemm_tiles_fast, 1, s[0], s[1], s[2]);
+    }
     return tap_done();
 }
