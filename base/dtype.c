@@ -1,7 +1,10 @@
 /* Element types (sizes, safetensors names) and the bit-exact float conversions: BF16 and F16
- * (IEEE, round to nearest even, overflow to inf) and FP8 E4M3fn / E5M2 (round to nearest even,
- * saturating to the largest finite value as the GPU satfinite path does, docs/model.md §8.3). */
+ * (IEEE, round to nearest even, overflow to inf) and FP8 E4M3fn / E5M2 (round to nearest even;
+ * overflow saturates to the largest finite value, as the GPU satfinite path does, or becomes
+ * NaN / inf: docs/fp8.md), the public casts of <starmoe/fp8.h>. */
 #include "base/dtype.h"
+
+#include <starmoe/fp8.h>
 
 #include <math.h>
 #include <string.h>
@@ -50,18 +53,18 @@ static float bits_f32(uint32_t u)
 }
 
 /* A small binary float format: exponent and mantissa widths, bias, the code of the largest
- * finite magnitude, and whether the all-ones exponent means inf/NaN (IEEE) or is a normal
- * binade whose top mantissa code alone is NaN (E4M3fn). Saturating formats map overflow and
- * inf to the largest finite value. */
+ * finite magnitude, the magnitude code that overflow and infinities get when not saturating
+ * (inf, or NaN for E4M3fn which has no inf), the code of NaN, and whether the all-ones exponent
+ * means inf/NaN (IEEE) or is a normal binade whose top mantissa code alone is NaN (E4M3fn). */
 typedef struct minifloat {
     int ebits, mbits, bias;
-    uint32_t max_code, inf_code, nan_code;
-    int ieee, saturate;
+    uint32_t max_code, overflow_code, nan_code;
+    int ieee;
 } minifloat;
 
-static const minifloat fmt_f16 = {5, 10, 15, 0x7BFF, 0x7C00, 0x7E00, 1, 0};
-static const minifloat fmt_e4m3 = {4, 3, 7, 0x7E, 0x7E, 0x7F, 0, 1};
-static const minifloat fmt_e5m2 = {5, 2, 15, 0x7B, 0x7C, 0x7F, 1, 1};
+static const minifloat fmt_f16 = {5, 10, 15, 0x7BFF, 0x7C00, 0x7E00, 1};
+static const minifloat fmt_e4m3 = {4, 3, 7, 0x7E, 0x7F, 0x7F, 0};
+static const minifloat fmt_e5m2 = {5, 2, 15, 0x7B, 0x7C, 0x7F, 1};
 
 /* v >> s, rounded to nearest with ties to even (1 <= s <= 40). */
 static uint64_t shift_rne(uint64_t v, int s)
@@ -84,13 +87,15 @@ static uint32_t minifloat_round(uint32_t abs, const minifloat *m)
     return (uint32_t)shift_rne(code, 23 - m->mbits);
 }
 
-static uint32_t minifloat_encode(float f, const minifloat *m)
+/* Overflow (a rounded magnitude above the largest finite) and infinities give the largest
+ * finite magnitude when saturating, else the overflow code; the sign is kept (NaN aside). */
+static uint32_t minifloat_encode(float f, const minifloat *m, int saturate)
 {
     uint32_t u = f32_bits(f), abs = u & 0x7FFFFFFF;
     uint32_t sign = (u >> 31) << (m->ebits + m->mbits);
     if (abs > 0x7F800000) return m->nan_code;
-    uint32_t code = abs == 0x7F800000 ? m->inf_code : minifloat_round(abs, m);
-    if (code > m->max_code) code = m->saturate ? m->max_code : m->inf_code;
+    uint32_t code = abs == 0x7F800000 ? UINT32_MAX : minifloat_round(abs, m);
+    if (code > m->max_code) code = saturate ? m->max_code : m->overflow_code;
     return sign | code;
 }
 
@@ -118,11 +123,19 @@ uint16_t sm_f32_to_bf16(float f)
 }
 
 float sm_f16_to_f32(uint16_t h) { return minifloat_decode(h, &fmt_f16); }
-uint16_t sm_f32_to_f16(float f) { return (uint16_t)minifloat_encode(f, &fmt_f16); }
-float sm_fp8_e4m3_to_f32(uint8_t b) { return minifloat_decode(b, &fmt_e4m3); }
-uint8_t sm_f32_to_fp8_e4m3(float f) { return (uint8_t)minifloat_encode(f, &fmt_e4m3); }
-float sm_fp8_e5m2_to_f32(uint8_t b) { return minifloat_decode(b, &fmt_e5m2); }
-uint8_t sm_f32_to_fp8_e5m2(float f) { return (uint8_t)minifloat_encode(f, &fmt_e5m2); }
+uint16_t sm_f32_to_f16(float f) { return (uint16_t)minifloat_encode(f, &fmt_f16, 0); }
+float sm_fp8_e4m3_to_f32(uint8_t code) { return minifloat_decode(code, &fmt_e4m3); }
+float sm_fp8_e5m2_to_f32(uint8_t code) { return minifloat_decode(code, &fmt_e5m2); }
+
+uint8_t sm_fp8_e4m3_from_f32(float x, int saturate)
+{
+    return (uint8_t)minifloat_encode(x, &fmt_e4m3, saturate);
+}
+
+uint8_t sm_fp8_e5m2_from_f32(float x, int saturate)
+{
+    return (uint8_t)minifloat_encode(x, &fmt_e5m2, saturate);
+}
 
 /* One element of type t at p, as float. */
 static float load_f32(const unsigned char *p, sm_dtype t)

@@ -1,10 +1,11 @@
 /* Element types of tensors and their conversions to and from float32 (BF16, F16, FP8 E4M3/E5M2).
- * FP8 encoders round to nearest even and saturate (the GPU satfinite path): docs/model.md §8.3. */
+ * The FP8 casts are public (<starmoe/fp8.h>, docs/fp8.md); base/dtype.c defines them. */
 #ifndef STARMOE_DTYPE_H
 #define STARMOE_DTYPE_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <starmoe/fp8.h>
 
 typedef enum sm_dtype {
     SM_F32 = 0, SM_F16, SM_BF16, SM_F8_E4M3, SM_F8_E5M2, SM_F64,
@@ -22,10 +23,6 @@ float sm_bf16_to_f32(uint16_t h);
 uint16_t sm_f32_to_bf16(float f);          /* round to nearest even; NaN stays NaN */
 float sm_f16_to_f32(uint16_t h);
 uint16_t sm_f32_to_f16(float f);
-float sm_fp8_e4m3_to_f32(uint8_t b);
-uint8_t sm_f32_to_fp8_e4m3(float f);       /* RNE, saturate to +-448, NaN -> 0x7F */
-float sm_fp8_e5m2_to_f32(uint8_t b);
-uint8_t sm_f32_to_fp8_e5m2(float f);
 
 /* Converts n elements of type t at src (little-endian, any alignment) to float32. Integer and
  * bool types convert by value. */

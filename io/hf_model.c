@@ -5,11 +5,13 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/fp8_quant.h"
 #include "io/config_json.h"
 
 #define SCALE_SUFFIX "_scale_inv"
@@ -213,18 +215,6 @@ int sm_hf_has(const sm_hf_model *m, const char *name)
     return lookup(m, name, &f) != NULL;
 }
 
-void sm_fp8_dequant_blocks(float *dst, const uint8_t *q, const float *scale_inv, int64_t rows,
-                           int64_t cols, int br, int bc)
-{
-    float lut[256];
-    int64_t nbc = (cols + bc - 1) / bc;
-    for (int i = 0; i < 256; i++) lut[i] = sm_fp8_e4m3_to_f32((uint8_t)i);
-    for (int64_t r = 0; r < rows; r++) {
-        const float *srow = scale_inv + (r / br) * nbc;
-        for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = lut[q[r * cols + c]] * srow[c / bc];
-    }
-}
-
 /* Reads the F32 scale grid of FP8 weight t (from file f) into a malloc'd array. */
 static float *load_scale(const sm_hf_model *m, const sm_st_file *f, const sm_st_tensor *t,
                          const char *sname, sm_error *err)
@@ -245,9 +235,17 @@ static float *load_scale(const sm_hf_model *m, const sm_st_file *f, const sm_st_
     }
     if (sm_st_check_shape(sf, s, 2, grid, err)) return NULL;
     float *out = malloc((size_t)(grid[0] * grid[1] + 1) * sizeof *out);
-    if (!out)
+    if (!out) {
         sm_fail(err, "%s: tensor '%s': out of memory", sf->path, sname);
-    else if (sm_st_read_raw(sf, s, out, err)) {
+        return NULL;
+    }
+    int rc = sm_st_read_raw(sf, s, out, err);
+    for (int64_t i = 0; i < grid[0] * grid[1] && rc == 0; i++)
+        if (!isfinite(out[i]))
+            rc = sm_fail(err, "%s: tensor '%s': scale [%lld, %lld] is %g, expected a finite "
+                         "number", sf->path, sname, (long long)(i / grid[1]),
+                         (long long)(i % grid[1]), out[i]);
+    if (rc) {
         free(out);
         out = NULL;
     }

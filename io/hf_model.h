@@ -32,13 +32,10 @@ int sm_hf_has(const sm_hf_model *m, const char *name);
 
 /* Loads tensor `name` as float32 into dst after checking the shape; F8_E4M3 weights are
  * dequantised with `name` + "_scale_inv" (an FP8 weight without it is an error, as is a scale of
- * the wrong shape). F32, BF16 and F16 are the other weight dtypes: any other (integers, F64,
- * F8_E5M2, BOOL) is refused rather than converted. Errors name the file and the tensor. */
+ * the wrong shape or with a non-finite value). F32, BF16 and F16 are the other weight dtypes:
+ * any other (integers, F64, F8_E5M2, BOOL) is refused rather than converted. Errors name the
+ * file and the tensor. */
 int sm_hf_load_f32(const sm_hf_model *m, const char *name, int ndim, const int64_t *shape,
                    float *dst, sm_error *err);
-
-/* Dequantises a [rows, cols] FP8 E4M3 weight with its [ceil(rows/br), ceil(cols/bc)] scale grid. */
-void sm_fp8_dequant_blocks(float *dst, const uint8_t *q, const float *scale_inv, int64_t rows,
-                           int64_t cols, int br, int bc);
 
 #endif

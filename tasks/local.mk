@@ -2,7 +2,7 @@
 libstarmoe_core_la_SOURCES += tasks/kernel_util.c tasks/kernel_util.h tasks/dense_kernels.c tasks/dense_kernels.h \
 	tasks/attention_kernels.c tasks/attention_kernels.h \
 	tasks/moe_kernels.c tasks/moe_kernels.h tasks/mtp_kernels.c tasks/mtp_kernels.h \
-	tasks/mla_cache_kernels.c tasks/mla_cache_kernels.h
+	tasks/mla_cache_kernels.c tasks/mla_cache_kernels.h tasks/fp8_kernels.c tasks/fp8_kernels.h
 
 check_PROGRAMS += tests/test_dense_kernels tests/test_attention_kernels tests/test_moe_kernels
 TESTS += tests/test_dense_kernels tests/test_attention_kernels tests/test_moe_kernels

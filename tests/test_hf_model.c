@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/fp8_quant.h"
 #include "io/hf_model.h"
 #include "tests/tap.h"
 #include "tests/testutil.h"
@@ -249,7 +250,7 @@ static void test_fp8_quant_round_trip(void)
         if (fabsf(w[i]) / 448 > *s) *s = fabsf(w[i]) / 448;
     }
     for (int i = 0; i < R * C; i++)
-        q[i] = sm_f32_to_fp8_e4m3(w[i] / scale[(i / C / B) * 3 + (i % C) / B]);
+        q[i] = sm_fp8_e4m3_from_f32(w[i] / scale[(i / C / B) * 3 + (i % C) / B], 1);
     sm_fp8_dequant_blocks(back, q, scale, R, C, B, B);
     double worst = 0;
     for (int i = 0; i < R * C; i++) {

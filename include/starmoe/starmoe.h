@@ -1,6 +1,6 @@
 /* The whole public C API of starmoe in one include: errors, model configs, the engine, models,
  * runs, the optimizer, the drivers (generation, evaluation, benchmark), training, traces, the
- * tokenizer and pipeline schedules. The CLI and the examples use only this. */
+ * tokenizer, pipeline schedules and FP8. The CLI and the examples use only this. */
 #ifndef STARMOE_STARMOE_H
 #define STARMOE_STARMOE_H
 
@@ -16,5 +16,6 @@
 #include <starmoe/trace.h>
 #include <starmoe/tokenizer.h>
 #include <starmoe/schedule.h>
+#include <starmoe/fp8.h>
 
 #endif
