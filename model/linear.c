@@ -103,13 +103,13 @@ static sm_q8 *sm_q8_named_get(sm_run *r, const char *name, int rows, int cols, s
     return &e->q;
 }
 
-/* A backward temporary "<what>" of micro-batch mb: one per block with a pipeline (its B and
- * W parts run apart), else shared by the micro-batch's blocks. */
+/* A backward temporary "<what>" of rows x cols of micro-batch mb: one per block with a
+ * pipeline (its B and W parts run apart), else shared by the micro-batch's blocks. */
 static sm_q8 *sm_q8_tmp(sm_run *r, const sm_op_ctx *c, const char *what, int rows, int cols)
 {
     char name[160];
     if (r->share_bwd) snprintf(name, sizeof name, "mb%d.bwd.%s.%dx%d", c->micro, what, rows, cols);
-    else snprintf(name, sizeof name, "mb%d.L%d.%s", c->micro, c->layer, what);
+    else snprintf(name, sizeof name, "mb%d.L%d.%s.%dx%d", c->micro, c->layer, what, rows, cols);
     return sm_q8_named_get(r, name, rows, cols, c->err);
 }
 
@@ -146,7 +146,7 @@ static sm_q8 *sm_q8_input(sm_run *r, const sm_op_ctx *c, const char *what, int T
     return sm_q8_named_get(r, name, T, K, c->err);
 }
 
-int sm_linear_quant_input(sm_run *r, const sm_op_ctx *c, const char *what, sm_tensor *x, int T,
+int sm_proj_quant_input(sm_run *r, const sm_op_ctx *c, const char *what, sm_tensor *x, int T,
                           int K)
 {
     if (!r->fp8) return 0;
@@ -154,7 +154,7 @@ int sm_linear_quant_input(sm_run *r, const sm_op_ctx *c, const char *what, sm_te
     return q ? sm_insert_fp8_quant_tiles(c, SM_FORWARD, q->codes, q->scales, x, T, K) : -1;
 }
 
-int sm_linear_fwd(sm_run *r, const sm_op_ctx *c, sm_tensor *y, sm_tensor *x, const char *what,
+int sm_proj_fwd(sm_run *r, const sm_op_ctx *c, sm_tensor *y, sm_tensor *x, const char *what,
                   const sm_param *p, sm_tensor *res, int T, int in, int out)
 {
     if (!r->fp8) return sm_insert_linear_fwd(c, y, x, p->w, res, T, in, out);
@@ -164,7 +164,7 @@ int sm_linear_fwd(sm_run *r, const sm_op_ctx *c, sm_tensor *y, sm_tensor *x, con
              : -1;
 }
 
-int sm_linear_bwd_input(sm_run *r, const sm_op_ctx *c, sm_tensor *dx, sm_tensor *dy,
+int sm_proj_bwd_input(sm_run *r, const sm_op_ctx *c, sm_tensor *dx, sm_tensor *dy,
                         const sm_param *p, int T, int in, int out, int accumulate)
 {
     if (!r->fp8) return sm_insert_linear_bwd_input(c, dx, dy, p->w, T, in, out, accumulate);
@@ -176,7 +176,7 @@ int sm_linear_bwd_input(sm_run *r, const sm_op_ctx *c, sm_tensor *dx, sm_tensor 
                : -1;
 }
 
-int sm_linear_bwd_weight(sm_run *r, const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy,
+int sm_proj_bwd_weight(sm_run *r, const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy,
                          sm_tensor *x, const char *what, int T, int in, int out)
 {
     if (!r->fp8) return sm_insert_linear_bwd_weight(c, dW, dy, x, T, in, out);
@@ -216,12 +216,12 @@ int sm_swiglu_fp8_fwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f, sm_
 {
     int d = r->m->dims.d, I = f->I;
     sm_tensor *act = sm_fp8_float_tmp(r, c, "ffn_act", T, I);
-    return act && !sm_linear_quant_input(r, c, "ffn_x", x, T, d) &&
-                   !sm_linear_fwd(r, c, h1, x, "ffn_x", &f->gate, NULL, T, d, I) &&
-                   !sm_linear_fwd(r, c, h3, x, "ffn_x", &f->up, NULL, T, d, I) &&
+    return act && !sm_proj_quant_input(r, c, "ffn_x", x, T, d) &&
+                   !sm_proj_fwd(r, c, h1, x, "ffn_x", &f->gate, NULL, T, d, I) &&
+                   !sm_proj_fwd(r, c, h3, x, "ffn_x", &f->up, NULL, T, d, I) &&
                    !sm_insert_swiglu_act(c, act, h1, h3, T, I) &&
-                   !sm_linear_quant_input(r, c, "ffn_act", act, T, I)
-               ? sm_linear_fwd(r, c, y, act, "ffn_act", &f->down, res, T, I, d)
+                   !sm_proj_quant_input(r, c, "ffn_act", act, T, I)
+               ? sm_proj_fwd(r, c, y, act, "ffn_act", &f->down, res, T, I, d)
                : -1;
 }
 
@@ -231,15 +231,15 @@ int sm_swiglu_fp8_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f,
 {
     int d = r->m->dims.d, I = f->I;
     if ((parts & SM_BWD_INPUT) &&
-        (sm_linear_bwd_input(r, c, g->dh1, dy, &f->down, T, I, d, 0) ||
+        (sm_proj_bwd_input(r, c, g->dh1, dy, &f->down, T, I, d, 0) ||
          sm_insert_swiglu_grad(c, g->dh1, g->dh3, h1, h3, T, I) ||
-         sm_linear_bwd_input(r, c, g->dx, g->dh1, &f->gate, T, d, I, 0) ||
-         sm_linear_bwd_input(r, c, g->dx, g->dh3, &f->up, T, d, I, 1)))
+         sm_proj_bwd_input(r, c, g->dx, g->dh1, &f->gate, T, d, I, 0) ||
+         sm_proj_bwd_input(r, c, g->dx, g->dh3, &f->up, T, d, I, 1)))
         return -1;
     if (!(parts & SM_BWD_WEIGHT)) return 0;
-    return sm_linear_bwd_weight(r, c, g->dW2, dy, NULL, "ffn_act", T, I, d) ||
-                   sm_linear_bwd_weight(r, c, g->dW1, g->dh1, x, "ffn_x", T, d, I) ||
-                   sm_linear_bwd_weight(r, c, g->dW3, g->dh3, x, "ffn_x", T, d, I)
+    return sm_proj_bwd_weight(r, c, g->dW2, dy, NULL, "ffn_act", T, I, d) ||
+                   sm_proj_bwd_weight(r, c, g->dW1, g->dh1, x, "ffn_x", T, d, I) ||
+                   sm_proj_bwd_weight(r, c, g->dW3, g->dh3, x, "ffn_x", T, d, I)
                ? -1
                : 0;
 }

@@ -10,10 +10,11 @@ starmoeinclude_HEADERS += include/starmoe/starmoe.h include/starmoe/engine.h \
 	include/starmoe/drivers.h include/starmoe/train.h
 libstarmoe_core_la_SOURCES += model/config.c model/config.h
 
-check_PROGRAMS += tests/test_fixture tests/test_eval_mtp
-TESTS += tests/test_fixture tests/test_eval_mtp
+check_PROGRAMS += tests/test_fixture tests/test_eval_mtp tests/test_fp8_train
+TESTS += tests/test_fixture tests/test_eval_mtp tests/test_fp8_train
 tests_test_fixture_LDADD = $(TEST_LIBS)
 tests_test_eval_mtp_LDADD = $(TEST_LIBS)
+tests_test_fp8_train_LDADD = $(TEST_LIBS)
 
 # Inference over MLA's latent cache: the absorbed kernel, decode steps against the full forward,
 # generation with and without the cache.
