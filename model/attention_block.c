@@ -50,19 +50,19 @@ static int sm_attention_bwd_input(sm_run *r, const sm_op_ctx *c, int l, int mb)
     sm_tensor *in = sm_block_x(r, mb, l, 0), *dy = sm_block_dx(r, mb, l, 1);
     sm_tensor *dxo = sm_block_dx(r, mb, l, 0);
     int T = sh->T, d = x->d, dq = x->dq, dc = x->dc;
-    if (sm_proj_bwd_input(r, c, a->dout, dy, &p->o, T, x->o_w, d, 0) ||
+    if (sm_proj_bwd_input(r, c, a->dout, dy, "attn_o", &p->o, T, x->o_w, d, 0) ||
         sm_insert_mla_attn_bwd(c, &sh->mla, a->dq, a->dkpe, a->dkvu, a->dout, a->q, a->kv, a->kvu,
                                r->cos_t, r->sin_t) ||
-        sm_proj_bwd_input(r, c, a->dkvn, a->dkvu, &p->kv_b, T, dc, x->kv_b_w, 0) ||
+        sm_proj_bwd_input(r, c, a->dkvn, a->dkvu, "kvn", &p->kv_b, T, dc, x->kv_b_w, 0) ||
         sm_insert_kv_norm_bwd(c, a->dkv, sm_grad(r, &p->kv_a_norm, mb), a->dkvn, a->kv,
                               p->kv_a_norm.w, a->rstd_kv, a->dkpe, T, dc, x->dr) ||
-        sm_proj_bwd_input(r, c, a->dxn, a->dkv, &p->kv_a, T, d, x->kv_a_w, 0))
+        sm_proj_bwd_input(r, c, a->dxn, a->dkv, "xn", &p->kv_a, T, d, x->kv_a_w, 0))
         return -1;
-    if (dq > 0 ? sm_proj_bwd_input(r, c, a->dcqn, a->dq, &p->q_b, T, dq, x->q_w, 0) ||
+    if (dq > 0 ? sm_proj_bwd_input(r, c, a->dcqn, a->dq, "cqn", &p->q_b, T, dq, x->q_w, 0) ||
                      sm_insert_rmsnorm_bwd(c, a->dcq, dq, sm_grad(r, &p->q_a_norm, mb), a->dcqn,
                                            a->cq, dq, p->q_a_norm.w, a->rstd_q, T, dq, 0) ||
-                     sm_proj_bwd_input(r, c, a->dxn, a->dcq, &p->q_a, T, d, dq, 1)
-               : sm_proj_bwd_input(r, c, a->dxn, a->dq, &p->q, T, d, x->q_w, 1))
+                     sm_proj_bwd_input(r, c, a->dxn, a->dcq, "xn", &p->q_a, T, d, dq, 1)
+               : sm_proj_bwd_input(r, c, a->dxn, a->dq, "xn", &p->q, T, d, x->q_w, 1))
         return -1;
     if (sm_residual_grad_pass(c, dxo, dy) ||
         sm_insert_rmsnorm_bwd(c, dxo, d, sm_grad(r, &p->in_norm, mb), a->dxn, in, d,

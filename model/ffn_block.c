@@ -7,6 +7,8 @@
  * starts when its tokens arrive) and sends the outputs back; the backward pass mirrors it. */
 #include "model/model.h"
 
+#include <stdio.h>
+
 #include "tasks/dense.h"
 #include "tasks/moe.h"
 
@@ -38,9 +40,28 @@ static int sm_full_ffn_fwd(sm_run *r, const sm_op_ctx *c, int l, const sm_ffn_pa
                            sm_layer_acts *a, sm_tensor *y, sm_tensor *res)
 {
     sm_ffn_shape s = sm_dense_shape(r, l, f->I);
-    if (r->fp8) return sm_swiglu_fp8_fwd(r, c, f, y, a->h1, a->h3, a->xn2, res, s.n);
+    if (r->fp8) return sm_swiglu_fp8_fwd(r, c, "ffn", &s, f, y, a->h1, a->h3, a->xn2, res);
     return sm_insert_swiglu_fwd(c, &s, y, a->h1, a->h3, a->xn2, f->gate.w, f->up.w, f->down.w,
                                 res);
+}
+
+/* The name a routed expert's FP8 tensors take for source src: "e<e>.s<src>". */
+static const char *sm_expert_tag(char *buf, int e, int src)
+{
+    snprintf(buf, 32, "e%d.s%d", e, src);
+    return buf;
+}
+
+/* Routed expert e's FFN on source src's rows: float32 or FP8. */
+static int sm_expert_fwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_shape *s,
+                         const sm_ffn_params *f, int src, sm_tensor *y, sm_tensor *h1,
+                         sm_tensor *h3, sm_tensor *x)
+{
+    char tag[32];
+    if (r->fp8)
+        return sm_swiglu_fp8_fwd(r, c, sm_expert_tag(tag, s->expert, src), s, f, y, h1, h3, x,
+                                 NULL);
+    return sm_insert_swiglu_fwd(c, s, y, h1, h3, x, f->gate.w, f->up.w, f->down.w, NULL);
 }
 
 /* This rank's tokens: to every other rank of the group, once each, those choosing one of its
@@ -90,8 +111,7 @@ static int sm_moe_experts_fwd(sm_run *r, const sm_op_ctx *c, int l, int mb)
                                                      a->xe[i], a->tok_in[src], a->idx_in[src],
                                                      NULL))
                 return -1;
-            if (sm_insert_swiglu_fwd(c, &s, a->ye[i], a->eh1[i], a->eh3[i], a->xe[i], f->gate.w,
-                                     f->up.w, f->down.w, NULL))
+            if (sm_expert_fwd(r, c, &s, f, src, a->ye[i], a->eh1[i], a->eh3[i], a->xe[i]))
                 return -1;
             if (src != me && sm_ep_send(r, a->ye[i], SM_EP_OUTPUTS, l, mb, e, src, src, c->err))
                 return -1;
@@ -157,7 +177,7 @@ static int sm_full_ffn_bwd(sm_run *r, const sm_op_ctx *c, int l, const sm_ffn_pa
     sm_ffn_shape s = sm_dense_shape(r, l, f->I);
     sm_ffn_grads g = {.dx = a->dxn2, .dh1 = a->dh1, .dh3 = a->dh3, .dW1 = sm_grad(r, &f->gate, mb),
                       .dW3 = sm_grad(r, &f->up, mb), .dW2 = sm_grad(r, &f->down, mb)};
-    if (r->fp8) return sm_swiglu_fp8_bwd(r, c, f, &g, dy, a->xn2, a->h1, a->h3, s.n, parts);
+    if (r->fp8) return sm_swiglu_fp8_bwd(r, c, "ffn", &s, f, &g, dy, a->h1, a->h3, parts);
     return sm_swiglu_bwd_parts(c, &s, f, &g, dy, a->xn2, a->h1, a->h3, parts);
 }
 
@@ -200,6 +220,7 @@ static int sm_moe_experts_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int 
     sm_layer_acts *a = &r->mb[mb].layers[l];
     const sm_router_dims *rd = &sm_shape_of(r, l)->router;
     int me = r->ep_index, input = parts & SM_BWD_INPUT, per = rd->E / r->ep;
+    char tag[32];
     for (int k = 0; k < r->ep; k++) {
         int src = (me + k) % r->ep;
         if (input && src != me &&
@@ -218,8 +239,10 @@ static int sm_moe_experts_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int 
                 sm_insert_moe_take_rows(c, rd, e, e - me * per, per, a->dye[i],
                                         a->grad_in[src], a->idx_in[src], a->wt_in[src]))
                 return -1;
-            if (sm_swiglu_bwd_parts(c, &s, f, &g, a->dye[i], a->xe[i], a->eh1[i], a->eh3[i],
-                                    parts))
+            if (r->fp8 ? sm_swiglu_fp8_bwd(r, c, sm_expert_tag(tag, e, src), &s, f, &g, a->dye[i],
+                                           a->eh1[i], a->eh3[i], parts)
+                       : sm_swiglu_bwd_parts(c, &s, f, &g, a->dye[i], a->xe[i], a->eh1[i],
+                                             a->eh3[i], parts))
                 return -1;
             if (input && src != me &&
                 sm_ep_send(r, a->dxe[i], SM_EP_TOKEN_GRADS, l, mb, e, src, src, c->err))

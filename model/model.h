@@ -413,26 +413,30 @@ int sm_ffn_block_bwd(sm_run *r, const sm_op_ctx *c, int l, int mb, int parts);
 
 /* linear.c: the FP8 recipe's linear layers, float32 or (r->fp8) FP8 (docs/fp8.md). `what`
  * names a linear's input within its block ("xn", ...): under FP8 its quantised copy, made by
- * sm_proj_quant_input once for the linears that share it, is what the forward multiplies
- * and what the weight gradient reads (x is then unused). */
+ * sm_proj_quant_input once for the linears that share it, is what the forward multiplies and
+ * what the weight gradient reads (x is then unused). */
 int sm_fp8_state_new(sm_run *r, sm_error *err);
 void sm_fp8_state_free(sm_run *r);
 void sm_fp8_step_begin(sm_run *r);
 int sm_proj_quant_input(sm_run *r, const sm_op_ctx *c, const char *what, sm_tensor *x, int T,
-                          int K);
+                        int K);
 int sm_proj_fwd(sm_run *r, const sm_op_ctx *c, sm_tensor *y, sm_tensor *x, const char *what,
-                  const sm_param *p, sm_tensor *res, int T, int in, int out);
+                const sm_param *p, sm_tensor *res, int T, int in, int out);
 int sm_proj_bwd_input(sm_run *r, const sm_op_ctx *c, sm_tensor *dx, sm_tensor *dy,
-                        const sm_param *p, int T, int in, int out, int accumulate);
+                      const char *what, const sm_param *p, int T, int in, int out,
+                      int accumulate);
 int sm_proj_bwd_weight(sm_run *r, const sm_op_ctx *c, sm_tensor *dW, sm_tensor *dy,
-                         sm_tensor *x, const char *what, int T, int in, int out);
-/* A SwiGLU over T tokens (the dense FFN, a shared expert) under FP8 training: y = (act = silu(x
- * W1^T) * (x W3^T)) W2^T (+ res), h1 and h3 saved; backward parts as sm_ffn_block_bwd's. */
-int sm_swiglu_fp8_fwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f, sm_tensor *y,
-                      sm_tensor *h1, sm_tensor *h3, sm_tensor *x, sm_tensor *res, int T);
-int sm_swiglu_fp8_bwd(sm_run *r, const sm_op_ctx *c, const sm_ffn_params *f,
-                      const sm_ffn_grads *g, sm_tensor *dy, sm_tensor *x, sm_tensor *h1,
-                      sm_tensor *h3, int T, int parts);
+                       sm_tensor *x, const char *what, int T, int in, int out);
+/* A SwiGLU of shape s (the dense FFN, a shared expert over every token; a routed expert over
+ * its rows: s->expert >= 0) under FP8 training, its cached tensors named after `tag`:
+ * y = (act = silu(x W1^T) * (x W3^T)) W2^T (+ res), h1 and h3 saved; backward parts as
+ * sm_ffn_block_bwd's, into g. */
+int sm_swiglu_fp8_fwd(sm_run *r, const sm_op_ctx *c, const char *tag, const sm_ffn_shape *s,
+                      const sm_ffn_params *f, sm_tensor *y, sm_tensor *h1, sm_tensor *h3,
+                      sm_tensor *x, sm_tensor *res);
+int sm_swiglu_fp8_bwd(sm_run *r, const sm_op_ctx *c, const char *tag, const sm_ffn_shape *s,
+                      const sm_ffn_params *f, const sm_ffn_grads *g, sm_tensor *dy,
+                      sm_tensor *h1, sm_tensor *h3, int parts);
 
 /* The residual gradient leaving a block backward: `out` starts as a copy of `in` when they
  * are distinct tensors (then the block's norm backward adds into it). */

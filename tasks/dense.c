@@ -294,6 +294,58 @@ static const char *sm_ffn_op(const sm_ffn_shape *s, const char *expert_op, const
     return s->expert >= 0 ? expert_op : ffn_op;
 }
 
+/* ---- the SwiGLU activation alone ---- */
+enum { SWIGLU_ACT_OUT, SWIGLU_ACT_H1, SWIGLU_ACT_H3, SWIGLU_ACT_NBUF };
+enum { SWIGLU_GRAD_DH1, SWIGLU_GRAD_DH3, SWIGLU_GRAD_H1, SWIGLU_GRAD_H3, SWIGLU_GRAD_NBUF };
+
+/* The entries of an activation task: its rows (a routed expert's: h1's) times I. */
+static size_t sm_act_count(void *b[], const sm_ffn_args *a, int h1_slot)
+{
+    return a->s.expert >= 0 ? STARPU_VECTOR_GET_NX(b[h1_slot]) : (size_t)a->s.n * a->s.I;
+}
+
+static void sm_swiglu_act_cpu(void *b[], void *arg)
+{
+    const sm_ffn_args *a = arg;
+    size_t n = sm_act_count(b, a, SWIGLU_ACT_H1);
+    float *act = a->s.expert >= 0 ? sm_resizable_resize(b[SWIGLU_ACT_OUT], n)
+                                  : SM_BUF(b, SWIGLU_ACT_OUT, float);
+    sm_swiglu_act(act, SM_BUF(b, SWIGLU_ACT_H1, float), SM_BUF(b, SWIGLU_ACT_H3, float), n);
+}
+SM_CODELET(swiglu_act, sm_swiglu_act_cpu);
+
+static void sm_swiglu_grad_cpu(void *b[], void *arg)
+{
+    const sm_ffn_args *a = arg;
+    size_t n = sm_act_count(b, a, SWIGLU_GRAD_H1);
+    float *dh3 = a->s.expert >= 0 ? sm_resizable_resize(b[SWIGLU_GRAD_DH3], n)
+                                  : SM_BUF(b, SWIGLU_GRAD_DH3, float);
+    sm_swiglu_grad(SM_BUF(b, SWIGLU_GRAD_DH1, float), dh3, SM_BUF(b, SWIGLU_GRAD_H1, float),
+                   SM_BUF(b, SWIGLU_GRAD_H3, float), n);
+}
+SM_CODELET(swiglu_grad, sm_swiglu_grad_cpu);
+
+int sm_insert_swiglu_act(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *act,
+                         sm_tensor *h1, sm_tensor *h3)
+{
+    sm_ffn_args a = {.s = *s};
+    sm_access acc[SWIGLU_ACT_NBUF] = {[SWIGLU_ACT_OUT] = SM_W(act), [SWIGLU_ACT_H1] = SM_R(h1),
+                                      [SWIGLU_ACT_H3] = SM_R(h3)};
+    return sm_op_insert(c, &sm_cl_swiglu_act, "swiglu_act", SM_FORWARD, s->expert, acc,
+                        SWIGLU_ACT_NBUF, &a, sizeof a, 6.0 * s->n * s->I);
+}
+
+int sm_insert_swiglu_grad(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *dh1,
+                          sm_tensor *dh3, sm_tensor *h1, sm_tensor *h3)
+{
+    sm_ffn_args a = {.s = *s};
+    sm_access acc[SWIGLU_GRAD_NBUF] = {[SWIGLU_GRAD_DH1] = SM_RW(dh1),
+                                       [SWIGLU_GRAD_DH3] = SM_W(dh3),
+                                       [SWIGLU_GRAD_H1] = SM_R(h1), [SWIGLU_GRAD_H3] = SM_R(h3)};
+    return sm_op_insert(c, &sm_cl_swiglu_grad, "swiglu_grad", SM_BACKWARD_INPUT, s->expert, acc,
+                        SWIGLU_GRAD_NBUF, &a, sizeof a, 10.0 * s->n * s->I);
+}
+
 int sm_insert_swiglu_fwd(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *y, sm_tensor *h1,
                          sm_tensor *h3, sm_tensor *x, sm_tensor *W1, sm_tensor *W3, sm_tensor *W2,
                          sm_tensor *res)
@@ -366,48 +418,6 @@ int sm_insert_swiglu_bwd(const sm_op_ctx *c, const sm_ffn_shape *s, const sm_ffn
     return sm_op_insert(c, &sm_cl_swiglu_bwd, sm_ffn_op(s, "expert_bwd", "ffn_bwd"),
                         SM_BACKWARD_INPUT, s->expert, acc, SWIGLU_BWD_NBUF, &a, sizeof a,
                         sm_ffn_flops(s, 6));
-}
-
-/* ---- the SwiGLU activation alone ---- */
-typedef struct { size_t count; } sm_act_args;
-enum { SWIGLU_ACT_OUT, SWIGLU_ACT_H1, SWIGLU_ACT_H3, SWIGLU_ACT_NBUF };
-enum { SWIGLU_GRAD_DH1, SWIGLU_GRAD_DH3, SWIGLU_GRAD_H1, SWIGLU_GRAD_H3, SWIGLU_GRAD_NBUF };
-
-static void sm_swiglu_act_cpu(void *b[], void *arg)
-{
-    const sm_act_args *a = arg;
-    sm_swiglu_act(SM_BUF(b, SWIGLU_ACT_OUT, float), SM_BUF(b, SWIGLU_ACT_H1, float),
-                  SM_BUF(b, SWIGLU_ACT_H3, float), a->count);
-}
-SM_CODELET(swiglu_act, sm_swiglu_act_cpu);
-
-static void sm_swiglu_grad_cpu(void *b[], void *arg)
-{
-    const sm_act_args *a = arg;
-    sm_swiglu_grad(SM_BUF(b, SWIGLU_GRAD_DH1, float), SM_BUF(b, SWIGLU_GRAD_DH3, float),
-                   SM_BUF(b, SWIGLU_GRAD_H1, float), SM_BUF(b, SWIGLU_GRAD_H3, float), a->count);
-}
-SM_CODELET(swiglu_grad, sm_swiglu_grad_cpu);
-
-int sm_insert_swiglu_act(const sm_op_ctx *c, sm_tensor *act, sm_tensor *h1, sm_tensor *h3, int n,
-                         int I)
-{
-    sm_act_args a = {(size_t)n * I};
-    sm_access acc[SWIGLU_ACT_NBUF] = {[SWIGLU_ACT_OUT] = SM_W(act), [SWIGLU_ACT_H1] = SM_R(h1),
-                                      [SWIGLU_ACT_H3] = SM_R(h3)};
-    return sm_op_insert(c, &sm_cl_swiglu_act, "swiglu_act", SM_FORWARD, -1, acc, SWIGLU_ACT_NBUF,
-                        &a, sizeof a, 6.0 * a.count);
-}
-
-int sm_insert_swiglu_grad(const sm_op_ctx *c, sm_tensor *dh1, sm_tensor *dh3, sm_tensor *h1,
-                          sm_tensor *h3, int n, int I)
-{
-    sm_act_args a = {(size_t)n * I};
-    sm_access acc[SWIGLU_GRAD_NBUF] = {[SWIGLU_GRAD_DH1] = SM_RW(dh1),
-                                       [SWIGLU_GRAD_DH3] = SM_W(dh3),
-                                       [SWIGLU_GRAD_H1] = SM_R(h1), [SWIGLU_GRAD_H3] = SM_R(h3)};
-    return sm_op_insert(c, &sm_cl_swiglu_grad, "swiglu_grad", SM_BACKWARD_INPUT, -1, acc,
-                        SWIGLU_GRAD_NBUF, &a, sizeof a, 10.0 * a.count);
 }
 
 /* ---- loss and utilities ---- */

@@ -47,12 +47,13 @@ int sm_insert_swiglu_bwd_weight(const sm_op_ctx *c, const sm_ffn_shape *s, sm_te
                                 sm_tensor *h1, sm_tensor *h3, sm_tensor *dh1, sm_tensor *dh3);
 
 /* The SwiGLU's activation alone (FP8 training runs the three GEMMs as tasks of their own):
- * act = silu(h1) * h3 over n rows of I; backward: dh1 holds dact and becomes dh1, dh3 is
+ * act = silu(h1) * h3 over the s->n rows of s->I (a routed expert's: as many as h1 holds;
+ * the buffers written take that size); backward: dh1 holds dact and becomes dh1, dh3 is
  * written. */
-int sm_insert_swiglu_act(const sm_op_ctx *c, sm_tensor *act, sm_tensor *h1, sm_tensor *h3, int n,
-                         int I);
-int sm_insert_swiglu_grad(const sm_op_ctx *c, sm_tensor *dh1, sm_tensor *dh3, sm_tensor *h1,
-                          sm_tensor *h3, int n, int I);
+int sm_insert_swiglu_act(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *act,
+                         sm_tensor *h1, sm_tensor *h3);
+int sm_insert_swiglu_grad(const sm_op_ctx *c, const sm_ffn_shape *s, sm_tensor *dh1,
+                          sm_tensor *dh3, sm_tensor *h1, sm_tensor *h3);
 
 /* Where the backward of a SwiGLU writes: its input gradient dx (= or +=), the hidden
  * gradients dh1, dh3 (overwritten) and the weight gradients (+=). */

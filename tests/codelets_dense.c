@@ -285,7 +285,8 @@ static void case_swiglu_act(fx *f)
 {
     ct *act = fx_rand(f, "act", T * I_FF), *h1 = fx_rand(f, "h1", T * I_FF);
     ct *h3 = fx_rand(f, "h3", T * I_FF);
-    int rc = sm_insert_swiglu_act(&f->c, act->t, h1->t, h3->t, T, I_FF);
+    sm_ffn_shape s = {.n = T, .d = D, .I = I_FF, .expert = -1};
+    int rc = sm_insert_swiglu_act(&f->c, &s, act->t, h1->t, h3->t);
     sm_swiglu_act(RF(act), RF(h1), RF(h3), (size_t)T * I_FF);
     fx_check(f, "swiglu_act", rc,
              WANT("swiglu_act", 6.0 * T * I_FF, SM_W(act->t), SM_R(h1->t), SM_R(h3->t)));
@@ -295,7 +296,8 @@ static void case_swiglu_grad(fx *f)
 {
     ct *dh1 = fx_rand(f, "dh1", T * I_FF), *dh3 = fx_rand(f, "dh3", T * I_FF);
     ct *h1 = fx_rand(f, "h1", T * I_FF), *h3 = fx_rand(f, "h3", T * I_FF);
-    int rc = sm_insert_swiglu_grad(&f->c, dh1->t, dh3->t, h1->t, h3->t, T, I_FF);
+    sm_ffn_shape s = {.n = T, .d = D, .I = I_FF, .expert = -1};
+    int rc = sm_insert_swiglu_grad(&f->c, &s, dh1->t, dh3->t, h1->t, h3->t);
     sm_swiglu_grad(RF(dh1), RF(dh3), RF(h1), RF(h3), (size_t)T * I_FF);
     fx_check(f, "swiglu_grad", rc,
              WANT("swiglu_grad", 10.0 * T * I_FF, SM_RW(dh1->t), SM_W(dh3->t), SM_R(h1->t),

@@ -43,14 +43,28 @@ static q8 fx_q8(fx *f, const char *name, int rows, int cols, int blocks)
 
 #define U8(x) ((uint8_t *)(x)->ref)
 
+static const sm_fp8_rows FIXED_R = {R, 0};
+
 static void case_fp8_quant_tiles(fx *f)
 {
     ct *x = fx_rand(f, "x", R * C), *codes = fx_tensor(f, "codes", SM_U8, R * C, NULL);
     ct *scales = fx_rand(f, "scales", R * g(C));
-    int rc = sm_insert_fp8_quant_tiles(&f->c, SM_FORWARD, codes->t, scales->t, x->t, R, C);
+    int rc = sm_insert_fp8_quant_tiles(&f->c, SM_FORWARD, codes->t, scales->t, x->t, FIXED_R, C);
     sm_fp8_quantize_tiles(RF(x), R, C, U8(codes), RF(scales));
     fx_check(f, "fp8_quant_tiles", rc,
              WANT("fp8_quant_tiles", 2.0 * R * C, SM_W(codes->t), SM_W(scales->t), SM_R(x->t)));
+    /* a routed expert's rows: the outputs take the size of the rows x holds (R), not the
+     * expected count given (7) */
+    x = fx_rows(f, "x", R, C);
+    codes = fx_rows_of(f, "codes", SM_U8, 0, C, NULL);
+    scales = fx_rows_of(f, "scales", SM_F32, 0, g(C), NULL);
+    rc = sm_insert_fp8_quant_tiles(&f->c, SM_FORWARD, codes->t, scales->t, x->t,
+                                   (sm_fp8_rows){7, 1}, C);
+    fx_resize(codes, R * C);
+    fx_resize(scales, R * g(C));
+    sm_fp8_quantize_tiles(RF(x), R, C, U8(codes), RF(scales));
+    fx_check(f, "fp8_quant_tiles of rows", rc,
+             WANT("fp8_quant_tiles", 2.0 * 7 * C, SM_W(codes->t), SM_W(scales->t), SM_R(x->t)));
 }
 
 static void case_fp8_quant_blocks(fx *f)
@@ -88,7 +102,7 @@ static void case_fp8_quant_tiles_t(fx *f)
 {
     ct *x = fx_rand(f, "x", R * C), *codes = fx_tensor(f, "codes", SM_U8, R * C, NULL);
     ct *scales = fx_rand(f, "scales", C * g(R));
-    int rc = sm_insert_fp8_quant_tiles_t(&f->c, codes->t, scales->t, x->t, R, C);
+    int rc = sm_insert_fp8_quant_tiles_t(&f->c, codes->t, scales->t, x->t, FIXED_R, C);
     sm_fp8_quantize_tiles_t(RF(x), R, C, U8(codes), RF(scales));
     fx_check(f, "fp8_quant_tiles_t", rc,
              WANT("fp8_quant_tiles_t", 2.0 * R * C, SM_W(codes->t), SM_W(scales->t),
@@ -100,7 +114,8 @@ static void case_fp8_requant_t(fx *f)
     q8 x = fx_q8(f, "x", R, C, 0);
     ct *codes = fx_tensor(f, "codes", SM_U8, R * C, NULL), *scales = fx_rand(f, "s", C * g(R));
     float *v = malloc((size_t)R * C * sizeof *v);
-    int rc = sm_insert_fp8_requant_t(&f->c, codes->t, scales->t, x.codes->t, x.scales->t, R, C);
+    int rc = sm_insert_fp8_requant_t(&f->c, codes->t, scales->t, x.codes->t, x.scales->t,
+                                     FIXED_R, C);
     sm_fp8_dequantize_tiles(v, U8(x.codes), RF(x.scales), R, C);
     sm_fp8_quantize_tiles_t(v, R, C, U8(codes), RF(scales));
     fx_check(f, "fp8_requant_t", rc,
@@ -116,7 +131,8 @@ static void case_fp8_gemm(fx *f)
         ct *y = fx_rand(f, "y", M * N), *res = fx_rand(f, "res", M * N);
         float p[M * N];
         int rc = sm_insert_fp8_gemm(&f->c, SM_FORWARD, y->t, a.codes->t, a.scales->t, b.codes->t,
-                                    b.scales->t, mode == 1 ? res->t : NULL, M, N, K, mode == 2);
+                                    b.scales->t, mode == 1 ? res->t : NULL, (sm_fp8_rows){M, 0},
+                                    N, K, mode == 2);
         sm_fp8_gemm_fast(U8(a.codes), RF(a.scales), U8(b.codes), RF(b.scales), M, N, K, p);
         for (int i = 0; i < M * N; i++)
             RF(y)[i] = mode == 1 ? RF(res)[i] + p[i] : mode == 2 ? RF(y)[i] + p[i] : p[i];
@@ -141,7 +157,7 @@ static void case_fp8_gemm_tiles(fx *f)
     ct *y = fx_rand(f, "y", M * N);
     float p[M * N];
     int rc = sm_insert_fp8_gemm_tiles(&f->c, y->t, a.codes->t, a.scales->t, b.codes->t,
-                                      b.scales->t, M, N, K);
+                                      b.scales->t, M, N, (sm_fp8_rows){K, 0});
     sm_fp8_gemm_tiles_fast(U8(a.codes), RF(a.scales), U8(b.codes), RF(b.scales), M, N, K, p);
     for (int i = 0; i < M * N; i++) RF(y)[i] += p[i];
     fx_check(f, "fp8_gemm_tiles", rc,

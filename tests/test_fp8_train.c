@@ -93,12 +93,14 @@ int main(void)
     float *g8b = step(m, &in, 1, &again, ops, NOPS, c8b, &n8b);
     if (!tap_ok(g32 && g8 && g8b && n32 == n8 && n8 == n8b, "float32 and FP8 steps run"))
         return tap_done();
-    /* 3 layers: 5 MLA linears (q_a, q_b, kv_a, kv_b, o) each, the dense FFN of layer 0 and the
-     * shared experts of layers 1 and 2 (3 linears each): 24 linears, 24 weights */
-    int linears = 3 * 5 + 3 * 3, inputs_cast = 3 * 4 + 3 * 2;
+    /* 3 layers: 5 MLA linears (q_a, q_b, kv_a, kv_b, o) each; the dense FFN of layer 0, the
+     * shared experts of layers 1 and 2 and their 8 routed experts each (3 linears a SwiGLU):
+     * 72 linears and weights; the inputs cast: 4 an attention (q_a and kv_a share theirs), 2 a
+     * SwiGLU */
+    int swiglus = 3 + 2 * 8, linears = 3 * 5 + 3 * swiglus, inputs_cast = 3 * 4 + 2 * swiglus;
     tap_ok(c32[5] == 0 && c8[1] == linears && c8[2] == linears && c8[5] == 2 * linears &&
                c8[6] == linears && c8[3] == linears && c8[4] == linears &&
-               c8[0] == inputs_cast + linears && c8[7] == 3 && c8[8] == 3,
+               c8[0] == inputs_cast + linears && c8[7] == swiglus && c8[8] == swiglus,
            "the FP8 step's casts and GEMMs are tasks: %d fp8_quant_tiles (%d inputs, %d "
            "gradients), %d fp8_quant_blocks, %d fp8_transpose_blocks, %d fp8_gemm, %d "
            "fp8_gemm_wgrad, %d fp8_quant_tiles_t, %d fp8_requant_t, %d swiglu_act/grad",
