@@ -281,6 +281,21 @@ static void case_swiglu_bwd(fx *f)
 
 /* without gradient, with one, and with one written over the logits (bitwise the separate
  * gradient) */
+/* A routed expert's activation: as many rows as h1 holds (R_ROWS), not the mean given (1). */
+enum { R_ROWS = 4 };
+
+static void swiglu_act_rows(fx *f)
+{
+    sm_ffn_shape s = {.n = 1, .d = D, .I = I_FF, .expert = 2};
+    ct *act = fx_rows_of(f, "act", SM_F32, 0, I_FF, NULL), *h1 = fx_rows(f, "h1", R_ROWS, I_FF);
+    ct *h3 = fx_rows(f, "h3", R_ROWS, I_FF);
+    int rc = sm_insert_swiglu_act(&f->c, &s, act->t, h1->t, h3->t);
+    fx_resize(act, R_ROWS * I_FF);
+    sm_swiglu_act(RF(act), RF(h1), RF(h3), (size_t)R_ROWS * I_FF);
+    fx_check(f, "swiglu_act of an expert's rows", rc,
+             WANT("swiglu_act", 6.0 * I_FF, SM_W(act->t), SM_R(h1->t), SM_R(h3->t)));
+}
+
 static void case_swiglu_act(fx *f)
 {
     ct *act = fx_rand(f, "act", T * I_FF), *h1 = fx_rand(f, "h1", T * I_FF);
@@ -290,6 +305,7 @@ static void case_swiglu_act(fx *f)
     sm_swiglu_act(RF(act), RF(h1), RF(h3), (size_t)T * I_FF);
     fx_check(f, "swiglu_act", rc,
              WANT("swiglu_act", 6.0 * T * I_FF, SM_W(act->t), SM_R(h1->t), SM_R(h3->t)));
+    swiglu_act_rows(f);
 }
 
 static void case_swiglu_grad(fx *f)

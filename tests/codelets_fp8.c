@@ -124,6 +124,28 @@ static void case_fp8_requant_t(fx *f)
     free(v);
 }
 
+/* A routed expert's: A's rows (M) known when the task runs; y takes that size. */
+static void fp8_gemm_rows(fx *f)
+{
+    q8 b = fx_q8(f, "b", N, K, 1);
+    ct *y = fx_rows_of(f, "y", SM_F32, 0, N, NULL);
+    float *x = malloc((size_t)M * K * sizeof *x);
+    uint8_t codes[M * K];
+    float scales[M * g(K)];
+    tu_fill(&f->rng, x, (size_t)M * K, 1.0f);
+    sm_fp8_quantize_tiles(x, M, K, codes, scales);
+    ct *a = fx_rows_of(f, "a", SM_U8, M, K, codes), *as = fx_rows_of(f, "as", SM_F32, M, g(K),
+                                                                     scales);
+    int rc = sm_insert_fp8_gemm(&f->c, SM_FORWARD, y->t, a->t, as->t, b.codes->t, b.scales->t,
+                                NULL, (sm_fp8_rows){1, 1}, N, K, 0);
+    fx_resize(y, M * N);
+    sm_fp8_gemm_fast(U8(a), RF(as), U8(b.codes), RF(b.scales), M, N, K, RF(y));
+    fx_check(f, "fp8_gemm of rows", rc,
+             WANT("fp8_gemm", 2.0 * 1 * N * K, SM_W(y->t), SM_R(a->t), SM_R(as->t),
+                  SM_R(b.codes->t), SM_R(b.scales->t)));
+    free(x);
+}
+
 static void case_fp8_gemm(fx *f)
 {
     for (int mode = 0; mode < 3; mode++) {   /* y =, y = . + res, y += */
@@ -149,6 +171,7 @@ static void case_fp8_gemm(fx *f)
                      WANT("fp8_gemm", 2.0 * M * N * K, yacc, SM_R(a.codes->t), SM_R(a.scales->t),
                           SM_R(b.codes->t), SM_R(b.scales->t)));
     }
+    fp8_gemm_rows(f);
 }
 
 static void case_fp8_gemm_tiles(fx *f)
