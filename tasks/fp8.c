@@ -57,12 +57,16 @@ static sm_cast_io sm_cast_outputs(void *b[], const sm_cast_args *a, int transpos
     return io;
 }
 
-static void sm_fp8_quant_tiles_cpu(void *b[], void *arg)
+/* A float source quantised in tiles along its rows (transposed: along its columns, written
+ * as codes [cols, rows]). */
+static void sm_fp8_quant_float(void *b[], const sm_cast_args *a, int transposed)
 {
-    const sm_cast_args *a = arg;
-    sm_cast_io io = sm_cast_outputs(b, a, 0);
-    sm_fp8_quantize_tiles(SM_BUF(b, CAST_SRC, float), io.rows, a->cols, io.codes, io.scales);
+    sm_cast_io io = sm_cast_outputs(b, a, transposed);
+    (transposed ? sm_fp8_quantize_tiles_t : sm_fp8_quantize_tiles)(
+        SM_BUF(b, CAST_SRC, float), io.rows, a->cols, io.codes, io.scales);
 }
+
+static void sm_fp8_quant_tiles_cpu(void *b[], void *arg) { sm_fp8_quant_float(b, arg, 0); }
 SM_CODELET(fp8_quant_tiles, sm_fp8_quant_tiles_cpu);
 
 static void sm_fp8_quant_blocks_cpu(void *b[], void *arg)
@@ -82,12 +86,7 @@ static void sm_fp8_transpose_blocks_cpu(void *b[], void *arg)
 }
 SM_CODELET(fp8_transpose_blocks, sm_fp8_transpose_blocks_cpu);
 
-static void sm_fp8_quant_tiles_t_cpu(void *b[], void *arg)
-{
-    const sm_cast_args *a = arg;
-    sm_cast_io io = sm_cast_outputs(b, a, 1);
-    sm_fp8_quantize_tiles_t(SM_BUF(b, CAST_SRC, float), io.rows, a->cols, io.codes, io.scales);
-}
+static void sm_fp8_quant_tiles_t_cpu(void *b[], void *arg) { sm_fp8_quant_float(b, arg, 1); }
 SM_CODELET(fp8_quant_tiles_t, sm_fp8_quant_tiles_t_cpu);
 
 static void sm_fp8_requant_t_cpu(void *b[], void *arg)
