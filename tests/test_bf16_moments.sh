@@ -4,8 +4,9 @@
 # (steps 1-2 bitwise: the first update reads float32 moments; then within 1e-3 relative: a BF16
 # moment is off by at most 2^-9 of itself, so each update by about as little of its own size);
 # the checkpoint's optimizer tensors are BF16 (weights F32); 4 steps + --resume to 8 gives the
-# losses bit for bit; a checkpoint resumed in the other dtype says it converts; bad values of
-# train.optimizer_state_dtype and train.precision, and of bench's flags, are clear errors.
+# losses bit for bit; a checkpoint resumed in the other dtype says it converts; expert
+# parallelism on 2 ranks gives one rank's losses; bad values of train.optimizer_state_dtype and
+# train.precision, and of bench's flags, are clear errors.
 . "$(dirname "$0")/tap.sh"
 src=${STARMOE_SRCDIR:-..}
 mkdir -p "$TMP/corpus"
@@ -83,6 +84,22 @@ rc=$?
 { [ $rc -ne 0 ] && grep -q "FP8 training .* is not built yet" "$TMP/f.log"; } ||
   { [ $rc -eq 0 ] && grep -q '^optimizer: AdamW, moments bf16 .*precision fp8' "$TMP/f.log"; }
 ok $? "train.precision=fp8: BF16 moments by default, or refused as not built yet (exit $rc)"
+
+# expert parallelism over 2 ranks: one rank's losses bit for bit (deterministic reduction), each
+# rank's optimizer shard BF16
+if command -v mpirun > /dev/null; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  det=(--set engine.deterministic=true --steps 4 --set eval.every=0 "${bf16[@]}")
+  train --out "$TMP/d1" "${det[@]}" --set train.micro_batches=4 > /dev/null 2>&1 &&
+    timeout -k 5 240 mpirun --oversubscribe --bind-to none -np 2 "$STARMOE" train \
+      --config "$src/examples/tiny.json" --data "$TMP/corpus" "${small[@]}" "${det[@]}" \
+      --set train.micro_batches=2 --set parallel.ep=2 --out "$TMP/ep" > "$TMP/ep.log" 2>&1 &&
+    [ "$(losses "$TMP/d1")" = "$(losses "$TMP/ep")" ] &&
+    [ "$(dtypes "$TMP/ep/step-000004/optimizer-00001-of-00002.safetensors")" = BF16 ] &&
+    [ "$(dtypes "$TMP/ep/step-000004/optimizer-00002-of-00002.safetensors")" = BF16 ]
+  ok $? "ep 2 on 2 ranks with BF16 moments: one rank's losses bit for bit, BF16 optimizer shards \
+($(grep -m1 -i error "$TMP/ep.log"))"
+fi
 
 bench() { timeout 120 "$STARMOE" bench --config "$FIXTURE/config.json" --batch 2 --seq 16 --reps 2 --workers 1 --train "$@"; }
 expect_error "bench --precision fp16" "--precision 'fp16': expected f32 or fp8" bench --precision fp16
