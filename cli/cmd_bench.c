@@ -9,7 +9,28 @@
 static const char *sm_bench_usage =
     "(--config FILE.json | --model DIR) --batch B --seq T [--micro M] [--reps N] [--warmup N]\n"
     "       [--seed S] [--train] [--format text|json] [--workers N] [--sched NAME] [--sched-lib FILE]\n"
+    "       [--precision f32|fp8] [--optimizer-state-dtype auto|f32|bf16]\n"
     "       " SM_CLI_RUN_USAGE " " SM_CLI_PARALLEL_USAGE " " SM_CLI_TRACE_USAGE;
+
+/* --precision and --optimizer-state-dtype (auto: BF16 moments under fp8, as train's
+ * train.optimizer_state_dtype) */
+enum { OPT_PRECISION = 0x400, OPT_STATE_DTYPE };
+
+/* o->run.fp8 from --precision and o->optim from --optimizer-state-dtype; 2 on a bad value. */
+static int sm_bench_precision(sm_bench_opts *o, const char *precision, const char *state_dtype)
+{
+    if (strcmp(precision, "f32") && strcmp(precision, "fp8")) {
+        fprintf(stderr, "starmoe bench: --precision '%s': expected f32 or fp8\n", precision);
+        return 2;
+    }
+    o->run.fp8 = strcmp(precision, "fp8") == 0;
+    if (sm_optim_state_dtype_parse(state_dtype, o->run.fp8, &o->optim.state_dtype)) {
+        fprintf(stderr, "starmoe bench: --optimizer-state-dtype '%s': expected auto, f32 or "
+                        "bf16\n", state_dtype);
+        return 2;
+    }
+    return 0;
+}
 
 static void sm_print_json(const sm_bench_opts *o, const sm_bench_result *r)
 {
@@ -96,12 +117,14 @@ int sm_cmd_bench(int argc, char **argv)
         {"warmup", required_argument, 0, 'W'}, {"seed", required_argument, 0, 'S'},
         {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
         {"train", no_argument, 0, 't'},
+        {"precision", required_argument, 0, OPT_PRECISION},
+        {"optimizer-state-dtype", required_argument, 0, OPT_STATE_DTYPE},
         SM_CLI_ENGINE_OPTS, SM_CLI_RUN_OPTS, SM_CLI_PARALLEL_OPTS, SM_CLI_TRACE_OPTS,
         {0, 0, 0, 0}};
     sm_bench_opts o = {.B = 0, .S = 0, .micro = 1, .reps = 5, .warmup = 1, .seed = 1234,
                        .trace = SM_TRACE_OPTS_DEFAULT};
     sm_engine_opts e = {0};
-    const char *config_path = NULL, *format = "text";
+    const char *config_path = NULL, *format = "text", *precision = "f32", *state_dtype = "auto";
     long v;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -116,6 +139,8 @@ int sm_cmd_bench(int argc, char **argv)
         case 'm': o.model_dir = optarg; break;
         case 'f': format = optarg; break;
         case 't': o.train = 1; break;
+        case OPT_PRECISION: precision = optarg; break;
+        case OPT_STATE_DTYPE: state_dtype = optarg; break;
         case 'b': if (sm_cli_int("batch", optarg, 1, 1 << 20, &v)) return 2; o.B = (int)v; break;
         case 's': if (sm_cli_int("seq", optarg, 1, 1 << 20, &v)) return 2; o.S = (int)v; break;
         case 'u': if (sm_cli_int("micro", optarg, 1, 4096, &v)) return 2; o.micro = (int)v; break;
@@ -129,6 +154,7 @@ int sm_cmd_bench(int argc, char **argv)
     if ((!config_path == !o.model_dir) || !o.B || !o.S || optind < argc ||
         (strcmp(format, "text") && strcmp(format, "json")))
         return sm_cli_usage_error("bench", sm_bench_usage);
+    if (sm_bench_precision(&o, precision, state_dtype)) return 2;
     sm_cli_run_finish(&o.run, &e);
     sm_error err = {{0}};
     sm_config cfg;

@@ -6,9 +6,9 @@ starmoe_SOURCES = cli/cli.h cli/main.c cli/cmd_eval.c cli/cmd_bench.c cli/cmd_gr
 starmoe_LDADD = libstarmoe.la $(JANSSON_LIBS)
 
 TESTS += tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh tests/test_train.sh tests/test_pipeline_train.sh \
-	tests/test_mtp.sh
+	tests/test_mtp.sh tests/test_bf16_moments.sh
 EXTRA_DIST += tests/tap.sh tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh tests/test_train.sh tests/test_pipeline_train.sh \
-	tests/test_mtp.sh
+	tests/test_mtp.sh tests/test_bf16_moments.sh
 # starmoe generate with MLA's latent cache against --no-cache, its report and its context limit.
 TESTS += tests/test_generate_cache.sh tests/test_speculative.sh
 EXTRA_DIST += tests/test_generate_cache.sh tests/test_speculative.sh

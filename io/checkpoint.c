@@ -263,6 +263,9 @@ static int check_tensors(const sm_ckpt_tensor *t, int n, const char *what, sm_er
                            t[i].name, t[i].ndim, SM_CKPT_MAX_DIMS);
         if (!t[i].data) return sm_fail(err, "checkpoint: %s: tensor '%s': no data", what,
                                        t[i].name);
+        if (t[i].dtype != SM_F32 && t[i].dtype != SM_BF16)
+            return sm_fail(err, "checkpoint: %s: tensor '%s': dtype %s (F32 or BF16 expected)",
+                           what, t[i].name, sm_dtype_name(t[i].dtype));
     }
     return 0;
 }
@@ -316,7 +319,7 @@ static int write_tensors(const char *dir, const char *file, const sm_ckpt_tensor
     if (!w) return sm_fail(err, "%s: out of memory", path);
     int rc = sm_st_writer_meta(w, "format", "pt", err);
     for (int i = 0; i < n && rc == 0; i++)
-        rc = sm_st_writer_add(w, t[i].name, SM_F32, t[i].ndim, t[i].shape, t[i].data, err);
+        rc = sm_st_writer_add(w, t[i].name, t[i].dtype, t[i].ndim, t[i].shape, t[i].data, err);
     if (rc) in_file(path, err);
     if (rc == 0) rc = sm_st_writer_write(w, path, err);
     sm_st_writer_free(w);
@@ -767,6 +770,23 @@ char *sm_ckpt_load_run_config(const char *ckpt_dir, sm_error *err)
     return text;
 }
 
+/* Loads tensor dst (present in f) in its dtype: read as float32 (whatever the file's dtype),
+ * then for BF16 data rounded to nearest even (exact for a BF16 file). */
+static int load_tensor(const sm_hf_model *f, const sm_ckpt_tensor *dst, sm_error *err)
+{
+    if (dst->dtype == SM_F32)
+        return sm_hf_load_f32(f, dst->name, dst->ndim, dst->shape, (float *)dst->data, err);
+    int64_t n = 1;
+    for (int d = 0; d < dst->ndim; d++) n *= dst->shape[d];
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    if (!x) return sm_fail(err, "%s: tensor '%s': out of memory", f->dir, dst->name);
+    int rc = sm_hf_load_f32(f, dst->name, dst->ndim, dst->shape, x, err);
+    uint16_t *h = (uint16_t *)dst->data;
+    for (int64_t i = 0; rc == 0 && i < n; i++) h[i] = sm_f32_to_bf16(x[i]);
+    free(x);
+    return rc;
+}
+
 int sm_ckpt_load_tensors(const char *ckpt_dir, const char *set, const sm_ckpt_tensor *dst,
                          int n, sm_error *err)
 {
@@ -781,9 +801,22 @@ int sm_ckpt_load_tensors(const char *ckpt_dir, const char *set, const sm_ckpt_te
             rc = sm_fail(err, "%s: no tensor '%s' in the checkpoint's %s tensors", ckpt_dir,
                          dst[i].name, set);
         else
-            rc = sm_hf_load_f32(&f, dst[i].name, dst[i].ndim, dst[i].shape,
-                                (float *)dst[i].data, err);
+            rc = load_tensor(&f, &dst[i], err);
     }
     sm_hf_close(&f);
     return rc ? rc : absent;
+}
+
+int sm_ckpt_tensor_dtype(const char *ckpt_dir, const char *set, const char *name, sm_dtype *dtype,
+                         sm_error *err)
+{
+    sm_hf_model f;
+    if (!plain_name(set)) return sm_fail(err, "%s: '%s' is not a tensor set name", ckpt_dir, set);
+    if (sm_hf_open_tensors(&f, ckpt_dir, set, err)) return -1;
+    const sm_st_tensor *t = NULL;
+    for (int i = 0; !t && i < f.nfiles; i++) t = sm_st_find(&f.files[i], name);
+    if (t) *dtype = t->dtype;
+    sm_hf_close(&f);
+    return t ? 0 : sm_fail(err, "%s: no tensor '%s' in the checkpoint's %s tensors", ckpt_dir,
+                           name, set);
 }

@@ -1,7 +1,8 @@
 /* Checkpoints of a training run. RUN_DIR/step-NNNNNN/ holds
  *   model.safetensors      the weights under their Hugging Face names, F32, and
  *   config.json            the Hugging Face model config: `starmoe eval --model` reads the folder;
- *   optimizer.safetensors  the AdamW moments, by the caller's names, F32;
+ *   optimizer.safetensors  the AdamW moments, by the caller's names, F32 or BF16 (as the
+ *                          optimizer keeps them);
  *                          (both sets of tensors, when several processes write them, are
  *                          sharded as Hugging Face shards them: model-00001-of-00004.safetensors
  *                          ... and model.safetensors.index.json, optimizer-*-of-* likewise)
@@ -21,17 +22,21 @@
 #include <stdint.h>
 #include <starmoe/config.h>
 #include <starmoe/error.h>
+#include "base/dtype.h"
 
 #define SM_CKPT_MAX_DIMS 4
 
-/* One F32 tensor. Saving reads data; sm_ckpt_load_tensors writes the values through data (cast
- * from const), so the buffers given to it must be writable. */
+/* One F32 or BF16 tensor. Saving reads data and writes it in its dtype; sm_ckpt_load_tensors
+ * writes the values through data (cast from const), so the buffers given to it must be
+ * writable. Loading converts: a BF16 tensor of the file into F32 data widens exactly, an F32
+ * one into BF16 data rounds to nearest even, BF16 into BF16 is bit for bit. */
 typedef struct sm_ckpt_tensor {
     const char *name;
     int ndim;
     int64_t shape[SM_CKPT_MAX_DIMS];
-    const float *data;
+    const void *data;            /* float, or uint16_t BF16 bits */
     int optional;                /* loading: a checkpoint without it leaves data as it is */
+    sm_dtype dtype;              /* SM_F32 (the zero default) or SM_BF16 */
 } sm_ckpt_tensor;
 
 /* The training state besides tensors. */
@@ -126,6 +131,10 @@ char *sm_ckpt_load_run_config(const char *ckpt_dir, sm_error *err);
  * not have (0 when it has them all), -1 on error. */
 int sm_ckpt_load_tensors(const char *ckpt_dir, const char *set, const sm_ckpt_tensor *dst,
                          int n, sm_error *err);
+
+/* The dtype tensor `name` of set `set` is stored in; errors name the folder and the tensor. */
+int sm_ckpt_tensor_dtype(const char *ckpt_dir, const char *set, const char *name, sm_dtype *dtype,
+                         sm_error *err);
 
 /* CRC-32C (Castagnoli), chainable: sm_crc32c(sm_crc32c(0, a, na), b, nb) = CRC of a then b. */
 uint32_t sm_crc32c(uint32_t crc, const void *buf, size_t n);

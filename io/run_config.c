@@ -16,7 +16,8 @@ static const sm_field train_fields[] = {
     TF(warmup_steps, SM_F_INT),  TF(weight_decay, SM_F_NUM),  TF(beta1, SM_F_NUM),
     TF(beta2, SM_F_NUM),         TF(eps, SM_F_NUM),           TF(grad_clip, SM_F_NUM),
     TF(bias_update_speed, SM_F_NUM), TF(balance_alpha, SM_F_NUM), TF(mtp_lambda, SM_F_NUM),
-    TF(max_bad_steps, SM_F_INT), TF(seed, SM_F_I64),
+    TF(max_bad_steps, SM_F_INT), TF(seed, SM_F_I64),     TF(precision, SM_F_STR),
+    TF(optimizer_state_dtype, SM_F_STR),
 };
 
 #define DF(m, kind) SM_FIELD(sm_data_config, m, kind, SM_OPTIONAL)
@@ -97,6 +98,8 @@ static void train_defaults(sm_train_config *t)
     t->mtp_lambda = 0.3;
     t->max_bad_steps = 5;
     t->seed = 1234;
+    snprintf(t->precision, sizeof t->precision, "f32");
+    snprintf(t->optimizer_state_dtype, sizeof t->optimizer_state_dtype, "auto");
 }
 
 void sm_run_config_defaults(sm_run_config *rc)
@@ -156,6 +159,33 @@ static const range_rule range_rules[] = {
     RD(parallel.timeout_s, 0, 1, ANY, 0),
 };
 
+/* A string field that takes one of a few values. */
+typedef struct choice_rule {
+    const char *key;
+    size_t off;
+    const char *const *allowed;  /* NULL-terminated */
+} choice_rule;
+
+static const char *const precisions[] = {"f32", "fp8", NULL};
+static const char *const state_dtypes[] = {"auto", "f32", "bf16", NULL};
+#define RC(m, allowed) {#m, offsetof(sm_run_config, m), allowed}
+static const choice_rule choice_rules[] = {
+    RC(train.precision, precisions), RC(train.optimizer_state_dtype, state_dtypes),
+};
+
+static int check_choice(const choice_rule *r, const sm_run_config *rc, const char *where,
+                        sm_error *err)
+{
+    const char *v = (const char *)rc + r->off;
+    char want[128] = "";
+    for (const char *const *a = r->allowed; *a; a++) {
+        if (strcmp(v, *a) == 0) return 0;
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%s\"%s\"",
+                 a == r->allowed ? "" : a[1] ? ", " : " or ", *a);
+    }
+    return sm_fail(err, "%s: field '%s': expected %s, got \"%s\"", where, r->key, want, v);
+}
+
 static int in_range(const range_rule *r, double v)
 {
     return (r->lo_open ? v > r->lo : v >= r->lo) && (r->hi_open ? v < r->hi : v <= r->hi);
@@ -187,24 +217,39 @@ static int check_ranges(const sm_run_config *rc, const char *where, sm_error *er
 {
     for (size_t i = 0; i < SM_COUNT(range_rules); i++)
         if (check_rule(&range_rules[i], rc, where, err)) return -1;
+    for (size_t i = 0; i < SM_COUNT(choice_rules); i++)
+        if (check_choice(&choice_rules[i], rc, where, err)) return -1;
     return 0;
+}
+
+/* Whether rule key `full` is "section.key". */
+static int names_key(const char *full, const char *section, const char *key)
+{
+    size_t n = strlen(section);
+    return strncmp(full, section, n) == 0 && full[n] == '.' && strcmp(full + n + 1, key) == 0;
 }
 
 /* The range rule of "section.key", NULL when it has none. */
 static const range_rule *find_rule(const char *section, const char *key)
 {
-    size_t n = strlen(section);
     for (size_t i = 0; i < SM_COUNT(range_rules); i++)
-        if (strncmp(range_rules[i].key, section, n) == 0 && range_rules[i].key[n] == '.' &&
-            strcmp(range_rules[i].key + n + 1, key) == 0)
-            return &range_rules[i];
+        if (names_key(range_rules[i].key, section, key)) return &range_rules[i];
+    return NULL;
+}
+
+/* The choice rule of "section.key", NULL when it has none. */
+static const choice_rule *find_choice(const char *section, const char *key)
+{
+    for (size_t i = 0; i < SM_COUNT(choice_rules); i++)
+        if (names_key(choice_rules[i].key, section, key)) return &choice_rules[i];
     return NULL;
 }
 
 /* ---- overrides ---- */
 
-/* Parses {section: {key: value}} alone against the tables and the key's range rule, so that an
- * unknown key, a value of the wrong type or out of range is reported as coming from --set. */
+/* Parses {section: {key: value}} alone against the tables and the key's range or choice rule,
+ * so that an unknown key, a value of the wrong type, out of range or not among the choices is
+ * reported as coming from --set. */
 static int check_override(const char *section, const char *key, json_t *value, sm_error *err)
 {
     sm_run_config scratch;
@@ -213,7 +258,9 @@ static int check_override(const char *section, const char *key, json_t *value, s
     sm_run_config_defaults(&scratch);
     if (!obj) return sm_fail(err, "--set: %s.%s: key not UTF-8, or out of memory", section, key);
     const range_rule *r = find_rule(section, key);
-    int rc = sm_fields_parse(&s, obj, err) || (r && check_rule(r, &scratch, "--set", err));
+    const choice_rule *c = find_choice(section, key);
+    int rc = sm_fields_parse(&s, obj, err) || (r && check_rule(r, &scratch, "--set", err)) ||
+             (c && check_choice(c, &scratch, "--set", err));
     json_decref(obj);
     return rc ? -1 : 0;
 }

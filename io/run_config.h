@@ -29,6 +29,10 @@ typedef struct sm_train_config {
                                   * > 0), >= 0 */
     int max_bad_steps;           /* consecutive non-finite steps tolerated, >= 1 */
     int64_t seed;
+    char precision[16];          /* "f32", or "fp8": FP8 GEMMs as DeepSeek-V3 trains
+                                    (sm_run_opts.fp8) */
+    char optimizer_state_dtype[16]; /* AdamW moments: "auto" (bf16 under precision fp8, else
+                                       f32), "f32" or "bf16" (sm_optimizer_opts) */
 } sm_train_config;
 
 typedef struct sm_data_config {
@@ -90,7 +94,8 @@ typedef struct sm_run_config {
 /* The defaults of every section; model gets sm_config_defaults (no required field set):
  * train {steps 600, batch_size 16, seq_len 64, micro_batches 2, lr 3e-3, min_lr 3e-4,
  * warmup_steps 30, weight_decay 0.1, beta1 0.9, beta2 0.95, eps 1e-8, grad_clip 1.0,
- * bias_update_speed 0.001, balance_alpha 0.0001, mtp_lambda 0.3, max_bad_steps 5, seed 1234},
+ * bias_update_speed 0.001, balance_alpha 0.0001, mtp_lambda 0.3, max_bad_steps 5, seed 1234,
+ * precision "f32", optimizer_state_dtype "auto"},
  * data {path null, doc_separator "%", val_fraction 0.02, vocab_size 512, tokenizer null},
  * eval {every 50, batches 8}, checkpoint {every 100, keep 3}, log {every 1},
  * engine {workers 2, sched "lws"}, parallel {ep 1, dp 1, timeout_s 120}. */

@@ -240,7 +240,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     sm_random_tokens(tg, n, m->cfg.vocab_size, &s);
     /* the forward-only run is freed before the training run is built, so the peak memory is
      * the training step's own */
-    sm_run_opts fro = {.ep = l.ep}, ro = o->run;
+    sm_run_opts fro = {.ep = l.ep, .fp8 = o->run.fp8}, ro = o->run;
     ro.ep = l.ep;
     ro.grad_over_logits = 1; /* nothing reads the logits */
     size_t first = (size_t)sm_engine_rank() * (o->B / sm_engine_size()) * o->S;
@@ -253,7 +253,7 @@ int sm_bench(const sm_bench_opts *o, sm_bench_result *res, sm_error *err)
     sm_run_free(fwd);
     fwd = NULL;
     if (!(step = sm_bench_run(m, o, 1, &ro, err)) ||
-        (o->train && !(opt = sm_optimizer_new(m, err))))
+        (o->train && !(opt = sm_optimizer_new_with(m, &o->optim, err))))
         goto out;
     sm_run_set_balance(step, o->train ? 1e-4 : 0.0);
     if (sm_time_steps(step, opt, o, ids + first, tg + first, &tm, err)) goto out;

@@ -12,6 +12,7 @@
 
 struct sm_optimizer {
     sm_model *m;
+    sm_optim_state_dtype state_dtype;
     int ngroups;
     sm_param_group *groups;      /* n = 0 for the groups of experts held by other ranks */
     int *first_of;               /* per group: its first parameter (checkpoint order) */
@@ -79,7 +80,8 @@ static sm_tensor *sm_state_new(sm_optimizer *o, const sm_param *p, const char *s
     const sm_tensor *w = p->w;
     char name[300];
     snprintf(name, sizeof name, "%s.%s", w->name, suffix);
-    sm_tensor *t = sm_tensor_new_in(o->m->g, &o->owned, name, SM_F32, SM_OPT_STATE, w->ndim,
+    sm_dtype dt = o->state_dtype == SM_OPTIM_STATE_BF16 ? SM_BF16 : SM_F32;
+    sm_tensor *t = sm_tensor_new_in(o->m->g, &o->owned, name, dt, SM_OPT_STATE, w->ndim,
                                     w->shape, err);
     if (t) {
         o->state_param[o->nstates] = p->index;
@@ -164,12 +166,25 @@ static int sm_optimizer_scalars(sm_optimizer *o, sm_error *err)
 
 sm_optimizer *sm_optimizer_new(sm_model *m, sm_error *err)
 {
+    return sm_optimizer_new_with(m, NULL, err);
+}
+
+sm_optimizer *sm_optimizer_new_with(sm_model *m, const sm_optimizer_opts *opts, sm_error *err)
+{
+    sm_optimizer_opts defaults = {0};
+    if (!opts) opts = &defaults;
+    if (opts->state_dtype != SM_OPTIM_STATE_F32 && opts->state_dtype != SM_OPTIM_STATE_BF16) {
+        sm_fail(err, "optimizer: state_dtype %d: expected SM_OPTIM_STATE_F32 or "
+                     "SM_OPTIM_STATE_BF16", (int)opts->state_dtype);
+        return NULL;
+    }
     sm_optimizer *o = calloc(1, sizeof *o);
     if (!o) {
         sm_fail(err, "out of memory for the optimizer");
         return NULL;
     }
     o->m = m;
+    o->state_dtype = opts->state_dtype;
     if (sm_optimizer_groups(o, err) || sm_optimizer_scalars(o, err)) {
         sm_optimizer_free(o);
         return NULL;
@@ -299,10 +314,33 @@ int sm_optimizer_loads(sm_optimizer *o, int l, float *load)
 int64_t sm_optimizer_steps(const sm_optimizer *o) { return o->steps; }
 void sm_optimizer_set_steps(sm_optimizer *o, int64_t steps) { o->steps = steps; }
 int sm_optimizer_nstates(const sm_optimizer *o) { return o->nstates; }
+sm_optim_state_dtype sm_optimizer_state_dtype(const sm_optimizer *o) { return o->state_dtype; }
+
+const char *sm_optim_state_dtype_name(sm_optim_state_dtype d)
+{
+    return d == SM_OPTIM_STATE_BF16 ? "bf16" : "f32";
+}
+
+int sm_optim_state_dtype_parse(const char *choice, int fp8, sm_optim_state_dtype *d)
+{
+    if (strcmp(choice, "auto") == 0) *d = fp8 ? SM_OPTIM_STATE_BF16 : SM_OPTIM_STATE_F32;
+    else if (strcmp(choice, "f32") == 0) *d = SM_OPTIM_STATE_F32;
+    else if (strcmp(choice, "bf16") == 0) *d = SM_OPTIM_STATE_BF16;
+    else return -1;
+    return 0;
+}
+
+int64_t sm_optimizer_state_bytes(const sm_optimizer *o)
+{
+    int64_t bytes = 0;
+    for (int i = 0; i < o->nstates; i++)
+        bytes += (int64_t)(o->states[i]->numel * sm_dtype_size(o->states[i]->dtype));
+    return bytes;
+}
 const char *sm_optimizer_state_name(const sm_optimizer *o, int i) { return o->states[i]->name; }
 int sm_optimizer_state_param(const sm_optimizer *o, int i) { return o->state_param[i]; }
 
-float *sm_optimizer_state_data(sm_optimizer *o, int i, int64_t *shape, int *ndim)
+void *sm_optimizer_state_data(sm_optimizer *o, int i, int64_t *shape, int *ndim)
 {
     sm_tensor *t = o->states[i];
     memcpy(shape, t->shape, t->ndim * sizeof *shape);

@@ -65,6 +65,7 @@ static sm_ckpt_tensor *sm_weight_list(sm_trainer *t, int optim, int which, int *
         if (optim) {
             c->name = sm_optimizer_state_name(t->opt, i);
             c->data = sm_optimizer_state_data(t->opt, i, c->shape, &c->ndim);
+            c->dtype = sm_optimizer_state_dtype(t->opt) == SM_OPTIM_STATE_BF16 ? SM_BF16 : SM_F32;
         } else {
             *c = sm_param_tensor(t, i, sm_model_param_name(t->m, i));
         }
@@ -79,6 +80,34 @@ static sm_ckpt_tensor *sm_weight_list(sm_trainer *t, int optim, int which, int *
             v[(*n)++] = sm_param_tensor(t, t->m->head.index, p->head_copy);
     }
     return v;
+}
+
+/* A checkpoint whose moments are stored in another dtype than this run keeps them loads
+ * converted (F32 into BF16 rounds to nearest even, BF16 into F32 widens exactly): the lead says
+ * so. The moments of a checkpoint share one dtype: the first one present tells (one missing
+ * that is not optional is sm_ckpt_load_tensors' error to report). */
+static void sm_note_moment_dtype(const sm_trainer *t, const char *ckpt_dir,
+                                 const sm_ckpt_tensor *opt, int n)
+{
+    sm_dtype found;
+    sm_error probe = {0};
+    int i = 0;
+    if (!t->lead) return;
+    while (i < n && sm_ckpt_tensor_dtype(ckpt_dir, "optimizer", opt[i].name, &found, &probe))
+        if (!opt[i++].optional) return;
+    if (i == n || found == opt[i].dtype) return;
+    printf("resume: warning: %s keeps the AdamW moments as %s, this run as %s "
+           "(train.optimizer_state_dtype): %s\n", ckpt_dir, sm_dtype_name(found),
+           sm_dtype_name(opt[i].dtype),
+           opt[i].dtype == SM_BF16 ? "rounded to BF16 (nearest even)" : "widened exactly");
+}
+
+/* The optimizer's moments from the checkpoint, in the run's dtype. */
+static int sm_load_moments(const sm_trainer *t, const char *ckpt_dir, const sm_ckpt_tensor *opt,
+                           int n, sm_error *err)
+{
+    sm_note_moment_dtype(t, ckpt_dir, opt, n);
+    return sm_ckpt_load_tensors(ckpt_dir, "optimizer", opt, n, err);
 }
 
 static sm_ckpt_state sm_state_of(const sm_trainer *t)
@@ -161,7 +190,7 @@ int sm_trainer_restore(sm_trainer *t, const char *ckpt_dir, sm_error *err)
     else if (sm_ckpt_load_state(ckpt_dir, &st, err) == 0 &&
              sm_resume_check_state(t, &st, ckpt_dir, err) == 0 &&
              (absent = sm_ckpt_load_tensors(ckpt_dir, "model", w, nw, err)) >= 0 &&
-             sm_ckpt_load_tensors(ckpt_dir, "optimizer", opt, no, err) >= 0) {
+             sm_load_moments(t, ckpt_dir, opt, no, err) >= 0) {
         if (absent && t->lead)
             printf("resume: warning: %s has no tensors for %d of the MTP modules' parameters: "
                    "they start freshly initialised, their AdamW moments at 0\n", ckpt_dir,

@@ -1,11 +1,12 @@
 /* What a resume checks before a run continues. The settings: the model, train and data sections
  * make the run what it is (shapes, schedule, seed, data order), so a command that asks for other
  * values there is refused, naming each field with both values; the other sections (eval,
- * checkpoint, log, engine), data.path (a corpus that moved) and the number of MTP modules take
- * the command's values, and each such change is printed. The state: CRCs prove that a checkpoint's files are intact, not
- * that they belong together, so its step must lie in the schedule, its tokenizer must have the
- * vocabulary the run trained with, and its data position must be where that many steps end on
- * this corpus. */
+ * checkpoint, log, engine), data.path (a corpus that moved), the number of MTP modules and
+ * train.optimizer_state_dtype (the moments load converted, model/train_ckpt.c) take the
+ * command's values, and each such change is printed. The state: CRCs prove that a checkpoint's
+ * files are intact, not that they belong together, so its step must lie in the schedule, its
+ * tokenizer must have the vocabulary the run trained with, and its data position must be where
+ * that many steps end on this corpus. */
 #include "model/trainer.h"
 
 #include <stdio.h>
@@ -14,10 +15,12 @@
 #include "io/run_config_diff.h"
 
 /* 1 for the fields a resumed run must keep. The MTP depth may change: the main model goes on,
- * modules are dropped, or added freshly initialised (model/train_ckpt.c). */
+ * modules are dropped, or added freshly initialised; so may the moments' dtype (both in
+ * model/train_ckpt.c). */
 static int sm_fixed_field(const char *field)
 {
     return strcmp(field, "data.path") != 0 && strcmp(field, "model.num_nextn_predict_layers") &&
+           strcmp(field, "train.optimizer_state_dtype") &&
            (strncmp(field, "model.", 6) == 0 || strncmp(field, "train.", 6) == 0 ||
             strncmp(field, "data.", 5) == 0);
 }

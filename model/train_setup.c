@@ -209,7 +209,9 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     sm_run_opts ro = {.pipeline = sm_run_pipeline_of(ec->sched), .pp = ppr > 1 ? ppr : ec->pp,
                       .deterministic = ec->deterministic, .grad_over_logits = 1,
                       .fb_serial = !ec->fb_interleave,
-                      .ep = t->rc.parallel.ep, .pp_ranks = ppr};
+                      .ep = t->rc.parallel.ep, .pp_ranks = ppr,
+                      .fp8 = strcmp(tr->precision, "fp8") == 0};
+    sm_optimizer_opts oo = {0};
     /* a model sharded by stages evaluates through the pipeline too (forward only) */
     sm_run_opts eval_ro = {.ep = t->rc.parallel.ep, .pp_ranks = ppr,
                            .pipeline = ppr > 1 ? ro.pipeline : NULL, .pp = ppr > 1 ? ppr : 0,
@@ -221,6 +223,9 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
                        ec->sched, ec->pp);
     int ep = ro.ep > 1 ? ro.ep : 1, L = t->rc.model.num_hidden_layers;
     unsigned char held[L + 2];
+    if (sm_optim_state_dtype_parse(tr->optimizer_state_dtype, ro.fp8, &oo.state_dtype))
+        return sm_fail(err, "train.optimizer_state_dtype '%s': expected auto, f32 or bf16",
+                       tr->optimizer_state_dtype);
     if (sm_setup_engine(t, err)) return -1;
     /* each rank holds its block of the routed experts and, with pipeline ranks on MPI ranks,
      * its stages' layers (the layout was checked before) */
@@ -230,7 +235,7 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
                      : 0;
     if (!rc && (!(t->m = sm_model_new_stages(&t->rc.model, 1, ep, sm_engine_rank() % ep,
                                             ppr > 1 ? held : NULL, err)) ||
-                !(t->opt = sm_optimizer_new(t->m, err))))
+                !(t->opt = sm_optimizer_new_with(t->m, &oo, err))))
         return -1;
     if (!rc) sm_model_init_random(t->m, (uint64_t)tr->seed, t->rc.model.initializer_range);
     t->run = rc ? NULL : sm_setup_run(t, 1, &ro, err);
@@ -262,6 +267,9 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
            t->rc.model.num_hidden_layers, t->rc.model.n_routed_experts,
            t->rc.model.num_experts_per_tok, ec->workers, sm_engine_sched_name(), ec->pp,
            ec->deterministic ? ", deterministic" : "", t->peak_flops * 1e-9, ec->workers);
+    printf("optimizer: AdamW, moments %s (%.2f MiB), precision %s\n",
+           sm_optim_state_dtype_name(sm_optimizer_state_dtype(t->opt)),
+           sm_optimizer_state_bytes(t->opt) / 1048576.0, tr->precision);
     return 0;
 }
 

@@ -78,23 +78,32 @@ enum { ADAMW_W, ADAMW_G, ADAMW_M, ADAMW_V };
 /* Slot of tensor i of `kind` in a group of n. */
 static int sm_adamw_slot(int kind, int n, int i) { return ADAMW_GROUP + kind * n + i; }
 
-static void sm_adamw_cpu(void *b[], void *arg)
+/* The group's AdamW with float32 moments, or BF16 ones (sm_adamw_bf16). */
+static void sm_adamw_group(void *b[], const sm_optim_args *a, int bf16_moments)
 {
-    const sm_optim_args *a = arg;
     const float *clip = SM_BUF(b, ADAMW_CLIP, float);
     int n = a->n;
     if (clip[SM_CLIP_APPLY] == 0.0f) return;
     for (int i = 0; i < n; i++) {
         sm_adamw_hp hp = a->hp;
+        float *w = SM_BUF(b, sm_adamw_slot(ADAMW_W, n, i), float);
+        const float *g = SM_BUF(b, sm_adamw_slot(ADAMW_G, n, i), float);
+        int m = sm_adamw_slot(ADAMW_M, n, i), v = sm_adamw_slot(ADAMW_V, n, i);
+        size_t len = sm_buf_len(b[sm_adamw_slot(ADAMW_W, n, i)]);
         hp.weight_decay *= a->decay[i];
-        sm_adamw(SM_BUF(b, sm_adamw_slot(ADAMW_W, n, i), float),
-                 SM_BUF(b, sm_adamw_slot(ADAMW_M, n, i), float),
-                 SM_BUF(b, sm_adamw_slot(ADAMW_V, n, i), float),
-                 SM_BUF(b, sm_adamw_slot(ADAMW_G, n, i), float),
-                 sm_buf_len(b[sm_adamw_slot(ADAMW_W, n, i)]), clip[SM_CLIP_SCALE], &hp);
+        if (bf16_moments)
+            sm_adamw_bf16(w, SM_BUF(b, m, uint16_t), SM_BUF(b, v, uint16_t), g, len,
+                          clip[SM_CLIP_SCALE], &hp);
+        else
+            sm_adamw(w, SM_BUF(b, m, float), SM_BUF(b, v, float), g, len, clip[SM_CLIP_SCALE],
+                     &hp);
     }
 }
+
+static void sm_adamw_cpu(void *b[], void *arg) { sm_adamw_group(b, arg, 0); }
 SM_CODELET(adamw, sm_adamw_cpu);
+static void sm_adamw_bf16_cpu(void *b[], void *arg) { sm_adamw_group(b, arg, 1); }
+SM_CODELET(adamw_bf16, sm_adamw_bf16_cpu);
 
 int sm_insert_adamw(const sm_op_ctx *c, const sm_param_group *grp, sm_tensor *clip,
                     const sm_adamw_hp *hp)
@@ -116,8 +125,9 @@ int sm_insert_adamw(const sm_op_ctx *c, const sm_param_group *grp, sm_tensor *cl
         acc[sm_adamw_slot(ADAMW_V, n, i)] = SM_RW(grp->v[i]);
         numel += grp->w[i]->numel;
     }
-    int rc = sm_op_insert(c, &sm_cl_adamw, "adamw", SM_OPTIMIZER, -1, acc, ADAMW_GROUP + 4 * n,
-                          a, size, 12 * numel);
+    int bf16 = n > 0 && grp->m[0]->dtype == SM_BF16;
+    int rc = sm_op_insert(c, bf16 ? &sm_cl_adamw_bf16 : &sm_cl_adamw, bf16 ? "adamw_bf16" : "adamw",
+                          SM_OPTIMIZER, -1, acc, ADAMW_GROUP + 4 * n, a, size, 12 * numel);
     free(a);
     return rc;
 }

@@ -10,7 +10,7 @@
 /* A group of parameters updated by one task (e.g. one layer's). */
 typedef struct sm_param_group {
     int n;
-    sm_tensor **w, **g, **m, **v;
+    sm_tensor **w, **g, **m, **v;  /* m, v: F32 or BF16, the same for the whole group */
     float *decay;                /* weight decay factor per tensor (0 for norms) */
 } sm_param_group;
 
@@ -20,7 +20,8 @@ int sm_insert_grad_sumsq(const sm_op_ctx *c, const sm_param_group *grp, sm_tenso
 int sm_insert_clip_decide(const sm_op_ctx *c, sm_tensor *clip, sm_tensor **sumsq, int n,
                           sm_tensor *loss, float max_norm);
 /* AdamW over the group with hp (weight_decay multiplied per tensor by grp->decay), skipped
- * when clip says so. */
+ * when clip says so. The moments are all F32 (task "adamw") or all BF16 (task "adamw_bf16",
+ * sm_adamw_bf16); weights and gradients are F32. */
 int sm_insert_adamw(const sm_op_ctx *c, const sm_param_group *grp, sm_tensor *clip,
                     const sm_adamw_hp *hp);
 /* bias and load [E] from the plans' counts (plan geometry T, K, E), skipped with the step. */

@@ -25,6 +25,10 @@ typedef struct sm_adamw_hp {
  * m = b1 m + (1-b1) g', v = b2 v + (1-b2) g'^2, w -= lr (m_hat / (sqrt(v_hat) + eps) + wd w). */
 void sm_adamw(float *w, float *m, float *v, const float *g, size_t n, float gscale,
               const sm_adamw_hp *hp);
+/* The same with BF16 moments (m, v): each value's moments are read as float32, updated exactly
+ * as sm_adamw does (the weight from the float32 moments) and stored rounded to nearest even. */
+void sm_adamw_bf16(float *w, uint16_t *m, uint16_t *v, const float *g, size_t n, float gscale,
+                   const sm_adamw_hp *hp);
 
 /* Auxiliary-loss-free balancing (docs/model.md §6.1): with c_i the tokens routed to expert i
  * summed over the micro-batches' plans (count arrays of E entries) and c_mean = sum c / E,

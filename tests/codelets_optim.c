@@ -1,7 +1,9 @@
 /* Codelet cases of the optimizer step (tasks/optim.h): gradient sums of squares, the clip
- * decision (finite and NaN loss), AdamW and the bias update, applied and skipped. */
+ * decision (finite and NaN loss), AdamW (F32 and BF16 moments) and the bias update, applied
+ * and skipped. */
 #include <math.h>
 #include <stddef.h>
+#include "base/dtype.h"
 #include "tasks/optim.h"
 #include "tests/codelet_harness.h"
 
@@ -55,11 +57,29 @@ static ct *fx_clip(fx *f, int apply)
     return fx_tensor(f, "clip", SM_F32, SM_CLIP_LEN, clip);
 }
 
+/* n BF16 moments: normal(0, std) values (with a shift s, s + |x|) rounded */
+static ct *fx_bf16_moments(fx *f, const char *name, int n, float std, float shift)
+{
+    uint16_t h[n];
+    float x[n];
+    tu_fill(&f->rng, x, n, std);
+    for (int i = 0; i < n; i++) h[i] = sm_f32_to_bf16(shift ? shift + fabsf(x[i]) : x[i]);
+    return fx_tensor(f, name, SM_BF16, n, h);
+}
+
+/* The reference step of a group's tensor i, moments F32 or BF16. */
+static void adamw_ref(ct *w, ct *g, ct *m, ct *v, int n, const sm_adamw_hp *hp, int bf16)
+{
+    if (bf16) sm_adamw_bf16(RF(w), m->ref, v->ref, RF(g), n, 0.7f, hp);
+    else sm_adamw(RF(w), RF(m), RF(v), RF(g), n, 0.7f, hp);
+}
+
 static void case_adamw(fx *f)
 {
     enum { N = 2 };
     static const int sizes[N] = {6, 4};
-    for (int apply = 0; apply < 2; apply++) {
+    for (int run = 0; run < 4; run++) {
+        int apply = run & 1, bf16 = run >> 1;
         ct *clip = fx_clip(f, apply), *w[N], *g[N], *m[N], *v[N];
         sm_tensor *tw[N], *tg[N], *tm[N], *tv[N];
         float decay[N] = {1, 0};
@@ -68,8 +88,12 @@ static void case_adamw(fx *f)
         for (int i = 0; i < N; i++) {
             tw[i] = (w[i] = fx_rand(f, "w", sizes[i]))->t;
             tg[i] = (g[i] = fx_rand(f, "g", sizes[i]))->t;
-            tm[i] = (m[i] = fx_randn(f, "m", sizes[i], 0.1f, 0))->t;
-            tv[i] = (v[i] = fx_randn(f, "v", sizes[i], 0.1f, 0.01f))->t;
+            m[i] = bf16 ? fx_bf16_moments(f, "m", sizes[i], 0.1f, 0)
+                        : fx_randn(f, "m", sizes[i], 0.1f, 0);
+            v[i] = bf16 ? fx_bf16_moments(f, "v", sizes[i], 0.1f, 0.01f)
+                        : fx_randn(f, "v", sizes[i], 0.1f, 0.01f);
+            tm[i] = m[i]->t;
+            tv[i] = v[i]->t;
             acc[1 + i] = SM_RW(tw[i]);
             acc[1 + N + i] = SM_R(tg[i]);
             acc[1 + 2 * N + i] = SM_RW(tm[i]);
@@ -83,10 +107,12 @@ static void case_adamw(fx *f)
         for (int i = 0; apply && i < N; i++) {
             sm_adamw_hp h = hp;
             h.weight_decay *= decay[i];
-            sm_adamw(RF(w[i]), RF(m[i]), RF(v[i]), RF(g[i]), sizes[i], 0.7f, &h);
+            adamw_ref(w[i], g[i], m[i], v[i], sizes[i], &h, bf16);
         }
-        fx_check(f, apply ? "adamw" : "adamw skipped step", rc,
-                 (want){"adamw", 12 * numel, 1 + 4 * N, acc});
+        static const char *const label[4] = {"adamw skipped step", "adamw",
+                                             "adamw_bf16 skipped step", "adamw_bf16"};
+        fx_check(f, label[run], rc,
+                 (want){bf16 ? "adamw_bf16" : "adamw", 12 * numel, 1 + 4 * N, acc});
     }
 }
 

@@ -249,6 +249,69 @@ static void test_crc(void)
     tap_ok(sm_crc32c(0, "", 0) == 0, "CRC-32C of nothing is 0");
 }
 
+/* Elements of tensor k of a set. */
+static size_t tset_numel(const tset *s, int k)
+{
+    return (size_t)s->t[k].shape[0] * (size_t)(s->t[k].ndim == 2 ? s->t[k].shape[1] : 1);
+}
+
+/* An empty copy of s to load into as BF16 (bits in its float buffers). */
+static void tset_like_bf16(tset *d, const tset *s)
+{
+    tset_like(d, s);
+    for (int k = 0; k < s->n; k++) d->t[k].dtype = SM_BF16;
+}
+
+/* BF16 moments: saved as BF16 tensors, loaded back bit for bit into BF16 and widened exactly
+ * into F32; F32 moments load into BF16 rounded to nearest even. */
+static void test_bf16_moments(void)
+{
+    char run_dir[512], saved16[1024], saved32[1024];
+    sm_error err = {{0}};
+    ckpt c, b;
+    tset d16, d32, r16;
+    sm_dtype od = SM_F32, wd = SM_BF16;
+    int same16 = 1, wide = 1, rounded = 1;
+    ckpt_init(&c, 31, 8, 16);
+    b.w = c.w;
+    tset_like_bf16(&b.o, &c.o);
+    for (int k = 0; k < c.o.n; k++)
+        for (size_t i = 0; i < tset_numel(&c.o, k); i++)
+            ((uint16_t *)b.o.data[k])[i] = sm_f32_to_bf16(c.o.data[k][i]);
+    snprintf(run_dir, sizeof run_dir, "%s/run-bf16", root);
+    tap_ok(save(run_dir, 2, &b, 1, saved16, &err) == 0 &&
+               sm_ckpt_tensor_dtype(saved16, "optimizer", b.o.names[0], &od, &err) == 0 &&
+               sm_ckpt_tensor_dtype(saved16, "model", b.w.names[0], &wd, &err) == 0 &&
+               od == SM_BF16 && wd == SM_F32,
+           "BF16 moments are saved as BF16 tensors beside F32 weights %s", err.msg);
+    snprintf(run_dir, sizeof run_dir, "%s/run-f32", root);
+    tap_ok(save(run_dir, 2, &c, 1, saved32, &err) == 0, "the same moments saved as F32 %s",
+           err.msg);
+    tset_like_bf16(&d16, &b.o);
+    tset_like(&d32, &c.o);
+    tset_like_bf16(&r16, &b.o);
+    tap_ok(sm_ckpt_load_tensors(saved16, "optimizer", d16.t, d16.n, &err) == 0 &&
+               sm_ckpt_load_tensors(saved16, "optimizer", d32.t, d32.n, &err) == 0 &&
+               sm_ckpt_load_tensors(saved32, "optimizer", r16.t, r16.n, &err) == 0,
+           "BF16 and F32 moments load into either dtype %s", err.msg);
+    for (int k = 0; k < c.o.n; k++)
+        for (size_t i = 0; i < tset_numel(&c.o, k); i++) {
+            uint16_t h = ((uint16_t *)b.o.data[k])[i];
+            float x = sm_bf16_to_f32(h);
+            same16 &= ((uint16_t *)d16.data[k])[i] == h;
+            wide &= memcmp(&d32.data[k][i], &x, sizeof x) == 0;
+            rounded &= ((uint16_t *)r16.data[k])[i] == h;
+        }
+    tap_ok(same16, "BF16 moments load back into BF16 bit for bit");
+    tap_ok(wide, "BF16 moments load into F32 widened exactly");
+    tap_ok(rounded, "F32 moments load into BF16 rounded to nearest even");
+    tset_free(&d16);
+    tset_free(&d32);
+    tset_free(&r16);
+    tset_free(&b.o);
+    ckpt_free(&c);
+}
+
 static void test_round_trip(void)
 {
     char run_dir[512], saved[1024], list[1024], p[1024];
@@ -689,6 +752,7 @@ int main(void)
     snprintf(run.data.tokenizer, sizeof run.data.tokenizer, "%s", tok_path);
     test_crc();
     test_round_trip();
+    test_bf16_moments();
     test_shards();
     test_corruption();
     test_inconsistent();

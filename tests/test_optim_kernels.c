@@ -1,9 +1,11 @@
 /* Optimizer kernels: sum of squares, the clip decision (incl. non-finite loss and norm), AdamW
- * against a double reference over several steps, and the auxiliary-loss-free bias update,
+ * against a double reference over several steps, AdamW with BF16 moments against the float32
+ * step rounded, and the auxiliary-loss-free bias update,
  * including that it drives a skewed router toward balanced loads. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/dtype.h"
 #include "tasks/moe_kernels.h"
 #include "tasks/optim_kernels.h"
 #include "tests/tap.h"
@@ -62,6 +64,51 @@ static void test_adamw(tu_rng *rng)
     free(w);
     free(m);
     free(v);
+}
+
+/* BF16 moments over several steps: each step equals the float32 step on the widened moments,
+ * its moments rounded to nearest even (bitwise) and its weights bitwise equal; after the steps
+ * the weights stay near a float32-moment run's (relative moment error ~2^-9 per step). */
+static void test_adamw_bf16(tu_rng *rng)
+{
+    enum { N = 257, STEPS = 6 };
+    float *w = tu_alloc_randn(rng, N, 1), *w32 = malloc(N * sizeof *w32);
+    float *wf = malloc(N * sizeof *wf), *mf = malloc(N * sizeof *mf), *vf = malloc(N * sizeof *vf);
+    float *m32 = tu_alloc_zero(N), *v32 = tu_alloc_zero(N);
+    uint16_t m[N] = {0}, v[N] = {0};
+    int moments_same = 1, weights_same = 1;
+    memcpy(w32, w, N * sizeof *w);
+    sm_adamw_hp hp = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                      .weight_decay = 0.1f};
+    for (int t = 1; t <= STEPS; t++) {
+        float *g = tu_alloc_randn(rng, N, 1);
+        hp.step = t;
+        memcpy(wf, w, N * sizeof *w);
+        for (int i = 0; i < N; i++) mf[i] = sm_bf16_to_f32(m[i]), vf[i] = sm_bf16_to_f32(v[i]);
+        sm_adamw(wf, mf, vf, g, N, 0.5f, &hp);
+        sm_adamw_bf16(w, m, v, g, N, 0.5f, &hp);
+        sm_adamw(w32, m32, v32, g, N, 0.5f, &hp);
+        for (int i = 0; i < N; i++) {
+            moments_same &= m[i] == sm_f32_to_bf16(mf[i]) && v[i] == sm_f32_to_bf16(vf[i]);
+            weights_same &= memcmp(&w[i], &wf[i], sizeof *w) == 0;
+        }
+        free(g);
+    }
+    double e = 0;
+    for (int i = 0; i < N; i++) e = fmax(e, fabs(w[i] - w32[i]));
+    tap_ok(moments_same, "BF16 moments == the float32 step's moments rounded to BF16 (%d steps)",
+           STEPS);
+    tap_ok(weights_same, "BF16-moment AdamW's weights == the float32 step's on the same moments");
+    /* each step moves a weight by at most ~lr; the rounded moments change it by ~2^-8 of that */
+    tap_ok(e < STEPS * 1e-2 * 1e-2, "weights after %d steps near the float32-moment run's "
+           "(max diff %.2g)", STEPS, e);
+    free(w);
+    free(w32);
+    free(wf);
+    free(mf);
+    free(vf);
+    free(m32);
+    free(v32);
 }
 
 static void test_bias_signs(void)
@@ -129,6 +176,7 @@ int main(void)
     tu_seed(&rng, 11);
     test_sumsq_clip(&rng);
     test_adamw(&rng);
+    test_adamw_bf16(&rng);
     test_bias_signs();
     test_bias_balances(&rng);
     return tap_done();

@@ -148,7 +148,8 @@ static void test_defaults(void)
                d.train.beta1 == 0.9 && d.train.beta2 == 0.95 && d.train.eps == 1e-8 &&
                d.train.grad_clip == 1.0 && d.train.bias_update_speed == 0.001 &&
                d.train.balance_alpha == 0.0001 && d.train.max_bad_steps == 5 &&
-               d.train.seed == 1234,
+               d.train.seed == 1234 && strcmp(d.train.precision, "f32") == 0 &&
+               strcmp(d.train.optimizer_state_dtype, "auto") == 0,
            "train defaults");
     tap_ok(!d.data.path[0] && strcmp(d.data.doc_separator, "%") == 0 &&
                d.data.val_fraction == 0.02 && d.data.vocab_size == 512 && !d.data.tokenizer[0] &&
@@ -214,6 +215,11 @@ static void test_overrides(void)
     tap_ok(load(j, add, 1, &rc, &err) == 0 && rc.engine.workers == 3 &&
                strcmp(rc.engine.sched, "lws") == 0,
            "an override creates an absent section %s", err.msg);
+
+    const char *fp8[] = {"train.precision=fp8", "train.optimizer_state_dtype=bf16"};
+    tap_ok(load(base(), fp8, 2, &rc, &err) == 0 && strcmp(rc.train.precision, "fp8") == 0 &&
+               strcmp(rc.train.optimizer_state_dtype, "bf16") == 0,
+           "train.precision and train.optimizer_state_dtype take their choices %s", err.msg);
 }
 
 static void test_key_errors(void)
@@ -293,6 +299,9 @@ static void test_range_errors(void)
         {"train.bias_update_speed", json_real(-0.001), ">= 0"},
         {"train.balance_alpha", json_real(-1), ">= 0"},
         {"train.max_bad_steps", json_integer(0), ">= 1"},
+        {"train.precision", json_string("bf16"), "expected \"f32\" or \"fp8\", got \"bf16\""},
+        {"train.optimizer_state_dtype", json_string("fp8"),
+         "expected \"auto\", \"f32\" or \"bf16\", got \"fp8\""},
         {"data.val_fraction", json_real(0.6), "in [0, 0.5]"},
         {"data.vocab_size", json_integer(300), "differs from model.vocab_size 512"},
         {"eval.every", json_integer(-1), ">= 0"},
@@ -317,6 +326,9 @@ static void test_range_errors(void)
     }
     expect_set_fail("train.lr=-1", "field 'train.lr'", "> 0");
     expect_set_fail("parallel.dp=0", "field 'parallel.dp'", "in [1, 4096]");
+    expect_set_fail("train.precision=FP8", "field 'train.precision'", "got \"FP8\"");
+    expect_set_fail("train.optimizer_state_dtype=", "field 'train.optimizer_state_dtype'",
+                    "expected \"auto\", \"f32\" or \"bf16\"");
 }
 
 static void test_round_trip(void)

@@ -11,6 +11,7 @@
 #include <starmoe/error.h>
 #include <starmoe/export.h>
 #include <starmoe/model.h>
+#include <starmoe/optimizer.h>
 #include <starmoe/run.h>
 #include <starmoe/trace.h>
 
@@ -126,7 +127,9 @@ typedef struct sm_bench_opts {
     int reps, warmup;
     uint64_t seed;
     int train;                   /* the step includes the optimizer (AdamW, clipping, bias) */
-    sm_run_opts run;             /* pipeline and determinism of the timed training step */
+    sm_optimizer_opts optim;     /* with train: the optimizer's (its moments' dtype) */
+    sm_run_opts run;             /* pipeline, determinism and FP8 (run.fp8, the forward steps'
+                                    too) of the timed steps */
     sm_trace_opts trace;         /* trace of every timed step (warm-up included), numbered from
                                     1: the forward steps, then the others; path NULL: none */
     sm_launch launch;            /* ep, dp, timeout_s and identity (the model's routed experts
