@@ -10,8 +10,8 @@ TESTS += tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot
 EXTRA_DIST += tests/tap.sh tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh tests/test_train.sh tests/test_pipeline_train.sh \
 	tests/test_mtp.sh tests/test_bf16_moments.sh
 # starmoe generate with MLA's latent cache against --no-cache, its report and its context limit.
-TESTS += tests/test_generate_cache.sh tests/test_speculative.sh
-EXTRA_DIST += tests/test_generate_cache.sh tests/test_speculative.sh
+TESTS += tests/test_generate_cache.sh tests/test_speculative.sh tests/test_fp8_train.sh
+EXTRA_DIST += tests/test_generate_cache.sh tests/test_speculative.sh tests/test_fp8_train.sh
 
 # Execution traces end to end, with a checker of trace files that test_trace.sh runs.
 check_PROGRAMS += tests/trace_check
