@@ -32,7 +32,8 @@ evaluate() { # FOLDER DUMP
     --dump "$2" > "$TMP/eval.log" 2>&1
 }
 
-convert "$FIXTURE" fp8 "$TMP/fp8"; ok $? "the fixture converts to fp8 ($(head -c 200 "$TMP/convert.log"))"
+convert "$FIXTURE" fp8 "$TMP/fp8"
+ok $? "the fixture converts to fp8 ($(head -c 200 "$TMP/convert.log"))"
 st "$FIXTURE/model.safetensors" "$TMP/fp8/model.safetensors" > "$TMP/layout" <<'EOF'
 import sys; from st import *
 src, out = load(sys.argv[1]), load(sys.argv[2]); n = 0; bad = []
@@ -47,13 +48,15 @@ print(n, len(bad) + len(extra), " ".join(bad[:3] + sorted(extra)[:3]))
 EOF
 read -r nlin nbad what < "$TMP/layout"
 [ "${nlin:-0}" -gt 20 ] && [ "$nbad" = 0 ]
-ok $? "$nlin linear weights are F8_E4M3 with F32 _scale_inv [ceil(r/128), ceil(c/128)], the rest unchanged ($nbad wrong: $what)"
+ok $? "$nlin linear weights are F8_E4M3 with F32 _scale_inv [ceil(r/128), ceil(c/128)], the rest
+  unchanged ($nbad wrong: $what)"
 grep -q '"quant_method": "fp8"' "$TMP/fp8/config.json" &&
   grep -A3 '"weight_block_size"' "$TMP/fp8/config.json" | grep -q 128
 ok $? "config.json gains quantization_config fp8, weight_block_size [128, 128]"
 
 evaluate "$FIXTURE" "$TMP/ref.st"; ok $? "eval of the original folder runs"
-evaluate "$TMP/fp8" "$TMP/fp8.st"; ok $? "eval of the fp8 folder runs ($(head -c 100 "$TMP/eval.log"))"
+evaluate "$TMP/fp8" "$TMP/fp8.st"
+ok $? "eval of the fp8 folder runs ($(head -c 100 "$TMP/eval.log"))"
 # E4M3 keeps 3 mantissa bits: rounding moves each weight by at most 2^-4 of itself (about 2.5%
 # rms), and the logits, sums over many such weights, by less: their relative (Frobenius) error
 # must stay below 2^-4 (measured 4.3% on the fixture, routing changes included).
@@ -65,7 +68,8 @@ print(max(map(abs, d)), max(map(abs, a)), math.sqrt(sum(x * x for x in d) / sum(
 EOF
 read -r diff scale rel < "$TMP/close"
 awk -v r="$rel" 'BEGIN { exit !(r != "" && r <= 0.0625) }'
-ok $? "fp8 logits close to the original's: relative error $rel <= 2^-4 (max |diff| $diff, max |logit| $scale)"
+ok $? "fp8 logits close to the original's: relative error $rel <= 2^-4 (max |diff| $diff,
+  max |logit| $scale)"
 
 convert "$TMP/fp8" f32 "$TMP/f32"; ok $? "fp8 converts back to f32"
 evaluate "$TMP/f32" "$TMP/f32.st"; ok $? "eval of the f32 folder runs"
@@ -75,8 +79,10 @@ t = load(sys.argv[1])
 print(all(d == "F32" for d, s, b in t.values()), not any(k.endswith("_scale_inv") for k in t),
       load(sys.argv[2])["logits"] == load(sys.argv[3])["logits"])
 EOF
-[ "$(cat "$TMP/f32chk")" = "True True True" ] && ! grep -q quantization_config "$TMP/f32/config.json"
-ok $? "f32: every tensor F32, no scales, no quantization_config, logits bitwise the fp8 folder's ($(cat "$TMP/f32chk"))"
+[ "$(cat "$TMP/f32chk")" = "True True True" ] &&
+  ! grep -q quantization_config "$TMP/f32/config.json"
+ok $? "f32: every tensor F32, no scales, no quantization_config, logits bitwise the fp8
+  folder's ($(cat "$TMP/f32chk"))"
 convert "$TMP/fp8" bf16 "$TMP/bf16" && evaluate "$TMP/bf16" "$TMP/bf16.st"
 ok $? "fp8 converts to bf16 and evaluates"
 st "$TMP/bf16/model.safetensors" > "$TMP/bf16chk" <<'EOF'
@@ -102,8 +108,10 @@ print(codes, ulp, same, a.keys() == b.keys())
 EOF
 read -r codes ulp same samekeys < "$TMP/idem"
 [ "$codes" = 0 ] && [ "$ulp" = 0 ] && [ "$samekeys" = True ]
-ok $? "fp8 -> f32 -> fp8: identical codes ($codes differ), scales within 1 ulp ($same of $nlin identical)"
-convert "$TMP/fp8" fp8 "$TMP/fp8c" && cmp -s "$TMP/fp8/model.safetensors" "$TMP/fp8c/model.safetensors"
+ok $? "fp8 -> f32 -> fp8: identical codes ($codes differ), scales within 1 ulp
+  ($same of $nlin identical)"
+convert "$TMP/fp8" fp8 "$TMP/fp8c" &&
+  cmp -s "$TMP/fp8/model.safetensors" "$TMP/fp8c/model.safetensors"
 ok $? "fp8 -> fp8 copies the codes and scales: the same file"
 
 # a sharded source keeps its shards and gives the same model
@@ -113,14 +121,17 @@ st "$FIXTURE/model.safetensors" "$TMP/sharded" <<'EOF'
 import json, sys; from st import *
 t = load(sys.argv[1]); names = sorted(t); half = len(names) // 2; wm = {}
 for i, part in enumerate((names[:half], names[half:])):
-    f = "model-%05d-of-00002.safetensors" % (i + 1); save(sys.argv[2] + "/" + f, {k: t[k] for k in part})
+    f = "model-%05d-of-00002.safetensors" % (i + 1)
+    save(sys.argv[2] + "/" + f, {k: t[k] for k in part})
     wm.update({k: f for k in part})
-json.dump({"metadata": {}, "weight_map": wm}, open(sys.argv[2] + "/model.safetensors.index.json", "w"))
+json.dump({"metadata": {}, "weight_map": wm},
+          open(sys.argv[2] + "/model.safetensors.index.json", "w"))
 EOF
 echo '{"tokenizer": "stand-in"}' > "$TMP/sharded/tokenizer.json"
 convert "$TMP/sharded" fp8 "$TMP/sfp8" && evaluate "$TMP/sfp8" "$TMP/sfp8.st"
 ok $? "a sharded folder converts to fp8 and evaluates"
-[ -f "$TMP/sfp8/model-00001-of-00002.safetensors" ] && [ -f "$TMP/sfp8/model-00002-of-00002.safetensors" ] &&
+[ -f "$TMP/sfp8/model-00001-of-00002.safetensors" ] &&
+  [ -f "$TMP/sfp8/model-00002-of-00002.safetensors" ] &&
   grep -q '"model-00002-of-00002.safetensors"' "$TMP/sfp8/model.safetensors.index.json" &&
   cmp -s "$TMP/sharded/tokenizer.json" "$TMP/sfp8/tokenizer.json"
 ok $? "its shards keep their names, with an index, and the tokenizer file is copied"
@@ -135,6 +146,7 @@ expect_error "a non-empty output folder is refused" "fp8: exists and is not empt
   "$STARMOE" convert --model "$FIXTURE" --to fp8 -o "$TMP/fp8"
 expect_error "an unknown target is refused" "target 'fp16': expected fp8, bf16 or f32" \
   "$STARMOE" convert --model "$FIXTURE" --to fp16 -o "$TMP/x"
+o=model.layers.0.self_attn.o_proj.weight
 bad() { # NAME PYTHON-EDIT PATTERN: the edited fp8 folder does not convert to f32
   rm -rf "$TMP/bad" "$TMP/badout"; cp -r "$TMP/fp8" "$TMP/bad"
   st "$TMP/bad/model.safetensors" <<EOF
@@ -144,12 +156,13 @@ $2
 save(sys.argv[1], t)
 EOF
   expect_error "$1" "$3" "$STARMOE" convert --model "$TMP/bad" --to f32 -o "$TMP/badout"
-  [ ! -e "$TMP/badout" ]; ok $? "$1: no output folder left"
+  [ ! -e "$TMP/badout" ] && ! ls -d "$TMP"/badout.tmp.* > /dev/null 2>&1
+  ok $? "$1: no output folder left, not even a temporary one"
 }
 bad "an FP8 weight without its scale is refused" "del t[k]" \
-  "model.safetensors: tensor 'model.layers.0.self_attn.o_proj.weight': F8_E4M3 weight without its scale"
+  "model.safetensors: tensor '$o': F8_E4M3 weight without its scale '${o}_scale_inv'"
 bad "a scale of the wrong shape is refused" 't[k] = ("F32", [1, 2], t[k][2] * 2)' \
-  "model.safetensors: tensor 'model.layers.0.self_attn.o_proj.weight_scale_inv'.*shape"
+  "model.safetensors: tensor '${o}_scale_inv'.*shape"
 bad "a non-finite scale is refused" 't[k] = ("F32", [1, 1], struct.pack("<f", float("inf")))' \
-  "model.safetensors: tensor 'model.layers.0.self_attn.o_proj.weight_scale_inv': scale \[0, 0\] is inf"
+  "model.safetensors: tensor '${o}_scale_inv': scale \[0, 0\] is inf, expected a finite number"
 tap_done
