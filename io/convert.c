@@ -152,11 +152,13 @@ static int convert_tensor(conv *c, const sm_st_tensor *t, sm_error *err)
         return sm_fail(err, "%s: tensor '%s': a scale without its weight", c->f->path, t->name);
     if (c->to != TO_FP8) return is_float(t->dtype) ? convert_float(c, t, err)
                                                     : copy_raw(c, c->f, t, err);
-    if (t->ndim == 2 && sm_hf_is_fp8_linear(t->name) && is_float(t->dtype) &&
-        (t->dtype != SM_F8_E4M3 || c->m->config.fp8_block[0] != SM_FP8_GROUP ||
-         c->m->config.fp8_block[1] != SM_FP8_GROUP))
+    int blocks_128 = c->m->config.fp8_block[0] == SM_FP8_GROUP &&
+                     c->m->config.fp8_block[1] == SM_FP8_GROUP;
+    if (t->dtype == SM_F8_E4M3) /* other blocks than 128x128: quantised again */
+        return blocks_128 ? copy_fp8(c, t, err) : quantize_weight(c, t, err);
+    if (t->ndim == 2 && sm_hf_is_fp8_linear(t->name) && is_float(t->dtype))
         return quantize_weight(c, t, err);
-    return t->dtype == SM_F8_E4M3 ? copy_fp8(c, t, err) : copy_raw(c, c->f, t, err);
+    return copy_raw(c, c->f, t, err);
 }
 
 /* The output file of input file f, written into tmp. */
@@ -286,9 +288,11 @@ int sm_hf_convert(const char *src, const char *to, const char *dst, sm_error *er
 {
     target t = TO_F32;
     sm_hf_model m;
+    size_t n = strlen(dst);
+    while (n > 1 && dst[n - 1] == '/') n--; /* "OUT/": the temporary folder is OUT.tmp.<pid> */
     if (parse_target(to, &t, err) || check_dst(dst, err)) return -1;
     if (sm_hf_open(&m, src, err)) return -1;
-    char *tmp = sm_aprintf("%s.tmp.%ld", dst, (long)getpid()), *made = NULL;
+    char *tmp = sm_aprintf("%.*s.tmp.%ld", (int)n, dst, (long)getpid()), *made = NULL;
     int rc = tmp ? sm_mkdir_p(tmp, &made, err) : sm_fail(err, "%s: out of memory", dst);
     if (rc == 0) rc = convert_into(&m, src, t, tmp, err);
     if (rc == 0) rmdir(dst); /* an empty dst gives way to the finished folder */

@@ -1,7 +1,8 @@
 /* Converts a Hugging Face model folder to another precision (`starmoe convert`, docs/fp8.md):
  * to FP8 as DeepSeek-V3 is released (linear weights F8_E4M3 in 128x128 blocks with F32
  * `_scale_inv`, the rest as it is, a quantization_config in config.json), or every weight to
- * BF16 or F32 (FP8 weights dequantised, scales and quantization_config dropped). */
+ * BF16 or F32 (FP8 weights dequantised, scales and quantization_config dropped). FP8 weights of
+ * other blocks than 128x128 are quantised again in 128x128 blocks. */
 #ifndef STARMOE_IO_CONVERT_H
 #define STARMOE_IO_CONVERT_H
 
