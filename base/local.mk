@@ -14,6 +14,8 @@ check_PROGRAMS += tests/test_error
 TESTS += tests/test_error
 tests_test_error_LDADD = $(TEST_LIBS)
 
+# The FP8 casts, quantisers and GEMMs (tasks/fp8_kernels.c's fast ones too), docs/fp8.md.
 check_PROGRAMS += tests/test_fp8
 TESTS += tests/test_fp8
 tests_test_fp8_LDADD = $(TEST_LIBS)
+EXTRA_DIST += docs/fp8.md

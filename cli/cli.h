@@ -67,5 +67,6 @@ int sm_cmd_generate(int argc, char **argv);
 int sm_cmd_tokenizer(int argc, char **argv);
 int sm_cmd_schedule(int argc, char **argv);
 int sm_cmd_trace(int argc, char **argv);
+int sm_cmd_convert(int argc, char **argv);
 
 #endif

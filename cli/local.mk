@@ -2,7 +2,7 @@
 bin_PROGRAMS += starmoe
 starmoe_SOURCES = cli/cli.h cli/main.c cli/cmd_eval.c cli/cmd_bench.c cli/cmd_graph.c \
 	cli/cmd_train.c cli/cmd_generate.c cli/cmd_tokenizer.c cli/cmd_trace.c \
-	cli/cmd_schedule.c
+	cli/cmd_schedule.c cli/cmd_convert.c
 starmoe_LDADD = libstarmoe.la $(JANSSON_LIBS)
 
 TESTS += tests/test_determinism.sh tests/test_cli_errors.sh tests/test_graph_dot.sh tests/test_example.sh tests/test_train.sh tests/test_pipeline_train.sh \
@@ -18,3 +18,7 @@ check_PROGRAMS += tests/trace_check
 tests_trace_check_LDADD = $(JANSSON_LIBS) -lm
 TESTS += tests/test_trace.sh
 EXTRA_DIST += tests/test_trace.sh
+
+# starmoe convert: to FP8 and back, the converted folders evaluated, bad scales refused.
+TESTS += tests/test_convert.sh
+EXTRA_DIST += tests/test_convert.sh

@@ -150,6 +150,7 @@ static void sm_usage(FILE *f)
                "  schedule --policy gpipe|1f1b|zbh1|dualpipe|dualpipev --pp P --micro M\n"
                "         [--cost F,B,W,FB] [--format text|json] [-o TIMELINE.svg]\n"
                "  trace  summary|html|merge FILE... (a trace written with --trace FILE)\n"
+               "  convert --model DIR --to fp8|bf16|f32 -o OUT\n"
                "train, eval and bench take --trace FILE [--trace-steps A:B] [--trace-format "
                "chrome|paje] [--trace-deps].\n"
                "train, eval, bench and generate take --workers N --sched NAME|help --sched-lib FILE.so;\n"
@@ -174,6 +175,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "tokenizer")) return sm_cmd_tokenizer(argc - 1, argv + 1);
     if (!strcmp(cmd, "schedule")) return sm_cmd_schedule(argc - 1, argv + 1);
     if (!strcmp(cmd, "trace")) return sm_cmd_trace(argc - 1, argv + 1);
+    if (!strcmp(cmd, "convert")) return sm_cmd_convert(argc - 1, argv + 1);
     fprintf(stderr, "starmoe: unknown command '%s'\n", cmd);
     sm_usage(stderr);
     return 2;

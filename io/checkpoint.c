@@ -326,49 +326,20 @@ static int write_tensors(const char *dir, const char *file, const sm_ckpt_tensor
     return rc;
 }
 
-/* Adds shard `file`'s tensors to weight_map, and their bytes to *total. */
-static int index_shard(const char *dir, const char *file, json_t *wm, int64_t *total,
-                       sm_error *err)
-{
-    char path[PATH_CAP];
-    sm_st_file f;
-    if (join(path, dir, file, err) || sm_st_open(&f, path, err)) return -1;
-    int rc = 0;
-    for (int i = 0; i < f.ntensors && rc == 0; i++) {
-        const sm_st_tensor *t = &f.tensors[i];
-        if (json_object_get(wm, t->name))
-            rc = sm_fail(err, "%s: tensor '%s' is also in %s", path, t->name,
-                         json_string_value(json_object_get(wm, t->name)));
-        else if (json_object_set_new(wm, t->name, json_string(file)))
-            rc = sm_fail(err, "%s: out of memory", path);
-        *total += (int64_t)(t->end - t->begin);
-    }
-    sm_st_close(&f);
-    return rc;
-}
-
 /* BASE.safetensors.index.json over the shards of set BASE that the writers left in the
- * folder, as Hugging Face writes it: {"metadata": {"total_size": bytes}, "weight_map":
- * {tensor: shard file}}. */
+ * folder (sm_hf_write_index). */
 static int write_index(const save_job *j, const char *base, sm_error *err)
 {
-    char file[128], path[PATH_CAP];
-    int64_t total = 0;
-    json_t *wm = json_object(), *root = NULL;
-    snprintf(file, sizeof file, "%s.safetensors.index.json", base);
-    int rc = join(path, j->dir, file, err);
-    if (rc == 0 && !wm) rc = sm_fail(err, "%s: out of memory", path);
+    char(*names)[128] = malloc((size_t)j->nshards * sizeof *names);
+    const char **shards = malloc((size_t)j->nshards * sizeof *shards);
+    int rc = names && shards ? 0 : sm_fail(err, "%s: out of memory", j->dir);
     for (int s = 0; s < j->nshards && rc == 0; s++) {
-        char shard[128];
-        shard_name(shard, sizeof shard, base, s, j->nshards);
-        rc = index_shard(j->dir, shard, wm, &total, err);
+        shard_name(names[s], sizeof names[s], base, s, j->nshards);
+        shards[s] = names[s];
     }
-    if (rc == 0 && !(root = json_pack("{s:{s:I},s:O}", "metadata", "total_size",
-                                      (json_int_t)total, "weight_map", wm)))
-        rc = sm_fail(err, "%s: out of memory", path);
-    if (rc == 0) rc = sm_json_save(root, path, err);
-    json_decref(root);
-    json_decref(wm);
+    if (rc == 0) rc = sm_hf_write_index(j->dir, base, shards, j->nshards, err);
+    free(names);
+    free((void *)shards);
     return rc;
 }
 

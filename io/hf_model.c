@@ -267,6 +267,53 @@ static int load_fp8(const sm_hf_model *m, const sm_st_file *f, const sm_st_tenso
     return q ? 0 : -1;
 }
 
+/* Adds shard `file` of dir's tensors to weight_map, and their bytes to *total. */
+static int index_shard(const char *dir, const char *file, json_t *wm, int64_t *total,
+                       sm_error *err)
+{
+    char *path = join(dir, file);
+    sm_st_file f;
+    if (!path) return sm_fail(err, "%s: out of memory", dir);
+    if (sm_st_open(&f, path, err)) {
+        free(path);
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < f.ntensors && rc == 0; i++) {
+        const sm_st_tensor *t = &f.tensors[i];
+        if (json_object_get(wm, t->name))
+            rc = sm_fail(err, "%s: tensor '%s' is also in %s", path, t->name,
+                         json_string_value(json_object_get(wm, t->name)));
+        else if (json_object_set_new(wm, t->name, json_string(file)))
+            rc = sm_fail(err, "%s: out of memory", path);
+        *total += (int64_t)(t->end - t->begin);
+    }
+    sm_st_close(&f);
+    free(path);
+    return rc;
+}
+
+int sm_hf_write_index(const char *dir, const char *base, const char *const *shards, int n,
+                      sm_error *err)
+{
+    char file[256];
+    int64_t total = 0;
+    if (snprintf(file, sizeof file, "%s.safetensors.index.json", base) >= (int)sizeof file)
+        return sm_fail(err, "%s: tensor file name '%s' too long", dir, base);
+    char *path = join(dir, file);
+    json_t *wm = json_object(), *root = NULL;
+    int rc = path && wm ? 0 : sm_fail(err, "%s: out of memory", dir);
+    for (int s = 0; s < n && rc == 0; s++) rc = index_shard(dir, shards[s], wm, &total, err);
+    if (rc == 0 && !(root = json_pack("{s:{s:I},s:O}", "metadata", "total_size",
+                                      (json_int_t)total, "weight_map", wm)))
+        rc = sm_fail(err, "%s: out of memory", path);
+    if (rc == 0) rc = sm_json_save(root, path, err);
+    json_decref(root);
+    json_decref(wm);
+    free(path);
+    return rc;
+}
+
 int sm_hf_load_f32(const sm_hf_model *m, const char *name, int ndim, const int64_t *shape,
                    float *dst, sm_error *err)
 {

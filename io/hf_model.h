@@ -38,4 +38,10 @@ int sm_hf_has(const sm_hf_model *m, const char *name);
 int sm_hf_load_f32(const sm_hf_model *m, const char *name, int ndim, const int64_t *shape,
                    float *dst, sm_error *err);
 
+/* Writes DIR/BASE.safetensors.index.json over the n shard files (names inside DIR), as Hugging
+ * Face writes it: {"metadata": {"total_size": bytes}, "weight_map": {tensor: shard file}}; a
+ * tensor in two shards is an error. */
+int sm_hf_write_index(const char *dir, const char *base, const char *const *shards, int n,
+                      sm_error *err);
+
 #endif

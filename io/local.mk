@@ -1,11 +1,12 @@
 # io/: model formats (safetensors, Hugging Face model folders, config.json), run configs,
 # checkpoints, metrics and the loss curve.
 libstarmoe_core_la_SOURCES += io/safetensors.c io/safetensors_writer.c io/safetensors.h \
-	io/hf_model.c io/hf_model.h io/config_json.c io/config_json.h
+	io/hf_model.c io/hf_model.h io/config_json.c io/config_json.h io/convert.c io/convert.h
 starmoeinclude_HEADERS += include/starmoe/config.h
 
-check_PROGRAMS += tests/test_safetensors tests/test_config tests/test_hf_model
-TESTS += tests/test_safetensors tests/test_config tests/test_hf_model
+check_PROGRAMS += tests/test_safetensors tests/test_config tests/test_hf_model tests/test_convert
+TESTS += tests/test_safetensors tests/test_config tests/test_hf_model tests/test_convert
+tests_test_convert_LDADD = $(TEST_LIBS)
 tests_test_safetensors_LDADD = $(TEST_LIBS)
 tests_test_config_LDADD = $(TEST_LIBS)
 tests_test_hf_model_LDADD = $(TEST_LIBS)

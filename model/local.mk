@@ -4,7 +4,8 @@ libstarmoe_core_la_SOURCES += model/model.h model/engine.c model/model.c model/p
 	 model/optimizer.c model/generate.c model/generate_text.c model/decode.c model/decode.h \
 	model/sample.c model/sample.h model/speculative.c model/speculative.h model/lr_schedule.c model/train.c model/train_setup.c model/train_ckpt.c model/trainer.h \
 	model/train_resume.c model/parallel.c model/parallel.h model/data_parallel.c \
-	model/expert_parallel.c model/comm.c model/comm.h model/rank_trace.c model/rank_trace.h
+	model/expert_parallel.c model/comm.c model/comm.h model/rank_trace.c model/rank_trace.h \
+	model/convert.c
 starmoeinclude_HEADERS += include/starmoe/starmoe.h include/starmoe/engine.h \
 	include/starmoe/model.h include/starmoe/run.h include/starmoe/optimizer.h \
 	include/starmoe/drivers.h include/starmoe/train.h

@@ -1,8 +1,9 @@
 /* Fast FP8 GEMMs (no StarPU): the per-128 promotion of the reference GEMMs of base/fp8_quant.h
  * kept, each 128-wide K block's codes decoded to float once and multiplied by SGEMM, the
  * block's scales applied after, blocks added in increasing order. Within a block SGEMM may sum
- * in another order: every output stays within 1e-6 * sum_k |a_k b_k| (decoded codes times
- * their scales) of the reference; docs/fp8.md. Row-major, y [M, N] = A B^T. */
+ * in another order, so the result is not bitwise the reference's: a fast path must stay within
+ * 1e-6 * sum_k |a_k b_k| (decoded codes times their scales) of it, which tests/test_fp8.c
+ * checks on random shapes; docs/fp8.md. Row-major, y [M, N] = A B^T. */
 #ifndef STARMOE_FP8_KERNELS_H
 #define STARMOE_FP8_KERNELS_H
 

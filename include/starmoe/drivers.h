@@ -1,6 +1,7 @@
 /* The drivers behind the CLI's running commands, each one call on a started engine: sampling
  * (token ids, or text from a checkpoint), evaluation of a Hugging Face folder on given inputs,
- * and the benchmark of forward and training steps. Training is in train.h. */
+ * and the benchmark of forward and training steps; and the conversion of a folder to another
+ * precision (no engine). Training is in train.h. */
 #ifndef STARMOE_DRIVERS_H
 #define STARMOE_DRIVERS_H
 
@@ -118,6 +119,23 @@ typedef struct sm_eval_opts {
  * gradients of the modules' copies of the embedding and the head (each the shared tensor's);
  * *loss and "loss" are the total loss_main + lambda / D * sum of loss_mtp. */
 SM_API int sm_eval(const sm_eval_opts *o, double *loss, size_t *ntasks, sm_error *err);
+
+/* ---- conversion ---- */
+/* Converts the Hugging Face folder model_dir (config.json + model.safetensors, or shards with
+ * model.safetensors.index.json) into out_dir, with `to`:
+ * - "fp8": as DeepSeek-V3 is released: the linear weights (MLA's q_a/q_b/q/kv_a/kv_b/o
+ *   projections, the gate/up/down projections of dense FFNs and of shared and routed experts)
+ *   become F8_E4M3 in 128x128 blocks (sm_fp8_quantize_blocks) with their F32
+ *   `<name>_scale_inv` [ceil(rows/128), ceil(cols/128)]; weights already FP8 in 128x128 blocks
+ *   are copied as they are; everything else (embeddings, head, norms, router, bias) is kept;
+ *   config.json gains quantization_config {fp8, e4m3, dynamic, [128, 128]}.
+ * - "bf16" or "f32": every float tensor in that type, FP8 weights dequantised with their
+ *   scales, the scales and quantization_config dropped, torch_dtype set.
+ * The shard files keep their names (with an index when model_dir has one); config.json (edited)
+ * and tokenizer files are copied. out_dir must not exist or be empty; it appears only when
+ * complete. Errors (an FP8 weight without its scale, a scale of the wrong shape or not finite,
+ * a non-empty out_dir) name the file and the tensor. Needs no engine. */
+SM_API int sm_convert(const char *model_dir, const char *to, const char *out_dir, sm_error *err);
 
 /* ---- benchmark ---- */
 typedef struct sm_bench_opts {
