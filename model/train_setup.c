@@ -215,7 +215,8 @@ static int sm_setup_model(sm_trainer *t, sm_error *err)
     /* a model sharded by stages evaluates through the pipeline too (forward only) */
     sm_run_opts eval_ro = {.ep = t->rc.parallel.ep, .pp_ranks = ppr,
                            .pipeline = ppr > 1 ? ro.pipeline : NULL, .pp = ppr > 1 ? ppr : 0,
-                           .no_mtp = 1};  /* validation measures the main model */
+                           .no_mtp = 1,   /* validation measures the main model */
+                           .fp8 = ro.fp8};  /* in the precision it trains in */
     if (ppr > 1 && (ec->pp > 1 || !ro.pipeline))
         return sm_fail(err, "parallel.pp %d puts pipeline ranks on MPI ranks: it needs "
                             "engine.sched naming a pipeline schedule (gpipe, 1f1b, zbh1, "
