@@ -38,19 +38,6 @@ int sm_dtype_parse(const char *s, sm_dtype *out)
     return -1;
 }
 
-static uint32_t f32_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-static float bits_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 /* A small binary float format: exponent and mantissa widths, bias, the code of the largest
  * finite magnitude, the magnitude code that overflow and infinities get when not saturating
@@ -91,7 +78,7 @@ static uint32_t minifloat_round(uint32_t abs, const minifloat *m)
  * finite magnitude when saturating, else the overflow code; the sign is kept (NaN aside). */
 static uint32_t minifloat_encode(float f, const minifloat *m, int saturate)
 {
-    uint32_t u = f32_bits(f), abs = u & 0x7FFFFFFF;
+    uint32_t u = sm_f32_bits(f), abs = u & 0x7FFFFFFF;
     uint32_t sign = (u >> 31) << (m->ebits + m->mbits);
     if (abs > 0x7F800000) return m->nan_code;
     uint32_t code = abs == 0x7F800000 ? UINT32_MAX : minifloat_round(abs, m);
@@ -109,15 +96,15 @@ static float minifloat_decode(uint32_t b, const minifloat *m)
     else if (e == 0)
         v = ldexpf((float)mant, 1 - m->bias - m->mbits);
     else
-        v = bits_f32(((e - m->bias + 127) << 23) | (mant << (23 - m->mbits)));
+        v = sm_bits_f32(((e - m->bias + 127) << 23) | (mant << (23 - m->mbits)));
     return sign ? -v : v;
 }
 
-float sm_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+float sm_bf16_to_f32(uint16_t h) { return sm_bits_f32((uint32_t)h << 16); }
 
 uint16_t sm_f32_to_bf16(float f)
 {
-    uint32_t u = f32_bits(f);
+    uint32_t u = sm_f32_bits(f);
     if ((u & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((u >> 16) | 0x40);
     return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
 }

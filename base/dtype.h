@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <starmoe/fp8.h>
 
 typedef enum sm_dtype {
@@ -18,6 +19,20 @@ size_t sm_dtype_size(sm_dtype t);
 const char *sm_dtype_name(sm_dtype t);
 /* Parses a safetensors dtype string; returns -1 when unknown. */
 int sm_dtype_parse(const char *s, sm_dtype *out);
+
+/* A float's bit pattern and back. */
+static inline uint32_t sm_f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+static inline float sm_bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 float sm_bf16_to_f32(uint16_t h);
 uint16_t sm_f32_to_bf16(float f);          /* round to nearest even; NaN stays NaN */

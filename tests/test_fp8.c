@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/dtype.h"
 #include "base/fp8_quant.h"
 #include "tasks/fp8_kernels.h"
 #include "tests/tap.h"
@@ -56,19 +57,6 @@ static double formula(const format *f, int b)
 /* The largest finite magnitude code: below E4M3's NaN, below E5M2's inf. */
 static int max_code(const format *f) { return f->ieee ? 0x7B : 0x7E; }
 
-static uint32_t bits(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
-
-static float from_bits(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
 
 static void test_decode_all(const format *f)
 {
@@ -83,40 +71,45 @@ static void test_decode_all(const format *f)
     tap_ok(bad == 0, "%s: all 256 codes decode to the formula's value (%d wrong)", f->name, bad);
 }
 
+/* An input and what it encodes to, saturated and not. */
+typedef struct vector {
+    float x;
+    uint8_t sat, nosat;
+} vector;
+
+/* How many of the n vectors `encode` gets wrong (each reported). */
+static int wrong_vectors(const char *name, uint8_t (*encode)(float, int), const vector *v,
+                         size_t n)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t s = encode(v[i].x, 1), u = encode(v[i].x, 0);
+        if (s == v[i].sat && u == v[i].nosat) continue;
+        bad++;
+        tap_diag("%s(%a): saturated 0x%02X want 0x%02X, not 0x%02X want 0x%02X", name, v[i].x, s,
+                 v[i].sat, u, v[i].nosat);
+    }
+    return bad;
+}
+
 static void test_vectors(void)
 {
-    static const struct { float x; uint8_t sat, nosat; } v[] = {
+    static const vector v[] = {
         {448.0f, 0x7E, 0x7E}, {464.0f, 0x7E, 0x7E}, {500.0f, 0x7E, 0x7F}, {1.0f, 0x38, 0x38},
         {0.1f, 0x1D, 0x1D}, {-3.3f, 0xC5, 0xC5}, {17.0f, 0x58, 0x58}, {240.5f, 0x77, 0x77},
         {0x1p-9f, 0x01, 0x01}, {0x1p-10f, 0x00, 0x00}, {1.5f * 0x1p-10f, 0x01, 0x01},
         {-500.0f, 0xFE, 0xFF}, {INFINITY, 0x7E, 0x7F}, {-INFINITY, 0xFE, 0xFF},
         {-0.0f, 0x80, 0x80}, {0.0f, 0x00, 0x00}, {464.00003f, 0x7E, 0x7F}, {NAN, 0x7F, 0x7F},
     };
-    int bad = 0;
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-        uint8_t s = sm_fp8_e4m3_from_f32(v[i].x, 1), n = sm_fp8_e4m3_from_f32(v[i].x, 0);
-        if (s != v[i].sat || n != v[i].nosat) {
-            bad++;
-            tap_diag("e4m3(%a): saturated 0x%02X want 0x%02X, not 0x%02X want 0x%02X", v[i].x,
-                     s, v[i].sat, n, v[i].nosat);
-        }
-    }
-    tap_ok(bad == 0, "e4m3: the test vectors of docs/fp8.md, saturated and not (%d wrong)", bad);
-    static const struct { float x; uint8_t sat, nosat; } w[] = {
+    static const vector w[] = {
         {57344.0f, 0x7B, 0x7B}, {61439.996f, 0x7B, 0x7B}, {61440.0f, 0x7B, 0x7C},
         {1e6f, 0x7B, 0x7C}, {-INFINITY, 0xFB, 0xFC}, {INFINITY, 0x7B, 0x7C},
         {1.0f, 0x3C, 0x3C}, {-1.5f, 0xBE, 0xBE}, {0x1p-16f, 0x01, 0x01}, {0x1p-17f, 0x00, 0x00},
         {0x1p-14f, 0x04, 0x04}, {-0.0f, 0x80, 0x80}, {NAN, 0x7F, 0x7F},
     };
-    bad = 0;
-    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
-        uint8_t s = sm_fp8_e5m2_from_f32(w[i].x, 1), n = sm_fp8_e5m2_from_f32(w[i].x, 0);
-        if (s != w[i].sat || n != w[i].nosat) {
-            bad++;
-            tap_diag("e5m2(%a): saturated 0x%02X want 0x%02X, not 0x%02X want 0x%02X", w[i].x,
-                     s, w[i].sat, n, w[i].nosat);
-        }
-    }
+    int bad = wrong_vectors("e4m3", sm_fp8_e4m3_from_f32, v, sizeof v / sizeof *v);
+    tap_ok(bad == 0, "e4m3: the test vectors of docs/fp8.md, saturated and not (%d wrong)", bad);
+    bad = wrong_vectors("e5m2", sm_fp8_e5m2_from_f32, w, sizeof w / sizeof *w);
     tap_ok(bad == 0, "e5m2: max, overflow threshold 61440, inf, subnormals, -0 (%d wrong)", bad);
 }
 
@@ -136,8 +129,8 @@ static int64_t check_range(const format *f, uint32_t lo, uint32_t hi, int c, int
     int64_t bad = 0;
     uint8_t pos = expected(f, c, saturate, 0), neg = expected(f, c, saturate, 1);
     for (uint32_t u = lo; u < hi; u++) {
-        bad += f->encode(from_bits(u), saturate) != pos;
-        bad += f->encode(from_bits(u | 0x80000000u), saturate) != neg;
+        bad += f->encode(sm_bits_f32(u), saturate) != pos;
+        bad += f->encode(sm_bits_f32(u | 0x80000000u), saturate) != neg;
     }
     return bad;
 }
@@ -151,15 +144,15 @@ static void test_every_pattern(const format *f, int saturate)
     int top = max_code(f);
     for (int c = 0; c <= top; c++) {
         float g0 = (float)grid_value(f, c), g1 = (float)grid_value(f, c + 1);
-        uint32_t mid = bits((float)((grid_value(f, c) + grid_value(f, c + 1)) / 2));
-        bad += check_range(f, bits(g0), mid, c, saturate);
+        uint32_t mid = sm_f32_bits((float)((grid_value(f, c) + grid_value(f, c + 1)) / 2));
+        bad += check_range(f, sm_f32_bits(g0), mid, c, saturate);
         bad += check_range(f, mid, mid + 1, (c & 1) ? c + 1 : c, saturate);
-        bad += check_range(f, mid + 1, bits(g1), c + 1, saturate);
+        bad += check_range(f, mid + 1, sm_f32_bits(g1), c + 1, saturate);
     }
-    bad += check_range(f, bits((float)grid_value(f, top + 1)), 0x7F800001u, top + 1, saturate);
+    bad += check_range(f, sm_f32_bits((float)grid_value(f, top + 1)), 0x7F800001u, top + 1, saturate);
     for (uint32_t u = 0x7F800001u; u <= 0x7FFFFFFFu; u++) {
-        nan_bad += !isnan(f->decode(f->encode(from_bits(u), saturate)));
-        nan_bad += !isnan(f->decode(f->encode(from_bits(u | 0x80000000u), saturate)));
+        nan_bad += !isnan(f->decode(f->encode(sm_bits_f32(u), saturate)));
+        nan_bad += !isnan(f->decode(f->encode(sm_bits_f32(u | 0x80000000u), saturate)));
     }
     tap_ok(bad == 0 && nan_bad == 0,
            "%s saturate=%d: all 2^32 float32 bit patterns encode to the nearest grid code, ties "
@@ -186,7 +179,7 @@ static uint8_t reference_code(const format *f, float x, int saturate)
 
 static int64_t check_one(const format *f, uint32_t u, int saturate)
 {
-    float x = from_bits(u);
+    float x = sm_bits_f32(u);
     uint8_t got = f->encode(x, saturate), want = reference_code(f, x, saturate);
     if (isnan(x)) return !isnan(f->decode(got));
     return got != want;
@@ -201,8 +194,8 @@ static void test_sampled_patterns(const format *f, int saturate)
     for (uint32_t i = 0; i < (1u << 24); i++)
         bad += check_one(f, i << 8 | (i * 37 & 0xFF), saturate);
     for (int c = 0; c <= max_code(f) + 1; c++) {
-        uint32_t g = bits((float)grid_value(f, c));
-        uint32_t mid = bits((float)((grid_value(f, c) + grid_value(f, c + 1)) / 2));
+        uint32_t g = sm_f32_bits((float)grid_value(f, c));
+        uint32_t mid = sm_f32_bits((float)((grid_value(f, c) + grid_value(f, c + 1)) / 2));
         for (int d = -2; d <= 2; d++)
             for (uint32_t s = 0; s <= 1; s++) {
                 if (c > 0 || d >= 0) bad += check_one(f, (g + (uint32_t)d) | s << 31, saturate);
