@@ -52,6 +52,7 @@ static void sm_poison_vector(void *buffer)
 {
     size_t n = STARPU_VECTOR_GET_NX(buffer), size = STARPU_VECTOR_GET_ELEMSIZE(buffer);
     unsigned char *p = (unsigned char *)STARPU_VECTOR_GET_PTR(buffer);
+    if (n == 0) return;          /* an empty resizable buffer has no memory */
     if (size == sizeof(float)) {
         const uint32_t nan = 0x7fc00000u;
         for (size_t i = 0; i < n; i++) memcpy(p + i * size, &nan, size);
