@@ -20,24 +20,17 @@ typedef struct sm_tokens {
     int D;
 } sm_tokens;
 
-/* An MTP depth's name: `what` for depth 1, `what.K` for depth K > 1. */
-static const char *sm_depth_name(char *buf, size_t n, const char *what, int k)
-{
-    snprintf(buf, n, k == 1 ? "%s" : "%s.%d", what, k);
-    return buf;
-}
-
 /* The inputs' mtp_targets[.K] of each of D depths: all or none. */
 static int sm_mtp_targets_load(sm_tokens *tk, sm_st_file *f, const char *path, int D,
                                sm_error *err)
 {
     char name[32];
     int64_t shape[2] = {tk->B, tk->S};
-    if (!D || !sm_st_find(f, sm_depth_name(name, sizeof name, "mtp_targets", 1))) return 0;
+    if (!D || !sm_st_find(f, sm_mtp_name(name, sizeof name, "mtp_targets", 1))) return 0;
     if (!(tk->mtp = calloc(D, sizeof *tk->mtp))) return sm_fail(err, "%s: out of memory", path);
     tk->D = D;
     for (int k = 1; k <= D; k++) {
-        sm_depth_name(name, sizeof name, "mtp_targets", k);
+        sm_mtp_name(name, sizeof name, "mtp_targets", k);
         if (!sm_st_find(f, name))
             return sm_fail(err, "%s: has mtp_targets but no '%s' I32 [%d, %d] for MTP depth %d "
                                 "(give every depth's, or none)", path, name, tk->B, tk->S, k);
@@ -156,14 +149,14 @@ static int sm_dump(const sm_eval_opts *o, sm_run *r, double loss, sm_error *err)
     if (!rc && r->has_targets) rc = sm_dump_f32(w, "loss", 1, (int64_t[]){1}, &lossf, err);
     for (int k = 0; !rc && r->has_targets && k <= r->D && r->D; k++) {
         float part = (float)sm_run_loss_part(r, k);
-        rc = sm_dump_f32(w, k ? sm_depth_name(name, sizeof name, "loss_mtp", k) : "loss_main", 1,
+        rc = sm_dump_f32(w, k ? sm_mtp_name(name, sizeof name, "loss_mtp", k) : "loss_main", 1,
                          (int64_t[]){1}, &part, err);
     }
     for (int k = 1; !rc && k <= r->D; k++) {
         int64_t kshape[3] = {B, r->S - k, c->vocab_size};
         sm_run_mtp_logits(r, k, mine);
         sm_parallel_gather(mine, (size_t)r->B * (r->S - k) * c->vocab_size * sizeof *mine, buf);
-        rc = sm_dump_f32(w, sm_depth_name(name, sizeof name, "mtp_logits", k), 3, kshape, buf,
+        rc = sm_dump_f32(w, sm_mtp_name(name, sizeof name, "mtp_logits", k), 3, kshape, buf,
                          err);
     }
     for (int l = 0; !rc && l < sm_run_blocks(r); l++) {

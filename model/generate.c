@@ -20,8 +20,7 @@
 static int sm_next_token(const float *logits, int V, const sm_sample_opts *so, int i,
                          uint64_t *rng)
 {
-    return sm_sample_token(logits, V, so->temperature, so->top_p,
-                           i < so->min_new ? so->stop_token : -1, rng);
+    return sm_sample_token(logits, V, so->temperature, so->top_p, sm_sample_banned(so, i), rng);
 }
 
 /* The cached path: seq[0 .. *n) is the prompt; the sample is appended to it. */

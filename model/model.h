@@ -271,6 +271,12 @@ int sm_run_set_data_parallel(sm_run *r, sm_error *err);
 /* The ranks r's step runs over (1 without data parallelism). */
 int sm_run_ranks(const sm_run *r);
 
+/* Whether parameter p belongs to an MTP module (they come after the head: sm_param.layer). */
+static inline int sm_param_is_mtp(const sm_model *m, const sm_param *p)
+{
+    return p->layer > m->dims.L;
+}
+
 /* Where a parameter's gradient goes for micro-batch mb of this rank: its copy, or its own g. */
 sm_tensor *sm_grad(const sm_run *r, const sm_param *p, int mb);
 /* Where a routed expert's gradient goes for micro-batch mb of expert-parallel source p. In
@@ -374,7 +380,10 @@ sm_router_dims sm_model_router_dims(const sm_model *m, int T);
 /* params.c */
 int sm_params_create(sm_model *m, sm_error *err);
 
-/* mtp.c: MTP depth k's module for micro-batch mb, forward (after the head) and backward (parts
+/* mtp.c: the name of MTP depth k's `what` (loss_mtp, mtp_targets, mtp_logits, ...): `what`
+ * for depth 1, `what.K` for depth K > 1; written to buf, returned. */
+const char *sm_mtp_name(char *buf, size_t n, const char *what, int k);
+/* MTP depth k's module for micro-batch mb, forward (after the head) and backward (parts
  * SM_BWD_*, before the final norm's backward: depth 1 adds into the head input's gradient). */
 int sm_mtp_fwd(sm_run *r, const sm_op_ctx *c, int k, int mb);
 int sm_mtp_bwd(sm_run *r, const sm_op_ctx *c, int k, int mb, int parts);

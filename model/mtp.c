@@ -12,6 +12,13 @@
 #include "tasks/dense.h"
 #include "tasks/mtp.h"
 
+const char *sm_mtp_name(char *buf, size_t n, const char *what, int k)
+{
+    if (k == 1) snprintf(buf, n, "%s", what);
+    else snprintf(buf, n, "%s.%d", what, k);
+    return buf;
+}
+
 /* The hidden state depth k starts from, and its gradient. */
 static sm_tensor *sm_mtp_prev(const sm_run *r, int k, int mb)
 {
@@ -116,9 +123,9 @@ int sm_mtp_upload(sm_run *r, int k, int mb, const int32_t *ids, const int32_t *t
             int32_t t = mtp_targets ? mtp_targets[seq + i] : targets ? targets[seq + i + k] : -1;
             if (t < -1 || t >= V) {
                 char what[32];
-                snprintf(what, sizeof what, k == 1 ? "mtp_targets" : "mtp_targets.%d", k);
                 rc = sm_fail(err, "%s: target %d at position %zu is outside the vocabulary "
-                                  "[0, %d) (or -1: none)", what, t, seq + i, V);
+                                  "[0, %d) (or -1: none)",
+                             sm_mtp_name(what, sizeof what, "mtp_targets", k), t, seq + i, V);
                 break;
             }
             id[(size_t)b * n + i] = ids[seq + i + k];

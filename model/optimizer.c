@@ -53,7 +53,9 @@ static int sm_assign_groups(const sm_model *m, int *group_of, int *first_of, int
         if (G == 0 || m->all[first_of[G - 1]].expert != e || new_layer ||
             (filled > 0 && filled + n > SM_GROUP_VALUES)) {
             int l = m->all[i].layer;   /* MTP depth k's (L + k): its block's, L + k - 1 */
-            layer_of[G] = l >= 0 && l < m->dims.L ? l : l > m->dims.L ? l - 1 : -1;
+            layer_of[G] = l >= 0 && l < m->dims.L     ? l
+                          : sm_param_is_mtp(m, &m->all[i]) ? l - 1
+                                                           : -1;
             first_of[G++] = i;
             filled = 0;
         }

@@ -5,6 +5,14 @@
 #define STARMOE_SAMPLE_H
 
 #include <stdint.h>
+#include <starmoe/drivers.h>
+
+/* The token never drawn as new token number i (0 for the first): the stop token before
+ * so->min_new new tokens, else none (-1). */
+static inline int sm_sample_banned(const sm_sample_opts *so, int i)
+{
+    return i < so->min_new ? so->stop_token : -1;
+}
 
 /* A uniform double in [0, 1) from the splitmix64 state *s. */
 double sm_sample_uniform(uint64_t *s);

@@ -32,8 +32,8 @@ typedef struct sm_spec {
 /* The distribution the token at position `pos` is drawn from, given its logits row. */
 static void sm_spec_dist(const sm_spec *s, const float *row, int pos, double *p)
 {
-    int banned = pos - s->P < s->so->min_new ? s->so->stop_token : -1;
-    sm_sample_dist(row, s->V, s->so->temperature, s->so->top_p, banned, p);
+    sm_sample_dist(row, s->V, s->so->temperature, s->so->top_p,
+                   sm_sample_banned(s->so, pos - s->P), p);
 }
 
 /* The main model over ids[0..n) at its next positions; their hidden states kept. */

@@ -83,9 +83,9 @@ static int sm_run_setup(sm_run *r, sm_error *err)
         return -1;
     for (int k = 1; k <= r->D; k++) {
         char name[32];
-        snprintf(name, sizeof name, k == 1 ? "loss_mtp" : "loss_mtp.%d", k);
-        if (!(r->loss_mtp[k - 1] = sm_tensor_new_in(g, &r->owned, name, SM_F32, SM_ACT, 1,
-                                                    (int64_t[]){1}, err)))
+        if (!(r->loss_mtp[k - 1] = sm_tensor_new_in(g, &r->owned,
+                                                    sm_mtp_name(name, sizeof name, "loss_mtp", k),
+                                                    SM_F32, SM_ACT, 1, (int64_t[]){1}, err)))
             return -1;
     }
     return sm_model_rope_tables(r->m, r->S, r->cos_t->data, r->sin_t->data, err);
@@ -313,6 +313,13 @@ static int sm_zero_grads(sm_run *r, sm_error *err)
 
 int sm_run_ranks(const sm_run *r) { return r->Bg / r->B; }
 
+/* The tensor of the step's loss part k: the main model's (k = 0), MTP depth k's. Without MTP
+ * the main loss is the loss. */
+static sm_tensor *sm_loss_tensor(const sm_run *r, int k)
+{
+    return r->D == 0 ? r->loss : k ? r->loss_mtp[k - 1] : r->loss_main;
+}
+
 /* The step's loss and balance loss: fixed-order sums of the micro-batches' parts (of every
  * rank's, in the order of one rank's run, under data parallelism). */
 static int sm_loss_sums(sm_run *r, sm_error *err)
@@ -327,7 +334,7 @@ static int sm_loss_sums(sm_run *r, sm_error *err)
         sm_tensor **shared = r->dp ? sm_dp_loss_parts(r->dp, k) : NULL;
         for (int i = 0; i < n; i++)
             parts[i] = shared ? shared[i] : k ? r->mb[i].mtp[k - 1].loss_part : r->mb[i].loss_part;
-        losses[k] = r->D == 0 ? r->loss : k ? r->loss_mtp[k - 1] : r->loss_main;
+        losses[k] = sm_loss_tensor(r, k);
         weights[k] = k ? r->mtp_lambda / r->D : 1.0f;
         if (sm_insert_sum_scalars(&step, losses[k], parts, n, scale)) return -1;
     }
@@ -457,7 +464,7 @@ static double sm_scalar(sm_tensor *t)
 double sm_run_loss_part(sm_run *r, int k)
 {
     if (!r->has_targets || k < 0 || k > r->D) return NAN;
-    return sm_scalar(r->D == 0 ? r->loss : k ? r->loss_mtp[k - 1] : r->loss_main);
+    return sm_scalar(sm_loss_tensor(r, k));
 }
 
 double sm_run_balance_loss(sm_run *r) { return sm_scalar(r->bal_total); }

@@ -70,7 +70,7 @@ static sm_ckpt_tensor *sm_weight_list(sm_trainer *t, int optim, int which, int *
             *c = sm_param_tensor(t, i, sm_model_param_name(t->m, i));
         }
         /* a run that adds MTP modules resumes a checkpoint without them */
-        c->optional = t->m->all[param].layer > t->m->dims.L;
+        c->optional = sm_param_is_mtp(t->m, &t->m->all[param]);
     }
     for (int k = 0; v && k < copies; k++) {
         const sm_mtp_params *p = &t->m->mtp[k];
