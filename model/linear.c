@@ -20,15 +20,17 @@
 #include "base/grow.h"
 #include "tasks/fp8.h"
 
-/* A quantised tensor: its E4M3 codes and its scales. */
+/* A quantised tensor: its E4M3 codes and its scales, and what its values were last made for:
+ * the step (0: never) and block. */
 typedef struct sm_q8 {
     sm_tensor *codes, *scales;
+    unsigned step;
+    int layer;
 } sm_q8;
 
-/* A weight's quantisation this step: its blocks, and W^T's. */
+/* A weight's quantisation: its blocks, and W^T's. */
 typedef struct sm_q8_weight {
     sm_q8 w, wt;
-    unsigned step_w, step_wt;                /* the step they were last made in (0: never) */
 } sm_q8_weight;
 
 typedef struct sm_q8_named {
@@ -44,6 +46,16 @@ struct sm_fp8_state {
     size_t nnamed, cap;
     sm_tensor_list floats;                   /* float32 temporaries (the SwiGLU's activation) */
 };
+
+/* Whether q was made for this step and the context's block; if not, marks it so (the caller
+ * inserts the task that makes it). */
+static int sm_q8_made(const sm_run *r, const sm_op_ctx *c, sm_q8 *q)
+{
+    if (q->step == r->fp8->step && q->layer == c->layer) return 1;
+    q->step = r->fp8->step;
+    q->layer = c->layer;
+    return 0;
+}
 
 int sm_fp8_state_new(sm_run *r, sm_error *err)
 {
@@ -138,22 +150,19 @@ static sm_q8 *sm_q8_weight_get(sm_run *r, const sm_op_ctx *c, const sm_param *p,
     int N = (int)p->w->shape[0], K = (int)p->w->shape[1];
     if (!q->w.codes && sm_q8_new(r, &q->w, p->w->name, (sm_fp8_rows){N, 0}, K, 1, c->err))
         return NULL;
-    if (q->step_w != r->fp8->step) {
-        if (sm_insert_fp8_quant_blocks(c, q->w.codes, q->w.scales, p->w, N, K)) return NULL;
-        q->step_w = r->fp8->step;
-    }
+    if (!sm_q8_made(r, c, &q->w) &&
+        sm_insert_fp8_quant_blocks(c, q->w.codes, q->w.scales, p->w, N, K))
+        return NULL;
     if (!transposed) return &q->w;
     if (!q->wt.codes) {
         char n[300];
         snprintf(n, sizeof n, "%s.T", p->w->name);
         if (sm_q8_new(r, &q->wt, n, (sm_fp8_rows){K, 0}, N, 1, c->err)) return NULL;
     }
-    if (q->step_wt != r->fp8->step) {
-        if (sm_insert_fp8_transpose_blocks(c, q->wt.codes, q->wt.scales, q->w.codes,
-                                           q->w.scales, N, K))
-            return NULL;
-        q->step_wt = r->fp8->step;
-    }
+    if (!sm_q8_made(r, c, &q->wt) &&
+        sm_insert_fp8_transpose_blocks(c, q->wt.codes, q->wt.scales, q->w.codes, q->w.scales, N,
+                                       K))
+        return NULL;
     return &q->wt;
 }
 
@@ -208,9 +217,12 @@ static int sm_fp8_bwd_weight(sm_run *r, const sm_op_ctx *c, sm_tensor *dW, sm_te
     sm_q8 *q = sm_q8_input(r, c, what, T, in);
     sm_q8 *gt = q ? sm_q8_tmp(r, c, n[0], T, out) : NULL;
     sm_q8 *xt = gt ? sm_q8_tmp(r, c, n[1], T, in) : NULL;
+    /* the linears sharing an input (q_a and kv_a, a SwiGLU's gate and up) run their Wgrads one
+     * after the other: the second reuses the first's re-quantised input */
     return xt && !sm_insert_fp8_quant_tiles_t(c, gt->codes, gt->scales, dy, T, out) &&
-                   !sm_insert_fp8_requant_t(c, xt->codes, xt->scales, q->codes, q->scales, T,
-                                            in)
+                   (sm_q8_made(r, c, xt) ||
+                    !sm_insert_fp8_requant_t(c, xt->codes, xt->scales, q->codes, q->scales, T,
+                                             in))
                ? sm_insert_fp8_gemm_tiles(c, dW, gt->codes, gt->scales, xt->codes, xt->scales,
                                           out, in, T)
                : -1;

@@ -160,7 +160,8 @@ static void sm_fp8_gemm_into(void *b[], const sm_fp8_gemm_args *a, int64_t M, in
                                           const float *, int64_t, int64_t, int64_t, float *))
 {
     size_t n = (size_t)M * a->N;
-    float *y = a->dynamic && !a->accumulate ? sm_fp8_out(b, GEMM_Y, 1, n) : SM_BUF(b, GEMM_Y, float);
+    float *y = a->dynamic && !a->accumulate ? sm_fp8_out(b, GEMM_Y, 1, n)
+                                            : SM_BUF(b, GEMM_Y, float);
     int add = a->accumulate || a->res;
     float *p = add ? sm_kfloats(n, "fp8 GEMM product") : y;
     gemm(SM_BUF(b, GEMM_A, uint8_t), SM_BUF(b, GEMM_AS, float), SM_BUF(b, GEMM_B, uint8_t),
